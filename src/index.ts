@@ -1,1 +1,9 @@
-export {}
+export { openStore, CkptStore, defaultStorePath } from './store.js'
+export type { OpenOptions, LogEntry, StoreStats } from './store.js'
+export { Timeline } from './timeline.js'
+export type { Checkpoint, CheckpointInput, CheckpointStats, PendingCheckpoint, RegionInput, RegionConfig, DirtySpec } from './timeline.js'
+export type { DiffEntry } from './diff.js'
+export { Geometry, DEFAULT_FANOUT, MAX_DELTA_DEPTH } from './region-tree.js'
+export { CkptError, isCkptError } from '../codecs/errors.js'
+export type { CkptErrorCode } from '../codecs/errors.js'
+export type { Manifest } from '../codecs/manifest.js'

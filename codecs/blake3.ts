@@ -1,0 +1,112 @@
+/**
+ * BLAKE3-256, the hash behind every block id. Three interchangeable backends; the fastest one that
+ * loads serves the hot path, and all must produce identical digests (noble is the reference).
+ */
+import { createRequire } from 'node:module'
+import { blake3 as nobleBlake3 } from '@noble/hashes/blake3.js'
+import { CkptError } from './errors.js'
+
+export interface Blake3Backend {
+  readonly name: 'napi' | 'hash-wasm' | 'noble'
+  /** 32-byte BLAKE3 digest of data */
+  hash(data: Uint8Array): Uint8Array
+}
+
+type BackendName = Blake3Backend['name']
+
+// Measured on this machine at 4 KiB per call: napi 1,088 MB/s, hash-wasm 569 MB/s, noble 32 MB/s.
+const PREFERENCE: readonly BackendName[] = ['napi', 'hash-wasm', 'noble']
+
+const noble: Blake3Backend = Object.freeze({ name: 'noble', hash: (data: Uint8Array) => nobleBlake3(data) })
+
+// A backend that loads but computes wrong digests would silently corrupt the id space, so each
+// non-reference backend must agree with noble on a multi-chunk probe before it is used.
+const PROBE = Uint8Array.from({ length: 2049 }, (_, i) => i % 251)
+const PROBE_DIGEST = nobleBlake3(PROBE)
+
+function verified(backend: Blake3Backend): Blake3Backend | undefined {
+  const got = backend.hash(PROBE)
+  if (got.length !== 32) return undefined
+  for (let i = 0; i < 32; i++) if (got[i] !== PROBE_DIGEST[i]) return undefined
+  return backend
+}
+
+function checkName(name: unknown): asserts name is BackendName {
+  if (!PREFERENCE.includes(name as BackendName)) throw new TypeError(`unknown BLAKE3 backend: ${String(name)}`)
+}
+
+export function loadBackendSync(name: 'napi' | 'noble'): Blake3Backend | undefined {
+  checkName(name)
+  if (name === 'noble') return noble
+  if (name !== 'napi') throw new TypeError(`BLAKE3 backend ${name} cannot load synchronously`)
+  try {
+    // createRequire so a missing or broken native binary is a catchable error, not an import failure.
+    const mod = createRequire(import.meta.url)('@napi-rs/blake-hash') as { blake3?: (input: Uint8Array) => Uint8Array }
+    const fn = mod.blake3
+    if (typeof fn !== 'function') return undefined
+    return verified(Object.freeze({ name: 'napi', hash: (data: Uint8Array) => fn(data) }))
+  } catch {
+    return undefined
+  }
+}
+
+export async function loadBackend(name: BackendName): Promise<Blake3Backend | undefined> {
+  checkName(name)
+  if (name !== 'hash-wasm') return loadBackendSync(name)
+  try {
+    const { createBLAKE3 } = await import('hash-wasm')
+    // One reusable wasm instance; safe because hash() is synchronous and never interleaves.
+    const hasher = await createBLAKE3()
+    return verified(Object.freeze({ name: 'hash-wasm', hash: (data: Uint8Array) => hasher.init().update(data).digest('binary') }))
+  } catch {
+    return undefined
+  }
+}
+
+/** The backend named by CKPT_BLAKE3, or undefined when unset. */
+function forcedName(): BackendName | undefined {
+  const value = process.env.CKPT_BLAKE3
+  if (value === undefined || value === '') return undefined
+  if (!PREFERENCE.includes(value as BackendName)) {
+    throw new CkptError('CKPT_CODEC_UNAVAILABLE', `CKPT_BLAKE3=${value} is not a BLAKE3 backend`, { backend: value })
+  }
+  return value as BackendName
+}
+
+function unavailable(name: BackendName): CkptError {
+  return new CkptError('CKPT_CODEC_UNAVAILABLE', `BLAKE3 backend ${name} (forced by CKPT_BLAKE3) cannot load`, { backend: name })
+}
+
+let active: Blake3Backend | undefined
+
+/** Before initBlake3(): a forced noble/napi is honoured; otherwise napi, else noble (hash-wasm needs async init). */
+function syncBackend(): Blake3Backend {
+  const forced = forcedName()
+  if (forced === 'noble') return noble
+  const napi = loadBackendSync('napi')
+  if (forced === 'napi' && napi === undefined) throw unavailable('napi')
+  return napi ?? noble
+}
+
+export async function initBlake3(): Promise<Blake3Backend> {
+  const forced = forcedName()
+  if (forced !== undefined) {
+    const backend = await loadBackend(forced)
+    if (backend === undefined) throw unavailable(forced)
+    return (active = backend)
+  }
+  for (const name of PREFERENCE) {
+    const backend = await loadBackend(name)
+    if (backend !== undefined) return (active = backend)
+  }
+  return (active = noble)
+}
+
+export function blake3(data: Uint8Array): Uint8Array {
+  if (!(data instanceof Uint8Array)) throw new TypeError('blake3: data must be a Uint8Array')
+  return (active ??= syncBackend()).hash(data)
+}
+
+export function blake3BackendName(): string {
+  return (active ??= syncBackend()).name
+}

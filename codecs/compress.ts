@@ -1,0 +1,169 @@
+/**
+ * At-rest compression of stored blocks. The block's CID always hashes the raw bytes; the pack entry
+ * records which codec below turned them into the stored payload, and its raw length.
+ */
+import { createRequire } from 'node:module'
+import { deflateRawSync, inflateRawSync } from 'node:zlib'
+import { CkptError } from './errors.js'
+
+/** At-rest codec numbers recorded per stored block (part of the pack format; never renumber). */
+export const AT_REST = { identity: 0, zstd: 1, deflate: 2, nodeDelta: 3 } as const
+
+export interface Compressor {
+  readonly code: number
+  readonly name: string
+  compress(data: Uint8Array): Uint8Array
+  decompress(data: Uint8Array, rawLength: number): Uint8Array
+}
+
+/** A codec must save at least this share of the bytes, or the block is stored as is. */
+const MIN_SAVING = 0.03
+
+export const identity: Compressor = Object.freeze({
+  code: AT_REST.identity,
+  name: 'identity',
+  compress: (data: Uint8Array) => data,
+  decompress: (data: Uint8Array) => data,
+})
+
+interface ZstdBinding {
+  DCtx: new () => { decompress(dst: Uint8Array, src: Uint8Array): number }
+}
+interface ZstdModule {
+  Compressor: new () => { setParameters(p: { compressionLevel: number }): void; compress(b: Uint8Array): Uint8Array }
+}
+
+// undefined = not tried yet, null = tried and unavailable.
+let zstd: Compressor | null | undefined
+
+/** zstd level 1 via the optional native `zstd-napi`; undefined if it cannot load. */
+export function zstdCompressor(): Compressor | undefined {
+  if (zstd === undefined) zstd = loadZstd()
+  return zstd ?? undefined
+}
+
+function loadZstd(): Compressor | null {
+  let mod: ZstdModule
+  let binding: ZstdBinding
+  try {
+    const require = createRequire(import.meta.url)
+    mod = require('zstd-napi') as ZstdModule
+    binding = require('zstd-napi/binding') as ZstdBinding
+  } catch {
+    return null
+  }
+  // One context each, reused: creating a zstd context costs more than compressing a 4 KiB page.
+  const cctx = new mod.Compressor()
+  cctx.setParameters({ compressionLevel: 1 })
+  // The raw DCtx rather than the high-level Decompressor, which allocates whatever size a (possibly
+  // corrupt) frame header claims; here the output buffer is bounded by the recorded raw length.
+  const dctx = new binding.DCtx()
+  return Object.freeze({
+    code: AT_REST.zstd,
+    name: 'zstd',
+    compress: (data: Uint8Array) => cctx.compress(data),
+    decompress(data: Uint8Array, rawLength: number) {
+      const out = Buffer.allocUnsafe(rawLength)
+      const n = dctx.decompress(out, data)
+      return n === rawLength ? out : out.subarray(0, n)
+    },
+  })
+}
+
+const deflate: Compressor = Object.freeze({
+  code: AT_REST.deflate,
+  name: 'deflate',
+  compress: (data: Uint8Array) => deflateRawSync(data, { level: 1 }),
+  decompress(data: Uint8Array, rawLength: number) {
+    // maxOutputLength bounds memory on corrupt input; info exposes the bytes consumed so trailing garbage is caught.
+    const r = inflateRawSync(data, { maxOutputLength: Math.max(1, rawLength), info: true }) as unknown as {
+      buffer: Buffer
+      engine: { bytesWritten: number }
+    }
+    if (r.engine.bytesWritten !== data.length) throw new Error('trailing bytes after the deflate stream')
+    return r.buffer
+  },
+})
+
+/** raw deflate level 1 via node:zlib: always available, the fallback. */
+export function deflateCompressor(): Compressor {
+  return deflate
+}
+
+/** Compressor to WRITE with: zstd if it loads, else deflate; env CKPT_COMPRESS=zstd|deflate|identity forces one. */
+export function defaultCompressor(): Compressor {
+  const forced = process.env['CKPT_COMPRESS']
+  if (forced === undefined || forced === '') return zstdCompressor() ?? deflate
+  switch (forced) {
+    case 'identity':
+      return identity
+    case 'deflate':
+      return deflate
+    case 'zstd': {
+      const z = zstdCompressor()
+      if (z) return z
+      throw new CkptError('CKPT_CODEC_UNAVAILABLE', 'CKPT_COMPRESS=zstd but the optional zstd-napi package cannot be loaded', {
+        codec: 'zstd',
+      })
+    }
+    default:
+      throw new CkptError('CKPT_CODEC_UNAVAILABLE', `CKPT_COMPRESS=${JSON.stringify(forced)}: expected zstd, deflate or identity`, {
+        codec: forced,
+      })
+  }
+}
+
+/** Compressor able to READ a given at-rest code (identity/zstd/deflate). Node deltas are the store's job. */
+export function compressorFor(code: number): Compressor {
+  if (typeof code !== 'number') throw new TypeError('compressorFor: code must be a number')
+  switch (code) {
+    case AT_REST.identity:
+      return identity
+    case AT_REST.deflate:
+      return deflate
+    case AT_REST.zstd: {
+      const z = zstdCompressor()
+      if (z) return z
+      throw new CkptError(
+        'CKPT_CODEC_UNAVAILABLE',
+        'block is zstd-compressed but the optional zstd-napi package cannot be loaded on this machine; install zstd-napi to read it',
+        { codec: code },
+      )
+    }
+    case AT_REST.nodeDelta:
+      throw new CkptError('CKPT_CODEC_UNAVAILABLE', 'node deltas are rebuilt by the store, not decompressed', { codec: code })
+    default:
+      throw new CkptError('CKPT_CODEC_UNAVAILABLE', `unknown at-rest codec ${code}`, { codec: code })
+  }
+}
+
+/** Compress with c, falling back to identity unless that saves at least 3%. */
+export function compressBlock(c: Compressor, data: Uint8Array): { code: number; bytes: Uint8Array } {
+  if (!(data instanceof Uint8Array)) throw new TypeError('compressBlock: data must be a Uint8Array')
+  if (c.code !== AT_REST.identity && data.length > 0) {
+    const out = c.compress(data)
+    if (out.length <= data.length * (1 - MIN_SAVING)) return { code: c.code, bytes: out }
+  }
+  return { code: AT_REST.identity, bytes: data }
+}
+
+/** Decompress and check the length; corrupt input of any kind is CKPT_BAD_PACK. */
+export function decompressBlock(code: number, bytes: Uint8Array, rawLength: number): Uint8Array {
+  if (!(bytes instanceof Uint8Array)) throw new TypeError('decompressBlock: bytes must be a Uint8Array')
+  if (!Number.isSafeInteger(rawLength) || rawLength < 0) throw new TypeError('decompressBlock: rawLength must be a non-negative integer')
+  const c = compressorFor(code)
+  let out: Uint8Array
+  try {
+    out = c.decompress(bytes, rawLength)
+  } catch (err) {
+    throw new CkptError('CKPT_BAD_PACK', `corrupt ${c.name} block: ${err instanceof Error ? err.message : String(err)}`, { codec: code, rawLength }, err)
+  }
+  if (out.length !== rawLength) {
+    throw new CkptError('CKPT_BAD_PACK', `${c.name} block decompressed to ${out.length} bytes, expected ${rawLength}`, {
+      codec: code,
+      rawLength,
+      length: out.length,
+    })
+  }
+  return out
+}

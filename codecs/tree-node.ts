@@ -1,0 +1,192 @@
+/**
+ * Tree nodes: a dag-cbor array of `count` slots (1..65536), each CBOR null (0xf6, a hole: an all-zero
+ * chunk or subtree) or a CID link. A link is always the same 41 bytes:
+ *
+ *   d8 2a  (tag 42) | 58 25  (byte string, 37 bytes) | 00 (identity multibase) | 01 codec 1e 20 | 32-byte digest
+ *
+ * with codec 0x55 (raw) or 0x71 (dag-cbor). The array header uses the minimal length form, so these
+ * bytes are exactly what @ipld/dag-cbor produces; the hand-written code is ~20x faster than it.
+ */
+import { BLAKE3, DAG_CBOR, DIGEST_LENGTH, RAW } from './cid.js'
+import { CkptError } from './errors.js'
+
+export interface NodeEntries {
+  count: number
+  /** per slot: 0 = hole (null), otherwise the link's multicodec (0x55 raw or 0x71 dag-cbor) */
+  codecs: Uint8Array
+  /** count * 32 bytes: the BLAKE3 digest of each linked block (zeros for holes) */
+  digests: Uint8Array
+}
+
+export const MAX_NODE_COUNT = 65536
+
+const NULL = 0xf6
+const LINK_LENGTH = 41
+const LINK_HEAD = 9 // bytes before the digest
+
+function view(a: Uint8Array): DataView {
+  return new DataView(a.buffer, a.byteOffset, a.byteLength)
+}
+
+/** 32 bytes as eight 4-byte moves: ~4x faster than a byte loop or subarray().set() for this size. */
+function copyDigest(src: DataView, from: number, dst: DataView, to: number): void {
+  dst.setInt32(to, src.getInt32(from, true), true)
+  dst.setInt32(to + 4, src.getInt32(from + 4, true), true)
+  dst.setInt32(to + 8, src.getInt32(from + 8, true), true)
+  dst.setInt32(to + 12, src.getInt32(from + 12, true), true)
+  dst.setInt32(to + 16, src.getInt32(from + 16, true), true)
+  dst.setInt32(to + 20, src.getInt32(from + 20, true), true)
+  dst.setInt32(to + 24, src.getInt32(from + 24, true), true)
+  dst.setInt32(to + 28, src.getInt32(from + 28, true), true)
+}
+
+function checkCount(count: number, fn: string): void {
+  if (!Number.isInteger(count) || count < 1 || count > MAX_NODE_COUNT) {
+    throw new TypeError(`${fn}: count must be an integer in 1..${MAX_NODE_COUNT}`)
+  }
+}
+
+function headerLength(count: number): number {
+  return count < 24 ? 1 : count < 256 ? 2 : count < 65536 ? 3 : 5
+}
+
+/** Validates the entries and returns their link count. */
+function checkEntries(n: NodeEntries, fn: string): number {
+  checkCount(n.count, fn)
+  const { count, codecs, digests } = n
+  if (!(codecs instanceof Uint8Array) || codecs.length !== count) throw new TypeError(`${fn}: codecs must be ${count} bytes`)
+  if (!(digests instanceof Uint8Array) || digests.length !== count * DIGEST_LENGTH) {
+    throw new TypeError(`${fn}: digests must be ${count * DIGEST_LENGTH} bytes`)
+  }
+  let links = 0
+  for (let i = 0; i < count; i++) {
+    const c = codecs[i]!
+    if (c === 0) continue
+    if (c !== RAW && c !== DAG_CBOR) throw new TypeError(`${fn}: slot ${i} has codec ${c}, expected 0, 0x55 or 0x71`)
+    links++
+  }
+  return links
+}
+
+export function emptyNode(count: number): NodeEntries {
+  checkCount(count, 'emptyNode')
+  return { count, codecs: new Uint8Array(count), digests: new Uint8Array(count * DIGEST_LENGTH) }
+}
+
+export function nodeLinkCount(n: NodeEntries): number {
+  return checkEntries(n, 'nodeLinkCount')
+}
+
+export function encodedNodeLength(n: NodeEntries): number {
+  const links = checkEntries(n, 'encodedNodeLength')
+  return headerLength(n.count) + links * LINK_LENGTH + (n.count - links)
+}
+
+/** The exact dag-cbor bytes of the node. */
+export function encodeNode(n: NodeEntries): Uint8Array {
+  const links = checkEntries(n, 'encodeNode')
+  const { count, codecs, digests } = n
+  const out = new Uint8Array(headerLength(count) + links * LINK_LENGTH + (count - links))
+  const src = view(digests)
+  const dst = view(out)
+  let p: number
+  if (count < 24) {
+    out[0] = 0x80 | count
+    p = 1
+  } else if (count < 256) {
+    out[0] = 0x98
+    out[1] = count
+    p = 2
+  } else if (count < 65536) {
+    out[0] = 0x99
+    out[1] = count >>> 8
+    out[2] = count & 0xff
+    p = 3
+  } else {
+    out[0] = 0x9a
+    out[2] = 1 // 65536 = 00 01 00 00
+    p = 5
+  }
+  for (let i = 0; i < count; i++) {
+    const codec = codecs[i]!
+    if (codec === 0) {
+      out[p++] = NULL
+      continue
+    }
+    out[p] = 0xd8
+    out[p + 1] = 0x2a
+    out[p + 2] = 0x58
+    out[p + 3] = 0x25
+    // out[p + 4] = 0x00: identity multibase prefix, already zero
+    out[p + 5] = 0x01
+    out[p + 6] = codec
+    out[p + 7] = BLAKE3
+    out[p + 8] = DIGEST_LENGTH
+    copyDigest(src, i * DIGEST_LENGTH, dst, p + LINK_HEAD)
+    p += LINK_LENGTH
+  }
+  return out
+}
+
+function bad(message: string, offset: number): CkptError {
+  return new CkptError('CKPT_BAD_NODE', `tree node: ${message} at byte ${offset}`, { offset })
+}
+
+/** Strict inverse of encodeNode: any other byte sequence is CKPT_BAD_NODE. */
+export function decodeNode(bytes: Uint8Array): NodeEntries {
+  if (!(bytes instanceof Uint8Array)) throw new TypeError('decodeNode: bytes must be a Uint8Array')
+  const len = bytes.length
+  if (len === 0) throw bad('empty block', 0)
+  const h = bytes[0]!
+  let count: number
+  let p: number
+  if (h > 0x80 && h < 0x98) {
+    count = h & 0x1f
+    p = 1
+  } else if (h === 0x98) {
+    if (len < 2) throw bad('truncated array header', 0)
+    count = bytes[1]!
+    p = 2
+  } else if (h === 0x99) {
+    if (len < 3) throw bad('truncated array header', 0)
+    count = (bytes[1]! << 8) | bytes[2]!
+    p = 3
+  } else if (h === 0x9a) {
+    if (len < 5) throw bad('truncated array header', 0)
+    count = ((bytes[1]! << 24) | (bytes[2]! << 16) | (bytes[3]! << 8) | bytes[4]!) >>> 0
+    if (count > MAX_NODE_COUNT) throw bad(`${count} slots, more than ${MAX_NODE_COUNT}`, 0)
+    p = 5
+  } else if (h === 0x80) {
+    throw bad('empty array', 0)
+  } else {
+    throw bad(`expected a definite-length array, got initial byte 0x${h.toString(16)}`, 0)
+  }
+  if (headerLength(count) !== p) throw bad(`non-minimal array length ${count}`, 0)
+  if (len < p + count) throw bad(`truncated: ${count} slots need at least ${p + count} bytes, got ${len}`, len)
+
+  const codecs = new Uint8Array(count)
+  const digests = new Uint8Array(count * DIGEST_LENGTH)
+  const src = view(bytes)
+  const dst = view(digests)
+  for (let i = 0; i < count; i++) {
+    if (p >= len) throw bad(`truncated at slot ${i}`, p)
+    const b = bytes[p]!
+    if (b === NULL) {
+      p++
+      continue
+    }
+    if (b !== 0xd8 || bytes[p + 1] !== 0x2a) throw bad(`slot ${i} is neither null nor a tag-42 link`, p)
+    if (p + LINK_LENGTH > len) throw bad(`truncated link at slot ${i}`, p)
+    if (bytes[p + 2] !== 0x58 || bytes[p + 3] !== 0x25) throw bad(`slot ${i}: link is not a 37-byte byte string`, p + 2)
+    if (bytes[p + 4] !== 0x00) throw bad(`slot ${i}: link lacks the 0x00 multibase prefix`, p + 4)
+    const codec = bytes[p + 6]!
+    if (bytes[p + 5] !== 0x01 || (codec !== RAW && codec !== DAG_CBOR) || bytes[p + 7] !== BLAKE3 || bytes[p + 8] !== DIGEST_LENGTH) {
+      throw bad(`slot ${i}: not a CIDv1 raw/dag-cbor BLAKE3-256`, p + 5)
+    }
+    codecs[i] = codec
+    copyDigest(src, p + LINK_HEAD, dst, i * DIGEST_LENGTH)
+    p += LINK_LENGTH
+  }
+  if (p !== len) throw bad(`${len - p} trailing bytes`, p)
+  return { count, codecs, digests }
+}

@@ -1,0 +1,234 @@
+/**
+ * A region's content as a Merkle tree over chunk CIDs (SPEC.md §Region trees).
+ * Level 0 is the chunks; a node at level L >= 1, index j, holds the links of level L-1 items
+ * [j*F, min((j+1)*F, itemsAt(L-1))). The root is the single node at the top level. A hole (null) is an
+ * all-zero chunk or an all-zero subtree. The shape depends only on size, chunk size and fan-out, so equal
+ * contents give equal root CIDs whatever their history.
+ *
+ * The tree kept for a timeline's head is mutable: setChunk() changes slots (copy-on-write per node), and
+ * commit() writes only the nodes on paths from changed chunks to the root, each stored as a delta
+ * against its previous version where that is smaller (SPEC.md §Node deltas).
+ */
+import { blake3 } from '../codecs/blake3.js'
+import { cidBytes, cidDigest, DAG_CBOR, RAW, type CidBytes } from '../codecs/cid.js'
+import { AT_REST, compressBlock, defaultCompressor } from '../codecs/compress.js'
+import { CkptError } from '../codecs/errors.js'
+import { encodeNodeDelta } from '../codecs/node-delta.js'
+import { decodeNode, emptyNode, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
+import type { BlockStore } from '../store/block-store.js'
+
+export const DEFAULT_FANOUT = 256
+/** Longest delta chain before a node is stored whole again (bounds a cold read to this many reads). */
+export const MAX_DELTA_DEPTH = 32
+
+export class Geometry {
+  readonly chunks: number
+  readonly height: number
+  readonly lastChunkSize: number
+
+  constructor(
+    readonly size: number,
+    readonly chunkSize: number,
+    readonly fanout = DEFAULT_FANOUT,
+  ) {
+    this.chunks = Math.ceil(size / chunkSize)
+    this.lastChunkSize = size - (this.chunks - 1) * chunkSize
+    let h = 1
+    for (let n = Math.ceil(this.chunks / fanout); n > 1; n = Math.ceil(n / fanout)) h++
+    this.height = h
+  }
+
+  /** number of items (chunks at level 0, nodes above) at a level */
+  itemsAt(level: number): number {
+    let n = this.chunks
+    for (let l = 0; l < level; l++) n = Math.ceil(n / this.fanout)
+    return n
+  }
+
+  /** entries of node (level, index) */
+  nodeCount(level: number, index: number): number {
+    return Math.min(this.fanout, this.itemsAt(level - 1) - index * this.fanout)
+  }
+
+  chunkLength(i: number): number {
+    return i === this.chunks - 1 ? this.lastChunkSize : this.chunkSize
+  }
+}
+
+interface NodeState {
+  entries: NodeEntries
+  /** CID this node had when loaded or last committed (null: was a hole) */
+  cid: CidBytes | null
+  /** entries as of `cid`, kept once the node is modified (the delta base) */
+  base?: NodeEntries
+  depth?: number
+  dirty: boolean
+}
+
+export interface TreeCommitStats {
+  nodesWritten: number
+  nodeBytes: number
+}
+
+function cloneEntries(e: NodeEntries): NodeEntries {
+  return { count: e.count, codecs: e.codecs.slice(), digests: e.digests.slice() }
+}
+
+export class RegionTree {
+  private readonly levels: Map<number, NodeState>[] = []
+  private rootCid: CidBytes | null
+
+  constructor(
+    private readonly blocks: BlockStore,
+    readonly geo: Geometry,
+    root: CidBytes | null,
+  ) {
+    this.rootCid = root
+    for (let l = 0; l <= geo.height; l++) this.levels.push(new Map())
+  }
+
+  get root(): CidBytes | null {
+    return this.rootCid
+  }
+
+  private node(level: number, index: number): NodeState {
+    const cached = this.levels[level]!.get(index)
+    if (cached) return cached
+    let cid: CidBytes | null
+    if (level === this.geo.height) cid = this.rootCid
+    else {
+      const parent = this.node(level + 1, Math.floor(index / this.geo.fanout))
+      const slot = index % this.geo.fanout
+      cid = parent.entries.codecs[slot] ? cidBytes(DAG_CBOR, parent.entries.digests.subarray(slot * 32, slot * 32 + 32)) : null
+    }
+    const count = this.geo.nodeCount(level, index)
+    let entries: NodeEntries
+    if (cid) {
+      entries = decodeNode(this.blocks.get(cid))
+      if (entries.count !== count) {
+        throw new CkptError('CKPT_BAD_NODE', `tree node at level ${level} has ${entries.count} entries, expected ${count}`, { level, index })
+      }
+    } else entries = emptyNode(count)
+    const st: NodeState = { entries, cid, dirty: false }
+    this.levels[level]!.set(index, st)
+    return st
+  }
+
+  /** The chunk's digest (32 bytes, a view) or undefined for a hole. */
+  chunkDigest(i: number): Uint8Array | undefined {
+    const n = this.node(1, Math.floor(i / this.geo.fanout))
+    const slot = i % this.geo.fanout
+    return n.entries.codecs[slot] ? n.entries.digests.subarray(slot * 32, slot * 32 + 32) : undefined
+  }
+
+  /** Sets chunk i to a raw block digest, or to a hole with undefined. Returns whether it changed. */
+  setChunk(i: number, digest: Uint8Array | undefined): boolean {
+    return this.setSlot(1, Math.floor(i / this.geo.fanout), i % this.geo.fanout, RAW, digest)
+  }
+
+  private setSlot(level: number, index: number, slot: number, codec: number, digest: Uint8Array | undefined): boolean {
+    const n = this.node(level, index)
+    const e = n.entries
+    if (digest === undefined) {
+      if (e.codecs[slot] === 0) return false
+    } else if (e.codecs[slot] === codec) {
+      let same = true
+      for (let k = 0; k < 32; k++) if (e.digests[slot * 32 + k] !== digest[k]) { same = false; break }
+      if (same) return false
+    }
+    if (!n.dirty) {
+      if (n.cid) n.base = cloneEntries(e)
+      n.dirty = true
+    }
+    if (digest === undefined) {
+      e.codecs[slot] = 0
+      e.digests.fill(0, slot * 32, slot * 32 + 32)
+    } else {
+      e.codecs[slot] = codec
+      e.digests.set(digest, slot * 32)
+    }
+    return true
+  }
+
+  /** Writes every modified node bottom-up and returns the new root (null: the region is all zero). */
+  commit(): TreeCommitStats {
+    const stats = { nodesWritten: 0, nodeBytes: 0 }
+    for (let level = 1; level <= this.geo.height; level++) {
+      for (const [index, n] of this.levels[level]!) {
+        if (!n.dirty) continue
+        let newCid: CidBytes | null = null
+        let holes = true
+        for (let k = 0; k < n.entries.count; k++) if (n.entries.codecs[k]) { holes = false; break }
+        if (!holes) {
+          const bytes = encodeNode(n.entries)
+          newCid = cidBytes(DAG_CBOR, blake3(bytes))
+          if (!this.blocks.has(newCid)) {
+            const written = this.writeNode(newCid, bytes, n)
+            stats.nodesWritten++
+            stats.nodeBytes += written
+          }
+        }
+        if (level === this.geo.height) this.rootCid = newCid
+        else this.setSlot(level + 1, Math.floor(index / this.geo.fanout), index % this.geo.fanout, DAG_CBOR, newCid ? cidDigest(newCid) : undefined)
+        n.cid = newCid
+        n.base = undefined
+        n.dirty = false
+      }
+    }
+    return stats
+  }
+
+  private writeNode(cid: CidBytes, bytes: Uint8Array, n: NodeState): number {
+    if (n.cid && n.base) {
+      const baseDepth = n.depth ?? this.blocks.locate(n.cid)?.depth ?? MAX_DELTA_DEPTH
+      if (baseDepth < MAX_DELTA_DEPTH) {
+        const delta = encodeNodeDelta(n.cid, n.base, n.entries, bytes.length >> 1)
+        if (delta) {
+          this.blocks.put(cid, AT_REST.nodeDelta, delta, bytes.length, baseDepth + 1)
+          n.depth = baseDepth + 1
+          return delta.length
+        }
+      }
+    }
+    const c = compressBlock(compressor(), bytes)
+    this.blocks.put(cid, c.code, c.bytes, bytes.length, 0)
+    n.depth = 0
+    return c.bytes.length
+  }
+
+  /** Visits every non-hole chunk in order: (chunk index, digest view). */
+  forEachChunk(fn: (i: number, digest: Uint8Array) => void): void {
+    if (!this.rootCid) return
+    const leaves = this.geo.itemsAt(1)
+    for (let j = 0; j < leaves; j++) {
+      const n = this.node(1, j)
+      for (let s = 0; s < n.entries.count; s++) {
+        if (n.entries.codecs[s]) fn(j * this.geo.fanout + s, n.entries.digests.subarray(s * 32, s * 32 + 32))
+      }
+    }
+  }
+
+  /** Leaf node j's entries, loading it if needed (read paths). */
+  leaf(j: number): NodeEntries {
+    return this.node(1, j).entries
+  }
+
+  /** Whether the subtree (level, index) is a hole, without loading it. */
+  subtreeCid(level: number, index: number): CidBytes | null {
+    if (level === this.geo.height) return this.rootCid
+    const parent = this.node(level + 1, Math.floor(index / this.geo.fanout))
+    const slot = index % this.geo.fanout
+    if (!parent.entries.codecs[slot]) return null
+    return cidBytes(parent.entries.codecs[slot]!, parent.entries.digests.subarray(slot * 32, slot * 32 + 32))
+  }
+
+  /** Drops clean cached nodes (memory bound for long-lived read trees). */
+  evictClean(): void {
+    for (const m of this.levels) for (const [k, n] of m) if (!n.dirty) m.delete(k)
+  }
+}
+
+let defaultComp: ReturnType<typeof defaultCompressor> | undefined
+function compressor() {
+  return (defaultComp ??= defaultCompressor())
+}

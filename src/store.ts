@@ -1,0 +1,311 @@
+/**
+ * The library's entry point: openStore(dir) and the CkptStore it returns (SPEC.md §Library API).
+ */
+import os from 'node:os'
+import path from 'node:path'
+import PQueue from 'p-queue'
+import { CID } from 'multiformats/cid'
+import { initBlake3 } from '../codecs/blake3.js'
+import { cidEquals, cidToString, DAG_CBOR, fromCID, parseCid, toCID, type CidBytes } from '../codecs/cid.js'
+import { CkptError } from '../codecs/errors.js'
+import { decodeManifest, type Manifest } from '../codecs/manifest.js'
+import { Repository, type RepositoryOptions, type TimelineRecord } from '../store/repository.js'
+import { WorkerPool } from './pipeline/worker-pool.js'
+import { checkName, REGION_RE, toVtime } from './refs.js'
+import { Geometry } from './region-tree.js'
+import { readChunk, restoreRegion } from './restore.js'
+import { diffManifests, type DiffEntry } from './diff.js'
+import { Timeline, type RegionConfig } from './timeline.js'
+
+export interface OpenOptions extends RepositoryOptions {
+  /** worker threads for hashing and compression (default: cores, at most 4; 0 = inline) */
+  threads?: number
+  /** copies the pipeline may hold before checkpoint() waits (default 256 MiB) */
+  maxPendingBytes?: number
+}
+
+export interface LogEntry {
+  timeline: string
+  vtime: bigint
+  cid: CID
+}
+
+export interface StoreStats {
+  timelines: number
+  checkpoints: number
+  blocks: number
+  packs: number
+  /** bytes in pack files (entries, headers, footers) */
+  packBytes: number
+  /** bytes of the LevelDB index directory */
+  indexBytes: number
+  /** in-memory fingerprint filter */
+  filterBytes: number
+}
+
+/** The store's default location when none is given: CKPT_STORE, else ./ckpt-store. */
+export function defaultStorePath(): string {
+  return process.env.CKPT_STORE ?? path.resolve('ckpt-store')
+}
+
+export async function openStore(dir: string = defaultStorePath(), opts: OpenOptions = {}): Promise<CkptStore> {
+  if (typeof dir !== 'string' || dir === '') throw new TypeError('store directory must be a non-empty string')
+  await initBlake3()
+  const repo = await Repository.open(dir, opts)
+  return new CkptStore(repo, opts)
+}
+
+export class CkptStore {
+  private readonly pool: WorkerPool
+  private readonly queue = new PQueue({ concurrency: 1 })
+  private readonly timelines = new Map<string, Timeline>()
+  private readonly manifests = new Map<string, Manifest>()
+  private pendingBytes = 0
+  private readonly maxPending: number
+  private roomWaiters: (() => void)[] = []
+  private closing = false
+
+  constructor(
+    private readonly repo: Repository,
+    opts: OpenOptions,
+  ) {
+    this.pool = new WorkerPool(opts.threads ?? Math.min(4, Math.max(1, os.availableParallelism())))
+    this.maxPending = opts.maxPendingBytes ?? 256 << 20
+  }
+
+  get dir(): string {
+    return this.repo.dir
+  }
+
+  /** @internal the pipeline's parts, for Timeline */
+  internals(): { repo: Repository; pool: WorkerPool } {
+    return { repo: this.repo, pool: this.pool }
+  }
+
+  /** @internal */
+  checkOpen(): void {
+    if (this.closing || this.repo.isClosed) throw new CkptError('CKPT_CLOSED', 'the store is closed')
+  }
+
+  /** @internal */
+  hasRoom(bytes: number): boolean {
+    return this.pendingBytes === 0 || this.pendingBytes + bytes <= this.maxPending
+  }
+
+  /** @internal */
+  waitForRoom(bytes: number): Promise<void> {
+    return new Promise((resolve) => {
+      const check = () => {
+        if (this.hasRoom(bytes)) resolve()
+        else this.roomWaiters.push(check)
+      }
+      check()
+    })
+  }
+
+  /** @internal runs fn in the one-at-a-time pipeline, counting its copies as pending until done */
+  enqueue<T>(bytes: number, fn: () => Promise<T>): Promise<T> {
+    this.pendingBytes += bytes
+    return this.queue.add(fn, { throwOnTimeout: true }).finally(() => {
+      this.pendingBytes -= bytes
+      const w = this.roomWaiters
+      this.roomWaiters = []
+      for (const f of w) f()
+    }) as Promise<T>
+  }
+
+  /**
+   * Opens a timeline, creating it with these regions if it does not exist. An existing timeline must
+   * be opened with the same regions (or none: then its own are used).
+   */
+  async timeline(name: string, opts: { regions?: Record<string, RegionConfig> } = {}): Promise<Timeline> {
+    this.checkOpen()
+    checkName('timeline', name)
+    const open = this.timelines.get(name)
+    const existing = open?.record ?? (await this.repo.getTimeline(name))
+    const regions: Record<string, { size: number; chunkSize: number }> = {}
+    for (const [r, c] of Object.entries(opts.regions ?? {})) {
+      checkName('region', r, REGION_RE)
+      if (typeof c !== 'object' || c === null) throw new TypeError(`region ${r} config must be an object`)
+      const chunkSize = c.chunkSize ?? 4096
+      if (!Number.isInteger(chunkSize) || chunkSize < 512 || chunkSize > 1 << 20 || (chunkSize & (chunkSize - 1)) !== 0) {
+        throw new CkptError('CKPT_BAD_ARGUMENT', `chunk size of region ${r} must be a power of two from 512 B to 1 MiB`, { region: r, chunkSize })
+      }
+      if (!Number.isSafeInteger(c.size) || c.size <= 0) throw new CkptError('CKPT_BAD_ARGUMENT', `size of region ${r} must be a positive integer`, { region: r })
+      regions[r] = { size: c.size, chunkSize }
+    }
+    if (existing) {
+      if (opts.regions && JSON.stringify(sortKeys(regions)) !== JSON.stringify(sortKeys(existing.regions))) {
+        throw new CkptError('CKPT_TIMELINE_CONFIG', `timeline ${name} exists with other regions`, { timeline: name, regions: existing.regions })
+      }
+      if (open) return open
+      const head = await this.repo.latest(name)
+      const tl = new Timeline(this, existing, head ? { cid: head.cid, vtime: head.vtime, manifest: await this.manifestOf(head.cid) } : undefined)
+      this.timelines.set(name, tl)
+      return tl
+    }
+    if (Object.keys(regions).length === 0) throw new CkptError('CKPT_NOT_FOUND', `timeline ${name} does not exist (give its regions to create it)`, { timeline: name })
+    const rec: TimelineRecord = { name, regions, created: Date.now() }
+    const tl = new Timeline(this, rec, undefined)
+    this.timelines.set(name, tl)
+    return tl
+  }
+
+  /** Nearest checkpoint of the timeline at or before vtime (one index seek). */
+  async seek(timeline: string, vtime: bigint | number): Promise<LogEntry | undefined> {
+    this.checkOpen()
+    const e = await this.repo.seek(checkName('timeline', timeline), toVtime(vtime))
+    return e && { timeline: e.timeline, vtime: e.vtime, cid: toCID(e.cid) }
+  }
+
+  /**
+   * A checkpoint from a reference: a CID (object or text), `TIMELINE@VTIME` (nearest at or before) or
+   * `TIMELINE` (its latest).
+   */
+  async resolve(ref: string | CID): Promise<CID> {
+    return toCID(await this.resolveBytes(ref))
+  }
+
+  private async resolveBytes(ref: string | CID): Promise<CidBytes> {
+    this.checkOpen()
+    const asCid = CID.asCID(ref)
+    if (asCid) return fromCID(asCid)
+    if (typeof ref !== 'string') throw new TypeError('a reference is a CID or a string')
+    if (/^b[a-z2-7]{20,}$/.test(ref)) return parseCid(ref)
+    const at = ref.lastIndexOf('@')
+    const tl = at < 0 ? ref : ref.slice(0, at)
+    checkName('timeline', tl)
+    const e = at < 0 ? await this.repo.latest(tl) : await this.repo.seek(tl, toVtime(ref.slice(at + 1)))
+    if (!e) throw new CkptError('CKPT_NOT_FOUND', `no checkpoint matches ${ref}`, { ref })
+    return e.cid
+  }
+
+  /** The decoded manifest of a checkpoint. */
+  async manifest(ref: string | CID): Promise<Manifest> {
+    return this.manifestOf(await this.resolveBytes(ref))
+  }
+
+  private async manifestOf(cid: CidBytes): Promise<Manifest> {
+    const key = cidToString(cid)
+    const hit = this.manifests.get(key)
+    if (hit) return hit
+    if (cid[1] !== DAG_CBOR) throw new CkptError('CKPT_BAD_MANIFEST', `${key} is not a dag-cbor block, so not a checkpoint`, { cid: key })
+    const m = decodeManifest(this.repo.blocks.get(cid))
+    if (this.manifests.size > 1024) this.manifests.delete(this.manifests.keys().next().value!)
+    this.manifests.set(key, m)
+    return m
+  }
+
+  private region(m: Manifest, name: string) {
+    const r = m.regions[name]
+    if (!r) throw new CkptError('CKPT_UNKNOWN_REGION', `checkpoint has no region ${name}`, { region: name })
+    return { root: r.root, geo: new Geometry(r.size, r.chunkSize, r.fanout) }
+  }
+
+  /**
+   * Materialises a region into `out`: a buffer of the region's size, or a file path (written sparse:
+   * holes are not written). Every chunk is re-hashed against its CID on the way.
+   */
+  async restore(ref: string | CID, region: string, out: Uint8Array | string): Promise<{ bytes: number; chunks: number }> {
+    const m = await this.manifest(ref)
+    const { root, geo } = this.region(m, region)
+    if (out instanceof Uint8Array && out.length !== geo.size) {
+      throw new CkptError('CKPT_WRONG_SIZE', `output buffer has ${out.length} bytes, region ${region} has ${geo.size}`, { region })
+    }
+    if (!(out instanceof Uint8Array) && typeof out !== 'string') throw new TypeError('out must be a Uint8Array or a file path')
+    return restoreRegion(this.repo.blocks, this.pool, geo, root, out)
+  }
+
+  /** One chunk of a region, read lazily (a zero-filled buffer for a hole). */
+  async readChunk(ref: string | CID, region: string, index: number): Promise<Uint8Array> {
+    const m = await this.manifest(ref)
+    const { root, geo } = this.region(m, region)
+    if (!Number.isInteger(index) || index < 0 || index >= geo.chunks) {
+      throw new CkptError('CKPT_OUT_OF_RANGE', `chunk ${index} is outside region ${region} (0..${geo.chunks - 1})`, { region, index })
+    }
+    return readChunk(this.repo.blocks, geo, root, index)
+  }
+
+  /** A blob's bytes. */
+  async readBlob(ref: string | CID, name: string): Promise<Uint8Array> {
+    const m = await this.manifest(ref)
+    const b = m.blobs[name]
+    if (!b) throw new CkptError('CKPT_NOT_FOUND', `checkpoint has no blob ${name}`, { blob: name })
+    const out = new Uint8Array(b.size)
+    let at = 0
+    for (const c of b.chunks) {
+      const bytes = this.repo.blocks.get(c.cid)
+      if (bytes.length !== c.length || at + c.length > b.size) throw new CkptError('CKPT_BAD_MANIFEST', `blob ${name} chunk lengths disagree`, { blob: name })
+      out.set(bytes, at)
+      at += bytes.length
+    }
+    if (at !== b.size) throw new CkptError('CKPT_BAD_MANIFEST', `blob ${name} chunks do not add up to its size`, { blob: name })
+    return out
+  }
+
+  /** Changes from a to b: changed chunk ranges per region (equal subtrees skipped), regions and blobs. */
+  async *diff(a: string | CID, b: string | CID): AsyncIterable<DiffEntry> {
+    const ma = await this.manifest(a)
+    const mb = await this.manifest(b)
+    yield* diffManifests(this.repo.blocks, ma, mb)
+  }
+
+  /** Checkpoints of one timeline (or all), oldest first. */
+  async *log(timeline?: string, opts: { reverse?: boolean; limit?: number } = {}): AsyncIterable<LogEntry> {
+    this.checkOpen()
+    const names: string[] = []
+    if (timeline !== undefined) names.push(checkName('timeline', timeline))
+    else for await (const t of this.repo.timelines()) names.push(t.name)
+    for (const n of names) {
+      for await (const e of this.repo.checkpoints(n, opts)) yield { timeline: n, vtime: e.vtime, cid: toCID(e.cid) }
+    }
+  }
+
+  async listTimelines(): Promise<TimelineRecord[]> {
+    this.checkOpen()
+    const out: TimelineRecord[] = []
+    for await (const t of this.repo.timelines()) out.push(t)
+    return out
+  }
+
+  /** Which timeline and vtime a checkpoint CID belongs to, if it is in the catalog. */
+  async locate(cid: CID | string): Promise<{ timeline: string; vtime: bigint } | undefined> {
+    return this.repo.checkpointRecord(await this.resolveBytes(cid))
+  }
+
+  async stats(): Promise<StoreStats> {
+    this.checkOpen()
+    const { packStats, dirBytes } = await import('./stats.js')
+    let timelines = 0
+    let checkpoints = 0
+    for await (const t of this.repo.timelines()) {
+      timelines++
+      for await (const _ of this.repo.checkpoints(t.name)) checkpoints++
+    }
+    const p = packStats(this.repo.blocks)
+    return {
+      timelines,
+      checkpoints,
+      blocks: this.repo.blocks.count,
+      packs: p.packs,
+      packBytes: p.bytes,
+      indexBytes: dirBytes(path.join(this.repo.dir, 'index')),
+      filterBytes: this.repo.blocks.filterBytes,
+    }
+  }
+
+  /** Waits for every queued checkpoint, then closes. */
+  async close(): Promise<void> {
+    if (this.closing) return
+    this.closing = true
+    await this.queue.onIdle()
+    await this.pool.close()
+    await this.repo.close()
+  }
+}
+
+function sortKeys(o: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : 1)))
+}
+
+export { cidEquals }

@@ -1,0 +1,377 @@
+/**
+ * A timeline: an ordered series of checkpoints of the same regions, in virtual time.
+ *
+ * checkpoint() validates everything first (bad input stores nothing), then copies what it needs — the
+ * dirty chunks — into shared memory before it returns, so the emulator may resume at once. Hashing,
+ * compression and writes run in the store's pipeline; the promise resolves once the checkpoint is
+ * durable and visible. When the pipeline holds more than `maxPendingBytes` of copies, the copy waits for
+ * room (backpressure) and `copied` tells the caller when its buffers are free again.
+ */
+import fs from 'node:fs'
+import { CID } from 'multiformats/cid'
+import { blake3 } from '../codecs/blake3.js'
+import { cdcCuts } from '../codecs/cdc.js'
+import { cidBytes, DAG_CBOR, RAW, toCID, type CidBytes } from '../codecs/cid.js'
+import { compressBlock, defaultCompressor } from '../codecs/compress.js'
+import { CkptError } from '../codecs/errors.js'
+import { encodeManifest, type BlobRoot, type Manifest, type RegionRoot } from '../codecs/manifest.js'
+import type { TimelineRecord } from '../store/repository.js'
+import { addStats, batchesOf, emptyStats, fileBatches, ingestBatch, runBatches, sharedBytes, type ChunkBatch, type IngestStats } from './ingest.js'
+import { checkName, REGION_RE, toVtime } from './refs.js'
+import { DEFAULT_FANOUT, Geometry, RegionTree } from './region-tree.js'
+import type { CkptStore } from './store.js'
+
+export type DirtySpec = ArrayLike<number> | { bitmap: Uint8Array }
+
+export interface RegionInput {
+  /** the whole region: a buffer of exactly the region's size, or the path of a file of that size */
+  data: Uint8Array | string
+  /** chunk indexes changed since this timeline's previous checkpoint; absent: full scan */
+  dirty?: DirtySpec
+  /** full scan of a buffer only: the caller will not modify it until the checkpoint resolves, so it is not copied */
+  stable?: boolean
+}
+
+export interface CheckpointInput {
+  vtime: bigint | number
+  regions?: Record<string, RegionInput>
+  blobs?: Record<string, Uint8Array>
+  meta?: Record<string, string>
+}
+
+export interface Checkpoint {
+  cid: CID
+  timeline: string
+  vtime: bigint
+  stats: CheckpointStats
+}
+
+export interface CheckpointStats extends IngestStats {
+  nodesWritten: number
+  nodeBytes: number
+  manifestBytes: number
+  blobBytes: number
+  /** time checkpoint() held the caller (validation and copies), ms */
+  pauseMs: number
+  /** from the call until durable, ms */
+  commitMs: number
+}
+
+export type PendingCheckpoint = Promise<Checkpoint> & {
+  /** resolves once the caller's buffers have been copied and may change again */
+  copied: Promise<void>
+}
+
+interface PreparedRegion {
+  name: string
+  geo: Geometry
+  source:
+    | { kind: 'copied'; data: Uint8Array; indexes: Uint32Array }
+    | { kind: 'file'; path: string }
+    /** full scan of a buffer; `copy` unless the caller promised it stays unchanged */
+    | { kind: 'buffer'; data: Uint8Array; copy: boolean }
+}
+
+export interface RegionConfig {
+  size: number
+  /** power of two, 512 B to 1 MiB; default 4 KiB */
+  chunkSize?: number
+}
+
+function dirtyIndexes(name: string, d: DirtySpec, geo: Geometry): Uint32Array {
+  let list: number[]
+  if ('bitmap' in d && d.bitmap instanceof Uint8Array) {
+    if (d.bitmap.length !== Math.ceil(geo.chunks / 8)) {
+      throw new CkptError('CKPT_WRONG_SIZE', `dirty bitmap of region ${name} must have ${Math.ceil(geo.chunks / 8)} bytes`, { region: name })
+    }
+    list = []
+    for (let i = 0; i < geo.chunks; i++) if (d.bitmap[i >> 3]! & (1 << (i & 7))) list.push(i)
+  } else {
+    const a = d as ArrayLike<number>
+    if (typeof a.length !== 'number') throw new TypeError('dirty must be an array of chunk indexes or { bitmap }')
+    list = Array.from(a)
+  }
+  const out = new Uint32Array(list.length)
+  for (let k = 0; k < list.length; k++) {
+    const i = list[k]!
+    if (!Number.isInteger(i) || i < 0 || i >= geo.chunks) {
+      throw new CkptError('CKPT_OUT_OF_RANGE', `dirty chunk ${i} is outside region ${name} (0..${geo.chunks - 1})`, { region: name, index: i })
+    }
+    out[k] = i
+  }
+  out.sort()
+  // duplicates would be hashed twice for nothing
+  let w = 0
+  for (let k = 0; k < out.length; k++) if (k === 0 || out[k] !== out[k - 1]) out[w++] = out[k]!
+  return out.subarray(0, w)
+}
+
+function copyBytes(r: PreparedRegion): number {
+  const s = r.source
+  if (s.kind === 'copied') return s.indexes.length * r.geo.chunkSize
+  return s.kind === 'buffer' && s.copy ? s.data.length : 0
+}
+
+export class Timeline {
+  /** head state, owned by the store's pipeline */
+  private trees = new Map<string, RegionTree>()
+  private headCid: CidBytes | null
+  private headManifest: Manifest | undefined
+  lastVtime: bigint | undefined
+  /** vtime of the newest checkpoint accepted (queued or done), for order checks at call time */
+  private acceptedVtime: bigint | undefined
+
+  constructor(
+    private readonly store: CkptStore,
+    readonly record: TimelineRecord,
+    head: { cid: CidBytes; vtime: bigint; manifest: Manifest } | undefined,
+  ) {
+    this.headCid = head?.cid ?? null
+    this.headManifest = head?.manifest
+    this.lastVtime = head?.vtime
+    this.acceptedVtime = head?.vtime
+  }
+
+  get name(): string {
+    return this.record.name
+  }
+
+  get regions(): Record<string, { size: number; chunkSize: number }> {
+    return this.record.regions
+  }
+
+  /** See the file comment. */
+  checkpoint(input: CheckpointInput): PendingCheckpoint {
+    const t0 = performance.now()
+    let copiedResolve!: () => void
+    const copied = new Promise<void>((r) => (copiedResolve = r))
+    let promise: Promise<Checkpoint>
+    try {
+      this.store.checkOpen()
+      const job = this.validate(input)
+      const bytes = job.regions.reduce((n, r) => n + copyBytes(r), 0)
+      if (this.store.hasRoom(bytes)) {
+        this.copy(job)
+        copiedResolve()
+        const pauseMs = performance.now() - t0
+        promise = this.store.enqueue(bytes, () => this.run(job, t0, pauseMs))
+      } else {
+        promise = this.store.waitForRoom(bytes).then(() => {
+          this.copy(job)
+          copiedResolve()
+          return this.store.enqueue(bytes, () => this.run(job, t0, performance.now() - t0))
+        })
+      }
+    } catch (err) {
+      copiedResolve()
+      promise = Promise.reject(err)
+    }
+    return Object.assign(promise, { copied })
+  }
+
+  private validate(input: CheckpointInput) {
+    if (typeof input !== 'object' || input === null) throw new TypeError('checkpoint input must be an object')
+    const vtime = toVtime(input.vtime)
+    if (this.acceptedVtime !== undefined && vtime <= this.acceptedVtime) {
+      throw new CkptError('CKPT_VTIME_ORDER', `vtime ${vtime} is not after the timeline's last checkpoint (${this.acceptedVtime})`, {
+        timeline: this.name,
+        vtime: vtime.toString(),
+        last: this.acceptedVtime.toString(),
+      })
+    }
+    const regions: PreparedRegion[] = []
+    for (const [name, r] of Object.entries(input.regions ?? {})) {
+      const spec = this.record.regions[name]
+      if (!spec) throw new CkptError('CKPT_UNKNOWN_REGION', `timeline ${this.name} has no region ${name}`, { timeline: this.name, region: name })
+      const geo = new Geometry(spec.size, spec.chunkSize, DEFAULT_FANOUT)
+      if (typeof r !== 'object' || r === null) throw new TypeError(`region ${name} input must be an object`)
+      if (typeof r.data === 'string') {
+        let st: fs.Stats
+        try {
+          st = fs.statSync(r.data)
+        } catch (err) {
+          throw new CkptError('CKPT_NOT_FOUND', `cannot read ${r.data}`, { path: r.data }, err)
+        }
+        if (st.size !== spec.size) {
+          throw new CkptError('CKPT_WRONG_SIZE', `${r.data} has ${st.size} bytes, region ${name} has ${spec.size}`, { region: name, path: r.data })
+        }
+        if (r.dirty !== undefined) throw new CkptError('CKPT_BAD_ARGUMENT', 'dirty hints are for buffers; a file is always scanned', { region: name })
+        regions.push({ name, geo, source: { kind: 'file', path: r.data } })
+        continue
+      }
+      if (!(r.data instanceof Uint8Array)) throw new TypeError(`region ${name} data must be a Uint8Array or a file path`)
+      if (r.data.length !== spec.size) {
+        throw new CkptError('CKPT_WRONG_SIZE', `region ${name} data has ${r.data.length} bytes, expected ${spec.size}`, { region: name })
+      }
+      // dirty hints are relative to the previous checkpoint; the first one of a timeline scans everything
+      const indexes = r.dirty !== undefined ? dirtyIndexes(name, r.dirty, geo) : undefined
+      if (indexes && this.acceptedVtime !== undefined) regions.push({ name, geo, source: { kind: 'copied', data: r.data, indexes } })
+      else regions.push({ name, geo, source: { kind: 'buffer', data: r.data, copy: r.stable !== true } })
+    }
+    const blobs: Record<string, Uint8Array> = {}
+    for (const [name, b] of Object.entries(input.blobs ?? {})) {
+      checkName('blob', name, REGION_RE)
+      if (!(b instanceof Uint8Array)) throw new TypeError(`blob ${name} must be a Uint8Array`)
+      blobs[name] = b
+    }
+    const meta: Record<string, string> = {}
+    for (const [k, v] of Object.entries(input.meta ?? {})) {
+      if (typeof v !== 'string') throw new TypeError(`meta ${k} must be a string`)
+      meta[k] = v
+    }
+    this.acceptedVtime = vtime
+    return { vtime, regions, blobs, meta }
+  }
+
+  /** The synchronous copy: dirty chunks, whole buffers not marked stable, and blobs. */
+  private copy(job: ReturnType<Timeline['validate']>): void {
+    for (const r of job.regions) {
+      const s = r.source
+      if (s.kind === 'copied') {
+        const cs = r.geo.chunkSize
+        const out = sharedBytes(s.indexes.length * cs)
+        for (let k = 0; k < s.indexes.length; k++) {
+          const i = s.indexes[k]!
+          out.set(s.data.subarray(i * cs, i * cs + r.geo.chunkLength(i)), k * cs)
+        }
+        r.source = { kind: 'copied', data: out, indexes: s.indexes }
+      } else if (s.kind === 'buffer' && s.copy) {
+        const out = sharedBytes(s.data.length)
+        out.set(s.data)
+        r.source = { kind: 'buffer', data: out, copy: false }
+      }
+    }
+    for (const [k, b] of Object.entries(job.blobs)) job.blobs[k] = b.slice()
+  }
+
+  /** The pipeline part: runs in the store's queue, one checkpoint at a time. */
+  private async run(job: ReturnType<Timeline['validate']>, t0: number, pauseMs: number): Promise<Checkpoint> {
+    const { repo, pool } = this.store.internals()
+    const blocks = repo.blocks
+    const stats = emptyStats()
+    let treeStats = { nodesWritten: 0, nodeBytes: 0 }
+    const isNew = this.headCid === null && this.lastVtime === undefined && !(await repo.getTimeline(this.name))
+    try {
+      const regionRoots: Record<string, RegionRoot> = {}
+      for (const [name, spec] of Object.entries(this.record.regions)) {
+        const prev = this.headManifest?.regions[name]
+        regionRoots[name] = { size: spec.size, chunkSize: spec.chunkSize, fanout: DEFAULT_FANOUT, root: prev?.root ?? null }
+      }
+      for (const r of job.regions) {
+        const tree = this.treeFor(r.name, r.geo)
+        const s = emptyStats()
+        const work = (b: ChunkBatch) => ingestBatch(pool, blocks, tree, b, s)
+        const src = r.source
+        if (src.kind === 'copied') {
+          const list = batchesOf(src.data, src.indexes, (i) => r.geo.chunkLength(i), r.geo.chunkSize)
+          let n = 0
+          await runBatches(pool, async () => list[n++], work)
+        } else if (src.kind === 'file') {
+          await runBatches(pool, fileBatches(src.path, r.geo.size, r.geo.chunkSize, (i) => r.geo.chunkLength(i)), work)
+        } else {
+          await runBatches(pool, bufferBatches(src.data, r.geo), work)
+        }
+        const ts = tree.commit()
+        treeStats = { nodesWritten: treeStats.nodesWritten + ts.nodesWritten, nodeBytes: treeStats.nodeBytes + ts.nodeBytes }
+        regionRoots[r.name]!.root = tree.root
+        addStats(stats, s)
+      }
+      const blobRoots: Record<string, BlobRoot> = { ...(this.headManifest?.blobs ?? {}) }
+      let blobBytes = 0
+      for (const [name, data] of Object.entries(job.blobs)) {
+        const r = storeBlob(blocks, data)
+        blobRoots[name] = r.root
+        blobBytes += r.stored
+      }
+      const manifest: Manifest = {
+        timeline: this.name,
+        vtime: job.vtime,
+        wall: Date.now(),
+        parent: this.headCid,
+        meta: job.meta,
+        regions: regionRoots,
+        blobs: blobRoots,
+      }
+      const mbytes = encodeManifest(manifest)
+      const cid = cidBytes(DAG_CBOR, blake3(mbytes))
+      const mc = compressBlock(defaultCompressor(), mbytes)
+      blocks.put(cid, mc.code, mc.bytes, mbytes.length)
+      const ops = repo.putCheckpointOps({ timeline: this.name, vtime: job.vtime, cid })
+      if (isNew) ops.push(repo.putTimelineOp(this.record))
+      await repo.commit(ops)
+      this.headCid = cid
+      this.headManifest = manifest
+      this.lastVtime = job.vtime
+      return {
+        cid: toCID(cid),
+        timeline: this.name,
+        vtime: job.vtime,
+        stats: { ...stats, ...treeStats, manifestBytes: mc.bytes.length, blobBytes, pauseMs, commitMs: performance.now() - t0 },
+      }
+    } catch (err) {
+      // the head trees may hold slots of the failed checkpoint: rebuild them from the last durable head
+      this.trees.clear()
+      this.acceptedVtime = this.lastVtime
+      throw err
+    }
+  }
+
+  private treeFor(name: string, geo: Geometry): RegionTree {
+    let t = this.trees.get(name)
+    if (!t) {
+      t = new RegionTree(this.store.internals().repo.blocks, geo, this.headManifest?.regions[name]?.root ?? null)
+      this.trees.set(name, t)
+    }
+    return t
+  }
+}
+
+function bufferBatches(data: Uint8Array, geo: Geometry): () => Promise<ChunkBatch | undefined> {
+  const per = Math.max(1, Math.floor((1 << 20) / geo.chunkSize))
+  let next = 0
+  const shared = data.buffer instanceof SharedArrayBuffer
+  return async () => {
+    if (next >= geo.chunks) return undefined
+    const n = Math.min(per, geo.chunks - next)
+    const start = next * geo.chunkSize
+    const end = Math.min(geo.size, (next + n) * geo.chunkSize)
+    // a view of an ordinary ArrayBuffer would be cloned whole by postMessage: copy just this batch
+    let view = data.subarray(start, end)
+    if (!shared) {
+      const s = sharedBytes(view.length)
+      s.set(view)
+      view = s
+    }
+    const indexes = new Uint32Array(n)
+    const offsets = new Uint32Array(n)
+    const lengths = new Uint32Array(n)
+    for (let k = 0; k < n; k++) {
+      indexes[k] = next + k
+      offsets[k] = k * geo.chunkSize
+      lengths[k] = geo.chunkLength(next + k)
+    }
+    next += n
+    return { data: view, indexes, offsets, lengths }
+  }
+}
+
+/** Content-defined chunks of a blob; the manifest lists them in order. */
+function storeBlob(blocks: import('../store/block-store.js').BlockStore, data: Uint8Array): { root: BlobRoot; stored: number } {
+  const cuts = cdcCuts(data)
+  const chunks: BlobRoot['chunks'] = []
+  let start = 0
+  let stored = 0
+  const comp = defaultCompressor()
+  for (const end of cuts) {
+    const piece = data.subarray(start, end)
+    const cid = cidBytes(RAW, blake3(piece))
+    if (!blocks.has(cid)) {
+      const c = compressBlock(comp, piece)
+      blocks.put(cid, c.code, c.bytes, piece.length)
+      stored += c.bytes.length
+    }
+    chunks.push({ cid, length: piece.length })
+    start = end
+  }
+  return { root: { size: data.length, chunks }, stored }
+}

@@ -1,0 +1,362 @@
+/**
+ * Blocks at rest: append-only packs plus their LevelDB index, with a staged transaction.
+ * put() appends to the open pack (buffered); prepareCommit() makes the bytes durable and returns the
+ * index operations, which the caller writes in the same LevelDB batch as the catalog entries that
+ * reference them; only then do the blocks count as stored (SPEC.md §Crash safety).
+ */
+import { blake3 } from '../codecs/blake3.js'
+import { CID_LENGTH, cidCodec, cidDigest, cidEquals, cidKey, cidToString, DAG_CBOR, type CidBytes } from '../codecs/cid.js'
+import { AT_REST, decompressBlock } from '../codecs/compress.js'
+import { CkptError } from '../codecs/errors.js'
+import { applyNodeDelta, deltaBaseCid } from '../codecs/node-delta.js'
+import { decodeNode, encodeNode } from '../codecs/tree-node.js'
+import { FingerprintSet } from './fingerprint-set.js'
+import { blockKey, blockKeyCid, blockRange, packKey, packKeyNo, packRange } from './keys.js'
+import type { KV, KVOp } from './kv.js'
+import {
+  decodeEntryHeader,
+  encodeFooter,
+  encodePackHeader,
+  ENTRY_HEADER_SIZE,
+  PACK_HEADER_SIZE,
+  writeEntry,
+} from './pack-format.js'
+import type { PackIO } from './pack-io.js'
+
+export interface BlockLocation {
+  pack: number
+  /** offset of the entry header in the pack */
+  offset: number
+  storedLength: number
+  rawLength: number
+  codec: number
+  /** delta chain length for nodeDelta entries, 0 otherwise */
+  depth: number
+}
+
+export interface PackRecord {
+  committedLength: number
+  sealed: boolean
+  entries: number
+}
+
+export const LOCATION_SIZE = 22
+
+export function encodeLocation(l: BlockLocation): Uint8Array {
+  const b = Buffer.alloc(LOCATION_SIZE)
+  b.writeUInt32LE(l.pack, 0)
+  b.writeUInt32LE(l.offset % 0x100000000, 4)
+  b.writeUInt32LE(Math.floor(l.offset / 0x100000000), 8)
+  b.writeUInt32LE(l.storedLength, 12)
+  b.writeUInt32LE(l.rawLength, 16)
+  b[20] = l.codec
+  b[21] = l.depth
+  return b
+}
+
+export function decodeLocation(v: Uint8Array): BlockLocation {
+  if (v.length !== LOCATION_SIZE) throw new CkptError('CKPT_BAD_INDEX', `index value has ${v.length} bytes, expected ${LOCATION_SIZE}`)
+  const b = Buffer.from(v.buffer, v.byteOffset, v.byteLength)
+  return {
+    pack: b.readUInt32LE(0),
+    offset: b.readUInt32LE(4) + b.readUInt32LE(8) * 0x100000000,
+    storedLength: b.readUInt32LE(12),
+    rawLength: b.readUInt32LE(16),
+    codec: b[20]!,
+    depth: b[21]!,
+  }
+}
+
+function encodePackRecord(r: PackRecord): Uint8Array {
+  const b = Buffer.alloc(13)
+  b.writeBigUInt64LE(BigInt(r.committedLength), 0)
+  b[8] = r.sealed ? 1 : 0
+  b.writeUInt32LE(r.entries, 9)
+  return b
+}
+
+function decodePackRecord(v: Uint8Array): PackRecord {
+  if (v.length !== 13) throw new CkptError('CKPT_BAD_INDEX', 'bad pack record in the index')
+  const b = Buffer.from(v.buffer, v.byteOffset, v.byteLength)
+  return { committedLength: Number(b.readBigUInt64LE(0)), sealed: b[8] === 1, entries: b.readUInt32LE(9) }
+}
+
+export interface BlockStoreOptions {
+  /** a pack is sealed once it reaches this size (default 64 MiB) */
+  packTargetSize?: number
+  /** decoded tree nodes kept in memory (default 4,096, ~40 MiB at 256 links) */
+  nodeCacheEntries?: number
+}
+
+const WRITE_BUFFER = 4 << 20
+
+export class BlockStore {
+  private readonly filter = new FingerprintSet()
+  private readonly staged = new Map<string, BlockLocation>()
+  private readonly stagedCids: CidBytes[] = []
+  private readonly packs = new Map<number, PackRecord>()
+  private readonly nodeCache = new Map<string, Uint8Array>()
+  private openPack = -1
+  private packLength = 0
+  private stagedEntries = 0
+  private buf = Buffer.allocUnsafe(WRITE_BUFFER)
+  private bufStart = 0
+  private bufLen = 0
+  private blockCount = 0
+  private readonly packTarget: number
+  private readonly nodeCacheMax: number
+
+  private constructor(
+    private readonly kv: KV,
+    readonly io: PackIO,
+    opts: BlockStoreOptions,
+  ) {
+    this.packTarget = opts.packTargetSize ?? 64 << 20
+    this.nodeCacheMax = opts.nodeCacheEntries ?? 4096
+  }
+
+  /**
+   * Loads pack records, cuts torn tails back to the committed length, removes pack files no commit
+   * ever referenced, and fills the fingerprint filter from the index.
+   */
+  static async open(kv: KV, io: PackIO, opts: BlockStoreOptions = {}): Promise<BlockStore> {
+    const s = new BlockStore(kv, io, opts)
+    for await (const [k, v] of kv.iterate(packRange)) s.packs.set(packKeyNo(k), decodePackRecord(v))
+    for (const n of io.list()) if (!s.packs.has(n)) io.remove(n)
+    for (const [n, rec] of s.packs) {
+      if (rec.sealed || !io.exists(n)) continue
+      if (io.size(n) !== rec.committedLength) io.openForAppend(n, rec.committedLength)
+      if (rec.committedLength < s.packTarget) {
+        s.openPack = n
+        s.packLength = rec.committedLength
+      }
+    }
+    for await (const [k] of kv.iterate(blockRange)) {
+      s.filter.add(cidDigest(blockKeyCid(k)))
+      s.blockCount++
+    }
+    return s
+  }
+
+  get count(): number {
+    return this.blockCount
+  }
+
+  get filterBytes(): number {
+    return this.filter.bytes
+  }
+
+  packRecords(): ReadonlyMap<number, PackRecord> {
+    return this.packs
+  }
+
+  /** Stored (committed) or staged in the current transaction. */
+  has(cid: CidBytes): boolean {
+    if (!this.filter.mayHave(cidDigest(cid))) return false
+    return this.locate(cid) !== undefined
+  }
+
+  locate(cid: CidBytes): BlockLocation | undefined {
+    const s = this.staged.get(cidKey(cid))
+    if (s) return s
+    const v = this.kv.getSync(blockKey(cid))
+    return v === undefined ? undefined : decodeLocation(v)
+  }
+
+  /** Locations of many blocks in one index call; undefined where missing. */
+  async locateMany(cids: CidBytes[]): Promise<(BlockLocation | undefined)[]> {
+    const out: (BlockLocation | undefined)[] = new Array(cids.length)
+    const ask: number[] = []
+    for (let i = 0; i < cids.length; i++) {
+      const s = this.staged.get(cidKey(cids[i]!))
+      if (s) out[i] = s
+      else ask.push(i)
+    }
+    const vals = await this.kv.getMany(ask.map((i) => blockKey(cids[i]!)))
+    for (let k = 0; k < ask.length; k++) out[ask[k]!] = vals[k] === undefined ? undefined : decodeLocation(vals[k]!)
+    return out
+  }
+
+  /** The at-rest payload at a known location, checked to be the entry of that CID. */
+  readAt(cid: CidBytes, loc: BlockLocation): Uint8Array {
+    let entry: Uint8Array
+    const size = ENTRY_HEADER_SIZE + loc.storedLength
+    if (loc.pack === this.openPack && loc.offset >= this.bufStart) {
+      const at = loc.offset - this.bufStart
+      entry = this.buf.subarray(at, at + size)
+    } else {
+      entry = this.io.read(loc.pack, loc.offset, size)
+    }
+    const h = decodeEntryHeader(entry)
+    if (!cidEquals(h.cid, cid) || h.storedLength !== loc.storedLength) {
+      throw new CkptError('CKPT_BAD_INDEX', `index entry for ${cidToString(cid)} points at another pack entry`, {
+        cid: cidToString(cid),
+        pack: loc.pack,
+        offset: loc.offset,
+      })
+    }
+    return entry.subarray(ENTRY_HEADER_SIZE, size)
+  }
+
+  /**
+   * Stages one block. `payload` is its at-rest form under `codec` (identity, zstd, deflate, or a node
+   * delta whose chain is `depth` long). A CID already stored or staged is skipped.
+   */
+  put(cid: CidBytes, codec: number, payload: Uint8Array, rawLength: number, depth = 0): boolean {
+    if (this.has(cid)) return false
+    if (this.openPack < 0) this.startPack()
+    const size = ENTRY_HEADER_SIZE + payload.length
+    if (this.bufLen + size > this.buf.length) {
+      this.flushBuffer()
+      if (size > this.buf.length) this.buf = Buffer.allocUnsafe(size)
+    }
+    const offset = this.bufStart + this.bufLen
+    this.bufLen += writeEntry(this.buf, this.bufLen, cid, codec, depth, rawLength, payload)
+    const loc = { pack: this.openPack, offset, storedLength: payload.length, rawLength, codec, depth }
+    this.staged.set(cidKey(cid), loc)
+    this.stagedCids.push(cid)
+    this.stagedEntries++
+    this.filter.add(cidDigest(cid))
+    return true
+  }
+
+  get stagedCount(): number {
+    return this.stagedCids.length
+  }
+
+  private startPack(): void {
+    let n = 1
+    for (const k of this.packs.keys()) n = Math.max(n, k + 1)
+    for (const k of this.io.list()) n = Math.max(n, k + 1)
+    this.io.openForAppend(n, 0)
+    this.openPack = n
+    this.packLength = 0
+    const header = encodePackHeader(n)
+    this.bufStart = 0
+    this.buf.set(header, 0)
+    this.bufLen = header.length
+    this.stagedEntries = 0
+    this.packs.set(n, { committedLength: 0, sealed: false, entries: 0 })
+  }
+
+  private flushBuffer(): void {
+    if (this.bufLen === 0) return
+    this.io.append(this.openPack, this.buf.subarray(0, this.bufLen))
+    this.bufStart += this.bufLen
+    this.bufLen = 0
+  }
+
+  /** Makes staged bytes durable and returns the index operations to commit with the catalog. */
+  prepareCommit(): KVOp[] {
+    if (this.openPack < 0) return []
+    const rec = this.packs.get(this.openPack)!
+    if (this.stagedCids.length === 0 && rec.committedLength > 0) return []
+    this.flushBuffer()
+    this.io.sync(this.openPack)
+    const ops: KVOp[] = []
+    for (const cid of this.stagedCids) {
+      ops.push({ type: 'put', key: blockKey(cid), value: encodeLocation(this.staged.get(cidKey(cid))!) })
+    }
+    const next = { committedLength: this.bufStart, sealed: false, entries: rec.entries + this.stagedEntries }
+    ops.push({ type: 'put', key: packKey(this.openPack), value: encodePackRecord(next) })
+    return ops
+  }
+
+  /** Called after the batch from prepareCommit() is durable. */
+  committed(): void {
+    if (this.openPack < 0) return
+    const rec = this.packs.get(this.openPack)!
+    rec.committedLength = this.bufStart
+    rec.entries += this.stagedEntries
+    this.blockCount += this.stagedCids.length
+    this.stagedEntries = 0
+    this.staged.clear()
+    this.stagedCids.length = 0
+  }
+
+  /** Drops the staged transaction: the pack is cut back to what was committed. */
+  abort(): void {
+    if (this.openPack < 0) return
+    const rec = this.packs.get(this.openPack)!
+    this.staged.clear()
+    this.stagedCids.length = 0
+    this.stagedEntries = 0
+    this.bufLen = 0
+    this.bufStart = rec.committedLength
+    if (rec.committedLength === 0) {
+      this.io.remove(this.openPack)
+      this.packs.delete(this.openPack)
+      this.openPack = -1
+    } else {
+      this.io.openForAppend(this.openPack, rec.committedLength)
+    }
+  }
+
+  /** Seals the open pack once it reached its target size: footer, fsync, record. Immutable after. */
+  async maybeSeal(): Promise<void> {
+    if (this.openPack < 0 || this.stagedCids.length > 0) return
+    const rec = this.packs.get(this.openPack)!
+    if (rec.committedLength < this.packTarget) return
+    const footer = encodeFooter(rec.entries, rec.committedLength)
+    this.io.append(this.openPack, footer)
+    this.io.sync(this.openPack)
+    const sealed = { committedLength: rec.committedLength + footer.length, sealed: true, entries: rec.entries }
+    await this.kv.batch([{ type: 'put', key: packKey(this.openPack), value: encodePackRecord(sealed) }], { sync: true })
+    this.packs.set(this.openPack, sealed)
+    this.openPack = -1
+  }
+
+  /** The at-rest payload of a block (no decompression, no verification). */
+  readStored(cid: CidBytes): { loc: BlockLocation; payload: Uint8Array } {
+    const loc = this.locate(cid)
+    if (!loc) throw new CkptError('CKPT_NOT_FOUND', `block ${cidToString(cid)} is not in the store`, { cid: cidToString(cid) })
+    return { loc, payload: this.readAt(cid, loc) }
+  }
+
+  /**
+   * The block's bytes, decompressed (or rebuilt from its delta chain) and re-hashed against its CID:
+   * a read never returns wrong bytes; a damaged block fails with CKPT_HASH_MISMATCH naming it.
+   */
+  get(cid: CidBytes): Uint8Array {
+    const isNode = cidCodec(cid) === DAG_CBOR
+    const key = isNode ? cidKey(cid) : ''
+    if (isNode) {
+      const hit = this.nodeCache.get(key)
+      if (hit) return hit
+    }
+    const { loc, payload } = this.readStored(cid)
+    let raw: Uint8Array
+    if (loc.codec === AT_REST.nodeDelta) {
+      const base = this.get(deltaBaseCid(payload))
+      raw = encodeNode(applyNodeDelta(decodeNode(base), payload))
+      if (raw.length !== loc.rawLength) throw hashMismatch(cid, loc)
+    } else {
+      raw = decompressBlock(loc.codec, payload, loc.rawLength)
+    }
+    if (!cidEquals(blake3(raw), cidDigest(cid))) throw hashMismatch(cid, loc)
+    if (isNode) {
+      if (this.nodeCache.size >= this.nodeCacheMax) this.nodeCache.delete(this.nodeCache.keys().next().value!)
+      this.nodeCache.set(key, raw)
+    }
+    return raw
+  }
+
+  /** Every indexed CID, in index order (no JS set of everything: streamed from LevelDB). */
+  async *list(): AsyncIterable<CidBytes> {
+    for await (const [k] of this.kv.iterate(blockRange)) yield k.slice(1, 1 + CID_LENGTH)
+  }
+
+  close(): void {
+    this.io.close()
+  }
+}
+
+export function hashMismatch(cid: CidBytes, loc: BlockLocation): CkptError {
+  return new CkptError('CKPT_HASH_MISMATCH', `block ${cidToString(cid)} does not match its hash (pack ${loc.pack}, offset ${loc.offset})`, {
+    cid: cidToString(cid),
+    pack: loc.pack,
+    offset: loc.offset,
+  })
+}
+
+export { PACK_HEADER_SIZE }

@@ -1,0 +1,73 @@
+/**
+ * LevelDB key layout, format version 1 (SPEC.md §Index keys). One-byte prefixes keep families apart.
+ *   'b' cid(36)                          -> block location (22 B, see encodeLocation)
+ *   'p' u32be pack                       -> pack record (13 B: u64 committed length, u8 sealed, u32 entries)
+ *   't' utf8 timeline                    -> timeline record (JSON)
+ *   'c' utf8 timeline 0x00 u64be vtime   -> checkpoint CID (36 B)
+ *   'k' cid(36)                          -> checkpoint record (JSON: timeline, vtime)
+ *   'r' utf8 ref                         -> CID (36 B)
+ *   'm' utf8 name                        -> store metadata (JSON)
+ */
+import { CID_LENGTH } from '../codecs/cid.js'
+
+export const enc = new TextEncoder()
+export const dec = new TextDecoder()
+
+const P_BLOCK = 0x62
+const P_PACK = 0x70
+const P_TIMELINE = 0x74
+const P_CKPT = 0x63
+const P_CKREC = 0x6b
+const P_REF = 0x72
+const P_META = 0x6d
+
+function prefixed(prefix: number, body: Uint8Array): Uint8Array {
+  const k = new Uint8Array(1 + body.length)
+  k[0] = prefix
+  k.set(body, 1)
+  return k
+}
+
+export const blockKey = (cid: Uint8Array) => prefixed(P_BLOCK, cid)
+export const blockRange = { gte: Uint8Array.of(P_BLOCK), lt: Uint8Array.of(P_BLOCK + 1) }
+export const blockKeyCid = (key: Uint8Array) => key.subarray(1, 1 + CID_LENGTH)
+
+export function packKey(packNo: number): Uint8Array {
+  const k = new Uint8Array(5)
+  k[0] = P_PACK
+  new DataView(k.buffer).setUint32(1, packNo)
+  return k
+}
+export const packRange = { gte: Uint8Array.of(P_PACK), lt: Uint8Array.of(P_PACK + 1) }
+export const packKeyNo = (key: Uint8Array) => new DataView(key.buffer, key.byteOffset, key.byteLength).getUint32(1)
+
+export const timelineKey = (name: string) => prefixed(P_TIMELINE, enc.encode(name))
+export const timelineRange = { gte: Uint8Array.of(P_TIMELINE), lt: Uint8Array.of(P_TIMELINE + 1) }
+
+export function checkpointKey(timeline: string, vtime: bigint): Uint8Array {
+  const name = enc.encode(timeline)
+  const k = new Uint8Array(1 + name.length + 1 + 8)
+  k[0] = P_CKPT
+  k.set(name, 1)
+  new DataView(k.buffer).setBigUint64(name.length + 2, vtime)
+  return k
+}
+/** Every checkpoint key of a timeline lies in [checkpointKey(t, 0), checkpointKey(t, 2^64-1)]. */
+export function checkpointRange(timeline: string): { gte: Uint8Array; lte: Uint8Array } {
+  return { gte: checkpointKey(timeline, 0n), lte: checkpointKey(timeline, 0xffffffffffffffffn) }
+}
+export function checkpointKeyVtime(key: Uint8Array): bigint {
+  return new DataView(key.buffer, key.byteOffset, key.byteLength).getBigUint64(key.length - 8)
+}
+
+export const checkpointRecordKey = (cid: Uint8Array) => prefixed(P_CKREC, cid)
+export const refKey = (name: string) => prefixed(P_REF, enc.encode(name))
+export const refRange = { gte: Uint8Array.of(P_REF), lt: Uint8Array.of(P_REF + 1) }
+export const metaKey = (name: string) => prefixed(P_META, enc.encode(name))
+
+export function jsonValue(v: unknown): Uint8Array {
+  return enc.encode(JSON.stringify(v))
+}
+export function parseJson<T>(b: Uint8Array): T {
+  return JSON.parse(dec.decode(b)) as T
+}

@@ -1,0 +1,55 @@
+import { Level } from 'level'
+import { CkptError } from '../codecs/errors.js'
+import type { KV, KVOp, KVRange } from './kv.js'
+
+/** LevelDB through `level`; compression off because values are small ids and locations. */
+export class LevelKV implements KV {
+  private constructor(private readonly db: Level<Uint8Array, Uint8Array>) {}
+
+  static async open(dir: string): Promise<LevelKV> {
+    const db = new Level<Uint8Array, Uint8Array>(dir, { keyEncoding: 'view', valueEncoding: 'view', compression: false })
+    try {
+      await db.open()
+    } catch (err) {
+      const cause = (err as { cause?: { code?: string } }).cause
+      if (cause?.code === 'LEVEL_LOCKED') throw new CkptError('CKPT_LOCKED', `store index ${dir} is held by another process`, { dir }, err)
+      throw new CkptError('CKPT_BAD_STORE', `cannot open the LevelDB index in ${dir}`, { dir }, err)
+    }
+    return new LevelKV(db)
+  }
+
+  get(key: Uint8Array): Promise<Uint8Array | undefined> {
+    return this.db.get(key)
+  }
+
+  getSync(key: Uint8Array): Uint8Array | undefined {
+    return this.db.getSync(key)
+  }
+
+  getMany(keys: Uint8Array[]): Promise<(Uint8Array | undefined)[]> {
+    return this.db.getMany(keys)
+  }
+
+  async batch(ops: KVOp[], options: { sync?: boolean } = {}): Promise<void> {
+    if (ops.length === 0) return
+    // classic-level honours `sync` on batches (fsync of its log before resolving)
+    await (this.db as unknown as { batch(o: KVOp[], opt: object): Promise<void> }).batch(ops, { sync: options.sync === true })
+  }
+
+  async *iterate(range: KVRange): AsyncIterable<[Uint8Array, Uint8Array]> {
+    const it = this.db.iterator({ ...range, limit: range.limit ?? -1 })
+    try {
+      for (;;) {
+        const entries = await it.nextv(1000)
+        if (entries.length === 0) return
+        for (const e of entries) yield e as [Uint8Array, Uint8Array]
+      }
+    } finally {
+      await it.close()
+    }
+  }
+
+  close(): Promise<void> {
+    return this.db.close()
+  }
+}
