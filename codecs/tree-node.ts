@@ -5,7 +5,8 @@
  *   d8 2a  (tag 42) | 58 25  (byte string, 37 bytes) | 00 (identity multibase) | 01 codec 1e 20 | 32-byte digest
  *
  * with codec 0x55 (raw) or 0x71 (dag-cbor). The array header uses the minimal length form, so these
- * bytes are exactly what @ipld/dag-cbor produces; the hand-written code is ~20x faster than it.
+ * bytes are exactly what @ipld/dag-cbor produces. Hand-written because nodes sit on the hot path: for
+ * 256 links it is ~15x faster to encode and ~50x faster to decode than the generic library.
  */
 import { BLAKE3, DAG_CBOR, DIGEST_LENGTH, RAW } from './cid.js'
 import { CkptError } from './errors.js'

@@ -97,7 +97,6 @@ export class BlockStore {
   private readonly packs = new Map<number, PackRecord>()
   private readonly nodeCache = new Map<string, Uint8Array>()
   private openPack = -1
-  private packLength = 0
   private stagedEntries = 0
   private buf = Buffer.allocUnsafe(WRITE_BUFFER)
   private bufStart = 0
@@ -125,10 +124,11 @@ export class BlockStore {
     for (const n of io.list()) if (!s.packs.has(n)) io.remove(n)
     for (const [n, rec] of s.packs) {
       if (rec.sealed || !io.exists(n)) continue
-      if (io.size(n) !== rec.committedLength) io.openForAppend(n, rec.committedLength)
-      if (rec.committedLength < s.packTarget) {
+      // cuts a torn tail: bytes past the committed length were never acknowledged
+      io.openForAppend(n, rec.committedLength)
+      if (rec.committedLength < s.packTarget && s.openPack < 0) {
         s.openPack = n
-        s.packLength = rec.committedLength
+        s.bufStart = rec.committedLength
       }
     }
     for await (const [k] of kv.iterate(blockRange)) {
@@ -230,7 +230,6 @@ export class BlockStore {
     for (const k of this.io.list()) n = Math.max(n, k + 1)
     this.io.openForAppend(n, 0)
     this.openPack = n
-    this.packLength = 0
     const header = encodePackHeader(n)
     this.bufStart = 0
     this.buf.set(header, 0)

@@ -1,0 +1,209 @@
+/**
+ * `npm run bench`: workload S of issue 2 on a fresh on-disk store, every figure the issue names, each
+ * against its target, as a table. Quick mode (BENCH_QUICK=1) shrinks the workload for a smoke run.
+ * Results also go to bench/results/core.json.
+ */
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { blake3, deflateCompressor, loadBackend, zstdCompressor } from '../codecs/index.js'
+import { openStore, type Checkpoint } from '../src/index.js'
+import { IdealSize } from './ideal.js'
+import { fmtBytes, median, MiB, peakRssMiB, quantile, table } from './stats.js'
+import { Workload } from './workload.js'
+
+const quick = process.env.BENCH_QUICK === '1'
+const N = Number(process.env.BENCH_CHECKPOINTS ?? (quick ? 20 : 100))
+const SEEK_N = quick ? 1000 : 10_000
+const root = fs.mkdtempSync(path.join(process.env.BENCH_DIR ?? os.tmpdir(), 'ckpt-bench-'))
+const results: Record<string, number | string> = {}
+const rows: string[][] = [['figure', 'measured', 'target', 'ok']]
+function row(name: string, value: string, target = '', ok?: boolean) {
+  rows.push([name, value, target, ok === undefined ? '' : ok ? 'yes' : 'NO'])
+}
+const dirBytes = (d: string): number =>
+  fs.readdirSync(d, { withFileTypes: true }).reduce((n, e) => n + (e.isDirectory() ? dirBytes(path.join(d, e.name)) : fs.statSync(path.join(d, e.name)).size), 0)
+
+console.log(`ckpt bench: workload S${quick ? ' (quick)' : ''}, ${N} checkpoints, ${os.cpus().length} cores, node ${process.version}, store in ${root}`)
+
+// --- backends (the measurements behind SPEC.md's choices), same run ---
+{
+  const w = new Workload({ ramBytes: 32 * MiB, diskBytes: 64 * MiB, seed: 7 })
+  const pages: Uint8Array[] = []
+  for (let i = 0; i < w.ram.length; i += 4096) {
+    const p = w.ram.subarray(i, i + 4096)
+    if (p.some((b) => b !== 0)) pages.push(p)
+  }
+  const mbps = (bytes: number, ms: number) => (bytes / MiB / (ms / 1000)).toFixed(0)
+  for (const name of ['napi', 'hash-wasm', 'noble'] as const) {
+    const b = await loadBackend(name)
+    if (!b) continue
+    const n = name === 'noble' ? 500 : pages.length
+    const t = performance.now()
+    for (let i = 0; i < n; i++) b.hash(pages[i]!)
+    row(`BLAKE3 ${name}, 4 KiB pages`, `${mbps(n * 4096, performance.now() - t)} MiB/s`)
+  }
+  for (const c of [zstdCompressor(), deflateCompressor()]) {
+    if (!c) continue
+    let out = 0
+    const t = performance.now()
+    for (const p of pages) out += c.compress(p).length
+    row(`compress ${c.name}, 4 KiB pages`, `${mbps(pages.length * 4096, performance.now() - t)} MiB/s, ratio ${((pages.length * 4096) / out).toFixed(2)}`)
+  }
+  void blake3
+}
+
+const w = new Workload()
+const store = await openStore(path.join(root, 'store'))
+const ramSize = w.ram.length
+const diskSize = w.disk.length
+const tl = await store.timeline('run', { regions: { ram: { size: ramSize, chunkSize: 4096 }, disk: { size: diskSize, chunkSize: 65536 } } })
+const ideal = new IdealSize()
+ideal.addUnits(w.ram, 4096)
+ideal.addUnits(w.disk, 65536)
+
+// --- ingest with dirty hints ---
+const pause: number[] = []
+const commit: number[] = []
+const pausePerPage: number[] = []
+let metaBytes = 0
+let chunkBytes = 0
+let dirtyBytes = 0
+let first!: Checkpoint
+let last!: Checkpoint
+{
+  const t = performance.now()
+  first = await tl.checkpoint({ vtime: 0n, regions: { ram: { data: w.ram }, disk: { data: w.disk } }, blobs: { cpu: Buffer.from('cpu state 0') } })
+  results.initial_ingest_ms = performance.now() - t
+}
+for (let k = 1; k < N; k++) {
+  const d = w.next()
+  ideal.addUnits(w.ram, 4096, d.pages)
+  ideal.addUnits(w.disk, 65536, d.clusters)
+  const t0 = performance.now()
+  const pending = tl.checkpoint({
+    vtime: BigInt(k) * 10_000_000n,
+    regions: { ram: { data: w.ram, dirty: d.pages }, disk: { data: w.disk, dirty: d.clusters } },
+    blobs: { cpu: Buffer.from(`cpu state ${k}`) },
+  })
+  const p = performance.now() - t0
+  last = await pending
+  pause.push(p)
+  pausePerPage.push(p / d.pages.length)
+  commit.push(last.stats.commitMs)
+  metaBytes += last.stats.nodeBytes + last.stats.manifestBytes
+  chunkBytes += last.stats.newStoredBytes
+  dirtyBytes += d.pages.length * 4096 + d.clusters.length * 65536
+}
+const totalCommitS = commit.reduce((a, b) => a + b, 0) / 1000
+const pauseMed = median(pause)
+const pauseP99 = quantile(pause, 0.99)
+const pauseBudget = 1000 * 0.002 + 0.5
+row('pause median (1,000 dirty pages + 20 clusters)', `${pauseMed.toFixed(2)} ms`, `<= ${pauseBudget} ms`, pauseMed <= pauseBudget)
+row('pause p99', `${pauseP99.toFixed(2)} ms`)
+row('commit latency median (dirty hints)', `${median(commit).toFixed(1)} ms`, '<= 20 ms', median(commit) <= 20)
+row('commit latency p99', `${quantile(commit, 0.99).toFixed(1)} ms`)
+const mbs = dirtyBytes / MiB / totalCommitS
+row('ingest with dirty hints', `${mbs.toFixed(0)} MiB/s of dirty data`, '>= 250 MB/s', (dirtyBytes / 1e6) / totalCommitS >= 250)
+row('initial full ingest (768 MiB, buffers)', `${(results.initial_ingest_ms as number).toFixed(0)} ms`)
+const metaRatio = metaBytes / chunkBytes
+row('tree metadata per checkpoint', `${fmtBytes(metaBytes / (N - 1))} (${(metaRatio * 100).toFixed(1)}% of chunk data)`, '<= 15%', metaRatio <= 0.15)
+const rssIngest = peakRssMiB()
+
+// --- stored bytes vs ideal ---
+await store.close()
+const storeBytes = dirBytes(path.join(root, 'store'))
+const ratio = storeBytes / ideal.bytes
+row(`stored bytes after ${N} checkpoints`, `${fmtBytes(storeBytes)} = ${ratio.toFixed(3)} x ideal (${fmtBytes(ideal.bytes)})`, '<= 1.15 x', ratio <= 1.15)
+results.store_bytes = storeBytes
+results.ideal_bytes = ideal.bytes
+
+const store2 = await openStore(path.join(root, 'store'))
+// --- restore of the last checkpoint ---
+{
+  const ram = Buffer.alloc(ramSize)
+  const disk = Buffer.alloc(diskSize)
+  const times: number[] = []
+  for (let r = 0; r < 3; r++) {
+    const t = performance.now()
+    await store2.restore(last.cid, 'ram', ram)
+    await store2.restore(last.cid, 'disk', disk)
+    times.push(performance.now() - t)
+  }
+  const ok = ram.equals(w.ram) && disk.equals(w.disk)
+  row('restore last checkpoint (768 MiB), median of 3', `${median(times).toFixed(0)} ms (${((ramSize + diskSize) / MiB / (median(times) / 1000)).toFixed(0)} MiB/s), byte-identical: ${ok}`, '<= 600 ms', median(times) <= 600 && ok)
+}
+// --- random page reads ---
+{
+  const times: number[] = []
+  const pages = ramSize / 4096
+  for (let i = 0; i < 20_000; i++) {
+    const p = Math.floor(Math.random() * pages)
+    const t = performance.now()
+    await store2.readChunk(last.cid, 'ram', p)
+    times.push((performance.now() - t) * 1000)
+  }
+  const p50 = median(times)
+  const p99 = quantile(times, 0.99)
+  row('random page read p50', `${p50.toFixed(1)} us`, '<= 20 us', p50 <= 20)
+  row('random page read p99', `${p99.toFixed(1)} us`, '<= 200 us', p99 <= 200)
+}
+// --- full scan from files in the page cache ---
+{
+  const ramFile = path.join(root, 'ram.bin')
+  const diskFile = path.join(root, 'disk.raw')
+  fs.writeFileSync(ramFile, w.ram)
+  fs.writeFileSync(diskFile, w.disk)
+  const scan = await store2.timeline('scan', { regions: { ram: { size: ramSize, chunkSize: 4096 }, disk: { size: diskSize, chunkSize: 65536 } } })
+  await scan.checkpoint({ vtime: 0n, regions: { ram: { data: ramFile }, disk: { data: diskFile } } })
+  const times: number[] = []
+  const fdR = fs.openSync(ramFile, 'r+')
+  const fdD = fs.openSync(diskFile, 'r+')
+  for (let k = 1; k <= (quick ? 3 : 7); k++) {
+    const d = w.next()
+    for (const p of d.pages) fs.writeSync(fdR, w.ram, p * 4096, 4096, p * 4096)
+    for (const c of d.clusters) fs.writeSync(fdD, w.disk, c * 65536, 65536, c * 65536)
+    fs.readFileSync(ramFile).length // keep both in the page cache, as the issue states
+    fs.readFileSync(diskFile).length
+    const t = performance.now()
+    await scan.checkpoint({ vtime: BigInt(k), regions: { ram: { data: ramFile }, disk: { data: diskFile } } })
+    times.push(performance.now() - t)
+  }
+  fs.closeSync(fdR)
+  fs.closeSync(fdD)
+  row('full scan of a 768 MiB checkpoint (files in page cache)', `${median(times).toFixed(0)} ms median`, '<= 300 ms', median(times) <= 300)
+}
+// --- seek among many checkpoints ---
+{
+  const small = await store2.timeline('seek', { regions: { mem: { size: 64 * 4096, chunkSize: 4096 } } })
+  const mem = Buffer.alloc(64 * 4096)
+  const t = performance.now()
+  for (let k = 0; k < SEEK_N; k++) {
+    const p = k % 64
+    mem.writeUInt32LE(k, p * 4096)
+    await small.checkpoint({ vtime: BigInt(k) * 10n, regions: { mem: { data: mem, dirty: [p] } } })
+  }
+  const buildMs = performance.now() - t
+  const times: number[] = []
+  for (let i = 0; i < 10_000; i++) {
+    const v = BigInt(Math.floor(Math.random() * SEEK_N * 10))
+    const t0 = performance.now()
+    const e = await store2.seek('seek', v)
+    times.push((performance.now() - t0) * 1000)
+    if (!e || e.vtime !== (v / 10n) * 10n) throw new Error(`seek(${v}) returned ${e?.vtime}`)
+  }
+  row(`seek among ${SEEK_N.toLocaleString()} checkpoints, p50 / p99`, `${median(times).toFixed(0)} us / ${quantile(times, 0.99).toFixed(0)} us`, '<= 500 us', median(times) <= 500)
+  row(`small checkpoints (1 dirty page), ${SEEK_N.toLocaleString()} in a row`, `${(buildMs / SEEK_N).toFixed(2)} ms each`)
+}
+await store2.close()
+const rssBudget = 1.5 * ((ramSize + diskSize) / MiB) + 256
+row('peak RSS during ingest (incl. the workload\'s own 768 MiB images and 144 MiB of content pools)', `${rssIngest.toFixed(0)} MiB`, `<= ${rssBudget} MiB`, rssIngest <= rssBudget)
+row('peak RSS, whole bench', `${peakRssMiB().toFixed(0)} MiB`)
+
+console.log('\n' + table(rows))
+fs.mkdirSync(path.join(import.meta.dirname, '..', '..', 'bench', 'results'), { recursive: true })
+fs.writeFileSync(
+  path.join(import.meta.dirname, '..', '..', 'bench', 'results', quick ? 'core-quick.md' : 'core.md'),
+  `# ckpt core bench (${new Date().toISOString()})\n\n${os.cpus().length} cores, ${os.cpus()[0]?.model}, node ${process.version}, ${N} checkpoints of workload S\n\n${table(rows)}\n`,
+)
+fs.rmSync(root, { recursive: true, force: true })

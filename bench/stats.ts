@@ -1,0 +1,33 @@
+export function median(xs: number[]): number {
+  return quantile(xs, 0.5)
+}
+
+export function quantile(xs: number[], q: number): number {
+  if (xs.length === 0) return NaN
+  const s = [...xs].sort((a, b) => a - b)
+  const pos = (s.length - 1) * q
+  const lo = Math.floor(pos)
+  const hi = Math.ceil(pos)
+  return s[lo]! + (s[hi]! - s[lo]!) * (pos - lo)
+}
+
+export const MiB = 1 << 20
+
+export function fmtBytes(n: number): string {
+  if (n >= 1 << 30) return `${(n / (1 << 30)).toFixed(2)} GiB`
+  if (n >= MiB) return `${(n / MiB).toFixed(1)} MiB`
+  if (n >= 1024) return `${(n / 1024).toFixed(1)} KiB`
+  return `${n} B`
+}
+
+export function peakRssMiB(): number {
+  return process.resourceUsage().maxRSS / 1024
+}
+
+export function table(rows: string[][]): string {
+  const w = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? '').length)))
+  return rows.map((r, i) => {
+    const line = '| ' + r.map((x, c) => x.padEnd(w[c]!)).join(' | ') + ' |'
+    return i === 0 ? line + '\n|' + w.map((n) => '-'.repeat(n + 2)).join('|') + '|' : line
+  }).join('\n')
+}

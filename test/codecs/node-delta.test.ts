@@ -1,0 +1,203 @@
+import { describe, expect, it } from 'vitest'
+import { cidBytes, DAG_CBOR, RAW } from '../../codecs/cid.js'
+import { CkptError } from '../../codecs/errors.js'
+import { applyNodeDelta, deltaBaseCid, encodeNodeDelta } from '../../codecs/node-delta.js'
+import { emptyNode, encodedNodeLength, encodeNode, type NodeEntries } from '../../codecs/tree-node.js'
+
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return (t ^ (t >>> 14)) >>> 0
+  }
+}
+
+type Rng = () => number
+
+function setSlot(n: NodeEntries, i: number, next: Rng): void {
+  const r = next() % 3
+  n.codecs[i] = r === 0 ? 0 : r === 1 ? RAW : DAG_CBOR
+  for (let k = 0; k < 32; k++) n.digests[i * 32 + k] = n.codecs[i] === 0 ? 0 : next() & 0xff
+}
+
+function randomNode(next: Rng, count: number): NodeEntries {
+  const n = emptyNode(count)
+  for (let i = 0; i < count; i++) setSlot(n, i, next)
+  return n
+}
+
+/** next = base resized to newCount (new slots are holes) with k random slots rewritten. */
+function mutate(next: Rng, base: NodeEntries, newCount: number, k: number): NodeEntries {
+  const n = emptyNode(newCount)
+  const keep = Math.min(base.count, newCount)
+  n.codecs.set(base.codecs.subarray(0, keep))
+  n.digests.set(base.digests.subarray(0, keep * 32))
+  for (let j = 0; j < k; j++) setSlot(n, next() % newCount, next)
+  return n
+}
+
+function randomDigest(next: Rng): Uint8Array {
+  return Uint8Array.from({ length: 32 }, () => next() & 0xff)
+}
+
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
+
+function expectBadNode(f: () => unknown): void {
+  let caught: unknown
+  try {
+    f()
+  } catch (err) {
+    caught = err
+  }
+  expect(caught).toBeInstanceOf(CkptError)
+  expect((caught as CkptError).code).toBe('CKPT_BAD_NODE')
+}
+
+describe('node deltas', () => {
+  it('rebuild the next node exactly (seeded property test)', () => {
+    const next = mulberry32(0xde17a)
+    for (let t = 0; t < 600; t++) {
+      const count = t < 5 ? [1, 2, 127, 128, 65536][t]! : 1 + (next() % 600)
+      const base = randomNode(next, count)
+      const baseCid = cidBytes(DAG_CBOR, randomDigest(next))
+      let newCount = count
+      if (next() % 4 === 0) newCount = Math.max(1, Math.min(65536, count + (next() % 400) - 200))
+      const kinds = [0, 1, 3, next() % (newCount + 1)]
+      const k = kinds[next() % kinds.length]!
+      const target = mutate(next, base, newCount, k)
+      const delta = encodeNodeDelta(baseCid, base, target, Infinity)!
+      expect(delta).toBeDefined()
+      expect(hex(deltaBaseCid(delta))).toBe(hex(baseCid))
+      expect(hex(encodeNode(applyNodeDelta(base, delta)))).toBe(hex(encodeNode(target)))
+
+      // maxBytes: undefined exactly when the delta is not smaller
+      expect(encodeNodeDelta(baseCid, base, target, delta.length)).toBeUndefined()
+      expect(hex(encodeNodeDelta(baseCid, base, target, delta.length + 1)!)).toBe(hex(delta))
+      const limit = encodedNodeLength(target)
+      const capped = encodeNodeDelta(baseCid, base, target, limit)
+      if (delta.length < limit) expect(capped).toBeDefined()
+      else expect(capped).toBeUndefined()
+    }
+  })
+
+  it('are small for a few changed slots', () => {
+    const next = mulberry32(7)
+    const base = randomNode(next, 256)
+    base.codecs[200] = DAG_CBOR // so that punching a hole there is a change
+    const target = mutate(next, base, 256, 0)
+    target.codecs[10] = RAW
+    target.digests.set(randomDigest(next), 10 * 32)
+    target.codecs[200] = 0
+    target.digests.fill(0, 200 * 32, 201 * 32)
+    const delta = encodeNodeDelta(cidBytes(DAG_CBOR, randomDigest(next)), base, target, Infinity)!
+    // 36 CID + 2 count + 1 patch count + (1 slot + 1 codec + 32) + (2 slot + 1 codec)
+    expect(delta.length).toBe(36 + 2 + 1 + 34 + 3)
+  })
+
+  it('of an unchanged node is only the header', () => {
+    const next = mulberry32(8)
+    const base = randomNode(next, 5)
+    const delta = encodeNodeDelta(cidBytes(DAG_CBOR, randomDigest(next)), base, base, Infinity)!
+    expect(delta.length).toBe(36 + 1 + 1)
+    expect(hex(encodeNode(applyNodeDelta(base, delta)))).toBe(hex(encodeNode(base)))
+  })
+})
+
+describe('applyNodeDelta rejects malformed deltas', () => {
+  const base = emptyNode(4)
+  const cid = [...cidBytes(DAG_CBOR, new Uint8Array(32).fill(9))]
+  const digest = new Array(32).fill(5)
+  const ok = (rest: number[]): Uint8Array => Uint8Array.from([...cid, ...rest])
+
+  it('accepts a well-formed one', () => {
+    const n = applyNodeDelta(base, ok([6, 2, 1, RAW, ...digest, 5, 0]))
+    expect(n.count).toBe(6)
+    expect([...n.codecs]).toEqual([0, RAW, 0, 0, 0, 0])
+  })
+
+  const cases: [string, Uint8Array][] = [
+    ['empty', new Uint8Array(0)],
+    ['truncated base CID', Uint8Array.from(cid.slice(0, 20))],
+    ['raw base CID', Uint8Array.from([...cidBytes(RAW, new Uint8Array(32)), 1, 0])],
+    ['CIDv0-like base', Uint8Array.from([0x12, 0x20, ...new Array(34).fill(0), 1, 0])],
+    ['missing counts', ok([])],
+    ['missing patch count', ok([4])],
+    ['count 0', ok([0, 0])],
+    ['count 65537', ok([0x81, 0x80, 0x04, 0])],
+    ['non-minimal count varint', ok([0x84, 0x00, 0])],
+    ['4-byte varint', ok([0x80, 0x80, 0x80, 0x01, 0])],
+    ['more patches than slots', ok([2, 3, 0, 0, 1, 0, 2, 0])],
+    ['truncated patch list', ok([4, 2, 1, 0])],
+    ['truncated digest', ok([4, 1, 1, RAW, ...digest.slice(1)])],
+    ['missing codec', ok([4, 1, 1])],
+    ['unknown codec', ok([4, 1, 1, 0x70, ...digest])],
+    ['slot out of range', ok([4, 1, 4, 0])],
+    ['slots out of order', ok([4, 2, 2, 0, 1, 0])],
+    ['repeated slot', ok([4, 2, 1, 0, 1, 0])],
+    ['trailing bytes', ok([4, 1, 1, 0, 0])],
+    ['trailing bytes without patches', ok([4, 0, 7])],
+  ]
+  for (const [name, delta] of cases) {
+    it(name, () => expectBadNode(() => applyNodeDelta(base, delta)))
+  }
+
+  it('deltaBaseCid validates', () => {
+    expectBadNode(() => deltaBaseCid(new Uint8Array(10)))
+    expectBadNode(() => deltaBaseCid(Uint8Array.from([...cidBytes(RAW, new Uint8Array(32)), 1, 0])))
+    expect(hex(deltaBaseCid(ok([1, 0])))).toBe(hex(Uint8Array.from(cid)))
+  })
+
+  it('misuse is a TypeError', () => {
+    const n = emptyNode(1)
+    expect(() => encodeNodeDelta(cidBytes(RAW, new Uint8Array(32)), n, n, 100)).toThrow(TypeError)
+    expect(() => encodeNodeDelta(new Uint8Array(36), n, n, 100)).toThrow(TypeError)
+    expect(() => encodeNodeDelta(Uint8Array.from(cid), { count: 2, codecs: new Uint8Array(1), digests: new Uint8Array(32) }, n, 100)).toThrow(TypeError)
+    expect(() => applyNodeDelta({ count: 0, codecs: new Uint8Array(0), digests: new Uint8Array(0) }, ok([1, 0]))).toThrow(TypeError)
+  })
+})
+
+describe('applyNodeDelta fuzz', () => {
+  it('mutated deltas give CKPT_BAD_NODE or a valid node', () => {
+    const next = mulberry32(99)
+    const bases: NodeEntries[] = []
+    const deltas: Uint8Array[] = []
+    for (const count of [3, 40, 200, 300]) {
+      const base = randomNode(next, count)
+      bases.push(base)
+      deltas.push(encodeNodeDelta(cidBytes(DAG_CBOR, randomDigest(next)), base, mutate(next, base, count + 10, 6), Infinity)!)
+    }
+    let accepted = 0
+    for (let i = 0; i < 2000; i++) {
+      const j = i % deltas.length
+      const good = deltas[j]!
+      let bytes: Uint8Array
+      switch (next() % 4) {
+        case 0:
+          bytes = Uint8Array.from(good)
+          bytes[next() % bytes.length]! ^= 1 << next() % 8
+          break
+        case 1:
+          bytes = Uint8Array.from(good)
+          bytes[36 + (next() % (bytes.length - 36))] = next() & 0xff
+          break
+        case 2:
+          bytes = good.subarray(0, next() % good.length)
+          break
+        default:
+          bytes = Uint8Array.from([...good, ...Array.from({ length: 1 + (next() % 8) }, () => next() & 0xff)])
+      }
+      try {
+        const n = applyNodeDelta(bases[j]!, bytes)
+        encodeNode(n) // a result must be a valid node
+        accepted++
+      } catch (err) {
+        expect(err).toBeInstanceOf(CkptError)
+        expect((err as CkptError).code).toBe('CKPT_BAD_NODE')
+      }
+    }
+    expect(accepted).toBeGreaterThan(0)
+  })
+})
