@@ -104,6 +104,39 @@ export function encodeNodeDelta(baseCid: Uint8Array, base: NodeEntries, next: No
   return out
 }
 
+/**
+ * A delta from an explicit list of changed slots (sorted, unique, < next.count), for writers that
+ * track their changes: O(changes) instead of comparing whole nodes. A listed slot equal to the base's
+ * is written anyway (harmless: applying it sets the same value).
+ */
+export function encodeNodePatch(baseCid: Uint8Array, next: NodeEntries, slots: ArrayLike<number>, maxBytes: number): Uint8Array | undefined {
+  if (!(baseCid instanceof Uint8Array) || baseCid.length !== CID_LENGTH || !isBaseCid(baseCid)) {
+    throw new TypeError('encodeNodePatch: baseCid must be a 36-byte dag-cbor BLAKE3 CID')
+  }
+  let size = CID_LENGTH + varintLength(next.count) + varintLength(slots.length)
+  for (let i = 0; i < slots.length; i++) {
+    const s = slots[i]!
+    if (!(s < next.count) || (i > 0 && !(s > slots[i - 1]!))) throw new TypeError('encodeNodePatch: slots must be sorted, unique and < count')
+    size += varintLength(s) + 1 + (next.codecs[s] === 0 ? 0 : DIGEST_LENGTH)
+    if (size >= maxBytes) return undefined
+  }
+  const out = new Uint8Array(size)
+  out.set(baseCid, 0)
+  let p = writeVarint(out, CID_LENGTH, next.count)
+  p = writeVarint(out, p, slots.length)
+  for (let i = 0; i < slots.length; i++) {
+    const s = slots[i]!
+    p = writeVarint(out, p, s)
+    const c = next.codecs[s]!
+    out[p++] = c
+    if (c !== 0) {
+      out.set(next.digests.subarray(s * DIGEST_LENGTH, (s + 1) * DIGEST_LENGTH), p)
+      p += DIGEST_LENGTH
+    }
+  }
+  return out
+}
+
 /** The base node's CID (a copy of the first 36 bytes), validated. */
 export function deltaBaseCid(delta: Uint8Array): Uint8Array {
   if (!(delta instanceof Uint8Array)) throw new TypeError('deltaBaseCid: delta must be a Uint8Array')

@@ -9,6 +9,7 @@ import { cidBytes, RAW } from '../codecs/cid.js'
 import { CkptError } from '../codecs/errors.js'
 import type { BlockStore } from '../store/block-store.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
+import { acquireSlab } from './pipeline/slabs.js'
 import type { RegionTree } from './region-tree.js'
 
 /** ~1 MiB of chunks per task: large enough to amortise a postMessage, small enough to spread. */
@@ -38,11 +39,6 @@ export function emptyStats(): IngestStats {
 
 export function addStats(a: IngestStats, b: IngestStats): void {
   for (const k of Object.keys(a) as (keyof IngestStats)[]) a[k] += b[k]
-}
-
-/** Shared memory so a batch reaches a worker without a copy. */
-export function sharedBytes(n: number): Uint8Array {
-  return new Uint8Array(new SharedArrayBuffer(Math.max(1, n)), 0, n)
 }
 
 /** Splits consecutive chunks held contiguously in `data` (chunk k of the list at k*chunkSize) into batches. */
@@ -84,7 +80,8 @@ export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: Re
       continue
     }
     const cid = cidBytes(RAW, digest)
-    if (blocks.has(cid) || freshCids.some((c, n) => c.every((x, j) => x === cid[j]) && n >= 0)) {
+    // duplicates inside one batch are rare; put() skips the second, at the cost of one extra compression
+    if (blocks.has(cid)) {
       stats.dedupChunks++
       continue
     }
@@ -154,7 +151,7 @@ export function fileBatches(path: string, size: number, chunkSize: number, lengt
       fd ??= fs.openSync(path, 'r')
       const n = Math.min(per, chunks - next)
       const bytes = Math.min(size - next * chunkSize, n * chunkSize)
-      const data = sharedBytes(bytes)
+      const data = acquireSlab(bytes)
       let got = 0
       while (got < bytes) {
         const r = await new Promise<number>((res, rej) =>

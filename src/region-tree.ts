@@ -13,7 +13,7 @@ import { blake3 } from '../codecs/blake3.js'
 import { cidBytes, cidDigest, DAG_CBOR, RAW, type CidBytes } from '../codecs/cid.js'
 import { AT_REST, compressBlock, defaultCompressor } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
-import { encodeNodeDelta } from '../codecs/node-delta.js'
+import { encodeNodePatch } from '../codecs/node-delta.js'
 import { decodeNode, emptyNode, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
 import type { BlockStore } from '../store/block-store.js'
 
@@ -59,8 +59,8 @@ interface NodeState {
   entries: NodeEntries
   /** CID this node had when loaded or last committed (null: was a hole) */
   cid: CidBytes | null
-  /** entries as of `cid`, kept once the node is modified (the delta base) */
-  base?: NodeEntries
+  /** slots changed since `cid` (the delta against it lists just these) */
+  changed?: Set<number>
   depth?: number
   dirty: boolean
 }
@@ -68,10 +68,6 @@ interface NodeState {
 export interface TreeCommitStats {
   nodesWritten: number
   nodeBytes: number
-}
-
-function cloneEntries(e: NodeEntries): NodeEntries {
-  return { count: e.count, codecs: e.codecs.slice(), digests: e.digests.slice() }
 }
 
 export class RegionTree {
@@ -137,9 +133,10 @@ export class RegionTree {
       if (same) return false
     }
     if (!n.dirty) {
-      if (n.cid) n.base = cloneEntries(e)
+      n.changed = new Set()
       n.dirty = true
     }
+    n.changed!.add(slot)
     if (digest === undefined) {
       e.codecs[slot] = 0
       e.digests.fill(0, slot * 32, slot * 32 + 32)
@@ -171,7 +168,7 @@ export class RegionTree {
         if (level === this.geo.height) this.rootCid = newCid
         else this.setSlot(level + 1, Math.floor(index / this.geo.fanout), index % this.geo.fanout, DAG_CBOR, newCid ? cidDigest(newCid) : undefined)
         n.cid = newCid
-        n.base = undefined
+        n.changed = undefined
         n.dirty = false
       }
     }
@@ -179,10 +176,11 @@ export class RegionTree {
   }
 
   private writeNode(cid: CidBytes, bytes: Uint8Array, n: NodeState): number {
-    if (n.cid && n.base) {
+    if (n.cid && n.changed) {
       const baseDepth = n.depth ?? this.blocks.locate(n.cid)?.depth ?? MAX_DELTA_DEPTH
       if (baseDepth < MAX_DELTA_DEPTH) {
-        const delta = encodeNodeDelta(n.cid, n.base, n.entries, bytes.length >> 1)
+        const slots = Uint32Array.from(n.changed).sort()
+        const delta = encodeNodePatch(n.cid, n.entries, slots, bytes.length >> 1)
         if (delta) {
           this.blocks.put(cid, AT_REST.nodeDelta, delta, bytes.length, baseDepth + 1)
           n.depth = baseDepth + 1

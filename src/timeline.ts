@@ -16,7 +16,8 @@ import { compressBlock, defaultCompressor } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { encodeManifest, type BlobRoot, type Manifest, type RegionRoot } from '../codecs/manifest.js'
 import type { TimelineRecord } from '../store/repository.js'
-import { addStats, batchesOf, emptyStats, fileBatches, ingestBatch, runBatches, sharedBytes, type ChunkBatch, type IngestStats } from './ingest.js'
+import { addStats, batchesOf, emptyStats, fileBatches, ingestBatch, runBatches, type ChunkBatch, type IngestStats } from './ingest.js'
+import { acquireSlab, releaseSlab } from './pipeline/slabs.js'
 import { checkName, REGION_RE, toVtime } from './refs.js'
 import { DEFAULT_FANOUT, Geometry, RegionTree } from './region-tree.js'
 import type { CkptStore } from './store.js'
@@ -55,6 +56,8 @@ export interface CheckpointStats extends IngestStats {
   pauseMs: number
   /** from the call until durable, ms */
   commitMs: number
+  /** where the pipeline spent its time, ms: waiting in the queue, chunk ingest, tree nodes, durable commit */
+  phases: { queued: number; chunks: number; tree: number; commit: number }
 }
 
 export type PendingCheckpoint = Promise<Checkpoint> & {
@@ -65,6 +68,8 @@ export type PendingCheckpoint = Promise<Checkpoint> & {
 interface PreparedRegion {
   name: string
   geo: Geometry
+  /** source.data is a slab this checkpoint acquired (returned to the pool when done) */
+  owned?: boolean
   source:
     | { kind: 'copied'; data: Uint8Array; indexes: Uint32Array }
     | { kind: 'file'; path: string }
@@ -229,16 +234,18 @@ export class Timeline {
       const s = r.source
       if (s.kind === 'copied') {
         const cs = r.geo.chunkSize
-        const out = sharedBytes(s.indexes.length * cs)
+        const out = acquireSlab(s.indexes.length * cs)
         for (let k = 0; k < s.indexes.length; k++) {
           const i = s.indexes[k]!
           out.set(s.data.subarray(i * cs, i * cs + r.geo.chunkLength(i)), k * cs)
         }
         r.source = { kind: 'copied', data: out, indexes: s.indexes }
+        r.owned = true
       } else if (s.kind === 'buffer' && s.copy) {
-        const out = sharedBytes(s.data.length)
+        const out = acquireSlab(s.data.length)
         out.set(s.data)
         r.source = { kind: 'buffer', data: out, copy: false }
+        r.owned = true
       }
     }
     for (const [k, b] of Object.entries(job.blobs)) job.blobs[k] = b.slice()
@@ -249,6 +256,8 @@ export class Timeline {
     const { repo, pool } = this.store.internals()
     const blocks = repo.blocks
     const stats = emptyStats()
+    const phases = { queued: performance.now() - t0 - pauseMs, chunks: 0, tree: 0, commit: 0 }
+    let tp = performance.now()
     let treeStats = { nodesWritten: 0, nodeBytes: 0 }
     const isNew = this.headCid === null && this.lastVtime === undefined && !(await repo.getTimeline(this.name))
     try {
@@ -260,8 +269,11 @@ export class Timeline {
       for (const r of job.regions) {
         const tree = this.treeFor(r.name, r.geo)
         const s = emptyStats()
-        const work = (b: ChunkBatch) => ingestBatch(pool, blocks, tree, b, s)
+        // batch copies made here (not the caller's data nor the job's own copy) go back to the slab pool
         const src = r.source
+        // per-batch copies (file reads, batches of a caller's non-shared buffer) go back to the pool
+        const own = src.kind === 'file' || (src.kind === 'buffer' && !(src.data.buffer instanceof SharedArrayBuffer))
+        const work = (b: ChunkBatch) => ingestBatch(pool, blocks, tree, b, s).finally(() => own && releaseSlab(b.data))
         if (src.kind === 'copied') {
           const list = batchesOf(src.data, src.indexes, (i) => r.geo.chunkLength(i), r.geo.chunkSize)
           let n = 0
@@ -271,7 +283,11 @@ export class Timeline {
         } else {
           await runBatches(pool, bufferBatches(src.data, r.geo), work)
         }
+        phases.chunks += performance.now() - tp
+        tp = performance.now()
         const ts = tree.commit()
+        phases.tree += performance.now() - tp
+        tp = performance.now()
         treeStats = { nodesWritten: treeStats.nodesWritten + ts.nodesWritten, nodeBytes: treeStats.nodeBytes + ts.nodeBytes }
         regionRoots[r.name]!.root = tree.root
         addStats(stats, s)
@@ -298,7 +314,9 @@ export class Timeline {
       blocks.put(cid, mc.code, mc.bytes, mbytes.length)
       const ops = repo.putCheckpointOps({ timeline: this.name, vtime: job.vtime, cid })
       if (isNew) ops.push(repo.putTimelineOp(this.record))
+      tp = performance.now()
       await repo.commit(ops)
+      phases.commit = performance.now() - tp
       this.headCid = cid
       this.headManifest = manifest
       this.lastVtime = job.vtime
@@ -306,13 +324,15 @@ export class Timeline {
         cid: toCID(cid),
         timeline: this.name,
         vtime: job.vtime,
-        stats: { ...stats, ...treeStats, manifestBytes: mc.bytes.length, blobBytes, pauseMs, commitMs: performance.now() - t0 },
+        stats: { ...stats, ...treeStats, manifestBytes: mc.bytes.length, blobBytes, pauseMs, commitMs: performance.now() - t0, phases },
       }
     } catch (err) {
       // the head trees may hold slots of the failed checkpoint: rebuild them from the last durable head
       this.trees.clear()
       this.acceptedVtime = this.lastVtime
       throw err
+    } finally {
+      for (const r of job.regions) if (r.owned && r.source.kind !== 'file') releaseSlab(r.source.data)
     }
   }
 
@@ -338,7 +358,7 @@ function bufferBatches(data: Uint8Array, geo: Geometry): () => Promise<ChunkBatc
     // a view of an ordinary ArrayBuffer would be cloned whole by postMessage: copy just this batch
     let view = data.subarray(start, end)
     if (!shared) {
-      const s = sharedBytes(view.length)
+      const s = acquireSlab(view.length)
       s.set(view)
       view = s
     }

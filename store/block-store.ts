@@ -89,6 +89,8 @@ export interface BlockStoreOptions {
 }
 
 const WRITE_BUFFER = 4 << 20
+/** Entries go to the pack file once this much is buffered, so writes overlap hashing and compression. */
+const FLUSH_AT = 1 << 20
 
 export class BlockStore {
   private readonly filter = new FingerprintSet()
@@ -182,8 +184,9 @@ export class BlockStore {
     let entry: Uint8Array
     const size = ENTRY_HEADER_SIZE + loc.storedLength
     if (loc.pack === this.openPack && loc.offset >= this.bufStart) {
+      // a copy: the write buffer is reused once flushed, and callers may keep what they read
       const at = loc.offset - this.bufStart
-      entry = this.buf.subarray(at, at + size)
+      entry = this.buf.slice(at, at + size)
     } else {
       entry = this.io.read(loc.pack, loc.offset, size)
     }
@@ -217,6 +220,7 @@ export class BlockStore {
     this.stagedCids.push(cid)
     this.stagedEntries++
     this.filter.add(cidDigest(cid))
+    if (this.bufLen >= FLUSH_AT) this.flushBuffer()
     return true
   }
 
