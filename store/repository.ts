@@ -66,6 +66,7 @@ export class Repository {
     readonly dir: string,
     readonly kv: KV,
     readonly blocks: BlockStore,
+    readonly memory: boolean,
   ) {}
 
   static async open(dir: string, opts: RepositoryOptions = {}): Promise<Repository> {
@@ -108,7 +109,7 @@ export class Repository {
       io = new FilePackIO(path.join(dir, 'packs'))
     }
     const blocks = await BlockStore.open(kv, io, opts)
-    return new Repository(dir, kv, blocks)
+    return new Repository(dir, kv, blocks, opts.memory === true)
   }
 
   private check(): void {
@@ -223,6 +224,6 @@ export class Repository {
     this.closed = true
     this.blocks.close()
     await this.kv.close()
-    if (!this.dir.startsWith('memory:') && fs.existsSync(path.join(this.dir, 'CKPT'))) clearHolder(this.dir)
+    if (!this.memory) clearHolder(this.dir)
   }
 }
