@@ -4,19 +4,20 @@
  * more; chunks already in the store (fingerprint filter, then index) are only linked; the rest are
  * compressed on the pool and appended to the open pack.
  */
-import fs from 'node:fs'
 import { cidBytes, RAW } from '../codecs/cid.js'
 import { CkptError } from '../codecs/errors.js'
 import type { BlockStore } from '../store/block-store.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
-import { acquireSlab } from './pipeline/slabs.js'
 import type { RegionTree } from './region-tree.js'
 
 /** ~1 MiB of chunks per task: large enough to amortise a postMessage, small enough to spread. */
 export const BATCH_BYTES = 1 << 20
 
 export interface ChunkBatch {
-  data: Uint8Array
+  /** the chunks' bytes in shared memory, or (for files) undefined: workers pread `file` themselves */
+  data?: Uint8Array
+  file?: string
+  fileOffset?: number
   /** chunk index of each chunk in the batch */
   indexes: Uint32Array
   offsets: Uint32Array
@@ -63,7 +64,7 @@ export function batchesOf(data: Uint8Array, indexes: Uint32Array, lengthOf: (i: 
 
 /** Hashes, dedups, compresses and stores one batch; updates the tree. */
 export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: RegionTree, b: ChunkBatch, stats: IngestStats): Promise<void> {
-  const h = await pool.run({ op: 'hash', data: b.data, offsets: b.offsets, lengths: b.lengths })
+  const h = await pool.run({ op: 'hash', data: b.data, file: b.file, fileOffset: b.fileOffset, offsets: b.offsets, lengths: b.lengths })
   const fresh: number[] = []
   const freshCids: Uint8Array[] = []
   for (let k = 0; k < b.indexes.length; k++) {
@@ -91,7 +92,16 @@ export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: Re
   if (fresh.length === 0) return
   const offsets = new Uint32Array(fresh.map((k) => b.offsets[k]!))
   const lengths = new Uint32Array(fresh.map((k) => b.lengths[k]!))
-  const c = await pool.run({ op: 'compress', data: b.data, offsets, lengths })
+  let digests: Uint8Array | undefined
+  if (b.file) {
+    // re-read from the file: the worker checks the bytes still hash to what phase 1 saw
+    digests = new Uint8Array(fresh.length * 32)
+    fresh.forEach((k, n) => digests!.set(h.digests.subarray(k * 32, k * 32 + 32), n * 32))
+  }
+  const c = await pool.run({ op: 'compress', data: b.data, file: b.file, fileOffset: b.fileOffset, offsets, lengths, digests })
+  if (c.changed !== undefined && c.changed >= 0) {
+    throw new CkptError('CKPT_IO', `${b.file} changed while it was being checkpointed`, { path: b.file })
+  }
   let at = 0
   for (let n = 0; n < fresh.length; n++) {
     const len = c.outLengths[n]!
@@ -135,46 +145,27 @@ export async function runBatches(
   if (failure) throw failure
 }
 
-/** Batches of a whole file, read sequentially into shared memory (full scan of a disk image). */
+/**
+ * Batches of a whole file (full scan of a disk image): ranges only; each worker preads its range, so
+ * no image bytes pass through the main thread. The file must not change until the checkpoint resolves.
+ */
 export function fileBatches(path: string, size: number, chunkSize: number, lengthOf: (i: number) => number): () => Promise<ChunkBatch | undefined> {
   const per = Math.max(1, Math.floor((4 * BATCH_BYTES) / chunkSize))
   const chunks = Math.ceil(size / chunkSize)
-  let fd: number | undefined
   let next = 0
   return async () => {
-    if (next >= chunks) {
-      if (fd !== undefined) fs.closeSync(fd)
-      fd = undefined
-      return undefined
+    if (next >= chunks) return undefined
+    const n = Math.min(per, chunks - next)
+    const indexes = new Uint32Array(n)
+    const offsets = new Uint32Array(n)
+    const lengths = new Uint32Array(n)
+    for (let k = 0; k < n; k++) {
+      indexes[k] = next + k
+      offsets[k] = k * chunkSize
+      lengths[k] = lengthOf(next + k)
     }
-    try {
-      fd ??= fs.openSync(path, 'r')
-      const n = Math.min(per, chunks - next)
-      const bytes = Math.min(size - next * chunkSize, n * chunkSize)
-      const data = acquireSlab(bytes)
-      let got = 0
-      while (got < bytes) {
-        const r = await new Promise<number>((res, rej) =>
-          fs.read(fd!, data, got, bytes - got, next * chunkSize + got, (e, nr) => (e ? rej(e) : res(nr))),
-        )
-        if (r === 0) throw new CkptError('CKPT_WRONG_SIZE', `${path} shrank while it was read`, { path })
-        got += r
-      }
-      const indexes = new Uint32Array(n)
-      const offsets = new Uint32Array(n)
-      const lengths = new Uint32Array(n)
-      for (let k = 0; k < n; k++) {
-        indexes[k] = next + k
-        offsets[k] = k * chunkSize
-        lengths[k] = lengthOf(next + k)
-      }
-      next += n
-      return { data, indexes, offsets, lengths }
-    } catch (err) {
-      if (fd !== undefined) fs.closeSync(fd)
-      fd = undefined
-      if (err instanceof CkptError) throw err
-      throw new CkptError('CKPT_IO', `cannot read ${path}: ${(err as Error).message}`, { path }, err)
-    }
+    const b = { file: path, fileOffset: next * chunkSize, indexes, offsets, lengths }
+    next += n
+    return b
   }
 }

@@ -14,7 +14,7 @@ import { cidBytes, cidDigest, DAG_CBOR, RAW, type CidBytes } from '../codecs/cid
 import { AT_REST, compressBlock, defaultCompressor } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { encodeNodePatch } from '../codecs/node-delta.js'
-import { decodeNode, emptyNode, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
+import { emptyNode, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
 import type { BlockStore } from '../store/block-store.js'
 
 export const DEFAULT_FANOUT = 256
@@ -100,7 +100,9 @@ export class RegionTree {
     const count = this.geo.nodeCount(level, index)
     let entries: NodeEntries
     if (cid) {
-      entries = decodeNode(this.blocks.get(cid))
+      // a private copy: the tree mutates its head nodes, the store's cache must stay as stored
+      const e = this.blocks.getNode(cid)
+      entries = { count: e.count, codecs: e.codecs.slice(), digests: e.digests.slice() }
       if (entries.count !== count) {
         throw new CkptError('CKPT_BAD_NODE', `tree node at level ${level} has ${entries.count} entries, expected ${count}`, { level, index })
       }

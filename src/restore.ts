@@ -4,27 +4,17 @@
  * chunk against its CID; a mismatch fails with CKPT_HASH_MISMATCH naming the chunk.
  */
 import fs from 'node:fs'
-import { cidBytes, cidCodec, cidDigest, cidKey, cidToString, RAW, type CidBytes } from '../codecs/cid.js'
+import { cidBytes, cidCodec, cidDigest, cidToString, RAW, type CidBytes } from '../codecs/cid.js'
 import { CkptError } from '../codecs/errors.js'
-import { decodeNode, type NodeEntries } from '../codecs/tree-node.js'
+import type { NodeEntries } from '../codecs/tree-node.js'
 import { hashMismatch, type BlockLocation, type BlockStore } from '../store/block-store.js'
+import type { ReadTask } from './pipeline/tasks.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
 import type { Geometry } from './region-tree.js'
 
-const decoded = new WeakMap<BlockStore, Map<string, NodeEntries>>()
-
-/** Decoded tree node by CID, cached per store (nodes are immutable: a CID names one content forever). */
+/** Decoded, verified tree node by CID (cached by the block store). */
 export function nodeEntries(blocks: BlockStore, cid: CidBytes): NodeEntries {
-  let cache = decoded.get(blocks)
-  if (!cache) decoded.set(blocks, (cache = new Map()))
-  const k = cidKey(cid)
-  let e = cache.get(k)
-  if (!e) {
-    e = decodeNode(blocks.get(cid))
-    if (cache.size >= 8192) cache.delete(cache.keys().next().value!)
-    cache.set(k, e)
-  }
-  return e
+  return blocks.getNode(cid)
 }
 
 function childCid(e: NodeEntries, slot: number): CidBytes | null {
@@ -63,8 +53,46 @@ interface Job {
   chunks: number[]
   cids: CidBytes[]
   locs: BlockLocation[]
-  payloads: Uint8Array[]
   raw: number
+}
+
+/** Where the pool's workers can read packs themselves (disk backend): fewest bytes through the main thread. */
+function readTask(blocks: BlockStore, geo: Geometry, job: Job, out: Uint8Array | string): ReadTask | undefined {
+  const files: string[] = []
+  const fileOf = new Map<number, number>()
+  const n = job.chunks.length
+  const t: ReadTask = {
+    op: 'read',
+    files,
+    fileIdx: new Uint32Array(n),
+    offsets: new Float64Array(n),
+    storedLengths: new Uint32Array(n),
+    codes: new Uint8Array(n),
+    rawLengths: new Uint32Array(n),
+    cids: new Uint8Array(n * 36),
+    outOffsets: new Float64Array(n),
+  }
+  for (let k = 0; k < n; k++) {
+    const loc = job.locs[k]!
+    let f = fileOf.get(loc.pack)
+    if (f === undefined) {
+      const p = blocks.io.filePath(loc.pack)
+      // the open pack may still hold unflushed entries; those (and memory packs) are read here
+      if (p === undefined || blocks.inWriteBuffer(loc)) return undefined
+      f = files.push(p) - 1
+      fileOf.set(loc.pack, f)
+    }
+    t.fileIdx[k] = f
+    t.offsets[k] = loc.offset
+    t.storedLengths[k] = loc.storedLength
+    t.codes[k] = loc.codec
+    t.rawLengths[k] = loc.rawLength
+    t.cids.set(job.cids[k]!, k * 36)
+    t.outOffsets[k] = job.chunks[k]! * geo.chunkSize
+  }
+  if (typeof out === 'string') t.outFile = out
+  else if (out.buffer instanceof SharedArrayBuffer) t.out = out
+  return t
 }
 
 export async function restoreRegion(
@@ -85,24 +113,60 @@ export async function restoreRegion(
   let count = 0
   const inflight = new Set<Promise<void>>()
   let failure: unknown
+  const place = (job: Job, bytes: Uint8Array) => {
+    let o = 0
+    for (let k = 0; k < job.chunks.length; k++) {
+      const i = job.chunks[k]!
+      const len = job.locs[k]!.rawLength
+      if (fd !== undefined) fs.writeSync(fd, bytes, o, len, i * geo.chunkSize)
+      else (out as Uint8Array).set(bytes.subarray(o, o + len), i * geo.chunkSize)
+      o += len
+    }
+  }
   const finish = async (job: Job) => {
-    const offsets = new Uint32Array(job.payloads.length)
-    const lengths = new Uint32Array(job.payloads.length)
-    const codes = new Uint8Array(job.payloads.length)
-    const rawLengths = new Uint32Array(job.payloads.length)
-    const digests = new Uint8Array(job.payloads.length * 32)
+    for (let k = 0; k < job.chunks.length; k++) {
+      const len = job.locs[k]!.rawLength
+      if (len !== geo.chunkLength(job.chunks[k]!)) {
+        throw new CkptError('CKPT_BAD_NODE', `chunk ${job.chunks[k]} has ${len} bytes, expected ${geo.chunkLength(job.chunks[k]!)}`, { index: job.chunks[k] })
+      }
+      written += len
+      count++
+    }
+    const rt = readTask(blocks, geo, job, out)
+    if (rt) {
+      const r = await pool.run(rt)
+      if (r.bad >= 0) {
+        const cid = job.cids[r.bad]!
+        if (r.code === 'CKPT_HASH_MISMATCH') throw hashMismatch(cid, job.locs[r.bad]!)
+        throw new CkptError(r.code ?? 'CKPT_BAD_PACK', `block ${cidToString(cid)}: ${r.message}`, {
+          cid: cidToString(cid),
+          pack: job.locs[r.bad]!.pack,
+          offset: job.locs[r.bad]!.offset,
+        })
+      }
+      if (r.data) place(job, r.data)
+      return
+    }
+    // memory backend or unflushed entries: read payloads here, decompress and verify on the pool
+    const n = job.chunks.length
+    const payloads = job.cids.map((c, k) => blocks.readAt(c, job.locs[k]!))
+    const offsets = new Uint32Array(n)
+    const lengths = new Uint32Array(n)
+    const codes = new Uint8Array(n)
+    const rawLengths = new Uint32Array(n)
+    const digests = new Uint8Array(n * 32)
     let total = 0
-    for (const p of job.payloads) total += p.length
+    for (const p of payloads) total += p.length
     const data = new Uint8Array(total)
     let at = 0
-    for (let k = 0; k < job.payloads.length; k++) {
-      data.set(job.payloads[k]!, at)
+    for (let k = 0; k < n; k++) {
+      data.set(payloads[k]!, at)
       offsets[k] = at
-      lengths[k] = job.payloads[k]!.length
+      lengths[k] = payloads[k]!.length
       codes[k] = job.locs[k]!.codec
       rawLengths[k] = job.locs[k]!.rawLength
       digests.set(cidDigest(job.cids[k]!), k * 32)
-      at += job.payloads[k]!.length
+      at += payloads[k]!.length
     }
     const r = await pool.run({ op: 'decompress', data, offsets, lengths, codes, rawLengths, digests })
     if (r.bad >= 0) {
@@ -110,25 +174,26 @@ export async function restoreRegion(
       if (r.error) throw new CkptError('CKPT_BAD_PACK', `block ${cidToString(cid)} cannot be decompressed: ${r.error}`, { cid: cidToString(cid) })
       throw hashMismatch(cid, job.locs[r.bad]!)
     }
-    let o = 0
-    for (let k = 0; k < job.chunks.length; k++) {
-      const i = job.chunks[k]!
-      const len = job.locs[k]!.rawLength
-      if (len !== geo.chunkLength(i)) throw new CkptError('CKPT_BAD_NODE', `chunk ${i} has ${len} bytes, expected ${geo.chunkLength(i)}`, { index: i })
-      const bytes = r.out.subarray(o, o + len)
-      if (fd !== undefined) fs.writeSync(fd, bytes, 0, len, i * geo.chunkSize)
-      else (out as Uint8Array).set(bytes, i * geo.chunkSize)
-      o += len
-      written += len
-      count++
+    place(job, r.out)
+  }
+  // holes are zero-filled in runs (one fill per run, not per chunk); files stay sparse
+  let zeroFrom = -1
+  let zeroTo = -1
+  const zero = (from: number, to: number) => {
+    if (fd !== undefined) return
+    if (from === zeroTo) zeroTo = to
+    else {
+      if (zeroFrom >= 0) (out as Uint8Array).fill(0, zeroFrom, zeroTo)
+      zeroFrom = from
+      zeroTo = to
     }
   }
   try {
-    let job: Job = { chunks: [], cids: [], locs: [], payloads: [], raw: 0 }
+    let job: Job = { chunks: [], cids: [], locs: [], raw: 0 }
     const flush = async () => {
       if (job.chunks.length === 0) return
       const j = job
-      job = { chunks: [], cids: [], locs: [], payloads: [], raw: 0 }
+      job = { chunks: [], cids: [], locs: [], raw: 0 }
       const p: Promise<void> = finish(j).then(
         () => void inflight.delete(p),
         (err) => {
@@ -143,10 +208,7 @@ export async function restoreRegion(
       if (failure) break
       const first = j * geo.fanout
       if (!e) {
-        if (fd === undefined) {
-          const end = Math.min(geo.size, (first + geo.nodeCount(1, j)) * geo.chunkSize)
-          ;(out as Uint8Array).fill(0, first * geo.chunkSize, end)
-        }
+        zero(first * geo.chunkSize, Math.min(geo.size, (first + geo.nodeCount(1, j)) * geo.chunkSize))
         continue
       }
       const idx: number[] = []
@@ -155,7 +217,7 @@ export async function restoreRegion(
         const i = first + s
         const c = childCid(e, s)
         if (!c) {
-          if (fd === undefined) (out as Uint8Array).fill(0, i * geo.chunkSize, i * geo.chunkSize + geo.chunkLength(i))
+          zero(i * geo.chunkSize, i * geo.chunkSize + geo.chunkLength(i))
           continue
         }
         idx.push(i)
@@ -168,12 +230,12 @@ export async function restoreRegion(
         job.chunks.push(idx[k]!)
         job.cids.push(cids[k]!)
         job.locs.push(loc)
-        job.payloads.push(blocks.readAt(cids[k]!, loc))
         job.raw += loc.rawLength
         if (job.raw >= 2 << 20) await flush()
       }
     }
     await flush()
+    zero(-2, -2)
     await Promise.all(inflight)
     if (failure) throw failure
   } finally {

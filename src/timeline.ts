@@ -235,9 +235,12 @@ export class Timeline {
       if (s.kind === 'copied') {
         const cs = r.geo.chunkSize
         const out = acquireSlab(s.indexes.length * cs)
+        // Buffer#copy is a plain memcpy; TypedArray#set of a fresh subarray costs an object per chunk
+        const from = Buffer.from(s.data.buffer, s.data.byteOffset, s.data.byteLength)
+        const to = Buffer.from(out.buffer, out.byteOffset, out.byteLength)
         for (let k = 0; k < s.indexes.length; k++) {
           const i = s.indexes[k]!
-          out.set(s.data.subarray(i * cs, i * cs + r.geo.chunkLength(i)), k * cs)
+          from.copy(to, k * cs, i * cs, i * cs + r.geo.chunkLength(i))
         }
         r.source = { kind: 'copied', data: out, indexes: s.indexes }
         r.owned = true
@@ -266,14 +269,15 @@ export class Timeline {
         const prev = this.headManifest?.regions[name]
         regionRoots[name] = { size: spec.size, chunkSize: spec.chunkSize, fanout: DEFAULT_FANOUT, root: prev?.root ?? null }
       }
+      const trees: [PreparedRegion, RegionTree][] = []
       for (const r of job.regions) {
         const tree = this.treeFor(r.name, r.geo)
+        trees.push([r, tree])
         const s = emptyStats()
-        // batch copies made here (not the caller's data nor the job's own copy) go back to the slab pool
         const src = r.source
-        // per-batch copies (file reads, batches of a caller's non-shared buffer) go back to the pool
-        const own = src.kind === 'file' || (src.kind === 'buffer' && !(src.data.buffer instanceof SharedArrayBuffer))
-        const work = (b: ChunkBatch) => ingestBatch(pool, blocks, tree, b, s).finally(() => own && releaseSlab(b.data))
+        // per-batch copies (batches of a caller's non-shared buffer) go back to the pool
+        const own = src.kind === 'buffer' && !(src.data.buffer instanceof SharedArrayBuffer)
+        const work = (b: ChunkBatch) => ingestBatch(pool, blocks, tree, b, s).finally(() => own && b.data && releaseSlab(b.data))
         if (src.kind === 'copied') {
           const list = batchesOf(src.data, src.indexes, (i) => r.geo.chunkLength(i), r.geo.chunkSize)
           let n = 0
@@ -283,15 +287,19 @@ export class Timeline {
         } else {
           await runBatches(pool, bufferBatches(src.data, r.geo), work)
         }
-        phases.chunks += performance.now() - tp
-        tp = performance.now()
-        const ts = tree.commit()
-        phases.tree += performance.now() - tp
-        tp = performance.now()
-        treeStats = { nodesWritten: treeStats.nodesWritten + ts.nodesWritten, nodeBytes: treeStats.nodeBytes + ts.nodeBytes }
-        regionRoots[r.name]!.root = tree.root
         addStats(stats, s)
       }
+      phases.chunks = performance.now() - tp
+      tp = performance.now()
+      // the chunks' fsync runs on the thread pool while this thread builds the tree nodes
+      const early = blocks.syncEarly()
+      early.catch(() => {})
+      for (const [r, tree] of trees) {
+        const ts = tree.commit()
+        treeStats = { nodesWritten: treeStats.nodesWritten + ts.nodesWritten, nodeBytes: treeStats.nodeBytes + ts.nodeBytes }
+        regionRoots[r.name]!.root = tree.root
+      }
+      phases.tree = performance.now() - tp
       const blobRoots: Record<string, BlobRoot> = { ...(this.headManifest?.blobs ?? {}) }
       let blobBytes = 0
       for (const [name, data] of Object.entries(job.blobs)) {
@@ -315,6 +323,7 @@ export class Timeline {
       const ops = repo.putCheckpointOps({ timeline: this.name, vtime: job.vtime, cid })
       if (isNew) ops.push(repo.putTimelineOp(this.record))
       tp = performance.now()
+      await early
       await repo.commit(ops)
       phases.commit = performance.now() - tp
       this.headCid = cid

@@ -9,7 +9,7 @@ import { CID_LENGTH, cidCodec, cidDigest, cidEquals, cidKey, cidToString, DAG_CB
 import { AT_REST, decompressBlock } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { applyNodeDelta, deltaBaseCid } from '../codecs/node-delta.js'
-import { decodeNode, encodeNode } from '../codecs/tree-node.js'
+import { decodeNode, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
 import { FingerprintSet } from './fingerprint-set.js'
 import { blockKey, blockKeyCid, blockRange, packKey, packKeyNo, packRange } from './keys.js'
 import type { KV, KVOp } from './kv.js'
@@ -84,7 +84,7 @@ function decodePackRecord(v: Uint8Array): PackRecord {
 export interface BlockStoreOptions {
   /** a pack is sealed once it reaches this size (default 64 MiB) */
   packTargetSize?: number
-  /** decoded tree nodes kept in memory (default 4,096, ~40 MiB at 256 links) */
+  /** decoded tree nodes kept in memory (default 4,096, ~35 MiB at 256 links) */
   nodeCacheEntries?: number
 }
 
@@ -97,7 +97,8 @@ export class BlockStore {
   private readonly staged = new Map<string, BlockLocation>()
   private readonly stagedCids: CidBytes[] = []
   private readonly packs = new Map<number, PackRecord>()
-  private readonly nodeCache = new Map<string, Uint8Array>()
+  /** verified, decoded tree nodes by CID (immutable: a CID names one content forever) */
+  private readonly nodeCache = new Map<string, NodeEntries>()
   private openPack = -1
   private stagedEntries = 0
   private buf = Buffer.allocUnsafe(WRITE_BUFFER)
@@ -179,6 +180,11 @@ export class BlockStore {
     return out
   }
 
+  /** Whether an entry is still only in the write buffer (not yet in its pack file). */
+  inWriteBuffer(loc: BlockLocation): boolean {
+    return loc.pack === this.openPack && loc.offset + ENTRY_HEADER_SIZE + loc.storedLength > this.bufStart
+  }
+
   /** The at-rest payload at a known location, checked to be the entry of that CID. */
   readAt(cid: CidBytes, loc: BlockLocation): Uint8Array {
     let entry: Uint8Array
@@ -247,6 +253,17 @@ export class BlockStore {
     this.io.append(this.openPack, this.buf.subarray(0, this.bufLen))
     this.bufStart += this.bufLen
     this.bufLen = 0
+  }
+
+  /**
+   * Starts making what is staged so far durable in the background (the caller goes on staging, e.g.
+   * tree nodes, meanwhile); prepareCommit() then only has the rest to sync. Purely an overlap: the
+   * commit's own fsync still covers everything.
+   */
+  syncEarly(): Promise<void> {
+    if (this.openPack < 0 || this.bufStart + this.bufLen === 0) return Promise.resolve()
+    this.flushBuffer()
+    return this.io.syncAsync(this.openPack)
   }
 
   /** Makes staged bytes durable and returns the index operations to commit with the catalog. */
@@ -321,27 +338,49 @@ export class BlockStore {
    * a read never returns wrong bytes; a damaged block fails with CKPT_HASH_MISMATCH naming it.
    */
   get(cid: CidBytes): Uint8Array {
-    const isNode = cidCodec(cid) === DAG_CBOR
-    const key = isNode ? cidKey(cid) : ''
-    if (isNode) {
-      const hit = this.nodeCache.get(key)
-      if (hit) return hit
-    }
     const { loc, payload } = this.readStored(cid)
-    let raw: Uint8Array
-    if (loc.codec === AT_REST.nodeDelta) {
-      const base = this.get(deltaBaseCid(payload))
-      raw = encodeNode(applyNodeDelta(decodeNode(base), payload))
-      if (raw.length !== loc.rawLength) throw hashMismatch(cid, loc)
-    } else {
-      raw = decompressBlock(loc.codec, payload, loc.rawLength)
-    }
+    if (loc.codec === AT_REST.nodeDelta) return encodeNode(this.getNode(cid))
+    const raw = decompressBlock(loc.codec, payload, loc.rawLength)
     if (!cidEquals(blake3(raw), cidDigest(cid))) throw hashMismatch(cid, loc)
-    if (isNode) {
-      if (this.nodeCache.size >= this.nodeCacheMax) this.nodeCache.delete(this.nodeCache.keys().next().value!)
-      this.nodeCache.set(key, raw)
-    }
     return raw
+  }
+
+  /**
+   * A tree node, decoded and verified. A delta chain is resolved in decoded form and only its final
+   * node is re-encoded and hashed: a damaged base cannot yield a node that matches its CID.
+   */
+  getNode(cid: CidBytes): NodeEntries {
+    const key = cidKey(cid)
+    const hit = this.nodeCache.get(key)
+    if (hit) return hit
+    const { loc, entries } = this.resolveNode(cid, 0)
+    if (!cidEquals(blake3(encodeNode(entries)), cidDigest(cid))) throw hashMismatch(cid, loc)
+    if (this.nodeCache.size >= this.nodeCacheMax) this.nodeCache.delete(this.nodeCache.keys().next().value!)
+    this.nodeCache.set(key, entries)
+    return entries
+  }
+
+  private resolveNode(cid: CidBytes, hops: number): { loc: BlockLocation; entries: NodeEntries } {
+    if (cidCodec(cid) !== DAG_CBOR) throw new CkptError('CKPT_BAD_NODE', `${cidToString(cid)} is not a dag-cbor node`, { cid: cidToString(cid) })
+    const hit = this.nodeCache.get(cidKey(cid))
+    const { loc, payload } = this.readStored(cid)
+    if (hit) return { loc, entries: hit }
+    if (loc.codec !== AT_REST.nodeDelta) {
+      const raw = decompressBlock(loc.codec, payload, loc.rawLength)
+      let entries: NodeEntries
+      try {
+        entries = decodeNode(raw)
+      } catch (err) {
+        // undecodable bytes that still match the CID are a bad node; otherwise the block is damaged
+        if (!cidEquals(blake3(raw), cidDigest(cid))) throw hashMismatch(cid, loc)
+        throw err
+      }
+      return { loc, entries }
+    }
+    if (hops > 255) throw new CkptError('CKPT_BAD_NODE', `delta chain of ${cidToString(cid)} is too long`, { cid: cidToString(cid) })
+    const base = this.resolveNode(deltaBaseCid(payload), hops + 1).entries
+    // applyNodeDelta builds a new node, so a cached base is never modified
+    return { loc, entries: applyNodeDelta(base, payload) }
   }
 
   /** Every indexed CID, in index order (no JS set of everything: streamed from LevelDB). */

@@ -15,10 +15,14 @@ export interface PackIO {
   openForAppend(packNo: number, length: number): void
   append(packNo: number, bytes: Uint8Array): void
   sync(packNo: number): void
+  /** fsync on libuv's thread pool, so the caller's thread keeps working meanwhile */
+  syncAsync(packNo: number): Promise<void>
   read(packNo: number, offset: number, length: number): Uint8Array
   remove(packNo: number): void
   close(): void
   describe(packNo: number): string
+  /** path of the pack file when another thread may read it directly; undefined in memory */
+  filePath(packNo: number): string | undefined
 }
 
 export function packFileName(packNo: number): string {
@@ -41,6 +45,10 @@ export class FilePackIO implements PackIO {
 
   describe(packNo: number): string {
     return path.join(this.dir, packFileName(packNo))
+  }
+
+  filePath(packNo: number): string {
+    return this.describe(packNo)
   }
 
   list(): number[] {
@@ -115,6 +123,11 @@ export class FilePackIO implements PackIO {
     }
   }
 
+  syncAsync(packNo: number): Promise<void> {
+    const fd = this.fd(packNo)
+    return new Promise((resolve, reject) => fs.fdatasync(fd, (err) => (err ? reject(ioError(err, 'syncing a pack', { pack: packNo })) : resolve())))
+  }
+
   read(packNo: number, offset: number, length: number): Uint8Array {
     const out = Buffer.allocUnsafe(length)
     let got = 0
@@ -155,6 +168,9 @@ export class MemoryPackIO implements PackIO {
   describe(packNo: number): string {
     return `memory:${packFileName(packNo)}`
   }
+  filePath(): undefined {
+    return undefined
+  }
   list(): number[] {
     return [...this.packs.keys()].sort((a, b) => a - b)
   }
@@ -185,6 +201,7 @@ export class MemoryPackIO implements PackIO {
     p.len += bytes.length
   }
   sync(): void {}
+  async syncAsync(): Promise<void> {}
   read(packNo: number, offset: number, length: number): Uint8Array {
     const p = this.get(packNo)
     if (offset + length > p.len) throw new CkptError('CKPT_BAD_PACK', `pack ${packNo} is truncated`, { pack: packNo, offset, length })

@@ -2,12 +2,21 @@
  * The CPU work of ingest and restore, as plain functions over byte views. They run inside worker
  * threads (worker.ts) or inline on the calling thread when workers are unavailable; same code either way.
  */
+import fs from 'node:fs'
 import { blake3 } from '../../codecs/blake3.js'
+import { CkptError } from '../../codecs/errors.js'
 import { compressBlock, decompressBlock, defaultCompressor, type Compressor } from '../../codecs/compress.js'
 
+/**
+ * Chunk bytes come either in `data` (shared memory) or, for files, as `file` + `fileOffset`: the
+ * worker then preads [fileOffset, fileOffset + end of last chunk) itself, so a full scan of a disk
+ * image never crosses threads as bytes.
+ */
 export interface HashTask {
   op: 'hash'
-  data: Uint8Array
+  data?: Uint8Array
+  file?: string
+  fileOffset?: number
   /** chunk boundaries inside data: chunk i is data[offsets[i], offsets[i] + lengths[i]) */
   offsets: Uint32Array
   lengths: Uint32Array
@@ -21,15 +30,47 @@ export interface HashResult {
 
 export interface CompressTask {
   op: 'compress'
-  data: Uint8Array
+  data?: Uint8Array
+  file?: string
+  fileOffset?: number
   offsets: Uint32Array
   lengths: Uint32Array
+  /** for file input: the digests phase 1 saw; a chunk that changed since is reported, not stored */
+  digests?: Uint8Array
 }
 export interface CompressResult {
   /** concatenated at-rest payloads */
   out: Uint8Array
   outLengths: Uint32Array
   codes: Uint8Array
+  /** index of a chunk whose bytes no longer match `digests` (the file changed during the scan), or -1 */
+  changed?: number
+}
+
+/** Restore: the worker reads pack entries itself, checks, decompresses, verifies and places them. */
+export interface ReadTask {
+  op: 'read'
+  files: string[]
+  fileIdx: Uint32Array
+  /** entry offsets in their pack (entry header first) */
+  offsets: Float64Array
+  storedLengths: Uint32Array
+  codes: Uint8Array
+  rawLengths: Uint32Array
+  /** 36-byte CIDs the entries must carry, and whose digests the bytes must hash to */
+  cids: Uint8Array
+  /** where each chunk goes in `out` or `outFile` */
+  outOffsets: Float64Array
+  out?: Uint8Array
+  outFile?: string
+}
+export interface ReadResult {
+  /** index of the first failing entry, or -1 */
+  bad: number
+  code?: 'CKPT_HASH_MISMATCH' | 'CKPT_BAD_INDEX' | 'CKPT_BAD_PACK'
+  message?: string
+  /** when neither out nor outFile was given: the chunks, concatenated in entry order */
+  data?: Uint8Array
 }
 
 export interface DecompressTask {
@@ -50,8 +91,39 @@ export interface DecompressResult {
   error?: string
 }
 
-export type Task = HashTask | CompressTask | DecompressTask
-export type TaskResult = HashResult | CompressResult | DecompressResult
+export type Task = HashTask | CompressTask | DecompressTask | ReadTask
+export type TaskResult = HashResult | CompressResult | DecompressResult | ReadResult
+
+let scratch = Buffer.allocUnsafe(8 << 20)
+
+function preadAll(fd: number, into: Uint8Array, pos: number): void {
+  let got = 0
+  while (got < into.length) {
+    const n = fs.readSync(fd, into, got, into.length - got, pos + got)
+    if (n === 0) throw new CkptError('CKPT_WRONG_SIZE', `file ended at offset ${pos + got} during the scan`)
+    got += n
+  }
+}
+
+/** The task's chunk bytes: its shared data, or a private read of the file range. */
+function input(t: { data?: Uint8Array; file?: string; fileOffset?: number; offsets: Uint32Array; lengths: Uint32Array }): Uint8Array {
+  if (t.data) return t.data
+  const n = t.offsets.length
+  const end = n === 0 ? 0 : t.offsets[n - 1]! + t.lengths[n - 1]!
+  if (scratch.length < end) scratch = Buffer.allocUnsafe(end)
+  const fd = fs.openSync(t.file!, 'r')
+  try {
+    preadAll(fd, scratch.subarray(0, end), t.fileOffset ?? 0)
+  } finally {
+    fs.closeSync(fd)
+  }
+  return scratch.subarray(0, end)
+}
+
+function sameDigest(a: Uint8Array, b: Uint8Array, at: number): boolean {
+  for (let j = 0; j < 32; j++) if (a[j] !== b[at + j]) return false
+  return true
+}
 
 const ZERO = new Uint8Array(1 << 20)
 
@@ -71,8 +143,9 @@ export function runTask(t: Task): TaskResult {
       const n = t.offsets.length
       const digests = new Uint8Array(n * 32)
       const zero = new Uint8Array(n)
+      const data = input(t)
       for (let i = 0; i < n; i++) {
-        const c = t.data.subarray(t.offsets[i]!, t.offsets[i]! + t.lengths[i]!)
+        const c = data.subarray(t.offsets[i]!, t.offsets[i]! + t.lengths[i]!)
         if (isZero(c)) zero[i] = 1
         else digests.set(blake3(c), i * 32)
       }
@@ -85,8 +158,14 @@ export function runTask(t: Task): TaskResult {
       const outLengths = new Uint32Array(n)
       const codes = new Uint8Array(n)
       let total = 0
+      const data = t.file ? fileChunks(t) : t.data!
+      let offs = t.file ? packedOffsets(t.lengths) : t.offsets
       for (let i = 0; i < n; i++) {
-        const r = compressBlock(compressor, t.data.subarray(t.offsets[i]!, t.offsets[i]! + t.lengths[i]!))
+        const chunk = data.subarray(offs[i]!, offs[i]! + t.lengths[i]!)
+        if (t.digests && !sameDigest(blake3(chunk), t.digests, i * 32)) {
+          return { out: new Uint8Array(0), outLengths, codes, changed: i }
+        }
+        const r = compressBlock(compressor, chunk)
         parts.push(r.bytes)
         outLengths[i] = r.bytes.length
         codes[i] = r.code
@@ -120,7 +199,81 @@ export function runTask(t: Task): TaskResult {
       }
       return { out, bad: -1 }
     }
+    case 'read':
+      return readEntries(t)
   }
+}
+
+/** File chunks at arbitrary offsets, gathered into one private buffer (compress-from-file). */
+function fileChunks(t: CompressTask): Uint8Array {
+  let total = 0
+  for (let i = 0; i < t.lengths.length; i++) total += t.lengths[i]!
+  const out = Buffer.allocUnsafe(total)
+  const fd = fs.openSync(t.file!, 'r')
+  try {
+    let at = 0
+    for (let i = 0; i < t.offsets.length; i++) {
+      preadAll(fd, out.subarray(at, at + t.lengths[i]!), (t.fileOffset ?? 0) + t.offsets[i]!)
+      at += t.lengths[i]!
+    }
+  } finally {
+    fs.closeSync(fd)
+  }
+  return out
+}
+
+function packedOffsets(lengths: Uint32Array): Uint32Array {
+  const o = new Uint32Array(lengths.length)
+  for (let i = 1; i < lengths.length; i++) o[i] = o[i - 1]! + lengths[i - 1]!
+  return o
+}
+
+const ENTRY_HEADER = 52
+
+function readEntries(t: ReadTask): ReadResult {
+  const fds = t.files.map((f) => fs.openSync(f, 'r'))
+  let outFd: number | undefined
+  let collected: Uint8Array | undefined
+  let at = 0
+  try {
+    if (t.outFile) outFd = fs.openSync(t.outFile, 'r+')
+    if (!t.out && !t.outFile) {
+      let total = 0
+      for (let i = 0; i < t.rawLengths.length; i++) total += t.rawLengths[i]!
+      collected = new Uint8Array(total)
+    }
+    for (let i = 0; i < t.offsets.length; i++) {
+      const size = ENTRY_HEADER + t.storedLengths[i]!
+      if (scratch.length < size) scratch = Buffer.allocUnsafe(size)
+      const entry = scratch.subarray(0, size)
+      try {
+        preadAll(fds[t.fileIdx[i]!]!, entry, t.offsets[i]!)
+      } catch {
+        return { bad: i, code: 'CKPT_BAD_PACK', message: `pack ${t.files[t.fileIdx[i]!]} is truncated at offset ${t.offsets[i]}` }
+      }
+      const cid = t.cids.subarray(i * 36, i * 36 + 36)
+      if (entry.readUInt32LE(0) !== t.storedLengths[i] || !Buffer.from(cid).equals(entry.subarray(12, 48))) {
+        return { bad: i, code: 'CKPT_BAD_INDEX', message: 'index entry points at another pack entry' }
+      }
+      let raw: Uint8Array
+      try {
+        raw = decompressBlock(t.codes[i]!, entry.subarray(ENTRY_HEADER, size), t.rawLengths[i]!)
+      } catch (err) {
+        return { bad: i, code: 'CKPT_BAD_PACK', message: (err as Error).message }
+      }
+      if (!sameDigest(blake3(raw), cid, 4)) return { bad: i, code: 'CKPT_HASH_MISMATCH', message: 'block does not match its hash' }
+      if (t.out) t.out.set(raw, t.outOffsets[i]!)
+      else if (outFd !== undefined) fs.writeSync(outFd, raw, 0, raw.length, t.outOffsets[i]!)
+      else {
+        collected!.set(raw, at)
+        at += raw.length
+      }
+    }
+  } finally {
+    for (const fd of fds) fs.closeSync(fd)
+    if (outFd !== undefined) fs.closeSync(outFd)
+  }
+  return { bad: -1, data: collected }
 }
 
 /** ArrayBuffers a result can hand back without copying (never shared memory). */

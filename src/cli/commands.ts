@@ -1,0 +1,503 @@
+/**
+ * The commands of `ckpt`: each parses its arguments, makes one library call (a few for the summaries
+ * of `stats` and `log`) and prints text, or JSON with --json.
+ */
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { pipeline } from 'node:stream/promises'
+import { CkptError, isCkptError } from '../../codecs/errors.js'
+import { openStore, type CkptStore, type OpenOptions } from '../store.js'
+import type { RegionConfig, RegionInput, Timeline } from '../timeline.js'
+import { COMMON, defaultChunkSize, parse, parsePair, parseRegionArg, parseVtime, required, storeDir } from './args.js'
+import { StoreOpenError, UsageError } from './errors.js'
+import { columns, diffText, humanBytes, manifestJson, manifestText, toJson } from './format.js'
+import { Progress } from './progress.js'
+
+export interface Command {
+  summary: string
+  help: string
+  run(argv: string[]): Promise<void>
+}
+
+// ---------------------------------------------------------------- output
+
+function line(text: string): void {
+  process.stdout.write(text + '\n')
+}
+
+function json(value: unknown): void {
+  line(toJson(value))
+}
+
+/** Writes binary data to stdout and waits until it has been handed to the OS. */
+function writeStdout(data: Uint8Array): Promise<void> {
+  return new Promise((resolve, reject) => process.stdout.write(data, (err) => (err ? reject(err) : resolve())))
+}
+
+// ---------------------------------------------------------------- the store
+
+/**
+ * Opens the store, runs fn, always closes (releasing the LevelDB lock). Errors of the open itself are
+ * StoreOpenErrors (exit 3). Commands that only read pass `mustExist` so a typo never creates a store.
+ */
+async function withStore<T>(dir: string, opts: OpenOptions, fn: (store: CkptStore) => Promise<T>): Promise<T> {
+  let store: CkptStore
+  try {
+    store = await openStore(dir, opts)
+  } catch (err) {
+    if (isCkptError(err)) throw new StoreOpenError(err)
+    throw err
+  }
+  let ok = false
+  try {
+    const r = await fn(store)
+    ok = true
+    return r
+  } finally {
+    try {
+      await store.close()
+    } catch (err) {
+      // a failure to close matters only when nothing failed before it
+      if (ok) throw err
+    }
+  }
+}
+
+/** Read-only commands: never create a store; no worker threads for a few small reads. */
+const READ: OpenOptions = { mustExist: true, threads: 0 }
+
+function fileSize(file: string): number {
+  try {
+    return fs.statSync(file).size
+  } catch (err) {
+    throw new CkptError('CKPT_NOT_FOUND', `cannot read ${file}`, { path: file }, err)
+  }
+}
+
+function readInput(file: string): Uint8Array {
+  try {
+    return fs.readFileSync(file)
+  } catch (err) {
+    throw new CkptError('CKPT_NOT_FOUND', `cannot read ${file}`, { path: file }, err)
+  }
+}
+
+const STORE_HELP = `  --store DIR        the store (default: $CKPT_STORE)`
+const JSON_HELP = `  --json             machine-readable output (errors too: {"error":{"code","message"}})`
+const REF_HELP = `REF is a checkpoint CID, TIMELINE@VTIME (the nearest checkpoint at or before VTIME) or TIMELINE
+(its latest checkpoint).`
+
+// ---------------------------------------------------------------- init
+
+const init: Command = {
+  summary: 'create a store',
+  help: `usage: ckpt init --store DIR [--json]
+
+Creates an empty store in DIR (which must be missing or empty); an existing store is left as it is.
+Prints the store's absolute path.
+
+${STORE_HELP}
+${JSON_HELP}
+
+examples:
+  ckpt init --store ./ckpt-store
+  CKPT_STORE=/var/lib/ckpt ckpt init`,
+  async run(argv) {
+    const { values, positionals } = parse('init', argv, COMMON)
+    noPositionals('init', positionals)
+    const dir = storeDir(values.store, 'init')
+    await withStore(dir, { threads: 0 }, async () => undefined)
+    if (values.json) json({ store: dir })
+    else line(dir)
+  },
+}
+
+function noPositionals(command: string, positionals: string[]): void {
+  if (positionals.length) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[0])}`, command)
+}
+
+// ---------------------------------------------------------------- add
+
+const add: Command = {
+  summary: 'add a checkpoint of region files (and blobs) to a timeline',
+  help: `usage: ckpt add --store DIR --timeline NAME --vtime N [--label TEXT] [--meta KEY=VALUE]...
+                [--blob NAME=FILE]... [--json] REGION=FILE[:CHUNKSIZE]...
+
+Checkpoints the given files as the timeline's regions at virtual time N (which must be after the
+timeline's last checkpoint). Files are scanned whole; unchanged and all-zero chunks cost nothing.
+
+The first add to a timeline creates it: each REGION gets the size of its FILE and the chunk size
+CHUNKSIZE (4096, 4k, 64K, 1M; default 4k for regions named ram*/mem*, else 64k). Later adds use the
+timeline's regions: each FILE must have its region's size; regions not given keep their content.
+
+${STORE_HELP}
+  --timeline NAME    the timeline (created on first use)
+  --vtime N          virtual time of the checkpoint, an integer in [0, 2^64)
+  --label TEXT       stored in the checkpoint's meta as "label"
+  --meta KEY=VALUE   a meta entry (repeatable)
+  --blob NAME=FILE   store FILE as blob NAME, e.g. device or CPU state (repeatable)
+${JSON_HELP}
+
+Prints the checkpoint's CID; with --json {cid, timeline, vtime, stats}.
+
+examples:
+  ckpt add --store s --timeline vm1 --vtime 0 --label boot ram=ram.bin disk=disk.img:64k --blob cpu=cpu.bin
+  ckpt add --store s --timeline vm1 --vtime 1000000 ram=ram.bin disk=disk.img --blob cpu=cpu.bin`,
+  async run(argv) {
+    const { values, positionals } = parse('add', argv, {
+      ...COMMON,
+      timeline: { type: 'string' },
+      vtime: { type: 'string' },
+      label: { type: 'string' },
+      meta: { type: 'string', multiple: true },
+      blob: { type: 'string', multiple: true },
+    })
+    const dir = storeDir(values.store, 'add')
+    const name = required(values.timeline, '--timeline', 'add')
+    const vtime = parseVtime(required(values.vtime, '--vtime', 'add'), '--vtime', 'add')
+    const regionArgs = positionals.map((p) => parseRegionArg(p, 'add'))
+    const seen = new Set<string>()
+    for (const r of regionArgs) {
+      if (seen.has(r.name)) throw new UsageError(`region ${r.name} is given twice`, 'add')
+      seen.add(r.name)
+    }
+    const meta: Record<string, string> = {}
+    for (const m of values.meta ?? []) {
+      const [k, v] = parsePair(m, '--meta', 'add')
+      meta[k] = v
+    }
+    if (values.label !== undefined) meta.label = values.label
+    const blobs: Record<string, Uint8Array> = {}
+    for (const b of values.blob ?? []) {
+      const [k, file] = parsePair(b, '--blob', 'add')
+      if (k in blobs) throw new UsageError(`blob ${k} is given twice`, 'add')
+      blobs[k] = readInput(file)
+    }
+    // sizes before the store is opened (or created): a missing file stops here
+    const sizes = new Map(regionArgs.map((r) => [r.name, fileSize(r.file)]))
+
+    const progress = new Progress('ckpt add', Progress.wanted(values.json === true))
+    try {
+      progress.set('opening the store')
+      const cp = await withStore(dir, {}, async (store) => {
+        let tl: Timeline
+        try {
+          tl = await store.timeline(name)
+        } catch (err) {
+          if (!isCkptError(err, 'CKPT_NOT_FOUND') || regionArgs.length === 0) throw err
+          const regions: Record<string, RegionConfig> = {}
+          for (const r of regionArgs) regions[r.name] = { size: sizes.get(r.name)!, chunkSize: r.chunkSize ?? defaultChunkSize(r.name) }
+          tl = await store.timeline(name, { regions })
+        }
+        for (const r of regionArgs) {
+          const spec = tl.regions[r.name]
+          if (spec && r.chunkSize !== undefined && r.chunkSize !== spec.chunkSize) {
+            throw new CkptError('CKPT_TIMELINE_CONFIG', `region ${r.name} of timeline ${name} has chunk size ${spec.chunkSize}, not ${r.chunkSize}`, {
+              timeline: name,
+              region: r.name,
+            })
+          }
+        }
+        const regions: Record<string, RegionInput> = {}
+        for (const r of regionArgs) regions[r.name] = { data: r.file }
+        const total = [...sizes.values()].reduce((a, b) => a + b, 0)
+        progress.set(`checkpointing ${name}@${vtime} (${humanBytes(total)})`)
+        const result = await tl.checkpoint({ vtime, regions, blobs, meta })
+        progress.set('closing the store')
+        return result
+      })
+      progress.end()
+      if (values.json) json({ cid: cp.cid.toString(), timeline: cp.timeline, vtime: cp.vtime, stats: cp.stats })
+      else line(cp.cid.toString())
+    } finally {
+      progress.end()
+    }
+  },
+}
+
+// ---------------------------------------------------------------- log
+
+const log: Command = {
+  summary: 'list checkpoints, oldest first',
+  help: `usage: ckpt log --store DIR [--timeline NAME] [--json]
+
+Lists the checkpoints of one timeline (or of all, timeline by timeline), oldest first, one per line:
+TIMELINE@VTIME CID [LABEL]. With --json one object per line: {timeline, vtime, cid, wall, meta}.
+
+${STORE_HELP}
+  --timeline NAME    only this timeline
+${JSON_HELP}
+
+examples:
+  ckpt log --store s
+  ckpt log --store s --timeline vm1 --json`,
+  async run(argv) {
+    const { values, positionals } = parse('log', argv, { ...COMMON, timeline: { type: 'string' } })
+    noPositionals('log', positionals)
+    const dir = storeDir(values.store, 'log')
+    await withStore(dir, READ, async (store) => {
+      for await (const e of store.log(values.timeline)) {
+        const m = await store.manifest(e.cid)
+        if (values.json) json({ timeline: e.timeline, vtime: e.vtime, cid: e.cid.toString(), wall: new Date(m.wall).toISOString(), meta: m.meta })
+        else line(`${e.timeline}@${e.vtime} ${e.cid.toString()}${m.meta.label !== undefined ? ' ' + m.meta.label : ''}`)
+      }
+    })
+  },
+}
+
+// ---------------------------------------------------------------- show
+
+const show: Command = {
+  summary: "print a checkpoint's manifest",
+  help: `usage: ckpt show --store DIR REF [--json]
+
+Prints the checkpoint's manifest: CID, timeline, vtime, wall-clock time (ISO 8601), parent, meta,
+regions (size, chunk size, root CID or "(all zero)") and blobs (size, chunk count).
+
+${REF_HELP}
+
+${STORE_HELP}
+${JSON_HELP}
+
+examples:
+  ckpt show --store s vm1
+  ckpt show --store s vm1@5000 --json
+  ckpt show --store s bafyrei...`,
+  async run(argv) {
+    const { values, positionals } = parse('show', argv, COMMON)
+    const ref = oneRef('show', positionals)
+    const dir = storeDir(values.store, 'show')
+    await withStore(dir, READ, async (store) => {
+      const cid = (await store.resolve(ref)).toString()
+      const m = await store.manifest(cid)
+      if (values.json) json(manifestJson(cid, m))
+      else for (const l of manifestText(cid, m)) line(l)
+    })
+  },
+}
+
+function oneRef(command: string, positionals: string[]): string {
+  if (positionals.length === 0) throw new UsageError('missing REF', command)
+  if (positionals.length > 1) throw new UsageError(`unexpected argument ${JSON.stringify(positionals[1])}`, command)
+  return positionals[0]!
+}
+
+// ---------------------------------------------------------------- seek
+
+const seek: Command = {
+  summary: 'find the nearest checkpoint at or before a vtime',
+  help: `usage: ckpt seek --store DIR --timeline NAME --vtime N [--json]
+
+Prints TIMELINE@VTIME CID of the timeline's nearest checkpoint at or before N; with --json
+{timeline, vtime, cid}. Exits 1 (CKPT_NOT_FOUND) when there is none.
+
+${STORE_HELP}
+  --timeline NAME    the timeline
+  --vtime N          virtual time, an integer in [0, 2^64)
+${JSON_HELP}
+
+examples:
+  ckpt seek --store s --timeline vm1 --vtime 123456`,
+  async run(argv) {
+    const { values, positionals } = parse('seek', argv, { ...COMMON, timeline: { type: 'string' }, vtime: { type: 'string' } })
+    noPositionals('seek', positionals)
+    const dir = storeDir(values.store, 'seek')
+    const name = required(values.timeline, '--timeline', 'seek')
+    const vtime = parseVtime(required(values.vtime, '--vtime', 'seek'), '--vtime', 'seek')
+    await withStore(dir, READ, async (store) => {
+      const e = await store.seek(name, vtime)
+      if (!e) throw new CkptError('CKPT_NOT_FOUND', `timeline ${name} has no checkpoint at or before ${vtime}`, { timeline: name, vtime: vtime.toString() })
+      if (values.json) json({ timeline: e.timeline, vtime: e.vtime, cid: e.cid.toString() })
+      else line(`${e.timeline}@${e.vtime} ${e.cid.toString()}`)
+    })
+  },
+}
+
+// ---------------------------------------------------------------- restore
+
+/** Regions up to this size go to stdout through memory; larger ones through a sparse temporary file. */
+const STDOUT_BUFFER_MAX = 256 << 20
+
+const restore: Command = {
+  summary: 'write a region (or a blob) of a checkpoint to a file',
+  help: `usage: ckpt restore --store DIR REF --region NAME --out FILE [--json]
+       ckpt restore --store DIR REF --blob NAME --out FILE [--json]
+
+Writes the region (a sparse file: all-zero chunks become holes) or the blob of the checkpoint to FILE,
+or to stdout with --out -. Every chunk is verified against its hash on the way.
+
+${REF_HELP}
+
+${STORE_HELP}
+  --region NAME      the region to restore
+  --blob NAME        the blob to extract
+  --out FILE         where to write (- for stdout)
+${JSON_HELP} (not with --out -)
+
+examples:
+  ckpt restore --store s vm1@5000 --region ram --out ram.bin
+  ckpt restore --store s vm1 --blob cpu --out - | xxd | head`,
+  async run(argv) {
+    const { values, positionals } = parse('restore', argv, { ...COMMON, region: { type: 'string' }, blob: { type: 'string' }, out: { type: 'string' } })
+    const ref = oneRef('restore', positionals)
+    const dir = storeDir(values.store, 'restore')
+    if ((values.region === undefined) === (values.blob === undefined)) throw new UsageError('give one of --region NAME or --blob NAME', 'restore')
+    const out = required(values.out, '--out', 'restore')
+    if (out === '') throw new UsageError('--out must not be empty', 'restore')
+    const toStdout = out === '-'
+    if (toStdout && values.json) throw new UsageError('--json cannot be used with --out - (stdout carries the data)', 'restore')
+    const outPath = toStdout ? '-' : path.resolve(out)
+
+    const progress = new Progress('ckpt restore', Progress.wanted(values.json === true))
+    try {
+      progress.set('opening the store')
+      const r = await withStore(dir, { mustExist: true }, async (store) => {
+        const cid = (await store.resolve(ref)).toString()
+        const m = await store.manifest(cid)
+        const what = values.region !== undefined ? `region ${values.region}` : `blob ${values.blob}`
+        progress.set(`restoring ${what} of ${m.timeline}@${m.vtime}`)
+        if (values.blob !== undefined) {
+          const data = await store.readBlob(cid, values.blob)
+          progress.set('writing')
+          if (toStdout) await writeStdout(data)
+          else fs.writeFileSync(outPath, data)
+          return { cid, m, kind: 'blob' as const, name: values.blob, size: data.length, bytes: data.length, chunks: m.blobs[values.blob]!.chunks.length }
+        }
+        const region = values.region!
+        const spec = m.regions[region]
+        if (toStdout) {
+          if (!spec) throw new CkptError('CKPT_UNKNOWN_REGION', `checkpoint has no region ${region}`, { region })
+          if (spec.size <= STDOUT_BUFFER_MAX) {
+            const buf = new Uint8Array(spec.size)
+            const res = await store.restore(cid, region, buf)
+            progress.set('writing')
+            await writeStdout(buf)
+            return { cid, m, kind: 'region' as const, name: region, size: spec.size, ...res }
+          }
+          const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ckpt-restore-'))
+          try {
+            const file = path.join(tmp, region)
+            const res = await store.restore(cid, region, file)
+            progress.set('writing')
+            await pipeline(fs.createReadStream(file), process.stdout, { end: false })
+            return { cid, m, kind: 'region' as const, name: region, size: spec.size, ...res }
+          } finally {
+            fs.rmSync(tmp, { recursive: true, force: true })
+          }
+        }
+        const res = await store.restore(cid, region, outPath)
+        return { cid, m, kind: 'region' as const, name: region, size: spec?.size ?? res.bytes, ...res }
+      })
+      progress.end()
+      if (toStdout) return
+      const at = `${r.m.timeline}@${r.m.vtime}`
+      if (values.json) {
+        json({ cid: r.cid, timeline: r.m.timeline, vtime: r.m.vtime, [r.kind]: r.name, out: outPath, size: r.size, bytesWritten: r.bytes, chunksWritten: r.chunks })
+      } else {
+        line(`${r.kind} ${r.name} of ${at} ${r.cid} -> ${outPath} (${r.size} B, ${r.chunks} chunk${r.chunks === 1 ? '' : 's'} written)`)
+      }
+    } finally {
+      progress.end()
+    }
+  },
+}
+
+// ---------------------------------------------------------------- diff
+
+const diff: Command = {
+  summary: 'list what changed between two checkpoints',
+  help: `usage: ckpt diff --store DIR REF_A REF_B [--json]
+
+Lists the changes from REF_A to REF_B, one per line:
+  ram: chunks 10-12 changed (3 x 4096 B)     chunk ranges are inclusive
+  region NAME added | removed | resized
+  blob NAME added | removed | changed
+Nothing is printed when they are equal. With --json one object per line:
+{kind: "chunks", region, start, end, chunkSize} (end exclusive), {kind: "region-...", region} or
+{kind: "blob-...", blob}.
+
+${REF_HELP}
+
+${STORE_HELP}
+${JSON_HELP}
+
+examples:
+  ckpt diff --store s vm1@1000 vm1@2000
+  ckpt diff --store s vm1@0 vm1 --json`,
+  async run(argv) {
+    const { values, positionals } = parse('diff', argv, COMMON)
+    if (positionals.length !== 2) throw new UsageError(positionals.length < 2 ? 'diff needs two REFs' : `unexpected argument ${JSON.stringify(positionals[2])}`, 'diff')
+    const dir = storeDir(values.store, 'diff')
+    await withStore(dir, READ, async (store) => {
+      for await (const e of store.diff(positionals[0]!, positionals[1]!)) {
+        if (values.json) json(e)
+        else line(diffText(e))
+      }
+    })
+  },
+}
+
+// ---------------------------------------------------------------- stats
+
+const stats: Command = {
+  summary: 'print store statistics',
+  help: `usage: ckpt stats --store DIR [--json]
+
+Prints the store's counts and sizes (store.stats()) and:
+  logical bytes   sum over all checkpoints of their regions' and blobs' sizes
+  stored bytes    pack bytes + index bytes
+  dedup ratio     logical bytes / pack bytes
+
+${STORE_HELP}
+${JSON_HELP}
+
+examples:
+  ckpt stats --store s
+  ckpt stats --store s --json`,
+  async run(argv) {
+    const { values, positionals } = parse('stats', argv, COMMON)
+    noPositionals('stats', positionals)
+    const dir = storeDir(values.store, 'stats')
+    await withStore(dir, READ, async (store) => {
+      const s = await store.stats()
+      let logicalBytes = 0
+      for await (const e of store.log()) {
+        const m = await store.manifest(e.cid)
+        for (const r of Object.values(m.regions)) logicalBytes += r.size
+        for (const b of Object.values(m.blobs)) logicalBytes += b.size
+      }
+      const storedBytes = s.packBytes + s.indexBytes
+      const dedupRatio = s.packBytes > 0 ? logicalBytes / s.packBytes : null
+      if (values.json) {
+        json({ ...s, storedBytes, logicalBytes, dedupRatio })
+        return
+      }
+      const b = (n: number) => `${n} (${humanBytes(n)})`
+      for (const l of columns([
+        ['timelines', String(s.timelines)],
+        ['checkpoints', String(s.checkpoints)],
+        ['blocks', String(s.blocks)],
+        ['packs', String(s.packs)],
+        ['pack bytes', b(s.packBytes)],
+        ['index bytes', b(s.indexBytes)],
+        ['filter bytes', b(s.filterBytes)],
+        ['stored bytes', b(storedBytes)],
+        ['logical bytes', b(logicalBytes)],
+        ['dedup ratio', dedupRatio === null ? '-' : `${dedupRatio.toFixed(2)}x`],
+      ]))
+        line(l)
+    })
+  },
+}
+
+export const COMMANDS: ReadonlyMap<string, Command> = new Map([
+  ['init', init],
+  ['add', add],
+  ['log', log],
+  ['show', show],
+  ['seek', seek],
+  ['restore', restore],
+  ['diff', diff],
+  ['stats', stats],
+])

@@ -1,0 +1,76 @@
+/**
+ * Exit codes and error reporting of the `ckpt` command (SPEC.md §CLI lists EXIT).
+ */
+import { CkptError, isCkptError } from '../../codecs/errors.js'
+
+/** Process exit statuses of `ckpt`. */
+export const EXIT = {
+  /** success */
+  OK: 0,
+  /** data error: any CkptError other than the usage ones (CKPT_NOT_FOUND, CKPT_HASH_MISMATCH, CKPT_VTIME_ORDER, ...) */
+  DATA: 1,
+  /** usage error: unknown command or option, missing required option, bad number, CKPT_BAD_ARGUMENT */
+  USAGE: 2,
+  /** the store cannot be opened (CKPT_LOCKED, CKPT_BAD_STORE, CKPT_VERSION, ... at open time) */
+  STORE: 3,
+} as const
+
+export type ExitCode = (typeof EXIT)[keyof typeof EXIT]
+
+/** The `code` of a usage error in `--json` error output (usage errors are the CLI's, not the library's). */
+export const USAGE_CODE = 'USAGE'
+
+/** A command line the CLI cannot act on; `command` names the command whose --help would help. */
+export class UsageError extends Error {
+  constructor(
+    message: string,
+    readonly command?: string,
+  ) {
+    super(message)
+    this.name = 'UsageError'
+  }
+}
+
+/** A CkptError raised while opening the store (exit 3 rather than 1). */
+export class StoreOpenError extends Error {
+  constructor(readonly error: CkptError) {
+    super(error.message, { cause: error })
+    this.name = 'StoreOpenError'
+  }
+}
+
+/** Node's system errors (ENOENT, EACCES, ...) carry code and syscall: reported in one line, no stack. */
+function isSystemError(err: unknown): err is Error & { code: string; syscall: string } {
+  return err instanceof Error && typeof (err as { code?: unknown }).code === 'string' && typeof (err as { syscall?: unknown }).syscall === 'string'
+}
+
+export interface Reported {
+  exit: ExitCode
+  /** the one line for stderr (without trailing newline; the stack for unexpected errors) */
+  line: string
+  /** the object --json writes to stdout */
+  json: { error: { code: string; message: string } }
+}
+
+/** How an error thrown by a command is reported: exit status, stderr line, JSON object. */
+export function classify(err: unknown): Reported {
+  if (err instanceof UsageError) {
+    const hint = err.command ? ` (see: ckpt ${err.command} --help)` : ' (see: ckpt --help)'
+    return { exit: EXIT.USAGE, line: `ckpt: usage: ${err.message}${hint}`, json: { error: { code: USAGE_CODE, message: err.message } } }
+  }
+  if (err instanceof StoreOpenError) {
+    const e = err.error
+    return { exit: EXIT.STORE, line: `ckpt: ${e.code}: ${e.message}`, json: { error: { code: e.code, message: e.message } } }
+  }
+  if (isCkptError(err)) {
+    const exit = err.code === 'CKPT_BAD_ARGUMENT' ? EXIT.USAGE : EXIT.DATA
+    return { exit, line: `ckpt: ${err.code}: ${err.message}`, json: { error: { code: err.code, message: err.message } } }
+  }
+  if (isSystemError(err)) {
+    // Node's message already starts with the code: "ENOENT: no such file or directory, open 'x'"
+    const msg = err.message.startsWith(err.code) ? err.message : `${err.code}: ${err.message}`
+    return { exit: EXIT.DATA, line: `ckpt: ${msg}`, json: { error: { code: err.code, message: err.message } } }
+  }
+  const e = err instanceof Error ? err : new Error(String(err))
+  return { exit: EXIT.DATA, line: `ckpt: ${e.stack ?? e.message}`, json: { error: { code: 'INTERNAL', message: e.message } } }
+}

@@ -1,0 +1,97 @@
+/**
+ * `ckpt`: dispatch of argv to a command, help, version, and error reporting (exit codes in EXIT).
+ */
+import fs from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { wantsHelp, wantsJson } from './args.js'
+import { COMMANDS } from './commands.js'
+import { classify, EXIT, UsageError, type ExitCode } from './errors.js'
+import { toJson } from './format.js'
+
+export { EXIT } from './errors.js'
+
+/** The package version, from the nearest package.json named "ckpt" above this file. */
+export function version(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url))
+  for (;;) {
+    try {
+      const p = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string }
+      if (p.name === 'ckpt' && p.version) return p.version
+    } catch {}
+    const up = path.dirname(dir)
+    if (up === dir) return 'unknown'
+    dir = up
+  }
+}
+
+export function generalHelp(): string {
+  const width = Math.max(...[...COMMANDS.keys()].map((k) => k.length))
+  const list = [...COMMANDS].map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`).join('\n')
+  return `usage: ckpt COMMAND [OPTIONS]
+
+ckpt: a content-addressed checkpoint store for emulators and virtual machines.
+
+commands:
+${list}
+  ${'help'.padEnd(width)}  show this text, or a command's (ckpt help COMMAND)
+
+Every command takes --store DIR (default: $CKPT_STORE), --json and --help.
+Checkpoint references (REF): a CID, TIMELINE@VTIME (nearest at or before) or TIMELINE (latest).
+
+exit status: ${EXIT.OK} success, ${EXIT.DATA} data error (e.g. CKPT_NOT_FOUND), ${EXIT.USAGE} usage error, ${EXIT.STORE} the store cannot be opened
+
+examples:
+  ckpt init --store s
+  ckpt add --store s --timeline vm1 --vtime 0 --label boot ram=ram.bin disk=disk.img --blob cpu=cpu.bin
+  ckpt log --store s
+  ckpt restore --store s vm1@0 --region ram --out ram.bin
+  ckpt --version`
+}
+
+function write(stream: NodeJS.WriteStream, text: string): void {
+  stream.write(text.endsWith('\n') ? text : text + '\n')
+}
+
+/** Runs one command line; resolves to the exit status (never throws). */
+export async function main(argv: string[]): Promise<ExitCode> {
+  const json = wantsJson(argv)
+  try {
+    const [cmd, ...rest] = argv
+    if (cmd === undefined) {
+      write(process.stderr, generalHelp())
+      return EXIT.USAGE
+    }
+    if (cmd === '--help' || cmd === '-h') {
+      write(process.stdout, generalHelp())
+      return EXIT.OK
+    }
+    if (cmd === '--version' || cmd === '-V') {
+      write(process.stdout, json ? toJson({ version: version() }) : version())
+      return EXIT.OK
+    }
+    if (cmd === 'help') {
+      const topic = rest.find((a) => !a.startsWith('-'))
+      if (topic === undefined) write(process.stdout, generalHelp())
+      else {
+        const c = COMMANDS.get(topic)
+        if (!c) throw new UsageError(`unknown command ${JSON.stringify(topic)}`)
+        write(process.stdout, c.help)
+      }
+      return EXIT.OK
+    }
+    const c = COMMANDS.get(cmd)
+    if (!c) throw new UsageError(cmd.startsWith('-') ? `unknown option ${JSON.stringify(cmd)} before the command` : `unknown command ${JSON.stringify(cmd)}`)
+    if (wantsHelp(rest)) {
+      write(process.stdout, c.help)
+      return EXIT.OK
+    }
+    await c.run(rest)
+    return EXIT.OK
+  } catch (err) {
+    const r = classify(err)
+    process.stderr.write(r.line + '\n')
+    if (json) process.stdout.write(toJson(r.json) + '\n')
+    return r.exit
+  }
+}
