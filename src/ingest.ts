@@ -42,12 +42,15 @@ export function addStats(a: IngestStats, b: IngestStats): void {
   for (const k of Object.keys(a) as (keyof IngestStats)[]) a[k] += b[k]
 }
 
-/** Splits consecutive chunks held contiguously in `data` (chunk k of the list at k*chunkSize) into batches. */
-export function batchesOf(data: Uint8Array, indexes: Uint32Array, lengthOf: (i: number) => number, chunkSize: number): ChunkBatch[] {
-  const per = Math.max(1, Math.floor(BATCH_BYTES / chunkSize))
+/**
+ * Splits consecutive chunks held contiguously in `data` (chunk k of the list at k*chunkSize) into
+ * batches of at most BATCH_BYTES, and into at least `parts` batches so every worker gets a share.
+ */
+export function batchesOf(data: Uint8Array, indexes: Uint32Array, lengthOf: (i: number) => number, chunkSize: number, parts = 1): ChunkBatch[] {
   const out: ChunkBatch[] = []
-  for (let s = 0; s < indexes.length; s += per) {
-    const idx = indexes.subarray(s, Math.min(indexes.length, s + per))
+  let s = 0
+  for (const size of balancedRuns(indexes.length, Math.max(1, Math.floor(BATCH_BYTES / chunkSize)), parts)) {
+    const idx = indexes.subarray(s, s + size)
     const offsets = new Uint32Array(idx.length)
     const lengths = new Uint32Array(idx.length)
     const base = s * chunkSize
@@ -58,13 +61,27 @@ export function batchesOf(data: Uint8Array, indexes: Uint32Array, lengthOf: (i: 
       end = offsets[k]! + lengths[k]!
     }
     out.push({ data: data.subarray(base, base + end), indexes: idx, offsets, lengths })
+    s += size
   }
   return out
 }
 
-/** Hashes, dedups, compresses and stores one batch; updates the tree. */
-export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: RegionTree, b: ChunkBatch, stats: IngestStats): Promise<void> {
-  const h = await pool.run({ op: 'hash', data: b.data, file: b.file, fileOffset: b.fileOffset, offsets: b.offsets, lengths: b.lengths })
+/**
+ * Hashes, dedups, compresses and stores one batch; updates the tree. `speculative` (dirty-hint
+ * batches, mostly new content): the worker compresses changed chunks in the same round trip; otherwise
+ * (full scans, mostly unchanged) only chunks found new are compressed, in a second task.
+ */
+export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: RegionTree, b: ChunkBatch, stats: IngestStats, speculative = false): Promise<void> {
+  let previous: Uint8Array | undefined
+  if (speculative) {
+    previous = new Uint8Array(b.indexes.length * 32)
+    for (let k = 0; k < b.indexes.length; k++) {
+      const d = tree.chunkDigest(b.indexes[k]!)
+      if (d) previous.set(d, k * 32)
+    }
+  }
+  const h = await pool.run({ op: 'hash', data: b.data, file: b.file, fileOffset: b.fileOffset, offsets: b.offsets, lengths: b.lengths, compress: speculative, previous })
+  if (h.compressed) return placeSpeculative(blocks, tree, b, h as Required<typeof h>, stats)
   const fresh: number[] = []
   const freshCids: Uint8Array[] = []
   for (let k = 0; k < b.indexes.length; k++) {
@@ -113,6 +130,46 @@ export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: Re
     } else stats.dedupChunks++
     at += len
   }
+}
+
+function placeSpeculative(blocks: BlockStore, tree: RegionTree, b: ChunkBatch, h: Required<import('./pipeline/tasks.js').HashResult>, stats: IngestStats): void {
+  let at = 0
+  for (let k = 0; k < b.indexes.length; k++) {
+    const i = b.indexes[k]!
+    stats.chunks++
+    const len = h.compressed[k] ? h.outLengths[k]! : 0
+    const payload = h.out.subarray(at, at + len)
+    at += len
+    if (h.zero[k]) {
+      stats.zeroChunks++
+      tree.setChunk(i, undefined)
+      continue
+    }
+    const digest = h.digests.subarray(k * 32, k * 32 + 32)
+    if (!tree.setChunk(i, digest)) {
+      stats.unchangedChunks++
+      continue
+    }
+    const cid = cidBytes(RAW, digest)
+    if (!h.compressed[k] || !blocks.put(cid, h.codes[k]!, payload, b.lengths[k]!)) {
+      // compressed[k] is 0 only when the digest equalled the tree's, which setChunk just contradicted:
+      // the tree changed meanwhile (a duplicate index); such a block is already stored or staged
+      if (!blocks.has(cid)) throw new CkptError('CKPT_IO', `chunk ${i} changed during its checkpoint`, { index: i })
+      stats.dedupChunks++
+      continue
+    }
+    stats.newChunks++
+    stats.newRawBytes += b.lengths[k]!
+    stats.newStoredBytes += len
+  }
+}
+
+/** Splits n items into `parts` nearly equal consecutive runs (at least `min` items each). */
+export function balancedRuns(n: number, maxPer: number, parts: number): number[] {
+  const count = Math.max(Math.min(parts, n), Math.ceil(n / maxPer))
+  const out: number[] = []
+  for (let p = 0; p < count; p++) out.push(Math.floor(((p + 1) * n) / count) - Math.floor((p * n) / count))
+  return out.filter((x) => x > 0)
 }
 
 /**

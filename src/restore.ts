@@ -103,9 +103,19 @@ export async function restoreRegion(
   out: Uint8Array | string,
 ): Promise<{ bytes: number; chunks: number }> {
   let fd: number | undefined
-  if (typeof out === 'string') {
-    fd = fs.openSync(out, 'w')
-    fs.ftruncateSync(fd, geo.size)
+  // a file is written under a temporary name and renamed when complete: a failed restore leaves no
+  // half-written output (and does not clobber an existing file)
+  const target = typeof out === 'string' ? out : undefined
+  const temp = target && `${target}.ckpt-partial-${process.pid}`
+  if (temp) {
+    try {
+      fd = fs.openSync(temp, 'w')
+      fs.ftruncateSync(fd, geo.size)
+    } catch (err) {
+      if (fd !== undefined) fs.closeSync(fd)
+      throw new CkptError('CKPT_IO', `cannot write ${target}: ${(err as Error).message}`, { path: target }, err)
+    }
+    out = temp
   }
   const leaves: { j: number; e: NodeEntries | null }[] = []
   walkLeaves(blocks, geo, root, (j, e) => leaves.push({ j, e }))
@@ -238,6 +248,16 @@ export async function restoreRegion(
     zero(-2, -2)
     await Promise.all(inflight)
     if (failure) throw failure
+    if (fd !== undefined) {
+      fs.closeSync(fd)
+      fd = undefined
+      fs.renameSync(temp!, target!)
+    }
+  } catch (err) {
+    await Promise.allSettled(inflight)
+    if (temp) fs.rmSync(temp, { force: true })
+    if (err instanceof CkptError) throw err
+    throw new CkptError('CKPT_IO', `restore failed: ${(err as Error).message}`, { path: target }, err)
   } finally {
     if (fd !== undefined) fs.closeSync(fd)
   }

@@ -171,7 +171,12 @@ export class CkptStore {
     const asCid = CID.asCID(ref)
     if (asCid) return fromCID(asCid)
     if (typeof ref !== 'string') throw new TypeError('a reference is a CID or a string')
-    if (/^b[a-z2-7]{20,}$/.test(ref)) return parseCid(ref)
+    // text that parses as a CID is a CID; anything else (even base32-looking) is a timeline name
+    if (/^b[a-z2-7]{20,}$/.test(ref)) {
+      try {
+        return parseCid(ref)
+      } catch {}
+    }
     const at = ref.lastIndexOf('@')
     const tl = at < 0 ? ref : ref.slice(0, at)
     checkName('timeline', tl)

@@ -269,26 +269,53 @@ export class Timeline {
         const prev = this.headManifest?.regions[name]
         regionRoots[name] = { size: spec.size, chunkSize: spec.chunkSize, fanout: DEFAULT_FANOUT, root: prev?.root ?? null }
       }
+      // one bounded pipeline over every region's batches, so no region waits for another's tail
       const trees: [PreparedRegion, RegionTree][] = []
+      const sources: (() => Promise<[ChunkBatch, (b: ChunkBatch) => Promise<void>] | undefined>)[] = []
+      const perRegion: IngestStats[] = []
       for (const r of job.regions) {
         const tree = this.treeFor(r.name, r.geo)
         trees.push([r, tree])
         const s = emptyStats()
+        perRegion.push(s)
         const src = r.source
         // per-batch copies (batches of a caller's non-shared buffer) go back to the pool
         const own = src.kind === 'buffer' && !(src.data.buffer instanceof SharedArrayBuffer)
-        const work = (b: ChunkBatch) => ingestBatch(pool, blocks, tree, b, s).finally(() => own && b.data && releaseSlab(b.data))
+        const speculative = src.kind === 'copied'
+        const work = (b: ChunkBatch) => ingestBatch(pool, blocks, tree, b, s, speculative).finally(() => own && b.data && releaseSlab(b.data))
+        let next: () => Promise<ChunkBatch | undefined>
         if (src.kind === 'copied') {
-          const list = batchesOf(src.data, src.indexes, (i) => r.geo.chunkLength(i), r.geo.chunkSize)
+          const list = batchesOf(src.data, src.indexes, (i) => r.geo.chunkLength(i), r.geo.chunkSize, pool.threads * 2)
           let n = 0
-          await runBatches(pool, async () => list[n++], work)
+          next = async () => list[n++]
         } else if (src.kind === 'file') {
-          await runBatches(pool, fileBatches(src.path, r.geo.size, r.geo.chunkSize, (i) => r.geo.chunkLength(i)), work)
+          next = fileBatches(src.path, r.geo.size, r.geo.chunkSize, (i) => r.geo.chunkLength(i))
         } else {
-          await runBatches(pool, bufferBatches(src.data, r.geo), work)
+          next = bufferBatches(src.data, r.geo)
         }
-        addStats(stats, s)
+        sources.push(async () => {
+          const b = await next()
+          return b && [b, work]
+        })
       }
+      let current = 0
+      const tagged = new WeakMap<ChunkBatch, (b: ChunkBatch) => Promise<void>>()
+      await runBatches(
+        pool,
+        async () => {
+          while (current < sources.length) {
+            const got = await sources[current]!()
+            if (got) {
+              tagged.set(got[0], got[1])
+              return got[0]
+            }
+            current++
+          }
+          return undefined
+        },
+        (b) => tagged.get(b)!(b),
+      )
+      for (const s of perRegion) addStats(stats, s)
       phases.chunks = performance.now() - tp
       tp = performance.now()
       // the chunks' fsync runs on the thread pool while this thread builds the tree nodes

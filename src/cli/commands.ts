@@ -7,7 +7,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { pipeline } from 'node:stream/promises'
 import { CkptError, isCkptError } from '../../codecs/errors.js'
-import { openStore, type CkptStore, type OpenOptions } from '../store.js'
+import type { CkptStore, OpenOptions } from '../store.js'
 import type { RegionConfig, RegionInput, Timeline } from '../timeline.js'
 import { COMMON, defaultChunkSize, parse, parsePair, parseRegionArg, parseVtime, required, storeDir } from './args.js'
 import { StoreOpenError, UsageError } from './errors.js'
@@ -42,6 +42,8 @@ function writeStdout(data: Uint8Array): Promise<void> {
  * StoreOpenErrors (exit 3). Commands that only read pass `mustExist` so a typo never creates a store.
  */
 async function withStore<T>(dir: string, opts: OpenOptions, fn: (store: CkptStore) => Promise<T>): Promise<T> {
+  // loaded here, not at startup: --help and usage errors need none of the library's dependencies
+  const { openStore } = await import('../store.js')
   let store: CkptStore
   try {
     store = await openStore(dir, opts)
@@ -134,7 +136,7 @@ timeline's regions: each FILE must have its region's size; regions not given kee
 ${STORE_HELP}
   --timeline NAME    the timeline (created on first use)
   --vtime N          virtual time of the checkpoint, an integer in [0, 2^64)
-  --label TEXT       stored in the checkpoint's meta as "label"
+  --label TEXT       stored in the checkpoint's meta as "label" (wins over --meta label=...)
   --meta KEY=VALUE   a meta entry (repeatable)
   --blob NAME=FILE   store FILE as blob NAME, e.g. device or CPU state (repeatable)
 ${JSON_HELP}

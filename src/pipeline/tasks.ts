@@ -20,12 +20,24 @@ export interface HashTask {
   /** chunk boundaries inside data: chunk i is data[offsets[i], offsets[i] + lengths[i]) */
   offsets: Uint32Array
   lengths: Uint32Array
+  /**
+   * Also compress, in the same round trip, every non-zero chunk whose digest differs from `previous`
+   * (the tree's current digest of that chunk; a chunk with previous[i] all-zero counts as changed).
+   * For dirty-hint batches, whose chunks are mostly new content.
+   */
+  compress?: boolean
+  previous?: Uint8Array
 }
 export interface HashResult {
   /** 32 bytes per chunk; untouched (zero) for holes */
   digests: Uint8Array
   /** 1 where the chunk is all zero (a hole: not hashed, not stored) */
   zero: Uint8Array
+  /** with `compress`: which chunks were compressed (1), their payloads concatenated, lengths and codes */
+  compressed?: Uint8Array
+  out?: Uint8Array
+  outLengths?: Uint32Array
+  codes?: Uint8Array
 }
 
 export interface CompressTask {
@@ -144,12 +156,30 @@ export function runTask(t: Task): TaskResult {
       const digests = new Uint8Array(n * 32)
       const zero = new Uint8Array(n)
       const data = input(t)
+      const compressed = t.compress ? new Uint8Array(n) : undefined
+      const parts: Uint8Array[] = []
+      const outLengths = new Uint32Array(n)
+      const codes = new Uint8Array(n)
       for (let i = 0; i < n; i++) {
         const c = data.subarray(t.offsets[i]!, t.offsets[i]! + t.lengths[i]!)
-        if (isZero(c)) zero[i] = 1
-        else digests.set(blake3(c), i * 32)
+        if (isZero(c)) {
+          zero[i] = 1
+          continue
+        }
+        const d = blake3(c)
+        digests.set(d, i * 32)
+        if (compressed && !(t.previous && sameDigest(d, t.previous, i * 32))) {
+          compressor ??= defaultCompressor()
+          const r = compressBlock(compressor, c)
+          // identity returns a view of the input, which may be reused memory: keep a copy
+          parts.push(r.bytes === c ? c.slice() : r.bytes)
+          outLengths[i] = r.bytes.length
+          codes[i] = r.code
+          compressed[i] = 1
+        }
       }
-      return { digests, zero }
+      if (!compressed) return { digests, zero }
+      return { digests, zero, compressed, out: concat(parts), outLengths, codes }
     }
     case 'compress': {
       compressor ??= defaultCompressor()
@@ -202,6 +232,18 @@ export function runTask(t: Task): TaskResult {
     case 'read':
       return readEntries(t)
   }
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  let total = 0
+  for (const p of parts) total += p.length
+  const out = new Uint8Array(total)
+  let at = 0
+  for (const p of parts) {
+    out.set(p, at)
+    at += p.length
+  }
+  return out
 }
 
 /** File chunks at arbitrary offsets, gathered into one private buffer (compress-from-file). */
