@@ -125,12 +125,12 @@ export class Workload {
       seed: o.seed ?? 1,
     }
     this.rng = new Rng(this.opts.seed)
-    this.corpus = loadCorpus(96 << 20)
+    this.corpus = loadCorpus(48 << 20)
     // pools that content is sliced from at random byte offsets: every slice is distinct content
-    this.text = Buffer.alloc(16 << 20)
+    this.text = Buffer.alloc(8 << 20)
     let at = 0
     while (at < this.text.length) at += this.text.write(WORDS[this.rng.int(WORDS.length)]! + ' ', at, 'latin1')
-    this.random = Buffer.alloc(32 << 20)
+    this.random = Buffer.alloc(16 << 20)
     this.rng.fill(this.random)
     this.ram = Buffer.alloc(this.opts.ramBytes)
     this.disk = Buffer.alloc(this.opts.diskBytes)

@@ -6,7 +6,7 @@ import path from 'node:path'
 import PQueue from 'p-queue'
 import { CID } from 'multiformats/cid'
 import { initBlake3 } from '../codecs/blake3.js'
-import { cidEquals, cidToString, DAG_CBOR, fromCID, parseCid, toCID, type CidBytes } from '../codecs/cid.js'
+import { cidEquals, cidKey, cidToString, DAG_CBOR, fromCID, parseCid, toCID, type CidBytes } from '../codecs/cid.js'
 import { CkptError } from '../codecs/errors.js'
 import { decodeManifest, type Manifest } from '../codecs/manifest.js'
 import { Repository, type RepositoryOptions, type TimelineRecord } from '../store/repository.js'
@@ -191,20 +191,24 @@ export class CkptStore {
   }
 
   private async manifestOf(cid: CidBytes): Promise<Manifest> {
-    const key = cidToString(cid)
+    const key = cidKey(cid)
     const hit = this.manifests.get(key)
     if (hit) return hit
-    if (cid[1] !== DAG_CBOR) throw new CkptError('CKPT_BAD_MANIFEST', `${key} is not a dag-cbor block, so not a checkpoint`, { cid: key })
+    if (cid[1] !== DAG_CBOR) throw new CkptError('CKPT_BAD_MANIFEST', `${cidToString(cid)} is not a dag-cbor block, so not a checkpoint`, { cid: cidToString(cid) })
     const m = decodeManifest(this.repo.blocks.get(cid))
     if (this.manifests.size > 1024) this.manifests.delete(this.manifests.keys().next().value!)
     this.manifests.set(key, m)
     return m
   }
 
+  private readonly geometries = new WeakMap<object, Geometry>()
+
   private region(m: Manifest, name: string) {
     const r = m.regions[name]
     if (!r) throw new CkptError('CKPT_UNKNOWN_REGION', `checkpoint has no region ${name}`, { region: name })
-    return { root: r.root, geo: new Geometry(r.size, r.chunkSize, r.fanout) }
+    let geo = this.geometries.get(r)
+    if (!geo) this.geometries.set(r, (geo = new Geometry(r.size, r.chunkSize, r.fanout)))
+    return { root: r.root, geo }
   }
 
   /**
