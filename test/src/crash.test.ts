@@ -38,8 +38,11 @@ const GEO = W.GEO as Record<RegionName, { size: number; chunkSize: number }>
 
 interface Trial {
   seed: number
-  /** the kill timer starts at spawn, at READY (store open), or at BEGIN 0 (the initial checkpoint) */
-  from: 'spawn' | 'ready' | 'begin0'
+  /**
+   * the kill timer starts at spawn, at BEGIN 0 (the initial 25 MiB checkpoint was just called), or at
+   * the first ACK (the stream of small checkpoints with dirty hints has begun)
+   */
+  from: 'spawn' | 'begin0' | 'ack0'
   delay: number
   packTargetSize?: number
 }
@@ -48,12 +51,12 @@ function trials(): Trial[] {
   const rng = makeRng(20240601)
   const out: Trial[] = []
   // killed inside the initial large (24 MiB) checkpoint
-  for (const delay of [0, 15, 40, 90]) out.push({ seed: 100 + out.length, from: 'begin0', delay })
+  for (const delay of [0, 40, 100, 170, 260]) out.push({ seed: 100 + out.length, from: 'begin0', delay })
   // killed while the store is being created or opened, or just after
   for (let k = 0; k < 2; k++) out.push({ seed: 100 + out.length, from: 'spawn', delay: rng.int(50, 450) })
   // killed somewhere in the stream of small checkpoints; some with small packs (sealed under load)
   for (let k = 0; k < 6; k++) {
-    out.push({ seed: 100 + out.length, from: 'ready', delay: rng.int(50, 800), packTargetSize: k % 2 === 0 ? 2 << 20 : undefined })
+    out.push({ seed: 100 + out.length, from: 'ack0', delay: rng.int(50, 800), packTargetSize: k % 2 === 0 ? 2 << 20 : undefined })
   }
   return out
 }
@@ -84,7 +87,7 @@ function runChild(dir: string, t: Trial): Promise<Run> {
       partial = parts.pop()!
       for (const l of parts) {
         lines.push(l)
-        if ((t.from === 'ready' && l === 'READY') || (t.from === 'begin0' && l === 'BEGIN 0')) arm()
+        if ((t.from === 'begin0' && l === 'BEGIN 0') || (t.from === 'ack0' && l.startsWith('ACK '))) arm()
       }
     })
     child.stderr.setEncoding('utf8')
@@ -202,8 +205,8 @@ describe('crash safety (SIGKILL at random moments)', () => {
   }
 
   it('the trials covered a kill before the first checkpoint was acknowledged and kills mid-stream', () => {
+    expect(outcomes.length).toBe(trials().length)
     const begin0 = outcomes.filter((o) => o.trial.from === 'begin0')
-    console.log(JSON.stringify(outcomes.map((o) => [o.trial.seed, o.trial.from, o.acked, o.stored, o.killed])))
     expect(begin0.some((o) => o.killed && o.acked === 0)).toBe(true)
     expect(outcomes.some((o) => o.killed && o.acked > 5)).toBe(true)
   })
