@@ -14,7 +14,7 @@ import { cidBytes, cidDigest, DAG_CBOR, RAW, type CidBytes } from '../codecs/cid
 import { AT_REST, compressBlock, defaultCompressor } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { encodeNodePatch } from '../codecs/node-delta.js'
-import { emptyNode, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
+import { emptyNode, encodedNodeLength, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
 import type { BlockStore } from '../store/block-store.js'
 
 export const DEFAULT_FANOUT = 256
@@ -149,20 +149,31 @@ export class RegionTree {
     return true
   }
 
-  /** Writes every modified node bottom-up and returns the new root (null: the region is all zero). */
-  commit(): TreeCommitStats {
+  /**
+   * Writes every modified node bottom-up and returns the new root (null: the region is all zero).
+   * `hashNodes`, when given, encodes and hashes a level's nodes elsewhere (the worker pool) in one
+   * call; the writes (deltas against each node's previous version) stay here.
+   */
+  async commit(hashNodes?: (nodes: NodeEntries[]) => Promise<Uint8Array[]>): Promise<TreeCommitStats> {
     const stats = { nodesWritten: 0, nodeBytes: 0 }
     for (let level = 1; level <= this.geo.height; level++) {
-      for (const [index, n] of this.levels[level]!) {
-        if (!n.dirty) continue
+      const dirty: [number, NodeState][] = []
+      for (const [index, n] of this.levels[level]!) if (n.dirty) dirty.push([index, n])
+      const live = dirty.filter(([, n]) => {
+        for (let k = 0; k < n.entries.count; k++) if (n.entries.codecs[k]) return true
+        return false
+      })
+      // small levels are not worth a round trip
+      const hashes = hashNodes && live.length >= 16 ? await hashNodes(live.map(([, n]) => n.entries)) : undefined
+      const hashOf = new Map<NodeState, Uint8Array>()
+      live.forEach(([, n], k) => hashOf.set(n, hashes ? hashes[k]! : blake3(encodeNode(n.entries))))
+      for (const [index, n] of dirty) {
         let newCid: CidBytes | null = null
-        let holes = true
-        for (let k = 0; k < n.entries.count; k++) if (n.entries.codecs[k]) { holes = false; break }
-        if (!holes) {
-          const bytes = encodeNode(n.entries)
-          newCid = cidBytes(DAG_CBOR, blake3(bytes))
+        const h = hashOf.get(n)
+        if (h) {
+          newCid = cidBytes(DAG_CBOR, h)
           if (!this.blocks.has(newCid)) {
-            const written = this.writeNode(newCid, bytes, n)
+            const written = this.writeNode(newCid, n)
             stats.nodesWritten++
             stats.nodeBytes += written
           }
@@ -177,19 +188,21 @@ export class RegionTree {
     return stats
   }
 
-  private writeNode(cid: CidBytes, bytes: Uint8Array, n: NodeState): number {
+  private writeNode(cid: CidBytes, n: NodeState): number {
+    const size = encodedNodeLength(n.entries)
     if (n.cid && n.changed) {
       const baseDepth = n.depth ?? this.blocks.locate(n.cid)?.depth ?? MAX_DELTA_DEPTH
       if (baseDepth < MAX_DELTA_DEPTH) {
         const slots = Uint32Array.from(n.changed).sort()
-        const delta = encodeNodePatch(n.cid, n.entries, slots, bytes.length >> 1)
+        const delta = encodeNodePatch(n.cid, n.entries, slots, size >> 1)
         if (delta) {
-          this.blocks.put(cid, AT_REST.nodeDelta, delta, bytes.length, baseDepth + 1)
+          this.blocks.put(cid, AT_REST.nodeDelta, delta, size, baseDepth + 1)
           n.depth = baseDepth + 1
           return delta.length
         }
       }
     }
+    const bytes = encodeNode(n.entries)
     const c = compressBlock(compressor(), bytes)
     this.blocks.put(cid, c.code, c.bytes, bytes.length, 0)
     n.depth = 0

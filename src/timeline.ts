@@ -16,7 +16,8 @@ import { compressBlock, defaultCompressor } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { encodeManifest, type BlobRoot, type Manifest, type RegionRoot } from '../codecs/manifest.js'
 import type { TimelineRecord } from '../store/repository.js'
-import { addStats, batchesOf, emptyStats, fileBatches, ingestBatch, runBatches, type ChunkBatch, type IngestStats } from './ingest.js'
+import { addStats, balancedRuns, batchesOf, emptyStats, fileBatches, ingestBatch, runBatches, type ChunkBatch, type IngestStats } from './ingest.js'
+import type { NodeEntries } from '../codecs/tree-node.js'
 import { acquireSlab, releaseSlab } from './pipeline/slabs.js'
 import { checkName, REGION_RE, toVtime } from './refs.js'
 import { DEFAULT_FANOUT, Geometry, RegionTree } from './region-tree.js'
@@ -321,8 +322,28 @@ export class Timeline {
       // the chunks' fsync runs on the thread pool while this thread builds the tree nodes
       const early = blocks.syncEarly()
       early.catch(() => {})
+      const hashNodes = async (nodes: NodeEntries[]): Promise<Uint8Array[]> => {
+        // split across the pool; each part travels as three flat arrays
+        const parts = Math.max(1, Math.min(pool.threads, nodes.length))
+        const results = await Promise.all(
+          balancedRuns(nodes.length, nodes.length, parts).map((size, p, sizes) => {
+            const from = sizes.slice(0, p).reduce((a, b) => a + b, 0)
+            const list = nodes.slice(from, from + size)
+            const slots = list.reduce((a, e) => a + e.count, 0)
+            const task = { op: 'nodes' as const, counts: new Uint32Array(list.map((e) => e.count)), codecs: new Uint8Array(slots), digests: new Uint8Array(slots * 32) }
+            let at = 0
+            for (const e of list) {
+              task.codecs.set(e.codecs, at)
+              task.digests.set(e.digests, at * 32)
+              at += e.count
+            }
+            return pool.run(task)
+          }),
+        )
+        return results.flatMap((r) => Array.from({ length: r.hashes.length / 32 }, (_, k) => r.hashes.subarray(k * 32, k * 32 + 32)))
+      }
       for (const [r, tree] of trees) {
-        const ts = tree.commit()
+        const ts = await tree.commit(pool.threads > 0 ? hashNodes : undefined)
         treeStats = { nodesWritten: treeStats.nodesWritten + ts.nodesWritten, nodeBytes: treeStats.nodeBytes + ts.nodeBytes }
         regionRoots[r.name]!.root = tree.root
       }

@@ -5,6 +5,7 @@
 import fs from 'node:fs'
 import { blake3 } from '../../codecs/blake3.js'
 import { CkptError } from '../../codecs/errors.js'
+import { encodeNode } from '../../codecs/tree-node.js'
 import { compressBlock, decompressBlock, defaultCompressor, type Compressor } from '../../codecs/compress.js'
 
 /**
@@ -103,8 +104,20 @@ export interface DecompressResult {
   error?: string
 }
 
-export type Task = HashTask | CompressTask | DecompressTask | ReadTask
-export type TaskResult = HashResult | CompressResult | DecompressResult | ReadResult
+/** Tree nodes to encode (dag-cbor) and hash: node k has counts[k] entries, its slots concatenated. */
+export interface NodeHashTask {
+  op: 'nodes'
+  counts: Uint32Array
+  codecs: Uint8Array
+  digests: Uint8Array
+}
+export interface NodeHashResult {
+  /** 32 bytes per node: BLAKE3 of its dag-cbor encoding */
+  hashes: Uint8Array
+}
+
+export type Task = HashTask | CompressTask | DecompressTask | ReadTask | NodeHashTask
+export type TaskResult = HashResult | CompressResult | DecompressResult | ReadResult | NodeHashResult
 
 let scratch = Buffer.allocUnsafe(8 << 20)
 
@@ -231,6 +244,17 @@ export function runTask(t: Task): TaskResult {
     }
     case 'read':
       return readEntries(t)
+    case 'nodes': {
+      const hashes = new Uint8Array(t.counts.length * 32)
+      let at = 0
+      for (let k = 0; k < t.counts.length; k++) {
+        const count = t.counts[k]!
+        const e = { count, codecs: t.codecs.subarray(at, at + count), digests: t.digests.subarray(at * 32, (at + count) * 32) }
+        hashes.set(blake3(encodeNode(e)), k * 32)
+        at += count
+      }
+      return { hashes }
+    }
   }
 }
 
