@@ -17,10 +17,14 @@ import { bytesEqual, removeTmpDirs, tmpDir, tmpStorePath } from '../helpers/tmp.
 afterAll(removeTmpDirs)
 
 const RAM = { size: 256 * 1024, chunkSize: 4096 }
+/** 1,200 chunks of 512 B: a tree of height 2 (five leaves, the last one partial) */
+const VRAM = { size: 600 * 1024, chunkSize: 512 }
+type RegionName = 'ram' | 'disk' | 'vram'
+const NAMES: RegionName[] = ['disk', 'ram', 'vram'] // sorted, the order diff reports regions in
 const BLOB_NAMES = ['cpu', 'dev', 'vga.state'] as const
 
 interface RegionModel {
-  name: 'ram' | 'disk'
+  name: RegionName
   size: number
   chunkSize: number
   chunks: number
@@ -34,7 +38,7 @@ interface RegionModel {
 interface Snapshot {
   vtime: bigint
   cid: string
-  regions: Record<'ram' | 'disk', Uint8Array>
+  regions: Record<RegionName, Uint8Array>
   blobs: Record<string, Uint8Array>
 }
 
@@ -91,8 +95,8 @@ function changedRuns(a: Uint8Array, b: Uint8Array, r: { size: number; chunkSize:
   return out
 }
 
-function expectedDiff(a: Snapshot, b: Snapshot, geo: Record<'ram' | 'disk', { size: number; chunkSize: number }>): DiffEntry[] {
-  const out: DiffEntry[] = [...changedRuns(a.regions.disk, b.regions.disk, geo.disk, 'disk'), ...changedRuns(a.regions.ram, b.regions.ram, geo.ram, 'ram')]
+function expectedDiff(a: Snapshot, b: Snapshot, geo: Record<RegionName, { size: number; chunkSize: number }>): DiffEntry[] {
+  const out: DiffEntry[] = NAMES.flatMap((n) => changedRuns(a.regions[n], b.regions[n], geo[n], n))
   const names = [...new Set([...Object.keys(a.blobs), ...Object.keys(b.blobs)])].sort()
   for (const n of names) {
     if (!a.blobs[n]) out.push({ kind: 'blob-added', blob: n })
@@ -139,9 +143,9 @@ describe('model-based checkpoints', () => {
       const dir = v.memory ? 'memory:m' : tmpStorePath('ckpt-model-')
       const store: CkptStore = await openStore(dir, { memory: v.memory, threads: v.threads })
       try {
-        const geo = { ram: RAM, disk: { size: v.diskSize, chunkSize: 65536 } }
+        const geo: Record<RegionName, { size: number; chunkSize: number }> = { ram: RAM, disk: { size: v.diskSize, chunkSize: 65536 }, vram: VRAM }
         const tl: Timeline = await store.timeline('vm', { regions: geo })
-        const mk = (name: 'ram' | 'disk'): RegionModel => ({
+        const mk = (name: RegionName): RegionModel => ({
           name,
           ...geo[name],
           chunks: Math.ceil(geo[name].size / geo[name].chunkSize),
@@ -149,9 +153,9 @@ describe('model-based checkpoints', () => {
           dirtySince: new Set(),
           pool: [],
         })
-        const regions = { ram: mk('ram'), disk: mk('disk') }
+        const regions = { ram: mk('ram'), disk: mk('disk'), vram: mk('vram') }
         const snaps: Snapshot[] = []
-        let committed: Record<'ram' | 'disk', Uint8Array> = { ram: new Uint8Array(RAM.size), disk: new Uint8Array(v.diskSize) }
+        let committed: Record<RegionName, Uint8Array> = { ram: new Uint8Array(RAM.size), disk: new Uint8Array(v.diskSize), vram: new Uint8Array(VRAM.size) }
         let blobs: Record<string, Uint8Array> = {}
         const blobPool: Uint8Array[] = []
         let vtime = BigInt(rng.int(1, 1000))
@@ -160,7 +164,7 @@ describe('model-based checkpoints', () => {
         let firstDone = false
 
         for (let step = 0; step < v.steps; step++) {
-          for (let w = rng.int(0, 14); w > 0; w--) writeRandom(rng, rng.chance(0.6) ? regions.ram : regions.disk)
+          for (let w = rng.int(0, 18); w > 0; w--) writeRandom(rng, rng.pick([regions.ram, regions.ram, regions.disk, regions.vram]))
           const input: { vtime: bigint | number; regions: Record<string, { data: Uint8Array; dirty?: unknown; stable?: boolean }>; blobs?: Record<string, Uint8Array>; meta?: Record<string, string> } = {
             vtime: rng.chance(0.5) ? vtime : Number(vtime),
             regions: {},
@@ -168,7 +172,7 @@ describe('model-based checkpoints', () => {
           const next = { ...committed }
           let stable = false
           let expectChunks = 0
-          for (const r of [regions.ram, regions.disk]) {
+          for (const r of [regions.ram, regions.disk, regions.vram]) {
             if (rng.chance(0.15)) {
               modes.set('omitted', (modes.get('omitted') ?? 0) + 1)
               continue // carried over from the previous checkpoint; its writes stay pending
@@ -206,7 +210,14 @@ describe('model-based checkpoints', () => {
             input.blobs = {}
             for (const n of BLOB_NAMES) {
               if (!rng.chance(0.5)) continue
-              const b = blobPool.length > 0 && rng.chance(0.3) ? rng.pick(blobPool) : rng.bytes(rng.pick([0, 1, 100, 5000, rng.int(1, 70_000)]))
+              let b: Uint8Array
+              if (blobPool.length > 0 && rng.chance(0.3)) b = rng.pick(blobPool)
+              else if (blobPool.length > 0 && rng.chance(0.3)) {
+                // an earlier blob with a few bytes inserted: content-defined chunks are mostly shared
+                const base = rng.pick(blobPool)
+                const at = rng.int(0, base.length + 1)
+                b = Buffer.concat([base.subarray(0, at), rng.bytes(rng.int(1, 50)), base.subarray(at)])
+              } else b = rng.bytes(rng.pick([0, 1, 100, 5000, rng.int(1, 70_000), rng.int(300_000, 700_000)]))
               input.blobs[n] = b
               blobPool.push(b)
             }
@@ -234,6 +245,15 @@ describe('model-based checkpoints', () => {
             pending.push(done)
           }
           vtime += BigInt(rng.chance(0.1) ? rng.int(1, 2 ** 31) : rng.int(1, 50))
+          // reads while later checkpoints are still in the pipeline
+          const doneSnaps = snaps.filter((x) => x.cid !== '')
+          if (doneSnaps.length > 0 && rng.chance(0.2)) {
+            const old = rng.pick(doneSnaps)
+            const name = rng.pick(NAMES)
+            const out = new Uint8Array(geo[name].size)
+            await store.restore(old.cid, name, out)
+            expect(bytesEqual(out, old.regions[name]), `concurrent restore of ${name}`).toBe(true)
+          }
         }
         await Promise.all(pending)
         // every mode was exercised
@@ -246,10 +266,10 @@ describe('model-based checkpoints', () => {
         // every checkpoint restores byte-identical (into a dirty buffer: holes must be zeroed)
         const outPath = path.join(tmpDir('ckpt-model-out-'), 'region.img')
         fs.writeFileSync(outPath, Buffer.alloc(12345, 0xee)) // a stale file of another size
-        const bufs = { ram: new Uint8Array(RAM.size), disk: new Uint8Array(v.diskSize) }
+        const bufs = { ram: new Uint8Array(RAM.size), disk: new Uint8Array(v.diskSize), vram: new Uint8Array(VRAM.size) }
         for (let k = 0; k < snaps.length; k++) {
           const s = snaps[k]!
-          for (const name of ['ram', 'disk'] as const) {
+          for (const name of NAMES) {
             bufs[name].fill(0xa5)
             const r = await store.restore(s.cid, name, bufs[name])
             expect(bytesEqual(bufs[name], s.regions[name]), `restore ${name} of checkpoint ${k}`).toBe(true)
@@ -306,10 +326,10 @@ describe('model-based checkpoints', () => {
         let vt = 1
         for (const k of picks) {
           const s = snaps[k]!
-          const c = await other.checkpoint({ vtime: vt++, regions: { ram: { data: s.regions.ram.slice() }, disk: { data: s.regions.disk.slice() } } })
+          const c = await other.checkpoint({ vtime: vt++, regions: Object.fromEntries(NAMES.map((n) => [n, { data: s.regions[n].slice() }])) })
           const mo = await store.manifest(c.cid)
           const mm = await store.manifest(s.cid)
-          for (const name of ['ram', 'disk'] as const) {
+          for (const name of NAMES) {
             expect(rootHex(mo.regions[name]!.root), `root of ${name} at ${k}`).toBe(rootHex(mm.regions[name]!.root))
             expect(mo.regions[name]!.root === null).toBe(s.regions[name].every((x) => x === 0))
           }
@@ -322,4 +342,66 @@ describe('model-based checkpoints', () => {
       }
     })
   }
+})
+
+describe('a tree of height 3', () => {
+  it('65,537 chunks of 512 B: restore, readChunk, diff, holes and canonical roots across levels', async () => {
+    const g = { size: 65537 * 512, chunkSize: 512 }
+    const store = await openStore('memory:h3', { memory: true })
+    try {
+      const tl = await store.timeline('deep', { regions: { big: g } })
+      const rng = makeRng(65537)
+      const buf = new Uint8Array(g.size)
+      const touched = [0, 1, 255, 256, 257, 65279, 65280, 65535, 65536, ...Array.from({ length: 40 }, () => rng.int(0, 65537))]
+      const writeChunks = (idx: number[]) => {
+        for (const i of idx) buf.set(rng.bytes(512), i * 512)
+      }
+      writeChunks(touched)
+      const states: Uint8Array[] = []
+      const cids: string[] = []
+      const cp = async (vtime: number, dirty?: number[]) => {
+        const c = await tl.checkpoint({ vtime, regions: { big: { data: buf, dirty } } })
+        states.push(buf.slice())
+        cids.push(c.cid.toString())
+        return c
+      }
+      await cp(1)
+      writeChunks([65536, 300, 256])
+      await cp(2, [65536, 300, 256])
+      // everything back to zero: the whole region is one hole
+      buf.fill(0)
+      await cp(3, [...new Set([...touched, 300])])
+      // the first contents again, by dirty hints from the all-zero state
+      buf.set(states[0]!)
+      await cp(4, touched)
+
+      const roots = await Promise.all(cids.map(async (c) => rootHex((await store.manifest(c)).regions.big!.root)))
+      expect(roots[2]).toBeNull()
+      expect(roots[3]).toBe(roots[0])
+      expect(roots[1]).not.toBe(roots[0])
+      const out = new Uint8Array(g.size)
+      for (let k = 0; k < cids.length; k++) {
+        out.fill(1)
+        await store.restore(cids[k]!, 'big', out)
+        expect(bytesEqual(out, states[k]!), `checkpoint ${k}`).toBe(true)
+        for (const i of [0, 256, 65535, 65536, rng.int(0, 65537)]) {
+          expect(bytesEqual(await store.readChunk(cids[k]!, 'big', i), states[k]!.subarray(i * 512, (i + 1) * 512))).toBe(true)
+        }
+      }
+      for (const [a, b] of [
+        [0, 1],
+        [1, 0],
+        [0, 2],
+        [2, 3],
+        [0, 3],
+        [1, 3],
+      ] as const) {
+        const want = changedRuns(states[a]!, states[b]!, g, 'big')
+        expect(await collect(store.diff(cids[a]!, cids[b]!)), `diff ${a} -> ${b}`).toEqual(want)
+      }
+      expect(await collect(store.diff(cids[0]!, cids[3]!))).toEqual([])
+    } finally {
+      await store.close()
+    }
+  })
 })

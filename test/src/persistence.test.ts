@@ -185,3 +185,114 @@ describe('persistence across reopen', () => {
     })
   }
 })
+
+describe('damaged pack bytes after reopen', () => {
+  it('every read path detects a flipped chunk byte; a failed restore to a file leaves the target untouched', async () => {
+    const dir = tmpStorePath('ckpt-persist-dmg-')
+    const g = { size: 256 * 1024, chunkSize: 4096 }
+    const data = makeRng(5).bytes(g.size) // random: stored with identity, so the flip reaches the re-hash
+    let store = await openStore(dir, { threads: 0 })
+    const c = await (await store.timeline('t', { regions: { ram: g } })).checkpoint({ vtime: 1, regions: { ram: { data } } })
+    const cid = c.cid.toString()
+    await store.close()
+    // the first entry of the first pack is a chunk (chunks are appended before nodes and the manifest)
+    const pack = path.join(dir, 'packs', packFiles(dir)[0]!)
+    const fd = fs.openSync(pack, 'r+')
+    const at = 16 + 52 + 1000
+    const b = Buffer.alloc(1)
+    fs.readSync(fd, b, 0, 1, at)
+    b[0]! ^= 0xff
+    fs.writeSync(fd, b, 0, 1, at)
+    fs.closeSync(fd)
+
+    store = await openStore(dir)
+    try {
+      const e1 = await caught(() => store.restore(cid, 'ram', new Uint8Array(g.size)))
+      expect(e1.code).toBe('CKPT_HASH_MISMATCH')
+      expect(typeof e1.details?.cid).toBe('string')
+      // exactly one chunk is damaged, and readChunk names it
+      const bad: number[] = []
+      for (let i = 0; i < g.size / g.chunkSize; i++) {
+        try {
+          const got = await store.readChunk(cid, 'ram', i)
+          expect(bytesEqual(got, data.subarray(i * g.chunkSize, (i + 1) * g.chunkSize))).toBe(true)
+        } catch (err) {
+          expect((err as { code?: string }).code).toBe('CKPT_HASH_MISMATCH')
+          expect((err as { details?: { cid?: string } }).details?.cid).toBe(e1.details?.cid)
+          bad.push(i)
+        }
+      }
+      expect(bad.length).toBe(1)
+      // to a file: the existing target is not clobbered and no partial file is left behind
+      const outDir = path.dirname(tmpStorePath('ckpt-persist-out-'))
+      const target = path.join(outDir, 'ram.img')
+      fs.writeFileSync(target, 'previous contents')
+      const e2 = await caught(() => store.restore(cid, 'ram', target))
+      expect(e2.code).toBe('CKPT_HASH_MISMATCH')
+      expect(fs.readFileSync(target, 'utf8')).toBe('previous contents')
+      expect(fs.readdirSync(outDir)).toEqual(['ram.img'])
+    } finally {
+      await store.close()
+    }
+  })
+
+  it('restore to a file in a missing directory -> CKPT_IO naming the path', async () => {
+    const dir = tmpStorePath('ckpt-persist-io-')
+    const store = await openStore(dir, { threads: 0 })
+    try {
+      const g = { size: 64 * 1024, chunkSize: 4096 }
+      const c = await (await store.timeline('t', { regions: { ram: g } })).checkpoint({ vtime: 1, regions: { ram: { data: makeRng(6).bytes(g.size) } } })
+      const target = path.join(path.dirname(dir), 'no', 'such', 'dir', 'ram.img')
+      const err = await caught(() => store.restore(c.cid, 'ram', target))
+      expect(err.code).toBe('CKPT_IO')
+      expect(err.details?.path).toBe(target)
+      expect(fs.existsSync(path.join(path.dirname(dir), 'no'))).toBe(false)
+    } finally {
+      await store.close()
+    }
+  })
+})
+
+describe('vtime extremes survive reopen', () => {
+  it('0, 2^53 + 1 and 2^64 - 1 as vtimes: stored, ordered, sought and resolved exactly', async () => {
+    const dir = tmpStorePath('ckpt-persist-vt-')
+    const g = { size: 16 * 1024, chunkSize: 4096 }
+    const vts = [0n, 1n, 2n ** 53n + 1n, 2n ** 63n, 2n ** 64n - 1n]
+    const rng = makeRng(64)
+    const datas = vts.map(() => rng.bytes(g.size))
+    const cids: string[] = []
+    let store = await openStore(dir, { threads: 0 })
+    try {
+      const tl = await store.timeline('t', { regions: { ram: g } })
+      for (const [k, v] of vts.entries()) {
+        const c = await tl.checkpoint({ vtime: v, regions: { ram: { data: datas[k]! } } })
+        expect(c.vtime).toBe(v)
+        cids.push(c.cid.toString())
+      }
+      // nothing fits after 2^64 - 1
+      expect((await caught(() => tl.checkpoint({ vtime: 2n ** 64n - 1n, regions: {} }))).code).toBe('CKPT_VTIME_ORDER')
+    } finally {
+      await store.close()
+    }
+    store = await openStore(dir)
+    try {
+      expect((await collect(store.log('t'))).map((e) => e.vtime)).toEqual(vts)
+      for (const [k, v] of vts.entries()) {
+        const m = await store.manifest(cids[k]!)
+        expect(m.vtime).toBe(v)
+        expect((await store.seek('t', v))?.cid.toString()).toBe(cids[k])
+        expect((await store.resolve(`t@${v}`)).toString()).toBe(cids[k])
+        const out = new Uint8Array(g.size)
+        await store.restore(`t@${v}`, 'ram', out)
+        expect(bytesEqual(out, datas[k]!)).toBe(true)
+      }
+      // 2^53 + 2 is after 2^53 + 1, not rounded onto it
+      expect((await store.seek('t', 2n ** 53n + 2n))?.vtime).toBe(2n ** 53n + 1n)
+      expect((await store.seek('t', 2n ** 53n))?.vtime).toBe(1n)
+      const tl = await store.timeline('t')
+      expect((await caught(() => tl.checkpoint({ vtime: 5, regions: {} }))).code).toBe('CKPT_VTIME_ORDER')
+    } finally {
+      await store.close()
+    }
+  })
+})
