@@ -58,7 +58,7 @@ export async function openStore(dir: string = defaultStorePath(), opts: OpenOpti
 export class CkptStore {
   private readonly pool: WorkerPool
   private readonly queue = new PQueue({ concurrency: 1 })
-  private readonly timelines = new Map<string, Timeline>()
+  private readonly timelines = new Map<string, Promise<Timeline>>()
   private readonly manifests = new Map<string, Manifest>()
   private pendingBytes = 0
   private readonly maxPending: number
@@ -121,10 +121,25 @@ export class CkptStore {
   async timeline(name: string, opts: { regions?: Record<string, RegionConfig> } = {}): Promise<Timeline> {
     this.checkOpen()
     checkName('timeline', name)
-    const open = this.timelines.get(name)
-    const existing = open?.record ?? (await this.repo.getTimeline(name))
+    const regions = this.regionConfigs(opts.regions)
+    // one handle per timeline, even for overlapping calls: the handle holds the vtime order check
+    let pending = this.timelines.get(name)
+    if (!pending) {
+      pending = this.openTimeline(name, opts.regions ? regions : undefined)
+      this.timelines.set(name, pending)
+      pending.catch(() => this.timelines.delete(name))
+      return pending
+    }
+    const tl = await pending
+    if (opts.regions && JSON.stringify(sortKeys(regions)) !== JSON.stringify(sortKeys(tl.record.regions))) {
+      throw new CkptError('CKPT_TIMELINE_CONFIG', `timeline ${name} exists with other regions`, { timeline: name, regions: tl.record.regions })
+    }
+    return tl
+  }
+
+  private regionConfigs(input: Record<string, RegionConfig> | undefined): Record<string, { size: number; chunkSize: number }> {
     const regions: Record<string, { size: number; chunkSize: number }> = {}
-    for (const [r, c] of Object.entries(opts.regions ?? {})) {
+    for (const [r, c] of Object.entries(input ?? {})) {
       checkName('region', r, REGION_RE)
       if (typeof c !== 'object' || c === null) throw new TypeError(`region ${r} config must be an object`)
       const chunkSize = c.chunkSize ?? 4096
@@ -134,21 +149,22 @@ export class CkptStore {
       if (!Number.isSafeInteger(c.size) || c.size <= 0) throw new CkptError('CKPT_BAD_ARGUMENT', `size of region ${r} must be a positive integer`, { region: r })
       regions[r] = { size: c.size, chunkSize }
     }
+    return regions
+  }
+
+  private async openTimeline(name: string, regions: Record<string, { size: number; chunkSize: number }> | undefined): Promise<Timeline> {
+    const existing = await this.repo.getTimeline(name)
     if (existing) {
-      if (opts.regions && JSON.stringify(sortKeys(regions)) !== JSON.stringify(sortKeys(existing.regions))) {
+      if (regions && JSON.stringify(sortKeys(regions)) !== JSON.stringify(sortKeys(existing.regions))) {
         throw new CkptError('CKPT_TIMELINE_CONFIG', `timeline ${name} exists with other regions`, { timeline: name, regions: existing.regions })
       }
-      if (open) return open
       const head = await this.repo.latest(name)
-      const tl = new Timeline(this, existing, head ? { cid: head.cid, vtime: head.vtime, manifest: await this.manifestOf(head.cid) } : undefined)
-      this.timelines.set(name, tl)
-      return tl
+      return new Timeline(this, existing, head ? { cid: head.cid, vtime: head.vtime, manifest: await this.manifestOf(head.cid) } : undefined)
     }
-    if (Object.keys(regions).length === 0) throw new CkptError('CKPT_NOT_FOUND', `timeline ${name} does not exist (give its regions to create it)`, { timeline: name })
-    const rec: TimelineRecord = { name, regions, created: Date.now() }
-    const tl = new Timeline(this, rec, undefined)
-    this.timelines.set(name, tl)
-    return tl
+    if (!regions || Object.keys(regions).length === 0) {
+      throw new CkptError('CKPT_NOT_FOUND', `timeline ${name} does not exist (give its regions to create it)`, { timeline: name })
+    }
+    return new Timeline(this, { name, regions, created: Date.now() }, undefined)
   }
 
   /** Nearest checkpoint of the timeline at or before vtime (one index seek). */

@@ -124,8 +124,14 @@ export class Timeline {
   private headCid: CidBytes | null
   private headManifest: Manifest | undefined
   lastVtime: bigint | undefined
-  /** vtime of the newest checkpoint accepted (queued or done), for order checks at call time */
+  /** vtime of the newest checkpoint accepted (queued or done), for order checks at call time; never decreases */
   private acceptedVtime: bigint | undefined
+  /**
+   * Regions whose last accepted checkpoint failed in the pipeline: dirty hints against them describe
+   * content that was never stored, so such checkpoints fail (CKPT_PREVIOUS_FAILED) until a full scan
+   * of the region (no `dirty`) sets a new baseline.
+   */
+  private readonly broken = new Set<string>()
 
   constructor(
     private readonly store: CkptStore,
@@ -261,6 +267,16 @@ export class Timeline {
     const blocks = repo.blocks
     const stats = emptyStats()
     const phases = { queued: performance.now() - t0 - pauseMs, chunks: 0, tree: 0, commit: 0 }
+    for (const r of job.regions) {
+      if (r.source.kind === 'copied' && this.broken.has(r.name)) {
+        for (const x of job.regions) if (x.owned && x.source.kind !== 'file') releaseSlab(x.source.data)
+        throw new CkptError('CKPT_PREVIOUS_FAILED', `an earlier checkpoint of region ${r.name} failed, so dirty hints relative to it are void; checkpoint the region without dirty (full scan)`, {
+          timeline: this.name,
+          region: r.name,
+          vtime: job.vtime.toString(),
+        })
+      }
+    }
     let tp = performance.now()
     let treeStats = { nodesWritten: 0, nodeBytes: 0 }
     const isNew = this.headCid === null && this.lastVtime === undefined && !(await repo.getTimeline(this.name))
@@ -377,6 +393,7 @@ export class Timeline {
       this.headCid = cid
       this.headManifest = manifest
       this.lastVtime = job.vtime
+      for (const r of job.regions) if (r.source.kind !== 'copied') this.broken.delete(r.name)
       return {
         cid: toCID(cid),
         timeline: this.name,
@@ -384,9 +401,11 @@ export class Timeline {
         stats: { ...stats, ...treeStats, manifestBytes: mc.bytes.length, blobBytes, pauseMs, commitMs: performance.now() - t0, phases },
       }
     } catch (err) {
-      // the head trees may hold slots of the failed checkpoint: rebuild them from the last durable head
+      // drop what this checkpoint staged; the head trees may hold its slots: rebuild them from the
+      // last durable head; later dirty hints for its regions are void (see `broken`)
+      blocks.abort()
       this.trees.clear()
-      this.acceptedVtime = this.lastVtime
+      for (const r of job.regions) this.broken.add(r.name)
       throw err
     } finally {
       for (const r of job.regions) if (r.owned && r.source.kind !== 'file') releaseSlab(r.source.data)

@@ -340,7 +340,7 @@ export class BlockStore {
   get(cid: CidBytes): Uint8Array {
     const { loc, payload } = this.readStored(cid)
     if (loc.codec === AT_REST.nodeDelta) return encodeNode(this.getNode(cid))
-    const raw = decompressBlock(loc.codec, payload, loc.rawLength)
+    const raw = decompress(cid, loc, payload)
     if (!cidEquals(blake3(raw), cidDigest(cid))) throw hashMismatch(cid, loc)
     return raw
   }
@@ -366,7 +366,7 @@ export class BlockStore {
     const { loc, payload } = this.readStored(cid)
     if (hit) return { loc, entries: hit }
     if (loc.codec !== AT_REST.nodeDelta) {
-      const raw = decompressBlock(loc.codec, payload, loc.rawLength)
+      const raw = decompress(cid, loc, payload)
       let entries: NodeEntries
       try {
         entries = decodeNode(raw)
@@ -390,6 +390,21 @@ export class BlockStore {
 
   close(): void {
     this.io.close()
+  }
+}
+
+/** Decompression failures name the block, its pack and offset, like every other read error. */
+function decompress(cid: CidBytes, loc: BlockLocation, payload: Uint8Array): Uint8Array {
+  try {
+    return decompressBlock(loc.codec, payload, loc.rawLength)
+  } catch (err) {
+    const code = err instanceof CkptError ? err.code : 'CKPT_BAD_PACK'
+    throw new CkptError(code, `block ${cidToString(cid)} cannot be decompressed (pack ${loc.pack}, offset ${loc.offset})`, {
+      cid: cidToString(cid),
+      pack: loc.pack,
+      offset: loc.offset,
+      codec: loc.codec,
+    }, err)
   }
 }
 

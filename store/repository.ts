@@ -77,13 +77,24 @@ export class Repository {
       io = new MemoryPackIO()
     } else {
       const marker = path.join(dir, 'CKPT')
+      if (fs.existsSync(dir) && !fs.statSync(dir).isDirectory()) {
+        throw new CkptError('CKPT_BAD_STORE', `${dir} is not a directory`, { dir })
+      }
       if (!fs.existsSync(marker)) {
         if (opts.mustExist) throw new CkptError('CKPT_BAD_STORE', `${dir} is not a ckpt store (no CKPT marker)`, { dir })
         if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) {
           throw new CkptError('CKPT_BAD_STORE', `${dir} exists, is not empty and is not a ckpt store`, { dir })
         }
-        fs.mkdirSync(dir, { recursive: true })
-        fs.writeFileSync(marker, JSON.stringify({ format: STORE_FORMAT, version: STORE_VERSION }) + '\n')
+        try {
+          fs.mkdirSync(dir, { recursive: true })
+          // written whole or not at all: a crash here must not leave an empty marker
+          const tmp = `${marker}.tmp-${process.pid}`
+          fs.writeFileSync(tmp, JSON.stringify({ format: STORE_FORMAT, version: STORE_VERSION }) + '\n')
+          fs.renameSync(tmp, marker)
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException).code
+          throw new CkptError(code === 'ENOSPC' ? 'CKPT_NO_SPACE' : 'CKPT_BAD_STORE', `cannot create a store in ${dir}: ${(err as Error).message}`, { dir }, err)
+        }
       }
       let m: { format?: string; version?: number }
       try {
@@ -108,7 +119,16 @@ export class Repository {
       writeHolder(dir)
       io = new FilePackIO(path.join(dir, 'packs'))
     }
-    const blocks = await BlockStore.open(kv, io, opts)
+    let blocks: BlockStore
+    try {
+      blocks = await BlockStore.open(kv, io, opts)
+    } catch (err) {
+      // release the index (and its lock) so the caller may retry or repair
+      io.close()
+      await kv.close()
+      if (!opts.memory) clearHolder(dir)
+      throw err
+    }
     return new Repository(dir, kv, blocks, opts.memory === true)
   }
 

@@ -334,10 +334,7 @@ describe('opening things that are not stores', () => {
     expect(fs.readdirSync(d)).toEqual(['notes.txt'])
   })
 
-  // BUG: Repository.open() (store/repository.ts) calls fs.readdirSync(dir) on a path that exists but is
-  // a regular file; the raw Node error (code 'ENOTDIR', not a CkptError) escapes instead of
-  // CKPT_BAD_STORE. Kept as it.fails until the open path maps it.
-  it.fails('a regular file -> CKPT_BAD_STORE', async () => {
+  it('a regular file -> CKPT_BAD_STORE', async () => {
     const f = path.join(tmpDir('ckpt-err-file-'), 'plain')
     fs.writeFileSync(f, 'not a directory')
     const err = await caught(() => openStore(f))
@@ -416,28 +413,23 @@ describe('failures inside the pipeline, and several handles on one timeline', ()
     }
   })
 
-  // BUG: Timeline.run()'s failure handler (src/timeline.ts, `this.acceptedVtime = this.lastVtime`)
-  // rewinds the order check to the last *durable* vtime even when later checkpoints were already
-  // accepted and queued. After A (20) fails and B (30) is stored, a checkpoint at vtime 25 is accepted
-  // and stored, so the catalog holds 10, 25, 30 where 25's manifest has 30 as its parent.
-  it.fails('after a failed checkpoint, vtime order still holds against checkpoints queued behind it', async () => {
+  // Order is checked against every vtime checkpoint() accepted, including ones that failed later in
+  // the pipeline: after A (20) fails and B (30) was queued, vtime 25 is refused whatever became of B.
+  it('after a failed checkpoint, vtime order still holds against checkpoints queued behind it', async () => {
     const { s, t, pB } = await failedThenQueued()
     try {
-      const b = await pB.catch(() => undefined)
-      const last = b ? 30n : 10n
+      await pB.catch(() => undefined)
       const err = await caught(() => t.checkpoint({ vtime: 25, regions: {} }))
       expect(err.code).toBe('CKPT_VTIME_ORDER')
-      expect(err.details?.last).toBe(last.toString())
+      expect(err.details?.last).toBe('30')
     } finally {
       await s.close()
     }
   })
 
-  // BUG: B's dirty hint ([3]) is relative to A, the checkpoint issued just before it. When A fails,
-  // run() drops the head trees and B is applied on top of checkpoint 10 instead, so B resolves but
-  // its ram lacks A's change to chunk 1: a resolved checkpoint that does not restore to the buffer
-  // it was taken from. (Either outcome below would be sound: B rejected, or B complete.)
-  it.fails('a dirty-hint checkpoint queued behind a failed one is either rejected or complete', async () => {
+  // B's dirty hint ([3]) is relative to A, the checkpoint issued just before it. When A fails, B must
+  // not resolve with content missing A's changes: it is rejected (CKPT_PREVIOUS_FAILED) or complete.
+  it('a dirty-hint checkpoint queued behind a failed one is either rejected or complete', async () => {
     const { s, pB, ramAtB } = await failedThenQueued()
     try {
       const b = await pB.catch((err: { code?: string }) => {
@@ -454,11 +446,8 @@ describe('failures inside the pipeline, and several handles on one timeline', ()
     }
   })
 
-  // BUG: CkptStore.timeline() awaits the index before registering the Timeline object, so two calls
-  // for the same name that overlap each get their own Timeline, each with its own order check and
-  // head: a checkpoint at vtime 5 through the second handle is accepted after vtime 10 through the
-  // first, and stored with a null parent.
-  it.fails('two overlapping timeline() calls for one name share the order check', async () => {
+  // Two overlapping timeline() calls for one name get the same handle, so one order check.
+  it('two overlapping timeline() calls for one name share the order check', async () => {
     const d = tmpStorePath('ckpt-err-dup-')
     const s = await openStore(d, { threads: 0 })
     try {

@@ -335,12 +335,8 @@ function conformance(name: string, backend: Backend): void {
     })
 
     for (const { name: codecName, c } of CODECS.filter((x) => x.name !== 'identity')) {
-      // BUG: BlockStore.get() runs decompressBlock() outside any handler, so a corrupt compressed
-      // payload surfaces as decompressBlock's CKPT_BAD_PACK with details { codec, rawLength } only: the
-      // error does not name the damaged block (no details.cid), unlike the re-hash path
-      // (CKPT_HASH_MISMATCH { cid, pack, offset }) and unlike restore(), which adds the cid. Kept as
-      // it.fails until store/block-store.ts get() wraps decompression errors with the CID.
-      ;(c === undefined ? it.skip : it.fails)(`a flipped ${codecName} block fails with a CkptError naming the block`, async () => {
+      // a corrupt compressed payload fails with an error naming the block, like the re-hash path
+      ;(c === undefined ? it.skip : it)(`a flipped ${codecName} block fails with a CkptError naming the block`, async () => {
         let repo = await backend.open()
         try {
           const raw = compressible(makeRng(12), 16384)
@@ -615,11 +611,8 @@ describe('disk backend specifics', () => {
     }
   })
 
-  // BUG: Repository.open() opens LevelDB (taking its LOCK) and writes lock.json, then runs
-  // BlockStore.open(); when that throws (here: CKPT_BAD_INDEX for a malformed pack record) the LevelDB
-  // handle is never closed, so the store stays locked by this process: every later open in the
-  // process fails with CKPT_LOCKED naming itself as the holder, until the process exits.
-  it.fails('an open that fails after the index was opened leaves the store openable', async () => {
+  // an open that fails after LevelDB was opened must release it (and its lock)
+  it('an open that fails after the index was opened leaves the store openable', async () => {
     const dir = tmpStorePath('ckpt-conf-')
     const repo = await Repository.open(dir)
     // a pack record of 3 bytes instead of 13
