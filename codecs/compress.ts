@@ -13,7 +13,8 @@ export interface Compressor {
   readonly code: number
   readonly name: string
   compress(data: Uint8Array): Uint8Array
-  decompress(data: Uint8Array, rawLength: number): Uint8Array
+  /** `into`, when given, is a buffer of rawLength bytes to write the result to (saves an allocation) */
+  decompress(data: Uint8Array, rawLength: number, into?: Uint8Array): Uint8Array
 }
 
 /** A codec must save at least this share of the bytes, or the block is stored as is. */
@@ -66,8 +67,8 @@ function loadZstd(): Compressor | null {
       const n = cctx.compress(dst, data, 1)
       return Uint8Array.prototype.slice.call(dst, 0, n)
     },
-    decompress(data: Uint8Array, rawLength: number) {
-      const out = Buffer.allocUnsafe(rawLength)
+    decompress(data: Uint8Array, rawLength: number, into?: Uint8Array) {
+      const out = into ?? Buffer.allocUnsafe(rawLength)
       const n = dctx.decompress(out, data)
       return n === rawLength ? out : out.subarray(0, n)
     },
@@ -152,13 +153,13 @@ export function compressBlock(c: Compressor, data: Uint8Array): { code: number; 
 }
 
 /** Decompress and check the length; corrupt input of any kind is CKPT_BAD_PACK. */
-export function decompressBlock(code: number, bytes: Uint8Array, rawLength: number): Uint8Array {
+export function decompressBlock(code: number, bytes: Uint8Array, rawLength: number, into?: Uint8Array): Uint8Array {
   if (!(bytes instanceof Uint8Array)) throw new TypeError('decompressBlock: bytes must be a Uint8Array')
   if (!Number.isSafeInteger(rawLength) || rawLength < 0) throw new TypeError('decompressBlock: rawLength must be a non-negative integer')
   const c = compressorFor(code)
   let out: Uint8Array
   try {
-    out = c.decompress(bytes, rawLength)
+    out = c.decompress(bytes, rawLength, into && into.length === rawLength ? into : undefined)
   } catch (err) {
     throw new CkptError('CKPT_BAD_PACK', `corrupt ${c.name} block: ${err instanceof Error ? err.message : String(err)}`, { codec: code, rawLength }, err)
   }

@@ -358,11 +358,12 @@ export class Timeline {
         )
         return results.flatMap((r) => Array.from({ length: r.hashes.length / 32 }, (_, k) => r.hashes.subarray(k * 32, k * 32 + 32)))
       }
-      for (const [r, tree] of trees) {
-        const ts = await tree.commit(pool.threads > 0 ? hashNodes : undefined)
-        treeStats = { nodesWritten: treeStats.nodesWritten + ts.nodesWritten, nodeBytes: treeStats.nodeBytes + ts.nodeBytes }
+      // regions' trees are independent: their node hashing round trips overlap
+      const treeResults = await Promise.all(trees.map(([, tree]) => tree.commit(pool.threads > 0 ? hashNodes : undefined)))
+      trees.forEach(([r, tree], k) => {
+        treeStats = { nodesWritten: treeStats.nodesWritten + treeResults[k]!.nodesWritten, nodeBytes: treeStats.nodeBytes + treeResults[k]!.nodeBytes }
         regionRoots[r.name]!.root = tree.root
-      }
+      })
       phases.tree = performance.now() - tp
       const blobRoots: Record<string, BlobRoot> = { ...(this.headManifest?.blobs ?? {}) }
       let blobBytes = 0

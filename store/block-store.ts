@@ -10,6 +10,7 @@ import { AT_REST, decompressBlock } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { applyNodeDelta, deltaBaseCid } from '../codecs/node-delta.js'
 import { decodeNode, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
+import { allocBytes } from './alloc.js'
 import { FingerprintSet } from './fingerprint-set.js'
 import { blockKey, blockKeyCid, blockRange, packKey, packKeyNo, packRange } from './keys.js'
 import type { KV, KVOp } from './kv.js'
@@ -102,6 +103,7 @@ export class BlockStore {
   private openPack = -1
   private stagedEntries = 0
   private buf = Buffer.allocUnsafe(WRITE_BUFFER)
+  private scratch = Buffer.allocUnsafe(72 << 10)
   private bufStart = 0
   private bufLen = 0
   private blockCount = 0
@@ -160,7 +162,7 @@ export class BlockStore {
   }
 
   locate(cid: CidBytes): BlockLocation | undefined {
-    const s = this.staged.get(cidKey(cid))
+    const s = this.staged.size > 0 ? this.staged.get(cidKey(cid)) : undefined
     if (s) return s
     const v = this.kv.getSync(blockKey(cid))
     return v === undefined ? undefined : decodeLocation(v)
@@ -185,14 +187,20 @@ export class BlockStore {
     return loc.pack === this.openPack && loc.offset + ENTRY_HEADER_SIZE + loc.storedLength > this.bufStart
   }
 
-  /** The at-rest payload at a known location, checked to be the entry of that CID. */
-  readAt(cid: CidBytes, loc: BlockLocation): Uint8Array {
+  /**
+   * The at-rest payload at a known location, checked to be the entry of that CID. With `scratch` the
+   * payload is a view of reused memory, valid only until the next scratch read.
+   */
+  readAt(cid: CidBytes, loc: BlockLocation, scratch = false): Uint8Array {
     let entry: Uint8Array
     const size = ENTRY_HEADER_SIZE + loc.storedLength
     if (loc.pack === this.openPack && loc.offset >= this.bufStart) {
       // a copy: the write buffer is reused once flushed, and callers may keep what they read
       const at = loc.offset - this.bufStart
       entry = this.buf.slice(at, at + size)
+    } else if (scratch) {
+      if (this.scratch.length < size) this.scratch = Buffer.allocUnsafe(Math.max(size, 2 * this.scratch.length))
+      entry = this.io.readInto(loc.pack, loc.offset, this.scratch.subarray(0, size))
     } else {
       entry = this.io.read(loc.pack, loc.offset, size)
     }
@@ -338,9 +346,37 @@ export class BlockStore {
    * a read never returns wrong bytes; a damaged block fails with CKPT_HASH_MISMATCH naming it.
    */
   get(cid: CidBytes): Uint8Array {
-    const { loc, payload } = this.readStored(cid)
+    const loc = this.locate(cid)
+    if (!loc) throw new CkptError('CKPT_NOT_FOUND', `block ${cidToString(cid)} is not in the store`, { cid: cidToString(cid) })
     if (loc.codec === AT_REST.nodeDelta) return encodeNode(this.getNode(cid))
-    const raw = decompress(cid, loc, payload)
+    // the payload is consumed right here, so it may live in reused memory; the result may not
+    return this.finishRead(cid, loc, this.readAt(cid, loc, true))
+  }
+
+  /**
+   * get() with a location the caller already knows (e.g. fetched in bulk with locateMany). A location
+   * that no longer holds the block (packs rewritten since) falls back to a fresh index lookup.
+   */
+  getAt(cid: CidBytes, loc: BlockLocation | undefined): Uint8Array {
+    if (!loc || loc.codec === AT_REST.nodeDelta) return this.get(cid)
+    let payload: Uint8Array
+    try {
+      payload = this.readAt(cid, loc, true)
+    } catch (err) {
+      if (err instanceof CkptError && (err.code === 'CKPT_BAD_INDEX' || err.code === 'CKPT_BAD_PACK')) return this.get(cid)
+      throw err
+    }
+    return this.finishRead(cid, loc, payload)
+  }
+
+  private finishRead(cid: CidBytes, loc: BlockLocation, payload: Uint8Array): Uint8Array {
+    const into = allocBytes(loc.rawLength)
+    let raw = decompress(cid, loc, payload, into)
+    if (raw.buffer === this.scratch.buffer) {
+      // identity returns the payload itself: copy it out of the scratch
+      into.set(raw)
+      raw = into
+    }
     if (!cidEquals(blake3(raw), cidDigest(cid))) throw hashMismatch(cid, loc)
     return raw
   }
@@ -394,9 +430,9 @@ export class BlockStore {
 }
 
 /** Decompression failures name the block, its pack and offset, like every other read error. */
-function decompress(cid: CidBytes, loc: BlockLocation, payload: Uint8Array): Uint8Array {
+function decompress(cid: CidBytes, loc: BlockLocation, payload: Uint8Array, into?: Uint8Array): Uint8Array {
   try {
-    return decompressBlock(loc.codec, payload, loc.rawLength)
+    return decompressBlock(loc.codec, payload, loc.rawLength, into)
   } catch (err) {
     const code = err instanceof CkptError ? err.code : 'CKPT_BAD_PACK'
     throw new CkptError(code, `block ${cidToString(cid)} cannot be decompressed (pack ${loc.pack}, offset ${loc.offset})`, {

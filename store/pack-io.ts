@@ -18,6 +18,8 @@ export interface PackIO {
   /** fsync on libuv's thread pool, so the caller's thread keeps working meanwhile */
   syncAsync(packNo: number): Promise<void>
   read(packNo: number, offset: number, length: number): Uint8Array
+  /** Like read, into a buffer the caller owns (no allocation). */
+  readInto(packNo: number, offset: number, out: Uint8Array): Uint8Array
   remove(packNo: number): void
   close(): void
   describe(packNo: number): string
@@ -129,7 +131,11 @@ export class FilePackIO implements PackIO {
   }
 
   read(packNo: number, offset: number, length: number): Uint8Array {
-    const out = Buffer.allocUnsafe(length)
+    return this.readInto(packNo, offset, Buffer.allocUnsafe(length))
+  }
+
+  readInto(packNo: number, offset: number, out: Uint8Array): Uint8Array {
+    const length = out.length
     let got = 0
     try {
       while (got < length) {
@@ -203,9 +209,13 @@ export class MemoryPackIO implements PackIO {
   sync(): void {}
   async syncAsync(): Promise<void> {}
   read(packNo: number, offset: number, length: number): Uint8Array {
+    return this.readInto(packNo, offset, Buffer.alloc(length))
+  }
+  readInto(packNo: number, offset: number, out: Uint8Array): Uint8Array {
     const p = this.get(packNo)
-    if (offset + length > p.len) throw new CkptError('CKPT_BAD_PACK', `pack ${packNo} is truncated`, { pack: packNo, offset, length })
-    return Buffer.from(p.buf.subarray(offset, offset + length))
+    if (offset + out.length > p.len) throw new CkptError('CKPT_BAD_PACK', `pack ${packNo} is truncated`, { pack: packNo, offset, length: out.length })
+    out.set(p.buf.subarray(offset, offset + out.length))
+    return out
   }
   remove(packNo: number): void {
     this.packs.delete(packNo)
