@@ -79,6 +79,17 @@ export async function readChunk(blocks: BlockStore, geo: Geometry, root: CidByte
   return bytes
 }
 
+const ZEROS = new Uint8Array(1 << 20)
+
+/** fill(0) takes a slow byte-wise path on shared memory (~11 µs a page here); a copy is a memcpy. */
+function zeroFill(out: Uint8Array, from: number, to: number): void {
+  if (!(out.buffer instanceof SharedArrayBuffer)) {
+    out.fill(0, from, to)
+    return
+  }
+  for (let at = from; at < to; at += ZEROS.length) out.set(ZEROS.subarray(0, Math.min(ZEROS.length, to - at)), at)
+}
+
 interface Job {
   chunks: number[]
   cids: CidBytes[]
@@ -223,7 +234,7 @@ export async function restoreRegion(
     if (fd !== undefined) return
     if (from === zeroTo) zeroTo = to
     else {
-      if (zeroFrom >= 0) (out as Uint8Array).fill(0, zeroFrom, zeroTo)
+      if (zeroFrom >= 0) zeroFill(out as Uint8Array, zeroFrom, zeroTo)
       zeroFrom = from
       zeroTo = to
     }

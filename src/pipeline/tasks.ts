@@ -153,6 +153,9 @@ function sameDigest(a: Uint8Array, b: Uint8Array, at: number): boolean {
 const ZERO = new Uint8Array(1 << 20)
 
 function isZero(b: Uint8Array): boolean {
+  // most non-zero chunks show it in their first or last bytes: skip the full compare for them
+  const n = b.length
+  for (let i = 0; i < 16 && i < n; i++) if (b[i] !== 0 || b[n - 1 - i] !== 0) return false
   for (let at = 0; at < b.length; at += ZERO.length) {
     const n = Math.min(ZERO.length, b.length - at)
     if (!Buffer.from(b.buffer, b.byteOffset + at, n).equals(ZERO.subarray(0, n))) return false
@@ -296,6 +299,8 @@ function packedOffsets(lengths: Uint32Array): Uint32Array {
 
 const ENTRY_HEADER = 52
 
+let outScratch = Buffer.allocUnsafe(1 << 20)
+
 function readEntries(t: ReadTask): ReadResult {
   const fds = t.files.map((f) => fs.openSync(f, 'r'))
   let outFd: number | undefined
@@ -317,23 +322,29 @@ function readEntries(t: ReadTask): ReadResult {
       } catch {
         return { bad: i, code: 'CKPT_BAD_PACK', message: `pack ${t.files[t.fileIdx[i]!]} is truncated at offset ${t.offsets[i]}` }
       }
-      const cid = t.cids.subarray(i * 36, i * 36 + 36)
-      if (entry.readUInt32LE(0) !== t.storedLengths[i] || !Buffer.from(cid).equals(entry.subarray(12, 48))) {
-        return { bad: i, code: 'CKPT_BAD_INDEX', message: 'index entry points at another pack entry' }
+      const c = i * 36
+      let sameCid = entry.readUInt32LE(0) === t.storedLengths[i]
+      for (let j = 0; sameCid && j < 36; j++) sameCid = entry[12 + j] === t.cids[c + j]
+      if (!sameCid) return { bad: i, code: 'CKPT_BAD_INDEX', message: 'index entry points at another pack entry' }
+      // decompress straight into the destination: no allocation, no copy
+      const n = t.rawLengths[i]!
+      let into: Uint8Array
+      if (t.out) into = t.out.subarray(t.outOffsets[i]!, t.outOffsets[i]! + n)
+      else if (collected) into = collected.subarray(at, at + n)
+      else {
+        if (outScratch.length < n) outScratch = Buffer.allocUnsafe(n)
+        into = outScratch.subarray(0, n)
       }
       let raw: Uint8Array
       try {
-        raw = decompressBlock(t.codes[i]!, entry.subarray(ENTRY_HEADER, size), t.rawLengths[i]!)
+        raw = decompressBlock(t.codes[i]!, entry.subarray(ENTRY_HEADER, size), n, into)
       } catch (err) {
         return { bad: i, code: 'CKPT_BAD_PACK', message: (err as Error).message }
       }
-      if (!sameDigest(blake3(raw), cid, 4)) return { bad: i, code: 'CKPT_HASH_MISMATCH', message: 'block does not match its hash' }
-      if (t.out) t.out.set(raw, t.outOffsets[i]!)
-      else if (outFd !== undefined) fs.writeSync(outFd, raw, 0, raw.length, t.outOffsets[i]!)
-      else {
-        collected!.set(raw, at)
-        at += raw.length
-      }
+      if (raw !== into) into.set(raw)
+      if (!sameDigest(blake3(into), t.cids, c + 4)) return { bad: i, code: 'CKPT_HASH_MISMATCH', message: 'block does not match its hash' }
+      if (outFd !== undefined) fs.writeSync(outFd, into, 0, n, t.outOffsets[i]!)
+      at += n
     }
   } finally {
     for (const fd of fds) fs.closeSync(fd)
