@@ -139,20 +139,22 @@ const store2 = await openStore(path.join(root, 'store'))
   const ok = ram.equals(w.ram) && disk.equals(w.disk)
   row('restore last checkpoint (768 MiB), median of 3', `${median(times).toFixed(0)} ms (${((ramSize + diskSize) / MiB / (median(times) / 1000)).toFixed(0)} MiB/s), byte-identical: ${ok}`, '<= 600 ms', median(times) <= 600 && ok)
 }
-// --- random page reads ---
+// --- random page reads: a first pass (leaves and their chunk locations not cached yet), then warm ---
 {
-  const times: number[] = []
   const pages = ramSize / 4096
-  for (let i = 0; i < 20_000; i++) {
-    const p = Math.floor(Math.random() * pages)
-    const t = performance.now()
-    await store2.readChunk(last.cid, 'ram', p)
-    times.push((performance.now() - t) * 1000)
+  for (const pass of ['first pass', 'warm'] as const) {
+    const times: number[] = []
+    for (let i = 0; i < 20_000; i++) {
+      const p = Math.floor(Math.random() * pages)
+      const t = performance.now()
+      await store2.readChunk(last.cid, 'ram', p)
+      times.push((performance.now() - t) * 1000)
+    }
+    const p50 = median(times)
+    const p99 = quantile(times, 0.99)
+    row(`random page read p50 (${pass})`, `${p50.toFixed(1)} us`, '<= 20 us', p50 <= 20)
+    row(`random page read p99 (${pass})`, `${p99.toFixed(1)} us`, '<= 200 us', p99 <= 200)
   }
-  const p50 = median(times)
-  const p99 = quantile(times, 0.99)
-  row('random page read p50', `${p50.toFixed(1)} us`, '<= 20 us', p50 <= 20)
-  row('random page read p99', `${p99.toFixed(1)} us`, '<= 200 us', p99 <= 200)
 }
 // --- full scan from files in the page cache ---
 {
@@ -203,7 +205,7 @@ const store2 = await openStore(path.join(root, 'store'))
 }
 await store2.close()
 const rssBudget = 1.5 * ((ramSize + diskSize) / MiB) + 256
-row('peak RSS during ingest (sampled; incl. the workload\'s 768 MiB images and 72 MiB of content pools)', `${rssIngest.toFixed(0)} MiB (before ingest: ${rssBase.toFixed(0)} MiB)`, `<= ${rssBudget} MiB`, rssIngest <= rssBudget)
+row('peak RSS during ingest (sampled; the process holds the 768 MiB images and 48 MiB of content pools)', `${rssIngest.toFixed(0)} MiB (before ingest ${rssBase.toFixed(0)} MiB: ckpt adds ${(rssIngest - rssBase).toFixed(0)} MiB)`, `<= ${rssBudget} MiB`, rssIngest <= rssBudget)
 row('peak RSS, whole bench', `${peakRssMiB().toFixed(0)} MiB`)
 
 console.log('\n' + table(rows))

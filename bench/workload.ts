@@ -125,7 +125,7 @@ export class Workload {
       seed: o.seed ?? 1,
     }
     this.rng = new Rng(this.opts.seed)
-    this.corpus = loadCorpus(48 << 20)
+    this.corpus = loadCorpus(24 << 20)
     // pools that content is sliced from at random byte offsets: every slice is distinct content
     this.text = Buffer.alloc(8 << 20)
     let at = 0
