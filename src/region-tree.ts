@@ -209,36 +209,9 @@ export class RegionTree {
     return c.bytes.length
   }
 
-  /** Visits every non-hole chunk in order: (chunk index, digest view). */
-  forEachChunk(fn: (i: number, digest: Uint8Array) => void): void {
-    if (!this.rootCid) return
-    const leaves = this.geo.itemsAt(1)
-    for (let j = 0; j < leaves; j++) {
-      const n = this.node(1, j)
-      for (let s = 0; s < n.entries.count; s++) {
-        if (n.entries.codecs[s]) fn(j * this.geo.fanout + s, n.entries.digests.subarray(s * 32, s * 32 + 32))
-      }
-    }
-  }
 
-  /** Leaf node j's entries, loading it if needed (read paths). */
-  leaf(j: number): NodeEntries {
-    return this.node(1, j).entries
-  }
 
-  /** Whether the subtree (level, index) is a hole, without loading it. */
-  subtreeCid(level: number, index: number): CidBytes | null {
-    if (level === this.geo.height) return this.rootCid
-    const parent = this.node(level + 1, Math.floor(index / this.geo.fanout))
-    const slot = index % this.geo.fanout
-    if (!parent.entries.codecs[slot]) return null
-    return cidBytes(parent.entries.codecs[slot]!, parent.entries.digests.subarray(slot * 32, slot * 32 + 32))
-  }
 
-  /** Drops clean cached nodes (memory bound for long-lived read trees). */
-  evictClean(): void {
-    for (const m of this.levels) for (const [k, n] of m) if (!n.dirty) m.delete(k)
-  }
 }
 
 let defaultComp: ReturnType<typeof defaultCompressor> | undefined

@@ -6,7 +6,7 @@ import path from 'node:path'
 import PQueue from 'p-queue'
 import { CID } from 'multiformats/cid'
 import { initBlake3 } from '../codecs/blake3.js'
-import { cidEquals, cidKey, cidToString, DAG_CBOR, fromCID, parseCid, toCID, type CidBytes } from '../codecs/cid.js'
+import { cidKey, cidToString, DAG_CBOR, fromCID, parseCid, toCID, type CidBytes } from '../codecs/cid.js'
 import { CkptError } from '../codecs/errors.js'
 import { decodeManifest, type Manifest } from '../codecs/manifest.js'
 import { Repository, type RepositoryOptions, type TimelineRecord } from '../store/repository.js'
@@ -333,4 +333,3 @@ function sortKeys(o: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : 1)))
 }
 
-export { cidEquals }
