@@ -39,11 +39,16 @@ export function walkLeaves(blocks: BlockStore, geo: Geometry, root: CidBytes | n
  */
 interface CachedLeaf {
   entries: NodeEntries | null
-  locs?: (BlockLocation | undefined)[]
+  /** chunk locations by slot, fetched a window at a time */
+  locs: (BlockLocation | undefined)[]
+  windows: Set<number>
 }
+
+/** Slots whose locations are fetched together: small windows keep a first read cheap (a 256-key getMany costs ~1 ms). */
+const LOC_WINDOW = 16
 const leafCache = new WeakMap<Uint8Array, Map<number, CachedLeaf>>()
 
-async function leafOf(blocks: BlockStore, geo: Geometry, root: CidBytes, j: number): Promise<CachedLeaf> {
+function leafOf(blocks: BlockStore, geo: Geometry, root: CidBytes, j: number): CachedLeaf {
   let m = leafCache.get(root)
   if (!m) leafCache.set(root, (m = new Map()))
   let leaf = m.get(j)
@@ -53,13 +58,7 @@ async function leafOf(blocks: BlockStore, geo: Geometry, root: CidBytes, j: numb
       const span = geo.fanout ** (level - 2)
       cid = childCid(nodeEntries(blocks, cid), Math.floor(j / span) % geo.fanout)
     }
-    const entries = cid ? nodeEntries(blocks, cid) : null
-    leaf = { entries }
-    if (entries) {
-      const cids: CidBytes[] = []
-      for (let s = 0; s < entries.count; s++) cids.push(childCid(entries, s) ?? cidBytes(RAW, new Uint8Array(32)))
-      leaf.locs = await blocks.locateMany(cids)
-    }
+    leaf = { entries: cid ? nodeEntries(blocks, cid) : null, locs: [], windows: new Set() }
     if (m.size >= 1024) m.clear()
     m.set(j, leaf)
   }
@@ -67,12 +66,27 @@ async function leafOf(blocks: BlockStore, geo: Geometry, root: CidBytes, j: numb
 }
 
 export async function readChunk(blocks: BlockStore, geo: Geometry, root: CidBytes | null, i: number): Promise<Uint8Array> {
-  const leaf = root ? await leafOf(blocks, geo, root, Math.floor(i / geo.fanout)) : null
+  const leaf = root ? leafOf(blocks, geo, root, Math.floor(i / geo.fanout)) : null
   const slot = i % geo.fanout
   const cid = leaf?.entries ? childCid(leaf.entries, slot) : null
   if (!cid) return new Uint8Array(geo.chunkLength(i))
   if (cidCodec(cid) !== RAW) throw new CkptError('CKPT_BAD_NODE', `leaf slot of chunk ${i} links a non-raw block`, { index: i })
-  const bytes = blocks.getAt(cid, leaf!.locs?.[slot])
+  const w = Math.floor(slot / LOC_WINDOW)
+  if (!leaf!.windows.has(w)) {
+    leaf!.windows.add(w)
+    const slots: number[] = []
+    const cids: CidBytes[] = []
+    for (let s = w * LOC_WINDOW; s < Math.min(leaf!.entries!.count, (w + 1) * LOC_WINDOW); s++) {
+      const c = childCid(leaf!.entries!, s)
+      if (c) {
+        slots.push(s)
+        cids.push(c)
+      }
+    }
+    const locs = await blocks.locateMany(cids)
+    slots.forEach((s, k) => (leaf!.locs[s] = locs[k]))
+  }
+  const bytes = blocks.getAt(cid, leaf!.locs[slot])
   if (bytes.length !== geo.chunkLength(i)) {
     throw new CkptError('CKPT_BAD_NODE', `chunk ${i} has ${bytes.length} bytes, expected ${geo.chunkLength(i)}`, { cid: cidToString(cid), index: i })
   }
