@@ -39,7 +39,14 @@ export class LevelKV implements KV {
       if (op.type === 'put') b.put(op.key, op.value)
       else b.del(op.key)
     }
-    await (b.write as (opt: object) => Promise<void>).call(b, { sync: options.sync === true })
+    try {
+      await (b.write as (opt: object) => Promise<void>).call(b, { sync: options.sync === true })
+    } catch (err) {
+      // LevelDB reports a full disk in its message ("No space left on device")
+      const text = `${(err as Error).message} ${((err as { cause?: Error }).cause)?.message ?? ''}`
+      if (/no space|ENOSPC/i.test(text)) throw new CkptError('CKPT_NO_SPACE', 'no space left while writing the index', {}, err)
+      throw new CkptError('CKPT_IO', `index write failed: ${(err as Error).message}`, {}, err)
+    }
   }
 
   async *iterate(range: KVRange): AsyncIterable<[Uint8Array, Uint8Array]> {

@@ -1,0 +1,62 @@
+/**
+ * A real full disk: a small tmpfs (mounting needs root; skipped with a message elsewhere). Checkpoints
+ * of incompressible data fill it; the failing one gets CKPT_NO_SPACE, the store reopens, and every
+ * acknowledged checkpoint still restores byte-identical.
+ */
+import { execFileSync } from 'node:child_process'
+import crypto from 'node:crypto'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { openStore, type CkptError } from '../../src/index.js'
+
+const mnt = fs.mkdtempSync(path.join(os.tmpdir(), 'ckpt-fullfs-'))
+let mounted = false
+beforeAll(() => {
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=12m', 'tmpfs', mnt], { stdio: 'ignore' })
+    mounted = true
+  } catch {
+    console.warn(`full-disk test skipped: cannot mount a tmpfs at ${mnt} (needs root)`)
+  }
+})
+afterAll(() => {
+  if (mounted) execFileSync('umount', [mnt])
+  fs.rmSync(mnt, { recursive: true, force: true })
+})
+
+describe('full disk', () => {
+  it('fails the checkpoint that does not fit with CKPT_NO_SPACE and keeps every acknowledged one', async (ctx) => {
+    if (!mounted) return ctx.skip()
+    const dir = path.join(mnt, 'store')
+    const size = 1 << 20
+    let store = await openStore(dir, { threads: 0 })
+    const tl = await store.timeline('t', { regions: { ram: { size } } })
+    const acked: { cid: string; data: Buffer }[] = []
+    let failure: CkptError | undefined
+    for (let k = 0; k < 40 && !failure; k++) {
+      const data = crypto.randomBytes(size) // incompressible: ~1 MiB stored per checkpoint
+      try {
+        const ck = await tl.checkpoint({ vtime: k, regions: { ram: { data } } })
+        acked.push({ cid: ck.cid.toString(), data })
+      } catch (err) {
+        failure = err as CkptError
+      }
+    }
+    expect(failure?.code).toBe('CKPT_NO_SPACE')
+    expect(acked.length).toBeGreaterThan(3)
+    await store.close()
+    store = await openStore(dir, { threads: 0 })
+    try {
+      expect((await store.stats()).checkpoints).toBe(acked.length)
+      for (const a of acked) {
+        const out = Buffer.alloc(size)
+        await store.restore(a.cid, 'ram', out)
+        expect(out.equals(a.data)).toBe(true)
+      }
+    } finally {
+      await store.close()
+    }
+  })
+})
