@@ -192,7 +192,9 @@ export class RegionTree {
     const size = encodedNodeLength(n.entries)
     if (n.cid && n.changed) {
       const baseDepth = n.depth ?? this.blocks.locate(n.cid)?.depth ?? MAX_DELTA_DEPTH
-      if (baseDepth < MAX_DELTA_DEPTH) {
+      // nodes written together would all reach the limit together (a burst of whole-node writes):
+      // a limit from 25 to 32 picked by the base's digest spreads them over eight checkpoints
+      if (baseDepth < MAX_DELTA_DEPTH - (n.cid[4]! & 7)) {
         const slots = Uint32Array.from(n.changed).sort()
         const delta = encodeNodePatch(n.cid, n.entries, slots, size >> 1)
         if (delta) {
