@@ -86,12 +86,16 @@ export function encodeNodeDelta(baseCid: Uint8Array, base: NodeEntries, next: No
   }
   size += varintLength(patches)
   if (size >= maxBytes) return undefined
+  return writeDelta(baseCid, next, slots.subarray(0, patches), size)
+}
 
+/** Writes a delta of `size` bytes patching `slots` (sorted, unique) with next's entries. */
+function writeDelta(baseCid: Uint8Array, next: NodeEntries, slots: ArrayLike<number>, size: number): Uint8Array {
   const out = new Uint8Array(size)
   out.set(baseCid, 0)
-  let p = writeVarint(out, CID_LENGTH, count)
-  p = writeVarint(out, p, patches)
-  for (let i = 0; i < patches; i++) {
+  let p = writeVarint(out, CID_LENGTH, next.count)
+  p = writeVarint(out, p, slots.length)
+  for (let i = 0; i < slots.length; i++) {
     const s = slots[i]!
     p = writeVarint(out, p, s)
     const c = next.codecs[s]!
@@ -120,21 +124,7 @@ export function encodeNodePatch(baseCid: Uint8Array, next: NodeEntries, slots: A
     size += varintLength(s) + 1 + (next.codecs[s] === 0 ? 0 : DIGEST_LENGTH)
     if (size >= maxBytes) return undefined
   }
-  const out = new Uint8Array(size)
-  out.set(baseCid, 0)
-  let p = writeVarint(out, CID_LENGTH, next.count)
-  p = writeVarint(out, p, slots.length)
-  for (let i = 0; i < slots.length; i++) {
-    const s = slots[i]!
-    p = writeVarint(out, p, s)
-    const c = next.codecs[s]!
-    out[p++] = c
-    if (c !== 0) {
-      out.set(next.digests.subarray(s * DIGEST_LENGTH, (s + 1) * DIGEST_LENGTH), p)
-      p += DIGEST_LENGTH
-    }
-  }
-  return out
+  return writeDelta(baseCid, next, slots, size)
 }
 
 /** The base node's CID (a copy of the first 36 bytes), validated. */

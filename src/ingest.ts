@@ -4,7 +4,7 @@
  * more; chunks already in the store (fingerprint filter, then index) are only linked; the rest are
  * compressed on the pool and appended to the open pack.
  */
-import { cidBytes, RAW } from '../codecs/cid.js'
+import { cidBytes, RAW, type CidBytes } from '../codecs/cid.js'
 import { CkptError } from '../codecs/errors.js'
 import type { BlockStore } from '../store/block-store.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
@@ -85,19 +85,8 @@ export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: Re
   const fresh: number[] = []
   const freshCids: Uint8Array[] = []
   for (let k = 0; k < b.indexes.length; k++) {
-    const i = b.indexes[k]!
-    stats.chunks++
-    if (h.zero[k]) {
-      stats.zeroChunks++
-      tree.setChunk(i, undefined)
-      continue
-    }
-    const digest = h.digests.subarray(k * 32, k * 32 + 32)
-    if (!tree.setChunk(i, digest)) {
-      stats.unchangedChunks++
-      continue
-    }
-    const cid = cidBytes(RAW, digest)
+    const cid = link(tree, stats, b.indexes[k]!, h.zero[k] === 1, h.digests, k)
+    if (!cid) continue
     // duplicates inside one batch are rare; put() skips the second, at the cost of one extra compression
     if (blocks.has(cid)) {
       stats.dedupChunks++
@@ -123,48 +112,57 @@ export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: Re
   for (let n = 0; n < fresh.length; n++) {
     const len = c.outLengths[n]!
     // a chunk may have been stored meanwhile by a concurrent batch with the same content
-    if (blocks.put(freshCids[n]!, c.codes[n]!, c.out.subarray(at, at + len), lengths[n]!)) {
-      stats.newChunks++
-      stats.newRawBytes += lengths[n]!
-      stats.newStoredBytes += len
-    } else stats.dedupChunks++
+    counted(stats, blocks.put(freshCids[n]!, c.codes[n]!, c.out.subarray(at, at + len), lengths[n]!), lengths[n]!, len)
     at += len
   }
+}
+
+/** Links chunk i into the tree: a hole, an unchanged chunk, or a changed one whose CID is returned. */
+function link(tree: RegionTree, stats: IngestStats, i: number, zero: boolean, digests: Uint8Array, k: number): CidBytes | undefined {
+  stats.chunks++
+  if (zero) {
+    stats.zeroChunks++
+    tree.setChunk(i, undefined)
+    return undefined
+  }
+  const digest = digests.subarray(k * 32, k * 32 + 32)
+  if (!tree.setChunk(i, digest)) {
+    stats.unchangedChunks++
+    return undefined
+  }
+  return cidBytes(RAW, digest)
+}
+
+function counted(stats: IngestStats, stored: boolean, rawLength: number, storedLength: number): void {
+  if (!stored) {
+    stats.dedupChunks++
+    return
+  }
+  stats.newChunks++
+  stats.newRawBytes += rawLength
+  stats.newStoredBytes += storedLength
 }
 
 function placeSpeculative(blocks: BlockStore, tree: RegionTree, b: ChunkBatch, h: Required<import('./pipeline/tasks.js').HashResult>, stats: IngestStats): void {
   let at = 0
   for (let k = 0; k < b.indexes.length; k++) {
-    const i = b.indexes[k]!
-    stats.chunks++
     const len = h.compressed[k] ? h.outLengths[k]! : 0
     const payload = h.out.subarray(at, at + len)
     at += len
-    if (h.zero[k]) {
-      stats.zeroChunks++
-      tree.setChunk(i, undefined)
-      continue
-    }
-    const digest = h.digests.subarray(k * 32, k * 32 + 32)
-    if (!tree.setChunk(i, digest)) {
-      stats.unchangedChunks++
-      continue
-    }
-    const cid = cidBytes(RAW, digest)
-    if (!h.compressed[k] || !blocks.put(cid, h.codes[k]!, payload, b.lengths[k]!)) {
-      // compressed[k] is 0 only when the digest equalled the tree's, which setChunk just contradicted:
-      // the tree changed meanwhile (a duplicate index); such a block is already stored or staged
-      if (!blocks.has(cid)) throw new CkptError('CKPT_IO', `chunk ${i} changed during its checkpoint`, { index: i })
+    const cid = link(tree, stats, b.indexes[k]!, h.zero[k] === 1, h.digests, k)
+    if (!cid) continue
+    if (!h.compressed[k]) {
+      // only when the digest equalled the tree's, which link() just contradicted: the tree changed
+      // meanwhile (a duplicate index); such a block must already be stored or staged
+      if (!blocks.has(cid)) throw new CkptError('CKPT_IO', `chunk ${b.indexes[k]} changed during its checkpoint`, { index: b.indexes[k] })
       stats.dedupChunks++
       continue
     }
-    stats.newChunks++
-    stats.newRawBytes += b.lengths[k]!
-    stats.newStoredBytes += len
+    counted(stats, blocks.put(cid, h.codes[k]!, payload, b.lengths[k]!), b.lengths[k]!, len)
   }
 }
 
-/** Splits n items into `parts` nearly equal consecutive runs (at least `min` items each). */
+/** Splits n items into nearly equal consecutive runs: at least `parts` of them, none over `maxPer`. */
 export function balancedRuns(n: number, maxPer: number, parts: number): number[] {
   const count = Math.max(Math.min(parts, n), Math.ceil(n / maxPer))
   const out: number[] = []

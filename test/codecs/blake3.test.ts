@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { loadBackend, type Blake3Backend } from '../../codecs/blake3.js'
+import { mulberry32 as u32s } from '../helpers/rng.js'
 
 // Official vectors from BLAKE3-team/BLAKE3 test_vectors/test_vectors.json (first 32 bytes of `hash`).
 const VECTORS: { input_len: number; hash: string }[] = JSON.parse(
@@ -11,15 +12,10 @@ const NAMES = ['napi', 'hash-wasm', 'noble'] as const
 const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex')
 const vectorInput = (len: number): Uint8Array => Uint8Array.from({ length: len }, (_, i) => i % 251)
 
+/** floats in [0, 1) from the shared seeded generator */
 function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
+  const next = u32s(seed)
+  return () => next() / 4294967296
 }
 
 function randomBytes(rand: () => number, length: number): Uint8Array {

@@ -1,20 +1,11 @@
 import { createHash } from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import { CDC_DEFAULTS, cdcCuts, GEAR_SEED, type CdcOptions } from '../../codecs/cdc.js'
+import { mulberry32 } from '../helpers/rng.js'
 
 const KiB = 1024
 const MiB = 1024 * KiB
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return (t ^ (t >>> 14)) >>> 0
-  }
-}
 
 function randomBytes(seed: number, length: number): Uint8Array {
   const next = mulberry32(seed)

@@ -14,17 +14,8 @@ import {
   type Compressor,
 } from '../../codecs/compress.js'
 import { CkptError } from '../../codecs/errors.js'
+import { mulberry32 } from '../helpers/rng.js'
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return (t ^ (t >>> 14)) >>> 0
-  }
-}
 
 function randomBytes(seed: number, length: number): Uint8Array {
   const next = mulberry32(seed)

@@ -3,17 +3,8 @@ import { cidBytes, DAG_CBOR, RAW } from '../../codecs/cid.js'
 import { CkptError } from '../../codecs/errors.js'
 import { applyNodeDelta, deltaBaseCid, encodeNodeDelta } from '../../codecs/node-delta.js'
 import { emptyNode, encodedNodeLength, encodeNode, type NodeEntries } from '../../codecs/tree-node.js'
+import { mulberry32 } from '../helpers/rng.js'
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return (t ^ (t >>> 14)) >>> 0
-  }
-}
 
 type Rng = () => number
 

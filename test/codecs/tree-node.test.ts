@@ -4,17 +4,8 @@ import * as Digest from 'multiformats/hashes/digest'
 import { describe, expect, it } from 'vitest'
 import { CkptError } from '../../codecs/errors.js'
 import { decodeNode, emptyNode, encodedNodeLength, encodeNode, nodeLinkCount, type NodeEntries } from '../../codecs/tree-node.js'
+import { mulberry32 } from '../helpers/rng.js'
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return (t ^ (t >>> 14)) >>> 0
-  }
-}
 
 /** A random node: holeShare of the slots are holes, links are raw or dag-cbor with random digests. */
 function randomNode(next: () => number, count: number, holeShare: number): NodeEntries {
