@@ -171,21 +171,24 @@ export function balancedRuns(n: number, maxPer: number, parts: number): number[]
 }
 
 /**
- * Runs batches with bounded parallelism (twice the pool size in flight), so reading, hashing and
- * compressing overlap while memory stays bounded.
+ * Runs work items with bounded parallelism (twice the pool size in flight), so reading, hashing and
+ * compressing overlap while memory stays bounded. The first failure (of `next` or of a work item)
+ * stops taking items and is thrown once everything in flight has settled. Ingest and restore share it.
  */
-export async function runBatches(
-  pool: WorkerPool,
-  next: () => Promise<ChunkBatch | undefined>,
-  work: (b: ChunkBatch) => Promise<void>,
-): Promise<void> {
+export async function runBatches<T>(pool: WorkerPool, next: () => Promise<T | undefined>, work: (b: T) => Promise<void>): Promise<void> {
   const limit = Math.max(2, pool.threads * 2)
   const inflight = new Set<Promise<void>>()
   let failure: unknown
   for (;;) {
     if (failure) break
-    const b = await next()
-    if (!b) break
+    let b: T | undefined
+    try {
+      b = await next()
+    } catch (err) {
+      failure ??= err
+      break
+    }
+    if (b === undefined) break
     const p: Promise<void> = work(b).then(
       () => void inflight.delete(p),
       (err) => {

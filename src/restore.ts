@@ -8,6 +8,7 @@ import { cidBytes, cidCodec, cidDigest, cidToString, RAW, type CidBytes } from '
 import { CkptError } from '../codecs/errors.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
 import { hashMismatch, type BlockLocation, type BlockStore } from '../store/block-store.js'
+import { runBatches } from './ingest.js'
 import type { ReadTask } from './pipeline/tasks.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
 import type { Geometry } from './region-tree.js'
@@ -111,15 +112,15 @@ interface Job {
   raw: number
 }
 
-/** Where the pool's workers can read packs themselves (disk backend): fewest bytes through the main thread. */
-function readTask(blocks: BlockStore, geo: Geometry, job: Job, out: Uint8Array | string): ReadTask | undefined {
-  const files: string[] = []
-  const fileOf = new Map<number, number>()
+/**
+ * The worker task for a job. On the disk backend the workers pread the pack entries themselves (the
+ * fewest bytes through this thread); entries in memory packs or not yet flushed are read here and
+ * passed as payloads. Either way the worker decompresses straight into the destination and re-hashes.
+ */
+function readTask(blocks: BlockStore, geo: Geometry, job: Job, out: Uint8Array | string): ReadTask {
   const n = job.chunks.length
   const t: ReadTask = {
     op: 'read',
-    files,
-    fileIdx: new Uint32Array(n),
     offsets: new Float64Array(n),
     storedLengths: new Uint32Array(n),
     codes: new Uint8Array(n),
@@ -127,24 +128,33 @@ function readTask(blocks: BlockStore, geo: Geometry, job: Job, out: Uint8Array |
     cids: new Uint8Array(n * 36),
     outOffsets: new Float64Array(n),
   }
+  const inFiles = job.locs.every((loc) => blocks.io.filePath(loc.pack) !== undefined && !blocks.inWriteBuffer(loc))
+  const files: string[] = []
+  const fileOf = new Map<number, number>()
+  const payloads: Uint8Array[] = []
+  let payloadAt = 0
+  if (inFiles) t.fileIdx = new Uint32Array(n)
   for (let k = 0; k < n; k++) {
     const loc = job.locs[k]!
-    let f = fileOf.get(loc.pack)
-    if (f === undefined) {
-      const p = blocks.io.filePath(loc.pack)
-      // the open pack may still hold unflushed entries; those (and memory packs) are read here
-      if (p === undefined || blocks.inWriteBuffer(loc)) return undefined
-      f = files.push(p) - 1
-      fileOf.set(loc.pack, f)
+    if (inFiles) {
+      let f = fileOf.get(loc.pack)
+      if (f === undefined) fileOf.set(loc.pack, (f = files.push(blocks.io.filePath(loc.pack)!) - 1))
+      t.fileIdx![k] = f
+      t.offsets[k] = loc.offset
+    } else {
+      const p = blocks.readAt(job.cids[k]!, loc)
+      payloads.push(p)
+      t.offsets[k] = payloadAt
+      payloadAt += p.length
     }
-    t.fileIdx[k] = f
-    t.offsets[k] = loc.offset
     t.storedLengths[k] = loc.storedLength
     t.codes[k] = loc.codec
     t.rawLengths[k] = loc.rawLength
     t.cids.set(job.cids[k]!, k * 36)
     t.outOffsets[k] = job.chunks[k]! * geo.chunkSize
   }
+  if (inFiles) t.files = files
+  else t.payloads = Buffer.concat(payloads)
   if (typeof out === 'string') t.outFile = out
   else if (out.buffer instanceof SharedArrayBuffer) t.out = out
   return t
@@ -176,8 +186,6 @@ export async function restoreRegion(
   walkLeaves(blocks, geo, root, (j, e) => leaves.push({ j, e }))
   let written = 0
   let count = 0
-  const inflight = new Set<Promise<void>>()
-  let failure: unknown
   const place = (job: Job, bytes: Uint8Array) => {
     let o = 0
     for (let k = 0; k < job.chunks.length; k++) {
@@ -197,49 +205,17 @@ export async function restoreRegion(
       written += len
       count++
     }
-    const rt = readTask(blocks, geo, job, out)
-    if (rt) {
-      const r = await pool.run(rt)
-      if (r.bad >= 0) {
-        const cid = job.cids[r.bad]!
-        if (r.code === 'CKPT_HASH_MISMATCH') throw hashMismatch(cid, job.locs[r.bad]!)
-        throw new CkptError(r.code ?? 'CKPT_BAD_PACK', `block ${cidToString(cid)}: ${r.message}`, {
-          cid: cidToString(cid),
-          pack: job.locs[r.bad]!.pack,
-          offset: job.locs[r.bad]!.offset,
-        })
-      }
-      if (r.data) place(job, r.data)
-      return
-    }
-    // memory backend or unflushed entries: read payloads here, decompress and verify on the pool
-    const n = job.chunks.length
-    const payloads = job.cids.map((c, k) => blocks.readAt(c, job.locs[k]!))
-    const offsets = new Uint32Array(n)
-    const lengths = new Uint32Array(n)
-    const codes = new Uint8Array(n)
-    const rawLengths = new Uint32Array(n)
-    const digests = new Uint8Array(n * 32)
-    let total = 0
-    for (const p of payloads) total += p.length
-    const data = new Uint8Array(total)
-    let at = 0
-    for (let k = 0; k < n; k++) {
-      data.set(payloads[k]!, at)
-      offsets[k] = at
-      lengths[k] = payloads[k]!.length
-      codes[k] = job.locs[k]!.codec
-      rawLengths[k] = job.locs[k]!.rawLength
-      digests.set(cidDigest(job.cids[k]!), k * 32)
-      at += payloads[k]!.length
-    }
-    const r = await pool.run({ op: 'decompress', data, offsets, lengths, codes, rawLengths, digests })
+    const r = await pool.run(readTask(blocks, geo, job, out))
     if (r.bad >= 0) {
       const cid = job.cids[r.bad]!
-      if (r.error) throw new CkptError('CKPT_BAD_PACK', `block ${cidToString(cid)} cannot be decompressed: ${r.error}`, { cid: cidToString(cid) })
-      throw hashMismatch(cid, job.locs[r.bad]!)
+      if (r.code === 'CKPT_HASH_MISMATCH') throw hashMismatch(cid, job.locs[r.bad]!)
+      throw new CkptError(r.code ?? 'CKPT_BAD_PACK', `block ${cidToString(cid)}: ${r.message}`, {
+        cid: cidToString(cid),
+        pack: job.locs[r.bad]!.pack,
+        offset: job.locs[r.bad]!.offset,
+      })
     }
-    place(job, r.out)
+    if (r.data) place(job, r.data)
   }
   // holes are zero-filled in runs (one fill per run, not per chunk); files stay sparse
   let zeroFrom = -1
@@ -253,24 +229,13 @@ export async function restoreRegion(
       zeroTo = to
     }
   }
-  try {
-    let job: Job = { chunks: [], cids: [], locs: [], raw: 0 }
-    const flush = async () => {
-      if (job.chunks.length === 0) return
-      const j = job
-      job = { chunks: [], cids: [], locs: [], raw: 0 }
-      const p: Promise<void> = finish(j).then(
-        () => void inflight.delete(p),
-        (err) => {
-          inflight.delete(p)
-          failure ??= err
-        },
-      )
-      inflight.add(p)
-      if (inflight.size >= Math.max(2, pool.threads * 2)) await Promise.race(inflight)
-    }
-    for (const { j, e } of leaves) {
-      if (failure) break
+  // jobs of ~2 MiB of chunks, in order; a leaf's chunk locations come from one index call
+  let leafAt = 0
+  const pending: Job[] = []
+  let job: Job = { chunks: [], cids: [], locs: [], raw: 0 }
+  const nextJob = async (): Promise<Job | undefined> => {
+    while (pending.length === 0 && leafAt < leaves.length) {
+      const { j, e } = leaves[leafAt++]!
       const first = j * geo.fanout
       if (!e) {
         zero(first * geo.chunkSize, Math.min(geo.size, (first + geo.nodeCount(1, j)) * geo.chunkSize))
@@ -296,20 +261,27 @@ export async function restoreRegion(
         job.cids.push(cids[k]!)
         job.locs.push(loc)
         job.raw += loc.rawLength
-        if (job.raw >= 2 << 20) await flush()
+        if (job.raw >= 2 << 20) {
+          pending.push(job)
+          job = { chunks: [], cids: [], locs: [], raw: 0 }
+        }
       }
     }
-    await flush()
+    if (pending.length === 0 && job.chunks.length > 0) {
+      pending.push(job)
+      job = { chunks: [], cids: [], locs: [], raw: 0 }
+    }
+    return pending.shift()
+  }
+  try {
+    await runBatches(pool, nextJob, finish)
     zero(-2, -2)
-    await Promise.all(inflight)
-    if (failure) throw failure
     if (fd !== undefined) {
       fs.closeSync(fd)
       fd = undefined
       fs.renameSync(temp!, target!)
     }
   } catch (err) {
-    await Promise.allSettled(inflight)
     if (temp) fs.rmSync(temp, { force: true })
     if (err instanceof CkptError) throw err
     throw new CkptError('CKPT_IO', `restore failed: ${(err as Error).message}`, { path: target }, err)

@@ -63,9 +63,14 @@ export interface CompressResult {
 /** Restore: the worker reads pack entries itself, checks, decompresses, verifies and places them. */
 export interface ReadTask {
   op: 'read'
-  files: string[]
-  fileIdx: Uint32Array
-  /** entry offsets in their pack (entry header first) */
+  /**
+   * Where the entries are: pack files the worker preads (entry header first, checked here), or
+   * `payloads` the caller already read and checked (memory packs, unflushed entries), concatenated.
+   */
+  files?: string[]
+  fileIdx?: Uint32Array
+  payloads?: Uint8Array
+  /** entry offsets in their pack, or payload offsets in `payloads` */
   offsets: Float64Array
   storedLengths: Uint32Array
   codes: Uint8Array
@@ -86,24 +91,6 @@ export interface ReadResult {
   data?: Uint8Array
 }
 
-export interface DecompressTask {
-  op: 'decompress'
-  data: Uint8Array
-  offsets: Uint32Array
-  lengths: Uint32Array
-  codes: Uint8Array
-  rawLengths: Uint32Array
-  /** expected digests, 32 bytes each; a mismatch is reported by index */
-  digests: Uint8Array
-}
-export interface DecompressResult {
-  out: Uint8Array
-  /** index of the first chunk whose bytes do not hash to its digest, or -1 */
-  bad: number
-  /** set when decompression itself failed */
-  error?: string
-}
-
 /** Tree nodes to encode (dag-cbor) and hash: node k has counts[k] entries, its slots concatenated. */
 export interface NodeHashTask {
   op: 'nodes'
@@ -116,8 +103,8 @@ export interface NodeHashResult {
   hashes: Uint8Array
 }
 
-export type Task = HashTask | CompressTask | DecompressTask | ReadTask | NodeHashTask
-export type TaskResult = HashResult | CompressResult | DecompressResult | ReadResult | NodeHashResult
+export type Task = HashTask | CompressTask | ReadTask | NodeHashTask
+export type TaskResult = HashResult | CompressResult | ReadResult | NodeHashResult
 
 let scratch = Buffer.allocUnsafe(8 << 20)
 
@@ -225,26 +212,6 @@ export function runTask(t: Task): TaskResult {
       }
       return { out, outLengths, codes }
     }
-    case 'decompress': {
-      const n = t.offsets.length
-      let total = 0
-      for (let i = 0; i < n; i++) total += t.rawLengths[i]!
-      const out = new Uint8Array(total)
-      let at = 0
-      for (let i = 0; i < n; i++) {
-        let raw: Uint8Array
-        try {
-          raw = decompressBlock(t.codes[i]!, t.data.subarray(t.offsets[i]!, t.offsets[i]! + t.lengths[i]!), t.rawLengths[i]!)
-        } catch (err) {
-          return { out, bad: i, error: (err as Error).message }
-        }
-        const d = blake3(raw)
-        for (let j = 0; j < 32; j++) if (d[j] !== t.digests[i * 32 + j]) return { out, bad: i }
-        out.set(raw, at)
-        at += raw.length
-      }
-      return { out, bad: -1 }
-    }
     case 'read':
       return readEntries(t)
     case 'nodes': {
@@ -302,7 +269,7 @@ const ENTRY_HEADER = 52
 let outScratch = Buffer.allocUnsafe(1 << 20)
 
 function readEntries(t: ReadTask): ReadResult {
-  const fds = t.files.map((f) => fs.openSync(f, 'r'))
+  const fds = (t.files ?? []).map((f) => fs.openSync(f, 'r'))
   let outFd: number | undefined
   let collected: Uint8Array | undefined
   let at = 0
@@ -314,18 +281,23 @@ function readEntries(t: ReadTask): ReadResult {
       collected = new Uint8Array(total)
     }
     for (let i = 0; i < t.offsets.length; i++) {
-      const size = ENTRY_HEADER + t.storedLengths[i]!
-      if (scratch.length < size) scratch = Buffer.allocUnsafe(size)
-      const entry = scratch.subarray(0, size)
-      try {
-        preadAll(fds[t.fileIdx[i]!]!, entry, t.offsets[i]!)
-      } catch {
-        return { bad: i, code: 'CKPT_BAD_PACK', message: `pack ${t.files[t.fileIdx[i]!]} is truncated at offset ${t.offsets[i]}` }
-      }
       const c = i * 36
-      let sameCid = entry.readUInt32LE(0) === t.storedLengths[i]
-      for (let j = 0; sameCid && j < 36; j++) sameCid = entry[12 + j] === t.cids[c + j]
-      if (!sameCid) return { bad: i, code: 'CKPT_BAD_INDEX', message: 'index entry points at another pack entry' }
+      let payload: Uint8Array
+      if (t.payloads) payload = t.payloads.subarray(t.offsets[i]!, t.offsets[i]! + t.storedLengths[i]!)
+      else {
+        const size = ENTRY_HEADER + t.storedLengths[i]!
+        if (scratch.length < size) scratch = Buffer.allocUnsafe(size)
+        const entry = scratch.subarray(0, size)
+        try {
+          preadAll(fds[t.fileIdx![i]!]!, entry, t.offsets[i]!)
+        } catch {
+          return { bad: i, code: 'CKPT_BAD_PACK', message: `pack ${t.files![t.fileIdx![i]!]} is truncated at offset ${t.offsets[i]}` }
+        }
+        let sameCid = entry.readUInt32LE(0) === t.storedLengths[i]
+        for (let j = 0; sameCid && j < 36; j++) sameCid = entry[12 + j] === t.cids[c + j]
+        if (!sameCid) return { bad: i, code: 'CKPT_BAD_INDEX', message: 'index entry points at another pack entry' }
+        payload = entry.subarray(ENTRY_HEADER, size)
+      }
       // decompress straight into the destination: no allocation, no copy
       const n = t.rawLengths[i]!
       let into: Uint8Array
@@ -337,7 +309,7 @@ function readEntries(t: ReadTask): ReadResult {
       }
       let raw: Uint8Array
       try {
-        raw = decompressBlock(t.codes[i]!, entry.subarray(ENTRY_HEADER, size), n, into)
+        raw = decompressBlock(t.codes[i]!, payload, n, into)
       } catch (err) {
         return { bad: i, code: 'CKPT_BAD_PACK', message: (err as Error).message }
       }

@@ -9,7 +9,7 @@ import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import { CkptError } from '../../codecs/errors.js'
-import { runTask, type CompressResult, type CompressTask, type DecompressResult, type DecompressTask, type HashResult, type HashTask, type NodeHashResult, type NodeHashTask, type ReadResult, type ReadTask, type Task, type TaskResult } from './tasks.js'
+import { runTask, type CompressResult, type CompressTask, type HashResult, type HashTask, type NodeHashResult, type NodeHashTask, type ReadResult, type ReadTask, type Task, type TaskResult } from './tasks.js'
 
 interface Pending {
   resolve: (r: TaskResult) => void
@@ -76,7 +76,6 @@ export class WorkerPool {
 
   run(task: HashTask): Promise<HashResult>
   run(task: CompressTask): Promise<CompressResult>
-  run(task: DecompressTask): Promise<DecompressResult>
   run(task: ReadTask): Promise<ReadResult>
   run(task: NodeHashTask): Promise<NodeHashResult>
   async run(task: Task): Promise<TaskResult> {
