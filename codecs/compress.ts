@@ -13,6 +13,13 @@ export interface Compressor {
   readonly code: number
   readonly name: string
   compress(data: Uint8Array): Uint8Array
+  /**
+   * Compresses into `dst` (at least maxCompressedLength(data.length) bytes) and returns the length
+   * written: saves the allocation of a result per block (~3 us per 4 KiB page here, as much as hashing it).
+   */
+  compressInto?(data: Uint8Array, dst: Uint8Array): number
+  /** An upper bound of compress(data).length for data of n bytes. */
+  maxCompressedLength?(n: number): number
   /** `into`, when given, is a buffer of rawLength bytes to write the result to (saves an allocation) */
   decompress(data: Uint8Array, rawLength: number, into?: Uint8Array): Uint8Array
 }
@@ -66,6 +73,12 @@ function loadZstd(): Compressor | null {
       if (dst.length < bound) dst = Buffer.allocUnsafe(bound)
       const n = cctx.compress(dst, data, 1)
       return Uint8Array.prototype.slice.call(dst, 0, n)
+    },
+    compressInto(data: Uint8Array, out: Uint8Array) {
+      return cctx.compress(out, data, 1)
+    },
+    maxCompressedLength(n: number) {
+      return binding.compressBound(n)
     },
     decompress(data: Uint8Array, rawLength: number, into?: Uint8Array) {
       const out = into ?? Buffer.allocUnsafe(rawLength)
@@ -150,6 +163,30 @@ export function compressBlock(c: Compressor, data: Uint8Array): { code: number; 
     if (out.length <= data.length * (1 - MIN_SAVING)) return { code: c.code, bytes: out }
   }
   return { code: AT_REST.identity, bytes: data }
+}
+
+/** An upper bound of the at-rest payload compressBlockInto() may write for a block of n bytes. */
+export function maxBlockPayload(c: Compressor, n: number): number {
+  return Math.max(n, c.maxCompressedLength ? c.maxCompressedLength(n) : 0)
+}
+
+/**
+ * compressBlock() writing the payload into `dst` at `at` (room for maxBlockPayload() bytes): returns
+ * the at-rest code and the payload length. Identical payloads to compressBlock().
+ */
+export function compressBlockInto(c: Compressor, data: Uint8Array, dst: Uint8Array, at: number): { code: number; length: number } {
+  if (c.code !== AT_REST.identity && data.length > 0) {
+    let n: number
+    if (c.compressInto && c.maxCompressedLength) n = c.compressInto(data, dst.subarray(at, at + c.maxCompressedLength(data.length)))
+    else {
+      const out = c.compress(data)
+      n = out.length
+      if (n <= data.length * (1 - MIN_SAVING)) dst.set(out, at)
+    }
+    if (n <= data.length * (1 - MIN_SAVING)) return { code: c.code, length: n }
+  }
+  dst.set(data, at)
+  return { code: AT_REST.identity, length: data.length }
 }
 
 /** Decompress and check the length; corrupt input of any kind is CKPT_BAD_PACK. */

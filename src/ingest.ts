@@ -4,9 +4,14 @@
  * more; chunks already in the store (fingerprint filter, then index) are only linked; the rest are
  * compressed on the pool and appended to the open pack.
  */
-import { cidBytes, RAW, type CidBytes } from '../codecs/cid.js'
+import { blake3 } from '../codecs/blake3.js'
+import { cidBytes, cidDigest, cidEquals, RAW, type CidBytes } from '../codecs/cid.js'
+import { compressBlock, defaultCompressor, maxBlockPayload, type Compressor } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import type { BlockStore } from '../store/block-store.js'
+import { acquireSlab, releaseSlab } from './pipeline/slabs.js'
+import { COMPRESSED, type HashResult } from './pipeline/tasks.js'
+import { ENTRY_HEADER_SIZE } from '../store/pack-format.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
 import type { RegionTree } from './region-tree.js'
 
@@ -22,6 +27,11 @@ export interface ChunkBatch {
   indexes: Uint32Array
   offsets: Uint32Array
   lengths: Uint32Array
+  /**
+   * Tree leaves [from, to) that no other batch of this checkpoint touches: the worker hashes them
+   * with the chunks (sorted indexes only)
+   */
+  ownedLeaves?: [number, number]
 }
 
 export interface IngestStats {
@@ -67,6 +77,24 @@ export function batchesOf(data: Uint8Array, indexes: Uint32Array, lengthOf: (i: 
 }
 
 /**
+ * Marks, for batches of sorted chunk indexes, the tree leaves (`fanout` chunks each) that each batch
+ * alone touches: all of its leaves but one it shares with the batch before or after it.
+ */
+export function markOwnedLeaves(batches: ChunkBatch[], fanout: number): void {
+  for (let k = 0; k < batches.length; k++) {
+    const idx = batches[k]!.indexes
+    if (idx.length === 0) continue
+    let from = Math.floor(idx[0]! / fanout)
+    let to = Math.floor(idx[idx.length - 1]! / fanout) + 1
+    const prev = batches[k - 1]?.indexes
+    const next = batches[k + 1]?.indexes
+    if (prev && prev.length > 0 && Math.floor(prev[prev.length - 1]! / fanout) === from) from++
+    if (next && next.length > 0 && Math.floor(next[0]! / fanout) === to - 1) to--
+    if (from < to) batches[k]!.ownedLeaves = [from, to]
+  }
+}
+
+/**
  * Hashes, dedups, compresses and stores one batch; updates the tree. `speculative` (dirty-hint
  * batches, mostly new content): the worker compresses changed chunks in the same round trip; otherwise
  * (full scans, mostly unchanged) only chunks found new are compressed, in a second task.
@@ -80,8 +108,32 @@ export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: Re
       if (d) previous.set(d, k * 32)
     }
   }
-  const h = await pool.run({ op: 'hash', data: b.data, file: b.file, fileOffset: b.fileOffset, offsets: b.offsets, lengths: b.lengths, compress: speculative, previous })
-  if (h.compressed) return placeSpeculative(blocks, tree, b, h as Required<typeof h>, stats)
+  if (speculative) {
+    // payloads come back in reused shared memory: fresh buffers per task would make V8 run full
+    // collections for their external memory every few checkpoints
+    const comp = defaultCompressor()
+    let bound = 0
+    for (let k = 0; k < b.lengths.length; k++) bound += ENTRY_HEADER_SIZE + maxBlockPayload(comp, b.lengths[k]!)
+    const out = acquireSlab(bound)
+    const leaves = b.ownedLeaves ? tree.leafSet(b.indexes, b.ownedLeaves[0], b.ownedLeaves[1]) : undefined
+    const transfer = [previous!.buffer as ArrayBuffer]
+    if (leaves) transfer.push(leaves.codecs.buffer as ArrayBuffer, leaves.digests.buffer as ArrayBuffer, leaves.counts.buffer as ArrayBuffer)
+    try {
+      const h = await pool.run(
+        {
+          op: 'hash', data: b.data, file: b.file, fileOffset: b.fileOffset, offsets: b.offsets, lengths: b.lengths,
+          compress: true, previous, known: blocks.filterView(), out, leaves, indexes: leaves ? b.indexes : undefined,
+        },
+        transfer,
+      )
+      await placeSpeculative(blocks, tree, b, h as Required<typeof h>, stats)
+      if (leaves && h.leafHashes) tree.presetLeaves(leaves.numbers, h.leafHashes, h.leafLive!)
+      return
+    } finally {
+      releaseSlab(out)
+    }
+  }
+  const h = await pool.run({ op: 'hash', data: b.data, file: b.file, fileOffset: b.fileOffset, offsets: b.offsets, lengths: b.lengths })
   const fresh: number[] = []
   const freshCids: Uint8Array[] = []
   for (let k = 0; k < b.indexes.length; k++) {
@@ -143,22 +195,35 @@ function counted(stats: IngestStats, stored: boolean, rawLength: number, storedL
   stats.newStoredBytes += storedLength
 }
 
-function placeSpeculative(blocks: BlockStore, tree: RegionTree, b: ChunkBatch, h: Required<import('./pipeline/tasks.js').HashResult>, stats: IngestStats): void {
+async function placeSpeculative(blocks: BlockStore, tree: RegionTree, b: ChunkBatch, h: Required<HashResult>, stats: IngestStats): Promise<void> {
   let at = 0
+  const check: [number, CidBytes][] = []
   for (let k = 0; k < b.indexes.length; k++) {
-    const len = h.compressed[k] ? h.outLengths[k]! : 0
-    const payload = h.out.subarray(at, at + len)
+    const mark = h.compressed[k]!
+    const len = mark === COMPRESSED ? h.outLengths[k]! : 0
+    const entry = h.out.subarray(at, at + len)
     at += len
     const cid = link(tree, stats, b.indexes[k]!, h.zero[k] === 1, h.digests, k)
     if (!cid) continue
-    if (!h.compressed[k]) {
-      // only when the digest equalled the tree's, which link() just contradicted: the tree changed
-      // meanwhile (a duplicate index); such a block must already be stored or staged
-      if (!blocks.has(cid)) throw new CkptError('CKPT_IO', `chunk ${b.indexes[k]} changed during its checkpoint`, { index: b.indexes[k] })
+    if (mark === COMPRESSED) counted(stats, blocks.putEntry(cid, entry, b.lengths[k]!, h.codes[k]!), b.lengths[k]!, len - ENTRY_HEADER_SIZE)
+    else check.push([k, cid])
+  }
+  if (check.length === 0) return
+  // KNOWN chunks (the filter's "maybe"), confirmed in one index call off this thread
+  const locs = await blocks.locateMany(check.map(([, cid]) => cid))
+  let comp: Compressor | undefined
+  for (let j = 0; j < check.length; j++) {
+    const [k, cid] = check[j]!
+    if (locs[j] || blocks.has(cid)) {
       stats.dedupChunks++
       continue
     }
-    counted(stats, blocks.put(cid, h.codes[k]!, payload, b.lengths[k]!), b.lengths[k]!, len)
+    // not stored after all (a false "maybe"), or unchanged by the tree's digest when the task was
+    // built but changed now (a duplicate index): compress here, from the batch's bytes
+    const chunk = b.data ? b.data.subarray(b.offsets[k]!, b.offsets[k]! + b.lengths[k]!) : undefined
+    if (!chunk || !cidEquals(blake3(chunk), cidDigest(cid))) throw new CkptError('CKPT_IO', `chunk ${b.indexes[k]} changed during its checkpoint`, { index: b.indexes[k] })
+    const c = compressBlock((comp ??= defaultCompressor()), chunk)
+    counted(stats, blocks.put(cid, c.code, c.bytes, b.lengths[k]!), b.lengths[k]!, c.bytes.length)
   }
 }
 
@@ -171,12 +236,11 @@ export function balancedRuns(n: number, maxPer: number, parts: number): number[]
 }
 
 /**
- * Runs work items with bounded parallelism (twice the pool size in flight), so reading, hashing and
- * compressing overlap while memory stays bounded. The first failure (of `next` or of a work item)
+ * Runs work items with bounded parallelism (by default twice the pool size in flight), so reading,
+ * hashing and compressing overlap while memory stays bounded. The first failure (of `next` or of a work item)
  * stops taking items and is thrown once everything in flight has settled. Ingest and restore share it.
  */
-export async function runBatches<T>(pool: WorkerPool, next: () => Promise<T | undefined>, work: (b: T) => Promise<void>): Promise<void> {
-  const limit = Math.max(2, pool.threads * 2)
+export async function runBatches<T>(pool: WorkerPool, next: () => Promise<T | undefined>, work: (b: T) => Promise<void>, limit = Math.max(2, pool.threads * 2)): Promise<void> {
   const inflight = new Set<Promise<void>>()
   let failure: unknown
   for (;;) {

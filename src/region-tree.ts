@@ -16,6 +16,7 @@ import { CkptError } from '../codecs/errors.js'
 import { encodeNodePatch } from '../codecs/node-delta.js'
 import { emptyNode, encodedNodeLength, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
 import type { BlockStore } from '../store/block-store.js'
+import type { LeafSet } from './pipeline/tasks.js'
 
 export const DEFAULT_FANOUT = 256
 /** Longest delta chain before a node is stored whole again (bounds a cold read to this many reads). */
@@ -63,6 +64,8 @@ interface NodeState {
   changed?: Set<number>
   depth?: number
   dirty: boolean
+  /** hash of the current entries computed elsewhere (a worker, with the chunks); null: all holes */
+  preset?: Uint8Array | null
 }
 
 export interface TreeCommitStats {
@@ -119,6 +122,45 @@ export class RegionTree {
     return n.entries.codecs[slot] ? n.entries.digests.subarray(slot * 32, slot * 32 + 32) : undefined
   }
 
+  /**
+   * Copies of the leaves (level-1 nodes) numbered [from, to) that `indexes` (sorted) touch, for a worker
+   * to update with those chunks and hash (see presetLeaves).
+   */
+  leafSet(indexes: Uint32Array, from: number, to: number): LeafSet | undefined {
+    const F = this.geo.fanout
+    const numbers: number[] = []
+    for (let k = 0; k < indexes.length; k++) {
+      const leaf = Math.floor(indexes[k]! / F)
+      if (leaf >= from && leaf < to && numbers.at(-1) !== leaf) numbers.push(leaf)
+    }
+    if (numbers.length === 0) return undefined
+    const set: LeafSet = {
+      fanout: F,
+      numbers: Uint32Array.from(numbers),
+      counts: new Uint32Array(numbers.length),
+      codecs: new Uint8Array(numbers.length * F),
+      digests: new Uint8Array(numbers.length * F * 32),
+    }
+    numbers.forEach((leaf, j) => {
+      const e = this.node(1, leaf).entries
+      set.counts[j] = e.count
+      set.codecs.set(e.codecs, j * F)
+      set.digests.set(e.digests, j * F * 32)
+    })
+    return set
+  }
+
+  /**
+   * Records leaf hashes a worker computed from leafSet() copies plus the same chunk changes this tree
+   * has since received through setChunk(); any later change to such a leaf drops its preset hash.
+   */
+  presetLeaves(numbers: Uint32Array, hashes: Uint8Array, live: Uint8Array): void {
+    for (let j = 0; j < numbers.length; j++) {
+      const n = this.node(1, numbers[j]!)
+      if (n.dirty) n.preset = live[j] ? hashes.slice(j * 32, j * 32 + 32) : null
+    }
+  }
+
   /** Sets chunk i to a raw block digest, or to a hole with undefined. Returns whether it changed. */
   setChunk(i: number, digest: Uint8Array | undefined): boolean {
     return this.setSlot(1, Math.floor(i / this.geo.fanout), i % this.geo.fanout, RAW, digest)
@@ -138,6 +180,7 @@ export class RegionTree {
       n.changed = new Set()
       n.dirty = true
     }
+    n.preset = undefined
     n.changed!.add(slot)
     if (digest === undefined) {
       e.codecs[slot] = 0
@@ -159,13 +202,17 @@ export class RegionTree {
     for (let level = 1; level <= this.geo.height; level++) {
       const dirty: [number, NodeState][] = []
       for (const [index, n] of this.levels[level]!) if (n.dirty) dirty.push([index, n])
+      const hashOf = new Map<NodeState, Uint8Array>()
       const live = dirty.filter(([, n]) => {
+        if (n.preset !== undefined) {
+          if (n.preset) hashOf.set(n, n.preset)
+          return false
+        }
         for (let k = 0; k < n.entries.count; k++) if (n.entries.codecs[k]) return true
         return false
       })
       // small levels are not worth a round trip
       const hashes = hashNodes && live.length >= 16 ? await hashNodes(live.map(([, n]) => n.entries)) : undefined
-      const hashOf = new Map<NodeState, Uint8Array>()
       live.forEach(([, n], k) => hashOf.set(n, hashes ? hashes[k]! : blake3(encodeNode(n.entries))))
       for (const [index, n] of dirty) {
         let newCid: CidBytes | null = null
@@ -183,6 +230,7 @@ export class RegionTree {
         n.cid = newCid
         n.changed = undefined
         n.dirty = false
+        n.preset = undefined
       }
     }
     return stats

@@ -16,7 +16,7 @@ import { compressBlock, defaultCompressor } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { encodeManifest, type BlobRoot, type Manifest, type RegionRoot } from '../codecs/manifest.js'
 import type { TimelineRecord } from '../store/repository.js'
-import { addStats, balancedRuns, batchesOf, emptyStats, fileBatches, ingestBatch, runBatches, type ChunkBatch, type IngestStats } from './ingest.js'
+import { addStats, balancedRuns, batchesOf, markOwnedLeaves, emptyStats, fileBatches, ingestBatch, runBatches, type ChunkBatch, type IngestStats } from './ingest.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
 import { acquireSlab, releaseSlab } from './pipeline/slabs.js'
 import { checkName, REGION_RE, toVtime } from './refs.js'
@@ -290,6 +290,10 @@ export class Timeline {
       const trees: [PreparedRegion, RegionTree][] = []
       const sources: (() => Promise<[ChunkBatch, (b: ChunkBatch) => Promise<void>] | undefined>)[] = []
       const perRegion: IngestStats[] = []
+      // dirty-hint copies are already in memory: all their batches go out at once, sized across
+      // regions so the workers get about two each (a region's share follows its bytes)
+      const copiedBytes = job.regions.reduce((n, r) => n + (r.source.kind === 'copied' ? copyBytes(r) : 0), 0)
+      const allCopied = job.regions.every((r) => r.source.kind === 'copied')
       for (const r of job.regions) {
         const tree = this.treeFor(r.name, r.geo)
         trees.push([r, tree])
@@ -302,7 +306,9 @@ export class Timeline {
         const work = (b: ChunkBatch) => ingestBatch(pool, blocks, tree, b, s, speculative).finally(() => own && b.data && releaseSlab(b.data))
         let next: () => Promise<ChunkBatch | undefined>
         if (src.kind === 'copied') {
-          const list = batchesOf(src.data, src.indexes, (i) => r.geo.chunkLength(i), r.geo.chunkSize, pool.threads * 2)
+          const parts = Math.max(1, Math.round((pool.threads * 2 * copyBytes(r)) / Math.max(1, copiedBytes)))
+          const list = batchesOf(src.data, src.indexes, (i) => r.geo.chunkLength(i), r.geo.chunkSize, parts)
+          if (pool.threads > 0) markOwnedLeaves(list, r.geo.fanout)
           let n = 0
           next = async () => list[n++]
         } else if (src.kind === 'file') {
@@ -331,6 +337,7 @@ export class Timeline {
           return undefined
         },
         (b) => tagged.get(b)!(b),
+        allCopied ? Infinity : undefined,
       )
       for (const s of perRegion) addStats(stats, s)
       phases.chunks = performance.now() - tp
@@ -353,7 +360,8 @@ export class Timeline {
               task.digests.set(e.digests, at * 32)
               at += e.count
             }
-            return pool.run(task)
+            // the arrays were built for this task: move them rather than copy ~2 MB of digests
+            return pool.run(task, [task.counts.buffer, task.codecs.buffer, task.digests.buffer] as ArrayBuffer[])
           }),
         )
         return results.flatMap((r) => Array.from({ length: r.hashes.length / 32 }, (_, k) => r.hashes.subarray(k * 32, k * 32 + 32)))

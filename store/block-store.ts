@@ -44,7 +44,8 @@ export interface PackRecord {
 export const LOCATION_SIZE = 22
 
 export function encodeLocation(l: BlockLocation): Uint8Array {
-  const b = Buffer.alloc(LOCATION_SIZE)
+  const v = allocBytes(LOCATION_SIZE)
+  const b = Buffer.from(v.buffer, v.byteOffset, LOCATION_SIZE)
   b.writeUInt32LE(l.pack, 0)
   b.writeUInt32LE(l.offset % 0x100000000, 4)
   b.writeUInt32LE(Math.floor(l.offset / 0x100000000), 8)
@@ -147,6 +148,11 @@ export class BlockStore {
     return this.blockCount
   }
 
+  /** The "already stored?" filter as shared memory, for worker threads (a "maybe" still needs has()). */
+  filterView(): import('./fingerprint-set.js').FingerprintView {
+    return this.filter.view()
+  }
+
   get filterBytes(): number {
     return this.filter.bytes
   }
@@ -221,21 +227,42 @@ export class BlockStore {
    */
   put(cid: CidBytes, codec: number, payload: Uint8Array, rawLength: number, depth = 0): boolean {
     if (this.has(cid)) return false
+    const at = this.reserve(ENTRY_HEADER_SIZE + payload.length)
+    writeEntry(this.buf, at, cid, codec, depth, rawLength, payload)
+    this.staging(cid, at, payload.length, rawLength, codec, depth)
+    return true
+  }
+
+  /**
+   * put() of a complete pack entry built elsewhere (a worker: header with CID, lengths, codec and
+   * checksum, then the payload); `entry` is copied. A CID already stored or staged is skipped.
+   */
+  putEntry(cid: CidBytes, entry: Uint8Array, rawLength: number, codec: number): boolean {
+    if (this.has(cid)) return false
+    const at = this.reserve(entry.length)
+    this.buf.set(entry, at)
+    this.staging(cid, at, entry.length - ENTRY_HEADER_SIZE, rawLength, codec, 0)
+    return true
+  }
+
+  /** Room for `size` bytes in the write buffer; returns the buffer offset to write at. */
+  private reserve(size: number): number {
     if (this.openPack < 0) this.startPack()
-    const size = ENTRY_HEADER_SIZE + payload.length
     if (this.bufLen + size > this.buf.length) {
       this.flushBuffer()
       if (size > this.buf.length) this.buf = Buffer.allocUnsafe(size)
     }
-    const offset = this.bufStart + this.bufLen
-    this.bufLen += writeEntry(this.buf, this.bufLen, cid, codec, depth, rawLength, payload)
-    const loc = { pack: this.openPack, offset, storedLength: payload.length, rawLength, codec, depth }
+    return this.bufLen
+  }
+
+  private staging(cid: CidBytes, at: number, storedLength: number, rawLength: number, codec: number, depth: number): void {
+    const loc = { pack: this.openPack, offset: this.bufStart + at, storedLength, rawLength, codec, depth }
+    this.bufLen = at + ENTRY_HEADER_SIZE + storedLength
     this.staged.set(cidKey(cid), loc)
     this.stagedCids.push(cid)
     this.stagedEntries++
     this.filter.add(cidDigest(cid))
     if (this.bufLen >= FLUSH_AT) this.flushBuffer()
-    return true
   }
 
   get stagedCount(): number {
@@ -275,12 +302,13 @@ export class BlockStore {
   }
 
   /** Makes staged bytes durable and returns the index operations to commit with the catalog. */
-  prepareCommit(): KVOp[] {
+  async prepareCommit(): Promise<KVOp[]> {
     if (this.openPack < 0) return []
     const rec = this.packs.get(this.openPack)!
     if (this.stagedCids.length === 0 && rec.committedLength > 0) return []
     this.flushBuffer()
-    this.io.sync(this.openPack)
+    // fdatasync on libuv's pool: it covers the data and the file's new length, and keeps this thread free
+    await this.io.syncAsync(this.openPack)
     const ops: KVOp[] = []
     for (const cid of this.stagedCids) {
       ops.push({ type: 'put', key: blockKey(cid), value: encodeLocation(this.staged.get(cidKey(cid))!) })

@@ -3,7 +3,33 @@
  * table of 64-bit digest prefixes, 8 bytes a slot, kept at most half full, so 16-32 bytes per stored
  * block (1M blocks: 16-32 MiB). A hit is only "maybe": the caller confirms it against the index, so a
  * prefix collision can cost a lookup but never lose a block.
+ *
+ * The table lives in shared memory so worker threads can ask too (view()): a worker that sees a digest
+ * as "maybe stored" skips compressing that chunk. Workers only read; a read racing a write, or a view
+ * from before a resize, can only answer "no" for something present (a wasted compression), never "yes"
+ * for something absent that the caller would then not confirm.
  */
+export interface FingerprintView {
+  table: Uint32Array
+  mask: number
+}
+
+/** mayHave() over a (possibly shared, possibly stale) view of a table; digest starts at `at`. */
+export function viewMayHave(v: FingerprintView, digest: Uint8Array, at = 0): boolean {
+  let lo = (digest[at]! | (digest[at + 1]! << 8) | (digest[at + 2]! << 16) | (digest[at + 3]! << 24)) >>> 0
+  let hi = (digest[at + 4]! | (digest[at + 5]! << 8) | (digest[at + 6]! << 16) | (digest[at + 7]! << 24)) >>> 0
+  if (lo === 0 && hi === 0) lo = 1
+  const t = v.table
+  const mask = v.mask
+  for (let i = lo & mask, n = 0; n <= mask; i = (i + 1) & mask, n++) {
+    const a = t[2 * i]!
+    const b = t[2 * i + 1]!
+    if (a === 0 && b === 0) return false
+    if (a === lo && b === hi) return true
+  }
+  return false
+}
+
 export class FingerprintSet {
   private table: Uint32Array
   private mask: number
@@ -12,8 +38,17 @@ export class FingerprintSet {
   constructor(expected = 1 << 16) {
     let cap = 1 << 10
     while (cap < expected * 2) cap *= 2
-    this.table = new Uint32Array(cap * 2)
+    this.table = FingerprintSet.alloc(cap * 2)
     this.mask = cap - 1
+  }
+
+  private static alloc(words: number): Uint32Array {
+    return new Uint32Array(new SharedArrayBuffer(words * 4))
+  }
+
+  /** The current table, for readers on other threads (see the file comment). */
+  view(): FingerprintView {
+    return { table: this.table, mask: this.mask }
   }
 
   get size(): number {
@@ -64,7 +99,7 @@ export class FingerprintSet {
 
   private grow(): void {
     const old = this.table
-    this.table = new Uint32Array(old.length * 2)
+    this.table = FingerprintSet.alloc(old.length * 2)
     this.mask = this.table.length / 2 - 1
     for (let i = 0; i < old.length; i += 2) {
       if (old[i] !== 0 || old[i + 1] !== 0) this.insert(old[i]!, old[i + 1]!)

@@ -61,17 +61,34 @@ export function writeEntry(
   rawLength: number,
   payload: Uint8Array,
 ): number {
-  out.writeUInt32LE(payload.length, offset)
-  out.writeUInt32LE(rawLength, offset + 4)
-  out[offset + 8] = codec
-  out[offset + 9] = depth
-  out.writeUInt16LE(0, offset + 10)
-  out.set(cid, offset + 12)
-  let c = crc32(out.subarray(offset, offset + 48))
-  c = crc32(payload, c)
-  out.writeUInt32LE(c >>> 0, offset + 48)
   out.set(payload, offset + ENTRY_HEADER_SIZE)
-  return ENTRY_HEADER_SIZE + payload.length
+  return writeEntryHeader(out, offset, cid, codec, depth, rawLength, payload.length)
+}
+
+/**
+ * Writes the 52-byte header of an entry whose payload (storedLength bytes) is already in place at
+ * offset + 52, checksum included; returns the entry's size.
+ */
+export function writeEntryHeader(
+  out: Uint8Array,
+  offset: number,
+  cid: Uint8Array,
+  codec: number,
+  depth: number,
+  rawLength: number,
+  storedLength: number,
+): number {
+  const b = Buffer.from(out.buffer, out.byteOffset, out.byteLength)
+  b.writeUInt32LE(storedLength, offset)
+  b.writeUInt32LE(rawLength, offset + 4)
+  b[offset + 8] = codec
+  b[offset + 9] = depth
+  b.writeUInt16LE(0, offset + 10)
+  b.set(cid, offset + 12)
+  let c = crc32(b.subarray(offset, offset + 48))
+  c = crc32(b.subarray(offset + ENTRY_HEADER_SIZE, offset + ENTRY_HEADER_SIZE + storedLength), c)
+  b.writeUInt32LE(c >>> 0, offset + 48)
+  return ENTRY_HEADER_SIZE + storedLength
 }
 
 export function decodeEntryHeader(b: Uint8Array): EntryHeader {

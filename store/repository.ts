@@ -147,7 +147,7 @@ export class Repository {
   async commit(catalogOps: KVOp[]): Promise<void> {
     this.check()
     try {
-      const ops = this.blocks.prepareCommit()
+      const ops = await this.blocks.prepareCommit()
       await this.kv.batch([...ops, ...catalogOps], { sync: true })
     } catch (err) {
       this.blocks.abort()

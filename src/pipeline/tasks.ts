@@ -5,8 +5,11 @@
 import fs from 'node:fs'
 import { blake3 } from '../../codecs/blake3.js'
 import { CkptError } from '../../codecs/errors.js'
+import { cidBytes, RAW } from '../../codecs/cid.js'
+import { ENTRY_HEADER_SIZE, writeEntryHeader } from '../../store/pack-format.js'
 import { encodeNode } from '../../codecs/tree-node.js'
-import { compressBlock, decompressBlock, defaultCompressor, type Compressor } from '../../codecs/compress.js'
+import { compressBlockInto, decompressBlock, defaultCompressor, maxBlockPayload, type Compressor } from '../../codecs/compress.js'
+import { viewMayHave, type FingerprintView } from '../../store/fingerprint-set.js'
 
 /**
  * Chunk bytes come either in `data` (shared memory) or, for files, as `file` + `fileOffset`: the
@@ -28,17 +31,51 @@ export interface HashTask {
    */
   compress?: boolean
   previous?: Uint8Array
+  /**
+   * With `compress`: the store's "already stored?" filter (shared memory). A changed chunk it may
+   * hold is not compressed but marked KNOWN; the caller confirms it against the index.
+   */
+  known?: FingerprintView
+  /** With `compress`: shared memory for the payloads (reused by the caller; saves a fresh buffer per task) */
+  out?: Uint8Array
+  /**
+   * Tree leaves (level-1 nodes) that only this task's chunks change: their current slots, `fanout`
+   * apart. The worker applies its chunks' new digests and holes to them and returns each leaf's
+   * hash, so the tree need not hash them again at commit. Requires `indexes` (chunk index per chunk).
+   */
+  leaves?: LeafSet
+  indexes?: Uint32Array
 }
+
+export interface LeafSet {
+  fanout: number
+  /** leaf numbers, increasing */
+  numbers: Uint32Array
+  counts: Uint32Array
+  codecs: Uint8Array
+  digests: Uint8Array
+}
+
+/** HashResult.compressed values */
+export const COMPRESSED = 1
+export const KNOWN = 2
 export interface HashResult {
   /** 32 bytes per chunk; untouched (zero) for holes */
   digests: Uint8Array
   /** 1 where the chunk is all zero (a hole: not hashed, not stored) */
   zero: Uint8Array
-  /** with `compress`: which chunks were compressed (1), their payloads concatenated, lengths and codes */
+  /**
+   * with `compress`: per chunk 0 (hole or unchanged), COMPRESSED (its pack entry, header and payload,
+   * is next in `out`, with its length and at-rest code) or KNOWN (the filter says it may be stored:
+   * not compressed)
+   */
   compressed?: Uint8Array
   out?: Uint8Array
   outLengths?: Uint32Array
   codes?: Uint8Array
+  /** with `leaves`: 32 bytes per leaf (BLAKE3 of its dag-cbor), and 1 where the leaf holds any link */
+  leafHashes?: Uint8Array
+  leafLive?: Uint8Array
 }
 
 export interface CompressTask {
@@ -159,10 +196,24 @@ export function runTask(t: Task): TaskResult {
       const digests = new Uint8Array(n * 32)
       const zero = new Uint8Array(n)
       const data = input(t)
-      const compressed = t.compress ? new Uint8Array(n) : undefined
-      const parts: Uint8Array[] = []
+      if (!t.compress) {
+        for (let i = 0; i < n; i++) {
+          const c = data.subarray(t.offsets[i]!, t.offsets[i]! + t.lengths[i]!)
+          if (isZero(c)) zero[i] = 1
+          else digests.set(blake3(c), i * 32)
+        }
+        return { digests, zero }
+      }
+      compressor ??= defaultCompressor()
+      let bound = 0
+      for (let i = 0; i < n; i++) bound += ENTRY_HEADER_SIZE + maxBlockPayload(compressor, t.lengths[i]!)
+      // the caller's shared output buffer, or one of our own handed back by transfer; never a buffer
+      // per chunk (allocUnsafeSlow: never a view of Buffer's shared pool, which a transfer would detach)
+      const out = t.out && t.out.length >= bound ? t.out : Buffer.allocUnsafeSlow(bound)
+      const compressed = new Uint8Array(n)
       const outLengths = new Uint32Array(n)
       const codes = new Uint8Array(n)
+      let at = 0
       for (let i = 0; i < n; i++) {
         const c = data.subarray(t.offsets[i]!, t.offsets[i]! + t.lengths[i]!)
         if (isZero(c)) {
@@ -171,46 +222,45 @@ export function runTask(t: Task): TaskResult {
         }
         const d = blake3(c)
         digests.set(d, i * 32)
-        if (compressed && !(t.previous && sameDigest(d, t.previous, i * 32))) {
-          compressor ??= defaultCompressor()
-          const r = compressBlock(compressor, c)
-          // identity returns a view of the input, which may be reused memory: keep a copy
-          parts.push(r.bytes === c ? c.slice() : r.bytes)
-          outLengths[i] = r.bytes.length
-          codes[i] = r.code
-          compressed[i] = 1
+        if (t.previous && sameDigest(d, t.previous, i * 32)) continue
+        if (t.known && viewMayHave(t.known, d)) {
+          compressed[i] = KNOWN
+          continue
         }
+        // a complete pack entry: the main thread only copies it into the pack
+        const r = compressBlockInto(compressor, c, out, at + ENTRY_HEADER_SIZE)
+        const size = writeEntryHeader(out, at, cidBytes(RAW, d), r.code, 0, c.length, r.length)
+        outLengths[i] = size
+        codes[i] = r.code
+        compressed[i] = COMPRESSED
+        at += size
       }
-      if (!compressed) return { digests, zero }
-      return { digests, zero, compressed, out: concat(parts), outLengths, codes }
+      const r: HashResult = { digests, zero, compressed, out: out.subarray(0, at), outLengths, codes }
+      if (t.leaves && t.indexes) Object.assign(r, hashLeaves(t.leaves, t.indexes, digests, zero))
+      return r
     }
     case 'compress': {
       compressor ??= defaultCompressor()
       const n = t.offsets.length
-      const parts: Uint8Array[] = []
       const outLengths = new Uint32Array(n)
       const codes = new Uint8Array(n)
-      let total = 0
       const data = t.file ? fileChunks(t) : t.data!
-      let offs = t.file ? packedOffsets(t.lengths) : t.offsets
+      const offs = t.file ? packedOffsets(t.lengths) : t.offsets
+      let bound = 0
+      for (let i = 0; i < n; i++) bound += maxBlockPayload(compressor, t.lengths[i]!)
+      const out = Buffer.allocUnsafeSlow(bound)
+      let at = 0
       for (let i = 0; i < n; i++) {
         const chunk = data.subarray(offs[i]!, offs[i]! + t.lengths[i]!)
         if (t.digests && !sameDigest(blake3(chunk), t.digests, i * 32)) {
           return { out: new Uint8Array(0), outLengths, codes, changed: i }
         }
-        const r = compressBlock(compressor, chunk)
-        parts.push(r.bytes)
-        outLengths[i] = r.bytes.length
+        const r = compressBlockInto(compressor, chunk, out, at)
+        outLengths[i] = r.length
         codes[i] = r.code
-        total += r.bytes.length
+        at += r.length
       }
-      const out = new Uint8Array(total)
-      let at = 0
-      for (const p of parts) {
-        out.set(p, at)
-        at += p.length
-      }
-      return { out, outLengths, codes }
+      return { out: out.subarray(0, at), outLengths, codes }
     }
     case 'read':
       return readEntries(t)
@@ -228,16 +278,36 @@ export function runTask(t: Task): TaskResult {
   }
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  let total = 0
-  for (const p of parts) total += p.length
-  const out = new Uint8Array(total)
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.length
+/** Applies the chunks' results to the leaves they fall in, then encodes and hashes every leaf. */
+function hashLeaves(l: LeafSet, indexes: Uint32Array, digests: Uint8Array, zero: Uint8Array): { leafHashes: Uint8Array; leafLive: Uint8Array } {
+  const F = l.fanout
+  let k = 0
+  for (let i = 0; i < indexes.length; i++) {
+    const leaf = Math.floor(indexes[i]! / F)
+    while (k < l.numbers.length && l.numbers[k]! < leaf) k++
+    if (k === l.numbers.length) break
+    if (l.numbers[k] !== leaf) continue
+    const slot = k * F + (indexes[i]! % F)
+    if (zero[i]) {
+      l.codecs[slot] = 0
+      l.digests.fill(0, slot * 32, slot * 32 + 32)
+    } else {
+      l.codecs[slot] = RAW
+      l.digests.set(digests.subarray(i * 32, i * 32 + 32), slot * 32)
+    }
   }
-  return out
+  const leafHashes = new Uint8Array(l.numbers.length * 32)
+  const leafLive = new Uint8Array(l.numbers.length)
+  for (let j = 0; j < l.numbers.length; j++) {
+    const count = l.counts[j]!
+    const codecs = l.codecs.subarray(j * F, j * F + count)
+    let live = false
+    for (let s = 0; s < count && !live; s++) live = codecs[s] !== 0
+    if (!live) continue
+    leafLive[j] = 1
+    leafHashes.set(blake3(encodeNode({ count, codecs, digests: l.digests.subarray(j * F * 32, (j * F + count) * 32) })), j * 32)
+  }
+  return { leafHashes, leafLive }
 }
 
 /** File chunks at arbitrary offsets, gathered into one private buffer (compress-from-file). */

@@ -74,11 +74,12 @@ export class WorkerPool {
     return this.workers.length
   }
 
-  run(task: HashTask): Promise<HashResult>
-  run(task: CompressTask): Promise<CompressResult>
-  run(task: ReadTask): Promise<ReadResult>
-  run(task: NodeHashTask): Promise<NodeHashResult>
-  async run(task: Task): Promise<TaskResult> {
+  /** `transfer`: buffers of the task the caller gives up (moved to the worker instead of copied) */
+  run(task: HashTask, transfer?: ArrayBuffer[]): Promise<HashResult>
+  run(task: CompressTask, transfer?: ArrayBuffer[]): Promise<CompressResult>
+  run(task: ReadTask, transfer?: ArrayBuffer[]): Promise<ReadResult>
+  run(task: NodeHashTask, transfer?: ArrayBuffer[]): Promise<NodeHashResult>
+  async run(task: Task, transfer?: ArrayBuffer[]): Promise<TaskResult> {
     if (this.workers.length === 0) return runTask(task)
     await this.ready
     let best = 0
@@ -88,7 +89,7 @@ export class WorkerPool {
     this.owner.set(id, best)
     return new Promise<TaskResult>((resolve, reject) => {
       this.pending.set(id, { resolve, reject })
-      this.workers[best]!.postMessage({ id, task })
+      this.workers[best]!.postMessage({ id, task }, transfer)
     })
   }
 
