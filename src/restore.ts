@@ -128,7 +128,14 @@ function readTask(blocks: BlockStore, geo: Geometry, job: Job, out: Uint8Array |
     cids: new Uint8Array(n * 36),
     outOffsets: new Float64Array(n),
   }
-  const inFiles = job.locs.every((loc) => blocks.io.filePath(loc.pack) !== undefined && !blocks.inWriteBuffer(loc))
+  // pack paths once per pack, not per chunk
+  const paths = new Map<number, string | undefined>()
+  const pathOf = (pack: number) => {
+    if (!paths.has(pack)) paths.set(pack, blocks.io.filePath(pack))
+    return paths.get(pack)
+  }
+  let inFiles = true
+  for (let k = 0; k < n && inFiles; k++) inFiles = pathOf(job.locs[k]!.pack) !== undefined && !blocks.inWriteBuffer(job.locs[k]!)
   const files: string[] = []
   const fileOf = new Map<number, number>()
   const payloads: Uint8Array[] = []
@@ -138,7 +145,7 @@ function readTask(blocks: BlockStore, geo: Geometry, job: Job, out: Uint8Array |
     const loc = job.locs[k]!
     if (inFiles) {
       let f = fileOf.get(loc.pack)
-      if (f === undefined) fileOf.set(loc.pack, (f = files.push(blocks.io.filePath(loc.pack)!) - 1))
+      if (f === undefined) fileOf.set(loc.pack, (f = files.push(pathOf(loc.pack)!) - 1))
       t.fileIdx![k] = f
       t.offsets[k] = loc.offset
     } else {

@@ -335,6 +335,20 @@ function packedOffsets(lengths: Uint32Array): Uint32Array {
 }
 
 const ENTRY_HEADER = 52
+/** a coalesced read spans at most this much, and skips at most RUN_GAP bytes between two entries */
+const RUN_MAX = 4 << 20
+const RUN_GAP = 16 << 10
+
+/** Reads up to into.length bytes at pos; returns how many there were (fewer at the end of the file). */
+function preadUpTo(fd: number, into: Uint8Array, pos: number): number {
+  let got = 0
+  while (got < into.length) {
+    const n = fs.readSync(fd, into, got, into.length - got, pos + got)
+    if (n === 0) break
+    got += n
+  }
+  return got
+}
 
 let outScratch = Buffer.allocUnsafe(1 << 20)
 
@@ -350,19 +364,37 @@ function readEntries(t: ReadTask): ReadResult {
       for (let i = 0; i < t.rawLengths.length; i++) total += t.rawLengths[i]!
       collected = new Uint8Array(total)
     }
+    // entries close together in one pack are read with one pread (a checkpoint's chunks mostly sit
+    // side by side): [runStart, runStart + runGot) of the file is in scratch, for entries up to runLast
+    let runLast = -1
+    let runStart = 0
+    let runGot = 0
     for (let i = 0; i < t.offsets.length; i++) {
       const c = i * 36
       let payload: Uint8Array
       if (t.payloads) payload = t.payloads.subarray(t.offsets[i]!, t.offsets[i]! + t.storedLengths[i]!)
       else {
-        const size = ENTRY_HEADER + t.storedLengths[i]!
-        if (scratch.length < size) scratch = Buffer.allocUnsafe(size)
-        const entry = scratch.subarray(0, size)
-        try {
-          preadAll(fds[t.fileIdx![i]!]!, entry, t.offsets[i]!)
-        } catch {
-          return { bad: i, code: 'CKPT_BAD_PACK', message: `pack ${t.files![t.fileIdx![i]!]} is truncated at offset ${t.offsets[i]}` }
+        if (i > runLast) {
+          let j = i
+          let end = t.offsets[i]! + ENTRY_HEADER + t.storedLengths[i]!
+          while (j + 1 < t.offsets.length && t.fileIdx![j + 1] === t.fileIdx![i]) {
+            const next = t.offsets[j + 1]!
+            const nextEnd = next + ENTRY_HEADER + t.storedLengths[j + 1]!
+            if (next < end || next - end > RUN_GAP || nextEnd - t.offsets[i]! > RUN_MAX) break
+            j++
+            end = nextEnd
+          }
+          runStart = t.offsets[i]!
+          if (scratch.length < end - runStart) scratch = Buffer.allocUnsafe(end - runStart)
+          runGot = preadUpTo(fds[t.fileIdx![i]!]!, scratch.subarray(0, end - runStart), runStart)
+          runLast = j
         }
+        const rel = t.offsets[i]! - runStart
+        const size = ENTRY_HEADER + t.storedLengths[i]!
+        if (rel + size > runGot) {
+          return { bad: i, code: 'CKPT_BAD_PACK', message: `pack ${t.files![t.fileIdx![i]!]} is truncated at offset ${runStart + runGot}` }
+        }
+        const entry = scratch.subarray(rel, rel + size)
         let sameCid = entry.readUInt32LE(0) === t.storedLengths[i]
         for (let j = 0; sameCid && j < 36; j++) sameCid = entry[12 + j] === t.cids[c + j]
         if (!sameCid) return { bad: i, code: 'CKPT_BAD_INDEX', message: 'index entry points at another pack entry' }
