@@ -25,6 +25,9 @@ export type CkptErrorCode =
   | 'CKPT_VERSION'
   | 'CKPT_IO'
   | 'CKPT_NO_SPACE'
+  | 'CKPT_BAD_BUNDLE'
+  | 'CKPT_BUNDLE_INCOMPLETE'
+  | 'CKPT_TIMELINE_CONFLICT'
 
 export class CkptError extends Error {
   readonly code: CkptErrorCode

@@ -1,7 +1,8 @@
 /**
  * The checkpoint manifest: one dag-cbor block per checkpoint, the root an IPLD tool walks from.
  * Format version 1 (SPEC.md §Manifest):
- *   { v: 1, timeline: string, vtime: uint64, wall: uint (ms since epoch), parent: CID | null,
+ *   { v: 1, timeline: string, lineage: string (32 hex digits), vtime: uint64, wall: uint (ms since epoch),
+ *     parent: CID | null,
  *     meta: { string: string },
  *     regions: { name: { size: uint, chunk: uint, fanout: uint, root: CID | null } },
  *     blobs:   { name: { size: uint, chunks: [[CID, uint], ...] } } }
@@ -13,6 +14,7 @@ import { fromCID, toCID, type CidBytes } from './cid.js'
 import { CkptError } from './errors.js'
 
 export const MANIFEST_VERSION = 1
+export const LINEAGE_RE = /^[0-9a-f]{32}$/
 
 export interface RegionRoot {
   size: number
@@ -28,6 +30,11 @@ export interface BlobRoot {
 
 export interface Manifest {
   timeline: string
+  /**
+   * The timeline's lineage: 128 random bits (32 lowercase hex digits) drawn when the timeline was
+   * created (a fork draws its own). Two timelines of one name are one history only if they share it.
+   */
+  lineage: string
   vtime: bigint
   wall: number
   parent: CidBytes | null
@@ -48,6 +55,7 @@ export function encodeManifest(m: Manifest): Uint8Array {
   return dagCbor.encode({
     v: MANIFEST_VERSION,
     timeline: m.timeline,
+    lineage: m.lineage,
     vtime: m.vtime <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(m.vtime) : m.vtime,
     wall: m.wall,
     parent: m.parent ? toCID(m.parent) : null,
@@ -91,6 +99,7 @@ export function decodeManifest(bytes: Uint8Array): Manifest {
   if (!isRecord(o)) throw bad('not a map')
   if (o.v !== MANIFEST_VERSION) throw new CkptError('CKPT_VERSION', `manifest version ${String(o.v)} is not supported`)
   if (typeof o.timeline !== 'string') throw bad('timeline is not a string')
+  if (typeof o.lineage !== 'string' || !LINEAGE_RE.test(o.lineage)) throw bad('lineage is not 32 lowercase hex digits')
   let vtime: bigint
   if (typeof o.vtime === 'bigint' && o.vtime >= 0n) vtime = o.vtime
   else vtime = BigInt(uint(o.vtime, 'vtime'))
@@ -125,6 +134,7 @@ export function decodeManifest(bytes: Uint8Array): Manifest {
   }
   return {
     timeline: o.timeline,
+    lineage: o.lineage,
     vtime,
     wall: uint(o.wall, 'wall'),
     parent: cidOrNull(o.parent, 'parent'),

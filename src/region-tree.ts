@@ -13,7 +13,7 @@ import { blake3 } from '../codecs/blake3.js'
 import { cidBytes, cidDigest, DAG_CBOR, RAW, type CidBytes } from '../codecs/cid.js'
 import { AT_REST, compressBlock, defaultCompressor } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
-import { encodeNodePatch } from '../codecs/node-delta.js'
+import { encodeNodeDelta, encodeNodePatch } from '../codecs/node-delta.js'
 import { emptyNode, encodedNodeLength, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
 import type { BlockStore } from '../store/block-store.js'
 import type { LeafSet } from './pipeline/tasks.js'
@@ -237,31 +237,44 @@ export class RegionTree {
   }
 
   private writeNode(cid: CidBytes, n: NodeState): number {
-    const size = encodedNodeLength(n.entries)
-    if (n.cid && n.changed) {
-      const baseDepth = n.depth ?? this.blocks.locate(n.cid)?.depth ?? MAX_DELTA_DEPTH
-      // nodes written together would all reach the limit together (a burst of whole-node writes):
-      // a limit from 25 to 32 picked by the base's digest spreads them over eight checkpoints
-      if (baseDepth < MAX_DELTA_DEPTH - (n.cid[4]! & 7)) {
-        const slots = Uint32Array.from(n.changed).sort()
-        const delta = encodeNodePatch(n.cid, n.entries, slots, size >> 1)
-        if (delta) {
-          this.blocks.put(cid, AT_REST.nodeDelta, delta, size, baseDepth + 1)
-          n.depth = baseDepth + 1
-          return delta.length
-        }
+    const base = n.cid && n.changed ? { cid: n.cid, depth: n.depth, slots: Uint32Array.from(n.changed).sort() } : undefined
+    const r = storeNode(this.blocks, cid, n.entries, base)
+    n.depth = r.depth
+    return r.stored
+  }
+}
+
+/**
+ * Stores a tree node: as a delta against `base` (its previous version, already stored) where that is
+ * under half the node's size and the base's chain is short enough, else whole (zstd). `base.slots`
+ * lists the changed slots when the caller tracked them; otherwise the two nodes are compared.
+ * Returns the stored payload size and the entry's delta depth.
+ */
+export function storeNode(
+  blocks: BlockStore,
+  cid: CidBytes,
+  entries: NodeEntries,
+  base?: { cid: CidBytes; depth?: number; slots?: ArrayLike<number>; entries?: NodeEntries },
+): { stored: number; depth: number } {
+  const size = encodedNodeLength(entries)
+  if (base) {
+    const baseDepth = base.depth ?? blocks.locate(base.cid)?.depth ?? MAX_DELTA_DEPTH
+    // nodes written together would all reach the limit together (a burst of whole-node writes):
+    // a limit from 25 to 32 picked by the base's digest spreads them over eight checkpoints
+    if (baseDepth < MAX_DELTA_DEPTH - (base.cid[4]! & 7)) {
+      const delta = base.slots
+        ? encodeNodePatch(base.cid, entries, base.slots, size >> 1)
+        : encodeNodeDelta(base.cid, base.entries ?? blocks.getNode(base.cid), entries, size >> 1)
+      if (delta) {
+        blocks.put(cid, AT_REST.nodeDelta, delta, size, baseDepth + 1)
+        return { stored: delta.length, depth: baseDepth + 1 }
       }
     }
-    const bytes = encodeNode(n.entries)
-    const c = compressBlock(compressor(), bytes)
-    this.blocks.put(cid, c.code, c.bytes, bytes.length, 0)
-    n.depth = 0
-    return c.bytes.length
   }
-
-
-
-
+  const bytes = encodeNode(entries)
+  const c = compressBlock(compressor(), bytes)
+  blocks.put(cid, c.code, c.bytes, bytes.length, 0)
+  return { stored: c.bytes.length, depth: 0 }
 }
 
 let defaultComp: ReturnType<typeof defaultCompressor> | undefined

@@ -126,8 +126,8 @@ interface Job {
  * fewest bytes through this thread); entries in memory packs or not yet flushed are read here and
  * passed as payloads. Either way the worker decompresses straight into the destination and re-hashes.
  */
-function readTask(blocks: BlockStore, geo: Geometry, job: Job, out: Uint8Array | string): ReadTask {
-  const n = job.chunks.length
+function readTask(blocks: BlockStore, geo: Geometry | undefined, job: Job, out: Uint8Array | string | undefined): ReadTask {
+  const n = job.cids.length
   const t: ReadTask = {
     op: 'read',
     offsets: new Float64Array(n),
@@ -167,13 +167,33 @@ function readTask(blocks: BlockStore, geo: Geometry, job: Job, out: Uint8Array |
     t.codes[k] = loc.codec
     t.rawLengths[k] = loc.rawLength
     t.cids.set(job.cids[k]!, k * 36)
-    t.outOffsets[k] = job.chunks[k]! * geo.chunkSize
+    t.outOffsets[k] = geo ? job.chunks[k]! * geo.chunkSize : 0
   }
   if (inFiles) t.files = files
   else t.payloads = Buffer.concat(payloads)
   if (typeof out === 'string') t.outFile = out
-  else if (out.buffer instanceof SharedArrayBuffer) t.out = out
+  else if (out && out.buffer instanceof SharedArrayBuffer) t.out = out
   return t
+}
+
+/**
+ * Blocks at known locations, read, decompressed and verified on the worker pool; their bytes
+ * concatenated in order (the caller knows each one's raw length from its location).
+ */
+export async function readBlocks(blocks: BlockStore, pool: WorkerPool, cids: CidBytes[], locs: BlockLocation[]): Promise<Uint8Array> {
+  const job: Job = { chunks: [], cids, locs, raw: 0 }
+  const r = await pool.run(readTask(blocks, undefined, job, undefined))
+  if (r.bad >= 0) throw readFailure(r, cids[r.bad]!, locs[r.bad]!)
+  return r.data!
+}
+
+function readFailure(r: { code?: string; message?: string }, cid: CidBytes, loc: BlockLocation): CkptError {
+  if (r.code === 'CKPT_HASH_MISMATCH') return hashMismatch(cid, loc)
+  return new CkptError((r.code as 'CKPT_BAD_PACK' | undefined) ?? 'CKPT_BAD_PACK', `block ${cidToString(cid)}: ${r.message}`, {
+    cid: cidToString(cid),
+    pack: loc.pack,
+    offset: loc.offset,
+  })
 }
 
 export async function restoreRegion(
@@ -222,15 +242,7 @@ export async function restoreRegion(
       count++
     }
     const r = await pool.run(readTask(blocks, geo, job, out))
-    if (r.bad >= 0) {
-      const cid = job.cids[r.bad]!
-      if (r.code === 'CKPT_HASH_MISMATCH') throw hashMismatch(cid, job.locs[r.bad]!)
-      throw new CkptError(r.code ?? 'CKPT_BAD_PACK', `block ${cidToString(cid)}: ${r.message}`, {
-        cid: cidToString(cid),
-        pack: job.locs[r.bad]!.pack,
-        offset: job.locs[r.bad]!.offset,
-      })
-    }
+    if (r.bad >= 0) throw readFailure(r, job.cids[r.bad]!, job.locs[r.bad]!)
     if (r.data) place(job, r.data)
   }
   // holes are zero-filled in runs (one fill per run, not per chunk); files stay sparse

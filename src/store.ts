@@ -1,6 +1,7 @@
 /**
  * The library's entry point: openStore(dir) and the CkptStore it returns (SPEC.md §Library API).
  */
+import { randomBytes } from 'node:crypto'
 import os from 'node:os'
 import path from 'node:path'
 import PQueue from 'p-queue'
@@ -114,6 +115,28 @@ export class CkptStore {
     }) as Promise<T>
   }
 
+  /** @internal runs fn alone in the pipeline (no checkpoint commits meanwhile): imports, repairs */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    this.checkOpen()
+    return this.enqueue(0, fn)
+  }
+
+  /** @internal a reference as CID bytes */
+  resolveCid(ref: string | CID): Promise<CidBytes> {
+    return this.resolveBytes(ref)
+  }
+
+  /** @internal open timeline handles learn about checkpoints added behind their back (imports) */
+  async timelinesChanged(names: Iterable<string>): Promise<void> {
+    for (const name of names) {
+      const pending = this.timelines.get(name)
+      if (!pending) continue
+      const tl = await pending.catch(() => undefined)
+      const head = await this.repo.latest(name)
+      if (tl && head) tl.headMoved(head.cid, head.vtime, await this.manifestOf(head.cid))
+    }
+  }
+
   /**
    * Opens a timeline, creating it with these regions if it does not exist. An existing timeline must
    * be opened with the same regions (or none: then its own are used).
@@ -164,7 +187,7 @@ export class CkptStore {
     if (!regions || Object.keys(regions).length === 0) {
       throw new CkptError('CKPT_NOT_FOUND', `timeline ${name} does not exist (give its regions to create it)`, { timeline: name })
     }
-    return new Timeline(this, { name, regions, created: Date.now() }, undefined)
+    return new Timeline(this, { name, lineage: newLineage(), regions, created: Date.now() }, undefined)
   }
 
   /** Nearest checkpoint of the timeline at or before vtime (one index seek). */
@@ -327,6 +350,11 @@ export class CkptStore {
     await this.pool.close()
     await this.repo.close()
   }
+}
+
+/** A fresh timeline lineage: 128 random bits as 32 hex digits. */
+export function newLineage(): string {
+  return randomBytes(16).toString('hex')
 }
 
 function sortKeys(o: Record<string, unknown>): Record<string, unknown> {

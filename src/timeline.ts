@@ -131,7 +131,7 @@ export class Timeline {
    * content that was never stored, so such checkpoints fail (CKPT_PREVIOUS_FAILED) until a full scan
    * of the region (no `dirty`) sets a new baseline.
    */
-  private readonly broken = new Set<string>()
+  private readonly broken = new Map<string, string>()
 
   constructor(
     private readonly store: CkptStore,
@@ -146,6 +146,20 @@ export class Timeline {
 
   get name(): string {
     return this.record.name
+  }
+
+  /**
+   * @internal checkpoints were added to this timeline without it (an import): when its newest is
+   * newer than this handle's head, the head moves there and later dirty hints count from it.
+   */
+  headMoved(cid: CidBytes, vtime: bigint, manifest: Manifest): void {
+    if (this.lastVtime !== undefined && vtime <= this.lastVtime) return
+    this.headCid = cid
+    this.headManifest = manifest
+    this.lastVtime = vtime
+    if (this.acceptedVtime === undefined || vtime > this.acceptedVtime) this.acceptedVtime = vtime
+    this.trees.clear()
+    for (const r of Object.keys(this.record.regions)) this.broken.set(r, `an import moved timeline ${this.name}'s head to vtime ${vtime}`)
   }
 
   get regions(): Record<string, { size: number; chunkSize: number }> {
@@ -269,8 +283,9 @@ export class Timeline {
     const phases = { queued: performance.now() - t0 - pauseMs, chunks: 0, tree: 0, commit: 0 }
     for (const r of job.regions) {
       if (r.source.kind === 'copied' && this.broken.has(r.name)) {
+        const why = this.broken.get(r.name)!
         for (const x of job.regions) if (x.owned && x.source.kind !== 'file') releaseSlab(x.source.data)
-        throw new CkptError('CKPT_PREVIOUS_FAILED', `an earlier checkpoint of region ${r.name} failed, so dirty hints relative to it are void; checkpoint the region without dirty (full scan)`, {
+        throw new CkptError('CKPT_PREVIOUS_FAILED', `${why}, so dirty hints relative to it are void; checkpoint the region without dirty (full scan)`, {
           timeline: this.name,
           region: r.name,
           vtime: job.vtime.toString(),
@@ -382,6 +397,7 @@ export class Timeline {
       }
       const manifest: Manifest = {
         timeline: this.name,
+        lineage: this.record.lineage,
         vtime: job.vtime,
         wall: Date.now(),
         parent: this.headCid,
@@ -414,7 +430,7 @@ export class Timeline {
       // last durable head; later dirty hints for its regions are void (see `broken`)
       blocks.abort()
       this.trees.clear()
-      for (const r of job.regions) this.broken.add(r.name)
+      for (const r of job.regions) this.broken.set(r.name, `an earlier checkpoint of region ${r.name} failed`)
       throw err
     } finally {
       for (const r of job.regions) if (r.owned && r.source.kind !== 'file') releaseSlab(r.source.data)

@@ -269,6 +269,12 @@ export class BlockStore {
     return this.stagedCids.length
   }
 
+  /** Pack bytes staged since the last commit (what the next commit makes durable). */
+  get stagedBytes(): number {
+    if (this.openPack < 0) return 0
+    return this.bufStart + this.bufLen - this.packs.get(this.openPack)!.committedLength
+  }
+
   private startPack(): void {
     let n = 1
     for (const k of this.packs.keys()) n = Math.max(n, k + 1)

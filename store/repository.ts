@@ -40,6 +40,8 @@ export interface RegionSpec {
 
 export interface TimelineRecord {
   name: string
+  /** 32 hex digits, random at creation; manifests carry it (see Manifest.lineage) */
+  lineage: string
   regions: Record<string, RegionSpec>
   created: number
   /** set when the timeline was forked from a checkpoint of another */

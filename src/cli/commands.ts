@@ -5,6 +5,7 @@
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
+import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import { CkptError, isCkptError } from '../../codecs/errors.js'
 import type { CkptStore, OpenOptions } from '../store.js'
@@ -493,6 +494,162 @@ examples:
   },
 }
 
+// ---------------------------------------------------------------- export
+
+const exportCmd: Command = {
+  summary: 'write checkpoints to a bundle (a CAR file any IPFS tool reads)',
+  help: `usage: ckpt export --store DIR REF... --out FILE [--since REF]... [--compress [--compress-with zstd|gzip]] [--json]
+
+Writes the checkpoints and every block they reach, once each, as a CAR v1 file whose roots are the
+checkpoints. With --since, blocks reachable from those checkpoints (which the receiver already has)
+are left out: a thin bundle. --out - writes to stdout, e.g. to pipe into "ckpt import -" on another
+machine. --compress compresses the whole file (zstd where it is available, else gzip); import
+recognises it by itself. Every block is verified against its hash as it is read.
+
+${REF_HELP}
+
+${STORE_HELP}
+  --out FILE           the bundle (- for stdout); written under a temporary name and renamed when complete
+  --since REF          a checkpoint the receiver has (repeatable)
+  --compress           compress the bundle file
+  --compress-with C    zstd or gzip (implies --compress)
+${JSON_HELP} (not with --out -)
+
+examples:
+  ckpt export --store s run-42 --out run-42.car
+  ckpt export --store s run-42@0 run-42@5000000 --out two.car --compress
+  ckpt export --store s run-42 --since run-42@1000 --out - | ssh lab ckpt import --store /data/ckpt -`,
+  async run(argv) {
+    const { values, positionals } = parse('export', argv, {
+      ...COMMON,
+      out: { type: 'string' },
+      since: { type: 'string', multiple: true },
+      compress: { type: 'boolean' },
+      'compress-with': { type: 'string' },
+    })
+    if (positionals.length === 0) throw new UsageError('missing REF (the checkpoints to export)', 'export')
+    const dir = storeDir(values.store, 'export')
+    const out = required(values.out, '--out', 'export')
+    if (out === '') throw new UsageError('--out must not be empty', 'export')
+    const toStdout = out === '-'
+    if (toStdout && values.json) throw new UsageError('--json cannot be used with --out - (stdout carries the bundle)', 'export')
+    const how = values['compress-with']
+    if (how !== undefined && how !== 'zstd' && how !== 'gzip') throw new UsageError(`--compress-with must be zstd or gzip, not ${JSON.stringify(how)}`, 'export')
+    const compress = how ?? (values.compress ? true : false)
+    const outPath = toStdout ? '-' : path.resolve(out)
+    const progress = new Progress('ckpt export', Progress.wanted(values.json === true))
+    try {
+      const summary = await withStore(dir, { mustExist: true }, async (store) => {
+        const { exportBundle } = await import('../bundle.js')
+        progress.set('resolving checkpoints')
+        const stream = exportBundle(store, positionals, {
+          since: values.since ?? [],
+          compress,
+          onProgress: (p) => progress.amount(`${p.blocks} blocks`, p.bytes),
+        })
+        if (toStdout) {
+          await pipeline(Readable.from(stream), process.stdout, { end: false })
+          return stream.summary
+        }
+        const tmp = `${outPath}.ckpt-partial-${process.pid}`
+        try {
+          await pipeline(Readable.from(stream), fs.createWriteStream(tmp))
+          fs.renameSync(tmp, outPath)
+        } catch (err) {
+          fs.rmSync(tmp, { force: true })
+          if (isCkptError(err)) throw err
+          const code = (err as NodeJS.ErrnoException).code
+          throw new CkptError(code === 'ENOSPC' ? 'CKPT_NO_SPACE' : 'CKPT_IO', `cannot write ${outPath}: ${(err as Error).message}`, { path: outPath }, err)
+        }
+        return stream.summary
+      })
+      progress.end()
+      if (toStdout) return
+      const fileBytes = fs.statSync(outPath).size
+      if (values.json) {
+        json({ out: outPath, checkpoints: summary.roots.length, roots: summary.roots, blocks: summary.blocks, bytes: summary.bytes, skipped: summary.skipped, carBytes: summary.carBytes, fileBytes, compression: summary.compression })
+      } else {
+        line(`exported ${summary.roots.length} checkpoint${summary.roots.length === 1 ? '' : 's'} to ${outPath}`)
+        for (const l of columns([
+          ['blocks', `${summary.blocks} (${humanBytes(summary.bytes)})${summary.skipped ? `, ${summary.skipped} left out (already sent or in --since)` : ''}`],
+          ['file', `${humanBytes(fileBytes)}${summary.compression === 'none' ? '' : ` (${summary.compression}; ${humanBytes(summary.carBytes)} uncompressed)`}`],
+        ]))
+          line('  ' + l)
+      }
+    } finally {
+      progress.end()
+    }
+  },
+}
+
+// ---------------------------------------------------------------- import
+
+const importCmd: Command = {
+  summary: 'add the checkpoints of a bundle (CAR file) to the store',
+  help: `usage: ckpt import --store DIR FILE [--as NAME | --timeline-prefix PREFIX] [--json]
+
+Reads a bundle (CAR v1 or v2; plain, zstd or gzip), checks every block against its hash and every
+checkpoint's DAG for completeness (blocks may also come from the store: thin bundles), and only then
+makes the checkpoints visible, all at once. A bad bundle changes nothing visible. FILE - reads stdin.
+Importing a bundle twice is a no-op. A timeline that exists here with another history (another
+lineage) is never merged: give --as NAME (a bundle of one timeline) or --timeline-prefix PREFIX.
+
+${STORE_HELP}
+  --as NAME               import the bundle's timeline under this name
+  --timeline-prefix P     prefix the names of all imported timelines
+${JSON_HELP}
+
+examples:
+  ckpt import --store s run-42.car
+  ckpt import --store s ci-failure.car --timeline-prefix ci/
+  ssh ci ckpt export --store /ckpt run-42 --out - | ckpt import --store s -`,
+  async run(argv) {
+    const { values, positionals } = parse('import', argv, { ...COMMON, as: { type: 'string' }, 'timeline-prefix': { type: 'string' } })
+    const file = oneRef('import', positionals)
+    const dir = storeDir(values.store, 'import')
+    if (values.as !== undefined && values['timeline-prefix'] !== undefined) throw new UsageError('give --as or --timeline-prefix, not both', 'import')
+    let source: AsyncIterable<Uint8Array>
+    let total: number | undefined
+    let read = 0
+    if (file === '-') source = process.stdin
+    else {
+      total = fileSize(file)
+      source = fs.createReadStream(file, { highWaterMark: 1 << 20 })
+    }
+    const counted = (async function* () {
+      for await (const c of source) {
+        read += c.length
+        yield c as Uint8Array
+      }
+    })()
+    const progress = new Progress('ckpt import', Progress.wanted(values.json === true))
+    try {
+      const s = await withStore(dir, {}, async (store) => {
+        const { importBundle } = await import('../bundle.js')
+        return importBundle(store, counted, {
+          as: values.as,
+          timelinePrefix: values['timeline-prefix'],
+          onProgress: (p) => progress.amount(`${p.blocks} blocks`, read, total),
+        })
+      })
+      progress.end()
+      if (values.json) {
+        json({ file: file === '-' ? '-' : path.resolve(file), ...s })
+        return
+      }
+      const what = s.checkpoints === 0 ? 'nothing new' : `${s.checkpoints} checkpoint${s.checkpoints === 1 ? '' : 's'}`
+      line(`imported ${what} into ${s.timelines.join(', ')}${s.alreadyPresent ? ` (${s.alreadyPresent} already present)` : ''}`)
+      for (const l of columns([
+        ['blocks', `${s.blocks} read, ${s.newBlocks} new, ${s.presentBlocks} already present`],
+        ['bytes', `${humanBytes(s.bytes)} read, ${humanBytes(s.storedBytes)} stored`],
+      ]))
+        line('  ' + l)
+    } finally {
+      progress.end()
+    }
+  },
+}
+
 export const COMMANDS: ReadonlyMap<string, Command> = new Map([
   ['init', init],
   ['add', add],
@@ -502,4 +659,6 @@ export const COMMANDS: ReadonlyMap<string, Command> = new Map([
   ['restore', restore],
   ['diff', diff],
   ['stats', stats],
+  ['export', exportCmd],
+  ['import', importCmd],
 ])

@@ -44,6 +44,7 @@ export function manifestJson(cid: string, m: Manifest) {
   return {
     cid,
     timeline: m.timeline,
+    lineage: m.lineage,
     vtime: m.vtime.toString(),
     wall: new Date(m.wall).toISOString(),
     parent: cidText(m.parent),
@@ -60,6 +61,7 @@ export function manifestText(cid: string, m: Manifest): string[] {
   const lines = columns([
     ['checkpoint', cid],
     ['timeline', m.timeline],
+    ['lineage', m.lineage],
     ['vtime', m.vtime.toString()],
     ['wall', new Date(m.wall).toISOString()],
     ['parent', m.parent ? cidToString(m.parent) : '(none)'],

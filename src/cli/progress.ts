@@ -1,7 +1,10 @@
+import { humanBytes } from './format.js'
+
 /**
- * A single updating status line on stderr for commands that may take seconds (`add`, `restore`):
- * `ckpt add: checkpointing 3 regions ... 2.4s`. Only on a TTY and never with --json; it first appears
- * after a short delay (fast commands never show it) and is erased by end().
+ * A single updating status line on stderr for commands that may take seconds (`add`, `restore`,
+ * `export`, `import`): `ckpt add: checkpointing 3 regions ... 2.4s`, or with amounts a bar:
+ * `ckpt import: [######------] 48% 410 MiB of 860 MiB, 380 MiB/s, ETA 1.2s`. Only on a TTY and never
+ * with --json; it first appears after a short delay (fast commands never show it) and is erased by end().
  */
 export class Progress {
   private phase = ''
@@ -24,15 +27,44 @@ export class Progress {
     return stream.isTTY === true && !json
   }
 
+  private done: number | undefined
+  private total: number | undefined
+  private unit = ''
+
   set(phase: string): void {
     this.phase = phase
+    this.done = undefined
+    this.total = undefined
     if (this.shown) this.render()
+  }
+
+  /** An amount of work done so far (bytes when unit is 'B'), of `total` when it is known. */
+  amount(phase: string, done: number, total?: number, unit = 'B'): void {
+    this.phase = phase
+    this.done = done
+    this.total = total
+    this.unit = unit
   }
 
   private render(): void {
     if (!this.enabled) return
-    const secs = ((performance.now() - this.t0) / 1000).toFixed(1)
+    const elapsed = (performance.now() - this.t0) / 1000
+    const secs = elapsed.toFixed(1)
     let line = `${this.label}: ${this.phase} ${secs}s`
+    if (this.done !== undefined) {
+      const fmt = (n: number) => (this.unit === 'B' ? humanBytes(Math.round(n)) : `${n} ${this.unit}`)
+      const rate = elapsed > 0 ? this.done / elapsed : 0
+      const rateText = this.unit === 'B' ? `${humanBytes(Math.round(rate))}/s` : `${rate.toFixed(0)} ${this.unit}/s`
+      if (this.total && this.total > 0) {
+        const f = Math.min(1, this.done / this.total)
+        const width = 20
+        const bar = '#'.repeat(Math.round(f * width)).padEnd(width, '-')
+        const eta = rate > 0 ? ((this.total - this.done) / rate).toFixed(1) : '?'
+        line = `${this.label}: ${this.phase} [${bar}] ${(f * 100).toFixed(0)}% ${fmt(this.done)} of ${fmt(this.total)}, ${rateText}, ETA ${eta}s`
+      } else {
+        line = `${this.label}: ${this.phase} ${fmt(this.done)}, ${rateText}, ${secs}s`
+      }
+    }
     const cols = this.stream.columns
     if (cols && line.length > cols - 1) line = line.slice(0, cols - 1)
     this.stream.write('\r\x1b[K' + line)

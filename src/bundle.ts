@@ -1,0 +1,869 @@
+/**
+ * Bundles: checkpoints as CAR v1 files any IPFS tool can read (SPEC.md §Bundles).
+ *
+ * exportBundle streams a CAR whose roots are the checkpoints' manifests and whose blocks are every
+ * block their DAGs reach (regions' trees and chunks, blobs' chunks, the manifests) exactly once, in
+ * post-order: children before the node that links them, a checkpoint's manifest after all of its
+ * blocks. `since` leaves out every block reachable from checkpoints the receiver already has. Memory
+ * stays bounded: the "already in the bundle" set is a SeenSet (Bloom filter + temporary LevelDB).
+ *
+ * importBundle reads any CAR (v1, or v2 by its payload; plain, zstd or gzip), re-hashes every block
+ * against its CID, proves each root's DAG complete (in the bundle or already stored), stores tree
+ * nodes as deltas against the same node of the checkpoint's parent where it can, and only then makes
+ * the checkpoints visible in one atomic catalog commit. A bad bundle leaves no visible trace; blocks
+ * it had written (committed in steps to bound memory) are unreferenced and gc removes them.
+ */
+import path from 'node:path'
+import { CID as CIDClass, type CID } from 'multiformats/cid'
+import { blake3 } from '../codecs/blake3.js'
+import { compressBundle, decompressBundle, defaultBundleCompression, type BundleCompression } from '../codecs/bundle-compress.js'
+import { badBundle, CarReader, encodeCarHeader, sectionPrefix } from '../codecs/car.js'
+import { CID_LENGTH, cidDigest, cidEquals, cidKey, cidToString, DAG_CBOR, RAW, toCID, type CidBytes } from '../codecs/cid.js'
+import { compressBlock, defaultCompressor, maxBlockPayload } from '../codecs/compress.js'
+import { CkptError } from '../codecs/errors.js'
+import { decodeManifest, type Manifest } from '../codecs/manifest.js'
+import { decodeNode, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
+import type { BlockLocation, BlockStore } from '../store/block-store.js'
+import type { KVOp } from '../store/kv.js'
+import { ENTRY_HEADER_SIZE, MAX_BLOCK_SIZE } from '../store/pack-format.js'
+import type { Repository, TimelineRecord } from '../store/repository.js'
+import { SeenSet } from '../store/seen-set.js'
+import { COMPRESSED } from './pipeline/tasks.js'
+import { acquireSlab, releaseSlab } from './pipeline/slabs.js'
+import type { WorkerPool } from './pipeline/worker-pool.js'
+import { checkName } from './refs.js'
+import { Geometry, storeNode } from './region-tree.js'
+import { readBlocks } from './restore.js'
+import type { CkptStore } from './store.js'
+
+// ------------------------------------------------------------------------------------------ export
+
+export interface ExportOptions {
+  /** checkpoints the receiver already has: nothing reachable from them goes into the bundle */
+  since?: (string | CID)[]
+  /** compress the whole file: true = zstd when it loads, else gzip */
+  compress?: boolean | BundleCompression
+  /** called after every ~1 MiB of output with the running totals */
+  onProgress?: (p: ExportProgress) => void
+}
+
+export interface ExportProgress {
+  blocks: number
+  /** block bytes written (uncompressed) */
+  bytes: number
+}
+
+export interface ExportSummary extends ExportProgress {
+  roots: string[]
+  /** blocks left out because the receiver has them (`since`) or the bundle already had them */
+  skipped: number
+  /** CAR bytes before compression */
+  carBytes: number
+  compression: BundleCompression
+}
+
+export type BundleStream = AsyncIterable<Uint8Array> & { summary: Promise<ExportSummary> }
+
+/** Output is handed on in pieces of about this size. */
+const OUT_CHUNK = 1 << 20
+/** Chunk reads in flight ahead of the output (each ~2 MiB). */
+const READ_AHEAD = 4
+const JOB_BYTES = 2 << 20
+
+function tmpSetDir(store: CkptStore, what: string): string | undefined {
+  const { repo } = store.internals()
+  if (repo.memory) return undefined
+  return path.join(repo.dir, 'tmp', `${what}-${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`)
+}
+
+/**
+ * The bundle as a byte stream (pull-based: nothing is read ahead of the consumer beyond a few MiB).
+ * `summary` resolves when the stream has ended.
+ */
+export function exportBundle(store: CkptStore, refs: (string | CID)[], opts: ExportOptions = {}): BundleStream {
+  if (!Array.isArray(refs) || refs.length === 0) throw new CkptError('CKPT_BAD_ARGUMENT', 'export needs at least one checkpoint')
+  let done!: (s: ExportSummary) => void
+  let fail!: (e: unknown) => void
+  const summary = new Promise<ExportSummary>((resolve, reject) => ((done = resolve), (fail = reject)))
+  summary.catch(() => {})
+  const kind: BundleCompression = opts.compress === true ? defaultBundleCompression() : opts.compress === false || opts.compress === undefined ? 'none' : opts.compress
+  const car = carStream(store, refs, opts, kind, done, fail)
+  const stream = compressBundle(kind, car)
+  return Object.assign(stream, { summary })
+}
+
+async function* carStream(
+  store: CkptStore,
+  refs: (string | CID)[],
+  opts: ExportOptions,
+  compression: BundleCompression,
+  done: (s: ExportSummary) => void,
+  fail: (e: unknown) => void,
+): AsyncIterable<Uint8Array> {
+  const { repo, pool } = store.internals()
+  const blocks = repo.blocks
+  let seen: SeenSet | undefined
+  const stats = { blocks: 0, bytes: 0, skipped: 0, carBytes: 0 }
+  try {
+    const roots: CidBytes[] = []
+    const rootKeys = new Set<string>()
+    for (const r of refs) {
+      const cid = await store.resolveCid(r)
+      if (!rootKeys.has(cidKey(cid))) {
+        rootKeys.add(cidKey(cid))
+        roots.push(cid)
+      }
+    }
+    const manifests = await Promise.all(roots.map((r) => store.manifest(toCID(r))))
+    seen = await SeenSet.create(tmpSetDir(store, 'export'), blocks.count)
+    for (const s of opts.since ?? []) await markReachable(store, blocks, seen, await store.resolveCid(s))
+
+    let out = new Uint8Array(OUT_CHUNK + 64)
+    let outLen = 0
+    const emit = function* (bytes: Uint8Array): Generator<Uint8Array> {
+      stats.carBytes += bytes.length
+      if (outLen + bytes.length > out.length) {
+        if (outLen > 0) {
+          yield out.subarray(0, outLen)
+          out = new Uint8Array(OUT_CHUNK + 64)
+          outLen = 0
+        }
+        if (bytes.length > out.length) {
+          yield bytes.slice()
+          return
+        }
+      }
+      out.set(bytes, outLen)
+      outLen += bytes.length
+      if (outLen >= OUT_CHUNK) {
+        yield out.subarray(0, outLen)
+        out = new Uint8Array(OUT_CHUNK + 64)
+        outLen = 0
+        opts.onProgress?.({ blocks: stats.blocks, bytes: stats.bytes })
+      }
+    }
+    const emitBlock = function* (cid: CidBytes, bytes: Uint8Array): Generator<Uint8Array> {
+      stats.blocks++
+      stats.bytes += bytes.length
+      yield* emit(sectionPrefix(cid, bytes.length))
+      yield* emit(bytes)
+    }
+
+    yield* emit(encodeCarHeader(roots))
+    // planned output, in order: a block already read, or a batch of chunks being read by a worker
+    type Item = { cid: CidBytes; bytes: Uint8Array } | { cids: CidBytes[]; locs: BlockLocation[]; data: Promise<Uint8Array> }
+    const queue: Item[] = []
+    let reads = 0
+    const plan = planExport(blocks, pool, seen, roots, manifests, stats)
+    const it = plan[Symbol.asyncIterator]()
+    let planned = false
+    for (;;) {
+      while (!planned && reads < READ_AHEAD) {
+        const r = await it.next()
+        if (r.done) {
+          planned = true
+          break
+        }
+        queue.push(r.value)
+        if ('data' in r.value) {
+          r.value.data.catch(() => {})
+          reads++
+        }
+      }
+      const item = queue.shift()
+      if (!item) break
+      if ('bytes' in item) {
+        yield* emitBlock(item.cid, item.bytes)
+        continue
+      }
+      reads--
+      const data = await item.data
+      let at = 0
+      for (let k = 0; k < item.cids.length; k++) {
+        const n = item.locs[k]!.rawLength
+        yield* emitBlock(item.cids[k]!, data.subarray(at, at + n))
+        at += n
+      }
+    }
+    if (outLen > 0) yield out.subarray(0, outLen)
+    await seen.flush(true)
+    done({ ...stats, roots: roots.map(cidToString), compression })
+  } catch (err) {
+    fail(err)
+    throw err
+  } finally {
+    await seen?.close()
+  }
+}
+
+/** The export's blocks in post-order, chunk reads batched and started as they are planned. */
+async function* planExport(
+  blocks: BlockStore,
+  pool: WorkerPool,
+  seen: SeenSet,
+  roots: CidBytes[],
+  manifests: Manifest[],
+  stats: { skipped: number },
+): AsyncIterable<{ cid: CidBytes; bytes: Uint8Array } | { cids: CidBytes[]; locs: BlockLocation[]; data: Promise<Uint8Array> }> {
+  let batch: { cids: CidBytes[]; raw: number } = { cids: [], raw: 0 }
+  const flushBatch = async () => {
+    if (batch.cids.length === 0) return undefined
+    const cids = batch.cids
+    batch = { cids: [], raw: 0 }
+    const locs = await blocks.locateMany(cids)
+    locs.forEach((l, k) => {
+      if (!l) throw new CkptError('CKPT_NOT_FOUND', `block ${cidToString(cids[k]!)} is missing from the store`, { cid: cidToString(cids[k]!) })
+    })
+    return { cids, locs: locs as BlockLocation[], data: readBlocks(blocks, pool, cids, locs as BlockLocation[]) }
+  }
+  /** a block to send: new ones are marked; false if the bundle has it or the receiver does */
+  const take = (cid: CidBytes): boolean => {
+    if (seen.has(cid)) {
+      stats.skipped++
+      return false
+    }
+    seen.add(cid)
+    return true
+  }
+  const chunk = async function* (cid: CidBytes, length: number) {
+    if (!take(cid)) return
+    batch.cids.push(cid)
+    batch.raw += length
+    if (batch.raw >= JOB_BYTES) {
+      const b = await flushBatch()
+      if (b) yield b
+    }
+  }
+  for (let r = 0; r < roots.length; r++) {
+    const root = roots[r]!
+    const m = manifests[r]!
+    const manifestNew = !seen.has(root)
+    for (const name of Object.keys(m.regions).sort()) {
+      const reg = m.regions[name]!
+      const geo = new Geometry(reg.size, reg.chunkSize, reg.fanout)
+      // nodes are planned after their children: collect this tree's nodes bottom-up
+      for await (const item of postOrder(blocks, reg.root, geo, geo.height, take, (c, len) => chunk(c, len))) {
+        if ('bytes' in item) {
+          const b = await flushBatch()
+          if (b) yield b
+          yield item
+        } else yield item
+      }
+    }
+    for (const name of Object.keys(m.blobs).sort()) {
+      for (const c of m.blobs[name]!.chunks) yield* chunk(c.cid, c.length)
+    }
+    const b = await flushBatch()
+    if (b) yield b
+    if (manifestNew && take(root)) yield { cid: root, bytes: blocks.get(root) }
+    await seen.flush()
+  }
+}
+
+/**
+ * A tree's blocks in post-order: chunk batches (through `chunk`) and node blocks, each node after
+ * every block below it. Subtrees already taken are skipped whole.
+ */
+async function* postOrder(
+  blocks: BlockStore,
+  cid: CidBytes | null,
+  geo: Geometry,
+  level: number,
+  take: (cid: CidBytes) => boolean,
+  chunk: (cid: CidBytes, length: number) => AsyncIterable<{ cids: CidBytes[]; locs: BlockLocation[]; data: Promise<Uint8Array> }>,
+): AsyncIterable<{ cid: CidBytes; bytes: Uint8Array } | { cids: CidBytes[]; locs: BlockLocation[]; data: Promise<Uint8Array> }> {
+  if (!cid || !take(cid)) return
+  const e = blocks.getNode(cid)
+  for (let s = 0; s < e.count; s++) {
+    const codec = e.codecs[s]!
+    if (!codec) continue
+    const c = new Uint8Array(CID_LENGTH)
+    c[0] = 0x01
+    c[1] = codec
+    c[2] = 0x1e
+    c[3] = 0x20
+    c.set(e.digests.subarray(s * 32, s * 32 + 32), 4)
+    if (level === 1) yield* chunk(c, geo.chunkSize)
+    else yield* postOrder(blocks, c, geo, level - 1, take, chunk)
+  }
+  yield { cid, bytes: encodeNode(e) }
+}
+
+/** Marks every block reachable from a checkpoint (manifest, nodes, chunks, blob chunks); reads nodes only. */
+async function markReachable(store: CkptStore, blocks: BlockStore, seen: SeenSet, root: CidBytes): Promise<void> {
+  if (seen.has(root)) return
+  const m = await store.manifest(toCID(root))
+  seen.add(root)
+  const visit = (cid: CidBytes | null, level: number) => {
+    if (!cid || seen.has(cid)) return
+    seen.add(cid)
+    const e = blocks.getNode(cid)
+    for (let s = 0; s < e.count; s++) {
+      if (!e.codecs[s]) continue
+      const c = new Uint8Array(CID_LENGTH)
+      c.set([0x01, e.codecs[s]!, 0x1e, 0x20])
+      c.set(e.digests.subarray(s * 32, s * 32 + 32), 4)
+      if (level === 1) {
+        if (!seen.has(c)) seen.add(c)
+      } else visit(c, level - 1)
+    }
+  }
+  for (const reg of Object.values(m.regions)) {
+    visit(reg.root, new Geometry(reg.size, reg.chunkSize, reg.fanout).height)
+    await seen.flush()
+  }
+  for (const b of Object.values(m.blobs)) for (const c of b.chunks) if (!seen.has(c.cid)) seen.add(c.cid)
+  await seen.flush()
+}
+
+// ------------------------------------------------------------------------------------------ import
+
+export interface ImportOptions {
+  /** import the bundle's timeline under this name (the bundle must hold one timeline) */
+  as?: string
+  /** prefix every imported timeline's name with this */
+  timelinePrefix?: string
+  /** called now and then with the bytes read so far (of the uncompressed CAR) */
+  onProgress?: (p: { bytes: number; blocks: number }) => void
+}
+
+export interface ImportSummary {
+  /** checkpoints (roots) made visible by this import */
+  checkpoints: number
+  /** roots that were already in the catalog */
+  alreadyPresent: number
+  timelines: string[]
+  /** sections read */
+  blocks: number
+  /** blocks written to the store */
+  newBlocks: number
+  /** blocks the store already had (or the bundle held twice) */
+  presentBlocks: number
+  /** block bytes read (uncompressed) */
+  bytes: number
+  /** pack bytes written */
+  storedBytes: number
+  carVersion: number
+  roots: string[]
+}
+
+/** Staged pack bytes past this are committed (blocks only) so the transaction stays small. */
+const STAGE_LIMIT = 64 << 20
+/** Tree nodes waiting for their manifest, at most this many bytes of them; beyond, stored whole. */
+const PENDING_NODE_BYTES = 48 << 20
+const RAW_BATCH = 1 << 20
+
+interface PendingNode {
+  cid: CidBytes
+  entries: NodeEntries
+  size: number
+}
+
+export async function importBundle(store: CkptStore, source: AsyncIterable<Uint8Array>, opts: ImportOptions = {}): Promise<ImportSummary> {
+  if (source === null || typeof source !== 'object' || typeof (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] !== 'function') {
+    throw new TypeError('importBundle: source must be an AsyncIterable of Uint8Array chunks')
+  }
+  if (opts.as !== undefined) checkName('timeline', opts.as)
+  if (opts.timelinePrefix !== undefined && opts.timelinePrefix !== '') checkName('timeline', opts.timelinePrefix + 'x')
+  return store.exclusive(async () => {
+    const { repo, pool } = store.internals()
+    const imp = new Importer(store, repo, pool, opts)
+    try {
+      return await imp.run(source)
+    } catch (err) {
+      // let worker results still in flight land first, then drop everything staged
+      await imp.settle()
+      repo.blocks.abort()
+      throw err
+    } finally {
+      await imp.close()
+    }
+  })
+}
+
+class Importer {
+  private readonly blocks: BlockStore
+  private readonly summary = { blocks: 0, newBlocks: 0, presentBlocks: 0, bytes: 0, storedBytes: 0 }
+  private readonly pending = new Map<string, PendingNode>()
+  private pendingBytes = 0
+  /** manifests proven complete in this import, by CID key */
+  private readonly manifests = new Map<string, Manifest>()
+  private readonly deferred: { cid: CidBytes; bytes: Uint8Array; offset: number }[] = []
+  private verified: SeenSet | undefined
+  private inflight: Promise<void>[] = []
+  private batch: { cids: CidBytes[]; offsets: number[]; lengths: number[]; at: number[]; data: Uint8Array; used: number } | undefined
+  private readonly comp = defaultCompressor()
+
+  constructor(
+    private readonly store: CkptStore,
+    private readonly repo: Repository,
+    private readonly pool: WorkerPool,
+    private readonly opts: ImportOptions,
+  ) {
+    this.blocks = repo.blocks
+  }
+
+  async settle(): Promise<void> {
+    await Promise.allSettled(this.inflight)
+    this.inflight = []
+  }
+
+  async close(): Promise<void> {
+    await this.settle()
+    if (this.batch) releaseSlab(this.batch.data)
+    this.batch = undefined
+    await this.verified?.close()
+  }
+
+  async run(source: AsyncIterable<Uint8Array>): Promise<ImportSummary> {
+    this.verified = await SeenSet.create(tmpSetDir(this.store, 'import'), 1 << 16)
+    const reader = new CarReader(decompressBundle(source))
+    const header = await reader.header()
+    if (header.roots.length === 0) throw badBundle('the bundle lists no roots (no checkpoints)', 0)
+    const rootKeys = new Map<string, CidBytes>()
+    for (const r of header.roots) {
+      const cid = ourCid(r, 0, 'root')
+      if (cidCodecOf(cid) !== DAG_CBOR) throw badBundle(`root ${cidToString(cid)} is a raw block, not a checkpoint manifest`, 0, { cid: cidToString(cid) })
+      if (rootKeys.has(cidKey(cid))) throw badBundle(`root ${cidToString(cid)} is listed twice`, 0, { cid: cidToString(cid) })
+      rootKeys.set(cidKey(cid), cid)
+    }
+    let lastProgress = 0
+    for await (const s of reader.sections()) {
+      const cid = ourCid(s.cid, s.offset, 'block')
+      if (s.block.length > MAX_BLOCK_SIZE) throw badBundle(`block ${cidToString(cid)} has ${s.block.length} bytes (at most ${MAX_BLOCK_SIZE})`, s.offset, { cid: cidToString(cid) })
+      this.summary.blocks++
+      this.summary.bytes += s.block.length
+      if (cidCodecOf(cid) === RAW) await this.raw(cid, s.block, s.offset)
+      else await this.dagCbor(cid, s.block, s.offset)
+      if (this.blocks.stagedBytes >= STAGE_LIMIT) await this.commitBlocks()
+      if (this.opts.onProgress && reader.offset - lastProgress >= 1 << 20) {
+        lastProgress = reader.offset
+        this.opts.onProgress({ bytes: reader.offset, blocks: this.summary.blocks })
+      }
+    }
+    await this.drain()
+    // manifests whose blocks came after them (a pre-order CAR), then roots the bundle did not carry
+    for (const d of this.deferred.splice(0)) await this.manifest(d.cid, d.bytes, d.offset, true)
+    for (const root of rootKeys.values()) {
+      if (this.manifests.has(cidKey(root))) continue
+      if (!this.blocks.has(root)) {
+        throw new CkptError('CKPT_BUNDLE_INCOMPLETE', `root ${cidToString(root)} is neither in the bundle nor in the store`, { cid: cidToString(root) })
+      }
+      await this.manifest(root, this.blocks.get(root), -1, true)
+    }
+    this.pending.clear()
+    const catalog = await this.catalog([...rootKeys.values()])
+    await this.repo.commit(catalog.ops)
+    await this.store.timelinesChanged(catalog.timelines)
+    this.opts.onProgress?.({ bytes: reader.offset, blocks: this.summary.blocks })
+    return {
+      checkpoints: catalog.added,
+      alreadyPresent: catalog.present,
+      timelines: catalog.timelines,
+      ...this.summary,
+      carVersion: header.version,
+      roots: [...rootKeys.values()].map(cidToString),
+    }
+  }
+
+  private async commitBlocks(): Promise<void> {
+    await this.drain()
+    await this.repo.commit([])
+  }
+
+  // -------------------------------------------------------------------- raw blocks, on the workers
+
+  private async raw(cid: CidBytes, block: Uint8Array, offset: number): Promise<void> {
+    if (this.batch && this.batch.used + block.length > this.batch.data.length) await this.dispatch()
+    if (!this.batch) this.batch = { cids: [], offsets: [], lengths: [], at: [], data: acquireSlab(Math.max(RAW_BATCH, block.length)), used: 0 }
+    const b = this.batch
+    b.data.set(block, b.used)
+    b.cids.push(cid)
+    b.offsets.push(offset)
+    b.lengths.push(block.length)
+    b.at.push(b.used)
+    b.used += block.length
+  }
+
+  private async dispatch(): Promise<void> {
+    const b = this.batch
+    if (!b) return
+    this.batch = undefined
+    let bound = 0
+    for (const n of b.lengths) bound += ENTRY_HEADER_SIZE + maxBlockPayload(this.comp, n)
+    const out = acquireSlab(bound)
+    const task = this.pool.run({
+      op: 'hash',
+      data: b.data.subarray(0, b.used),
+      offsets: Uint32Array.from(b.at),
+      lengths: Uint32Array.from(b.lengths),
+      compress: true,
+      known: this.blocks.filterView(),
+      out,
+    })
+    const p = task
+      .then((h) => this.placeRaw(b, h as Required<typeof h>))
+      .finally(() => {
+        releaseSlab(b.data)
+        releaseSlab(out)
+      })
+    p.catch(() => {})
+    this.inflight.push(p)
+    while (this.inflight.length >= Math.max(2, this.pool.threads * 2)) await this.inflight.shift()
+  }
+
+  private async drain(): Promise<void> {
+    await this.dispatch()
+    while (this.inflight.length) await this.inflight.shift()
+  }
+
+  private async placeRaw(
+    b: { cids: CidBytes[]; offsets: number[]; lengths: number[]; at: number[]; data: Uint8Array },
+    h: Required<import('./pipeline/tasks.js').HashResult>,
+  ): Promise<void> {
+    let at = 0
+    const check: number[] = []
+    for (let k = 0; k < b.cids.length; k++) {
+      const cid = b.cids[k]!
+      const len = h.compressed[k] === COMPRESSED ? h.outLengths[k]! : 0
+      const entry = h.out.subarray(at, at + len)
+      at += len
+      const digest = cidDigest(cid)
+      const zero = h.zero[k] === 1
+      // an all-zero block is not hashed by the worker: hash it here (a bundle may carry one)
+      const got = zero ? blake3(b.data.subarray(b.at[k]!, b.at[k]! + b.lengths[k]!)) : h.digests.subarray(k * 32, k * 32 + 32)
+      if (!cidEquals(got, digest)) {
+        throw new CkptError('CKPT_HASH_MISMATCH', `block ${cidToString(cid)} does not match its hash (bundle byte ${b.offsets[k]})`, {
+          cid: cidToString(cid),
+          offset: b.offsets[k],
+        })
+      }
+      if (h.compressed[k] === COMPRESSED) this.placed(this.blocks.putEntry(cid, entry, b.lengths[k]!, h.codes[k]!), len - ENTRY_HEADER_SIZE)
+      else check.push(k)
+    }
+    for (const k of check) {
+      const cid = b.cids[k]!
+      if (this.blocks.has(cid)) {
+        this.summary.presentBlocks++
+        continue
+      }
+      const bytes = b.data.subarray(b.at[k]!, b.at[k]! + b.lengths[k]!)
+      const c = compressBlock(this.comp, bytes)
+      this.placed(this.blocks.put(cid, c.code, c.bytes, bytes.length), c.bytes.length)
+    }
+  }
+
+  private placed(stored: boolean, bytes: number): void {
+    if (stored) {
+      this.summary.newBlocks++
+      this.summary.storedBytes += bytes
+    } else this.summary.presentBlocks++
+  }
+
+  // -------------------------------------------------------------------- dag-cbor blocks
+
+  private async dagCbor(cid: CidBytes, block: Uint8Array, offset: number): Promise<void> {
+    if (!cidEquals(blake3(block), cidDigest(cid))) {
+      throw new CkptError('CKPT_HASH_MISMATCH', `block ${cidToString(cid)} does not match its hash (bundle byte ${offset})`, { cid: cidToString(cid), offset })
+    }
+    const key = cidKey(cid)
+    if (this.pending.has(key) || this.manifests.has(key)) {
+      this.summary.presentBlocks++
+      return
+    }
+    const first = block[0]
+    // a tree node is a CBOR array (major type 4), a manifest a map (major type 5)
+    if (first !== undefined && first >> 5 === 4) {
+      let entries: NodeEntries | undefined
+      try {
+        entries = decodeNode(block)
+      } catch {}
+      if (entries) {
+        if (this.blocks.has(cid)) {
+          this.summary.presentBlocks++
+          return
+        }
+        const size = entries.count * 33 + 64
+        if (this.pendingBytes + size > PENDING_NODE_BYTES) this.spillPending()
+        this.pending.set(key, { cid, entries, size })
+        this.pendingBytes += size
+        return
+      }
+    }
+    if (first !== undefined && first >> 5 === 5) {
+      let m: Manifest | undefined
+      try {
+        m = decodeManifest(block)
+      } catch {}
+      if (m) {
+        await this.drain()
+        await this.manifest(cid, block.slice(), offset, false, m)
+        return
+      }
+    }
+    // some other dag-cbor block: kept as it is (a foreign DAG may link it)
+    if (this.blocks.has(cid)) this.summary.presentBlocks++
+    else {
+      const c = compressBlock(this.comp, block)
+      this.placed(this.blocks.put(cid, c.code, c.bytes, block.length), c.bytes.length)
+    }
+  }
+
+  /** Too many nodes wait for a manifest (a foreign bundle order): the oldest are stored whole. */
+  private spillPending(): void {
+    for (const [key, p] of this.pending) {
+      if (this.pendingBytes <= PENDING_NODE_BYTES / 2) break
+      this.pending.delete(key)
+      this.pendingBytes -= p.size
+      const r = storeNode(this.blocks, p.cid, p.entries)
+      this.placed(true, r.stored)
+    }
+  }
+
+  private nodeEntries(cid: CidBytes): NodeEntries | undefined {
+    const p = this.pending.get(cidKey(cid))
+    if (p) return p.entries
+    return this.blocks.has(cid) ? this.blocks.getNode(cid) : undefined
+  }
+
+  /**
+   * A manifest: proves its DAG complete — comparing with the checkpoint's parent where the parent is
+   * already proven (then only what changed is checked) — stores the tree nodes it reaches that wait
+   * in memory (as deltas against the parent's nodes at the same places), then the manifest itself.
+   * An incomplete DAG is deferred to the end of the stream (`final` false) or fails (`final` true).
+   */
+  private async manifest(cid: CidBytes, bytes: Uint8Array, offset: number, final: boolean, parsed?: Manifest): Promise<void> {
+    const key = cidKey(cid)
+    if (this.manifests.has(key)) return
+    let m: Manifest
+    try {
+      m = parsed ?? decodeManifest(bytes)
+    } catch (err) {
+      throw new CkptError((err as CkptError).code ?? 'CKPT_BAD_MANIFEST', `root ${cidToString(cid)} is not a checkpoint manifest: ${(err as Error).message}`, { cid: cidToString(cid), offset }, err)
+    }
+    const base = await this.baseOf(m)
+    const toStore: { cid: CidBytes; entries: NodeEntries; base?: { cid: CidBytes; entries: NodeEntries } }[] = []
+    const pendingAdded = new Set<string>()
+    let missing: { cid: CidBytes; region?: string } | undefined
+    for (const [name, reg] of Object.entries(m.regions)) {
+      let geo: Geometry
+      try {
+        geo = new Geometry(reg.size, reg.chunkSize, reg.fanout)
+      } catch (err) {
+        throw new CkptError('CKPT_BAD_MANIFEST', `checkpoint ${cidToString(cid)}: region ${name} has an impossible shape`, { cid: cidToString(cid) }, err)
+      }
+      if (reg.chunkSize < 512 || reg.chunkSize > 1 << 20 || (reg.chunkSize & (reg.chunkSize - 1)) !== 0 || reg.fanout < 2 || reg.fanout > 65536) {
+        throw new CkptError('CKPT_BAD_MANIFEST', `checkpoint ${cidToString(cid)}: region ${name} has chunk size ${reg.chunkSize} / fan-out ${reg.fanout}`, { cid: cidToString(cid) })
+      }
+      const b = base?.regions[name]
+      const baseRoot = b && b.size === reg.size && b.chunkSize === reg.chunkSize && b.fanout === reg.fanout ? b.root : null
+      const walk = (c: CidBytes | null, bc: CidBytes | null, level: number, index: number): boolean => {
+        if (!c) return true
+        if (bc && cidEquals(c, bc)) return true
+        if (cidCodecOf(c) !== DAG_CBOR) throw badNode(cid, name, `links a raw block where a tree node belongs`)
+        if (this.verified!.has(c) || pendingAdded.has(cidKey(c))) return true
+        const e = this.nodeEntries(c)
+        if (!e) {
+          missing = { cid: c, region: name }
+          return false
+        }
+        if (e.count !== geo.nodeCount(level, index)) throw badNode(cid, name, `node ${cidToString(c)} has ${e.count} slots, expected ${geo.nodeCount(level, index)}`)
+        const be = bc ? this.nodeEntries(bc) : undefined
+        const same = be && be.count === e.count ? be : undefined
+        for (let s = 0; s < e.count; s++) {
+          const codec = e.codecs[s]!
+          if (!codec) continue
+          if (same && same.codecs[s] === codec && sameDigest(same.digests, e.digests, s)) continue
+          const child = new Uint8Array(CID_LENGTH)
+          child.set([0x01, codec, 0x1e, 0x20])
+          child.set(e.digests.subarray(s * 32, s * 32 + 32), 4)
+          if (level === 1) {
+            if (codec !== RAW) throw badNode(cid, name, `leaf ${cidToString(c)} links a dag-cbor block in slot ${s}`)
+            if (!this.blocks.has(child)) {
+              missing = { cid: child, region: name }
+              return false
+            }
+          } else {
+            const bchild = same && same.codecs[s] ? cidFrom(same.codecs[s]!, same.digests, s) : null
+            if (!walk(child, bchild, level - 1, index * geo.fanout + s)) return false
+          }
+        }
+        const k = cidKey(c)
+        if (this.pending.has(k)) {
+          pendingAdded.add(k)
+          toStore.push({ cid: c, entries: e, base: bc && be ? { cid: bc, entries: be } : undefined })
+        } else pendingAdded.add(k)
+        return true
+      }
+      if (!walk(reg.root, baseRoot, geo.height, 0)) break
+    }
+    if (!missing) {
+      for (const [name, blob] of Object.entries(m.blobs)) {
+        let total = 0
+        for (const c of blob.chunks) {
+          if (cidCodecOf(c.cid) !== RAW) throw new CkptError('CKPT_BAD_MANIFEST', `checkpoint ${cidToString(cid)}: blob ${name} links a non-raw block`, { cid: cidToString(cid) })
+          if (!this.blocks.has(c.cid)) {
+            missing = { cid: c.cid }
+            break
+          }
+          total += c.length
+        }
+        if (missing) break
+        if (total !== blob.size) throw new CkptError('CKPT_BAD_MANIFEST', `checkpoint ${cidToString(cid)}: blob ${name}'s chunks do not add up to its size`, { cid: cidToString(cid) })
+      }
+    }
+    if (missing) {
+      if (!final) {
+        this.deferred.push({ cid, bytes, offset })
+        return
+      }
+      throw new CkptError(
+        'CKPT_BUNDLE_INCOMPLETE',
+        `checkpoint ${cidToString(cid)} is incomplete: block ${cidToString(missing.cid)}${missing.region ? ` of region ${missing.region}` : ''} is neither in the bundle nor in the store`,
+        { cid: cidToString(missing.cid), checkpoint: cidToString(cid), region: missing.region },
+      )
+    }
+    // children were pushed before their parents: bases (the parent checkpoint's nodes) are stored
+    for (const n of toStore) {
+      const k = cidKey(n.cid)
+      const p = this.pending.get(k)
+      if (!p) continue
+      this.pending.delete(k)
+      this.pendingBytes -= p.size
+      const r = storeNode(this.blocks, n.cid, n.entries, n.base && this.blocks.has(n.base.cid) ? n.base : undefined)
+      this.placed(true, r.stored)
+    }
+    for (const k of pendingAdded) this.verified!.add(keyBytes(k))
+    await this.verified!.flush()
+    if (this.blocks.has(cid)) this.summary.presentBlocks++
+    else {
+      const c = compressBlock(this.comp, bytes)
+      this.placed(this.blocks.put(cid, c.code, c.bytes, bytes.length), c.bytes.length)
+    }
+    this.manifests.set(key, m)
+  }
+
+  /** The checkpoint's parent, when it is proven complete (in this import, or visible in the store). */
+  private async baseOf(m: Manifest): Promise<Manifest | undefined> {
+    if (!m.parent) return undefined
+    const k = cidKey(m.parent)
+    const mine = this.manifests.get(k)
+    if (mine) return mine
+    if (!(await this.repo.checkpointRecord(m.parent))) return undefined
+    try {
+      return await this.store.manifest(toCID(m.parent))
+    } catch {
+      return undefined
+    }
+  }
+
+  // -------------------------------------------------------------------- the catalog
+
+  private async catalog(roots: CidBytes[]): Promise<{ ops: KVOp[]; added: number; present: number; timelines: string[] }> {
+    const ops: KVOp[] = []
+    const names = new Set<string>()
+    for (const r of roots) names.add(this.manifests.get(cidKey(r))!.timeline)
+    if (this.opts.as !== undefined && names.size > 1) {
+      throw new CkptError('CKPT_BAD_ARGUMENT', `the bundle holds ${names.size} timelines (${[...names].join(', ')}); --as names one; use --timeline-prefix`, { timelines: [...names] })
+    }
+    const target = (n: string) => checkName('timeline', this.opts.as ?? (this.opts.timelinePrefix ?? '') + n)
+    const records = new Map<string, TimelineRecord>()
+    const claimed = new Map<string, CidBytes>()
+    let added = 0
+    let present = 0
+    for (const r of roots) {
+      const m = this.manifests.get(cidKey(r))!
+      const name = target(m.timeline)
+      const regions = Object.fromEntries(Object.entries(m.regions).map(([k, v]) => [k, { size: v.size, chunkSize: v.chunkSize }]))
+      let rec = records.get(name)
+      if (!rec) {
+        const existing = await this.repo.getTimeline(name)
+        if (existing) {
+          if (existing.lineage !== m.lineage) {
+            throw new CkptError(
+              'CKPT_TIMELINE_CONFLICT',
+              `timeline ${name} exists here with a different history (lineage ${existing.lineage}, the bundle's is ${m.lineage}); import it under another name with --as NAME or --timeline-prefix PREFIX`,
+              { timeline: name, lineage: existing.lineage, bundleLineage: m.lineage },
+            )
+          }
+        } else {
+          rec = { name, lineage: m.lineage, regions, created: Date.now() }
+          ops.push(this.repo.putTimelineOp(rec))
+        }
+        rec = existing ?? rec!
+        records.set(name, rec)
+      }
+      if (rec.lineage !== m.lineage) {
+        throw new CkptError('CKPT_TIMELINE_CONFLICT', `the bundle holds two histories for timeline ${name}`, { timeline: name })
+      }
+      if (JSON.stringify(sorted(rec.regions)) !== JSON.stringify(sorted(regions))) {
+        throw new CkptError('CKPT_TIMELINE_CONFLICT', `timeline ${name} has regions ${JSON.stringify(rec.regions)} here, the bundle's checkpoint ${cidToString(r)} has ${JSON.stringify(regions)}`, {
+          timeline: name,
+          cid: cidToString(r),
+        })
+      }
+      const slot = `${name}\u0000${m.vtime}`
+      const here = claimed.get(slot) ?? (await this.repo.seek(name, m.vtime).then((e) => (e && e.vtime === m.vtime ? e.cid : undefined)))
+      if (here) {
+        if (!cidEquals(here, r)) {
+          throw new CkptError('CKPT_TIMELINE_CONFLICT', `timeline ${name} already has another checkpoint at vtime ${m.vtime} (${cidToString(here)}; the bundle's is ${cidToString(r)})`, {
+            timeline: name,
+            vtime: m.vtime.toString(),
+            cid: cidToString(r),
+            existing: cidToString(here),
+          })
+        }
+        present++
+        continue
+      }
+      claimed.set(slot, r)
+      const [c, k] = this.repo.putCheckpointOps({ timeline: name, vtime: m.vtime, cid: r })
+      ops.push(c!)
+      // a checkpoint keeps the record of the timeline it was first catalogued in
+      if (!(await this.repo.checkpointRecord(r))) ops.push(k!)
+      added++
+    }
+    return { ops, added, present, timelines: [...records.keys()] }
+  }
+}
+
+function sorted(o: Record<string, unknown>): [string, unknown][] {
+  return Object.entries(o).sort(([a], [b]) => (a < b ? -1 : 1))
+}
+
+function cidCodecOf(cid: CidBytes): number {
+  return cid[1]!
+}
+
+function keyBytes(key: string): Uint8Array {
+  return Buffer.from(key, 'latin1')
+}
+
+function sameDigest(a: Uint8Array, b: Uint8Array, slot: number): boolean {
+  const at = slot * 32
+  for (let i = 0; i < 32; i++) if (a[at + i] !== b[at + i]) return false
+  return true
+}
+
+function cidFrom(codec: number, digests: Uint8Array, slot: number): CidBytes {
+  const c = new Uint8Array(CID_LENGTH)
+  c.set([0x01, codec, 0x1e, 0x20])
+  c.set(digests.subarray(slot * 32, slot * 32 + 32), 4)
+  return c
+}
+
+function badNode(checkpoint: CidBytes, region: string, what: string): CkptError {
+  return new CkptError('CKPT_BAD_NODE', `checkpoint ${cidToString(checkpoint)}, region ${region}: ${what}`, { checkpoint: cidToString(checkpoint), region })
+}
+
+/** A CID of the kind ckpt stores (CIDv1, raw or dag-cbor, BLAKE3-256), copied; else CKPT_BAD_CID naming the offset. */
+function ourCid(bytes: Uint8Array, offset: number, what: string): CidBytes {
+  const ok = bytes.length === CID_LENGTH && bytes[0] === 0x01 && (bytes[1] === RAW || bytes[1] === DAG_CBOR) && bytes[2] === 0x1e && bytes[3] === 0x20
+  if (ok) return bytes.slice()
+  let desc = `${bytes.length} bytes`
+  try {
+    const c = CIDClass.decode(bytes)
+    desc = `${c.toString()} (codec 0x${c.code.toString(16)}, hash 0x${c.multihash.code.toString(16)})`
+  } catch {}
+  throw new CkptError('CKPT_BAD_CID', `${what} ${desc} at bundle byte ${offset}: ckpt stores CIDv1 raw/dag-cbor blocks with BLAKE3-256 only`, { offset })
+}
