@@ -17,7 +17,7 @@ import path from 'node:path'
 import { CID as CIDClass, type CID } from 'multiformats/cid'
 import { blake3 } from '../codecs/blake3.js'
 import { compressBundle, decompressBundle, defaultBundleCompression, type BundleCompression } from '../codecs/bundle-compress.js'
-import { badBundle, CarReader, encodeCarHeader, sectionPrefix } from '../codecs/car.js'
+import { badBundle, CarReader, encodeCarHeader, writeVarint } from '../codecs/car.js'
 import { CID_LENGTH, cidDigest, cidEquals, cidKey, cidToString, DAG_CBOR, RAW, toCID, type CidBytes } from '../codecs/cid.js'
 import { compressBlock, defaultCompressor, maxBlockPayload } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
@@ -67,8 +67,8 @@ export type BundleStream = AsyncIterable<Uint8Array> & { summary: Promise<Export
 /** Output is handed on in pieces of about this size. */
 const OUT_CHUNK = 1 << 20
 /** Chunk reads in flight ahead of the output (each ~2 MiB). */
-const READ_AHEAD = 4
-const JOB_BYTES = 2 << 20
+const READ_AHEAD = 3
+const JOB_BYTES = 4 << 20
 
 function tmpSetDir(store: CkptStore, what: string): string | undefined {
   const { repo } = store.internals()
@@ -116,7 +116,8 @@ async function* carStream(
     }
     const manifests = await Promise.all(roots.map((r) => store.manifest(toCID(r))))
     seen = await SeenSet.create(tmpSetDir(store, 'export'), blocks.count)
-    for (const s of opts.since ?? []) await markReachable(store, blocks, seen, await store.resolveCid(s))
+    const bases = new MarkedBases()
+    for (const s of opts.since ?? []) await markReachable(store, blocks, seen, bases, await store.resolveCid(s))
 
     let out = new Uint8Array(OUT_CHUNK + 64)
     let outLen = 0
@@ -145,38 +146,40 @@ async function* carStream(
     const emitBlock = function* (cid: CidBytes, bytes: Uint8Array): Generator<Uint8Array> {
       stats.blocks++
       stats.bytes += bytes.length
-      yield* emit(sectionPrefix(cid, bytes.length))
+      // the section prefix goes straight into the output buffer: no allocation per block
+      const n = cid.length + bytes.length
+      if (outLen + 8 + cid.length > out.length) {
+        yield out.subarray(0, outLen)
+        out = new Uint8Array(OUT_CHUNK + 64)
+        outLen = 0
+      }
+      const start = outLen
+      outLen = writeVarint(out, outLen, n)
+      out.set(cid, outLen)
+      outLen += cid.length
+      stats.carBytes += outLen - start
       yield* emit(bytes)
     }
 
     yield* emit(encodeCarHeader(roots))
-    // planned output, in order: a block already read, or a batch of chunks being read by a worker
-    type Item = { cid: CidBytes; bytes: Uint8Array } | { cids: CidBytes[]; locs: BlockLocation[]; data: Promise<Uint8Array> }
-    const queue: Item[] = []
-    let reads = 0
-    const plan = planExport(blocks, pool, seen, roots, manifests, stats)
-    const it = plan[Symbol.asyncIterator]()
+    // planned output, in order: batches of chunks being read by a worker, each followed by blocks
+    // (nodes, manifests) whose own children are in it or in earlier batches
+    const queue: ExportBatch[] = []
+    const planner = new ExportPlanner(blocks, pool, seen, bases, stats)
+    const it = planner.plan(roots, manifests)[Symbol.asyncIterator]()
     let planned = false
     for (;;) {
-      while (!planned && reads < READ_AHEAD) {
+      while (!planned && queue.length < READ_AHEAD) {
         const r = await it.next()
         if (r.done) {
           planned = true
           break
         }
+        r.value.data.catch(() => {})
         queue.push(r.value)
-        if ('data' in r.value) {
-          r.value.data.catch(() => {})
-          reads++
-        }
       }
       const item = queue.shift()
       if (!item) break
-      if ('bytes' in item) {
-        yield* emitBlock(item.cid, item.bytes)
-        continue
-      }
-      reads--
       const data = await item.data
       let at = 0
       for (let k = 0; k < item.cids.length; k++) {
@@ -184,6 +187,7 @@ async function* carStream(
         yield* emitBlock(item.cids[k]!, data.subarray(at, at + n))
         at += n
       }
+      for (const b of item.after) yield* emitBlock(b.cid, b.bytes)
     }
     if (outLen > 0) yield out.subarray(0, outLen)
     await seen.flush(true)
@@ -196,123 +200,179 @@ async function* carStream(
   }
 }
 
-/** The export's blocks in post-order, chunk reads batched and started as they are planned. */
-async function* planExport(
-  blocks: BlockStore,
-  pool: WorkerPool,
-  seen: SeenSet,
-  roots: CidBytes[],
-  manifests: Manifest[],
-  stats: { skipped: number },
-): AsyncIterable<{ cid: CidBytes; bytes: Uint8Array } | { cids: CidBytes[]; locs: BlockLocation[]; data: Promise<Uint8Array> }> {
-  let batch: { cids: CidBytes[]; raw: number } = { cids: [], raw: 0 }
-  const flushBatch = async () => {
-    if (batch.cids.length === 0) return undefined
-    const cids = batch.cids
-    batch = { cids: [], raw: 0 }
-    const locs = await blocks.locateMany(cids)
-    locs.forEach((l, k) => {
-      if (!l) throw new CkptError('CKPT_NOT_FOUND', `block ${cidToString(cids[k]!)} is missing from the store`, { cid: cidToString(cids[k]!) })
-    })
-    return { cids, locs: locs as BlockLocation[], data: readBlocks(blocks, pool, cids, locs as BlockLocation[]) }
-  }
+interface ExportBatch {
+  cids: CidBytes[]
+  locs: BlockLocation[]
+  /** the chunks' bytes, concatenated (read and verified on a worker) */
+  data: Promise<Uint8Array>
+  /** blocks to write after the chunks */
+  after: { cid: CidBytes; bytes: Uint8Array }[]
+}
+
+/**
+ * The export's blocks in post-order, as batches of ~2 MiB of chunks (their reads start as soon as
+ * the batch is planned) each followed by the nodes and manifests completed meanwhile.
+ */
+class ExportPlanner {
+  private cids: CidBytes[] = []
+  private raw = 0
+  private after: { cid: CidBytes; bytes: Uint8Array }[] = []
+  private afterBytes = 0
+
+  constructor(
+    private readonly blocks: BlockStore,
+    private readonly pool: WorkerPool,
+    private readonly seen: SeenSet,
+    private readonly bases: MarkedBases,
+    private readonly stats: { skipped: number },
+  ) {}
+
   /** a block to send: new ones are marked; false if the bundle has it or the receiver does */
-  const take = (cid: CidBytes): boolean => {
-    if (seen.has(cid)) {
-      stats.skipped++
+  private take(cid: CidBytes): boolean {
+    if (this.seen.has(cid)) {
+      this.stats.skipped++
       return false
     }
-    seen.add(cid)
+    this.seen.add(cid)
     return true
   }
-  const chunk = async function* (cid: CidBytes, length: number) {
-    if (!take(cid)) return
-    batch.cids.push(cid)
-    batch.raw += length
-    if (batch.raw >= JOB_BYTES) {
-      const b = await flushBatch()
-      if (b) yield b
-    }
+
+  private full(): boolean {
+    return this.raw >= JOB_BYTES || this.afterBytes >= JOB_BYTES
   }
-  for (let r = 0; r < roots.length; r++) {
-    const root = roots[r]!
-    const m = manifests[r]!
-    const manifestNew = !seen.has(root)
-    for (const name of Object.keys(m.regions).sort()) {
-      const reg = m.regions[name]!
-      const geo = new Geometry(reg.size, reg.chunkSize, reg.fanout)
-      // nodes are planned after their children: collect this tree's nodes bottom-up
-      for await (const item of postOrder(blocks, reg.root, geo, geo.height, take, (c, len) => chunk(c, len))) {
-        if ('bytes' in item) {
-          const b = await flushBatch()
-          if (b) yield b
-          yield item
-        } else yield item
+
+  private async batch(): Promise<ExportBatch> {
+    const cids = this.cids
+    const after = this.after
+    this.cids = []
+    this.raw = 0
+    this.after = []
+    this.afterBytes = 0
+    await this.seen.flush()
+    if (cids.length === 0) return { cids, locs: [], data: Promise.resolve(new Uint8Array(0)), after }
+    const locs = await this.blocks.locateMany(cids)
+    for (let k = 0; k < locs.length; k++) {
+      if (!locs[k]) throw new CkptError('CKPT_NOT_FOUND', `block ${cidToString(cids[k]!)} is missing from the store`, { cid: cidToString(cids[k]!) })
+    }
+    return { cids, locs: locs as BlockLocation[], data: readBlocks(this.blocks, this.pool, cids, locs as BlockLocation[]), after }
+  }
+
+  private chunk(cid: CidBytes, length: number): void {
+    if (!this.take(cid)) return
+    this.cids.push(cid)
+    this.raw += length
+  }
+
+  private block(cid: CidBytes, bytes: Uint8Array): void {
+    this.after.push({ cid, bytes })
+    this.afterBytes += bytes.length
+  }
+
+  /**
+   * A tree's blocks in post-order; subtrees already taken are skipped whole, and so is every slot
+   * equal to the same slot of `base` (the same place in a checkpoint whose DAG is all marked).
+   */
+  private async *tree(cid: CidBytes | null, base: CidBytes | null, geo: Geometry, level: number): AsyncIterable<ExportBatch> {
+    if (!cid || (base && cidEquals(cid, base)) || !this.take(cid)) return
+    const { entries: e, bytes } = this.blocks.getNodeBytes(cid)
+    const be = base ? this.blocks.getNode(base) : undefined
+    const sameShape = be !== undefined && be.count === e.count
+    for (const s of changedSlots(e, be)) {
+      if (!e.codecs[s]) continue
+      const c = childCid(e, s)
+      if (level === 1) this.chunk(c, geo.chunkSize)
+      else yield* this.tree(c, sameShape && be!.codecs[s] ? childCid(be!, s) : null, geo, level - 1)
+      if (this.full()) yield await this.batch()
+    }
+    this.block(cid, bytes)
+  }
+
+  async *plan(roots: CidBytes[], manifests: Manifest[]): AsyncIterable<ExportBatch> {
+    for (let r = 0; r < roots.length; r++) {
+      const root = roots[r]!
+      const m = manifests[r]!
+      const manifestNew = !this.seen.has(root)
+      const base = this.bases.pick(m)
+      for (const name of Object.keys(m.regions).sort()) {
+        const reg = m.regions[name]!
+        const geo = new Geometry(reg.size, reg.chunkSize, reg.fanout)
+        yield* this.tree(reg.root, baseRoot(base, name, reg), geo, geo.height)
       }
+      for (const name of Object.keys(m.blobs).sort()) {
+        for (const c of m.blobs[name]!.chunks) {
+          this.chunk(c.cid, c.length)
+          if (this.full()) yield await this.batch()
+        }
+      }
+      if (manifestNew && this.take(root)) this.block(root, this.blocks.get(root))
+      this.bases.marked(root, m)
+      if (this.full()) yield await this.batch()
     }
-    for (const name of Object.keys(m.blobs).sort()) {
-      for (const c of m.blobs[name]!.chunks) yield* chunk(c.cid, c.length)
-    }
-    const b = await flushBatch()
-    if (b) yield b
-    if (manifestNew && take(root)) yield { cid: root, bytes: blocks.get(root) }
-    await seen.flush()
+    if (this.cids.length || this.after.length) yield await this.batch()
   }
 }
 
 /**
- * A tree's blocks in post-order: chunk batches (through `chunk`) and node blocks, each node after
- * every block below it. Subtrees already taken are skipped whole.
+ * Checkpoints whose whole DAG is marked seen (exported so far, or reachable from `since`). A tree
+ * compared with the same place in one of them only needs checking where it differs: everything
+ * equal there is marked already. (Any marked checkpoint would be correct; the parent, else the
+ * latest marked one of the same lineage, is the one most alike.)
  */
-async function* postOrder(
-  blocks: BlockStore,
-  cid: CidBytes | null,
-  geo: Geometry,
-  level: number,
-  take: (cid: CidBytes) => boolean,
-  chunk: (cid: CidBytes, length: number) => AsyncIterable<{ cids: CidBytes[]; locs: BlockLocation[]; data: Promise<Uint8Array> }>,
-): AsyncIterable<{ cid: CidBytes; bytes: Uint8Array } | { cids: CidBytes[]; locs: BlockLocation[]; data: Promise<Uint8Array> }> {
-  if (!cid || !take(cid)) return
-  const e = blocks.getNode(cid)
-  for (let s = 0; s < e.count; s++) {
-    const codec = e.codecs[s]!
-    if (!codec) continue
-    const c = new Uint8Array(CID_LENGTH)
-    c[0] = 0x01
-    c[1] = codec
-    c[2] = 0x1e
-    c[3] = 0x20
-    c.set(e.digests.subarray(s * 32, s * 32 + 32), 4)
-    if (level === 1) yield* chunk(c, geo.chunkSize)
-    else yield* postOrder(blocks, c, geo, level - 1, take, chunk)
+class MarkedBases {
+  private readonly byCid = new Map<string, Manifest>()
+  private readonly latest = new Map<string, Manifest>()
+
+  marked(cid: CidBytes, m: Manifest): void {
+    this.byCid.set(cidKey(cid), m)
+    this.latest.set(m.lineage, m)
   }
-  yield { cid, bytes: encodeNode(e) }
+
+  pick(m: Manifest): Manifest | undefined {
+    return (m.parent && this.byCid.get(cidKey(m.parent))) || this.latest.get(m.lineage)
+  }
+}
+
+function baseRoot(base: Manifest | undefined, name: string, reg: { size: number; chunkSize: number; fanout: number }): CidBytes | null {
+  const b = base?.regions[name]
+  return b && b.size === reg.size && b.chunkSize === reg.chunkSize && b.fanout === reg.fanout ? b.root : null
+}
+
+function childCid(e: NodeEntries, s: number): CidBytes {
+  const c = new Uint8Array(CID_LENGTH)
+  c[0] = 0x01
+  c[1] = e.codecs[s]!
+  c[2] = 0x1e
+  c[3] = 0x20
+  c.set(e.digests.subarray(s * 32, s * 32 + 32), 4)
+  return c
 }
 
 /** Marks every block reachable from a checkpoint (manifest, nodes, chunks, blob chunks); reads nodes only. */
-async function markReachable(store: CkptStore, blocks: BlockStore, seen: SeenSet, root: CidBytes): Promise<void> {
+async function markReachable(store: CkptStore, blocks: BlockStore, seen: SeenSet, bases: MarkedBases, root: CidBytes): Promise<void> {
   if (seen.has(root)) return
   const m = await store.manifest(toCID(root))
-  seen.add(root)
-  const visit = (cid: CidBytes | null, level: number) => {
-    if (!cid || seen.has(cid)) return
+  const base = bases.pick(m)
+  const mark = (cid: CidBytes) => {
+    if (!seen.has(cid)) seen.add(cid)
+  }
+  mark(root)
+  const visit = (cid: CidBytes | null, b: CidBytes | null, level: number) => {
+    if (!cid || (b && cidEquals(cid, b)) || seen.has(cid)) return
     seen.add(cid)
     const e = blocks.getNode(cid)
-    for (let s = 0; s < e.count; s++) {
+    const be = b ? blocks.getNode(b) : undefined
+    for (const s of changedSlots(e, be)) {
       if (!e.codecs[s]) continue
-      const c = new Uint8Array(CID_LENGTH)
-      c.set([0x01, e.codecs[s]!, 0x1e, 0x20])
-      c.set(e.digests.subarray(s * 32, s * 32 + 32), 4)
-      if (level === 1) {
-        if (!seen.has(c)) seen.add(c)
-      } else visit(c, level - 1)
+      if (level === 1) mark(childCid(e, s))
+      else visit(childCid(e, s), be && be.count === e.count && be.codecs[s] ? childCid(be, s) : null, level - 1)
     }
   }
-  for (const reg of Object.values(m.regions)) {
-    visit(reg.root, new Geometry(reg.size, reg.chunkSize, reg.fanout).height)
+  for (const [name, reg] of Object.entries(m.regions)) {
+    visit(reg.root, baseRoot(base, name, reg), new Geometry(reg.size, reg.chunkSize, reg.fanout).height)
     await seen.flush()
   }
-  for (const b of Object.values(m.blobs)) for (const c of b.chunks) if (!seen.has(c.cid)) seen.add(c.cid)
+  for (const b of Object.values(m.blobs)) for (const c of b.chunks) mark(c.cid)
+  bases.marked(root, m)
   await seen.flush()
 }
 
@@ -351,7 +411,7 @@ export interface ImportSummary {
 const STAGE_LIMIT = 64 << 20
 /** Tree nodes waiting for their manifest, at most this many bytes of them; beyond, stored whole. */
 const PENDING_NODE_BYTES = 48 << 20
-const RAW_BATCH = 1 << 20
+const RAW_BATCH = 2 << 20
 
 interface PendingNode {
   cid: CidBytes
@@ -390,7 +450,10 @@ class Importer {
   private readonly manifests = new Map<string, Manifest>()
   private readonly deferred: { cid: CidBytes; bytes: Uint8Array; offset: number }[] = []
   private verified: SeenSet | undefined
+  /** raw blocks this import stored or found stored (exact 128-bit set: spares index lookups in the DAG check) */
+  private here: SeenSet | undefined
   private inflight: Promise<void>[] = []
+  private chain: Promise<void> = Promise.resolve()
   private batch: { cids: CidBytes[]; offsets: number[]; lengths: number[]; at: number[]; data: Uint8Array; used: number } | undefined
   private readonly comp = defaultCompressor()
 
@@ -413,10 +476,12 @@ class Importer {
     if (this.batch) releaseSlab(this.batch.data)
     this.batch = undefined
     await this.verified?.close()
+    await this.here?.close()
   }
 
   async run(source: AsyncIterable<Uint8Array>): Promise<ImportSummary> {
     this.verified = await SeenSet.create(tmpSetDir(this.store, 'import'), 1 << 16)
+    this.here = await SeenSet.create(tmpSetDir(this.store, 'import-raw'), 1 << 18)
     const reader = new CarReader(decompressBundle(source))
     const header = await reader.header()
     if (header.roots.length === 0) throw badBundle('the bundle lists no roots (no checkpoints)', 0)
@@ -433,8 +498,7 @@ class Importer {
       if (s.block.length > MAX_BLOCK_SIZE) throw badBundle(`block ${cidToString(cid)} has ${s.block.length} bytes (at most ${MAX_BLOCK_SIZE})`, s.offset, { cid: cidToString(cid) })
       this.summary.blocks++
       this.summary.bytes += s.block.length
-      if (cidCodecOf(cid) === RAW) await this.raw(cid, s.block, s.offset)
-      else await this.dagCbor(cid, s.block, s.offset)
+      await this.add(cid, s.block, s.offset)
       if (this.blocks.stagedBytes >= STAGE_LIMIT) await this.commitBlocks()
       if (this.opts.onProgress && reader.offset - lastProgress >= 1 << 20) {
         lastProgress = reader.offset
@@ -471,9 +535,14 @@ class Importer {
     await this.repo.commit([])
   }
 
-  // -------------------------------------------------------------------- raw blocks, on the workers
+  // -------------------------------------------------------------------- blocks, hashed on the workers
 
-  private async raw(cid: CidBytes, block: Uint8Array, offset: number): Promise<void> {
+  /**
+   * Blocks are copied into batches of ~1 MiB and hashed on the workers (raw chunks compressed in the
+   * same pass); results are handled strictly in bundle order, so a manifest is handled after every
+   * block before it.
+   */
+  private async add(cid: CidBytes, block: Uint8Array, offset: number): Promise<void> {
     if (this.batch && this.batch.used + block.length > this.batch.data.length) await this.dispatch()
     if (!this.batch) this.batch = { cids: [], offsets: [], lengths: [], at: [], data: acquireSlab(Math.max(RAW_BATCH, block.length)), used: 0 }
     const b = this.batch
@@ -490,24 +559,34 @@ class Importer {
     if (!b) return
     this.batch = undefined
     let bound = 0
-    for (const n of b.lengths) bound += ENTRY_HEADER_SIZE + maxBlockPayload(this.comp, n)
-    const out = acquireSlab(bound)
+    const hashOnly = new Uint8Array(b.cids.length)
+    for (let k = 0; k < b.cids.length; k++) {
+      if (cidCodecOf(b.cids[k]!) === RAW) bound += ENTRY_HEADER_SIZE + maxBlockPayload(this.comp, b.lengths[k]!)
+      else hashOnly[k] = 1
+    }
+    const out = acquireSlab(Math.max(1, bound))
     const task = this.pool.run({
       op: 'hash',
       data: b.data.subarray(0, b.used),
       offsets: Uint32Array.from(b.at),
       lengths: Uint32Array.from(b.lengths),
       compress: true,
+      hashOnly,
       known: this.blocks.filterView(),
       out,
     })
-    const p = task
-      .then((h) => this.placeRaw(b, h as Required<typeof h>))
+    task.catch(() => {})
+    // in order: this batch's results are handled once the previous batch's are
+    const prev = this.chain
+    const p = prev
+      .then(() => task)
+      .then((h) => this.place(b, h as Required<typeof h>))
       .finally(() => {
         releaseSlab(b.data)
         releaseSlab(out)
       })
     p.catch(() => {})
+    this.chain = p
     this.inflight.push(p)
     while (this.inflight.length >= Math.max(2, this.pool.threads * 2)) await this.inflight.shift()
   }
@@ -517,40 +596,38 @@ class Importer {
     while (this.inflight.length) await this.inflight.shift()
   }
 
-  private async placeRaw(
+  private async place(
     b: { cids: CidBytes[]; offsets: number[]; lengths: number[]; at: number[]; data: Uint8Array },
     h: Required<import('./pipeline/tasks.js').HashResult>,
   ): Promise<void> {
     let at = 0
-    const check: number[] = []
     for (let k = 0; k < b.cids.length; k++) {
       const cid = b.cids[k]!
       const len = h.compressed[k] === COMPRESSED ? h.outLengths[k]! : 0
       const entry = h.out.subarray(at, at + len)
       at += len
-      const digest = cidDigest(cid)
-      const zero = h.zero[k] === 1
+      const bytes = b.data.subarray(b.at[k]!, b.at[k]! + b.lengths[k]!)
       // an all-zero block is not hashed by the worker: hash it here (a bundle may carry one)
-      const got = zero ? blake3(b.data.subarray(b.at[k]!, b.at[k]! + b.lengths[k]!)) : h.digests.subarray(k * 32, k * 32 + 32)
-      if (!cidEquals(got, digest)) {
+      const got = h.zero[k] === 1 ? blake3(bytes) : h.digests.subarray(k * 32, k * 32 + 32)
+      if (!cidEquals(got, cidDigest(cid))) {
         throw new CkptError('CKPT_HASH_MISMATCH', `block ${cidToString(cid)} does not match its hash (bundle byte ${b.offsets[k]})`, {
           cid: cidToString(cid),
           offset: b.offsets[k],
         })
       }
-      if (h.compressed[k] === COMPRESSED) this.placed(this.blocks.putEntry(cid, entry, b.lengths[k]!, h.codes[k]!), len - ENTRY_HEADER_SIZE)
-      else check.push(k)
-    }
-    for (const k of check) {
-      const cid = b.cids[k]!
-      if (this.blocks.has(cid)) {
-        this.summary.presentBlocks++
+      if (cidCodecOf(cid) !== RAW) {
+        await this.dagCbor(cid, bytes, b.offsets[k]!)
         continue
       }
-      const bytes = b.data.subarray(b.at[k]!, b.at[k]! + b.lengths[k]!)
-      const c = compressBlock(this.comp, bytes)
-      this.placed(this.blocks.put(cid, c.code, c.bytes, bytes.length), c.bytes.length)
+      if (h.compressed[k] === COMPRESSED) this.placed(this.blocks.putEntry(cid, entry, b.lengths[k]!, h.codes[k]!), len - ENTRY_HEADER_SIZE)
+      else if (this.here!.has(cid) || this.blocks.has(cid)) this.summary.presentBlocks++
+      else {
+        const c = compressBlock(this.comp, bytes)
+        this.placed(this.blocks.put(cid, c.code, c.bytes, bytes.length), c.bytes.length)
+      }
+      if (!this.here!.has(cid)) this.here!.add(cid)
     }
+    await this.here!.flush()
   }
 
   private placed(stored: boolean, bytes: number): void {
@@ -562,10 +639,8 @@ class Importer {
 
   // -------------------------------------------------------------------- dag-cbor blocks
 
+  /** A verified dag-cbor block: a tree node waits for its manifest; a manifest is proven and stored. */
   private async dagCbor(cid: CidBytes, block: Uint8Array, offset: number): Promise<void> {
-    if (!cidEquals(blake3(block), cidDigest(cid))) {
-      throw new CkptError('CKPT_HASH_MISMATCH', `block ${cidToString(cid)} does not match its hash (bundle byte ${offset})`, { cid: cidToString(cid), offset })
-    }
     const key = cidKey(cid)
     if (this.pending.has(key) || this.manifests.has(key)) {
       this.summary.presentBlocks++
@@ -596,7 +671,6 @@ class Importer {
         m = decodeManifest(block)
       } catch {}
       if (m) {
-        await this.drain()
         await this.manifest(cid, block.slice(), offset, false, m)
         return
       }
@@ -642,7 +716,7 @@ class Importer {
       throw new CkptError((err as CkptError).code ?? 'CKPT_BAD_MANIFEST', `root ${cidToString(cid)} is not a checkpoint manifest: ${(err as Error).message}`, { cid: cidToString(cid), offset }, err)
     }
     const base = await this.baseOf(m)
-    const toStore: { cid: CidBytes; entries: NodeEntries; base?: { cid: CidBytes; entries: NodeEntries } }[] = []
+    const toStore: { cid: CidBytes; entries: NodeEntries; base?: { cid: CidBytes; entries: NodeEntries; slots: number[] } }[] = []
     const pendingAdded = new Set<string>()
     let missing: { cid: CidBytes; region?: string } | undefined
     for (const [name, reg] of Object.entries(m.regions)) {
@@ -670,16 +744,16 @@ class Importer {
         if (e.count !== geo.nodeCount(level, index)) throw badNode(cid, name, `node ${cidToString(c)} has ${e.count} slots, expected ${geo.nodeCount(level, index)}`)
         const be = bc ? this.nodeEntries(bc) : undefined
         const same = be && be.count === e.count ? be : undefined
-        for (let s = 0; s < e.count; s++) {
+        const changed = changedSlots(e, same)
+        for (const s of changed) {
           const codec = e.codecs[s]!
           if (!codec) continue
-          if (same && same.codecs[s] === codec && sameDigest(same.digests, e.digests, s)) continue
           const child = new Uint8Array(CID_LENGTH)
           child.set([0x01, codec, 0x1e, 0x20])
           child.set(e.digests.subarray(s * 32, s * 32 + 32), 4)
           if (level === 1) {
             if (codec !== RAW) throw badNode(cid, name, `leaf ${cidToString(c)} links a dag-cbor block in slot ${s}`)
-            if (!this.blocks.has(child)) {
+            if (!this.here!.has(child) && !this.blocks.has(child)) {
               missing = { cid: child, region: name }
               return false
             }
@@ -689,10 +763,8 @@ class Importer {
           }
         }
         const k = cidKey(c)
-        if (this.pending.has(k)) {
-          pendingAdded.add(k)
-          toStore.push({ cid: c, entries: e, base: bc && be ? { cid: bc, entries: be } : undefined })
-        } else pendingAdded.add(k)
+        if (this.pending.has(k)) toStore.push({ cid: c, entries: e, base: bc && same ? { cid: bc, entries: same, slots: changed } : undefined })
+        pendingAdded.add(k)
         return true
       }
       if (!walk(reg.root, baseRoot, geo.height, 0)) break
@@ -731,6 +803,8 @@ class Importer {
       this.pending.delete(k)
       this.pendingBytes -= p.size
       const r = storeNode(this.blocks, n.cid, n.entries, n.base && this.blocks.has(n.base.cid) ? n.base : undefined)
+      // verified on arrival (its bytes hash to its CID): the next version's base costs no read
+      this.blocks.rememberNode(n.cid, n.entries)
       this.placed(true, r.stored)
     }
     for (const k of pendingAdded) this.verified!.add(keyBytes(k))
@@ -839,7 +913,49 @@ function keyBytes(key: string): Uint8Array {
   return Buffer.from(key, 'latin1')
 }
 
+/** Slots where `a` differs from `b` (all of a's slots without a comparable b), increasing. */
+function changedSlots(a: NodeEntries, b: NodeEntries | undefined): number[] {
+  const out: number[] = []
+  if (!b || b.count !== a.count) {
+    for (let s = 0; s < a.count; s++) out.push(s)
+    return out
+  }
+  const wa = words(a.digests)
+  const wb = words(b.digests)
+  for (let s = 0; s < a.count; s++) {
+    if (a.codecs[s] !== b.codecs[s]) {
+      out.push(s)
+      continue
+    }
+    if (!a.codecs[s]) continue
+    if (wa && wb) {
+      const o = s * 8
+      if (wa[o] !== wb[o] || wa[o + 1] !== wb[o + 1] || wa[o + 2] !== wb[o + 2] || wa[o + 3] !== wb[o + 3] || wa[o + 4] !== wb[o + 4] || wa[o + 5] !== wb[o + 5] || wa[o + 6] !== wb[o + 6] || wa[o + 7] !== wb[o + 7]) out.push(s)
+    } else if (!sameDigest(a.digests, b.digests, s)) out.push(s)
+  }
+  return out
+}
+
+const u32Views = new WeakMap<Uint8Array, Uint32Array>()
+
+/** digests as 32-bit words where they are 4-byte aligned (decoded nodes always are), else undefined */
+function words(d: Uint8Array): Uint32Array | undefined {
+  let v = u32Views.get(d)
+  if (v === undefined && d.byteOffset % 4 === 0 && d.length % 4 === 0) {
+    v = new Uint32Array(d.buffer, d.byteOffset, d.length / 4)
+    u32Views.set(d, v)
+  }
+  return v
+}
+
 function sameDigest(a: Uint8Array, b: Uint8Array, slot: number): boolean {
+  const wa = words(a)
+  const wb = words(b)
+  if (wa && wb) {
+    const at = slot * 8
+    for (let i = 0; i < 8; i++) if (wa[at + i] !== wb[at + i]) return false
+    return true
+  }
   const at = slot * 32
   for (let i = 0; i < 32; i++) if (a[at + i] !== b[at + i]) return false
   return true

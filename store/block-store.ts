@@ -382,7 +382,7 @@ export class BlockStore {
   get(cid: CidBytes): Uint8Array {
     const loc = this.locate(cid)
     if (!loc) throw new CkptError('CKPT_NOT_FOUND', `block ${cidToString(cid)} is not in the store`, { cid: cidToString(cid) })
-    if (loc.codec === AT_REST.nodeDelta) return encodeNode(this.getNode(cid))
+    if (loc.codec === AT_REST.nodeDelta) return this.getNodeBytes(cid).bytes
     // the payload is consumed right here, so it may live in reused memory; the result may not
     return this.finishRead(cid, loc, this.readAt(cid, loc, true))
   }
@@ -420,14 +420,34 @@ export class BlockStore {
    * node is re-encoded and hashed: a damaged base cannot yield a node that matches its CID.
    */
   getNode(cid: CidBytes): NodeEntries {
+    const hit = this.nodeCache.get(cidKey(cid))
+    return hit ?? this.getNodeBytes(cid).entries
+  }
+
+  /** getNode() with the node's dag-cbor bytes (encoded once: for a node read from its pack, the bytes it was verified by). */
+  getNodeBytes(cid: CidBytes): { entries: NodeEntries; bytes: Uint8Array } {
     const key = cidKey(cid)
     const hit = this.nodeCache.get(key)
-    if (hit) return hit
+    if (hit) return { entries: hit, bytes: encodeNode(hit) }
     const { loc, entries } = this.resolveNode(cid, 0)
-    if (!cidEquals(blake3(encodeNode(entries)), cidDigest(cid))) throw hashMismatch(cid, loc)
+    const bytes = encodeNode(entries)
+    if (!cidEquals(blake3(bytes), cidDigest(cid))) throw hashMismatch(cid, loc)
+    this.cacheNode(key, entries)
+    return { entries, bytes }
+  }
+
+  /**
+   * Puts a node the caller has just verified (its encoding hashes to cid) in the node cache, so a
+   * later getNode() of it (e.g. as the base of the next version) costs nothing.
+   */
+  rememberNode(cid: CidBytes, entries: NodeEntries): void {
+    this.cacheNode(cidKey(cid), entries)
+  }
+
+  private cacheNode(key: string, entries: NodeEntries): void {
+    if (this.nodeCache.has(key)) return
     if (this.nodeCache.size >= this.nodeCacheMax) this.nodeCache.delete(this.nodeCache.keys().next().value!)
     this.nodeCache.set(key, entries)
-    return entries
   }
 
   private resolveNode(cid: CidBytes, hops: number): { loc: BlockLocation; entries: NodeEntries } {

@@ -119,6 +119,8 @@ export class Repository {
         throw err
       }
       writeHolder(dir)
+      // temporary sets of an export or import that did not end (a crash): we hold the lock now
+      fs.rmSync(path.join(dir, 'tmp'), { recursive: true, force: true })
       io = new FilePackIO(path.join(dir, 'packs'))
     }
     let blocks: BlockStore

@@ -36,6 +36,8 @@ export interface HashTask {
    * hold is not compressed but marked KNOWN; the caller confirms it against the index.
    */
   known?: FingerprintView
+  /** With `compress`: chunks (1) to hash but not compress */
+  hashOnly?: Uint8Array
   /** With `compress`: shared memory for the payloads (reused by the caller; saves a fresh buffer per task) */
   out?: Uint8Array
   /**
@@ -206,7 +208,7 @@ export function runTask(t: Task): TaskResult {
       }
       compressor ??= defaultCompressor()
       let bound = 0
-      for (let i = 0; i < n; i++) bound += ENTRY_HEADER_SIZE + maxBlockPayload(compressor, t.lengths[i]!)
+      for (let i = 0; i < n; i++) if (!t.hashOnly?.[i]) bound += ENTRY_HEADER_SIZE + maxBlockPayload(compressor, t.lengths[i]!)
       // the caller's shared output buffer, or one of our own handed back by transfer; never a buffer
       // per chunk (allocUnsafeSlow: never a view of Buffer's shared pool, which a transfer would detach)
       const out = t.out && t.out.length >= bound ? t.out : Buffer.allocUnsafeSlow(bound)
@@ -223,6 +225,7 @@ export function runTask(t: Task): TaskResult {
         const d = blake3(c)
         digests.set(d, i * 32)
         if (t.previous && sameDigest(d, t.previous, i * 32)) continue
+        if (t.hashOnly?.[i]) continue
         if (t.known && viewMayHave(t.known, d)) {
           compressed[i] = KNOWN
           continue

@@ -330,8 +330,52 @@ describe('ckpt CLI', () => {
     })
   })
 
+  describe('export and import', () => {
+    it('export --out FILE, import FILE: the checkpoints arrive; a second import is a no-op', () => {
+      const car = path.join(tmp, 'vm1.car')
+      const e = ckpt(['export', '--store', store, 'vm1', `vm1@${V1}`, '--out', car, '--json'])
+      expect(e.status, e.stderr).toBe(0)
+      const ej = JSON.parse(e.stdout)
+      expect(ej.checkpoints).toBe(2)
+      expect(ej.fileBytes).toBe(fs.statSync(car).size)
+      expect(fs.readdirSync(tmp).filter((f) => f.includes('ckpt-partial'))).toEqual([])
+      const dst = path.join(tmp, 'imported')
+      const i = ckpt(['import', '--store', dst, car, '--json'])
+      expect(i.status, i.stderr).toBe(0)
+      expect(JSON.parse(i.stdout).checkpoints).toBe(2)
+      const again = ckpt(['import', '--store', dst, car])
+      expect(again.status).toBe(0)
+      expect(again.stdout).toContain('imported nothing new')
+      expect(ckpt(['log', '--store', dst]).stdout).toBe(ckpt(['log', '--store', store]).stdout.split('\n').filter((l) => l.startsWith('vm1@')).join('\n') + '\n')
+      const out = path.join(tmp, 'ram-from-import')
+      const ref = path.join(tmp, 'ram-from-source')
+      expect(ckpt(['restore', '--store', dst, 'vm1', '--region', 'ram', '--out', out]).status).toBe(0)
+      expect(ckpt(['restore', '--store', store, 'vm1', '--region', 'ram', '--out', ref]).status).toBe(0)
+      expect(fs.readFileSync(out).equals(fs.readFileSync(ref))).toBe(true)
+    })
+
+    it('export --out - | import - (a pipe, compressed) and bad input by error code', () => {
+      const dst = path.join(tmp, 'piped')
+      const sh = spawnSync('/bin/sh', ['-c', `"${process.execPath}" "${CLI}" export --store "${store}" vm1 --compress --out - | "${process.execPath}" "${CLI}" import --store "${dst}" - --json`])
+      expect(sh.status, sh.stderr.toString()).toBe(0)
+      expect(JSON.parse(sh.stdout.toString()).checkpoints).toBe(1)
+      const garbage = path.join(tmp, 'garbage.car')
+      fs.writeFileSync(garbage, randomBytes(3000))
+      expectError(ckpt(['import', '--store', dst, garbage]), 1, 'CKPT_BAD_BUNDLE')
+      expectError(ckpt(['import', '--store', dst, path.join(tmp, 'missing.car')]), 1, 'CKPT_NOT_FOUND')
+      for (const args of [['export', '--store', store, 'vm1'], ['export', '--store', store, '--out', path.join(tmp, 'x.car')]]) {
+        const r = ckpt(args)
+        expect(r.status).toBe(2)
+        expect(r.stderr).toContain('ckpt: usage:')
+      }
+      expectError(ckpt(['export', '--store', store, 'no-such-timeline', '--out', path.join(tmp, 'x.car')]), 1, 'CKPT_NOT_FOUND')
+      expect(fs.existsSync(path.join(tmp, 'x.car'))).toBe(false)
+      expect(ckpt(['import', '--store', dst, garbage, '--as', 'a', '--timeline-prefix', 'b']).status).toBe(2)
+    })
+  })
+
   describe('help and version', () => {
-    const commands = ['init', 'add', 'log', 'show', 'seek', 'restore', 'diff', 'stats']
+    const commands = ['init', 'add', 'log', 'show', 'seek', 'restore', 'diff', 'stats', 'export', 'import']
 
     it('ckpt --help and ckpt help list every command', () => {
       for (const args of [['--help'], ['help']]) {
