@@ -3,6 +3,7 @@
  * against its target, as a table. Quick mode (BENCH_QUICK=1) shrinks the workload for a smoke run.
  * Results also go to bench/results/core.json.
  */
+import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -72,11 +73,13 @@ let dirtyBytes = 0
 const rssSamples: number[] = [process.memoryUsage().rss / MiB]
 let first!: Checkpoint
 let last!: Checkpoint
+const checkpointCids: Checkpoint['cid'][] = []
 {
   const t = performance.now()
   // the first checkpoint is awaited before the images change, so no copy is needed (stable)
   first = await tl.checkpoint({ vtime: 0n, regions: { ram: { data: w.ram, stable: true }, disk: { data: w.disk, stable: true } }, blobs: { cpu: Buffer.from('cpu state 0') } })
   results.initial_ingest_ms = performance.now() - t
+  checkpointCids.push(first.cid)
   rssSamples.push(process.memoryUsage().rss / MiB)
 }
 for (let k = 1; k < N; k++) {
@@ -91,6 +94,7 @@ for (let k = 1; k < N; k++) {
   })
   const p = performance.now() - t0
   last = await pending
+  checkpointCids.push(last.cid)
   pause.push(p)
   pausePerPage.push(p / d.pages.length)
   commit.push(last.stats.commitMs)
@@ -204,6 +208,35 @@ const store2 = await openStore(path.join(root, 'store'))
   row(`small checkpoints (1 dirty page), ${SEEK_N.toLocaleString()} in a row`, `${(buildMs / SEEK_N).toFixed(2)} ms each`)
 }
 await store2.close()
+
+// --- bundles (issue 3): export and import of the N checkpoints, each in a process of its own ---
+{
+  const child = (args: string[]) => {
+    const r = spawnSync(process.execPath, [path.join(import.meta.dirname, 'bundle-child.js'), ...args], { encoding: 'utf8', maxBuffer: 16 << 20 })
+    if (r.status !== 0) throw new Error(`bundle child failed: ${r.stderr}`)
+    return JSON.parse(r.stdout.trim().split('\n').at(-1)!)
+  }
+  const storeDir = path.join(root, 'store')
+  const roots = checkpointCids.map((c) => c.toString())
+  const car = path.join(root, 'run.car')
+  const ex = child(['export', storeDir, car, ...roots])
+  const exMBs = ex.carBytes / 1e6 / (ex.ms / 1000)
+  row(`bundle export, ${N} checkpoints (to a file, fsynced)`, `${(ex.ms / 1000).toFixed(2)} s, ${exMBs.toFixed(0)} MB/s (${fmtBytes(ex.carBytes)}, ${ex.blocks} blocks)`, '>= 400 MB/s', exMBs >= 400)
+  const sizeRatio = ex.carBytes / ex.bytes
+  row('bundle size / distinct uncompressed block bytes', `${sizeRatio.toFixed(4)} x (${fmtBytes(ex.bytes)} of blocks)`, '<= 1.02 x', sizeRatio <= 1.02)
+  const im = child(['import', path.join(root, 'imported'), car])
+  const imMBs = im.bytes / 1e6 / (im.ms / 1000)
+  row('bundle import into an empty store (every block re-hashed)', `${(im.ms / 1000).toFixed(2)} s, ${imMBs.toFixed(0)} MB/s, stored ${fmtBytes(im.storedBytes)}`, '>= 250 MB/s', imMBs >= 250)
+  const rss = Math.max(ex.rssMiB, im.rssMiB)
+  row('bundle peak RSS (export / import process)', `${ex.rssMiB.toFixed(0)} / ${im.rssMiB.toFixed(0)} MiB`, '<= 256 MiB', rss <= 256)
+  const thinCar = path.join(root, 'thin.car')
+  const thin = child(['export', storeDir, thinCar, '--since', roots.at(-11)!, ...roots.slice(-10)])
+  row('thin bundle (last 10 checkpoints, --since the one before)', `${fmtBytes(thin.carBytes)} = ${((thin.carBytes / ex.carBytes) * 100).toFixed(1)}% of the full bundle`)
+  const z = child(['export', storeDir, path.join(root, 'run.car.zst'), '--compress', ...roots])
+  row('compressed bundle (--compress: zstd, else gzip)', `${fmtBytes(z.fileBytes)} (${((z.fileBytes / ex.carBytes) * 100).toFixed(0)}% of plain), export ${(z.ms / 1000).toFixed(2)} s`)
+  fs.rmSync(car, { force: true })
+  fs.rmSync(path.join(root, 'imported'), { recursive: true, force: true })
+}
 const rssBudget = 1.5 * ((ramSize + diskSize) / MiB) + 256
 row('peak RSS during ingest (sampled; the process holds the 768 MiB images and 48 MiB of content pools)', `${rssIngest.toFixed(0)} MiB (before ingest ${rssBase.toFixed(0)} MiB: ckpt adds ${(rssIngest - rssBase).toFixed(0)} MiB)`, `<= ${rssBudget} MiB`, rssIngest <= rssBudget)
 row('peak RSS, whole bench', `${peakRssMiB().toFixed(0)} MiB`)

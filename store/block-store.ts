@@ -86,7 +86,7 @@ function decodePackRecord(v: Uint8Array): PackRecord {
 export interface BlockStoreOptions {
   /** a pack is sealed once it reaches this size (default 64 MiB) */
   packTargetSize?: number
-  /** decoded tree nodes kept in memory (default 4,096, ~35 MiB at 256 links) */
+  /** decoded tree nodes kept in memory (default 2,048, ~17 MiB at 256 links) */
   nodeCacheEntries?: number
 }
 
@@ -117,7 +117,7 @@ export class BlockStore {
     opts: BlockStoreOptions,
   ) {
     this.packTarget = opts.packTargetSize ?? 64 << 20
-    this.nodeCacheMax = opts.nodeCacheEntries ?? 4096
+    this.nodeCacheMax = opts.nodeCacheEntries ?? 2048
   }
 
   /**
@@ -424,24 +424,20 @@ export class BlockStore {
     return hit ?? this.getNodeBytes(cid).entries
   }
 
-  /** getNode() with the node's dag-cbor bytes (encoded once: for a node read from its pack, the bytes it was verified by). */
-  getNodeBytes(cid: CidBytes): { entries: NodeEntries; bytes: Uint8Array } {
+  /**
+   * getNode() with the node's dag-cbor bytes (encoded once: for a node read from its pack, the bytes
+   * it was verified by). `cache` false: a node read once (an export's walk) does not displace the
+   * cached ones.
+   */
+  getNodeBytes(cid: CidBytes, cache = true): { entries: NodeEntries; bytes: Uint8Array } {
     const key = cidKey(cid)
     const hit = this.nodeCache.get(key)
     if (hit) return { entries: hit, bytes: encodeNode(hit) }
     const { loc, entries } = this.resolveNode(cid, 0)
     const bytes = encodeNode(entries)
     if (!cidEquals(blake3(bytes), cidDigest(cid))) throw hashMismatch(cid, loc)
-    this.cacheNode(key, entries)
+    if (cache) this.cacheNode(key, entries)
     return { entries, bytes }
-  }
-
-  /**
-   * Puts a node the caller has just verified (its encoding hashes to cid) in the node cache, so a
-   * later getNode() of it (e.g. as the base of the next version) costs nothing.
-   */
-  rememberNode(cid: CidBytes, entries: NodeEntries): void {
-    this.cacheNode(cidKey(cid), entries)
   }
 
   private cacheNode(key: string, entries: NodeEntries): void {

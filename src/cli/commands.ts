@@ -608,20 +608,21 @@ examples:
     const file = oneRef('import', positionals)
     const dir = storeDir(values.store, 'import')
     if (values.as !== undefined && values['timeline-prefix'] !== undefined) throw new UsageError('give --as or --timeline-prefix, not both', 'import')
-    let source: AsyncIterable<Uint8Array>
     let total: number | undefined
     let read = 0
-    if (file === '-') source = process.stdin
-    else {
+    let counted: AsyncIterable<Uint8Array>
+    if (file === '-') {
+      counted = (async function* () {
+        for await (const c of process.stdin) {
+          read += (c as Uint8Array).length
+          yield c as Uint8Array
+        }
+      })()
+    } else {
       total = fileSize(file)
-      source = fs.createReadStream(file, { highWaterMark: 1 << 20 })
+      const { fileSource } = await import('../bundle.js')
+      counted = fileSource(file, (n) => (read += n))
     }
-    const counted = (async function* () {
-      for await (const c of source) {
-        read += c.length
-        yield c as Uint8Array
-      }
-    })()
     const progress = new Progress('ckpt import', Progress.wanted(values.json === true))
     try {
       const s = await withStore(dir, {}, async (store) => {

@@ -1,9 +1,9 @@
 /**
  * Reused shared memory for chunk copies. A fresh SharedArrayBuffer per checkpoint costs a zero-fill
  * and, more, pressure on V8's external-memory accounting: ~5 ms of GC per checkpoint when measured.
- * Size classes are powers of two from 1 MiB; at most 64 MiB are kept for reuse.
+ * Size classes are powers of two from 1 MiB; at most 32 MiB are kept for reuse.
  */
-const RETAIN = 64 << 20
+const RETAIN = 32 << 20
 const free = new Map<number, SharedArrayBuffer[]>()
 let retained = 0
 

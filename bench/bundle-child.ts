@@ -1,0 +1,42 @@
+/**
+ * One bundle operation in a process of its own, so its peak RSS is its own (the bench's parent holds
+ * the workload's images). Prints one JSON line.
+ *   node dist/bench/bundle-child.js export STORE OUT [--since CID] [--compress] CID...
+ *   node dist/bench/bundle-child.js import STORE FILE
+ */
+import fs from 'node:fs'
+import { exportBundle, fileSource, importBundle, openStore } from '../src/index.js'
+import { peakRssMiB } from './stats.js'
+
+const [op, dir, file, ...rest] = process.argv.slice(2)
+if (op === 'export') {
+  const since: string[] = []
+  const roots: string[] = []
+  let compress = false
+  for (let i = 0; i < rest.length; i++) {
+    if (rest[i] === '--since') since.push(rest[++i]!)
+    else if (rest[i] === '--compress') compress = true
+    else roots.push(rest[i]!)
+  }
+  const store = await openStore(dir!, { mustExist: true })
+  const t = performance.now()
+  const stream = exportBundle(store, roots, { since, compress })
+  const fd = fs.openSync(file!, 'w')
+  for await (const c of stream) fs.writeSync(fd, c)
+  fs.fsyncSync(fd)
+  fs.closeSync(fd)
+  const ms = performance.now() - t
+  const s = await stream.summary
+  await store.close()
+  console.log(JSON.stringify({ ms, blocks: s.blocks, bytes: s.bytes, carBytes: s.carBytes, fileBytes: fs.statSync(file!).size, rssMiB: peakRssMiB() }))
+} else if (op === 'import') {
+  const store = await openStore(dir!)
+  const t = performance.now()
+  const s = await importBundle(store, fileSource(file!))
+  const ms = performance.now() - t
+  await store.close()
+  console.log(JSON.stringify({ ms, checkpoints: s.checkpoints, blocks: s.blocks, bytes: s.bytes, storedBytes: s.storedBytes, rssMiB: peakRssMiB() }))
+} else {
+  console.error('usage: bundle-child.js export|import ...')
+  process.exit(2)
+}
