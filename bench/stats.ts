@@ -1,3 +1,5 @@
+import fs from 'node:fs'
+
 export function median(xs: number[]): number {
   return quantile(xs, 0.5)
 }
@@ -20,7 +22,15 @@ export function fmtBytes(n: number): string {
   return `${n} B`
 }
 
+/**
+ * Peak RSS of this process. VmHWM belongs to the address space (a new one at exec), unlike
+ * getrusage's maxRSS, which a child started from a large parent inherits across fork and exec.
+ */
 export function peakRssMiB(): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'))
+    if (m) return Number(m[1]) / 1024
+  } catch {}
   return process.resourceUsage().maxRSS / 1024
 }
 
