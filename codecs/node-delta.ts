@@ -11,6 +11,7 @@
  * - slots are strictly increasing and < newCount. Slot s of the result is the patch for s if any, else
  *   base slot s if s < base count, else a hole. Nothing may follow the last patch.
  */
+import { copyOf } from './bytes.js'
 import { BLAKE3, CID_LENGTH, DAG_CBOR, DIGEST_LENGTH, RAW } from './cid.js'
 import { CkptError } from './errors.js'
 import { MAX_NODE_COUNT, type NodeEntries } from './tree-node.js'
@@ -132,7 +133,7 @@ export function deltaBaseCid(delta: Uint8Array): Uint8Array {
   if (!(delta instanceof Uint8Array)) throw new TypeError('deltaBaseCid: delta must be a Uint8Array')
   if (delta.length < CID_LENGTH) throw bad('truncated base CID', delta.length)
   if (!isBaseCid(delta)) throw bad('base is not a CIDv1 dag-cbor BLAKE3-256', 0)
-  return delta.slice(0, CID_LENGTH)
+  return copyOf(delta, 0, CID_LENGTH)
 }
 
 /** Rebuilds the node from its base and the delta; strict, anything malformed is CKPT_BAD_NODE. */
@@ -189,4 +190,65 @@ export function applyNodeDelta(base: NodeEntries, delta: Uint8Array): NodeEntrie
   }
   if (p !== len) throw bad(`${len - p} trailing bytes`, p)
   return { count, codecs, digests }
+}
+
+/** A node delta read but not applied: its base, the new count and the patched slots. */
+export interface NodePatch {
+  baseCid: Uint8Array
+  count: number
+  slots: number[]
+  /** per patch: 0 (a hole), 0x55 or 0x71 */
+  codecs: number[]
+  /** per patch: where its 32-byte digest starts in `delta` (-1 for a hole) */
+  digestAt: number[]
+  delta: Uint8Array
+}
+
+/**
+ * The patches of a delta, validated as applyNodeDelta validates them (CKPT_BAD_NODE otherwise),
+ * without building the node: a reader that knows the base can look at just what changed.
+ */
+export function readNodePatch(delta: Uint8Array): NodePatch {
+  const baseCid = deltaBaseCid(delta)
+  const len = delta.length
+  let p = CID_LENGTH
+  const varint = (what: string): number => {
+    let n = 0
+    for (let shift = 0; shift < 21; shift += 7) {
+      if (p >= len) throw bad(`truncated ${what}`, p)
+      const b = delta[p++]!
+      n |= (b & 0x7f) << shift
+      if (b < 0x80) {
+        if (b === 0 && shift > 0) throw bad(`non-minimal varint for ${what}`, p - 1)
+        return n
+      }
+    }
+    throw bad(`${what} out of range`, p)
+  }
+  const count = varint('node count')
+  if (count < 1 || count > MAX_NODE_COUNT) throw bad(`node count ${count} not in 1..${MAX_NODE_COUNT}`, CID_LENGTH)
+  const patches = varint('patch count')
+  if (patches > count) throw bad(`${patches} patches for ${count} slots`, p)
+  const slots: number[] = []
+  const codecs: number[] = []
+  const digestAt: number[] = []
+  let prev = -1
+  for (let i = 0; i < patches; i++) {
+    const at = p
+    const s = varint('slot')
+    if (s <= prev || s >= count) throw bad(`slot ${s} out of order or >= ${count}`, at)
+    prev = s
+    if (p >= len) throw bad('truncated patch', p)
+    const c = delta[p++]!
+    if (c === 0) digestAt.push(-1)
+    else if (c === RAW || c === DAG_CBOR) {
+      if (p + DIGEST_LENGTH > len) throw bad('truncated digest', p)
+      digestAt.push(p)
+      p += DIGEST_LENGTH
+    } else throw bad(`slot ${s} has codec ${c}`, p - 1)
+    slots.push(s)
+    codecs.push(c)
+  }
+  if (p !== len) throw bad(`${len - p} trailing bytes`, p)
+  return { baseCid, count, slots, codecs, digestAt, delta }
 }

@@ -13,6 +13,7 @@
  * the checkpoints visible in one atomic catalog commit. A bad bundle leaves no visible trace; blocks
  * it had written (committed in steps to bound memory) are unreferenced and gc removes them.
  */
+import { copyOf } from '../codecs/bytes.js'
 import fs from 'node:fs'
 import path from 'node:path'
 import { CID as CIDClass, type CID } from 'multiformats/cid'
@@ -33,6 +34,7 @@ import { COMPRESSED } from './pipeline/tasks.js'
 import { acquireSlab, releaseSlab } from './pipeline/slabs.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
 import { checkName } from './refs.js'
+import { changedSlots, sameDigest } from './node-compare.js'
 import { Geometry, storeNode } from './region-tree.js'
 import { readBlocks } from './restore.js'
 import type { CkptStore } from './store.js'
@@ -131,7 +133,7 @@ async function* carStream(
           outLen = 0
         }
         if (bytes.length > out.length) {
-          yield bytes.slice()
+          yield copyOf(bytes)
           return
         }
       }
@@ -729,7 +731,7 @@ class Importer {
         m = decodeManifest(block)
       } catch {}
       if (m) {
-        await this.manifest(cid, block.slice(), offset, false, m)
+        await this.manifest(cid, copyOf(block), offset, false, m)
         return
       }
     }
@@ -974,54 +976,6 @@ function keyBytes(key: string): Uint8Array {
   return Buffer.from(key, 'latin1')
 }
 
-/** Slots where `a` differs from `b` (all of a's slots without a comparable b), increasing. */
-function changedSlots(a: NodeEntries, b: NodeEntries | undefined): number[] {
-  const out: number[] = []
-  if (!b || b.count !== a.count) {
-    for (let s = 0; s < a.count; s++) out.push(s)
-    return out
-  }
-  const wa = words(a.digests)
-  const wb = words(b.digests)
-  for (let s = 0; s < a.count; s++) {
-    if (a.codecs[s] !== b.codecs[s]) {
-      out.push(s)
-      continue
-    }
-    if (!a.codecs[s]) continue
-    if (wa && wb) {
-      const o = s * 8
-      if (wa[o] !== wb[o] || wa[o + 1] !== wb[o + 1] || wa[o + 2] !== wb[o + 2] || wa[o + 3] !== wb[o + 3] || wa[o + 4] !== wb[o + 4] || wa[o + 5] !== wb[o + 5] || wa[o + 6] !== wb[o + 6] || wa[o + 7] !== wb[o + 7]) out.push(s)
-    } else if (!sameDigest(a.digests, b.digests, s)) out.push(s)
-  }
-  return out
-}
-
-const u32Views = new WeakMap<Uint8Array, Uint32Array>()
-
-/** digests as 32-bit words where they are 4-byte aligned (decoded nodes always are), else undefined */
-function words(d: Uint8Array): Uint32Array | undefined {
-  let v = u32Views.get(d)
-  if (v === undefined && d.byteOffset % 4 === 0 && d.length % 4 === 0) {
-    v = new Uint32Array(d.buffer, d.byteOffset, d.length / 4)
-    u32Views.set(d, v)
-  }
-  return v
-}
-
-function sameDigest(a: Uint8Array, b: Uint8Array, slot: number): boolean {
-  const wa = words(a)
-  const wb = words(b)
-  if (wa && wb) {
-    const at = slot * 8
-    for (let i = 0; i < 8; i++) if (wa[at + i] !== wb[at + i]) return false
-    return true
-  }
-  const at = slot * 32
-  for (let i = 0; i < 32; i++) if (a[at + i] !== b[at + i]) return false
-  return true
-}
-
 function cidFrom(codec: number, digests: Uint8Array, slot: number): CidBytes {
   const c = new Uint8Array(CID_LENGTH)
   c.set([0x01, codec, 0x1e, 0x20])
@@ -1036,7 +990,7 @@ function badNode(checkpoint: CidBytes, region: string, what: string): CkptError 
 /** A CID of the kind ckpt stores (CIDv1, raw or dag-cbor, BLAKE3-256), copied; else CKPT_BAD_CID naming the offset. */
 function ourCid(bytes: Uint8Array, offset: number, what: string): CidBytes {
   const ok = bytes.length === CID_LENGTH && bytes[0] === 0x01 && (bytes[1] === RAW || bytes[1] === DAG_CBOR) && bytes[2] === 0x1e && bytes[3] === 0x20
-  if (ok) return bytes.slice()
+  if (ok) return copyOf(bytes)
   let desc = `${bytes.length} bytes`
   try {
     const c = CIDClass.decode(bytes)

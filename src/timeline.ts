@@ -7,6 +7,7 @@
  * durable and visible. When the pipeline holds more than `maxPendingBytes` of copies, the copy waits for
  * room (backpressure) and `copied` tells the caller when its buffers are free again.
  */
+import { copyOf } from '../codecs/bytes.js'
 import fs from 'node:fs'
 import { CID } from 'multiformats/cid'
 import { blake3 } from '../codecs/blake3.js'
@@ -272,7 +273,7 @@ export class Timeline {
         r.owned = true
       }
     }
-    for (const [k, b] of Object.entries(job.blobs)) job.blobs[k] = b.slice()
+    for (const [k, b] of Object.entries(job.blobs)) job.blobs[k] = copyOf(b)
   }
 
   /** The pipeline part: runs in the store's queue, one checkpoint at a time. */

@@ -4,6 +4,7 @@
  * index operations, which the caller writes in the same LevelDB batch as the catalog entries that
  * reference them; only then do the blocks count as stored (SPEC.md §Crash safety).
  */
+import { copyOf } from '../codecs/bytes.js'
 import { blake3 } from '../codecs/blake3.js'
 import { CID_LENGTH, cidCodec, cidDigest, cidEquals, cidKey, cidToString, DAG_CBOR, type CidBytes } from '../codecs/cid.js'
 import { AT_REST, decompressBlock } from '../codecs/compress.js'
@@ -99,6 +100,8 @@ export class BlockStore {
   private readonly staged = new Map<string, BlockLocation>()
   private readonly stagedCids: CidBytes[] = []
   private readonly packs = new Map<number, PackRecord>()
+  /** unsealed packs found shorter than their committed length at open: never appended to */
+  readonly damagedPacks = new Set<number>()
   /** verified, decoded tree nodes by CID (immutable: a CID names one content forever) */
   private readonly nodeCache = new Map<string, NodeEntries>()
   private openPack = -1
@@ -127,9 +130,16 @@ export class BlockStore {
   static async open(kv: KV, io: PackIO, opts: BlockStoreOptions = {}): Promise<BlockStore> {
     const s = new BlockStore(kv, io, opts)
     for await (const [k, v] of kv.iterate(packRange)) s.packs.set(packKeyNo(k), decodePackRecord(v))
-    for (const n of io.list()) if (!s.packs.has(n)) io.remove(n)
+    // a pack file no record names is a crash leftover (written, never committed) or the sign of a
+    // damaged index: set aside, never deleted here
+    for (const n of io.list()) if (!s.packs.has(n)) io.quarantine(n)
     for (const [n, rec] of s.packs) {
       if (rec.sealed || !io.exists(n)) continue
+      // a pack shorter than its committed length is damaged (verify reports it): left as it is
+      if (io.size(n) < rec.committedLength) {
+        s.damagedPacks.add(n)
+        continue
+      }
       // cuts a torn tail: bytes past the committed length were never acknowledged
       io.openForAppend(n, rec.committedLength)
       if (rec.committedLength < s.packTarget && s.openPack < 0) {
@@ -203,7 +213,7 @@ export class BlockStore {
     if (loc.pack === this.openPack && loc.offset >= this.bufStart) {
       // a copy: the write buffer is reused once flushed, and callers may keep what they read
       const at = loc.offset - this.bufStart
-      entry = this.buf.slice(at, at + size)
+      entry = copyOf(this.buf, at, at + size)
     } else if (scratch) {
       if (this.scratch.length < size) this.scratch = Buffer.allocUnsafe(Math.max(size, 2 * this.scratch.length))
       entry = this.io.readInto(loc.pack, loc.offset, this.scratch.subarray(0, size))
@@ -279,6 +289,8 @@ export class BlockStore {
     let n = 1
     for (const k of this.packs.keys()) n = Math.max(n, k + 1)
     for (const k of this.io.list()) n = Math.max(n, k + 1)
+    // nor a number a set-aside pack had: repair may bring it back
+    for (const q of this.io.quarantined()) n = Math.max(n, Number.parseInt(q.slice(-q.length + q.lastIndexOf('/') + 1), 10) + 1)
     this.io.openForAppend(n, 0)
     this.openPack = n
     const header = encodePackHeader(n)
@@ -471,7 +483,7 @@ export class BlockStore {
 
   /** Every indexed CID, in index order (no JS set of everything: streamed from LevelDB). */
   async *list(): AsyncIterable<CidBytes> {
-    for await (const [k] of this.kv.iterate(blockRange)) yield k.slice(1, 1 + CID_LENGTH)
+    for await (const [k] of this.kv.iterate(blockRange)) yield copyOf(k, 1, 1 + CID_LENGTH)
   }
 
   close(): void {

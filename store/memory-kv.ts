@@ -1,4 +1,5 @@
 import { CkptError } from '../codecs/errors.js'
+import { copyOf } from '../codecs/bytes.js'
 import { compareBytes, inRange, type KV, type KVOp, type KVRange } from './kv.js'
 
 /** Sorted in-memory KV for unit tests; same semantics as LevelKV (copies in and out, ordered bytes). */
@@ -18,7 +19,7 @@ export class MemoryKV implements KV {
   getSync(key: Uint8Array): Uint8Array | undefined {
     this.check()
     const e = this.map.get(Buffer.from(key).toString('latin1'))
-    return e ? e[1].slice() : undefined
+    return e ? copyOf(e[1]) : undefined
   }
 
   async getMany(keys: Uint8Array[]): Promise<(Uint8Array | undefined)[]> {
@@ -29,7 +30,7 @@ export class MemoryKV implements KV {
     this.check()
     for (const op of ops) {
       const k = Buffer.from(op.key).toString('latin1')
-      if (op.type === 'put') this.map.set(k, [op.key.slice(), op.value.slice()])
+      if (op.type === 'put') this.map.set(k, [copyOf(op.key), copyOf(op.value)])
       else this.map.delete(k)
     }
     this.sorted = undefined
@@ -44,7 +45,7 @@ export class MemoryKV implements KV {
     let n = 0
     for (const [k, v] of rows) {
       if (n++ >= limit) return
-      yield [k.slice(), v.slice()]
+      yield [copyOf(k), copyOf(v)]
     }
   }
 

@@ -10,6 +10,7 @@
  * Entries are self-describing (CID and lengths), so the index can be rebuilt from packs alone; the
  * crc lets a scan tell a torn or flipped entry from a valid one without decompressing and re-hashing.
  */
+import { copyOf } from '../codecs/bytes.js'
 import { crc32 } from 'node:zlib'
 import { CID_LENGTH } from '../codecs/cid.js'
 import { CkptError } from '../codecs/errors.js'
@@ -99,7 +100,7 @@ export function decodeEntryHeader(b: Uint8Array): EntryHeader {
     rawLength: buf.readUInt32LE(4),
     codec: buf[8]!,
     depth: buf[9]!,
-    cid: b.slice(12, 12 + CID_LENGTH),
+    cid: copyOf(b, 12, 12 + CID_LENGTH),
     crc: buf.readUInt32LE(48),
   }
   if (buf.readUInt16LE(10) !== 0 || h.storedLength > MAX_BLOCK_SIZE || h.rawLength > MAX_BLOCK_SIZE) {

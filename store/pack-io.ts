@@ -6,6 +6,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { CkptError } from '../codecs/errors.js'
+import { fileReader, type PackReader } from './pack-scan.js'
 
 export interface PackIO {
   list(): number[]
@@ -21,10 +22,19 @@ export interface PackIO {
   /** Like read, into a buffer the caller owns (no allocation). */
   readInto(packNo: number, offset: number, out: Uint8Array): Uint8Array
   remove(packNo: number): void
+  /**
+   * Moves a pack file no index record names out of the way (never deletes data on open: the index
+   * may be what is damaged). `repair --rebuild-index` brings such packs back; gc removes them.
+   */
+  quarantine(packNo: number): void
+  /** Packs set aside by quarantine(), as paths (memory backend: none) */
+  quarantined(): string[]
   close(): void
   describe(packNo: number): string
   /** path of the pack file when another thread may read it directly; undefined in memory */
   filePath(packNo: number): string | undefined
+  /** the whole pack as a PackReader (verify and index rebuilds scan it front to back) */
+  reader(packNo: number): PackReader
 }
 
 export function packFileName(packNo: number): string {
@@ -51,6 +61,15 @@ export class FilePackIO implements PackIO {
 
   filePath(packNo: number): string {
     return this.describe(packNo)
+  }
+
+  reader(packNo: number): PackReader {
+    try {
+      return fileReader(this.describe(packNo))
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new CkptError('CKPT_BAD_PACK', `pack file ${this.describe(packNo)} is missing`, { pack: packNo })
+      throw ioError(err, 'opening a pack', { pack: packNo })
+    }
   }
 
   list(): number[] {
@@ -161,6 +180,25 @@ export class FilePackIO implements PackIO {
     fs.rmSync(this.describe(packNo), { force: true })
   }
 
+  quarantine(packNo: number): void {
+    const fd = this.fds.get(packNo)
+    if (fd !== undefined) fs.closeSync(fd)
+    this.fds.delete(packNo)
+    this.sizes.delete(packNo)
+    const dir = path.join(this.dir, 'orphaned')
+    fs.mkdirSync(dir, { recursive: true })
+    fs.renameSync(this.describe(packNo), path.join(dir, `${packFileName(packNo)}.${Date.now()}`))
+  }
+
+  quarantined(): string[] {
+    const dir = path.join(this.dir, 'orphaned')
+    try {
+      return fs.readdirSync(dir).filter((f) => /^\d{8}\.pack\.\d+$/.test(f)).sort().map((f) => path.join(dir, f))
+    } catch {
+      return []
+    }
+  }
+
   close(): void {
     for (const fd of this.fds.values()) fs.closeSync(fd)
     this.fds.clear()
@@ -176,6 +214,17 @@ export class MemoryPackIO implements PackIO {
   }
   filePath(): undefined {
     return undefined
+  }
+  reader(packNo: number): PackReader {
+    const p = this.get(packNo)
+    return {
+      size: p.len,
+      read: (into, pos) => {
+        const n = Math.max(0, Math.min(into.length, p.len - pos))
+        into.set(p.buf.subarray(pos, pos + n))
+        return n
+      },
+    }
   }
   list(): number[] {
     return [...this.packs.keys()].sort((a, b) => a - b)
@@ -219,6 +268,12 @@ export class MemoryPackIO implements PackIO {
   }
   remove(packNo: number): void {
     this.packs.delete(packNo)
+  }
+  quarantine(packNo: number): void {
+    this.packs.delete(packNo)
+  }
+  quarantined(): string[] {
+    return []
   }
   close(): void {}
 }

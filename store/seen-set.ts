@@ -13,6 +13,7 @@
  * incomplete (CKPT_BUNDLE_INCOMPLETE) — never a silent loss. The Bloom filter takes its k = 7 bit
  * positions straight from digest bytes: BLAKE3 output is uniform.
  */
+import { copyOf } from '../codecs/bytes.js'
 import fs from 'node:fs'
 import path from 'node:path'
 import type { KV } from './kv.js'
@@ -131,7 +132,7 @@ export class SeenSet {
     this.bloom(cid, (w, b) => void (this.bits![w]! |= b))
     const key = Buffer.from(cid.buffer, cid.byteOffset, cid.byteLength).toString('latin1')
     if (!this.pending.has(key)) {
-      this.pending.set(key, cid.slice())
+      this.pending.set(key, copyOf(cid))
       this.spilled++
     }
   }

@@ -120,6 +120,8 @@ export interface ReadTask {
   outOffsets: Float64Array
   out?: Uint8Array
   outFile?: string
+  /** only check (decompress into scratch and re-hash); nothing is returned but the verdict */
+  verifyOnly?: boolean
 }
 export interface ReadResult {
   /** index of the first failing entry, or -1 */
@@ -362,7 +364,7 @@ function readEntries(t: ReadTask): ReadResult {
   let at = 0
   try {
     if (t.outFile) outFd = fs.openSync(t.outFile, 'r+')
-    if (!t.out && !t.outFile) {
+    if (!t.out && !t.outFile && !t.verifyOnly) {
       let total = 0
       for (let i = 0; i < t.rawLengths.length; i++) total += t.rawLengths[i]!
       collected = new Uint8Array(total)

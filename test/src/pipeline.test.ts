@@ -47,6 +47,19 @@ describe('copy-then-resume', () => {
     expect(out.equals(expected)).toBe(true)
   })
 
+  it('copies blobs given as Buffers too (Buffer#slice is a view): later writes do not leak into them', async () => {
+    const store = await openStore(tmp())
+    stores.push(store)
+    const ram = pattern(1 << 20, 5)
+    const tl = await store.timeline('t', { regions: { ram: { size: ram.length } } })
+    const cpu = Buffer.from('registers at step one, exactly these bytes')
+    const expected = Buffer.from(cpu)
+    const pending = tl.checkpoint({ vtime: 0, regions: { ram: { data: ram } }, blobs: { cpu } })
+    cpu.fill(0x55)
+    const ck = await pending
+    expect(Buffer.from(await store.readBlob(ck.cid, 'cpu')).equals(expected)).toBe(true)
+  })
+
   it('applies backpressure: beyond maxPendingBytes the copy waits, `copied` says when, nothing is lost', async () => {
     const store = await openStore(tmp(), { maxPendingBytes: 64 * 1024 })
     stores.push(store)

@@ -1,0 +1,918 @@
+/**
+ * verifyStore: every problem of a store, as typed findings, in phases cheap first (SPEC.md §13).
+ *
+ *   1. structure: the index and the packs agree. Every pack is scanned front to back (headers,
+ *      entries with their checksums, footers); every index entry must point at an intact entry of its
+ *      CID, and every intact entry should be indexed.
+ *   2. dag: every checkpoint of the catalog (or of the given refs) is walked from its manifest: every
+ *      node decodes and verifies, every link resolves to an intact block of the right size, catalog
+ *      entries and refs point at manifests. A checkpoint is compared with the previous one of its
+ *      timeline, so only what changed is looked at; damage in a shared subtree is still charged to
+ *      every checkpoint that reaches it.
+ *   3. data (deep, or a sample): every block is read, decompressed and re-hashed on the workers.
+ *
+ * Findings about blocks name the checkpoints they damage. Memory: ~70 bytes per indexed block (the
+ * index is held as a table while the phases run), plus two checkpoints' worth of tree nodes.
+ */
+import { copyOf } from '../codecs/bytes.js'
+import type { CID } from 'multiformats/cid'
+import { cidEquals, cidKey, cidToString, DAG_CBOR, RAW, type CidBytes } from '../codecs/cid.js'
+import { CkptError, isCkptError } from '../codecs/errors.js'
+import { decodeManifest, type Manifest } from '../codecs/manifest.js'
+import type { NodeEntries } from '../codecs/tree-node.js'
+import { decodeLocation } from '../store/block-store.js'
+import { blockKeyCid, blockRange, checkpointRange, checkpointKeyVtime, dec, refRange } from '../store/keys.js'
+import { AT_REST, decompressBlock } from '../codecs/compress.js'
+import { applyNodeDelta, deltaBaseCid, readNodePatch, type NodePatch } from '../codecs/node-delta.js'
+import { decodeNode } from '../codecs/tree-node.js'
+import { scanPack } from '../store/pack-scan.js'
+import type { Repository } from '../store/repository.js'
+import { SeenSet } from '../store/seen-set.js'
+import type { WorkerPool } from './pipeline/worker-pool.js'
+import { changedSlots, sameDigest } from './node-compare.js'
+import { Geometry } from './region-tree.js'
+import type { CkptStore } from './store.js'
+
+export type FindingKind =
+  | 'missing-pack'
+  | 'truncated-pack'
+  | 'bad-pack-header'
+  | 'bad-pack-footer'
+  | 'damaged-entry'
+  | 'unindexed-entry'
+  | 'dangling-index-entry'
+  | 'bad-index-value'
+  | 'orphan-pack'
+  | 'missing-block'
+  | 'hash-mismatch'
+  | 'undecodable-block'
+  | 'bad-node'
+  | 'bad-manifest'
+  | 'dangling-ref'
+  | 'dangling-catalog-entry'
+  | 'bad-catalog-entry'
+
+export type Severity = 'error' | 'warning' | 'info'
+
+export interface CheckpointRef {
+  timeline: string
+  vtime: string
+  cid: string
+}
+
+export interface Finding {
+  phase: 'structure' | 'dag' | 'data'
+  kind: FindingKind
+  severity: Severity
+  message: string
+  cid?: string
+  pack?: number
+  offset?: number
+  length?: number
+  path?: string
+  /** checkpoints that reach the damaged block (dag and data phases) */
+  checkpoints?: CheckpointRef[]
+}
+
+export interface VerifyOptions {
+  /** only these checkpoints (and the blocks they reach) */
+  refs?: (string | CID)[]
+  /** phase 3: read, decompress and re-hash every block */
+  deep?: boolean
+  /** phase 3 on a random sample of this percentage of the blocks (0 < PCT <= 100) */
+  sample?: number
+  onProgress?: (p: VerifyProgress) => void
+}
+
+export interface VerifyProgress {
+  phase: 'structure' | 'dag' | 'data'
+  done: number
+  total: number
+  /** what done and total count */
+  unit: 'bytes' | 'checkpoints'
+}
+
+export interface VerifySummary {
+  clean: boolean
+  errors: number
+  warnings: number
+  infos: number
+  packs: number
+  blocks: number
+  checkpoints: number
+  damagedCheckpoints: CheckpointRef[]
+  /** blocks read and re-hashed in phase 3 */
+  dataBlocks: number
+  dataBytes: number
+  ms: { structure: number; dag: number; data: number }
+  /** what to do next */
+  advice: string[]
+  /** CIDs of damaged or missing blocks (for repair) */
+  damagedBlocks: string[]
+}
+
+// ------------------------------------------------------------------------- the index as a table
+
+/** dag-cbor payloads kept from the structure scan for the walk (beyond: read again) */
+const KEEP_NODE_BYTES = 64 << 20
+const ENTRY_OK = 1
+const ENTRY_BAD = 2
+
+/** Every index entry: CID, location, state; looked up by CID. */
+class IndexTable {
+  n = 0
+  cids = new Uint8Array(36 * 1024)
+  pack = new Uint32Array(1024)
+  offset = new Float64Array(1024)
+  stored = new Uint32Array(1024)
+  raw = new Uint32Array(1024)
+  codec = new Uint8Array(1024)
+  depth = new Uint8Array(1024)
+  /** 0 not seen in a pack yet, ENTRY_OK matched an intact entry, ENTRY_BAD damaged or dangling */
+  state = new Uint8Array(1024)
+  private slots = new Int32Array(2048).fill(-1)
+
+  private hash(c: Uint8Array, at: number): number {
+    return (c[at + 4]! | (c[at + 5]! << 8) | (c[at + 6]! << 16) | (c[at + 7]! << 24)) >>> 0
+  }
+
+  private grow(): void {
+    const cap = this.pack.length * 2
+    const g = <T extends Uint8Array | Uint32Array | Float64Array>(a: T, n: number): T => {
+      const b = new (a.constructor as new (n: number) => T)(n)
+      b.set(a)
+      return b
+    }
+    this.cids = g(this.cids, cap * 36)
+    this.pack = g(this.pack, cap)
+    this.offset = g(this.offset, cap)
+    this.stored = g(this.stored, cap)
+    this.raw = g(this.raw, cap)
+    this.codec = g(this.codec, cap)
+    this.depth = g(this.depth, cap)
+    this.state = g(this.state, cap)
+    this.slots = new Int32Array(cap * 2).fill(-1)
+    for (let i = 0; i < this.n; i++) this.place(i)
+  }
+
+  private place(i: number): void {
+    const mask = this.slots.length - 1
+    for (let s = this.hash(this.cids, i * 36) & mask; ; s = (s + 1) & mask) {
+      if (this.slots[s] === -1) {
+        this.slots[s] = i
+        return
+      }
+    }
+  }
+
+  add(cid: Uint8Array, l: { pack: number; offset: number; storedLength: number; rawLength: number; codec: number; depth: number }): void {
+    if (this.n === this.pack.length) this.grow()
+    const i = this.n++
+    this.cids.set(cid, i * 36)
+    this.pack[i] = l.pack
+    this.offset[i] = l.offset
+    this.stored[i] = l.storedLength
+    this.raw[i] = l.rawLength
+    this.codec[i] = l.codec
+    this.depth[i] = l.depth
+    this.place(i)
+  }
+
+  find(cid: Uint8Array): number {
+    const mask = this.slots.length - 1
+    for (let s = this.hash(cid, 0) & mask; ; s = (s + 1) & mask) {
+      const i = this.slots[s]!
+      if (i === -1) return -1
+      let same = true
+      for (let k = 0; k < 36; k++) {
+        if (this.cids[i * 36 + k] !== cid[k]) {
+          same = false
+          break
+        }
+      }
+      if (same) return i
+    }
+  }
+
+  cid(i: number): CidBytes {
+    return this.cids.slice(i * 36, i * 36 + 36)
+  }
+}
+
+// ------------------------------------------------------------------------- the generator
+
+export async function* verifyStore(store: CkptStore, opts: VerifyOptions = {}): AsyncGenerator<Finding, VerifySummary> {
+  if (opts.sample !== undefined && !(typeof opts.sample === 'number' && opts.sample > 0 && opts.sample <= 100)) {
+    throw new CkptError('CKPT_BAD_ARGUMENT', 'sample must be a percentage above 0 and at most 100', { sample: opts.sample })
+  }
+  const { repo, pool } = store.internals()
+  const v = new Verifier(store, repo, pool, opts)
+  try {
+    return yield* v.run()
+  } finally {
+    await v.close()
+  }
+}
+
+class Verifier {
+  private readonly table = new IndexTable()
+  /** damaged or missing blocks -> the checkpoints found to reach them */
+  private readonly damaged = new Map<string, { cid: CidBytes; kind: FindingKind; message: string; pack?: number; offset?: number; checkpoints: CheckpointRef[] }>()
+  /** nodes proven clean, and nodes under which there is damage (keyed by CID) */
+  private clean: SeenSet | undefined
+  private readonly dirtyNodes = new Set<string>()
+  private readonly damagedCheckpoints: CheckpointRef[] = []
+  private counts = { errors: 0, warnings: 0, infos: 0 }
+  private checkpoints = 0
+  private dataBlocks = 0
+  private dataBytes = 0
+
+  constructor(
+    private readonly store: CkptStore,
+    private readonly repo: Repository,
+    private readonly pool: WorkerPool,
+    private readonly opts: VerifyOptions,
+  ) {}
+
+  async close(): Promise<void> {
+    await this.clean?.close()
+  }
+
+  private finding(f: Finding): Finding {
+    if (f.severity === 'error') this.counts.errors++
+    else if (f.severity === 'warning') this.counts.warnings++
+    else this.counts.infos++
+    return f
+  }
+
+  async *run(): AsyncGenerator<Finding, VerifySummary> {
+    const ms = { structure: 0, dag: 0, data: 0 }
+    let t = performance.now()
+    yield* this.structure()
+    ms.structure = performance.now() - t
+    t = performance.now()
+    this.clean = await SeenSet.create(undefined, 1 << 16)
+    yield* this.dag()
+    ms.dag = performance.now() - t
+    if (this.opts.deep || this.opts.sample !== undefined) {
+      t = performance.now()
+      const before = this.damaged.size
+      yield* this.data()
+      // blocks found damaged only now: which checkpoints do they hurt? walk again, charging them
+      if (this.damaged.size > before) {
+        this.dirtyNodes.clear()
+        await this.clean.close()
+        this.clean = await SeenSet.create(undefined, 1 << 16)
+        this.damagedCheckpoints.length = 0
+        for (const d of this.damaged.values()) d.checkpoints = []
+        for await (const _ of this.dag(true)) {
+          // the first walk reported its findings already
+        }
+      }
+      ms.data = performance.now() - t
+    }
+    for (const d of this.damaged.values()) {
+      yield this.finding({
+        phase: d.kind === 'hash-mismatch' || d.kind === 'undecodable-block' ? 'data' : 'dag',
+        kind: d.kind,
+        severity: d.checkpoints.length ? 'error' : 'warning',
+        message: d.checkpoints.length ? `${d.message}; it damages ${d.checkpoints.length} checkpoint${d.checkpoints.length === 1 ? '' : 's'}` : `${d.message} (no checkpoint checked reaches it)`,
+        cid: cidToString(d.cid),
+        pack: d.pack,
+        offset: d.offset,
+        checkpoints: d.checkpoints,
+      })
+    }
+    return this.summary(ms)
+  }
+
+  private summary(ms: VerifySummary['ms']): VerifySummary {
+    const advice: string[] = []
+    const dir = this.repo.dir
+    const indexProblems = this.kinds.has('dangling-index-entry') || this.kinds.has('unindexed-entry') || this.kinds.has('bad-index-value') || this.kinds.has('orphan-pack')
+    if (this.damaged.size > 0) {
+      advice.push(`restore the ${this.damaged.size} damaged block${this.damaged.size === 1 ? '' : 's'} from a copy: ckpt repair --store ${dir} --from BUNDLE_OR_STORE (a bundle exported earlier, or another store holding these checkpoints)`)
+    }
+    if (indexProblems) advice.push(`rebuild the index from the packs: ckpt repair --store ${dir} --rebuild-index`)
+    if (this.damagedCheckpoints.length > 0) advice.push(`if no copy exists, remove what cannot be healed (${this.damagedCheckpoints.length} checkpoint${this.damagedCheckpoints.length === 1 ? '' : 's'}): ckpt repair --store ${dir} --drop-damaged`)
+    return {
+      clean: this.counts.errors === 0 && this.counts.warnings === 0,
+      ...this.counts,
+      packs: this.repo.blocks.packRecords().size,
+      blocks: this.table.n,
+      checkpoints: this.checkpoints,
+      damagedCheckpoints: this.damagedCheckpoints,
+      dataBlocks: this.dataBlocks,
+      dataBytes: this.dataBytes,
+      ms,
+      advice,
+      damagedBlocks: [...this.damaged.values()].map((d) => cidToString(d.cid)),
+    }
+  }
+
+  private readonly kinds = new Set<FindingKind>()
+
+  private emit(f: Finding): Finding {
+    this.kinds.add(f.kind)
+    return this.finding(f)
+  }
+
+  private markDamaged(cid: CidBytes, kind: FindingKind, message: string, where: { pack?: number; offset?: number } = {}): void {
+    const k = cidKey(cid)
+    if (!this.damaged.has(k)) this.damaged.set(k, { cid, kind, message, ...where, checkpoints: [] })
+  }
+
+  // ----------------------------------------------------------------------- phase 1: structure
+
+  private async *structure(): AsyncGenerator<Finding> {
+    const blocks = this.repo.blocks
+    for await (const [k, v] of this.repo.kv.iterate(blockRange)) {
+      const cid = blockKeyCid(k)
+      try {
+        if (k.length !== 37 || cid[0] !== 0x01 || (cid[1] !== RAW && cid[1] !== DAG_CBOR) || cid[2] !== 0x1e || cid[3] !== 0x20) throw new Error('not a block key')
+        this.table.add(cid, decodeLocation(v))
+      } catch {
+        yield this.emit({ phase: 'structure', kind: 'bad-index-value', severity: 'error', message: `index key ${Buffer.from(k).toString('hex').slice(0, 80)} holds no valid block location` })
+      }
+    }
+    const records = [...blocks.packRecords()].sort((a, b) => a[0] - b[0])
+    const total = records.reduce((n, [, r]) => n + r.committedLength, 0)
+    let done = 0
+    for (const [n, rec] of records) {
+      if (!blocks.io.exists(n)) {
+        yield this.emit({ phase: 'structure', kind: 'missing-pack', severity: 'error', message: `pack ${n} (${blocks.io.describe(n)}) is missing; its blocks are lost`, pack: n, path: blocks.io.describe(n) })
+        done += rec.committedLength
+        continue
+      }
+      let staged = false
+      for (const ev of scanPack(blocks.io.reader(n), n, { end: rec.sealed ? undefined : rec.committedLength, sealed: rec.sealed })) {
+        if (ev.kind === 'entry') {
+          const e = ev.entry
+          const i = this.table.find(e.cid)
+          if (i < 0) {
+            yield this.emit({
+              phase: 'structure',
+              kind: 'unindexed-entry',
+              severity: 'warning',
+              message: `pack ${n} holds block ${cidToString(e.cid)} at offset ${e.offset}, which the index does not list`,
+              cid: cidToString(e.cid),
+              pack: n,
+              offset: e.offset,
+            })
+          } else if (this.table.pack[i] === n && this.table.offset[i] === e.offset) {
+            if (this.table.stored[i] !== e.storedLength || this.table.raw[i] !== e.rawLength || this.table.codec[i] !== e.codec) {
+              this.table.state[i] = ENTRY_BAD
+              yield this.emit({ phase: 'structure', kind: 'dangling-index-entry', severity: 'error', message: `the index entry of ${cidToString(e.cid)} disagrees with its pack entry (lengths or codec)`, cid: cidToString(e.cid), pack: n, offset: e.offset })
+            } else {
+              this.table.state[i] = ENTRY_OK
+              // tree nodes and manifests are kept as read (small: mostly deltas), for the walk
+              if (e.cid[1] === DAG_CBOR && this.keptBytes + e.storedLength <= KEEP_NODE_BYTES) {
+                this.kept.set(i, copyOf(e.payload))
+                this.keptBytes += e.storedLength
+              }
+            }
+          }
+          // an intact copy elsewhere than the index says is a duplicate: harmless garbage
+        } else if (ev.kind === 'damage') {
+          const truncated = ev.reason.startsWith('the file ends')
+          yield this.emit({
+            phase: 'structure',
+            kind: truncated ? 'truncated-pack' : 'damaged-entry',
+            severity: 'error',
+            message: truncated ? `pack ${n} is truncated: ${ev.reason}` : `pack ${n} has ${ev.length} damaged bytes at offset ${ev.offset} (no intact entry there)`,
+            pack: n,
+            offset: ev.offset,
+            length: ev.length,
+          })
+        } else if (ev.kind === 'bad-header') {
+          yield this.emit({ phase: 'structure', kind: 'bad-pack-header', severity: 'error', message: `pack ${n} has a bad header: ${ev.reason}`, pack: n })
+        } else if (ev.kind === 'bad-footer') {
+          yield this.emit({ phase: 'structure', kind: 'bad-pack-footer', severity: 'error', message: `sealed pack ${n} has a bad footer: ${ev.reason}`, pack: n })
+        } else if (ev.kind === 'end') {
+          done += rec.committedLength
+          staged = true
+        }
+        this.opts.onProgress?.({ phase: 'structure', done, total, unit: 'bytes' })
+      }
+      void staged
+    }
+    for (const q of blocks.io.quarantined()) {
+      yield this.emit({ phase: 'structure', kind: 'orphan-pack', severity: 'info', message: `${q} was set aside at open: no index record names it (a crash leftover, or a sign of a damaged index)`, path: q })
+    }
+    // index entries no intact pack entry matched
+    for (let i = 0; i < this.table.n; i++) {
+      if (this.table.state[i] === ENTRY_OK) continue
+      const cid = this.table.cid(i)
+      const pack = this.table.pack[i]!
+      const offset = this.table.offset[i]!
+      if (this.table.state[i] === 0) {
+        this.table.state[i] = ENTRY_BAD
+        yield this.emit({
+          phase: 'structure',
+          kind: 'dangling-index-entry',
+          severity: 'error',
+          message: `the index places ${cidToString(cid)} in pack ${pack} at offset ${offset}, where no intact entry of it is`,
+          cid: cidToString(cid),
+          pack,
+          offset,
+        })
+      }
+      this.markDamaged(cid, 'missing-block', `block ${cidToString(cid)} has no intact copy where the index points (pack ${pack}, offset ${offset})`, { pack, offset })
+    }
+  }
+
+  // ----------------------------------------------------------------------- phase 2: dag
+
+  /** Whether an intact block of this CID is indexed; damaged and missing ones are recorded. */
+  private present(cid: CidBytes): number {
+    const i = this.table.find(cid)
+    if (i < 0) {
+      this.markDamaged(cid, 'missing-block', `block ${cidToString(cid)} is not in the store`)
+      return -1
+    }
+    return this.table.state[i] === ENTRY_OK ? i : -1
+  }
+
+  /** at-rest payloads of dag-cbor entries, kept from the scan (at most KEEP_NODE_BYTES) */
+  private readonly kept = new Map<number, Uint8Array>()
+  private keptBytes = 0
+  /** decoded nodes by table index (a bounded cache: the walk needs the previous checkpoint's) */
+  private readonly nodes = new Map<number, NodeEntries>()
+  private scratch = Buffer.allocUnsafe(64 << 10)
+
+  /**
+   * A tree node decoded from its intact pack entry (phase 1 checked its checksum), resolving delta
+   * chains, without re-hashing: that is phase 3's work (getNode), which also catches a node that
+   * decodes but is not what its CID names.
+   */
+  private node(cid: CidBytes, hops = 0): NodeEntries | { error: CkptError } {
+    const i = this.table.find(cid)
+    if (i < 0 || this.table.state[i] !== ENTRY_OK) return { error: new CkptError('CKPT_NOT_FOUND', `block ${cidToString(cid)} has no intact copy`) }
+    const hit = this.nodes.get(i)
+    if (hit) return hit
+    const t = this.table
+    const stored = t.stored[i]!
+    if (this.scratch.length < stored) this.scratch = Buffer.allocUnsafe(stored)
+    try {
+      const payload = this.kept.get(i) ?? this.repo.blocks.io.readInto(t.pack[i]!, t.offset[i]! + 52, this.scratch.subarray(0, stored))
+      let e: NodeEntries
+      if (t.codec[i] === AT_REST.nodeDelta) {
+        if (hops > 255) throw new CkptError('CKPT_BAD_NODE', `the delta chain of ${cidToString(cid)} does not end`)
+        const baseCid = deltaBaseCid(payload)
+        const delta = copyOf(payload)
+        const base = this.node(baseCid, hops + 1)
+        if ('error' in base) return { error: new CkptError(base.error.code, `tree node ${cidToString(cid)} is stored as a change of ${cidToString(baseCid)}, which is damaged: ${base.error.message}`) }
+        e = applyNodeDelta(base, delta)
+      } else {
+        e = decodeNode(decompressBlock(t.codec[i]!, payload, t.raw[i]!))
+      }
+      if (this.nodes.size >= 4096) this.nodes.delete(this.nodes.keys().next().value!)
+      this.nodes.set(i, e)
+      return e
+    } catch (err) {
+      if (!isCkptError(err)) throw err
+      return { error: err }
+    }
+  }
+
+  private async *dag(impactOnly = false): AsyncGenerator<Finding> {
+    const repo = this.repo
+    let list: { timeline: string; vtime: bigint; cid: CidBytes }[] = []
+    if (this.opts.refs && this.opts.refs.length) {
+      for (const r of this.opts.refs) {
+        const cid = await this.store.resolveCid(r)
+        const rec = await repo.checkpointRecord(cid)
+        list.push({ timeline: rec?.timeline ?? '?', vtime: rec?.vtime ?? 0n, cid })
+      }
+    } else {
+      for await (const t of repo.timelines()) {
+        for await (const [k, v] of repo.kv.iterate(checkpointRange(t.name))) {
+          if (v.length !== 36) {
+            if (!impactOnly) yield this.emit({ phase: 'dag', kind: 'bad-catalog-entry', severity: 'error', message: `catalog entry of ${t.name} at vtime ${checkpointKeyVtime(k)} holds no CID` })
+            continue
+          }
+          list.push({ timeline: t.name, vtime: checkpointKeyVtime(k), cid: copyOf(v) })
+        }
+      }
+      if (!impactOnly) {
+        for await (const [k, v] of repo.kv.iterate(refRange)) {
+          const name = dec.decode(k.subarray(1))
+          if (v.length !== 36 || this.table.find(v) < 0) {
+            yield this.emit({ phase: 'dag', kind: 'dangling-ref', severity: 'error', message: `ref ${name} points at ${v.length === 36 ? cidToString(v) : 'no CID'}, which is not in the store`, cid: v.length === 36 ? cidToString(v) : undefined })
+          }
+        }
+      }
+    }
+    const total = list.length
+    let done = 0
+    let prev: { timeline: string; manifest: Manifest } | undefined
+    for (const c of list) {
+      const ref: CheckpointRef = { timeline: c.timeline, vtime: c.vtime.toString(), cid: cidToString(c.cid) }
+      if (!impactOnly) this.checkpoints++
+      let bad = false
+      const hurt = (cid: CidBytes) => {
+        bad = true
+        const d = this.damaged.get(cidKey(cid))
+        if (d && !d.checkpoints.some((x) => x.cid === ref.cid)) d.checkpoints.push(ref)
+      }
+      let m: Manifest | undefined
+      if (this.present(c.cid) < 0) {
+        hurt(c.cid)
+        if (!impactOnly && this.table.find(c.cid) < 0) {
+          yield this.emit({ phase: 'dag', kind: 'dangling-catalog-entry', severity: 'error', message: `catalog entry ${c.timeline}@${c.vtime} points at ${ref.cid}, which is not in the store`, cid: ref.cid, checkpoints: [ref] })
+        }
+      } else {
+        try {
+          m = decodeManifest(repo.blocks.get(c.cid))
+        } catch (err) {
+          if (!isCkptError(err)) throw err
+          const kind: FindingKind = err.code === 'CKPT_HASH_MISMATCH' ? 'hash-mismatch' : 'bad-manifest'
+          this.markDamaged(c.cid, kind, `manifest ${ref.cid}: ${err.message}`)
+          hurt(c.cid)
+        }
+      }
+      if (m && m.vtime !== c.vtime && this.opts.refs === undefined && !impactOnly) {
+        yield this.emit({ phase: 'dag', kind: 'bad-catalog-entry', severity: 'error', message: `catalog entry ${c.timeline}@${c.vtime} points at a checkpoint of vtime ${m.vtime}`, cid: ref.cid, checkpoints: [ref] })
+      }
+      if (m) {
+        const base = prev && prev.timeline === c.timeline ? prev.manifest : undefined
+        for (const [name, reg] of Object.entries(m.regions)) {
+          let geo: Geometry
+          try {
+            geo = new Geometry(reg.size, reg.chunkSize, reg.fanout)
+          } catch {
+            this.markDamaged(c.cid, 'bad-manifest', `manifest ${ref.cid}: region ${name} has an impossible shape`)
+            hurt(c.cid)
+            continue
+          }
+          const b = base?.regions[name]
+          const baseRoot = b && b.size === reg.size && b.chunkSize === reg.chunkSize && b.fanout === reg.fanout ? b.root : null
+          if (this.tree(reg.root, baseRoot, geo, geo.height, 0, hurt)) bad = true
+        }
+        for (const [name, blob] of Object.entries(m.blobs)) {
+          let total = 0
+          for (const ch of blob.chunks) {
+            const i = this.present(ch.cid)
+            if (i < 0) hurt(ch.cid)
+            else if (this.table.raw[i] !== ch.length) {
+              this.markDamaged(ch.cid, 'bad-manifest', `blob ${name} of ${ref.cid} says its chunk ${cidToString(ch.cid)} has ${ch.length} bytes, the store has ${this.table.raw[i]}`)
+              hurt(ch.cid)
+            }
+            total += ch.length
+          }
+          if (total !== blob.size) {
+            this.markDamaged(c.cid, 'bad-manifest', `manifest ${ref.cid}: blob ${name}'s chunks do not add up to its size`)
+            hurt(c.cid)
+          }
+        }
+        prev = { timeline: c.timeline, manifest: m }
+      }
+      if (bad) this.damagedCheckpoints.push(ref)
+      this.opts.onProgress?.({ phase: 'dag', done: ++done, total, unit: 'checkpoints' })
+      await this.clean!.flush()
+    }
+  }
+
+  /**
+   * Walks a (sub)tree; returns whether it holds damage. Slots equal to the same slot of `base`
+   * inherit its verdict; nodes seen before keep theirs.
+   */
+  private tree(cid: CidBytes | null, base: CidBytes | null, geo: Geometry, level: number, index: number, hurt: (c: CidBytes) => void): boolean {
+    if (!cid) return false
+    const k = cidKey(cid)
+    if (this.dirtyNodes.has(k)) {
+      // charge the checkpoint for the damage below: find it again (cheap: only dirty paths)
+      this.chargeBelow(cid, level, hurt)
+      return true
+    }
+    if ((base && cidEquals(cid, base) && !this.dirtyNodes.has(cidKey(base))) || this.clean!.has(cid)) return false
+    if (cid[1] !== DAG_CBOR) {
+      this.markDamaged(cid, 'bad-node', `a raw block ${cidToString(cid)} is linked where a tree node belongs`)
+      hurt(cid)
+      this.dirtyNodes.add(k)
+      return true
+    }
+    const at = this.present(cid)
+    if (at < 0) {
+      hurt(cid)
+      this.dirtyNodes.add(k)
+      return true
+    }
+    // a leaf stored as a change of the very node it is compared with (the usual case): only its
+    // patched slots need looking at, without building the node
+    if (level === 1 && base && this.table.codec[at] === AT_REST.nodeDelta && !this.dirtyNodes.has(cidKey(base))) {
+      const r = this.leafPatch(cid, at, base, geo, index, hurt)
+      if (r !== undefined) {
+        if (r) this.dirtyNodes.add(k)
+        else this.clean!.add(cid)
+        return r
+      }
+    }
+    const e = this.node(cid)
+    if ('error' in e) {
+      const kind: FindingKind = e.error.code === 'CKPT_HASH_MISMATCH' ? 'hash-mismatch' : e.error.code === 'CKPT_BAD_NODE' ? 'bad-node' : 'undecodable-block'
+      this.markDamaged(cid, kind, `tree node ${cidToString(cid)}: ${e.error.message}`)
+      hurt(cid)
+      this.dirtyNodes.add(k)
+      return true
+    }
+    if (e.count !== geo.nodeCount(level, index)) {
+      this.markDamaged(cid, 'bad-node', `tree node ${cidToString(cid)} has ${e.count} slots where the region's shape needs ${geo.nodeCount(level, index)}`)
+      hurt(cid)
+      this.dirtyNodes.add(k)
+      return true
+    }
+    if (level === 1) return this.leafAll(cid, e, geo, index, hurt)
+    const be = base ? this.node(base) : undefined
+    const same = be && !('error' in be) && be.count === e.count ? be : undefined
+    // slots equal to the base's inherit its verdict: nothing to look at unless the base holds damage
+    const baseDirty = base !== null && this.dirtyNodes.has(cidKey(base))
+    let damaged = false
+    const F = geo.fanout
+    // with a clean base only the changed slots matter; with a dirty one every slot does
+    const slots = baseDirty || !same ? allSlots(e.count) : changedSlots(e, same)
+    for (const s of slots) {
+      const codec = e.codecs[s]!
+      if (!codec) continue
+      const unchanged = same !== undefined && same.codecs[s] === codec && sameDigest(e.digests, same.digests, s)
+      const child = childOf(e, s)
+      if (level === 1) {
+        if (unchanged) {
+          if (this.damaged.has(cidKey(child))) {
+            hurt(child)
+            damaged = true
+          }
+          continue
+        }
+        if (codec !== RAW) {
+          this.markDamaged(cid, 'bad-node', `leaf ${cidToString(cid)} links a dag-cbor block in slot ${s}`)
+          hurt(cid)
+          damaged = true
+          continue
+        }
+        const i = this.present(child)
+        if (i < 0) {
+          hurt(child)
+          damaged = true
+        } else if (this.table.raw[i] !== geo.chunkLength(index * F + s)) {
+          this.markDamaged(child, 'bad-node', `chunk ${index * F + s} (${cidToString(child)}) has ${this.table.raw[i]} bytes, the region's shape needs ${geo.chunkLength(index * F + s)}`)
+          hurt(child)
+          damaged = true
+        }
+      } else if (this.tree(child, unchanged ? child : same && same.codecs[s] ? childOf(same, s) : null, geo, level - 1, index * F + s, hurt)) damaged = true
+    }
+    if (damaged) this.dirtyNodes.add(k)
+    else this.clean!.add(cid)
+    return damaged
+  }
+
+  /** A leaf checked slot by slot (no base needed: every link is looked up). */
+  private leafAll(cid: CidBytes, e: NodeEntries, geo: Geometry, index: number, hurt: (c: CidBytes) => void): boolean {
+    let damaged = false
+    const F = geo.fanout
+    for (let s = 0; s < e.count; s++) {
+      const codec = e.codecs[s]!
+      if (!codec) continue
+      const child = childOf(e, s)
+      if (codec !== RAW) {
+        this.markDamaged(cid, 'bad-node', `leaf ${cidToString(cid)} links a dag-cbor block in slot ${s}`)
+        hurt(cid)
+        damaged = true
+        continue
+      }
+      const i = this.present(child)
+      if (i < 0) {
+        hurt(child)
+        damaged = true
+      } else if (this.table.raw[i] !== geo.chunkLength(index * F + s)) {
+        this.markDamaged(child, 'bad-node', `chunk ${index * F + s} (${cidToString(child)}) has ${this.table.raw[i]} bytes, the region's shape needs ${geo.chunkLength(index * F + s)}`)
+        hurt(child)
+        damaged = true
+      }
+    }
+    if (damaged) this.dirtyNodes.add(cidKey(cid))
+    else this.clean!.add(cid)
+    return damaged
+  }
+
+  /**
+   * The leaf at table index `at`, stored as a delta: when its base is `base`, checks the patched
+   * slots and returns whether there is damage; undefined when the delta has another base.
+   */
+  private leafPatch(cid: CidBytes, at: number, base: CidBytes, geo: Geometry, index: number, hurt: (c: CidBytes) => void): boolean | undefined {
+    const t = this.table
+    let payload = this.kept.get(at)
+    let patch: NodePatch
+    try {
+      if (!payload) payload = copyOf(this.repo.blocks.io.read(t.pack[at]!, t.offset[at]! + 52, t.stored[at]!))
+      patch = readNodePatch(payload)
+    } catch (err) {
+      if (!isCkptError(err)) throw err
+      this.markDamaged(cid, 'bad-node', `tree node ${cidToString(cid)}: ${err.message}`)
+      hurt(cid)
+      return true
+    }
+    if (!cidEquals(patch.baseCid, base)) return undefined
+    if (patch.count !== geo.nodeCount(1, index)) {
+      this.markDamaged(cid, 'bad-node', `tree node ${cidToString(cid)} has ${patch.count} slots where the region's shape needs ${geo.nodeCount(1, index)}`)
+      hurt(cid)
+      return true
+    }
+    let damaged = false
+    const child = new Uint8Array(36)
+    child[0] = 0x01
+    child[2] = 0x1e
+    child[3] = 0x20
+    for (let p = 0; p < patch.slots.length; p++) {
+      const codec = patch.codecs[p]!
+      if (codec === 0) continue
+      const s = patch.slots[p]!
+      if (codec !== RAW) {
+        this.markDamaged(cid, 'bad-node', `leaf ${cidToString(cid)} links a dag-cbor block in slot ${s}`)
+        hurt(cid)
+        damaged = true
+        continue
+      }
+      child[1] = codec
+      child.set(patch.delta.subarray(patch.digestAt[p]!, patch.digestAt[p]! + 32), 4)
+      const i = this.present(child)
+      if (i < 0) {
+        hurt(copyOf(child))
+        damaged = true
+      } else if (t.raw[i] !== geo.chunkLength(index * geo.fanout + s)) {
+        const c = copyOf(child)
+        this.markDamaged(c, 'bad-node', `chunk ${index * geo.fanout + s} (${cidToString(c)}) has ${t.raw[i]} bytes, the region's shape needs ${geo.chunkLength(index * geo.fanout + s)}`)
+        hurt(c)
+        damaged = true
+      }
+    }
+    return damaged
+  }
+
+  /** Charges a checkpoint for every damaged block under a node already known to hold damage. */
+  private chargeBelow(cid: CidBytes, level: number, hurt: (c: CidBytes) => void): void {
+    const k = cidKey(cid)
+    if (this.damaged.has(k)) hurt(cid)
+    if (!this.dirtyNodes.has(k)) return
+    const e = this.node(cid)
+    if ('error' in e) return
+    for (let s = 0; s < e.count; s++) {
+      if (!e.codecs[s]) continue
+      const child = childOf(e, s)
+      if (level === 1) {
+        if (this.damaged.has(cidKey(child))) hurt(child)
+      } else this.chargeBelow(child, level - 1, hurt)
+    }
+  }
+
+  // ----------------------------------------------------------------------- phase 3: data
+
+  private async *data(): AsyncGenerator<Finding> {
+    const blocks = this.repo.blocks
+    const t = this.table
+    const pct = this.opts.deep ? 100 : this.opts.sample!
+    // entries in file order (reads run front to back); sampling picks by digest bits, reproducibly
+    const plain: number[] = []
+    const deltas: number[] = []
+    for (let i = 0; i < t.n; i++) {
+      if (t.state[i] !== ENTRY_OK) continue
+      if (pct < 100 && (t.cids[i * 36 + 8]! | (t.cids[i * 36 + 9]! << 8)) / 65536 >= pct / 100) continue
+      ;(t.codec[i] === AT_REST.nodeDelta ? deltas : plain).push(i)
+    }
+    const byPlace = (a: number, b: number) => t.pack[a]! - t.pack[b]! || t.offset[a]! - t.offset[b]!
+    plain.sort(byPlace)
+    // in file order a node's base (its previous version, written before it) was just resolved
+    deltas.sort(byPlace)
+    const total = [...plain, ...deltas].reduce((n, i) => n + t.stored[i]!, 0)
+    let done = 0
+    const progress = (list: number[]) => {
+      for (const i of list) {
+        this.dataBlocks++
+        this.dataBytes += t.raw[i]!
+        done += t.stored[i]!
+      }
+      this.opts.onProgress?.({ phase: 'data', done, total, unit: 'bytes' })
+    }
+    const damagedAt = (i: number, kind: FindingKind, why: string) =>
+      this.markDamaged(t.cid(i), kind, `block ${cidToString(t.cid(i))} in pack ${t.pack[i]} at offset ${t.offset[i]}: ${why}`, { pack: t.pack[i], offset: t.offset[i] })
+    /** stored blocks: read, decompressed and re-hashed on a worker */
+    const readCheck = async (list: number[]) => {
+      let at = 0
+      while (at < list.length) {
+        const part = list.slice(at)
+        const file = blocks.io.filePath(t.pack[part[0]!]!)
+        // the memory backend has no files: the payloads go along
+        let payloads: Uint8Array | undefined
+        if (file === undefined) {
+          payloads = new Uint8Array(part.reduce((n, i) => n + t.stored[i]!, 0))
+          let p = 0
+          for (const i of part) {
+            payloads.set(blocks.io.read(t.pack[i]!, t.offset[i]! + 52, t.stored[i]!), p)
+            p += t.stored[i]!
+          }
+        }
+        let po = 0
+        const cids = new Uint8Array(part.length * 36)
+        part.forEach((i, k) => cids.set(t.cids.subarray(i * 36, i * 36 + 36), k * 36))
+        const r = await this.pool.run({
+          op: 'read',
+          files: file === undefined ? undefined : [file],
+          fileIdx: file === undefined ? undefined : new Uint32Array(part.length),
+          payloads,
+          offsets: Float64Array.from(part, (i) => {
+            if (file !== undefined) return t.offset[i]!
+            const o = po
+            po += t.stored[i]!
+            return o
+          }),
+          storedLengths: Uint32Array.from(part, (i) => t.stored[i]!),
+          codes: Uint8Array.from(part, (i) => t.codec[i]!),
+          rawLengths: Uint32Array.from(part, (i) => t.raw[i]!),
+          cids,
+          outOffsets: new Float64Array(part.length),
+          verifyOnly: true,
+        })
+        if (r.bad < 0) break
+        damagedAt(part[r.bad]!, r.code === 'CKPT_HASH_MISMATCH' ? 'hash-mismatch' : 'undecodable-block', r.message ?? 'unreadable')
+        at += r.bad + 1
+      }
+      progress(list)
+    }
+    /** nodes stored as deltas: resolved here (from the walk's decoded nodes), encoded and hashed on a worker */
+    const nodeCheck = async (list: number[]) => {
+      const ok: number[] = []
+      const entries: NodeEntries[] = []
+      for (const i of list) {
+        const e = this.node(t.cid(i))
+        if ('error' in e) damagedAt(i, 'undecodable-block', e.error.message)
+        else {
+          ok.push(i)
+          entries.push(e)
+        }
+      }
+      const slots = entries.reduce((n, e) => n + e.count, 0)
+      const task = { op: 'nodes' as const, counts: Uint32Array.from(entries, (e) => e.count), codecs: new Uint8Array(slots), digests: new Uint8Array(slots * 32) }
+      let at = 0
+      for (const e of entries) {
+        task.codecs.set(e.codecs, at)
+        task.digests.set(e.digests, at * 32)
+        at += e.count
+      }
+      const r = await this.pool.run(task, [task.counts.buffer, task.codecs.buffer, task.digests.buffer] as ArrayBuffer[])
+      ok.forEach((i, k) => {
+        for (let j = 0; j < 32; j++) {
+          if (r.hashes[k * 32 + j] !== t.cids[i * 36 + 4 + j]) {
+            damagedAt(i, 'hash-mismatch', 'the node its delta chain gives does not match its hash')
+            return
+          }
+        }
+      })
+      progress(list)
+    }
+    const jobs: (() => Promise<void>)[] = []
+    let cur: number[] = []
+    let bytes = 0
+    for (const i of plain) {
+      if (cur.length && (t.pack[cur[0]!] !== t.pack[i] || bytes >= 4 << 20)) {
+        const list = cur
+        jobs.push(() => readCheck(list))
+        cur = []
+        bytes = 0
+      }
+      cur.push(i)
+      bytes += t.stored[i]!
+    }
+    if (cur.length) {
+      const list = cur
+      jobs.push(() => readCheck(list))
+    }
+    for (let k = 0; k < deltas.length; k += 512) {
+      const list = deltas.slice(k, k + 512)
+      jobs.push(() => nodeCheck(list))
+    }
+    const inflight = new Set<Promise<void>>()
+    for (const job of jobs) {
+      const p: Promise<void> = job().finally(() => inflight.delete(p))
+      inflight.add(p)
+      if (inflight.size >= Math.max(2, this.pool.threads * 2)) await Promise.race(inflight)
+    }
+    await Promise.all(inflight)
+  }
+}
+
+function childOf(e: NodeEntries, s: number): CidBytes {
+  const c = new Uint8Array(36)
+  c[0] = 0x01
+  c[1] = e.codecs[s]!
+  c[2] = 0x1e
+  c[3] = 0x20
+  c.set(e.digests.subarray(s * 32, s * 32 + 32), 4)
+  return c
+}
+
+const ALL = new Map<number, number[]>()
+function allSlots(n: number): number[] {
+  let a = ALL.get(n)
+  if (!a) ALL.set(n, (a = Array.from({ length: n }, (_, i) => i)))
+  return a
+}

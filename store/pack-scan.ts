@@ -1,0 +1,159 @@
+/**
+ * Reading a pack file front to back, as verify and `repair --rebuild-index` do: the header, every
+ * entry (its CID, lengths, codec and checksum over header and payload), the footer of a sealed pack.
+ * Entries are self-describing, so a scan needs nothing but the file. After a damaged entry the scan
+ * looks for the next entry whose checksum holds (a 4-byte CRC over header and payload: a false match
+ * on garbage is a 2^-32 event at a position that also passes the header checks).
+ */
+import fs from 'node:fs'
+import { crc32 } from 'node:zlib'
+import { CID_LENGTH } from '../codecs/cid.js'
+import { decodeFooter, ENTRY_HEADER_SIZE, FOOTER_SIZE, MAX_BLOCK_SIZE, PACK_HEADER_SIZE, PACK_MAGIC, PACK_VERSION, SEAL_MAGIC } from './pack-format.js'
+
+export interface ScannedEntry {
+  offset: number
+  storedLength: number
+  rawLength: number
+  codec: number
+  depth: number
+  /** the CID and the payload: views, valid until the next event (copy what you keep) */
+  cid: Uint8Array
+  payload: Uint8Array
+}
+
+export type ScanEvent =
+  | { kind: 'entry'; entry: ScannedEntry }
+  /** bytes [offset, offset + length) hold no valid entry (damage); the scan resumed after them */
+  | { kind: 'damage'; offset: number; length: number; reason: string }
+  | { kind: 'bad-header'; reason: string }
+  | { kind: 'footer'; entryCount: number; dataEnd: number }
+  | { kind: 'bad-footer'; reason: string }
+  /** where the entries end: the committed length (or the footer's data end), or the file's end */
+  | { kind: 'end'; offset: number; fileSize: number }
+
+const WINDOW = 4 << 20
+
+/** Whether the 52 bytes at b[o] look like an entry header (lengths, codec, a ckpt CID prefix). */
+function plausible(b: Buffer, o: number): boolean {
+  const c = o + 12
+  if (b[c] !== 0x01 || (b[c + 1] !== 0x55 && b[c + 1] !== 0x71) || b[c + 2] !== 0x1e || b[c + 3] !== 0x20) return false
+  return b.readUInt32LE(o) <= MAX_BLOCK_SIZE && b.readUInt32LE(o + 4) <= MAX_BLOCK_SIZE && b[o + 10] === 0 && b[o + 11] === 0 && b[o + 8]! <= 3
+}
+
+function crcOk(b: Buffer, at: number, stored: number): boolean {
+  let c = crc32(b.subarray(at, at + 48))
+  c = crc32(b.subarray(at + ENTRY_HEADER_SIZE, at + ENTRY_HEADER_SIZE + stored), c)
+  return (c >>> 0) === b.readUInt32LE(at + 48)
+}
+
+/** Reads up to into.length bytes at pos; returns how many there were. */
+export type PackReader = { size: number; read(into: Uint8Array, pos: number): number; close?(): void }
+
+/** A pack file as a PackReader. */
+export function fileReader(file: string): PackReader {
+  const fd = fs.openSync(file, 'r')
+  return {
+    size: fs.fstatSync(fd).size,
+    read: (into, pos) => {
+      let got = 0
+      while (got < into.length) {
+        const n = fs.readSync(fd, into, got, into.length - got, pos + got)
+        if (n === 0) break
+        got += n
+      }
+      return got
+    },
+    close: () => fs.closeSync(fd),
+  }
+}
+
+export function scanPackFile(file: string, packNo: number, opts: { end?: number; sealed?: boolean } = {}): Generator<ScanEvent> {
+  return scanPack(fileReader(file), packNo, opts)
+}
+
+/**
+ * Scans a pack (number packNo). `end`: where entries stop (an unsealed pack's committed length);
+ * undefined: a sealed pack's footer says, else the file's end. Closes the reader when done.
+ */
+export function* scanPack(r: PackReader, packNo: number, opts: { end?: number; sealed?: boolean } = {}): Generator<ScanEvent> {
+  try {
+    const size = r.size
+    const head = Buffer.alloc(PACK_HEADER_SIZE)
+    const got = r.read(head, 0)
+    if (got < PACK_HEADER_SIZE || !head.subarray(0, 8).equals(PACK_MAGIC)) {
+      yield { kind: 'bad-header', reason: got < PACK_HEADER_SIZE ? `the file has ${size} bytes, less than a pack header` : 'bad magic' }
+    } else if (head.readUInt16LE(8) !== PACK_VERSION) {
+      yield { kind: 'bad-header', reason: `pack format version ${head.readUInt16LE(8)}` }
+    } else if (head.readUInt32LE(12) !== packNo) {
+      yield { kind: 'bad-header', reason: `the header says pack ${head.readUInt32LE(12)}` }
+    }
+    let end = opts.end ?? size
+    if (opts.sealed) {
+      const foot = Buffer.alloc(FOOTER_SIZE)
+      const n = size >= FOOTER_SIZE ? r.read(foot, size - FOOTER_SIZE) : 0
+      const f = n === FOOTER_SIZE ? decodeFooter(foot) : undefined
+      if (!f || !foot.subarray(0, 8).equals(SEAL_MAGIC) || f.dataEnd !== size - FOOTER_SIZE) {
+        yield { kind: 'bad-footer', reason: f ? `the footer's data end ${f.dataEnd} is not the file's end` : 'no sealed-pack footer at the end of the file' }
+        end = Math.min(end, size)
+      } else {
+        yield { kind: 'footer', entryCount: f.entryCount, dataEnd: f.dataEnd }
+        end = f.dataEnd
+      }
+    }
+    const limit = Math.min(end, size)
+    let buf = Buffer.allocUnsafe(WINDOW)
+    let bufAt = 0 // file offset of buf[0]
+    let bufLen = 0
+    const have = (from: number, n: number): boolean => {
+      if (from >= bufAt && from + n <= bufAt + bufLen) return true
+      if (from + n > limit) return false
+      if (n > buf.length) buf = Buffer.allocUnsafe(n + WINDOW)
+      bufAt = from
+      bufLen = 0
+      const want = Math.min(buf.length, limit - from)
+      bufLen = r.read(buf.subarray(0, want), from)
+      return bufLen >= n
+    }
+    /** the whole entry at file offset p, if one starts there and its checksum holds */
+    const entryAt = (p: number): ScannedEntry | undefined => {
+      if (!have(p, ENTRY_HEADER_SIZE) || !plausible(buf, p - bufAt)) return undefined
+      const stored = buf.readUInt32LE(p - bufAt)
+      if (p + ENTRY_HEADER_SIZE + stored > limit || !have(p, ENTRY_HEADER_SIZE + stored)) return undefined
+      const o = p - bufAt
+      if (!crcOk(buf, o, stored)) return undefined
+      return {
+        offset: p,
+        storedLength: stored,
+        rawLength: buf.readUInt32LE(o + 4),
+        codec: buf[o + 8]!,
+        depth: buf[o + 9]!,
+        cid: buf.subarray(o + 12, o + 12 + CID_LENGTH),
+        payload: buf.subarray(o + ENTRY_HEADER_SIZE, o + ENTRY_HEADER_SIZE + stored),
+      }
+    }
+    let at = PACK_HEADER_SIZE
+    while (at < limit) {
+      const e = entryAt(at)
+      if (e) {
+        yield { kind: 'entry', entry: e }
+        at += ENTRY_HEADER_SIZE + e.storedLength
+        continue
+      }
+      // damage: the next position where a whole, checksummed entry starts
+      let next = -1
+      for (let p = at + 1; p + ENTRY_HEADER_SIZE <= limit; p++) {
+        if (have(p, ENTRY_HEADER_SIZE) && buf[p - bufAt + 12] === 0x01 && entryAt(p)) {
+          next = p
+          break
+        }
+      }
+      const stop = next < 0 ? limit : next
+      yield { kind: 'damage', offset: at, length: stop - at, reason: 'no valid entry' }
+      at = stop
+    }
+    if (size < end) yield { kind: 'damage', offset: size, length: end - size, reason: `the file ends at ${size}, ${end - size} bytes before its committed length` }
+    yield { kind: 'end', offset: limit, fileSize: size }
+  } finally {
+    r.close?.()
+  }
+}
