@@ -289,7 +289,7 @@ class Verifier {
   private summary(ms: VerifySummary['ms']): VerifySummary {
     const advice: string[] = []
     const dir = this.repo.dir
-    const indexProblems = this.kinds.has('dangling-index-entry') || this.kinds.has('unindexed-entry') || this.kinds.has('bad-index-value') || this.kinds.has('orphan-pack')
+    const indexProblems = this.indexFixable || this.kinds.has('unindexed-entry') || this.kinds.has('bad-index-value') || this.kinds.has('orphan-pack')
     if (this.damaged.size > 0) {
       advice.push(`restore the ${this.damaged.size} damaged block${this.damaged.size === 1 ? '' : 's'} from a copy: ckpt repair --store ${dir} --from BUNDLE_OR_STORE (a bundle exported earlier, or another store holding these checkpoints)`)
     }
@@ -311,6 +311,7 @@ class Verifier {
   }
 
   private readonly kinds = new Set<FindingKind>()
+  private indexFixable = false
 
   private emit(f: Finding): Finding {
     this.kinds.add(f.kind)
@@ -338,14 +339,18 @@ class Verifier {
     const records = [...blocks.packRecords()].sort((a, b) => a[0] - b[0])
     const total = records.reduce((n, [, r]) => n + r.committedLength, 0)
     let done = 0
+    /** damaged byte ranges per pack: an index entry in one is damage, otherwise they are garbage */
+    const damage = new Map<number, { offset: number; length: number; truncated: boolean; cids: string[] }[]>()
     for (const [n, rec] of records) {
       if (!blocks.io.exists(n)) {
         yield this.emit({ phase: 'structure', kind: 'missing-pack', severity: 'error', message: `pack ${n} (${blocks.io.describe(n)}) is missing; its blocks are lost`, pack: n, path: blocks.io.describe(n) })
         done += rec.committedLength
         continue
       }
-      let staged = false
-      for (const ev of scanPack(blocks.io.reader(n), n, { end: rec.sealed ? undefined : rec.committedLength, sealed: rec.sealed })) {
+      const sealed = rec.sealed && !rec.retired
+      const ranges: { offset: number; length: number; truncated: boolean; cids: string[] }[] = []
+      damage.set(n, ranges)
+      for (const ev of scanPack(blocks.io.reader(n), n, { end: sealed || rec.retired ? undefined : rec.committedLength, sealed, footerOptional: rec.retired })) {
         if (ev.kind === 'entry') {
           const e = ev.entry
           const i = this.table.find(e.cid)
@@ -374,27 +379,16 @@ class Verifier {
           }
           // an intact copy elsewhere than the index says is a duplicate: harmless garbage
         } else if (ev.kind === 'damage') {
-          const truncated = ev.reason.startsWith('the file ends')
-          yield this.emit({
-            phase: 'structure',
-            kind: truncated ? 'truncated-pack' : 'damaged-entry',
-            severity: 'error',
-            message: truncated ? `pack ${n} is truncated: ${ev.reason}` : `pack ${n} has ${ev.length} damaged bytes at offset ${ev.offset} (no intact entry there)`,
-            pack: n,
-            offset: ev.offset,
-            length: ev.length,
-          })
+          ranges.push({ offset: ev.offset, length: ev.length, truncated: ev.reason.startsWith('the file ends'), cids: [] })
         } else if (ev.kind === 'bad-header') {
           yield this.emit({ phase: 'structure', kind: 'bad-pack-header', severity: 'error', message: `pack ${n} has a bad header: ${ev.reason}`, pack: n })
         } else if (ev.kind === 'bad-footer') {
           yield this.emit({ phase: 'structure', kind: 'bad-pack-footer', severity: 'error', message: `sealed pack ${n} has a bad footer: ${ev.reason}`, pack: n })
         } else if (ev.kind === 'end') {
           done += rec.committedLength
-          staged = true
         }
         this.opts.onProgress?.({ phase: 'structure', done, total, unit: 'bytes' })
       }
-      void staged
     }
     for (const q of blocks.io.quarantined()) {
       yield this.emit({ phase: 'structure', kind: 'orphan-pack', severity: 'info', message: `${q} was set aside at open: no index record names it (a crash leftover, or a sign of a damaged index)`, path: q })
@@ -405,19 +399,39 @@ class Verifier {
       const cid = this.table.cid(i)
       const pack = this.table.pack[i]!
       const offset = this.table.offset[i]!
+      const range = damage.get(pack)?.find((r) => offset >= r.offset && offset < r.offset + r.length)
+      if (range) range.cids.push(cidToString(cid))
+      // an index entry off the mark where the bytes are fine: rebuilding the index may find the block
+      else this.indexFixable = true
       if (this.table.state[i] === 0) {
         this.table.state[i] = ENTRY_BAD
         yield this.emit({
           phase: 'structure',
           kind: 'dangling-index-entry',
           severity: 'error',
-          message: `the index places ${cidToString(cid)} in pack ${pack} at offset ${offset}, where no intact entry of it is`,
+          message: `the index places ${cidToString(cid)} in pack ${pack} at offset ${offset}, where ${range ? 'the bytes are damaged' : 'no intact entry of it is'}`,
           cid: cidToString(cid),
           pack,
           offset,
         })
       }
       this.markDamaged(cid, 'missing-block', `block ${cidToString(cid)} has no intact copy where the index points (pack ${pack}, offset ${offset})`, { pack, offset })
+    }
+    for (const [n, ranges] of damage) {
+      for (const r of ranges) {
+        const used = r.cids.length > 0
+        yield this.emit({
+          phase: 'structure',
+          kind: r.truncated ? 'truncated-pack' : 'damaged-entry',
+          severity: used ? 'error' : 'info',
+          message: r.truncated
+            ? `pack ${n} is truncated: it ends ${r.length} bytes before its committed length${used ? `, losing ${r.cids.length} indexed block${r.cids.length === 1 ? '' : 's'}` : ''}`
+            : `pack ${n} has ${r.length} damaged bytes at offset ${r.offset}${used ? `, where the index places ${r.cids.length} block${r.cids.length === 1 ? '' : 's'}` : ' that no index entry uses (garbage: gc reclaims it)'}`,
+          pack: n,
+          offset: r.offset,
+          length: r.length,
+        })
+      }
     }
   }
 

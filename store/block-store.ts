@@ -39,10 +39,14 @@ export interface BlockLocation {
 export interface PackRecord {
   committedLength: number
   sealed: boolean
+  /** a damaged pack a repair took out of use: never appended to, no footer expected; gc rewrites it */
+  retired?: boolean
   entries: number
 }
 
 export const LOCATION_SIZE = 22
+
+export { encodePackRecord, decodePackRecord }
 
 export function encodeLocation(l: BlockLocation): Uint8Array {
   const v = allocBytes(LOCATION_SIZE)
@@ -73,7 +77,7 @@ export function decodeLocation(v: Uint8Array): BlockLocation {
 function encodePackRecord(r: PackRecord): Uint8Array {
   const b = Buffer.alloc(13)
   b.writeBigUInt64LE(BigInt(r.committedLength), 0)
-  b[8] = r.sealed ? 1 : 0
+  b[8] = r.retired ? 2 : r.sealed ? 1 : 0
   b.writeUInt32LE(r.entries, 9)
   return b
 }
@@ -81,7 +85,7 @@ function encodePackRecord(r: PackRecord): Uint8Array {
 function decodePackRecord(v: Uint8Array): PackRecord {
   if (v.length !== 13) throw new CkptError('CKPT_BAD_INDEX', 'bad pack record in the index')
   const b = Buffer.from(v.buffer, v.byteOffset, v.byteLength)
-  return { committedLength: Number(b.readBigUInt64LE(0)), sealed: b[8] === 1, entries: b.readUInt32LE(9) }
+  return { committedLength: Number(b.readBigUInt64LE(0)), sealed: b[8] === 1, retired: b[8] === 2, entries: b.readUInt32LE(9) }
 }
 
 export interface BlockStoreOptions {
@@ -134,7 +138,7 @@ export class BlockStore {
     // damaged index: set aside, never deleted here
     for (const n of io.list()) if (!s.packs.has(n)) io.quarantine(n)
     for (const [n, rec] of s.packs) {
-      if (rec.sealed || !io.exists(n)) continue
+      if (rec.sealed || rec.retired || !io.exists(n)) continue
       // a pack shorter than its committed length is damaged (verify reports it): left as it is
       if (io.size(n) < rec.committedLength) {
         s.damagedPacks.add(n)
@@ -169,6 +173,15 @@ export class BlockStore {
 
   packRecords(): ReadonlyMap<number, PackRecord> {
     return this.packs
+  }
+
+  /** After a repair rewrote pack records in the index: take them over (the open pack, if retired, is left). */
+  reloadPackRecords(records: Map<number, PackRecord> | undefined): void {
+    if (!records) return
+    for (const [n, r] of records) {
+      this.packs.set(n, r)
+      if (n === this.openPack && (r.sealed || r.retired)) this.openPack = -1
+    }
   }
 
   /** Stored (committed) or staged in the current transaction. */
@@ -241,6 +254,17 @@ export class BlockStore {
     writeEntry(this.buf, at, cid, codec, depth, rawLength, payload)
     this.staging(cid, at, payload.length, rawLength, codec, depth)
     return true
+  }
+
+  /**
+   * A new copy of a block the store has but cannot read (repair): written like put() even though the
+   * CID is indexed; the commit points the index at the new copy. The damaged one becomes garbage.
+   */
+  replace(cid: CidBytes, codec: number, payload: Uint8Array, rawLength: number): void {
+    const at = this.reserve(ENTRY_HEADER_SIZE + payload.length)
+    writeEntry(this.buf, at, cid, codec, 0, rawLength, payload)
+    this.staging(cid, at, payload.length, rawLength, codec, 0)
+    this.nodeCache.delete(cidKey(cid))
   }
 
   /**

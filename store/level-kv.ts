@@ -18,6 +18,12 @@ export class LevelKV implements KV {
     return new LevelKV(db)
   }
 
+  /** LevelDB's own repair of a database that will not open (recovers what its files still hold). */
+  static async repair(dir: string): Promise<void> {
+    // `level` re-exports classic-level's class on Node; its typings omit the static repair()
+    await (Level as unknown as { repair(dir: string): Promise<void> }).repair(dir)
+  }
+
   get(key: Uint8Array): Promise<Uint8Array | undefined> {
     return this.db.get(key)
   }

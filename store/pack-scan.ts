@@ -75,7 +75,7 @@ export function scanPackFile(file: string, packNo: number, opts: { end?: number;
  * Scans a pack (number packNo). `end`: where entries stop (an unsealed pack's committed length);
  * undefined: a sealed pack's footer says, else the file's end. Closes the reader when done.
  */
-export function* scanPack(r: PackReader, packNo: number, opts: { end?: number; sealed?: boolean } = {}): Generator<ScanEvent> {
+export function* scanPack(r: PackReader, packNo: number, opts: { end?: number; sealed?: boolean; footerOptional?: boolean } = {}): Generator<ScanEvent> {
   try {
     const size = r.size
     const head = Buffer.alloc(PACK_HEADER_SIZE)
@@ -88,6 +88,12 @@ export function* scanPack(r: PackReader, packNo: number, opts: { end?: number; s
       yield { kind: 'bad-header', reason: `the header says pack ${head.readUInt32LE(12)}` }
     }
     let end = opts.end ?? size
+    if (opts.footerOptional && size >= PACK_HEADER_SIZE + FOOTER_SIZE) {
+      // a retired pack: it may or may not have been sealed before its damage
+      const foot = Buffer.alloc(FOOTER_SIZE)
+      const f = r.read(foot, size - FOOTER_SIZE) === FOOTER_SIZE ? decodeFooter(foot) : undefined
+      if (f && f.dataEnd === size - FOOTER_SIZE) end = f.dataEnd
+    }
     if (opts.sealed) {
       const foot = Buffer.alloc(FOOTER_SIZE)
       const n = size >= FOOTER_SIZE ? r.read(foot, size - FOOTER_SIZE) : 0

@@ -11,14 +11,15 @@ import { CkptError, isCkptError } from '../../codecs/errors.js'
 import type { CkptStore, OpenOptions } from '../store.js'
 import type { RegionConfig, RegionInput, Timeline } from '../timeline.js'
 import { COMMON, defaultChunkSize, parse, parsePair, parseRegionArg, parseVtime, required, storeDir } from './args.js'
-import { StoreOpenError, UsageError } from './errors.js'
+import { EXIT, StoreOpenError, UsageError, type ExitCode } from './errors.js'
 import { columns, diffText, humanBytes, manifestJson, manifestText, toJson } from './format.js'
 import { Progress } from './progress.js'
 
 export interface Command {
   summary: string
   help: string
-  run(argv: string[]): Promise<void>
+  /** resolves to the exit status when it is not 0 without an error (verify: problems found) */
+  run(argv: string[]): Promise<void | ExitCode>
 }
 
 // ---------------------------------------------------------------- output
@@ -651,6 +652,172 @@ examples:
   },
 }
 
+// ---------------------------------------------------------------- verify
+
+function findingText(f: import('../verify.js').Finding): string[] {
+  const where = f.pack !== undefined ? ` [pack ${f.pack}${f.offset !== undefined ? ` @${f.offset}` : ''}]` : ''
+  const out = [`${f.severity.padEnd(7)} ${f.phase.padEnd(9)} ${f.kind}${where}: ${f.message}`]
+  if (f.checkpoints?.length) {
+    const shown = f.checkpoints.slice(0, 5).map((c) => `${c.timeline}@${c.vtime}`)
+    out.push(`        damages ${shown.join(', ')}${f.checkpoints.length > 5 ? ` and ${f.checkpoints.length - 5} more` : ''}`)
+  }
+  return out
+}
+
+const verify: Command = {
+  summary: 'check the store: structure, every checkpoint\'s DAG, and (--deep) every block',
+  help: `usage: ckpt verify --store DIR [REF...] [--deep | --sample PCT] [--json]
+
+Checks, cheap first: 1. structure — every pack is read front to back (headers, entry checksums,
+footers) and agrees with the index; 2. dag — every checkpoint (or only the REFs) is walked from its
+manifest: every node decodes, every link resolves to an intact block of the right size, catalog
+entries and refs point at manifests; 3. data (--deep, or --sample PCT of the blocks) — every block
+is read, decompressed and re-hashed. Prints every finding (JSON lines with --json), the checkpoints
+each damaged block hurts, a summary and what to do next.
+
+exit status: 0 clean, 1 problems found, 2 usage error, 3 the store cannot be opened
+
+${REF_HELP}
+
+${STORE_HELP}
+  --deep             read and re-hash every block
+  --sample PCT       read and re-hash a random PCT% of the blocks
+${JSON_HELP}
+
+examples:
+  ckpt verify --store s
+  ckpt verify --store s --deep
+  ckpt verify --store s run-42@5000000 --sample 10 --json`,
+  async run(argv) {
+    const { values, positionals } = parse('verify', argv, { ...COMMON, deep: { type: 'boolean' }, sample: { type: 'string' } })
+    const dir = storeDir(values.store, 'verify')
+    if (values.deep && values.sample !== undefined) throw new UsageError('give --deep or --sample, not both', 'verify')
+    let sample: number | undefined
+    if (values.sample !== undefined) {
+      sample = Number(values.sample.replace(/%$/, ''))
+      if (!Number.isFinite(sample) || sample <= 0 || sample > 100) throw new UsageError(`--sample must be a percentage in (0, 100], not ${JSON.stringify(values.sample)}`, 'verify')
+    }
+    const progress = new Progress('ckpt verify', Progress.wanted(values.json === true))
+    let status: ExitCode = EXIT.OK
+    try {
+      await withStore(dir, { mustExist: true }, async (store) => {
+        const { verifyStore } = await import('../verify.js')
+        const it = verifyStore(store, {
+          refs: positionals,
+          deep: values.deep === true,
+          sample,
+          onProgress: (p) => progress.amount(p.phase, p.done, p.total, p.unit === 'bytes' ? 'B' : 'checkpoints'),
+        })
+        for (;;) {
+          const r = await it.next()
+          if (r.done) {
+            progress.end()
+            const s = r.value
+            if (values.json) json({ summary: s })
+            else {
+              const secs = (ms: number) => (ms / 1000).toFixed(2)
+              line(
+                `${s.clean ? 'clean' : 'PROBLEMS'}: ${s.checkpoints} checkpoint${s.checkpoints === 1 ? '' : 's'}, ${s.blocks} blocks in ${s.packs} pack${s.packs === 1 ? '' : 's'} checked` +
+                  ` (structure ${secs(s.ms.structure)} s, dag ${secs(s.ms.dag)} s${values.deep || sample ? `, data ${secs(s.ms.data)} s for ${s.dataBlocks} blocks` : ''});` +
+                  ` ${s.errors} error${s.errors === 1 ? '' : 's'}, ${s.warnings} warning${s.warnings === 1 ? '' : 's'}${s.infos ? `, ${s.infos} note${s.infos === 1 ? '' : 's'}` : ''}`,
+              )
+              if (s.damagedCheckpoints.length) {
+                const names = s.damagedCheckpoints.map((c) => `${c.timeline}@${c.vtime}`)
+                line(`damaged checkpoints (${names.length}): ${names.slice(0, 10).join(', ')}${names.length > 10 ? `, and ${names.length - 10} more (--json lists all)` : ''}`)
+              }
+              for (const a of s.advice) line(`next: ${a}`)
+              if (s.clean && !values.deep && !sample) line('next: ckpt verify --deep re-hashes every block too')
+            }
+            status = s.clean ? EXIT.OK : EXIT.DATA
+            return
+          }
+          progress.end()
+          if (values.json) json({ finding: r.value })
+          else for (const l of findingText(r.value)) line(l)
+        }
+      })
+    } catch (err) {
+      if (err instanceof StoreOpenError && err.error.code === 'CKPT_BAD_STORE' && /index/.test(err.error.message)) {
+        process.stderr.write(`ckpt: the store's index cannot be opened; next: ckpt repair --store ${dir} --rebuild-index\n`)
+      }
+      throw err
+    } finally {
+      progress.end()
+    }
+    return status
+  },
+}
+
+// ---------------------------------------------------------------- repair
+
+const repair: Command = {
+  summary: 'heal a damaged store: from a copy, by rebuilding the index, or by dropping what is lost',
+  help: `usage: ckpt repair --store DIR (--from SOURCE | --rebuild-index | --drop-damaged)... [--json]
+
+  --from SOURCE      fetch damaged or missing blocks by CID from SOURCE (another store, or a bundle
+                     file such as one made earlier with ckpt export), verify and write them anew
+  --rebuild-index    rebuild the index from the packs (every entry names its CID and carries a
+                     checksum); an index that will not open is repaired or recreated, its catalog
+                     rebuilt from the manifests in the packs
+  --drop-damaged     remove from the catalog every checkpoint that still cannot be read, and say which
+
+Several may be given; they run in the order above. Packs with damage in them are retired (no more
+appends; gc rewrites them). Finds damage with verify --deep (--shallow: without the data phase).
+exit status: 0 the store is clean afterwards, 1 damage remains, 2 usage error, 3 cannot be opened
+
+${STORE_HELP}
+  --shallow          look for damage without re-hashing every block
+${JSON_HELP}
+
+examples:
+  ckpt repair --store s --from backup.car
+  ckpt repair --store s --from /mnt/mirror/s
+  ckpt repair --store s --rebuild-index
+  ckpt repair --store s --from backup.car --drop-damaged`,
+  async run(argv) {
+    const { values, positionals } = parse('repair', argv, { ...COMMON, from: { type: 'string' }, 'rebuild-index': { type: 'boolean' }, 'drop-damaged': { type: 'boolean' }, shallow: { type: 'boolean' } })
+    noPositionals('repair', positionals)
+    const dir = storeDir(values.store, 'repair')
+    if (!values.from && !values['rebuild-index'] && !values['drop-damaged']) throw new UsageError('give --from SOURCE, --rebuild-index or --drop-damaged', 'repair')
+    const progress = new Progress('ckpt repair', Progress.wanted(values.json === true))
+    try {
+      progress.set('checking the store')
+      const { repairStore } = await import('../repair.js')
+      let s: import('../repair.js').RepairSummary
+      try {
+        s = await repairStore(dir, {
+          from: values.from,
+          rebuildIndex: values['rebuild-index'] === true,
+          dropDamaged: values['drop-damaged'] === true,
+          deep: values.shallow !== true,
+          onProgress: (p) => progress.amount(p.phase, p.done, p.total, 'packs'),
+        })
+      } catch (err) {
+        if (isCkptError(err) && ['CKPT_LOCKED', 'CKPT_BAD_STORE', 'CKPT_VERSION'].includes(err.code)) throw new StoreOpenError(err)
+        throw err
+      }
+      progress.end()
+      if (values.json) json(s)
+      else {
+        if (s.rebuiltIndex) {
+          const r = s.rebuiltIndex
+          line(`rebuilt the index from ${r.packs} pack${r.packs === 1 ? '' : 's'}: ${r.indexed} entries written, ${r.removed} removed${r.recovered ? `, ${r.recovered} set-aside pack${r.recovered === 1 ? '' : 's'} brought back` : ''}${r.catalogRebuilt ? `; the index was recreated, ${r.checkpoints} checkpoints catalogued again from their manifests` : ''}`)
+        }
+        if (values.from) line(`fetched ${s.fetched.length} block${s.fetched.length === 1 ? '' : 's'} from ${values.from}`)
+        if (s.dropped.length) line(`dropped ${s.dropped.length} checkpoint${s.dropped.length === 1 ? '' : 's'} that could not be healed: ${s.dropped.map((c) => `${c.timeline}@${c.vtime}`).join(', ')}`)
+        if (s.after.clean) line('the store is clean')
+        else {
+          line(`still damaged: ${s.stillDamaged.length} block${s.stillDamaged.length === 1 ? '' : 's'}, ${s.after.damagedCheckpoints.length} checkpoint${s.after.damagedCheckpoints.length === 1 ? '' : 's'}`)
+          for (const a of s.after.advice) line(`next: ${a}`)
+        }
+      }
+      return s.after.clean ? EXIT.OK : EXIT.DATA
+    } finally {
+      progress.end()
+    }
+  },
+}
+
 export const COMMANDS: ReadonlyMap<string, Command> = new Map([
   ['init', init],
   ['add', add],
@@ -662,4 +829,6 @@ export const COMMANDS: ReadonlyMap<string, Command> = new Map([
   ['stats', stats],
   ['export', exportCmd],
   ['import', importCmd],
+  ['verify', verify],
+  ['repair', repair],
 ])

@@ -86,8 +86,7 @@ export async function main(argv: string[]): Promise<ExitCode> {
       write(process.stdout, c.help)
       return EXIT.OK
     }
-    await c.run(rest)
-    return EXIT.OK
+    return (await c.run(rest)) ?? EXIT.OK
   } catch (err) {
     const r = classify(err)
     process.stderr.write(r.line + '\n')
