@@ -25,13 +25,14 @@ import { AT_REST, compressBlock, decompressBlock, defaultCompressor } from '../c
 import { CkptError, isCkptError } from '../codecs/errors.js'
 import { decodeManifest, type Manifest } from '../codecs/manifest.js'
 import { decodeLocation, decodePackRecord, encodeLocation, encodePackRecord, type BlockLocation } from '../store/block-store.js'
-import { blockKey, blockKeyCid, blockRange, checkpointKey, checkpointRecordKey, packKey, packRange, refKey, timelineKey } from '../store/keys.js'
+import { allCheckpointsRange, blockKey, blockKeyCid, blockRange, checkpointKey, checkpointKeyTimeline, checkpointKeyVtime, checkpointRecordKey, packKey, packRange, refKey, timelineKey } from '../store/keys.js'
+import { copyOf } from '../codecs/bytes.js'
 import type { KVOp } from '../store/kv.js'
 import { LevelKV } from '../store/level-kv.js'
 import { packFileName } from '../store/pack-io.js'
 import { fileReader, scanPack } from '../store/pack-scan.js'
 import type { TimelineRecord } from '../store/repository.js'
-import { fileSource } from './bundle.js'
+import { fileSource, importBundle } from './bundle.js'
 import { openStore, type CkptStore } from './store.js'
 import { verifyStore, type CheckpointRef, type VerifySummary } from './verify.js'
 
@@ -64,15 +65,25 @@ export interface RepairSummary {
   stillDamaged: string[]
   /** checkpoints removed by dropDamaged */
   dropped: CheckpointRef[]
+  /** checkpoints of a `from` bundle the catalog had lost, catalogued again */
+  recatalogued: number
+  notes: string[]
   /** the store's state afterwards */
   after: VerifySummary
 }
 
-async function verifyAll(store: CkptStore, deep: boolean): Promise<VerifySummary> {
+interface Checked {
+  summary: VerifySummary
+  findings: import('./verify.js').Finding[]
+}
+
+async function verifyAll(store: CkptStore, deep: boolean): Promise<Checked> {
   const it = verifyStore(store, { deep })
+  const findings: import('./verify.js').Finding[] = []
   for (;;) {
     const r = await it.next()
-    if (r.done) return r.value
+    if (r.done) return { summary: r.value, findings }
+    findings.push(r.value)
   }
 }
 
@@ -82,23 +93,35 @@ export async function repairStore(dir: string, opts: RepairOptions): Promise<Rep
     throw new CkptError('CKPT_BAD_ARGUMENT', 'say what to repair: from (a store or bundle), rebuildIndex or dropDamaged')
   }
   const deep = opts.deep !== false
-  const summary: RepairSummary = { fetched: [], stillDamaged: [], dropped: [], after: undefined as unknown as VerifySummary }
+  const summary: RepairSummary = { fetched: [], stillDamaged: [], dropped: [], recatalogued: 0, notes: [], after: undefined as unknown as VerifySummary }
   if (opts.rebuildIndex) summary.rebuiltIndex = await rebuildIndex(dir, opts)
   const store = await openStore(dir, { mustExist: true })
   try {
     let state = await verifyAll(store, deep)
-    if (opts.from && state.damagedBlocks.length > 0) {
-      summary.fetched = await fetchBlocks(store, opts.from, state.damagedBlocks)
+    if (opts.from && state.summary.damagedBlocks.length > 0) {
+      summary.fetched = await fetchBlocks(store, opts.from, state.summary.damagedBlocks)
       state = await verifyAll(store, deep)
+    }
+    // a bundle also carries catalog entries: ones a damaged index lost come back (idempotent)
+    const lost = state.findings.some((f) => f.kind === 'uncatalogued-checkpoint')
+    if (opts.from && lost && fs.existsSync(opts.from) && fs.statSync(opts.from).isFile()) {
+      try {
+        const r = await importBundle(store, fileSource(opts.from))
+        summary.recatalogued = r.checkpoints
+        if (r.checkpoints > 0) state = await verifyAll(store, deep)
+      } catch (err) {
+        if (!isCkptError(err)) throw err
+        summary.notes.push(`the bundle's checkpoints were not catalogued again: ${err.code}: ${err.message}`)
+      }
     }
     // packs with damage in them are taken out of use (no more appends, no footer expected)
-    if (await retireDamagedPacks(store)) state = await verifyAll(store, deep)
-    if (opts.dropDamaged && state.damagedCheckpoints.length > 0) {
-      summary.dropped = await dropCheckpoints(store, state.damagedCheckpoints)
+    if (await retireDamagedPacks(store, state.findings)) state = await verifyAll(store, deep)
+    if (opts.dropDamaged && state.summary.damagedCheckpoints.length > 0) {
+      summary.dropped = await dropCheckpoints(store, state.summary.damagedCheckpoints)
       state = await verifyAll(store, deep)
     }
-    summary.stillDamaged = state.damagedBlocks
-    summary.after = state
+    summary.stillDamaged = state.summary.damagedBlocks
+    summary.after = state.summary
   } finally {
     await store.close()
   }
@@ -159,25 +182,31 @@ async function fetchBlocks(store: CkptStore, from: string, wanted: string[]): Pr
 
 // ------------------------------------------------------------------------------ retire
 
-async function retireDamagedPacks(store: CkptStore): Promise<number> {
+async function retireDamagedPacks(store: CkptStore, findings: import('./verify.js').Finding[]): Promise<number> {
   const { repo } = store.internals()
   const packs = new Set<number>()
-  const it = verifyStore(store, {})
-  for (;;) {
-    const r = await it.next()
-    if (r.done) break
-    const f = r.value
+  for (const f of findings) {
     if (f.phase === 'structure' && f.pack !== undefined && ['truncated-pack', 'damaged-entry', 'bad-pack-footer', 'bad-pack-header'].includes(f.kind)) packs.add(f.pack)
   }
   const ops: KVOp[] = []
+  const gone = new Set<number>()
+  for (const [n] of repo.blocks.packRecords()) if (!repo.blocks.io.exists(n)) gone.add(n)
   for (const n of packs) {
     const rec = repo.blocks.packRecords().get(n)
-    if (!rec || rec.retired || !repo.blocks.io.exists(n)) continue
+    if (!rec || rec.retired || gone.has(n)) continue
     ops.push({ type: 'put', key: packKey(n), value: encodePackRecord({ ...rec, sealed: true, retired: true, committedLength: repo.blocks.io.size(n) }) })
+  }
+  // a pack that is gone: its record, and the index entries still placing blocks in it, go too (the
+  // blocks a copy had are indexed elsewhere by now; the others are lost either way)
+  if (gone.size > 0) {
+    for (const n of gone) ops.push({ type: 'del', key: packKey(n) })
+    for await (const [k, v] of repo.kv.iterate(blockRange)) {
+      if (v.length === 22 && gone.has(decodeLocation(v).pack)) ops.push({ type: 'del', key: copyOf(k) })
+    }
   }
   if (ops.length === 0) return 0
   await store.exclusive(() => repo.kv.batch(ops, { sync: true }))
-  repo.blocks.reloadPackRecords(ops.length ? await readPackRecords(repo) : undefined)
+  repo.blocks.reloadPackRecords(await readPackRecords(repo))
   return ops.length
 }
 
@@ -211,14 +240,25 @@ async function rebuildIndex(dir: string, opts: RepairOptions): Promise<NonNullab
   const indexDir = path.join(dir, 'index')
   let catalogRebuilt = false
   // an index LevelDB that does not open: LevelDB's own repair first, then a fresh one
+  // usable: it opens, and every entry reads (LevelDB finds damaged blocks only when it reads them)
   const opens = async (): Promise<boolean> => {
+    let kv: LevelKV
     try {
-      const kv = await LevelKV.open(indexDir)
-      await kv.close()
-      return true
+      kv = await LevelKV.open(indexDir)
     } catch (err) {
       if (isCkptError(err, 'CKPT_LOCKED')) throw err
       return false
+    }
+    try {
+      for await (const _ of kv.iterate({})) {
+        // reading is the test
+      }
+      return true
+    } catch (err) {
+      if (!isCkptError(err)) throw err
+      return false
+    } finally {
+      await kv.close()
     }
   }
   if (!(await opens())) {
@@ -321,11 +361,86 @@ async function rebuildIndex(dir: string, opts: RepairOptions): Promise<NonNullab
     }
     let checkpoints = 0
     if (catalogRebuilt) checkpoints = catalogFromManifests(manifests, ops)
+    else await mendCatalog(kv, packsDir, found, ops)
     for (let i = 0; i < ops.length; i += 10_000) await kv.batch(ops.slice(i, i + 10_000))
     await kv.batch(records, { sync: true })
     return { indexed, removed, packs: files.length, recovered, catalogRebuilt, checkpoints }
   } finally {
     await kv.close()
+  }
+}
+
+/** A block's bytes read straight from its pack entry, decompressed and verified; undefined if not. */
+function readBlock(packsDir: string, cid: CidBytes, loc: BlockLocation): Uint8Array | undefined {
+  if (loc.codec === AT_REST.nodeDelta) return undefined
+  try {
+    const r = fileReader(path.join(packsDir, packFileName(loc.pack)))
+    try {
+      const payload = new Uint8Array(loc.storedLength)
+      if (r.read(payload, loc.offset + 52) !== loc.storedLength) return undefined
+      const raw = decompressBlock(loc.codec, payload, loc.rawLength)
+      return cidEquals(blake3(raw), cidDigest(cid)) ? raw : undefined
+    } finally {
+      r.close?.()
+    }
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * The catalog of a readable index made to agree with its checkpoints' manifests: a catalog key whose
+ * vtime is not its manifest's is moved, checkpoint records ('k') rewritten where wrong or missing,
+ * timeline records rewritten where unreadable or at odds with their checkpoints.
+ */
+async function mendCatalog(kv: LevelKV, packsDir: string, found: Map<string, BlockLocation>, ops: KVOp[]): Promise<void> {
+  const enc = new TextEncoder()
+  const firstOf = new Map<string, Manifest>()
+  const records = new Map<string, { timeline: string; vtime: bigint }>()
+  for await (const [k, v] of kv.iterate(allCheckpointsRange)) {
+    const timeline = checkpointKeyTimeline(k)
+    if (timeline === undefined || v.length !== 36) {
+      ops.push({ type: 'del', key: copyOf(k) })
+      continue
+    }
+    const cid = copyOf(v)
+    const loc = found.get(cidKey(cid))
+    const raw = loc && readBlock(packsDir, cid, loc)
+    let m: Manifest | undefined
+    try {
+      m = raw ? decodeManifest(raw) : undefined
+    } catch {}
+    if (!m) continue // nothing to go by: verify keeps reporting it, repair --from or --drop-damaged
+    let vtime = checkpointKeyVtime(k)
+    if (m.vtime !== vtime) {
+      ops.push({ type: 'del', key: copyOf(k) })
+      ops.push({ type: 'put', key: checkpointKey(timeline, m.vtime), value: cid })
+      vtime = m.vtime
+    }
+    if (!firstOf.has(timeline)) firstOf.set(timeline, m)
+    if (!records.has(cidKey(cid))) records.set(cidKey(cid), { timeline, vtime })
+  }
+  for (const [key, want] of records) {
+    const cid = Buffer.from(key, 'latin1')
+    const v = await kv.get(checkpointRecordKey(cid))
+    let ok = false
+    try {
+      const r = v && (JSON.parse(new TextDecoder().decode(v)) as { timeline?: string; vtime?: string })
+      ok = !!r && r.timeline === want.timeline && r.vtime === want.vtime.toString()
+    } catch {}
+    if (!ok) ops.push({ type: 'put', key: checkpointRecordKey(cid), value: enc.encode(JSON.stringify({ timeline: want.timeline, vtime: want.vtime.toString() })) })
+  }
+  for (const [name, m] of firstOf) {
+    const v = await kv.get(timelineKey(name))
+    const regions = Object.fromEntries(Object.entries(m.regions).map(([k, r]) => [k, { size: r.size, chunkSize: r.chunkSize }]))
+    let rec: TimelineRecord | undefined
+    try {
+      rec = v && (JSON.parse(new TextDecoder().decode(v)) as TimelineRecord)
+    } catch {}
+    const sorted = (o: Record<string, unknown>) => JSON.stringify(Object.entries(o).sort())
+    if (rec && rec.name === name && rec.lineage === m.lineage && typeof rec.regions === 'object' && sorted(rec.regions) === sorted(regions)) continue
+    const fixed: TimelineRecord = { name, lineage: m.lineage, regions, created: typeof rec?.created === 'number' ? rec.created : m.wall }
+    ops.push({ type: 'put', key: timelineKey(name), value: enc.encode(JSON.stringify(fixed)) })
   }
 }
 

@@ -21,7 +21,8 @@ import { CkptError, isCkptError } from '../codecs/errors.js'
 import { decodeManifest, type Manifest } from '../codecs/manifest.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
 import { decodeLocation } from '../store/block-store.js'
-import { blockKeyCid, blockRange, checkpointRange, checkpointKeyVtime, dec, refRange } from '../store/keys.js'
+import { allCheckpointsRange, blockKeyCid, blockRange, checkpointKeyTimeline, checkpointKeyVtime, dec, refRange, timelineRange } from '../store/keys.js'
+import type { TimelineRecord } from '../store/repository.js'
 import { AT_REST, decompressBlock } from '../codecs/compress.js'
 import { applyNodeDelta, deltaBaseCid, readNodePatch, type NodePatch } from '../codecs/node-delta.js'
 import { decodeNode } from '../codecs/tree-node.js'
@@ -51,6 +52,8 @@ export type FindingKind =
   | 'dangling-ref'
   | 'dangling-catalog-entry'
   | 'bad-catalog-entry'
+  | 'uncatalogued-checkpoint'
+  | 'bad-pack-record'
 
 export type Severity = 'error' | 'warning' | 'info'
 
@@ -333,7 +336,11 @@ class Verifier {
         if (k.length !== 37 || cid[0] !== 0x01 || (cid[1] !== RAW && cid[1] !== DAG_CBOR) || cid[2] !== 0x1e || cid[3] !== 0x20) throw new Error('not a block key')
         this.table.add(cid, decodeLocation(v))
       } catch {
-        yield this.emit({ phase: 'structure', kind: 'bad-index-value', severity: 'error', message: `index key ${Buffer.from(k).toString('hex').slice(0, 80)} holds no valid block location` })
+        let name: string | undefined
+        try {
+          name = k.length === 37 ? cidToString(copyOf(cid)) : undefined
+        } catch {}
+        yield this.emit({ phase: 'structure', kind: 'bad-index-value', severity: 'error', message: `index entry ${name ?? Buffer.from(k).toString('hex').slice(0, 80)} holds no valid block location`, cid: name })
       }
     }
     const records = [...blocks.packRecords()].sort((a, b) => a[0] - b[0])
@@ -350,9 +357,12 @@ class Verifier {
       const sealed = rec.sealed && !rec.retired
       const ranges: { offset: number; length: number; truncated: boolean; cids: string[] }[] = []
       damage.set(n, ranges)
+      let intact = 0
+      let footerCount: number | undefined
       for (const ev of scanPack(blocks.io.reader(n), n, { end: sealed || rec.retired ? undefined : rec.committedLength, sealed, footerOptional: rec.retired })) {
         if (ev.kind === 'entry') {
           const e = ev.entry
+          intact++
           const i = this.table.find(e.cid)
           if (i < 0) {
             yield this.emit({
@@ -365,7 +375,7 @@ class Verifier {
               offset: e.offset,
             })
           } else if (this.table.pack[i] === n && this.table.offset[i] === e.offset) {
-            if (this.table.stored[i] !== e.storedLength || this.table.raw[i] !== e.rawLength || this.table.codec[i] !== e.codec) {
+            if (this.table.stored[i] !== e.storedLength || this.table.raw[i] !== e.rawLength || this.table.codec[i] !== e.codec || this.table.depth[i] !== e.depth) {
               this.table.state[i] = ENTRY_BAD
               yield this.emit({ phase: 'structure', kind: 'dangling-index-entry', severity: 'error', message: `the index entry of ${cidToString(e.cid)} disagrees with its pack entry (lengths or codec)`, cid: cidToString(e.cid), pack: n, offset: e.offset })
             } else {
@@ -381,11 +391,27 @@ class Verifier {
         } else if (ev.kind === 'damage') {
           ranges.push({ offset: ev.offset, length: ev.length, truncated: ev.reason.startsWith('the file ends'), cids: [] })
         } else if (ev.kind === 'bad-header') {
-          yield this.emit({ phase: 'structure', kind: 'bad-pack-header', severity: 'error', message: `pack ${n} has a bad header: ${ev.reason}`, pack: n })
+          yield this.emit({
+            phase: 'structure',
+            kind: 'bad-pack-header',
+            severity: rec.retired ? 'info' : 'error',
+            message: `pack ${n} has a bad header: ${ev.reason}${rec.retired ? ' (a retired pack: gc rewrites it)' : ''}`,
+            pack: n,
+          })
         } else if (ev.kind === 'bad-footer') {
           yield this.emit({ phase: 'structure', kind: 'bad-pack-footer', severity: 'error', message: `sealed pack ${n} has a bad footer: ${ev.reason}`, pack: n })
+        } else if (ev.kind === 'footer') {
+          footerCount = ev.entryCount
         } else if (ev.kind === 'end') {
           done += rec.committedLength
+          const bad: string[] = []
+          if (sealed && rec.committedLength !== ev.fileSize) bad.push(`says ${rec.committedLength} bytes, the sealed file has ${ev.fileSize}`)
+          if (!rec.retired && ranges.length === 0 && rec.entries !== intact) bad.push(`counts ${rec.entries} entries, the pack holds ${intact}`)
+          if (footerCount !== undefined && ranges.length === 0 && footerCount !== intact) bad.push(`the footer counts ${footerCount} entries, the pack holds ${intact}`)
+          if (bad.length) {
+            this.indexFixable = true
+            yield this.emit({ phase: 'structure', kind: 'bad-pack-record', severity: 'warning', message: `the index record of pack ${n} ${bad.join('; ')}`, pack: n })
+          }
         }
         this.opts.onProgress?.({ phase: 'structure', done, total, unit: 'bytes' })
       }
@@ -499,14 +525,29 @@ class Verifier {
         list.push({ timeline: rec?.timeline ?? '?', vtime: rec?.vtime ?? 0n, cid })
       }
     } else {
-      for await (const t of repo.timelines()) {
-        for await (const [k, v] of repo.kv.iterate(checkpointRange(t.name))) {
-          if (v.length !== 36) {
-            if (!impactOnly) yield this.emit({ phase: 'dag', kind: 'bad-catalog-entry', severity: 'error', message: `catalog entry of ${t.name} at vtime ${checkpointKeyVtime(k)} holds no CID` })
-            continue
-          }
-          list.push({ timeline: t.name, vtime: checkpointKeyVtime(k), cid: copyOf(v) })
+      const records = new Map<string, TimelineRecord>()
+      for await (const [k, v] of repo.kv.iterate(timelineRange)) {
+        const name = dec.decode(k.subarray(1))
+        try {
+          const rec = JSON.parse(dec.decode(v)) as TimelineRecord
+          if (typeof rec !== 'object' || rec === null || rec.name !== name || typeof rec.regions !== 'object') throw new Error('malformed')
+          records.set(name, rec)
+        } catch {
+          if (!impactOnly) yield this.emit({ phase: 'dag', kind: 'bad-catalog-entry', severity: 'error', message: `the record of timeline ${name} is unreadable (repair --rebuild-index cannot rebuild it; the timeline's checkpoints are still checked)` })
         }
+      }
+      const named = new Set<string>()
+      for await (const [k, v] of repo.kv.iterate(allCheckpointsRange)) {
+        const timeline = checkpointKeyTimeline(k)
+        if (timeline === undefined || v.length !== 36) {
+          if (!impactOnly) yield this.emit({ phase: 'dag', kind: 'bad-catalog-entry', severity: 'error', message: `catalog key ${Buffer.from(k).toString('hex').slice(0, 80)} is malformed or holds no CID` })
+          continue
+        }
+        if (!records.has(timeline) && !named.has(timeline) && !impactOnly) {
+          named.add(timeline)
+          yield this.emit({ phase: 'dag', kind: 'bad-catalog-entry', severity: 'warning', message: `timeline ${timeline} has checkpoints but no timeline record` })
+        }
+        list.push({ timeline, vtime: checkpointKeyVtime(k), cid: copyOf(v) })
       }
       if (!impactOnly) {
         for await (const [k, v] of repo.kv.iterate(refRange)) {
@@ -515,8 +556,25 @@ class Verifier {
             yield this.emit({ phase: 'dag', kind: 'dangling-ref', severity: 'error', message: `ref ${name} points at ${v.length === 36 ? cidToString(v) : 'no CID'}, which is not in the store`, cid: v.length === 36 ? cidToString(v) : undefined })
           }
         }
+        // manifests in the packs that no catalog entry names: checkpoints removed (gc reclaims them) or
+        // catalog entries a damaged index lost (importing a bundle of them, or rebuilding, brings them back)
+        const listed = new Set(list.map((c) => cidKey(c.cid)))
+        for (const [i, payload] of this.kept) {
+          if (this.table.codec[i] === AT_REST.nodeDelta || listed.has(cidKey(this.table.cid(i)))) continue
+          const first = this.table.codec[i] === AT_REST.identity ? payload[0] : undefined
+          if (first !== undefined && first >> 5 !== 5) continue
+          let m: Manifest
+          try {
+            m = decodeManifest(decompressBlock(this.table.codec[i]!, payload, this.table.raw[i]!))
+          } catch {
+            continue
+          }
+          const cid = cidToString(this.table.cid(i))
+          yield this.emit({ phase: 'dag', kind: 'uncatalogued-checkpoint', severity: 'info', message: `checkpoint ${cid} (${m.timeline}@${m.vtime} by its manifest) is stored but not in the catalog: removed, or lost from a damaged index`, cid })
+        }
       }
     }
+    if (!impactOnly && !(this.opts.refs && this.opts.refs.length)) yield* this.catalogRecords(list)
     const total = list.length
     let done = 0
     let prev: { timeline: string; manifest: Manifest } | undefined
@@ -584,6 +642,53 @@ class Verifier {
       if (bad) this.damagedCheckpoints.push(ref)
       this.opts.onProgress?.({ phase: 'dag', done: ++done, total, unit: 'checkpoints' })
       await this.clean!.flush()
+    }
+  }
+
+  /** Checkpoint records ('k') agree with the catalog; timeline records agree with their manifests. */
+  private async *catalogRecords(list: { timeline: string; vtime: bigint; cid: CidBytes }[]): AsyncGenerator<Finding> {
+    const repo = this.repo
+    const byPlace = new Map<string, CidBytes>()
+    for (const c of list) byPlace.set(`${c.timeline}\u0000${c.vtime}`, c.cid)
+    const seen = new Set<string>()
+    const firstOf = new Map<string, CidBytes>()
+    for (const c of list) {
+      if (!firstOf.has(c.timeline)) firstOf.set(c.timeline, c.cid)
+      const k = cidKey(c.cid)
+      if (seen.has(k)) continue
+      seen.add(k)
+      let rec: { timeline: string; vtime: bigint } | undefined
+      try {
+        rec = await repo.checkpointRecord(c.cid)
+      } catch {
+        rec = undefined
+      }
+      const agrees = rec && byPlace.get(`${rec.timeline}\u0000${rec.vtime}`) && cidEquals(byPlace.get(`${rec.timeline}\u0000${rec.vtime}`)!, c.cid)
+      if (!agrees) {
+        this.indexFixable = true
+        yield this.emit({ phase: 'dag', kind: 'bad-catalog-entry', severity: 'warning', message: `the checkpoint record of ${cidToString(c.cid)} (${c.timeline}@${c.vtime}) is ${rec ? `wrong (says ${rec.timeline}@${rec.vtime})` : 'missing or unreadable'}`, cid: cidToString(c.cid) })
+      }
+    }
+    for (const [name, cid] of firstOf) {
+      let rec: TimelineRecord | undefined
+      try {
+        rec = await repo.getTimeline(name)
+      } catch {
+        continue // reported with the catalog keys
+      }
+      if (!rec || this.present(cid) < 0) continue
+      let m: Manifest
+      try {
+        m = decodeManifest(repo.blocks.get(cid))
+      } catch {
+        continue // the walk reports it
+      }
+      const regions = Object.fromEntries(Object.entries(m.regions).map(([k, r]) => [k, { size: r.size, chunkSize: r.chunkSize }]))
+      const same = (a: Record<string, unknown>, b: Record<string, unknown>) => JSON.stringify(Object.entries(a).sort()) === JSON.stringify(Object.entries(b).sort())
+      if (rec.lineage !== m.lineage || !same(rec.regions, regions)) {
+        this.indexFixable = true
+        yield this.emit({ phase: 'dag', kind: 'bad-catalog-entry', severity: 'warning', message: `the record of timeline ${name} disagrees with its checkpoints (${rec.lineage !== m.lineage ? 'lineage' : 'regions'})` })
+      }
     }
   }
 

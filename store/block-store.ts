@@ -178,6 +178,7 @@ export class BlockStore {
   /** After a repair rewrote pack records in the index: take them over (the open pack, if retired, is left). */
   reloadPackRecords(records: Map<number, PackRecord> | undefined): void {
     if (!records) return
+    for (const n of [...this.packs.keys()]) if (!records.has(n)) this.packs.delete(n)
     for (const [n, r] of records) {
       this.packs.set(n, r)
       if (n === this.openPack && (r.sealed || r.retired)) this.openPack = -1

@@ -60,6 +60,19 @@ export function checkpointKeyVtime(key: Uint8Array): bigint {
   return new DataView(key.buffer, key.byteOffset, key.byteLength).getBigUint64(key.length - 8)
 }
 
+/** Every checkpoint key of every timeline. */
+export const allCheckpointsRange = { gte: Uint8Array.of(P_CKPT), lt: Uint8Array.of(P_CKPT + 1) }
+
+/** The timeline name of a checkpoint key, or undefined if the key is malformed. */
+export function checkpointKeyTimeline(key: Uint8Array): string | undefined {
+  if (key.length < 11 || key[0] !== P_CKPT || key[key.length - 9] !== 0) return undefined
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(key.subarray(1, key.length - 9))
+  } catch {
+    return undefined
+  }
+}
+
 export const checkpointRecordKey = (cid: Uint8Array) => prefixed(P_CKREC, cid)
 export const refKey = (name: string) => prefixed(P_REF, enc.encode(name))
 export const refRange = { gte: Uint8Array.of(P_REF), lt: Uint8Array.of(P_REF + 1) }

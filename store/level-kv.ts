@@ -2,6 +2,14 @@ import { Level } from 'level'
 import { CkptError } from '../codecs/errors.js'
 import type { KV, KVOp, KVRange } from './kv.js'
 
+/** A LevelDB read failure as a CkptError: corruption of its files is CKPT_BAD_INDEX (repair --rebuild-index). */
+function readError(err: unknown): CkptError {
+  const code = (err as { code?: string }).code ?? (err as { cause?: { code?: string } }).cause?.code
+  const text = `${(err as Error).message} ${((err as { cause?: Error }).cause)?.message ?? ''}`
+  if (code === 'LEVEL_CORRUPTION' || /corrupt/i.test(text)) return new CkptError('CKPT_BAD_INDEX', `the index is corrupt: ${(err as Error).message}`, {}, err)
+  return new CkptError('CKPT_IO', `index read failed: ${(err as Error).message}`, {}, err)
+}
+
 /** LevelDB through `level`; compression off because values are small ids and locations. */
 export class LevelKV implements KV {
   private constructor(private readonly db: Level<Uint8Array, Uint8Array>) {}
@@ -24,16 +32,28 @@ export class LevelKV implements KV {
     await (Level as unknown as { repair(dir: string): Promise<void> }).repair(dir)
   }
 
-  get(key: Uint8Array): Promise<Uint8Array | undefined> {
-    return this.db.get(key)
+  async get(key: Uint8Array): Promise<Uint8Array | undefined> {
+    try {
+      return await this.db.get(key)
+    } catch (err) {
+      throw readError(err)
+    }
   }
 
   getSync(key: Uint8Array): Uint8Array | undefined {
-    return this.db.getSync(key)
+    try {
+      return this.db.getSync(key)
+    } catch (err) {
+      throw readError(err)
+    }
   }
 
-  getMany(keys: Uint8Array[]): Promise<(Uint8Array | undefined)[]> {
-    return this.db.getMany(keys)
+  async getMany(keys: Uint8Array[]): Promise<(Uint8Array | undefined)[]> {
+    try {
+      return await this.db.getMany(keys)
+    } catch (err) {
+      throw readError(err)
+    }
   }
 
   async batch(ops: KVOp[], options: { sync?: boolean } = {}): Promise<void> {
@@ -59,7 +79,12 @@ export class LevelKV implements KV {
     const it = this.db.iterator({ ...range, limit: range.limit ?? -1 })
     try {
       for (;;) {
-        const entries = await it.nextv(1000)
+        let entries: [Uint8Array, Uint8Array][]
+        try {
+          entries = (await it.nextv(1000)) as [Uint8Array, Uint8Array][]
+        } catch (err) {
+          throw readError(err)
+        }
         if (entries.length === 0) return
         for (const e of entries) yield e as [Uint8Array, Uint8Array]
       }

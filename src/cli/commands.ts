@@ -803,7 +803,8 @@ examples:
           const r = s.rebuiltIndex
           line(`rebuilt the index from ${r.packs} pack${r.packs === 1 ? '' : 's'}: ${r.indexed} entries written, ${r.removed} removed${r.recovered ? `, ${r.recovered} set-aside pack${r.recovered === 1 ? '' : 's'} brought back` : ''}${r.catalogRebuilt ? `; the index was recreated, ${r.checkpoints} checkpoints catalogued again from their manifests` : ''}`)
         }
-        if (values.from) line(`fetched ${s.fetched.length} block${s.fetched.length === 1 ? '' : 's'} from ${values.from}`)
+        if (values.from) line(`fetched ${s.fetched.length} block${s.fetched.length === 1 ? '' : 's'} from ${values.from}${s.recatalogued ? `; ${s.recatalogued} checkpoint${s.recatalogued === 1 ? '' : 's'} the catalog had lost catalogued again` : ''}`)
+        for (const n of s.notes) line(`note: ${n}`)
         if (s.dropped.length) line(`dropped ${s.dropped.length} checkpoint${s.dropped.length === 1 ? '' : 's'} that could not be healed: ${s.dropped.map((c) => `${c.timeline}@${c.vtime}`).join(', ')}`)
         if (s.after.clean) line('the store is clean')
         else {

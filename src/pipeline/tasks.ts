@@ -358,7 +358,14 @@ function preadUpTo(fd: number, into: Uint8Array, pos: number): number {
 let outScratch = Buffer.allocUnsafe(1 << 20)
 
 function readEntries(t: ReadTask): ReadResult {
-  const fds = (t.files ?? []).map((f) => fs.openSync(f, 'r'))
+  // a pack file that cannot be opened (deleted, unreadable) fails the first entry in it
+  const fds = (t.files ?? []).map((f) => {
+    try {
+      return fs.openSync(f, 'r')
+    } catch {
+      return -1
+    }
+  })
   let outFd: number | undefined
   let collected: Uint8Array | undefined
   let at = 0
@@ -391,7 +398,13 @@ function readEntries(t: ReadTask): ReadResult {
           }
           runStart = t.offsets[i]!
           if (scratch.length < end - runStart) scratch = Buffer.allocUnsafe(end - runStart)
-          runGot = preadUpTo(fds[t.fileIdx![i]!]!, scratch.subarray(0, end - runStart), runStart)
+          const fd = fds[t.fileIdx![i]!]!
+          if (fd < 0) return { bad: i, code: 'CKPT_BAD_PACK', message: `pack file ${t.files![t.fileIdx![i]!]} is missing or unreadable` }
+          try {
+            runGot = preadUpTo(fd, scratch.subarray(0, end - runStart), runStart)
+          } catch (err) {
+            return { bad: i, code: 'CKPT_BAD_PACK', message: `pack ${t.files![t.fileIdx![i]!]} cannot be read: ${(err as Error).message}` }
+          }
           runLast = j
         }
         const rel = t.offsets[i]! - runStart
@@ -426,7 +439,7 @@ function readEntries(t: ReadTask): ReadResult {
       at += n
     }
   } finally {
-    for (const fd of fds) fs.closeSync(fd)
+    for (const fd of fds) if (fd >= 0) fs.closeSync(fd)
     if (outFd !== undefined) fs.closeSync(outFd)
   }
   return { bad: -1, data: collected }
