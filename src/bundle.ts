@@ -467,7 +467,7 @@ export interface ImportSummary {
 }
 
 /** Staged pack bytes past this are committed (blocks only) so the transaction stays small. */
-const STAGE_LIMIT = 64 << 20
+const STAGE_LIMIT = Number(process.env.CKPT_TEST_STAGE_LIMIT) || 64 << 20
 /** Tree nodes waiting for their manifest, at most this many bytes of them; beyond, stored whole. */
 const PENDING_NODE_BYTES = 48 << 20
 const RAW_BATCH = 1 << 20

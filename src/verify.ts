@@ -323,7 +323,7 @@ class Verifier {
 
   private markDamaged(cid: CidBytes, kind: FindingKind, message: string, where: { pack?: number; offset?: number } = {}): void {
     const k = cidKey(cid)
-    if (!this.damaged.has(k)) this.damaged.set(k, { cid, kind, message, ...where, checkpoints: [] })
+    if (!this.damaged.has(k)) this.damaged.set(k, { cid: copyOf(cid), kind, message, ...where, checkpoints: [] })
   }
 
   // ----------------------------------------------------------------------- phase 1: structure

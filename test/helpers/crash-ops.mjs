@@ -1,0 +1,18 @@
+// Child process for the import and repair crash tests:
+//   node crash-ops.mjs import <storeDir> <bundle>    imports the bundle, prints DONE
+//   node crash-ops.mjs repair <storeDir> <bundle>    repairs (--from the bundle, --rebuild-index), prints DONE
+// CKPT_TEST_STAGE_LIMIT (bytes) makes an import commit its blocks in small steps.
+import fs from 'node:fs'
+import { fileSource, importBundle, openStore, repairStore } from '../../dist/src/index.js'
+
+const say = (line) => fs.writeSync(1, line + '\n')
+const [op, dir, bundle] = process.argv.slice(2)
+say('READY')
+if (op === 'import') {
+  const store = await openStore(dir)
+  await importBundle(store, fileSource(bundle))
+  await store.close()
+} else if (op === 'repair') {
+  await repairStore(dir, { from: bundle, rebuildIndex: true })
+}
+say('DONE')
