@@ -8,7 +8,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { blake3, deflateCompressor, loadBackend, zstdCompressor } from '../codecs/index.js'
-import { openStore, type Checkpoint } from '../src/index.js'
+import { openStore, verifyStore, type Checkpoint, type VerifySummary } from '../src/index.js'
 import { IdealSize } from './ideal.js'
 import { fmtBytes, median, MiB, peakRssMiB, quantile, table } from './stats.js'
 import { Workload } from './workload.js'
@@ -126,6 +126,28 @@ const ratio = storeBytes / ideal.bytes
 row(`stored bytes after ${N} checkpoints`, `${fmtBytes(storeBytes)} = ${ratio.toFixed(3)} x ideal (${fmtBytes(ideal.bytes)})`, '<= 1.15 x', ratio <= 1.15)
 results.store_bytes = storeBytes
 results.ideal_bytes = ideal.bytes
+
+// --- verify (issue 4): structure + DAG, and deep, on the workload's store ---
+{
+  const vstore = await openStore(path.join(root, 'store'), { mustExist: true })
+  const shallow: number[] = []
+  const deep: number[] = []
+  let last: VerifySummary | undefined
+  for (let r = 0; r < 3; r++) {
+    for (const d of [false, true]) {
+      const t = performance.now()
+      const it = verifyStore(vstore, { deep: d })
+      let x = await it.next()
+      while (!x.done) x = await it.next()
+      ;(d ? deep : shallow).push(performance.now() - t)
+      last = x.value
+    }
+  }
+  await vstore.close()
+  const packBytes = dirBytes(path.join(root, 'store', 'packs'))
+  row(`verify structure + DAG (${last!.checkpoints} checkpoints, ${last!.blocks} blocks), median of 3`, `${(median(shallow) / 1000).toFixed(2)} s (${(packBytes / MiB / (median(shallow) / 1000)).toFixed(0)} MiB/s of packs), clean: ${last!.clean}`, '<= 1 s', median(shallow) <= 1000 && last!.clean)
+  row('verify --deep (every block re-hashed), median of 3', `${(median(deep) / 1000).toFixed(2)} s (${(last!.dataBytes / MiB / (median(deep) / 1000)).toFixed(0)} MiB/s of block bytes)`, '<= 3 s', median(deep) <= 3000)
+}
 
 const store2 = await openStore(path.join(root, 'store'))
 // --- restore of the last checkpoint ---

@@ -1,5 +1,5 @@
 /**
- * verifyStore: every problem of a store, as typed findings, in phases cheap first (SPEC.md §13).
+ * verifyStore: every problem of a store, as typed findings, in phases cheap first (SPEC.md §12).
  *
  *   1. structure: the index and the packs agree. Every pack is scanned front to back (headers,
  *      entries with their checksums, footers); every index entry must point at an intact entry of its
