@@ -1,11 +1,12 @@
 /**
- * One bundle operation in a process of its own, so its peak RSS is its own (the bench's parent holds
+ * One bundle or verify operation in a process of its own, so its peak RSS is its own (the bench's parent holds
  * the workload's images). Prints one JSON line.
  *   node dist/bench/bundle-child.js export STORE OUT [--since CID] [--compress] CID...
  *   node dist/bench/bundle-child.js import STORE FILE
+ *   node dist/bench/bundle-child.js verify STORE [deep]
  */
 import fs from 'node:fs'
-import { exportBundle, fileSource, importBundle, openStore } from '../src/index.js'
+import { exportBundle, fileSource, importBundle, openStore, verifyStore } from '../src/index.js'
 import { peakRssMiB } from './stats.js'
 
 const [op, dir, file, ...rest] = process.argv.slice(2)
@@ -36,7 +37,16 @@ if (op === 'export') {
   const ms = performance.now() - t
   await store.close()
   console.log(JSON.stringify({ ms, checkpoints: s.checkpoints, blocks: s.blocks, bytes: s.bytes, storedBytes: s.storedBytes, rssMiB: peakRssMiB() }))
+} else if (op === 'verify') {
+  const store = await openStore(dir!, { mustExist: true })
+  const t = performance.now()
+  const it = verifyStore(store, { deep: file === 'deep' })
+  let r = await it.next()
+  while (!r.done) r = await it.next()
+  const ms = performance.now() - t
+  await store.close()
+  console.log(JSON.stringify({ ms, clean: r.value.clean, checkpoints: r.value.checkpoints, blocks: r.value.blocks, dataBytes: r.value.dataBytes, phases: r.value.ms, rssMiB: peakRssMiB() }))
 } else {
-  console.error('usage: bundle-child.js export|import ...')
+  console.error('usage: bundle-child.js export|import|verify ...')
   process.exit(2)
 }

@@ -139,56 +139,20 @@ export function deltaBaseCid(delta: Uint8Array): Uint8Array {
 /** Rebuilds the node from its base and the delta; strict, anything malformed is CKPT_BAD_NODE. */
 export function applyNodeDelta(base: NodeEntries, delta: Uint8Array): NodeEntries {
   checkEntries(base, 'applyNodeDelta: base')
-  deltaBaseCid(delta)
-  const len = delta.length
-  let p = CID_LENGTH
-  // Shortest-form LEB128 of at most 3 bytes: larger values are never valid here.
-  const varint = (what: string): number => {
-    let n = 0
-    for (let shift = 0; shift < 21; shift += 7) {
-      if (p >= len) throw bad(`truncated ${what}`, p)
-      const b = delta[p++]!
-      n |= (b & 0x7f) << shift
-      if (b < 0x80) {
-        if (b === 0 && shift > 0) throw bad(`non-minimal varint for ${what}`, p - 1)
-        return n
-      }
-    }
-    throw bad(`${what} out of range`, p)
-  }
-
-  const count = varint('node count')
-  if (count < 1 || count > MAX_NODE_COUNT) throw bad(`node count ${count} not in 1..${MAX_NODE_COUNT}`, CID_LENGTH)
-  const patches = varint('patch count')
-  if (patches > count) throw bad(`${patches} patches for ${count} slots`, p)
-
+  const patch = readNodePatch(delta)
+  const count = patch.count
   const codecs = new Uint8Array(count)
   const digests = new Uint8Array(count * DIGEST_LENGTH)
   const keep = Math.min(base.count, count)
   codecs.set(base.codecs.subarray(0, keep))
   digests.set(base.digests.subarray(0, keep * DIGEST_LENGTH))
-  let prev = -1
-  for (let i = 0; i < patches; i++) {
-    const at = p
-    const s = varint('slot')
-    if (s <= prev || s >= count) throw bad(`slot ${s} out of order or >= ${count}`, at)
-    prev = s
-    if (p >= len) throw bad('truncated patch', p)
-    const c = delta[p++]!
+  for (let i = 0; i < patch.slots.length; i++) {
+    const s = patch.slots[i]!
     const d = s * DIGEST_LENGTH
-    if (c === 0) {
-      codecs[s] = 0
-      digests.fill(0, d, d + DIGEST_LENGTH)
-    } else if (c === RAW || c === DAG_CBOR) {
-      if (p + DIGEST_LENGTH > len) throw bad('truncated digest', p)
-      codecs[s] = c
-      digests.set(delta.subarray(p, p + DIGEST_LENGTH), d)
-      p += DIGEST_LENGTH
-    } else {
-      throw bad(`slot ${s} has codec ${c}`, p - 1)
-    }
+    codecs[s] = patch.codecs[i]!
+    if (patch.codecs[i] === 0) digests.fill(0, d, d + DIGEST_LENGTH)
+    else digests.set(delta.subarray(patch.digestAt[i]!, patch.digestAt[i]! + DIGEST_LENGTH), d)
   }
-  if (p !== len) throw bad(`${len - p} trailing bytes`, p)
   return { count, codecs, digests }
 }
 

@@ -34,7 +34,7 @@ import { COMPRESSED } from './pipeline/tasks.js'
 import { acquireSlab, releaseSlab } from './pipeline/slabs.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
 import { checkName } from './refs.js'
-import { changedSlots, sameDigest } from './node-compare.js'
+import { changedSlots, childCid, sameDigest } from './node-compare.js'
 import { Geometry, storeNode } from './region-tree.js'
 import { readBlocks } from './restore.js'
 import type { CkptStore } from './store.js'
@@ -365,15 +365,6 @@ function baseRoot(base: Manifest | undefined, name: string, reg: { size: number;
   return b && b.size === reg.size && b.chunkSize === reg.chunkSize && b.fanout === reg.fanout ? b.root : null
 }
 
-function childCid(e: NodeEntries, s: number): CidBytes {
-  const c = new Uint8Array(CID_LENGTH)
-  c[0] = 0x01
-  c[1] = e.codecs[s]!
-  c[2] = 0x1e
-  c[3] = 0x20
-  c.set(e.digests.subarray(s * 32, s * 32 + 32), 4)
-  return c
-}
 
 /** Marks every block reachable from a checkpoint (manifest, nodes, chunks, blob chunks); reads nodes only. */
 async function markReachable(store: CkptStore, blocks: BlockStore, seen: SeenSet, bases: MarkedBases, root: CidBytes): Promise<void> {

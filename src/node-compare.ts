@@ -53,3 +53,14 @@ export function sameDigest(a: Uint8Array, b: Uint8Array, slot: number): boolean 
   return true
 }
 
+
+/** The CID linked in slot s (which must not be a hole). */
+export function childCid(e: NodeEntries, s: number): Uint8Array {
+  const c = new Uint8Array(36)
+  c[0] = 0x01
+  c[1] = e.codecs[s]!
+  c[2] = 0x1e
+  c[3] = 0x20
+  c.set(e.digests.subarray(s * 32, s * 32 + 32), 4)
+  return c
+}

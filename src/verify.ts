@@ -30,7 +30,7 @@ import { scanPack } from '../store/pack-scan.js'
 import type { Repository } from '../store/repository.js'
 import { SeenSet } from '../store/seen-set.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
-import { changedSlots, sameDigest } from './node-compare.js'
+import { changedSlots, childCid, sameDigest } from './node-compare.js'
 import { Geometry } from './region-tree.js'
 import type { CkptStore } from './store.js'
 
@@ -561,11 +561,12 @@ class Verifier {
         const listed = new Set(list.map((c) => cidKey(c.cid)))
         for (const [i, payload] of this.kept) {
           if (this.table.codec[i] === AT_REST.nodeDelta || listed.has(cidKey(this.table.cid(i)))) continue
-          const first = this.table.codec[i] === AT_REST.identity ? payload[0] : undefined
-          if (first !== undefined && first >> 5 !== 5) continue
           let m: Manifest
           try {
-            m = decodeManifest(decompressBlock(this.table.codec[i]!, payload, this.table.raw[i]!))
+            const raw = decompressBlock(this.table.codec[i]!, payload, this.table.raw[i]!)
+            // a manifest is a CBOR map (major type 5); tree nodes are arrays, not worth decoding
+            if (raw[0]! >> 5 !== 5) continue
+            m = decodeManifest(raw)
           } catch {
             continue
           }
@@ -754,60 +755,42 @@ class Verifier {
       const codec = e.codecs[s]!
       if (!codec) continue
       const unchanged = same !== undefined && same.codecs[s] === codec && sameDigest(e.digests, same.digests, s)
-      const child = childOf(e, s)
-      if (level === 1) {
-        if (unchanged) {
-          if (this.damaged.has(cidKey(child))) {
-            hurt(child)
-            damaged = true
-          }
-          continue
-        }
-        if (codec !== RAW) {
-          this.markDamaged(cid, 'bad-node', `leaf ${cidToString(cid)} links a dag-cbor block in slot ${s}`)
-          hurt(cid)
-          damaged = true
-          continue
-        }
-        const i = this.present(child)
-        if (i < 0) {
-          hurt(child)
-          damaged = true
-        } else if (this.table.raw[i] !== geo.chunkLength(index * F + s)) {
-          this.markDamaged(child, 'bad-node', `chunk ${index * F + s} (${cidToString(child)}) has ${this.table.raw[i]} bytes, the region's shape needs ${geo.chunkLength(index * F + s)}`)
-          hurt(child)
-          damaged = true
-        }
-      } else if (this.tree(child, unchanged ? child : same && same.codecs[s] ? childOf(same, s) : null, geo, level - 1, index * F + s, hurt)) damaged = true
+      const child = childCid(e, s)
+      if (this.tree(child, unchanged ? child : same && same.codecs[s] ? childCid(same, s) : null, geo, level - 1, index * F + s, hurt)) damaged = true
     }
     if (damaged) this.dirtyNodes.add(k)
     else this.clean!.add(cid)
     return damaged
   }
 
+  /** A leaf's link in slot s: a raw chunk, stored intact, of the length its place needs. False if not (charged). */
+  private chunkOk(leaf: CidBytes, codec: number, child: CidBytes, s: number, geo: Geometry, index: number, hurt: (c: CidBytes) => void): boolean {
+    if (codec !== RAW) {
+      this.markDamaged(leaf, 'bad-node', `leaf ${cidToString(leaf)} links a dag-cbor block in slot ${s}`)
+      hurt(leaf)
+      return false
+    }
+    const i = this.present(child)
+    if (i < 0) {
+      hurt(copyOf(child))
+      return false
+    }
+    const want = geo.chunkLength(index * geo.fanout + s)
+    if (this.table.raw[i] !== want) {
+      const c = copyOf(child)
+      this.markDamaged(c, 'bad-node', `chunk ${index * geo.fanout + s} (${cidToString(c)}) has ${this.table.raw[i]} bytes, the region's shape needs ${want}`)
+      hurt(c)
+      return false
+    }
+    return true
+  }
+
   /** A leaf checked slot by slot (no base needed: every link is looked up). */
   private leafAll(cid: CidBytes, e: NodeEntries, geo: Geometry, index: number, hurt: (c: CidBytes) => void): boolean {
     let damaged = false
-    const F = geo.fanout
     for (let s = 0; s < e.count; s++) {
       const codec = e.codecs[s]!
-      if (!codec) continue
-      const child = childOf(e, s)
-      if (codec !== RAW) {
-        this.markDamaged(cid, 'bad-node', `leaf ${cidToString(cid)} links a dag-cbor block in slot ${s}`)
-        hurt(cid)
-        damaged = true
-        continue
-      }
-      const i = this.present(child)
-      if (i < 0) {
-        hurt(child)
-        damaged = true
-      } else if (this.table.raw[i] !== geo.chunkLength(index * F + s)) {
-        this.markDamaged(child, 'bad-node', `chunk ${index * F + s} (${cidToString(child)}) has ${this.table.raw[i]} bytes, the region's shape needs ${geo.chunkLength(index * F + s)}`)
-        hurt(child)
-        damaged = true
-      }
+      if (codec && !this.chunkOk(cid, codec, childCid(e, s), s, geo, index, hurt)) damaged = true
     }
     if (damaged) this.dirtyNodes.add(cidKey(cid))
     else this.clean!.add(cid)
@@ -845,25 +828,9 @@ class Verifier {
     for (let p = 0; p < patch.slots.length; p++) {
       const codec = patch.codecs[p]!
       if (codec === 0) continue
-      const s = patch.slots[p]!
-      if (codec !== RAW) {
-        this.markDamaged(cid, 'bad-node', `leaf ${cidToString(cid)} links a dag-cbor block in slot ${s}`)
-        hurt(cid)
-        damaged = true
-        continue
-      }
       child[1] = codec
       child.set(patch.delta.subarray(patch.digestAt[p]!, patch.digestAt[p]! + 32), 4)
-      const i = this.present(child)
-      if (i < 0) {
-        hurt(copyOf(child))
-        damaged = true
-      } else if (t.raw[i] !== geo.chunkLength(index * geo.fanout + s)) {
-        const c = copyOf(child)
-        this.markDamaged(c, 'bad-node', `chunk ${index * geo.fanout + s} (${cidToString(c)}) has ${t.raw[i]} bytes, the region's shape needs ${geo.chunkLength(index * geo.fanout + s)}`)
-        hurt(c)
-        damaged = true
-      }
+      if (!this.chunkOk(cid, codec, child, patch.slots[p]!, geo, index, hurt)) damaged = true
     }
     return damaged
   }
@@ -877,7 +844,7 @@ class Verifier {
     if ('error' in e) return
     for (let s = 0; s < e.count; s++) {
       if (!e.codecs[s]) continue
-      const child = childOf(e, s)
+      const child = childCid(e, s)
       if (level === 1) {
         if (this.damaged.has(cidKey(child))) hurt(child)
       } else this.chargeBelow(child, level - 1, hurt)
@@ -1019,15 +986,6 @@ class Verifier {
   }
 }
 
-function childOf(e: NodeEntries, s: number): CidBytes {
-  const c = new Uint8Array(36)
-  c[0] = 0x01
-  c[1] = e.codecs[s]!
-  c[2] = 0x1e
-  c[3] = 0x20
-  c.set(e.digests.subarray(s * 32, s * 32 + 32), 4)
-  return c
-}
 
 const ALL = new Map<number, number[]>()
 function allSlots(n: number): number[] {

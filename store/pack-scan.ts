@@ -49,22 +49,21 @@ function crcOk(b: Buffer, at: number, stored: number): boolean {
 /** Reads up to into.length bytes at pos; returns how many there were. */
 export type PackReader = { size: number; read(into: Uint8Array, pos: number): number; close?(): void }
 
+/** Reads up to into.length bytes of fd at pos (fewer only at the end of the file); returns how many. */
+export function preadUpTo(fd: number, into: Uint8Array, pos: number): number {
+  let got = 0
+  while (got < into.length) {
+    const n = fs.readSync(fd, into, got, into.length - got, pos + got)
+    if (n === 0) break
+    got += n
+  }
+  return got
+}
+
 /** A pack file as a PackReader. */
 export function fileReader(file: string): PackReader {
   const fd = fs.openSync(file, 'r')
-  return {
-    size: fs.fstatSync(fd).size,
-    read: (into, pos) => {
-      let got = 0
-      while (got < into.length) {
-        const n = fs.readSync(fd, into, got, into.length - got, pos + got)
-        if (n === 0) break
-        got += n
-      }
-      return got
-    },
-    close: () => fs.closeSync(fd),
-  }
+  return { size: fs.fstatSync(fd).size, read: (into, pos) => preadUpTo(fd, into, pos), close: () => fs.closeSync(fd) }
 }
 
 export function scanPackFile(file: string, packNo: number, opts: { end?: number; sealed?: boolean } = {}): Generator<ScanEvent> {

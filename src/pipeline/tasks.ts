@@ -7,6 +7,7 @@ import { blake3 } from '../../codecs/blake3.js'
 import { CkptError } from '../../codecs/errors.js'
 import { cidBytes, RAW } from '../../codecs/cid.js'
 import { ENTRY_HEADER_SIZE, writeEntryHeader } from '../../store/pack-format.js'
+import { preadUpTo } from '../../store/pack-scan.js'
 import { encodeNode } from '../../codecs/tree-node.js'
 import { compressBlockInto, decompressBlock, defaultCompressor, maxBlockPayload, type Compressor } from '../../codecs/compress.js'
 import { viewMayHave, type FingerprintView } from '../../store/fingerprint-set.js'
@@ -344,16 +345,6 @@ const ENTRY_HEADER = 52
 const RUN_MAX = 4 << 20
 const RUN_GAP = 16 << 10
 
-/** Reads up to into.length bytes at pos; returns how many there were (fewer at the end of the file). */
-function preadUpTo(fd: number, into: Uint8Array, pos: number): number {
-  let got = 0
-  while (got < into.length) {
-    const n = fs.readSync(fd, into, got, into.length - got, pos + got)
-    if (n === 0) break
-    got += n
-  }
-  return got
-}
 
 let outScratch = Buffer.allocUnsafe(1 << 20)
 
