@@ -54,6 +54,7 @@ export type FindingKind =
   | 'bad-catalog-entry'
   | 'uncatalogued-checkpoint'
   | 'bad-pack-record'
+  | 'corrupt-index'
 
 export type Severity = 'error' | 'warning' | 'info'
 
@@ -250,6 +251,18 @@ class Verifier {
 
   async *run(): AsyncGenerator<Finding, VerifySummary> {
     const ms = { structure: 0, dag: 0, data: 0 }
+    try {
+      yield* this.phases(ms)
+    } catch (err) {
+      // LevelDB itself found its files damaged: what is left cannot be read reliably
+      if (!isCkptError(err, 'CKPT_BAD_INDEX')) throw err
+      yield this.emit({ phase: 'structure', kind: 'corrupt-index', severity: 'error', message: `${err.message}; verification stopped here` })
+      this.indexFixable = true
+    }
+    return this.summary(ms)
+  }
+
+  private async *phases(ms: VerifySummary['ms']): AsyncGenerator<Finding> {
     let t = performance.now()
     yield* this.structure()
     ms.structure = performance.now() - t
@@ -286,7 +299,6 @@ class Verifier {
         checkpoints: d.checkpoints,
       })
     }
-    return this.summary(ms)
   }
 
   private summary(ms: VerifySummary['ms']): VerifySummary {
@@ -375,7 +387,12 @@ class Verifier {
               offset: e.offset,
             })
           } else if (this.table.pack[i] === n && this.table.offset[i] === e.offset) {
-            if (this.table.stored[i] !== e.storedLength || this.table.raw[i] !== e.rawLength || this.table.codec[i] !== e.codec || this.table.depth[i] !== e.depth) {
+            if (this.table.depth[i] !== e.depth && this.table.stored[i] === e.storedLength && this.table.raw[i] === e.rawLength && this.table.codec[i] === e.codec) {
+              // only the delta depth is off: reads do not use it (writers bound chains by it)
+              this.table.state[i] = ENTRY_OK
+              this.indexFixable = true
+              yield this.emit({ phase: 'structure', kind: 'bad-index-value', severity: 'warning', message: `the index entry of ${cidToString(e.cid)} records delta depth ${this.table.depth[i]}, its pack entry ${e.depth}`, cid: cidToString(e.cid), pack: n, offset: e.offset })
+            } else if (this.table.stored[i] !== e.storedLength || this.table.raw[i] !== e.rawLength || this.table.codec[i] !== e.codec) {
               this.table.state[i] = ENTRY_BAD
               yield this.emit({ phase: 'structure', kind: 'dangling-index-entry', severity: 'error', message: `the index entry of ${cidToString(e.cid)} disagrees with its pack entry (lengths or codec)`, cid: cidToString(e.cid), pack: n, offset: e.offset })
             } else {
