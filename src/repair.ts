@@ -270,6 +270,26 @@ async function rebuildIndex(dir: string, opts: RepairOptions): Promise<NonNullab
       catalogRebuilt = true
     }
   }
+  // an iterator may pass over a damaged block that a lookup then trips on: then LevelDB's repair,
+  // and if even that does not do, a new index
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await rebuildWith(dir, indexDir, catalogRebuilt, opts)
+    } catch (err) {
+      if (!isCkptError(err, 'CKPT_BAD_INDEX') || attempt === 2) throw err
+      if (attempt === 0) {
+        try {
+          await LevelKV.repair(indexDir)
+        } catch {}
+      } else {
+        fs.renameSync(indexDir, `${indexDir}.broken-${Date.now()}`)
+        catalogRebuilt = true
+      }
+    }
+  }
+}
+
+async function rebuildWith(dir: string, indexDir: string, catalogRebuilt: boolean, opts: RepairOptions): Promise<NonNullable<RepairSummary['rebuiltIndex']>> {
   const kv = await LevelKV.open(indexDir)
   try {
     const packsDir = path.join(dir, 'packs')
@@ -334,7 +354,7 @@ async function rebuildIndex(dir: string, opts: RepairOptions): Promise<NonNullab
       let ok = false
       if (want && v.length === 22) {
         const have = decodeLocation(v)
-        ok = have.pack === want.pack && have.offset === want.offset && have.storedLength === want.storedLength
+        ok = have.pack === want.pack && have.offset === want.offset && have.storedLength === want.storedLength && have.rawLength === want.rawLength && have.codec === want.codec && have.depth === want.depth
       }
       if (ok) {
         kept.add(key)

@@ -144,6 +144,7 @@ function readTask(blocks: BlockStore, geo: Geometry | undefined, job: Job, out: 
     return paths.get(pack)
   }
   let inFiles = true
+  for (let k = 0; k < n; k++) blocks.checkLocation(job.cids[k]!, job.locs[k]!)
   for (let k = 0; k < n && inFiles; k++) inFiles = pathOf(job.locs[k]!.pack) !== undefined && !blocks.inWriteBuffer(job.locs[k]!)
   const files: string[] = []
   const fileOf = new Map<number, number>()

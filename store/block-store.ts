@@ -221,7 +221,26 @@ export class BlockStore {
    * The at-rest payload at a known location, checked to be the entry of that CID. With `scratch` the
    * payload is a view of reused memory, valid only until the next scratch read.
    */
+  /**
+   * A location must lie inside the committed part of a known pack (or the write buffer): an index
+   * entry pointing anywhere else is damage, CKPT_BAD_INDEX, not a read to attempt.
+   */
+  checkLocation(cid: CidBytes, loc: BlockLocation): void {
+    const rec = this.packs.get(loc.pack)
+    const end = loc.offset + ENTRY_HEADER_SIZE + loc.storedLength
+    const inBuffer = loc.pack === this.openPack && loc.offset >= this.bufStart && end <= this.bufStart + this.bufLen
+    const staged = this.staged.size > 0 && loc.pack === this.openPack && end <= this.bufStart + this.bufLen
+    if (!rec || loc.offset < PACK_HEADER_SIZE || (!inBuffer && !staged && end > rec.committedLength)) {
+      throw new CkptError('CKPT_BAD_INDEX', `the index places ${cidToString(cid)} ${rec ? `past the end of pack ${loc.pack}` : `in pack ${loc.pack}, which the index does not know`}`, {
+        cid: cidToString(cid),
+        pack: loc.pack,
+        offset: loc.offset,
+      })
+    }
+  }
+
   readAt(cid: CidBytes, loc: BlockLocation, scratch = false): Uint8Array {
+    this.checkLocation(cid, loc)
     let entry: Uint8Array
     const size = ENTRY_HEADER_SIZE + loc.storedLength
     if (loc.pack === this.openPack && loc.offset >= this.bufStart) {
@@ -235,7 +254,7 @@ export class BlockStore {
       entry = this.io.read(loc.pack, loc.offset, size)
     }
     const h = decodeEntryHeader(entry)
-    if (!cidEquals(h.cid, cid) || h.storedLength !== loc.storedLength) {
+    if (!cidEquals(h.cid, cid) || h.storedLength !== loc.storedLength || h.rawLength !== loc.rawLength || h.codec !== loc.codec) {
       throw new CkptError('CKPT_BAD_INDEX', `index entry for ${cidToString(cid)} points at another pack entry`, {
         cid: cidToString(cid),
         pack: loc.pack,

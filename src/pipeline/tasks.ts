@@ -404,7 +404,7 @@ function readEntries(t: ReadTask): ReadResult {
           return { bad: i, code: 'CKPT_BAD_PACK', message: `pack ${t.files![t.fileIdx![i]!]} is truncated at offset ${runStart + runGot}` }
         }
         const entry = scratch.subarray(rel, rel + size)
-        let sameCid = entry.readUInt32LE(0) === t.storedLengths[i]
+        let sameCid = entry.readUInt32LE(0) === t.storedLengths[i] && entry.readUInt32LE(4) === t.rawLengths[i] && entry[8] === t.codes[i]
         for (let j = 0; sameCid && j < 36; j++) sameCid = entry[12 + j] === t.cids[c + j]
         if (!sameCid) return { bad: i, code: 'CKPT_BAD_INDEX', message: 'index entry points at another pack entry' }
         payload = entry.subarray(ENTRY_HEADER, size)

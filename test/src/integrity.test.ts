@@ -259,7 +259,7 @@ describe('injected faults: found, never wrong bytes, healed', () => {
             } catch (err) {
               const code = (err as { code?: string }).code
               if (code === undefined) throw err
-              expect(READ_ERRORS).toContain(code)
+              expect(READ_ERRORS, (err as Error).message).toContain(code)
               failing.add(c)
             }
           }
@@ -274,6 +274,15 @@ describe('injected faults: found, never wrong bytes, healed', () => {
       // heal: from the backup bundle, rebuilding the index where the fault was in it
       const indexFault = /index|LevelDB/.test(fault.kind)
       const r = await repairStore(dir, { from: backup, rebuildIndex: indexFault })
+      if (r.after.errors || r.after.warnings) {
+        const st = await openStore(dir, { mustExist: true })
+        try {
+          const left = await runVerify(st)
+          console.log('LEFT AFTER REPAIR', fault.kind, left.findings.filter((f) => f.severity !== 'info').map((f) => `${f.kind}: ${f.message}`))
+        } finally {
+          await st.close()
+        }
+      }
       expect(r.after.errors, JSON.stringify(r.after.advice)).toBe(0)
       expect(r.after.warnings).toBe(0)
       const healed = await openStore(dir, { mustExist: true })
