@@ -127,35 +127,97 @@ export class CkptStore {
   }
 
   /** @internal open timeline handles learn about checkpoints added behind their back (imports) */
-  async timelinesChanged(names: Iterable<string>): Promise<void> {
-    for (const name of names) {
+  async timelinesChanged(names: Iterable<string>, change: { forget?: CidBytes[]; record?: TimelineRecord } = {}): Promise<void> {
+    for (const name of new Set(names)) {
       const pending = this.timelines.get(name)
       if (!pending) continue
       const tl = await pending.catch(() => undefined)
-      const head = await this.repo.latest(name)
-      if (tl && head) tl.headMoved(head.cid, head.vtime, await this.manifestOf(head.cid))
+      if (!tl) continue
+      if (change.record) tl.recordChanged(change.record)
+      if (change.forget) tl.checkpointsRemoved(change.forget)
+      else {
+        const head = await this.repo.latest(name)
+        if (head) tl.headMoved(head.cid, head.vtime, await this.manifestOf(head.cid))
+      }
     }
+  }
+
+  /** @internal heads of open timeline handles: their trees are what the next dirty hints build on (gc roots) */
+  async openHeads(): Promise<CidBytes[]> {
+    const out: CidBytes[] = []
+    for (const p of this.timelines.values()) {
+      const tl = await p.catch(() => undefined)
+      const h = tl?.head()
+      if (h) out.push(h)
+    }
+    return out
+  }
+
+  /** Drops the checkpoints a retention policy does not keep (SPEC.md §14); `dryRun` only says. */
+  thin(timeline: string, policy: string, opts: { dryRun?: boolean } = {}): Promise<import('./lifecycle.js').ThinResult> {
+    return import('./lifecycle.js').then((l) => l.thinTimeline(this, timeline, policy, opts))
+  }
+
+  /** Removes checkpoints from the catalog; gc reclaims the blocks nothing else reaches. */
+  rm(refs: (string | CID)[]): Promise<LogEntry[]> {
+    return import('./lifecycle.js').then((l) => l.removeCheckpoints(this, refs))
+  }
+
+  /** A new timeline branching off a checkpoint (sharing all its blocks). */
+  fork(timeline: string, from: string | CID, opts: { policy?: string } = {}): Promise<LogEntry> {
+    return import('./lifecycle.js').then((l) => l.forkTimeline(this, timeline, from, opts))
+  }
+
+  /** Sets or (null) clears the policy a timeline is thinned by after each checkpoint. */
+  setPolicy(timeline: string, policy: string | null): Promise<string | null> {
+    return import('./lifecycle.js').then((l) => l.setTimelinePolicy(this, timeline, policy))
+  }
+
+  /** A named ref (a pin: thinning keeps its checkpoint, gc its blocks); refer to it as `ref:NAME`. */
+  setRef(name: string, ref: string | CID): Promise<unknown> {
+    return import('./lifecycle.js').then((l) => l.setRef(this, name, ref))
+  }
+
+  deleteRef(name: string): Promise<boolean> {
+    return import('./lifecycle.js').then((l) => l.deleteRef(this, name))
+  }
+
+  async *refs(): AsyncIterable<{ name: string; cid: CID }> {
+    this.checkOpen()
+    for await (const r of this.repo.refs()) yield { name: r.name, cid: toCID(r.cid) }
+  }
+
+  /** Reclaims blocks no checkpoint, ref or open timeline reaches (SPEC.md §15). */
+  gc(opts: import('./gc.js').GcOptions = {}): Promise<import('./gc.js').GcSummary> {
+    return import('./gc.js').then((g) => g.collectGarbage(this, opts))
   }
 
   /**
    * Opens a timeline, creating it with these regions if it does not exist. An existing timeline must
    * be opened with the same regions (or none: then its own are used).
    */
-  async timeline(name: string, opts: { regions?: Record<string, RegionConfig> } = {}): Promise<Timeline> {
+  async timeline(name: string, opts: { regions?: Record<string, RegionConfig>; policy?: string } = {}): Promise<Timeline> {
     this.checkOpen()
     checkName('timeline', name)
     const regions = this.regionConfigs(opts.regions)
     // one handle per timeline, even for overlapping calls: the handle holds the vtime order check
+    const policy = opts.policy === undefined ? undefined : (await import('./policy.js')).parsePolicy(opts.policy).text
     let pending = this.timelines.get(name)
+    let fresh = false
     if (!pending) {
       pending = this.openTimeline(name, opts.regions ? regions : undefined)
       this.timelines.set(name, pending)
       pending.catch(() => this.timelines.delete(name))
-      return pending
+      fresh = true
     }
     const tl = await pending
-    if (opts.regions && JSON.stringify(sortKeys(regions)) !== JSON.stringify(sortKeys(tl.record.regions))) {
+    if (!fresh && opts.regions && JSON.stringify(sortKeys(regions)) !== JSON.stringify(sortKeys(tl.record.regions))) {
       throw new CkptError('CKPT_TIMELINE_CONFIG', `timeline ${name} exists with other regions`, { timeline: name, regions: tl.record.regions })
+    }
+    if (policy !== undefined && policy !== tl.record.policy) {
+      // a timeline not yet stored takes the policy with its record (written with its first checkpoint)
+      if (await this.repo.getTimeline(name)) await this.setPolicy(name, policy)
+      else tl.recordChanged({ ...tl.record, policy })
     }
     return tl
   }
@@ -215,6 +277,11 @@ export class CkptStore {
       try {
         return parseCid(ref)
       } catch {}
+    }
+    if (ref.startsWith('ref:')) {
+      const cid = await this.repo.getRef(ref.slice(4))
+      if (!cid) throw new CkptError('CKPT_NOT_FOUND', `no ref named ${ref.slice(4)}`, { ref })
+      return cid
     }
     const at = ref.lastIndexOf('@')
     const tl = at < 0 ? ref : ref.slice(0, at)

@@ -12,7 +12,7 @@ import fs from 'node:fs'
 import { CID } from 'multiformats/cid'
 import { blake3 } from '../codecs/blake3.js'
 import { cdcCuts } from '../codecs/cdc.js'
-import { cidBytes, DAG_CBOR, RAW, toCID, type CidBytes } from '../codecs/cid.js'
+import { cidBytes, cidKey, DAG_CBOR, RAW, toCID, type CidBytes } from '../codecs/cid.js'
 import { compressBlock, defaultCompressor } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { encodeManifest, type BlobRoot, type Manifest, type RegionRoot } from '../codecs/manifest.js'
@@ -23,6 +23,8 @@ import { acquireSlab, releaseSlab } from './pipeline/slabs.js'
 import { checkName, REGION_RE, toVtime } from './refs.js'
 import { DEFAULT_FANOUT, Geometry, RegionTree } from './region-tree.js'
 import type { CkptStore } from './store.js'
+import { dropOps, isProtected, pinnedCids } from './lifecycle.js'
+import { parsePolicy, planKeep } from './policy.js'
 
 export type DirtySpec = ArrayLike<number> | { bitmap: Uint8Array }
 
@@ -60,6 +62,8 @@ export interface CheckpointStats extends IngestStats {
   commitMs: number
   /** where the pipeline spent its time, ms: waiting in the queue, chunk ingest, tree nodes, durable commit */
   phases: { queued: number; chunks: number; tree: number; commit: number }
+  /** checkpoints the timeline's policy dropped in this commit */
+  thinned: number
 }
 
 export type PendingCheckpoint = Promise<Checkpoint> & {
@@ -136,7 +140,7 @@ export class Timeline {
 
   constructor(
     private readonly store: CkptStore,
-    readonly record: TimelineRecord,
+    public record: TimelineRecord,
     head: { cid: CidBytes; vtime: bigint; manifest: Manifest } | undefined,
   ) {
     this.headCid = head?.cid ?? null
@@ -147,6 +151,42 @@ export class Timeline {
 
   get name(): string {
     return this.record.name
+  }
+
+  /** @internal the head checkpoint this handle builds on (a gc root while the handle is open) */
+  head(): CidBytes | null {
+    return this.headCid
+  }
+
+  /** @internal the timeline's record changed (its policy) */
+  recordChanged(rec: TimelineRecord): void {
+    this.record = rec
+    this.live = undefined
+  }
+
+  /** @internal catalog entries were removed (thin, rm): the live list forgets them; the head stays the base of dirty hints */
+  checkpointsRemoved(cids: CidBytes[]): void {
+    if (!this.live) return
+    const gone = new Set(cids.map(cidKey))
+    this.live = this.live.filter((e) => !gone.has(cidKey(e.cid)))
+  }
+
+  /**
+   * The live checkpoints of a timeline that thins itself (vtime order), loaded on first use, kept up
+   * to date by the pipeline.
+   */
+  private live: { vtime: bigint; cid: CidBytes; protected: boolean }[] | undefined
+
+  private async liveList(): Promise<{ vtime: bigint; cid: CidBytes; protected: boolean }[]> {
+    if (this.live) return this.live
+    const { repo } = this.store.internals()
+    const pins = await pinnedCids(repo)
+    const list: { vtime: bigint; cid: CidBytes; protected: boolean }[] = []
+    for await (const e of repo.checkpoints(this.name)) {
+      const m = await this.store.manifest(toCID(e.cid))
+      list.push({ vtime: e.vtime, cid: e.cid, protected: isProtected(m) || pins.has(cidKey(e.cid)) })
+    }
+    return (this.live = list)
   }
 
   /**
@@ -412,9 +452,20 @@ export class Timeline {
       blocks.put(cid, mc.code, mc.bytes, mbytes.length)
       const ops = repo.putCheckpointOps({ timeline: this.name, vtime: job.vtime, cid })
       if (isNew) ops.push(repo.putTimelineOp(this.record))
+      // a timeline with a policy thins itself in the same commit: no extra sync
+      let thinned: { vtime: bigint; cid: CidBytes; protected: boolean }[] = []
+      let liveAfter: { vtime: bigint; cid: CidBytes; protected: boolean }[] | undefined
+      if (this.record.policy) {
+        const live = [...(await this.liveList()), { vtime: job.vtime, cid, protected: isProtected(manifest) }]
+        const keep = planKeep(live, parsePolicy(this.record.policy))
+        thinned = live.filter((_, i) => !keep[i])
+        liveAfter = live.filter((_, i) => keep[i])
+        if (thinned.length) ops.push(...(await dropOps(repo, thinned.map((t) => ({ timeline: this.name, vtime: t.vtime, cid: t.cid })))))
+      }
       tp = performance.now()
       await early
       await repo.commit(ops)
+      if (liveAfter) this.live = liveAfter
       phases.commit = performance.now() - tp
       this.headCid = cid
       this.headManifest = manifest
@@ -424,7 +475,7 @@ export class Timeline {
         cid: toCID(cid),
         timeline: this.name,
         vtime: job.vtime,
-        stats: { ...stats, ...treeStats, manifestBytes: mc.bytes.length, blobBytes, pauseMs, commitMs: performance.now() - t0, phases },
+        stats: { ...stats, ...treeStats, manifestBytes: mc.bytes.length, blobBytes, pauseMs, commitMs: performance.now() - t0, phases, thinned: thinned.length },
       }
     } catch (err) {
       // drop what this checkpoint staged; the head trees may hold its slots: rebuild them from the

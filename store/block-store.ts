@@ -288,6 +288,31 @@ export class BlockStore {
   }
 
   /**
+   * gc's copy of a live entry out of a pack it rewrites: the same payload, codec and delta depth, at
+   * a new place (the index moves there at commit).
+   */
+  copyEntry(cid: CidBytes, e: { storedLength: number; rawLength: number; codec: number; depth: number; payload: Uint8Array }): void {
+    const at = this.reserve(ENTRY_HEADER_SIZE + e.storedLength)
+    writeEntry(this.buf, at, cid, e.codec, e.depth, e.rawLength, e.payload)
+    this.staging(cid, at, e.storedLength, e.rawLength, e.codec, e.depth)
+  }
+
+  isStaged(cid: CidBytes): boolean {
+    return this.staged.has(cidKey(cid))
+  }
+
+  /** The pack being appended to (-1: none open). */
+  openPackNo(): number {
+    return this.openPack
+  }
+
+  /** A pack's record is gone from the index (gc deleted or rewrote it). */
+  forgetPack(packNo: number): void {
+    this.packs.delete(packNo)
+    if (packNo === this.openPack) this.openPack = -1
+  }
+
+  /**
    * put() of a complete pack entry built elsewhere (a worker: header with CID, lengths, codec and
    * checksum, then the payload); `entry` is copied. A CID already stored or staged is skipped.
    */

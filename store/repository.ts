@@ -18,6 +18,7 @@ import {
   enc,
   jsonValue,
   metaKey,
+  packKey,
   parseJson,
   refKey,
   refRange,
@@ -46,6 +47,8 @@ export interface TimelineRecord {
   created: number
   /** set when the timeline was forked from a checkpoint of another */
   forkedFrom?: { timeline: string; vtime: string; cid: string }
+  /** retention policy applied after each checkpoint (SPEC.md §14), normalised text */
+  policy?: string
 }
 
 export interface CheckpointEntry {
@@ -158,6 +161,25 @@ export class Repository {
       throw err
     }
     this.blocks.committed()
+    await this.blocks.maybeSeal()
+  }
+
+  /**
+   * commit() with index operations of the caller's own, and a pack whose record goes in the same
+   * batch (gc: the pack's live entries were copied into the staged transaction).
+   */
+  async commitWith(extra: KVOp[], opts: { dropPack?: number } = {}): Promise<void> {
+    this.check()
+    try {
+      const ops = await this.blocks.prepareCommit()
+      if (opts.dropPack !== undefined) ops.push({ type: 'del', key: packKey(opts.dropPack) })
+      await this.kv.batch([...ops, ...extra], { sync: true })
+    } catch (err) {
+      this.blocks.abort()
+      throw err
+    }
+    this.blocks.committed()
+    if (opts.dropPack !== undefined) this.blocks.forgetPack(opts.dropPack)
     await this.blocks.maybeSeal()
   }
 

@@ -1,0 +1,190 @@
+/**
+ * A timeline's life after ingest (SPEC.md §14): thinning by a retention policy, removing checkpoints,
+ * forking a branch, named refs (pins). All of these change the catalog only, in one atomic batch;
+ * blocks nothing reaches any more are reclaimed by gc.
+ */
+import type { CID } from 'multiformats/cid'
+import { blake3 } from '../codecs/blake3.js'
+import { cidBytes, cidEquals, cidKey, cidToString, DAG_CBOR, toCID, type CidBytes } from '../codecs/cid.js'
+import { compressBlock, defaultCompressor } from '../codecs/compress.js'
+import { CkptError } from '../codecs/errors.js'
+import { encodeManifest, type Manifest } from '../codecs/manifest.js'
+import { checkpointKey, checkpointRecordKey, refKey } from '../store/keys.js'
+import type { KVOp } from '../store/kv.js'
+import type { Repository, TimelineRecord } from '../store/repository.js'
+import { parsePolicy, planKeep, type Policy } from './policy.js'
+import { checkName } from './refs.js'
+import type { CkptStore, LogEntry } from './store.js'
+
+export interface ThinResult {
+  policy: string
+  kept: LogEntry[]
+  dropped: LogEntry[]
+  dryRun: boolean
+}
+
+/** A label or pin in a checkpoint's meta protects it from thinning. */
+export function isProtected(m: Manifest): boolean {
+  return 'label' in m.meta || 'pin' in m.meta
+}
+
+/** CIDs named by refs (they protect their checkpoints too). */
+export async function pinnedCids(repo: Repository): Promise<Set<string>> {
+  const out = new Set<string>()
+  for await (const r of repo.refs()) out.add(cidKey(r.cid))
+  return out
+}
+
+/** The batch that removes these catalog entries (their checkpoint records where they name them). */
+export async function dropOps(repo: Repository, entries: { timeline: string; vtime: bigint; cid: CidBytes }[]): Promise<KVOp[]> {
+  const ops: KVOp[] = []
+  for (const e of entries) {
+    ops.push({ type: 'del', key: checkpointKey(e.timeline, e.vtime) })
+    const rec = await repo.checkpointRecord(e.cid).catch(() => undefined)
+    if (!rec || (rec.timeline === e.timeline && rec.vtime === e.vtime)) ops.push({ type: 'del', key: checkpointRecordKey(e.cid) })
+  }
+  return ops
+}
+
+export async function thinTimeline(store: CkptStore, timeline: string, spec: string | Policy, opts: { dryRun?: boolean } = {}): Promise<ThinResult> {
+  checkName('timeline', timeline)
+  const policy = typeof spec === 'string' ? parsePolicy(spec) : spec
+  return store.exclusive(async () => {
+    const { repo } = store.internals()
+    if (!(await repo.getTimeline(timeline))) throw new CkptError('CKPT_NOT_FOUND', `timeline ${timeline} does not exist`, { timeline })
+    const pins = await pinnedCids(repo)
+    const list: { timeline: string; vtime: bigint; cid: CidBytes; protected: boolean }[] = []
+    for await (const e of repo.checkpoints(timeline)) {
+      const m = await store.manifest(toCID(e.cid))
+      list.push({ timeline, vtime: e.vtime, cid: e.cid, protected: isProtected(m) || pins.has(cidKey(e.cid)) })
+    }
+    const keep = planKeep(list, policy)
+    const kept = list.filter((_, i) => keep[i])
+    const dropped = list.filter((_, i) => !keep[i])
+    if (!opts.dryRun && dropped.length > 0) {
+      await repo.kv.batch(await dropOps(repo, dropped), { sync: true })
+      await store.timelinesChanged([timeline], { forget: dropped.map((d) => d.cid) })
+    }
+    const entry = (e: { timeline: string; vtime: bigint; cid: CidBytes }): LogEntry => ({ timeline: e.timeline, vtime: e.vtime, cid: toCID(e.cid) })
+    return { policy: policy.text, kept: kept.map(entry), dropped: dropped.map(entry), dryRun: opts.dryRun === true }
+  })
+}
+
+/** Removes checkpoints from the catalog (by any reference); returns what was removed. */
+export async function removeCheckpoints(store: CkptStore, refs: (string | CID)[]): Promise<LogEntry[]> {
+  if (!Array.isArray(refs) || refs.length === 0) throw new CkptError('CKPT_BAD_ARGUMENT', 'rm needs at least one checkpoint')
+  return store.exclusive(async () => {
+    const { repo } = store.internals()
+    const pins = await pinnedCids(repo)
+    const entries: { timeline: string; vtime: bigint; cid: CidBytes }[] = []
+    for (const r of refs) {
+      const cid = await store.resolveCid(r)
+      const where = await findEntries(repo, cid, r)
+      if (pins.has(cidKey(cid))) {
+        throw new CkptError('CKPT_BAD_ARGUMENT', `checkpoint ${cidToString(cid)} is pinned by a ref; remove the ref first (store.deleteRef / ckpt ref --delete)`, { cid: cidToString(cid) })
+      }
+      for (const w of where) if (!entries.some((e) => e.timeline === w.timeline && e.vtime === w.vtime)) entries.push(w)
+    }
+    await repo.kv.batch(await dropOps(repo, entries), { sync: true })
+    await store.timelinesChanged(
+      entries.map((e) => e.timeline),
+      { forget: entries.map((e) => e.cid) },
+    )
+    return entries.map((e) => ({ timeline: e.timeline, vtime: e.vtime, cid: toCID(e.cid) }))
+  })
+}
+
+/** The catalog entries holding a checkpoint: the one a TIMELINE@VTIME ref names, or its record's. */
+async function findEntries(repo: Repository, cid: CidBytes, ref: string | CID): Promise<{ timeline: string; vtime: bigint; cid: CidBytes }[]> {
+  if (typeof ref === 'string' && ref.includes('@')) {
+    const tl = ref.slice(0, ref.lastIndexOf('@'))
+    const e = await repo.seek(tl, BigInt(ref.slice(ref.lastIndexOf('@') + 1)))
+    if (e && cidEquals(e.cid, cid)) return [{ timeline: tl, vtime: e.vtime, cid }]
+  }
+  const rec = await repo.checkpointRecord(cid)
+  if (rec) {
+    const e = await repo.seek(rec.timeline, rec.vtime)
+    if (e && e.vtime === rec.vtime && cidEquals(e.cid, cid)) return [{ timeline: rec.timeline, vtime: rec.vtime, cid }]
+  }
+  // a CID catalogued under other names (an import with --as): every entry that holds it
+  const out: { timeline: string; vtime: bigint; cid: CidBytes }[] = []
+  for await (const t of repo.timelines()) for await (const e of repo.checkpoints(t.name)) if (cidEquals(e.cid, cid)) out.push({ timeline: t.name, vtime: e.vtime, cid })
+  if (out.length === 0) throw new CkptError('CKPT_NOT_FOUND', `checkpoint ${cidToString(cid)} is in no timeline`, { cid: cidToString(cid) })
+  return out
+}
+
+/**
+ * A new timeline branching off a checkpoint: its first checkpoint is a new manifest sharing every
+ * region and blob of the source (so it costs a few hundred bytes), at the same vtime, with the new
+ * timeline's name and a lineage of its own, and the source as its parent.
+ */
+export async function forkTimeline(store: CkptStore, name: string, from: string | CID, opts: { policy?: string; meta?: Record<string, string> } = {}): Promise<LogEntry> {
+  checkName('timeline', name)
+  if (opts.policy !== undefined) parsePolicy(opts.policy)
+  const src = await store.resolveCid(from)
+  const m = await store.manifest(toCID(src))
+  const { newLineage } = await import('./store.js')
+  return store.exclusive(async () => {
+    const { repo } = store.internals()
+    if (await repo.getTimeline(name)) throw new CkptError('CKPT_TIMELINE_CONFLICT', `timeline ${name} exists already`, { timeline: name })
+    const lineage = newLineage()
+    const manifest: Manifest = {
+      ...m,
+      timeline: name,
+      lineage,
+      wall: Date.now(),
+      parent: src,
+      meta: { ...(opts.meta ?? {}), forkedFrom: `${m.timeline}@${m.vtime}` },
+    }
+    const bytes = encodeManifest(manifest)
+    const cid = cidBytes(DAG_CBOR, blake3(bytes))
+    const c = compressBlock(defaultCompressor(), bytes)
+    repo.blocks.put(cid, c.code, c.bytes, bytes.length)
+    const record: TimelineRecord = {
+      name,
+      lineage,
+      regions: Object.fromEntries(Object.entries(m.regions).map(([k, r]) => [k, { size: r.size, chunkSize: r.chunkSize }])),
+      created: Date.now(),
+      forkedFrom: { timeline: m.timeline, vtime: m.vtime.toString(), cid: cidToString(src) },
+      ...(opts.policy !== undefined ? { policy: parsePolicy(opts.policy).text } : {}),
+    }
+    await repo.commit([repo.putTimelineOp(record), ...repo.putCheckpointOps({ timeline: name, vtime: m.vtime, cid })])
+    return { timeline: name, vtime: m.vtime, cid: toCID(cid) }
+  })
+}
+
+/** Sets (or, with null, clears) the policy a timeline thins itself by after each checkpoint. */
+export async function setTimelinePolicy(store: CkptStore, timeline: string, spec: string | null): Promise<string | null> {
+  const text = spec === null ? null : parsePolicy(spec).text
+  return store.exclusive(async () => {
+    const { repo } = store.internals()
+    const rec = await repo.getTimeline(checkName('timeline', timeline))
+    if (!rec) throw new CkptError('CKPT_NOT_FOUND', `timeline ${timeline} does not exist`, { timeline })
+    const next: TimelineRecord = { ...rec }
+    if (text === null) delete next.policy
+    else next.policy = text
+    await repo.kv.batch([repo.putTimelineOp(next)], { sync: true })
+    await store.timelinesChanged([timeline], { record: next })
+    return text
+  })
+}
+
+export const REF_RE = /^[A-Za-z0-9][A-Za-z0-9._:+/-]{0,199}$/
+
+export async function setRef(store: CkptStore, name: string, ref: string | CID): Promise<LogEntry | { cid: CID }> {
+  checkName('ref', name, REF_RE)
+  const cid = await store.resolveCid(ref)
+  await store.manifest(toCID(cid))
+  await store.exclusive(() => store.internals().repo.kv.batch([{ type: 'put', key: refKey(name), value: cid }], { sync: true }))
+  return { cid: toCID(cid) }
+}
+
+export async function deleteRef(store: CkptStore, name: string): Promise<boolean> {
+  checkName('ref', name, REF_RE)
+  return store.exclusive(async () => {
+    const { repo } = store.internals()
+    if (!(await repo.getRef(name))) return false
+    await repo.kv.batch([{ type: 'del', key: refKey(name) }], { sync: true })
+    return true
+  })
+}
