@@ -73,6 +73,10 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
     const t0 = performance.now()
     const tmp = repo.memory ? undefined : path.join(repo.dir, 'tmp', `gc-${process.pid}-${Date.now().toString(36)}`)
     const live = await SeenSet.create(tmp, blocks.count)
+    // bases of live deltas kept for their own sake, apart from `live`: a node in `live` has had its
+    // whole subtree marked, a base alone has not (a later tree holding that node must still walk it)
+    const bases = await SeenSet.create(tmp && `${tmp}-bases`, 1024)
+    const isLive = (cid: CidBytes) => live.has(cid) || bases.has(cid)
     try {
       // ------------------------------------------------------------------ mark
       const roots: { timeline: string; cid: CidBytes }[] = []
@@ -89,8 +93,8 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
           const loc = blocks.locate(c)
           if (!loc || loc.codec !== AT_REST.nodeDelta) return
           const base = deltaBaseCid(blocks.readAt(c, loc))
-          if (live.has(base)) return
-          live.add(base)
+          if (isLive(base)) return
+          bases.add(base)
           c = base
         }
       }
@@ -125,9 +129,11 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
         for (const b of Object.values(m.blobs)) for (const c of b.chunks) mark(c.cid)
         if (r.timeline) prevOf.set(r.timeline, m)
         await live.flush()
+        await bases.flush()
         opts.onProgress?.({ phase: 'mark', done: ++done, total: roots.length })
       }
       await live.flush(true)
+      await bases.flush(true)
       const tMark = performance.now() - t0
 
       // ------------------------------------------------------------------ sweep: live bytes per pack
@@ -137,14 +143,21 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
       for await (const [k, v] of repo.kv.iterate(blockRange)) {
         if (v.length !== 22) continue
         const loc = decodeLocation(v)
-        if (!live.has(blockKeyCid(k))) continue
+        if (!isLive(blockKeyCid(k))) continue
         liveBlocks++
         liveBytes += ENTRY_HEADER_SIZE + loc.storedLength
         const p = packs.get(loc.pack)
         if (p) p.live += ENTRY_HEADER_SIZE + loc.storedLength
       }
       const bytesBefore = [...packs.values()].reduce((n, p) => n + p.rec.committedLength, 0)
-      const open = blocks.openPackNo()
+      // the open pack too: when it is due for a rewrite it is sealed first, the copies go to a new one
+      let open = blocks.openPackNo()
+      const op = packs.get(open)
+      if (op && !opts.dryRun && op.rec.committedLength > 16 && (op.live === 0 || op.live / op.rec.committedLength < threshold)) {
+        await blocks.maybeSeal(true)
+        op.rec = blocks.packRecords().get(open)!
+        open = -1
+      } else if (opts.dryRun) open = -1
       let packsDeleted = 0
       let packsRewritten = 0
       let rewrittenBytes = 0
@@ -181,7 +194,7 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
             const e = ev.entry
             const indexed = blocks.locate(e.cid)
             if (!indexed || indexed.pack !== n || indexed.offset !== e.offset) continue
-            if (live.has(e.cid)) {
+            if (isLive(e.cid)) {
               blocks.copyEntry(Uint8Array.prototype.slice.call(e.cid), e)
               copied += ENTRY_HEADER_SIZE + e.storedLength
             } else ops.push({ type: 'del', key: blockKey(e.cid) })
@@ -230,6 +243,7 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
       }
     } finally {
       await live.close()
+      await bases.close()
     }
   })
 }

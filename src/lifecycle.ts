@@ -175,7 +175,10 @@ export async function setRef(store: CkptStore, name: string, ref: string | CID):
   checkName('ref', name, REF_RE)
   const cid = await store.resolveCid(ref)
   await store.manifest(toCID(cid))
-  await store.exclusive(() => store.internals().repo.kv.batch([{ type: 'put', key: refKey(name), value: cid }], { sync: true }))
+  await store.exclusive(async () => {
+    await store.internals().repo.kv.batch([{ type: 'put', key: refKey(name), value: cid }], { sync: true })
+    await store.protectionChanged()
+  })
   return { cid: toCID(cid) }
 }
 
@@ -185,6 +188,7 @@ export async function deleteRef(store: CkptStore, name: string): Promise<boolean
     const { repo } = store.internals()
     if (!(await repo.getRef(name))) return false
     await repo.kv.batch([{ type: 'del', key: refKey(name) }], { sync: true })
+    await store.protectionChanged()
     return true
   })
 }

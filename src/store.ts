@@ -142,6 +142,14 @@ export class CkptStore {
     }
   }
 
+  /** @internal refs changed: open timelines that thin themselves re-read which checkpoints are protected */
+  async protectionChanged(): Promise<void> {
+    for (const p of this.timelines.values()) {
+      const tl = await p.catch(() => undefined)
+      tl?.recordChanged(tl.record)
+    }
+  }
+
   /** @internal heads of open timeline handles: their trees are what the next dirty hints build on (gc roots) */
   async openHeads(): Promise<CidBytes[]> {
     const out: CidBytes[] = []

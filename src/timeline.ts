@@ -203,6 +203,11 @@ export class Timeline {
     for (const r of Object.keys(this.record.regions)) this.broken.set(r, `an import moved timeline ${this.name}'s head to vtime ${vtime}`)
   }
 
+  /** The retention policy the timeline thins itself by after each checkpoint (normalised), if any. */
+  get policy(): string | undefined {
+    return this.record.policy
+  }
+
   get regions(): Record<string, { size: number; chunkSize: number }> {
     return this.record.regions
   }

@@ -576,6 +576,8 @@ class Verifier {
         // manifests in the packs that no catalog entry names: checkpoints removed (gc reclaims them) or
         // catalog entries a damaged index lost (importing a bundle of them, or rebuilding, brings them back)
         const listed = new Set(list.map((c) => cidKey(c.cid)))
+        // a thinned recording leaves thousands until gc: the first few are named, the rest counted
+        let uncatalogued = 0
         for (const [i, payload] of this.kept) {
           if (this.table.codec[i] === AT_REST.nodeDelta || listed.has(cidKey(this.table.cid(i)))) continue
           let m: Manifest
@@ -588,8 +590,9 @@ class Verifier {
             continue
           }
           const cid = cidToString(this.table.cid(i))
-          yield this.emit({ phase: 'dag', kind: 'uncatalogued-checkpoint', severity: 'info', message: `checkpoint ${cid} (${m.timeline}@${m.vtime} by its manifest) is stored but not in the catalog: removed, or lost from a damaged index`, cid })
+          if (++uncatalogued <= 3) yield this.emit({ phase: 'dag', kind: 'uncatalogued-checkpoint', severity: 'info', message: `checkpoint ${cid} (${m.timeline}@${m.vtime} by its manifest) is stored but not in the catalog: removed (ckpt gc reclaims it), or lost from a damaged index`, cid })
         }
+        if (uncatalogued > 3) yield this.emit({ phase: 'dag', kind: 'uncatalogued-checkpoint', severity: 'info', message: `and ${uncatalogued - 3} more checkpoints stored but not in the catalog (removed or thinned: ckpt gc reclaims them)` })
       }
     }
     if (!impactOnly && !(this.opts.refs && this.opts.refs.length)) yield* this.catalogRecords(list)

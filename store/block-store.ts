@@ -435,11 +435,11 @@ export class BlockStore {
     }
   }
 
-  /** Seals the open pack once it reached its target size: footer, fsync, record. Immutable after. */
-  async maybeSeal(): Promise<void> {
+  /** Seals the open pack once it reached its target size (or now, with force): footer, fsync, record. Immutable after. */
+  async maybeSeal(force = false): Promise<void> {
     if (this.openPack < 0 || this.stagedCids.length > 0) return
     const rec = this.packs.get(this.openPack)!
-    if (rec.committedLength < this.packTarget) return
+    if (rec.committedLength < this.packTarget && !force) return
     const footer = encodeFooter(rec.entries, rec.committedLength)
     this.io.append(this.openPack, footer)
     this.io.sync(this.openPack)

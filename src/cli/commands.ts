@@ -126,7 +126,7 @@ function noPositionals(command: string, positionals: string[]): void {
 const add: Command = {
   summary: 'add a checkpoint of region files (and blobs) to a timeline',
   help: `usage: ckpt add --store DIR --timeline NAME --vtime N [--label TEXT] [--meta KEY=VALUE]...
-                [--blob NAME=FILE]... [--json] REGION=FILE[:CHUNKSIZE]...
+                [--blob NAME=FILE]... [--policy SPEC] [--json] REGION=FILE[:CHUNKSIZE]...
 
 Checkpoints the given files as the timeline's regions at virtual time N (which must be after the
 timeline's last checkpoint). Files are scanned whole; unchanged and all-zero chunks cost nothing.
@@ -141,6 +141,8 @@ ${STORE_HELP}
   --label TEXT       stored in the checkpoint's meta as "label" (wins over --meta label=...)
   --meta KEY=VALUE   a meta entry (repeatable)
   --blob NAME=FILE   store FILE as blob NAME, e.g. device or CPU state (repeatable)
+  --policy SPEC      give the timeline this retention policy (see ckpt thin --help), applied now and
+                     after every later checkpoint; "none" removes it
 ${JSON_HELP}
 
 Prints the checkpoint's CID; with --json {cid, timeline, vtime, stats}.
@@ -156,8 +158,10 @@ examples:
       label: { type: 'string' },
       meta: { type: 'string', multiple: true },
       blob: { type: 'string', multiple: true },
+      policy: { type: 'string' },
     })
     const dir = storeDir(values.store, 'add')
+    const policy = values.policy === undefined ? undefined : await checkPolicy(values.policy, 'add')
     const name = required(values.timeline, '--timeline', 'add')
     const vtime = parseVtime(required(values.vtime, '--vtime', 'add'), '--vtime', 'add')
     const regionArgs = positionals.map((p) => parseRegionArg(p, 'add'))
@@ -194,6 +198,9 @@ examples:
           for (const r of regionArgs) regions[r.name] = { size: sizes.get(r.name)!, chunkSize: r.chunkSize ?? defaultChunkSize(r.name) }
           tl = await store.timeline(name, { regions })
         }
+        if (policy === null) {
+          if (tl.policy !== undefined) await store.setPolicy(name, null)
+        } else if (policy !== undefined) await store.timeline(name, { policy })
         for (const r of regionArgs) {
           const spec = tl.regions[r.name]
           if (spec && r.chunkSize !== undefined && r.chunkSize !== spec.chunkSize) {
@@ -213,7 +220,10 @@ examples:
       })
       progress.end()
       if (values.json) json({ cid: cp.cid.toString(), timeline: cp.timeline, vtime: cp.vtime, stats: cp.stats })
-      else line(cp.cid.toString())
+      else {
+        line(cp.cid.toString())
+        if (cp.stats.thinned) process.stderr.write(`ckpt add: the timeline's policy dropped ${cp.stats.thinned} older checkpoint${cp.stats.thinned === 1 ? '' : 's'} (ckpt gc reclaims their blocks)\n`)
+      }
     } finally {
       progress.end()
     }
@@ -819,6 +829,230 @@ examples:
   },
 }
 
+
+// ---------------------------------------------------------------- thin, rm, fork, ref, gc
+
+/** A policy spec checked before the store is opened ("none": remove the policy). */
+async function checkPolicy(spec: string, command: string): Promise<string | null> {
+  if (spec === 'none') return null
+  const { parsePolicy } = await import('../policy.js')
+  try {
+    return parsePolicy(spec).text
+  } catch (err) {
+    if (isCkptError(err)) throw new UsageError(err.message, command)
+    throw err
+  }
+}
+
+const POLICY_HELP = `SPEC is a comma-separated list of rules, in virtual time (vtime read as nanoseconds when a unit
+is given: ns us ms s m h d; a bare number is raw vtime units):
+  INTERVAL@HORIZON   keep one checkpoint per INTERVAL (the oldest in each INTERVAL-aligned bucket)
+                     among those at most HORIZON older than the newest; HORIZON may be inf
+  all@HORIZON        keep every checkpoint within HORIZON
+  last=N             keep the newest N whatever their age
+A checkpoint older than every horizon is dropped. Never dropped: the newest checkpoint, checkpoints
+with a label or pin in their meta, and checkpoints a ref names (ckpt ref).`
+
+const thin: Command = {
+  summary: "drop a timeline's checkpoints that a retention policy does not keep",
+  help: `usage: ckpt thin --store DIR --timeline NAME (--policy SPEC | --saved) [--dry-run] [--json]
+
+Removes from the catalog the checkpoints of timeline NAME that the policy does not keep; their blocks
+stay until ckpt gc. Prints how many were kept and dropped (--json: {policy, kept, dropped, dryRun}
+with every checkpoint). With --dry-run nothing changes.
+
+${POLICY_HELP}
+
+${STORE_HELP}
+  --timeline NAME    the timeline
+  --policy SPEC      the policy to apply (once; ckpt add --policy makes a timeline thin itself)
+  --saved            apply the policy the timeline carries
+  --dry-run          only say what would be dropped
+${JSON_HELP}
+
+examples:
+  ckpt thin --store s --timeline run-42 --policy 10ms@1s,100ms@10s,1s@1m,10s@1h --dry-run
+  ckpt thin --store s --timeline run-42 --policy last=100`,
+  async run(argv) {
+    const { values, positionals } = parse('thin', argv, { ...COMMON, timeline: { type: 'string' }, policy: { type: 'string' }, saved: { type: 'boolean' }, 'dry-run': { type: 'boolean' } })
+    noPositionals('thin', positionals)
+    const dir = storeDir(values.store, 'thin')
+    const name = required(values.timeline, '--timeline', 'thin')
+    if ((values.policy === undefined) === (values.saved !== true)) throw new UsageError('give --policy SPEC or --saved', 'thin')
+    const spec = values.policy === undefined ? undefined : await checkPolicy(values.policy, 'thin')
+    if (spec === null) throw new UsageError('--policy none drops nothing; give a policy', 'thin')
+    const dryRun = values['dry-run'] === true
+    const r = await withStore(dir, dryRun ? READ : { mustExist: true, threads: 0 }, async (store) => {
+      let policy = spec
+      if (policy === undefined) {
+        policy = (await store.timeline(name)).policy
+        if (policy === undefined) throw new CkptError('CKPT_BAD_ARGUMENT', `timeline ${name} carries no policy (ckpt add --policy sets one)`, { timeline: name })
+      }
+      return store.thin(name, policy, { dryRun })
+    })
+    const entry = (e: { timeline: string; vtime: bigint; cid: { toString(): string } }) => ({ timeline: e.timeline, vtime: e.vtime, cid: e.cid.toString() })
+    if (values.json) json({ policy: r.policy, dryRun: r.dryRun, kept: r.kept.map(entry), dropped: r.dropped.map(entry) })
+    else {
+      line(`${r.dryRun ? 'would keep' : 'kept'} ${r.kept.length}, ${r.dryRun ? 'would drop' : 'dropped'} ${r.dropped.length} checkpoint${r.dropped.length === 1 ? '' : 's'} of ${name} (policy ${r.policy})`)
+      if (r.dryRun) for (const d of r.dropped.slice(0, 20)) line(`  drop ${d.timeline}@${d.vtime} ${d.cid}`)
+      if (r.dryRun && r.dropped.length > 20) line(`  ... and ${r.dropped.length - 20} more (--json lists all)`)
+      if (!r.dryRun && r.dropped.length) line('next: ckpt gc reclaims the space')
+    }
+  },
+}
+
+const rm: Command = {
+  summary: 'remove checkpoints from the catalog',
+  help: `usage: ckpt rm --store DIR REF... [--json]
+
+Removes each checkpoint from its timeline (a CID catalogued in several timelines goes from all). A
+checkpoint a ref names must first lose its ref (ckpt ref --delete NAME). Blocks stay until ckpt gc.
+
+${REF_HELP} ref:NAME names a ref.
+
+${STORE_HELP}
+${JSON_HELP}
+
+examples:
+  ckpt rm --store s run-42@5000000
+  ckpt rm --store s bafyr4i...`,
+  async run(argv) {
+    const { values, positionals } = parse('rm', argv, COMMON)
+    const dir = storeDir(values.store, 'rm')
+    if (positionals.length === 0) throw new UsageError('give at least one checkpoint (REF)', 'rm')
+    const gone = await withStore(dir, { mustExist: true, threads: 0 }, (store) => store.rm(positionals))
+    if (values.json) json({ removed: gone.map((e) => ({ timeline: e.timeline, vtime: e.vtime, cid: e.cid.toString() })) })
+    else {
+      for (const e of gone) line(`removed ${e.timeline}@${e.vtime} ${e.cid}`)
+      line('next: ckpt gc reclaims the space')
+    }
+  },
+}
+
+const fork: Command = {
+  summary: 'start a new timeline from a checkpoint (sharing all its blocks)',
+  help: `usage: ckpt fork --store DIR REF --timeline NEW [--policy SPEC] [--json]
+
+Creates timeline NEW whose first checkpoint is REF's content at REF's vtime (a new manifest of a few
+hundred bytes; every block is shared). Checkpoints added to NEW build on it; REF's timeline is
+untouched. For "what if" replays from a point of a recording.
+
+${REF_HELP}
+
+${STORE_HELP}
+  --timeline NEW     the new timeline (must not exist)
+  --policy SPEC      a retention policy for it (see ckpt thin --help)
+${JSON_HELP}
+
+examples:
+  ckpt fork --store s run-42@5000000 --timeline run-42-whatif`,
+  async run(argv) {
+    const { values, positionals } = parse('fork', argv, { ...COMMON, timeline: { type: 'string' }, policy: { type: 'string' } })
+    const dir = storeDir(values.store, 'fork')
+    if (positionals.length !== 1) throw new UsageError('give one checkpoint (REF) to fork from', 'fork')
+    const name = required(values.timeline, '--timeline', 'fork')
+    const policy = values.policy === undefined ? undefined : await checkPolicy(values.policy, 'fork')
+    const e = await withStore(dir, { mustExist: true, threads: 0 }, (store) => store.fork(name, positionals[0]!, policy ? { policy } : {}))
+    if (values.json) json({ timeline: e.timeline, vtime: e.vtime, cid: e.cid.toString() })
+    else line(`${e.timeline}@${e.vtime} ${e.cid}`)
+  },
+}
+
+const ref: Command = {
+  summary: 'name a checkpoint (a pin: thin keeps it, gc keeps its blocks), or list refs',
+  help: `usage: ckpt ref --store DIR [NAME REF | --delete NAME] [--json]
+
+With NAME REF: sets ref NAME to checkpoint REF (later: ref:NAME wherever a REF is taken). With
+--delete NAME: removes it. Alone: lists the refs, NAME CID per line.
+
+${REF_HELP}
+
+${STORE_HELP}
+  --delete NAME      remove ref NAME
+${JSON_HELP}
+
+examples:
+  ckpt ref --store s crash run-42@5000000
+  ckpt restore --store s ref:crash --region ram --out ram.bin
+  ckpt ref --store s --delete crash`,
+  async run(argv) {
+    const { values, positionals } = parse('ref', argv, { ...COMMON, delete: { type: 'string' } })
+    const dir = storeDir(values.store, 'ref')
+    if (values.delete !== undefined) {
+      noPositionals('ref', positionals)
+      const had = await withStore(dir, { mustExist: true, threads: 0 }, (store) => store.deleteRef(values.delete!))
+      if (!had) throw new CkptError('CKPT_NOT_FOUND', `no ref named ${values.delete}`, { ref: values.delete })
+      if (values.json) json({ deleted: values.delete })
+      else line(`deleted ref ${values.delete}`)
+      return
+    }
+    if (positionals.length === 2) {
+      const [name, target] = positionals as [string, string]
+      const r = (await withStore(dir, { mustExist: true, threads: 0 }, (store) => store.setRef(name, target))) as { cid: { toString(): string } }
+      if (values.json) json({ ref: name, cid: r.cid.toString() })
+      else line(`${name} ${r.cid}`)
+      return
+    }
+    if (positionals.length !== 0) throw new UsageError('give NAME REF, --delete NAME, or nothing (to list)', 'ref')
+    const all = await withStore(dir, READ, async (store) => {
+      const out: { name: string; cid: string }[] = []
+      for await (const r of store.refs()) out.push({ name: r.name, cid: r.cid.toString() })
+      return out
+    })
+    for (const r of all) values.json ? json(r) : line(`${r.name} ${r.cid}`)
+  },
+}
+
+const gc: Command = {
+  summary: 'reclaim the space of blocks no checkpoint or ref reaches',
+  help: `usage: ckpt gc --store DIR [--threshold PCT] [--dry-run] [--json]
+
+Marks every block reachable from the catalog's checkpoints and the refs, then deletes packs with
+nothing live in them and rewrites those whose live share is below the threshold (their live blocks
+are copied into a new pack, the old file deleted). Holds the store's writer lock; a kill at any
+point leaves a consistent store (SPEC.md §15). Prints packs rewritten and deleted, and bytes
+reclaimed (--json: the whole summary).
+
+${STORE_HELP}
+  --threshold PCT    rewrite packs less than PCT% live (default 50; 100 rewrites every pack with
+                     any dead block; 0 only deletes dead packs)
+  --dry-run          only say what would be reclaimed
+${JSON_HELP}
+
+examples:
+  ckpt gc --store s
+  ckpt gc --store s --threshold 90 --json`,
+  async run(argv) {
+    const { values, positionals } = parse('gc', argv, { ...COMMON, threshold: { type: 'string' }, 'dry-run': { type: 'boolean' } })
+    noPositionals('gc', positionals)
+    const dir = storeDir(values.store, 'gc')
+    let threshold: number | undefined
+    if (values.threshold !== undefined) {
+      threshold = Number(values.threshold.replace(/%$/, ''))
+      if (values.threshold.trim() === '' || !Number.isFinite(threshold) || threshold < 0 || threshold > 100) throw new UsageError(`--threshold must be a percentage in [0, 100], not ${JSON.stringify(values.threshold)}`, 'gc')
+      threshold /= 100
+    }
+    const dryRun = values['dry-run'] === true
+    const progress = new Progress('ckpt gc', Progress.wanted(values.json === true))
+    try {
+      const s = await withStore(dir, { mustExist: true, threads: 0 }, (store) =>
+        store.gc({ threshold, dryRun, onProgress: (p) => progress.amount(p.phase === 'mark' ? 'marking live blocks' : 'rewriting packs', p.done, p.total, p.phase === 'mark' ? 'roots' : 'packs') }),
+      )
+      progress.end()
+      if (values.json) json(s)
+      else {
+        const would = dryRun ? 'would ' : ''
+        line(
+          `${s.roots} root${s.roots === 1 ? '' : 's'}, ${s.liveBlocks} live blocks (${humanBytes(s.liveBytes)}); ${would}rewrite ${s.packsRewritten} pack${s.packsRewritten === 1 ? '' : 's'} (${humanBytes(s.rewrittenBytes)} copied), ${would}delete ${s.packsDeleted} dead pack${s.packsDeleted === 1 ? '' : 's'}`,
+        )
+        line(`${dryRun ? 'would reclaim' : 'reclaimed'} ${humanBytes(s.reclaimedBytes)}: packs ${humanBytes(s.bytesBefore)} -> ${humanBytes(s.bytesAfter)}${s.deadBytesKept ? `; ${humanBytes(s.deadBytesKept)} dead left in packs above the threshold` : ''}${s.orphansRemoved ? `; ${s.orphansRemoved} set-aside pack${s.orphansRemoved === 1 ? '' : 's'} removed` : ''}`)
+      }
+    } finally {
+      progress.end()
+    }
+  },
+}
+
 export const COMMANDS: ReadonlyMap<string, Command> = new Map([
   ['init', init],
   ['add', add],
@@ -832,4 +1066,9 @@ export const COMMANDS: ReadonlyMap<string, Command> = new Map([
   ['import', importCmd],
   ['verify', verify],
   ['repair', repair],
+  ['thin', thin],
+  ['rm', rm],
+  ['fork', fork],
+  ['ref', ref],
+  ['gc', gc],
 ])
