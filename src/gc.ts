@@ -26,7 +26,7 @@ import { deltaBaseCid } from '../codecs/node-delta.js'
 import { decodeLocation } from '../store/block-store.js'
 import { allCheckpointsRange, blockKey, blockKeyCid, blockRange } from '../store/keys.js'
 import type { KVOp } from '../store/kv.js'
-import { ENTRY_HEADER_SIZE } from '../store/pack-format.js'
+import { ENTRY_HEADER_SIZE, FOOTER_SIZE, PACK_HEADER_SIZE } from '../store/pack-format.js'
 import { scanPack } from '../store/pack-scan.js'
 import { SeenSet } from '../store/seen-set.js'
 import fs from 'node:fs'
@@ -57,6 +57,8 @@ export interface GcSummary {
   bytesAfter: number
   /** pack bytes freed (deleted files minus copies written) */
   reclaimedBytes: number
+  /** pack entry bytes before gc that nothing live reaches (entries of dead blocks, unindexed entries) */
+  deadBytes: number
   /** dead bytes left in packs kept (above the threshold) */
   deadBytesKept: number
   orphansRemoved: number
@@ -149,11 +151,15 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
         const p = packs.get(loc.pack)
         if (p) p.live += ENTRY_HEADER_SIZE + loc.storedLength
       }
+      const deadOf = (p: { rec: { committedLength: number; sealed?: boolean }; live: number }) =>
+        Math.max(0, p.rec.committedLength - PACK_HEADER_SIZE - (p.rec.sealed ? FOOTER_SIZE : 0) - p.live)
       const bytesBefore = [...packs.values()].reduce((n, p) => n + p.rec.committedLength, 0)
+      const deadBytes = [...packs.values()].reduce((n, p) => n + deadOf(p), 0)
       // the open pack too: when it is due for a rewrite it is sealed first, the copies go to a new one
       let open = blocks.openPackNo()
       const op = packs.get(open)
-      if (op && !opts.dryRun && op.rec.committedLength > 16 && (op.live === 0 || op.live / op.rec.committedLength < threshold)) {
+      const opDead = op ? deadOf(op) : 0
+      if (op && !opts.dryRun && opDead > 0 && op.live / (op.live + opDead) < threshold) {
         await blocks.maybeSeal(true)
         op.rec = blocks.packRecords().get(open)!
         open = -1
@@ -168,10 +174,12 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
       const todo = [...packs].filter(([n]) => n !== open).sort((a, b) => a[0] - b[0])
       for (const [n, p] of todo) {
         const size = p.rec.committedLength
-        const share = size > 0 ? p.live / size : 0
-        const rewrite = p.live === 0 || share < threshold || (p.rec.retired === true && p.live < size)
+        const dead = deadOf(p)
+        // the live share of the pack's entry bytes (headers and footers are neither)
+        const share = p.live + dead > 0 ? p.live / (p.live + dead) : 0
+        const rewrite = p.live === 0 || (dead > 0 && share < threshold) || p.rec.retired === true
         if (!rewrite) {
-          deadBytesKept += Math.max(0, size - 16 - (p.rec.sealed ? 32 : 0) - p.live)
+          deadBytesKept += dead
           continue
         }
         if (opts.dryRun) {
@@ -236,6 +244,7 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
         bytesBefore,
         bytesAfter: opts.dryRun ? bytesBefore - freed + rewrittenBytes : bytesAfter,
         reclaimedBytes: freed - (opts.dryRun ? rewrittenBytes : newBytes),
+        deadBytes,
         deadBytesKept,
         orphansRemoved,
         dryRun: opts.dryRun === true,

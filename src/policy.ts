@@ -10,10 +10,12 @@
  *                                       no unit: raw vtime units (e.g. instructions); HORIZON may be "inf"
  *
  * For a checkpoint of age a = newest.vtime - vtime, the rule that applies is the one with the
- * smallest horizon >= a; older than every horizon, it goes. Under a rule of interval I the
- * checkpoints fall in buckets floor(vtime / I) (absolute, so a bucket never moves as time goes on),
- * and the oldest checkpoint of each bucket is kept. With intervals that divide each other the kept
- * sets only shrink as the timeline grows: a checkpoint dropped once would be dropped again.
+ * smallest horizon >= a; older than every horizon, it goes. Under a rule of interval I the vtime axis
+ * falls in buckets floor(vtime / I) (absolute, so a bucket never moves as time goes on), and a
+ * checkpoint is kept when it is the oldest of its bucket: no older checkpoint (whatever rule applies
+ * to that one) lies in the same bucket. When each interval divides the next, thinning after every
+ * checkpoint keeps exactly what one thin of the whole recording keeps: the oldest checkpoint of a
+ * coarse bucket is the oldest of every finer bucket it was in, so it was never dropped on the way.
  * Never dropped: the newest checkpoint, the newest `last` ones, and protected checkpoints (a label
  * or pin in their meta, or a named ref to them).
  */
@@ -90,10 +92,6 @@ export function planKeep(list: readonly Candidate[], policy: Policy): boolean[] 
   const keep = new Array<boolean>(list.length).fill(false)
   if (list.length === 0) return keep
   const now = list[list.length - 1]!.vtime
-  // the oldest of each bucket is kept: walking from the oldest forward, a checkpoint is the oldest of
-  // its bucket when the previous one (in the same rule) was in another bucket
-  let lastRule = -1
-  let lastBucket = -1n
   for (let i = 0; i < list.length; i++) {
     const c = list[i]!
     const age = now - c.vtime
@@ -101,15 +99,9 @@ export function planKeep(list: readonly Candidate[], policy: Policy): boolean[] 
     while (r < policy.rules.length && policy.rules[r]!.horizon < age) r++
     if (i >= list.length - Math.max(1, policy.keepLast) || c.protected) keep[i] = true
     if (r === policy.rules.length) continue
-    const rule = policy.rules[r]!
-    if (rule.interval === 0n) {
-      keep[i] = true
-      continue
-    }
-    const bucket = c.vtime / rule.interval
-    if (r !== lastRule || bucket !== lastBucket) keep[i] = true
-    lastRule = r
-    lastBucket = bucket
+    const { interval } = policy.rules[r]!
+    // the list is in vtime order, so an older checkpoint in this bucket means the previous one is in it
+    if (interval === 0n || i === 0 || list[i - 1]!.vtime / interval !== c.vtime / interval) keep[i] = true
   }
   return keep
 }
