@@ -1,6 +1,8 @@
 // Child process for the import and repair crash tests:
 //   node crash-ops.mjs import <storeDir> <bundle>    imports the bundle, prints DONE
 //   node crash-ops.mjs repair <storeDir> <bundle>    repairs (--from the bundle, --rebuild-index), prints DONE
+//   node crash-ops.mjs thin <storeDir> <policy>      thins timeline rec by the policy, prints DONE
+//   node crash-ops.mjs gc <storeDir> <threshold>     gc at the threshold (0..1), prints DONE
 // CKPT_TEST_STAGE_LIMIT (bytes) makes an import commit its blocks in small steps.
 import fs from 'node:fs'
 import { fileSource, importBundle, openStore, repairStore } from '../../dist/src/index.js'
@@ -14,5 +16,13 @@ if (op === 'import') {
   await store.close()
 } else if (op === 'repair') {
   await repairStore(dir, { from: bundle, rebuildIndex: true })
+} else if (op === 'thin') {
+  const store = await openStore(dir, { mustExist: true })
+  await store.thin('rec', bundle)
+  await store.close()
+} else if (op === 'gc') {
+  const store = await openStore(dir, { mustExist: true })
+  await store.gc({ threshold: Number(bundle) })
+  await store.close()
 }
 say('DONE')

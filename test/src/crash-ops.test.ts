@@ -1,8 +1,9 @@
 /**
- * kill -9 during an import and during a repair, at random moments, many times. After each kill the
+ * kill -9 during an import, a repair, a thin and a gc, at many moments. After each kill the
  * store opens and verify --deep finds nothing wrong (at most notes: packs set aside at open); an
  * import is all or nothing (no bundle checkpoint, or all of them); running the operation again
- * completes it, and every checkpoint restores byte-identical.
+ * completes it, and every checkpoint restores byte-identical. A thin is all or nothing too; after a
+ * gc every live checkpoint restores, and gc again reclaims what the killed one had not.
  */
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
@@ -157,6 +158,72 @@ describe('kill -9 during a repair', () => {
       } finally {
         await healed.close()
       }
+    }, 60_000)
+  }
+})
+
+describe('kill -9 during a thin', () => {
+  for (let t = 0; t < 6; t++) {
+    const delay = [0, 40, 90, 150, 220, 320][t]!
+    it(`trial ${t}: killed ${delay} ms in`, async () => {
+      const dir = path.join(tmpDir('ckpt-kill-thin-'), 'store')
+      fs.cpSync(src, dir, { recursive: true })
+      const run = await killAfter(['thin', dir, '4@20,last=3'], delay)
+      await expectSound(dir)
+      const got = await catalogued(dir)
+      // all or nothing: the whole catalog, or exactly what the policy keeps
+      const { parsePolicy, planKeep } = await import('../../src/index.js')
+      const keep = planKeep(cids.map((_, k) => ({ vtime: BigInt(k) })), parsePolicy('4@20,last=3'))
+      const thinned = cids.filter((_, k) => keep[k])
+      expect(got, `${got.length} visible`).toEqual(got.length === cids.length ? cids : thinned)
+      if (run.done) expect(got).toEqual(thinned)
+      const store = await openStore(dir, { mustExist: true })
+      try {
+        for (const c of got) expect(await digestOf(store, c)).toBe(expected.get(c))
+      } finally {
+        await store.close()
+      }
+    }, 60_000)
+  }
+})
+
+describe('kill -9 during a gc', () => {
+  let thinned: string
+  const catalog: string[] = []
+  let live: string[] = []
+  beforeAll(async () => {
+    thinned = path.join(tmpDir('ckpt-gc-src-'), 'store')
+    fs.cpSync(src, thinned, { recursive: true })
+    const store = await openStore(thinned, { mustExist: true })
+    await store.thin('rec', '8@40,last=4')
+    await store.setRef('pin', cids[3]!)
+    for await (const e of store.log('rec')) catalog.push(e.cid.toString())
+    live = [...new Set([...catalog, cids[3]!])]
+    await store.close()
+  }, 60_000)
+
+  for (let t = 0; t < 10; t++) {
+    const delay = [0, 10, 20, 35, 50, 70, 90, 110, 140, 180][t]!
+    it(`trial ${t}: killed ${delay} ms in${t % 2 ? ' (threshold 100%)' : ''}`, async () => {
+      const dir = path.join(tmpDir('ckpt-kill-gc-'), 'store')
+      fs.cpSync(thinned, dir, { recursive: true })
+      const threshold = t % 2 ? 1 : 0.5
+      await killAfter(['gc', dir, String(threshold)], delay)
+      await expectSound(dir)
+      expect(await catalogued(dir)).toEqual(catalog)
+      const store = await openStore(dir, { mustExist: true })
+      try {
+        for (const c of live) expect(await digestOf(store, c)).toBe(expected.get(c))
+        // gc again finishes the job: at 100% nothing dead is left
+        await store.gc({ threshold: 1 })
+        const s = await store.gc({ threshold: 1, dryRun: true })
+        expect(s.deadBytes).toBe(0)
+        expect(s.packsRewritten + s.packsDeleted).toBe(0)
+        for (const c of live) expect(await digestOf(store, c)).toBe(expected.get(c))
+      } finally {
+        await store.close()
+      }
+      await expectSound(dir)
     }, 60_000)
   }
 })
