@@ -28,6 +28,7 @@ export type CkptErrorCode =
   | 'CKPT_BAD_BUNDLE'
   | 'CKPT_BUNDLE_INCOMPLETE'
   | 'CKPT_TIMELINE_CONFLICT'
+  | 'CKPT_PINNED'
 
 export class CkptError extends Error {
   readonly code: CkptErrorCode

@@ -81,7 +81,7 @@ export async function removeCheckpoints(store: CkptStore, refs: (string | CID)[]
       const cid = await store.resolveCid(r)
       const where = await findEntries(repo, cid, r)
       if (pins.has(cidKey(cid))) {
-        throw new CkptError('CKPT_BAD_ARGUMENT', `checkpoint ${cidToString(cid)} is pinned by a ref; remove the ref first (store.deleteRef / ckpt ref --delete)`, { cid: cidToString(cid) })
+        throw new CkptError('CKPT_PINNED', `checkpoint ${cidToString(cid)} is pinned by a ref; remove the ref first (store.deleteRef / ckpt ref --delete)`, { cid: cidToString(cid) })
       }
       for (const w of where) if (!entries.some((e) => e.timeline === w.timeline && e.vtime === w.vtime)) entries.push(w)
     }
@@ -97,9 +97,12 @@ export async function removeCheckpoints(store: CkptStore, refs: (string | CID)[]
 /** The catalog entries holding a checkpoint: the one a TIMELINE@VTIME ref names, or its record's. */
 async function findEntries(repo: Repository, cid: CidBytes, ref: string | CID): Promise<{ timeline: string; vtime: bigint; cid: CidBytes }[]> {
   if (typeof ref === 'string' && ref.includes('@')) {
+    // a removal names its checkpoint exactly: TIMELINE@VTIME must be a checkpoint's own vtime
     const tl = ref.slice(0, ref.lastIndexOf('@'))
-    const e = await repo.seek(tl, BigInt(ref.slice(ref.lastIndexOf('@') + 1)))
-    if (e && cidEquals(e.cid, cid)) return [{ timeline: tl, vtime: e.vtime, cid }]
+    const vtime = BigInt(ref.slice(ref.lastIndexOf('@') + 1))
+    const e = await repo.seek(tl, vtime)
+    if (!e || e.vtime !== vtime) throw new CkptError('CKPT_NOT_FOUND', `timeline ${tl} has no checkpoint at vtime ${vtime} (rm takes exact vtimes; ckpt log lists them)`, { timeline: tl, vtime: vtime.toString() })
+    if (cidEquals(e.cid, cid)) return [{ timeline: tl, vtime: e.vtime, cid }]
   }
   const rec = await repo.checkpointRecord(cid)
   if (rec) {

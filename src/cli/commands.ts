@@ -89,8 +89,8 @@ function readInput(file: string): Uint8Array {
 
 const STORE_HELP = `  --store DIR        the store (default: $CKPT_STORE)`
 const JSON_HELP = `  --json             machine-readable output (errors too: {"error":{"code","message"}})`
-const REF_HELP = `REF is a checkpoint CID, TIMELINE@VTIME (the nearest checkpoint at or before VTIME) or TIMELINE
-(its latest checkpoint).`
+const REF_HELP = `REF is a checkpoint CID, TIMELINE@VTIME (the nearest checkpoint at or before VTIME), TIMELINE
+(its latest checkpoint) or ref:NAME (a ref set by ckpt ref).`
 
 // ---------------------------------------------------------------- init
 
@@ -908,7 +908,8 @@ const rm: Command = {
 Removes each checkpoint from its timeline (a CID catalogued in several timelines goes from all). A
 checkpoint a ref names must first lose its ref (ckpt ref --delete NAME). Blocks stay until ckpt gc.
 
-${REF_HELP} ref:NAME names a ref.
+REF is a checkpoint CID, TIMELINE@VTIME (exactly that vtime: rm never takes the nearest), TIMELINE
+(its latest checkpoint) or ref:NAME.
 
 ${STORE_HELP}
 ${JSON_HELP}
