@@ -4,6 +4,7 @@
  *   node dist/bench/bundle-child.js export STORE OUT [--since CID] [--compress] CID...
  *   node dist/bench/bundle-child.js import STORE FILE
  *   node dist/bench/bundle-child.js verify STORE [deep]
+ *   node dist/bench/bundle-child.js gc STORE [THRESHOLD]
  */
 import fs from 'node:fs'
 import { exportBundle, fileSource, importBundle, openStore, verifyStore } from '../src/index.js'
@@ -46,7 +47,15 @@ if (op === 'export') {
   const ms = performance.now() - t
   await store.close()
   console.log(JSON.stringify({ ms, clean: r.value.clean, checkpoints: r.value.checkpoints, blocks: r.value.blocks, dataBytes: r.value.dataBytes, phases: r.value.ms, rssMiB: peakRssMiB() }))
+} else if (op === 'gc') {
+  // as ckpt gc opens it: no worker threads (gc neither hashes nor compresses)
+  const store = await openStore(dir!, { mustExist: true, threads: 0 })
+  const t = performance.now()
+  const s = await store.gc(file ? { threshold: Number(file) } : {})
+  const ms = performance.now() - t
+  await store.close()
+  console.log(JSON.stringify({ ...s, ms, markMs: s.ms.mark, sweepMs: s.ms.sweep, rssMiB: peakRssMiB() }))
 } else {
-  console.error('usage: bundle-child.js export|import|verify ...')
+  console.error('usage: bundle-child.js export|import|verify|gc ...')
   process.exit(2)
 }

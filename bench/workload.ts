@@ -113,6 +113,11 @@ export class Workload {
   private readonly hot: Uint32Array
   readonly opts: Required<WorkloadOptions>
   step = 0
+  /**
+   * What each RAM page holds, as a content key: 0 zero, else kind << 25 | offset (1 corpus unit,
+   * 2 text offset, 3 random offset). Equal keys are equal content; content(key) rebuilds the page.
+   */
+  readonly ramKeys: Int32Array
 
   constructor(o: WorkloadOptions = {}) {
     this.opts = {
@@ -133,6 +138,7 @@ export class Workload {
     this.random = Buffer.alloc(16 << 20)
     this.rng.fill(this.random)
     this.ram = Buffer.alloc(this.opts.ramBytes)
+    this.ramKeys = new Int32Array(this.opts.ramBytes / this.pageSize)
     this.disk = Buffer.alloc(this.opts.diskBytes)
     const pages = this.opts.ramBytes / this.pageSize
     const hot = new Set<number>()
@@ -146,18 +152,33 @@ export class Workload {
   private put(img: Buffer, i: number, unit: number): void {
     const u = this.rng.float()
     const at = i * unit
+    let key = 0
     if (u < 0.4) img.fill(0, at, at + unit)
     else if (u < 0.7) {
       const units = Math.floor(this.corpus.length / unit)
-      const off = this.rng.int(units) * unit
-      this.corpus.copy(img, at, off, off + unit)
+      const n = this.rng.int(units)
+      this.corpus.copy(img, at, n * unit, n * unit + unit)
+      key = (1 << 25) | n
     } else if (u < 0.9) {
       const off = this.rng.int(this.text.length - unit)
       this.text.copy(img, at, off, off + unit)
+      key = (2 << 25) | off
     } else {
       const off = this.rng.int(this.random.length - unit)
       this.random.copy(img, at, off, off + unit)
+      key = (3 << 25) | off
     }
+    if (img === this.ram) this.ramKeys[i] = key
+  }
+
+  /** The RAM page content a key of ramKeys stands for. */
+  pageContent(key: number): Buffer {
+    const kind = key >>> 25
+    const off = key & ((1 << 25) - 1)
+    const unit = this.pageSize
+    if (kind === 0) return Buffer.alloc(unit)
+    if (kind === 1) return this.corpus.subarray(off * unit, off * unit + unit)
+    return (kind === 2 ? this.text : this.random).subarray(off, off + unit)
   }
 
   /** Advances one step; returns the dirty page and cluster indexes (sorted, unique). */

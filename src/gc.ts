@@ -18,25 +18,31 @@
  * the old copies; after it, the old pack is an orphan the next open sets aside.
  */
 import path from 'node:path'
-import { cidEquals, toCID, type CidBytes } from '../codecs/cid.js'
-import { AT_REST } from '../codecs/compress.js'
+import { cidEquals, DAG_CBOR, toCID, type CidBytes } from '../codecs/cid.js'
+import { AT_REST, compressBlock, defaultCompressor } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import type { Manifest } from '../codecs/manifest.js'
-import { deltaBaseCid } from '../codecs/node-delta.js'
-import { decodeLocation } from '../store/block-store.js'
-import { allCheckpointsRange, blockKey, blockKeyCid, blockRange } from '../store/keys.js'
+import { deltaBaseCid, encodeNodeDelta } from '../codecs/node-delta.js'
+import { encodedNodeLength, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
+import { decodeLocation, type PackRecord } from '../store/block-store.js'
+import { allCheckpointsRange, blockKeyCid, blockRange } from '../store/keys.js'
 import type { KVOp } from '../store/kv.js'
 import { ENTRY_HEADER_SIZE, FOOTER_SIZE, PACK_HEADER_SIZE } from '../store/pack-format.js'
 import { scanPack } from '../store/pack-scan.js'
 import { SeenSet } from '../store/seen-set.js'
 import fs from 'node:fs'
 import { changedSlots, childCid } from './node-compare.js'
-import { Geometry } from './region-tree.js'
+import { Geometry, MAX_DELTA_DEPTH } from './region-tree.js'
 import type { CkptStore } from './store.js'
 
 export interface GcOptions {
   /** rewrite packs whose live share is below this (0..1, default 0.5); 0 rewrites none, 1 all but full ones */
   threshold?: number
+  /**
+   * at most this share of dead bytes (of the live bytes) left in packs kept: past it, the packs with
+   * the most dead bytes are rewritten too (default 0.1; 1 turns this off)
+   */
+  maxUnused?: number
   /** only report what would be reclaimed */
   dryRun?: boolean
   onProgress?: (p: { phase: 'mark' | 'sweep'; done: number; total: number }) => void
@@ -47,10 +53,23 @@ export interface GcSummary {
   liveBlocks: number
   /** pack bytes of live entries */
   liveBytes: number
+  /** of which tree nodes and manifests (the DAG's own cost) */
+  liveNodeBytes: number
+  /** of which nodes live only as the base of a live node's delta chain (a dry run; gc stores such nodes anew) */
+  baseOnlyBytes: number
+  /** index entries of unreachable blocks removed */
+  deadBlocks: number
+  /** live nodes whose delta base was dead, stored anew (against a live base, or whole) */
+  nodesReencoded: number
+  reencodedBytes: number
   packsBefore: number
   packsAfter: number
   packsDeleted: number
   packsRewritten: number
+  /** packs due for a rewrite left as they are: a live entry in them did not read back intact */
+  packsSkipped: number
+  /** live blocks found damaged while copying (ckpt verify names them; ckpt repair --from heals) */
+  damagedLiveBlocks: number
   /** live bytes copied out of rewritten packs */
   rewrittenBytes: number
   bytesBefore: number
@@ -69,6 +88,8 @@ export interface GcSummary {
 export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Promise<GcSummary> {
   const threshold = opts.threshold ?? 0.5
   if (typeof threshold !== 'number' || !(threshold >= 0 && threshold <= 1)) throw new CkptError('CKPT_BAD_ARGUMENT', 'gc threshold must be between 0 and 1', { threshold })
+  const maxUnused = opts.maxUnused ?? 0.1
+  if (typeof maxUnused !== 'number' || !(maxUnused >= 0 && maxUnused <= 1)) throw new CkptError('CKPT_BAD_ARGUMENT', 'gc maxUnused must be between 0 and 1', { maxUnused })
   return store.exclusive(async () => {
     const { repo } = store.internals()
     const blocks = repo.blocks
@@ -79,6 +100,8 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
     // whole subtree marked, a base alone has not (a later tree holding that node must still walk it)
     const bases = await SeenSet.create(tmp && `${tmp}-bases`, 1024)
     const isLive = (cid: CidBytes) => live.has(cid) || bases.has(cid)
+    let reencoded = 0
+    let reencodedBytes = 0
     try {
       // ------------------------------------------------------------------ mark
       const roots: { timeline: string; cid: CidBytes }[] = []
@@ -100,12 +123,40 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
           c = base
         }
       }
+      // A live node stored as a delta whose base is not live (a thinned checkpoint's node) would keep
+      // its chain of dead bases alive: it is stored anew instead, as a delta against the node at its
+      // place in the previous live checkpoint (live, its own chain live: it was walked first) or whole.
+      // A dry run only marks the chains, and says how many bytes they hold.
+      const reencode = (cid: CidBytes, e: NodeEntries, base: CidBytes | null, be: NodeEntries | undefined) => {
+        const size = encodedNodeLength(e)
+        if (base && be && live.has(base)) {
+          const bl = blocks.locate(base)
+          const depth = bl ? (bl.codec === AT_REST.nodeDelta ? bl.depth : 0) : MAX_DELTA_DEPTH
+          if (depth < REENCODE_DEPTH) {
+            const delta = encodeNodeDelta(base, be, e, size >> 1)
+            if (delta) {
+              blocks.replace(cid, AT_REST.nodeDelta, delta, size, depth + 1)
+              reencoded++
+              reencodedBytes += ENTRY_HEADER_SIZE + delta.length
+              return
+            }
+          }
+        }
+        const bytes = encodeNode(e)
+        const c = compressBlock(defaultCompressor(), bytes)
+        blocks.replace(cid, c.code, c.bytes, bytes.length, 0)
+        reencoded++
+        reencodedBytes += ENTRY_HEADER_SIZE + c.bytes.length
+      }
       const walk = (cid: CidBytes | null, base: CidBytes | null, level: number) => {
         if (!cid || (base && cidEquals(cid, base)) || live.has(cid)) return
         live.add(cid)
-        markChain(cid)
+        const loc = blocks.locate(cid)
+        const deadBase = loc !== undefined && loc.codec === AT_REST.nodeDelta && !live.has(deltaBaseCid(blocks.readAt(cid, loc, true)))
+        if (deadBase && opts.dryRun) markChain(cid)
         const e = blocks.getNode(cid)
         const be = base ? blocks.getNode(base) : undefined
+        if (deadBase && !opts.dryRun) reencode(cid, e, base, be)
         for (const s of changedSlots(e, be)) {
           if (!e.codecs[s]) continue
           const child = childCid(e, s)
@@ -136,93 +187,162 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
       }
       await live.flush(true)
       await bases.flush(true)
+      // the nodes stored anew are durable, and the index names them, before anything is deleted
+      if (reencoded > 0) await repo.commitWith([])
       const tMark = performance.now() - t0
 
       // ------------------------------------------------------------------ sweep: live bytes per pack
       const packs = new Map([...blocks.packRecords()].map(([n, r]) => [n, { rec: r, live: 0 }]))
       let liveBlocks = 0
       let liveBytes = 0
+      let liveNodeBytes = 0
+      let baseOnlyBytes = 0
+      let deadOps: KVOp[] = []
+      let deadIndexed = 0
       for await (const [k, v] of repo.kv.iterate(blockRange)) {
         if (v.length !== 22) continue
         const loc = decodeLocation(v)
-        if (!isLive(blockKeyCid(k))) continue
+        const cid = blockKeyCid(k)
+        if (!isLive(cid)) {
+          // unreachable: out of the index now (its bytes go when its pack is rewritten), so nothing
+          // (a later checkpoint's dedup, verify) relies on a block whose delta base may be gone
+          if (!opts.dryRun) {
+            deadOps.push({ type: 'del', key: Uint8Array.prototype.slice.call(k) })
+            deadIndexed++
+            if (deadOps.length >= COMMIT_OPS) {
+              await repo.kv.batch(deadOps)
+              deadOps = []
+            }
+          }
+          continue
+        }
         liveBlocks++
         liveBytes += ENTRY_HEADER_SIZE + loc.storedLength
+        if (cid[1] === DAG_CBOR) {
+          liveNodeBytes += ENTRY_HEADER_SIZE + loc.storedLength
+          if (!live.has(cid)) baseOnlyBytes += ENTRY_HEADER_SIZE + loc.storedLength
+        }
         const p = packs.get(loc.pack)
         if (p) p.live += ENTRY_HEADER_SIZE + loc.storedLength
       }
+      await repo.kv.batch(deadOps, { sync: true })
+      deadOps = []
       const deadOf = (p: { rec: { committedLength: number; sealed?: boolean }; live: number }) =>
         Math.max(0, p.rec.committedLength - PACK_HEADER_SIZE - (p.rec.sealed ? FOOTER_SIZE : 0) - p.live)
       const bytesBefore = [...packs.values()].reduce((n, p) => n + p.rec.committedLength, 0)
       const deadBytes = [...packs.values()].reduce((n, p) => n + deadOf(p), 0)
+
+      // ------------------------------------------------------------------ which packs go
       // the open pack too: when it is due for a rewrite it is sealed first, the copies go to a new one
-      let open = blocks.openPackNo()
+      const due = (p: { rec: PackRecord; live: number }) => {
+        const dead = deadOf(p)
+        return p.live === 0 || (dead > 0 && p.live / (p.live + dead) < threshold) || p.rec.retired === true
+      }
+      const open = blocks.openPackNo()
       const op = packs.get(open)
-      const opDead = op ? deadOf(op) : 0
-      if (op && !opts.dryRun && opDead > 0 && op.live / (op.live + opDead) < threshold) {
+      if (op && due(op) && !opts.dryRun) {
         await blocks.maybeSeal(true)
         op.rec = blocks.packRecords().get(open)!
-        open = -1
-      } else if (opts.dryRun) open = -1
+      }
+      const chosen: number[] = []
+      const kept: number[] = []
+      let deadBytesKept = 0
+      for (const [n, p] of [...packs].sort((x, y) => x[0] - y[0])) {
+        if (n === blocks.openPackNo() && !(opts.dryRun && due(p))) {
+          deadBytesKept += deadOf(p)
+          continue
+        }
+        if (due(p) && (blocks.io.exists(n) || p.live === 0)) chosen.push(n)
+        else {
+          deadBytesKept += deadOf(p)
+          if (blocks.io.exists(n) && deadOf(p) > 0) kept.push(n)
+        }
+      }
+      // too much dead left in packs above the threshold: the deadest of them go too
+      kept.sort((a, b) => deadOf(packs.get(b)!) - deadOf(packs.get(a)!))
+      for (const n of kept) {
+        if (deadBytesKept <= maxUnused * liveBytes) break
+        chosen.push(n)
+        deadBytesKept -= deadOf(packs.get(n)!)
+      }
+      chosen.sort((a, b) => a - b)
+
       let packsDeleted = 0
       let packsRewritten = 0
+      let packsSkipped = 0
       let rewrittenBytes = 0
-      let deadBytesKept = 0
       let newBytes = 0
       let freed = 0
+      let damagedLive = 0
       let sweepDone = 0
-      const todo = [...packs].filter(([n]) => n !== open).sort((a, b) => a[0] - b[0])
-      for (const [n, p] of todo) {
-        const size = p.rec.committedLength
-        const dead = deadOf(p)
-        // the live share of the pack's entry bytes (headers and footers are neither)
-        const share = p.live + dead > 0 ? p.live / (p.live + dead) : 0
-        const rewrite = p.live === 0 || (dead > 0 && share < threshold) || p.rec.retired === true
-        if (!rewrite) {
-          deadBytesKept += dead
-          continue
-        }
-        if (opts.dryRun) {
+      if (opts.dryRun) {
+        for (const n of chosen) {
+          const p = packs.get(n)!
           if (p.live === 0) packsDeleted++
-          else {
-            packsRewritten++
-            rewrittenBytes += p.live
-          }
-          freed += size - p.live
-          continue
+          else packsRewritten++
+          rewrittenBytes += p.live
+          freed += p.rec.committedLength
         }
-        // copy the live entries the index places here; drop the index entries of the dead ones
-        const ops: KVOp[] = []
+      }
+      // pack by pack: the file is read front to back (each entry's checksum checked); a live entry the
+      // index places there is copied as it is into the open pack; a dead block's index entry is
+      // deleted. A commit (every 16 MiB of copies or 16k deletions, and after each pack) makes the
+      // copies durable and moves the index to them; a pack's record goes in the commit after its
+      // last copy, and its file after that commit. Memory stays bounded whatever the pack sizes.
+      let ops: KVOp[] = []
+      let dropPacks: number[] = []
+      let pendingCopies = 0
+      const commit = async () => {
+        await repo.commitWith(ops, { dropPacks })
+        for (const n of dropPacks) blocks.io.remove(n)
+        ops = []
+        dropPacks = []
+        pendingCopies = 0
+      }
+      for (const n of opts.dryRun ? [] : chosen) {
+        const p = packs.get(n)!
         let copied = 0
-        let damaged = !blocks.io.exists(n) || p.rec.retired === true
-        if (blocks.io.exists(n)) {
-          for (const ev of scanPack(blocks.io.reader(n), n, { end: p.rec.sealed || p.rec.retired ? undefined : size, sealed: p.rec.sealed && !p.rec.retired, footerOptional: p.rec.retired })) {
-            if (ev.kind === 'damage' || ev.kind === 'bad-footer' || ev.kind === 'bad-header') damaged = true
+        let damaged = !blocks.io.exists(n)
+        if (!damaged) {
+          const scan = scanPack(blocks.io.reader(n), n, { end: p.rec.sealed || p.rec.retired ? undefined : p.rec.committedLength, sealed: p.rec.sealed && !p.rec.retired, footerOptional: p.rec.retired })
+          for (const ev of scan) {
+            if (ev.kind === 'damage' || ev.kind === 'bad-header' || ev.kind === 'bad-footer') damaged = true
             if (ev.kind !== 'entry') continue
             const e = ev.entry
-            const indexed = blocks.locate(e.cid)
-            if (!indexed || indexed.pack !== n || indexed.offset !== e.offset) continue
-            if (isLive(e.cid)) {
-              blocks.copyEntry(Uint8Array.prototype.slice.call(e.cid), e)
-              copied += ENTRY_HEADER_SIZE + e.storedLength
-            } else ops.push({ type: 'del', key: blockKey(e.cid) })
+            // a dead block's index entry went in the pass above
+            if (!isLive(e.cid)) continue
+            const loc = blocks.locate(e.cid)
+            // a live block whose index entry names another copy (an older, superseded one here) stays there
+            if (!loc || loc.pack !== n || loc.offset !== e.offset) continue
+            if (loc.storedLength !== e.storedLength || loc.rawLength !== e.rawLength || loc.codec !== e.codec) continue
+            blocks.copyRawEntry(Uint8Array.prototype.slice.call(e.cid), e.bytes, e.rawLength, e.codec, e.depth)
+            copied += e.bytes.length
+            pendingCopies += e.bytes.length
+            if (pendingCopies >= COMMIT_BYTES || ops.length >= COMMIT_OPS) await commit()
           }
         }
-        // a damaged pack: index entries still placing blocks in it (ones the scan could not reach) go too
+        let keep = false
         if (damaged) {
+          // entries the scan could not read: what the index still places in this pack after the copies
+          await commit()
           for await (const [k, v] of repo.kv.iterate(blockRange)) {
-            if (v.length === 22 && decodeLocation(v).pack === n && !blocks.isStaged(blockKeyCid(k))) ops.push({ type: 'del', key: Uint8Array.prototype.slice.call(k) })
+            if (v.length !== 22 || decodeLocation(v).pack !== n) continue
+            // gc never turns damage into loss: the pack stays (verify names the block, repair heals it)
+            damagedLive++
+            keep = true
           }
         }
-        await repo.commitWith(ops, { dropPack: n })
-        blocks.io.remove(n)
-        if (copied > 0) {
-          packsRewritten++
-          rewrittenBytes += copied
-          newBytes += copied
-        } else packsDeleted++
-        freed += size
-        opts.onProgress?.({ phase: 'sweep', done: ++sweepDone, total: todo.length })
+        rewrittenBytes += copied
+        newBytes += copied
+        if (keep) packsSkipped++
+        else {
+          dropPacks.push(n)
+          freed += p.rec.committedLength
+          if (copied > 0) packsRewritten++
+          else packsDeleted++
+        }
+        await commit()
+        opts.onProgress?.({ phase: 'sweep', done: ++sweepDone, total: chosen.length })
       }
       let orphansRemoved = 0
       if (!opts.dryRun) {
@@ -236,10 +356,17 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
         roots: roots.length,
         liveBlocks,
         liveBytes,
+        liveNodeBytes,
+        baseOnlyBytes,
+        deadBlocks: deadIndexed,
+        nodesReencoded: reencoded,
+        reencodedBytes,
         packsBefore: packs.size,
         packsAfter: opts.dryRun ? packs.size - packsDeleted : blocks.packRecords().size,
         packsDeleted,
         packsRewritten,
+        packsSkipped,
+        damagedLiveBlocks: damagedLive,
         rewrittenBytes,
         bytesBefore,
         bytesAfter: opts.dryRun ? bytesBefore - freed + rewrittenBytes : bytesAfter,
@@ -256,3 +383,10 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
     }
   })
 }
+
+/** a node stored anew by gc stays this far under the delta depth ingest allows (25..32) */
+const REENCODE_DEPTH = MAX_DELTA_DEPTH - 12
+/** copies made durable (fdatasync + one index batch) at least every this many bytes */
+const COMMIT_BYTES = 16 << 20
+/** index deletions in one batch, at most */
+const COMMIT_OPS = 1 << 14

@@ -118,6 +118,8 @@ export interface VerifySummary {
 // ------------------------------------------------------------------------- the index as a table
 
 /** dag-cbor payloads kept from the structure scan for the walk (beyond: read again) */
+/** unindexed pack entries remembered for the judgement after the walk (36 bytes and a map slot each) */
+const MAX_UNINDEXED = 1 << 20
 const KEEP_NODE_BYTES = 64 << 20
 const ENTRY_OK = 1
 const ENTRY_BAD = 2
@@ -269,6 +271,7 @@ class Verifier {
     t = performance.now()
     this.clean = await SeenSet.create(undefined, 1 << 16)
     yield* this.dag()
+    yield* this.unindexedEntries()
     ms.dag = performance.now() - t
     if (this.opts.deep || this.opts.sample !== undefined) {
       t = performance.now()
@@ -304,7 +307,7 @@ class Verifier {
   private summary(ms: VerifySummary['ms']): VerifySummary {
     const advice: string[] = []
     const dir = this.repo.dir
-    const indexProblems = this.indexFixable || this.kinds.has('unindexed-entry') || this.kinds.has('bad-index-value') || this.kinds.has('orphan-pack')
+    const indexProblems = this.indexFixable || this.warnedKinds.has('unindexed-entry') || this.kinds.has('bad-index-value') || this.kinds.has('orphan-pack')
     if (this.damaged.size > 0) {
       advice.push(`restore the ${this.damaged.size} damaged block${this.damaged.size === 1 ? '' : 's'} from a copy: ckpt repair --store ${dir} --from BUNDLE_OR_STORE (a bundle exported earlier, or another store holding these checkpoints)`)
     }
@@ -326,10 +329,13 @@ class Verifier {
   }
 
   private readonly kinds = new Set<FindingKind>()
+  /** kinds of findings above info */
+  private readonly warnedKinds = new Set<FindingKind>()
   private indexFixable = false
 
   private emit(f: Finding): Finding {
     this.kinds.add(f.kind)
+    if (f.severity !== 'info') this.warnedKinds.add(f.kind)
     return this.finding(f)
   }
 
@@ -377,15 +383,9 @@ class Verifier {
           intact++
           const i = this.table.find(e.cid)
           if (i < 0) {
-            yield this.emit({
-              phase: 'structure',
-              kind: 'unindexed-entry',
-              severity: 'warning',
-              message: `pack ${n} holds block ${cidToString(e.cid)} at offset ${e.offset}, which the index does not list`,
-              cid: cidToString(e.cid),
-              pack: n,
-              offset: e.offset,
-            })
+            // garbage (gc took it out of the index) unless a checkpoint needs it: judged after the walk
+            this.unindexedCount++
+            if (this.unindexed.size < MAX_UNINDEXED) this.unindexed.set(cidKey(e.cid), { cid: copyOf(e.cid), pack: n, offset: e.offset })
           } else if (this.table.pack[i] === n && this.table.offset[i] === e.offset) {
             if (this.table.depth[i] !== e.depth && this.table.stored[i] === e.storedLength && this.table.raw[i] === e.rawLength && this.table.codec[i] === e.codec) {
               // only the delta depth is off: reads do not use it (writers bound chains by it)
@@ -475,6 +475,38 @@ class Verifier {
           length: r.length,
         })
       }
+    }
+  }
+
+  /** pack entries the index does not list (at most MAX_UNINDEXED remembered), by cidKey */
+  private readonly unindexed = new Map<string, { cid: CidBytes; pack: number; offset: number }>()
+  private unindexedCount = 0
+
+  /**
+   * Unindexed pack entries, once the walk knows which blocks checkpoints need: one a checkpoint
+   * needs (the walk found it missing) is a lost index entry (a warning: rebuild the index); the rest
+   * are garbage — blocks gc took out of the index, old copies of rewritten nodes, writes a crash cut
+   * short — one note for all of them (gc deletes them when it rewrites their packs).
+   */
+  private *unindexedEntries(): Generator<Finding> {
+    let needed = 0
+    for (const [k, u] of this.unindexed) {
+      if (!this.damaged.has(k)) continue
+      needed++
+      yield this.emit({
+        phase: 'structure',
+        kind: 'unindexed-entry',
+        severity: 'warning',
+        message: `pack ${u.pack} holds block ${cidToString(u.cid)} at offset ${u.offset}, which the index does not list (a checkpoint needs it)`,
+        cid: cidToString(u.cid),
+        pack: u.pack,
+        offset: u.offset,
+      })
+    }
+    const rest = this.unindexedCount - needed
+    if (rest > 0) {
+      const scope = this.opts.refs && this.opts.refs.length ? 'the checkpoints checked do not reach' : 'no checkpoint reaches'
+      yield this.emit({ phase: 'structure', kind: 'unindexed-entry', severity: 'info', message: `${rest} pack entr${rest === 1 ? 'y holds a block' : 'ies hold blocks'} the index does not list and ${scope}: garbage (removed by gc, superseded copies, or writes a crash cut short); gc deletes it when it rewrites the packs` })
     }
   }
 

@@ -277,13 +277,14 @@ export class BlockStore {
   }
 
   /**
-   * A new copy of a block the store has but cannot read (repair): written like put() even though the
-   * CID is indexed; the commit points the index at the new copy. The damaged one becomes garbage.
+   * A new copy of a block the store has but cannot read (repair), or a node stored anew against
+   * another base (gc): written like put() even though the CID is indexed; the commit points the index
+   * at the new copy. The old one becomes garbage.
    */
-  replace(cid: CidBytes, codec: number, payload: Uint8Array, rawLength: number): void {
+  replace(cid: CidBytes, codec: number, payload: Uint8Array, rawLength: number, depth = 0): void {
     const at = this.reserve(ENTRY_HEADER_SIZE + payload.length)
-    writeEntry(this.buf, at, cid, codec, 0, rawLength, payload)
-    this.staging(cid, at, payload.length, rawLength, codec, 0)
+    writeEntry(this.buf, at, cid, codec, depth, rawLength, payload)
+    this.staging(cid, at, payload.length, rawLength, codec, depth)
     this.nodeCache.delete(cidKey(cid))
   }
 
@@ -295,6 +296,16 @@ export class BlockStore {
     const at = this.reserve(ENTRY_HEADER_SIZE + e.storedLength)
     writeEntry(this.buf, at, cid, e.codec, e.depth, e.rawLength, e.payload)
     this.staging(cid, at, e.storedLength, e.rawLength, e.codec, e.depth)
+  }
+
+  /**
+   * gc's copy of a whole pack entry (header with its checksum, then the payload) read from a pack it
+   * rewrites, checked by the caller: the bytes go as they are; the index moves to the copy at commit.
+   */
+  copyRawEntry(cid: CidBytes, entry: Uint8Array, rawLength: number, codec: number, depth: number): void {
+    const at = this.reserve(entry.length)
+    this.buf.set(entry, at)
+    this.staging(cid, at, entry.length - ENTRY_HEADER_SIZE, rawLength, codec, depth)
   }
 
   isStaged(cid: CidBytes): boolean {

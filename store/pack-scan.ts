@@ -16,9 +16,10 @@ export interface ScannedEntry {
   rawLength: number
   codec: number
   depth: number
-  /** the CID and the payload: views, valid until the next event (copy what you keep) */
+  /** the CID, the payload and the whole entry (header and payload): views, valid until the next event (copy what you keep) */
   cid: Uint8Array
   payload: Uint8Array
+  bytes: Uint8Array
 }
 
 export type ScanEvent =
@@ -134,6 +135,7 @@ export function* scanPack(r: PackReader, packNo: number, opts: { end?: number; s
         depth: buf[o + 9]!,
         cid: buf.subarray(o + 12, o + 12 + CID_LENGTH),
         payload: buf.subarray(o + ENTRY_HEADER_SIZE, o + ENTRY_HEADER_SIZE + stored),
+        bytes: buf.subarray(o, o + ENTRY_HEADER_SIZE + stored),
       }
     }
     let at = PACK_HEADER_SIZE

@@ -165,21 +165,23 @@ export class Repository {
   }
 
   /**
-   * commit() with index operations of the caller's own, and a pack whose record goes in the same
-   * batch (gc: the pack's live entries were copied into the staged transaction).
+   * commit() with index operations of the caller's own, and packs whose records go in the same
+   * batch (gc: their live entries were copied into the staged transaction).
    */
-  async commitWith(extra: KVOp[], opts: { dropPack?: number } = {}): Promise<void> {
+  async commitWith(extra: KVOp[], opts: { dropPacks?: number[] } = {}): Promise<void> {
     this.check()
+    const drop = opts.dropPacks ?? []
     try {
       const ops = await this.blocks.prepareCommit()
-      if (opts.dropPack !== undefined) ops.push({ type: 'del', key: packKey(opts.dropPack) })
-      await this.kv.batch([...ops, ...extra], { sync: true })
+      for (const n of drop) ops.push({ type: 'del', key: packKey(n) })
+      for (const op of extra) ops.push(op)
+      await this.kv.batch(ops, { sync: true })
     } catch (err) {
       this.blocks.abort()
       throw err
     }
     this.blocks.committed()
-    if (opts.dropPack !== undefined) this.blocks.forgetPack(opts.dropPack)
+    for (const n of drop) this.blocks.forgetPack(n)
     await this.blocks.maybeSeal()
   }
 

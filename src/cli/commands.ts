@@ -1006,17 +1006,21 @@ examples:
 
 const gc: Command = {
   summary: 'reclaim the space of blocks no checkpoint or ref reaches',
-  help: `usage: ckpt gc --store DIR [--threshold PCT] [--dry-run] [--json]
+  help: `usage: ckpt gc --store DIR [--threshold PCT] [--max-unused PCT] [--dry-run] [--json]
 
 Marks every block reachable from the catalog's checkpoints and the refs, then deletes packs with
 nothing live in them and rewrites those whose live share is below the threshold (their live blocks
-are copied into a new pack, the old file deleted). Holds the store's writer lock; a kill at any
+are copied into a new pack, the old file deleted), and then the deadest others while the dead bytes
+left would exceed --max-unused of the live ones. Tree nodes kept only as delta bases of thinned
+checkpoints are not kept: the live nodes built on them are stored anew. Holds the store's writer lock; a kill at any
 point leaves a consistent store (SPEC.md §15). Prints packs rewritten and deleted, and bytes
 reclaimed (--json: the whole summary).
 
 ${STORE_HELP}
   --threshold PCT    rewrite packs less than PCT% live (default 50; 100 rewrites every pack with
                      any dead block; 0 only deletes dead packs)
+  --max-unused PCT   leave at most PCT% dead bytes (of the live bytes) in packs kept (default 10;
+                     100: only the threshold decides)
   --dry-run          only say what would be reclaimed
 ${JSON_HELP}
 
@@ -1024,7 +1028,7 @@ examples:
   ckpt gc --store s
   ckpt gc --store s --threshold 90 --json`,
   async run(argv) {
-    const { values, positionals } = parse('gc', argv, { ...COMMON, threshold: { type: 'string' }, 'dry-run': { type: 'boolean' } })
+    const { values, positionals } = parse('gc', argv, { ...COMMON, threshold: { type: 'string' }, 'max-unused': { type: 'string' }, 'dry-run': { type: 'boolean' } })
     noPositionals('gc', positionals)
     const dir = storeDir(values.store, 'gc')
     let threshold: number | undefined
@@ -1033,11 +1037,17 @@ examples:
       if (values.threshold.trim() === '' || !Number.isFinite(threshold) || threshold < 0 || threshold > 100) throw new UsageError(`--threshold must be a percentage in [0, 100], not ${JSON.stringify(values.threshold)}`, 'gc')
       threshold /= 100
     }
+    let maxUnused: number | undefined
+    if (values['max-unused'] !== undefined) {
+      maxUnused = Number(values['max-unused'].replace(/%$/, ''))
+      if (values['max-unused'].trim() === '' || !Number.isFinite(maxUnused) || maxUnused < 0 || maxUnused > 100) throw new UsageError(`--max-unused must be a percentage in [0, 100], not ${JSON.stringify(values['max-unused'])}`, 'gc')
+      maxUnused /= 100
+    }
     const dryRun = values['dry-run'] === true
     const progress = new Progress('ckpt gc', Progress.wanted(values.json === true))
     try {
       const s = await withStore(dir, { mustExist: true, threads: 0 }, (store) =>
-        store.gc({ threshold, dryRun, onProgress: (p) => progress.amount(p.phase === 'mark' ? 'marking live blocks' : 'rewriting packs', p.done, p.total, p.phase === 'mark' ? 'roots' : 'packs') }),
+        store.gc({ threshold, maxUnused, dryRun, onProgress: (p) => progress.amount(p.phase === 'mark' ? 'marking live blocks' : 'rewriting packs', p.done, p.total, p.phase === 'mark' ? 'roots' : 'packs') }),
       )
       progress.end()
       if (values.json) json(s)
@@ -1046,6 +1056,9 @@ examples:
         line(
           `${s.roots} root${s.roots === 1 ? '' : 's'}, ${s.liveBlocks} live blocks (${humanBytes(s.liveBytes)}); ${would}rewrite ${s.packsRewritten} pack${s.packsRewritten === 1 ? '' : 's'} (${humanBytes(s.rewrittenBytes)} copied), ${would}delete ${s.packsDeleted} dead pack${s.packsDeleted === 1 ? '' : 's'}`,
         )
+        if (s.nodesReencoded) line(`stored ${s.nodesReencoded} tree node${s.nodesReencoded === 1 ? '' : 's'} anew (${humanBytes(s.reencodedBytes)}) so the delta bases of removed checkpoints can go`)
+        if (dryRun && s.baseOnlyBytes) line(`${humanBytes(s.baseOnlyBytes)} of tree nodes are live only as delta bases: gc stores the nodes built on them anew`)
+        if (s.packsSkipped) line(`left ${s.packsSkipped} pack${s.packsSkipped === 1 ? '' : 's'} as they are: ${s.damagedLiveBlocks} live block${s.damagedLiveBlocks === 1 ? '' : 's'} in them did not read back intact; next: ckpt verify --store ${dir} --deep`)
         line(`${dryRun ? 'would reclaim' : 'reclaimed'} ${humanBytes(s.reclaimedBytes)}: packs ${humanBytes(s.bytesBefore)} -> ${humanBytes(s.bytesAfter)}${s.deadBytesKept ? `; ${humanBytes(s.deadBytesKept)} dead left in packs above the threshold` : ''}${s.orphansRemoved ? `; ${s.orphansRemoved} set-aside pack${s.orphansRemoved === 1 ? '' : 's'} removed` : ''}`)
       }
     } finally {
