@@ -71,7 +71,7 @@ const commitMs: number[] = []
 const pauseMs: number[] = []
 let thinnedTotal = 0
 const report: string[][] = [['step', 'virtual time', 'live ckpts', 'store before gc', 'gc: rewritten, reclaimed', 'gc ms (mark/sweep)', 'rewrite MB/s', 'gc peak RSS', 'store after gc', 'ideal (live)', 'after / ideal']]
-type ChildGc = Omit<GcSummary, 'ms'> & { ms: number; markMs: number; sweepMs: number; rssMiB: number }
+type ChildGc = Omit<GcSummary, 'ms'> & { ms: number; markMs: number; sweepMs: number; rewriteMs: number; rssMiB: number }
 const gcs: { step: number; live: number; before: number; after: number; ideal: number; ratio: number; ratioBefore: number; summary: ChildGc }[] = []
 const prevKeys = new Int32Array(pages)
 const t0 = performance.now()
@@ -108,7 +108,8 @@ for (let k = 0; k < N; k++) {
     const entry = { step: k + 1, live: live.length, before, after, ideal, ratio: after / ideal, ratioBefore: before / ideal, summary: g }
     gcs.push(entry)
     const sweepMs = g.sweepMs
-    const rate = g.rewrittenBytes / 1e6 / (sweepMs / 1000)
+    // the rewrite itself: reading the packs that go, copying their live entries, committing
+    const rate = g.rewrittenBytes / 1e6 / (g.rewriteMs / 1000)
     report.push([
       String(k + 1),
       `${((k * 10) / 1000).toFixed(2)} s`,
@@ -146,7 +147,7 @@ await store.close()
 // ---------------------------------------------------------------- figures
 const rows: string[][] = [['figure', 'measured', 'target', 'ok']]
 const row = (name: string, value: string, target = '', ok?: boolean) => rows.push([name, value, target, ok === undefined ? '' : ok ? 'yes' : 'NO'])
-const rated = gcs.filter((g) => g.summary.rewrittenBytes > 0).map((g) => g.summary.rewrittenBytes / 1e6 / (g.summary.sweepMs / 1000))
+const rated = gcs.filter((g) => g.summary.rewrittenBytes > 0).map((g) => g.summary.rewrittenBytes / 1e6 / (g.summary.rewriteMs / 1000))
 const rateMed = rated.length ? median(rated) : 0
 const rssMax = Math.max(...gcs.map((g) => g.summary.rssMiB))
 const ratioMax = Math.max(...gcs.map((g) => g.ratio))
@@ -156,8 +157,9 @@ row('recording', `${N} checkpoints in ${wallS.toFixed(0)} s wall (gc and reopen 
 row('live checkpoints at the end', `${lastGc.live} (policy ${POLICY})`)
 row('commit latency with the policy, median / p99', `${median(commitMs).toFixed(1)} / ${quantile(commitMs, 0.99).toFixed(1)} ms`)
 row('pause median', `${median(pauseMs).toFixed(2)} ms`)
-row('gc rewrite rate, median over gcs that rewrote', `${rateMed.toFixed(0)} MB/s (min ${rated.length ? Math.min(...rated).toFixed(0) : '-'}, ${rated.length} gcs)`, '>= 200 MB/s', rateMed >= 200)
-row('gc time, median', `${median(gcs.map((g) => g.summary.ms)).toFixed(0)} ms (mark ${median(gcs.map((g) => g.summary.markMs)).toFixed(0)}, sweep ${median(gcs.map((g) => g.summary.sweepMs)).toFixed(0)})`)
+row('gc rewrite rate (live bytes copied / time reading, copying, committing), median over gcs that rewrote', `${rateMed.toFixed(0)} MB/s (min ${rated.length ? Math.min(...rated).toFixed(0) : '-'}, ${rated.length} gcs)`, '>= 200 MB/s', rateMed >= 200)
+row('gc time, median', `${median(gcs.map((g) => g.summary.ms)).toFixed(0)} ms (mark ${median(gcs.map((g) => g.summary.markMs)).toFixed(0)}, sweep ${median(gcs.map((g) => g.summary.sweepMs)).toFixed(0)} of which rewrite ${median(gcs.map((g) => g.summary.rewriteMs)).toFixed(0)})`)
+row('gc live tree nodes, last gc', `${fmtBytes(lastGc.summary.liveNodeBytes)} (${lastGc.summary.nodesReencoded} nodes stored anew, ${fmtBytes(lastGc.summary.reencodedBytes)}); dead blocks unindexed ${lastGc.summary.deadBlocks}`)
 row('gc peak RSS, max over gcs (own process)', `${rssMax.toFixed(0)} MiB`, '<= 256 MiB', rssMax <= 256)
 row('store after gc / ideal for live checkpoints, max', `${ratioMax.toFixed(3)} x (last: ${fmtBytes(lastGc.after)} vs ${fmtBytes(lastGc.ideal)})`, '<= 1.2 x', ratioMax <= 1.2)
 row('store before gc / ideal, max (grows between gcs)', `${ratioBeforeMax.toFixed(3)} x`)

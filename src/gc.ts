@@ -82,7 +82,8 @@ export interface GcSummary {
   deadBytesKept: number
   orphansRemoved: number
   dryRun: boolean
-  ms: { mark: number; sweep: number }
+  /** mark; sweep (all of it); of which rewrite: reading, copying and committing the packs that go */
+  ms: { mark: number; sweep: number; rewrite: number }
 }
 
 export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Promise<GcSummary> {
@@ -95,11 +96,14 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
     const blocks = repo.blocks
     const t0 = performance.now()
     const tmp = repo.memory ? undefined : path.join(repo.dir, 'tmp', `gc-${process.pid}-${Date.now().toString(36)}`)
-    const live = await SeenSet.create(tmp, blocks.count)
+    // sized for half the indexed blocks: a live set larger than that spills to disk (still exact)
+    const live = await SeenSet.create(tmp, blocks.count >> 1)
     // bases of live deltas kept for their own sake, apart from `live`: a node in `live` has had its
     // whole subtree marked, a base alone has not (a later tree holding that node must still walk it)
     const bases = await SeenSet.create(tmp && `${tmp}-bases`, 1024)
     const isLive = (cid: CidBytes) => live.has(cid) || bases.has(cid)
+    // the walk needs the previous checkpoint's nodes at hand (a few hundred per region), no more
+    const cacheWas = blocks.setNodeCacheSize(GC_NODE_CACHE)
     let reencoded = 0
     let reencodedBytes = 0
     try {
@@ -284,6 +288,7 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
           freed += p.rec.committedLength
         }
       }
+      const tRewrite0 = performance.now()
       // pack by pack: the file is read front to back (each entry's checksum checked); a live entry the
       // index places there is copied as it is into the open pack; a dead block's index entry is
       // deleted. A commit (every 16 MiB of copies or 16k deletions, and after each pack) makes the
@@ -344,6 +349,7 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
         await commit()
         opts.onProgress?.({ phase: 'sweep', done: ++sweepDone, total: chosen.length })
       }
+      const tRewrite = performance.now() - tRewrite0
       let orphansRemoved = 0
       if (!opts.dryRun) {
         for (const q of blocks.io.quarantined()) {
@@ -375,9 +381,10 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
         deadBytesKept,
         orphansRemoved,
         dryRun: opts.dryRun === true,
-        ms: { mark: tMark, sweep: performance.now() - t0 - tMark },
+        ms: { mark: tMark, sweep: performance.now() - t0 - tMark, rewrite: tRewrite },
       }
     } finally {
+      blocks.setNodeCacheSize(cacheWas)
       await live.close()
       await bases.close()
     }
@@ -386,6 +393,8 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
 
 /** a node stored anew by gc stays this far under the delta depth ingest allows (25..32) */
 const REENCODE_DEPTH = MAX_DELTA_DEPTH - 12
+/** decoded nodes gc keeps cached while it walks */
+const GC_NODE_CACHE = 768
 /** copies made durable (fdatasync + one index batch) at least every this many bytes */
 const COMMIT_BYTES = 16 << 20
 /** index deletions in one batch, at most */

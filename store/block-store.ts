@@ -116,7 +116,7 @@ export class BlockStore {
   private bufLen = 0
   private blockCount = 0
   private readonly packTarget: number
-  private readonly nodeCacheMax: number
+  private nodeCacheMax: number
 
   private constructor(
     private readonly kv: KV,
@@ -306,6 +306,14 @@ export class BlockStore {
     const at = this.reserve(entry.length)
     this.buf.set(entry, at)
     this.staging(cid, at, entry.length - ENTRY_HEADER_SIZE, rawLength, codec, depth)
+  }
+
+  /** Resizes the decoded-node cache (gc walks with a small one); returns the previous size. */
+  setNodeCacheSize(entries: number): number {
+    const was = this.nodeCacheMax
+    this.nodeCacheMax = Math.max(16, entries)
+    while (this.nodeCache.size > this.nodeCacheMax) this.nodeCache.delete(this.nodeCache.keys().next().value!)
+    return was
   }
 
   isStaged(cid: CidBytes): boolean {
@@ -540,9 +548,11 @@ export class BlockStore {
 
   private resolveNode(cid: CidBytes, hops: number): { loc: BlockLocation; entries: NodeEntries } {
     if (cidCodec(cid) !== DAG_CBOR) throw new CkptError('CKPT_BAD_NODE', `${cidToString(cid)} is not a dag-cbor node`, { cid: cidToString(cid) })
-    const hit = this.nodeCache.get(cidKey(cid))
+    // a cached base ends the chain without a read (its location only serves error messages of the
+    // node asked for, which is never a hit: getNodeBytes looked first)
+    const hit = hops > 0 ? this.nodeCache.get(cidKey(cid)) : undefined
+    if (hit) return { loc: CACHED, entries: hit }
     const { loc, payload } = this.readStored(cid)
-    if (hit) return { loc, entries: hit }
     if (loc.codec !== AT_REST.nodeDelta) {
       const raw = decompress(cid, loc, payload)
       let entries: NodeEntries
@@ -570,6 +580,8 @@ export class BlockStore {
     this.io.close()
   }
 }
+
+const CACHED: BlockLocation = { pack: -1, offset: 0, storedLength: 0, rawLength: 0, codec: AT_REST.nodeDelta, depth: 0 }
 
 /** Decompression failures name the block, its pack and offset, like every other read error. */
 function decompress(cid: CidBytes, loc: BlockLocation, payload: Uint8Array, into?: Uint8Array): Uint8Array {
