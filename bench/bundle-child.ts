@@ -49,7 +49,7 @@ if (op === 'export') {
   console.log(JSON.stringify({ ms, clean: r.value.clean, checkpoints: r.value.checkpoints, blocks: r.value.blocks, dataBytes: r.value.dataBytes, phases: r.value.ms, rssMiB: peakRssMiB() }))
 } else if (op === 'gc') {
   // as ckpt gc opens it: no worker threads (gc neither hashes nor compresses)
-  const store = await openStore(dir!, { mustExist: true, threads: 0 })
+  const store = await openStore(dir!, { mustExist: true, threads: 0, dedupFilter: false })
   const t = performance.now()
   const s = await store.gc(file ? { threshold: Number(file) } : {})
   const ms = performance.now() - t

@@ -40,7 +40,7 @@ export interface GcOptions {
   threshold?: number
   /**
    * at most this share of dead bytes (of the live bytes) left in packs kept: past it, the packs with
-   * the most dead bytes are rewritten too (default 0.1; 1 turns this off)
+   * the most dead bytes are rewritten too (default 0.05, as restic's prune; 1 turns this off)
    */
   maxUnused?: number
   /** only report what would be reclaimed */
@@ -89,7 +89,7 @@ export interface GcSummary {
 export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Promise<GcSummary> {
   const threshold = opts.threshold ?? 0.5
   if (typeof threshold !== 'number' || !(threshold >= 0 && threshold <= 1)) throw new CkptError('CKPT_BAD_ARGUMENT', 'gc threshold must be between 0 and 1', { threshold })
-  const maxUnused = opts.maxUnused ?? 0.1
+  const maxUnused = opts.maxUnused ?? 0.05
   if (typeof maxUnused !== 'number' || !(maxUnused >= 0 && maxUnused <= 1)) throw new CkptError('CKPT_BAD_ARGUMENT', 'gc maxUnused must be between 0 and 1', { maxUnused })
   return store.exclusive(async () => {
     const { repo } = store.internals()
@@ -316,10 +316,15 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
             const e = ev.entry
             // a dead block's index entry went in the pass above
             if (!isLive(e.cid)) continue
-            const loc = blocks.locate(e.cid)
-            // a live block whose index entry names another copy (an older, superseded one here) stays there
-            if (!loc || loc.pack !== n || loc.offset !== e.offset) continue
-            if (loc.storedLength !== e.storedLength || loc.rawLength !== e.rawLength || loc.codec !== e.codec) continue
+            // a node whose index entry names another copy stays where it is: the copy here may be an old
+            // one, a delta of a base gc let go (stored anew in the mark). A chunk has no base: any intact
+            // copy of it will do, and the index moves to the new one (no lookup per chunk)
+            if (blocks.isStaged(e.cid)) continue // a second copy of a chunk already copied
+            if (e.cid[1] === DAG_CBOR) {
+              const loc = blocks.locate(e.cid)
+              if (!loc || loc.pack !== n || loc.offset !== e.offset) continue
+              if (loc.storedLength !== e.storedLength || loc.rawLength !== e.rawLength || loc.codec !== e.codec) continue
+            }
             blocks.copyRawEntry(Uint8Array.prototype.slice.call(e.cid), e.bytes, e.rawLength, e.codec, e.depth)
             copied += e.bytes.length
             pendingCopies += e.bytes.length

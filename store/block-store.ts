@@ -93,6 +93,12 @@ export interface BlockStoreOptions {
   packTargetSize?: number
   /** decoded tree nodes kept in memory (default 2,048, ~17 MiB at 256 links) */
   nodeCacheEntries?: number
+  /**
+   * the in-memory "already stored?" filter (16-32 bytes per block, filled at open). false: every
+   * has() asks the index instead — for processes that write little or nothing (gc, verify), whose
+   * memory then does not grow with the store
+   */
+  dedupFilter?: boolean
 }
 
 const WRITE_BUFFER = 4 << 20
@@ -125,7 +131,10 @@ export class BlockStore {
   ) {
     this.packTarget = opts.packTargetSize ?? 64 << 20
     this.nodeCacheMax = opts.nodeCacheEntries ?? 2048
+    this.useFilter = opts.dedupFilter !== false
   }
+
+  private readonly useFilter: boolean
 
   /**
    * Loads pack records, cuts torn tails back to the committed length, removes pack files no commit
@@ -152,7 +161,7 @@ export class BlockStore {
       }
     }
     for await (const [k] of kv.iterate(blockRange)) {
-      s.filter.add(cidDigest(blockKeyCid(k)))
+      if (s.useFilter) s.filter.add(cidDigest(blockKeyCid(k)))
       s.blockCount++
     }
     return s
@@ -187,7 +196,7 @@ export class BlockStore {
 
   /** Stored (committed) or staged in the current transaction. */
   has(cid: CidBytes): boolean {
-    if (!this.filter.mayHave(cidDigest(cid))) return false
+    if (this.useFilter && !this.filter.mayHave(cidDigest(cid))) return false
     return this.locate(cid) !== undefined
   }
 
@@ -359,7 +368,7 @@ export class BlockStore {
     this.staged.set(cidKey(cid), loc)
     this.stagedCids.push(cid)
     this.stagedEntries++
-    this.filter.add(cidDigest(cid))
+    if (this.useFilter) this.filter.add(cidDigest(cid))
     if (this.bufLen >= FLUSH_AT) this.flushBuffer()
   }
 

@@ -1019,7 +1019,7 @@ reclaimed (--json: the whole summary).
 ${STORE_HELP}
   --threshold PCT    rewrite packs less than PCT% live (default 50; 100 rewrites every pack with
                      any dead block; 0 only deletes dead packs)
-  --max-unused PCT   leave at most PCT% dead bytes (of the live bytes) in packs kept (default 10;
+  --max-unused PCT   leave at most PCT% dead bytes (of the live bytes) in packs kept (default 5;
                      100: only the threshold decides)
   --dry-run          only say what would be reclaimed
 ${JSON_HELP}
@@ -1046,7 +1046,8 @@ examples:
     const dryRun = values['dry-run'] === true
     const progress = new Progress('ckpt gc', Progress.wanted(values.json === true))
     try {
-      const s = await withStore(dir, { mustExist: true, threads: 0 }, (store) =>
+      // no dedup filter: this process writes only copies, and its memory stays flat whatever the store's size
+      const s = await withStore(dir, { mustExist: true, threads: 0, dedupFilter: false }, (store) =>
         store.gc({ threshold, maxUnused, dryRun, onProgress: (p) => progress.amount(p.phase === 'mark' ? 'marking live blocks' : 'rewriting packs', p.done, p.total, p.phase === 'mark' ? 'roots' : 'packs') }),
       )
       progress.end()
