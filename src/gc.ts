@@ -203,6 +203,7 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
       let baseOnlyBytes = 0
       let deadOps: KVOp[] = []
       let deadIndexed = 0
+      const liveNodesAt = new Map<number, Set<number>>()
       for await (const [k, v] of repo.kv.iterate(blockRange)) {
         if (v.length !== 22) continue
         const loc = decodeLocation(v)
@@ -223,6 +224,10 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
         liveBlocks++
         liveBytes += ENTRY_HEADER_SIZE + loc.storedLength
         if (cid[1] === DAG_CBOR) {
+          // where the index places each live node, for the rewrite (a node's other copies stay put)
+          let at = liveNodesAt.get(loc.pack)
+          if (!at) liveNodesAt.set(loc.pack, (at = new Set()))
+          at.add(loc.offset)
           liveNodeBytes += ENTRY_HEADER_SIZE + loc.storedLength
           if (!live.has(cid)) baseOnlyBytes += ENTRY_HEADER_SIZE + loc.storedLength
         }
@@ -291,7 +296,7 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
       const tRewrite0 = performance.now()
       // pack by pack: the file is read front to back (each entry's checksum checked); a live entry the
       // index places there is copied as it is into the open pack; a dead block's index entry is
-      // deleted. A commit (every 16 MiB of copies or 16k deletions, and after each pack) makes the
+      // deleted. A commit (every 64 MiB of copies or 16k deletions, and after each pack) makes the
       // copies durable and moves the index to them; a pack's record goes in the commit after its
       // last copy, and its file after that commit. Memory stays bounded whatever the pack sizes.
       let ops: KVOp[] = []
@@ -309,7 +314,14 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
         let copied = 0
         let damaged = !blocks.io.exists(n)
         if (!damaged) {
-          const scan = scanPack(blocks.io.reader(n), n, { end: p.rec.sealed || p.rec.retired ? undefined : p.rec.committedLength, sealed: p.rec.sealed && !p.rec.retired, footerOptional: p.rec.retired })
+          const nodesHere = liveNodesAt.get(n)
+          const scan = scanPack(blocks.io.reader(n), n, {
+            end: p.rec.sealed || p.rec.retired ? undefined : p.rec.committedLength,
+            sealed: p.rec.sealed && !p.rec.retired,
+            footerOptional: p.rec.retired,
+            // only what is copied needs its checksum checked
+            check: isLive,
+          })
           for (const ev of scan) {
             if (ev.kind === 'damage' || ev.kind === 'bad-header' || ev.kind === 'bad-footer') damaged = true
             if (ev.kind !== 'entry') continue
@@ -320,11 +332,7 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
             // one, a delta of a base gc let go (stored anew in the mark). A chunk has no base: any intact
             // copy of it will do, and the index moves to the new one (no lookup per chunk)
             if (blocks.isStaged(e.cid)) continue // a second copy of a chunk already copied
-            if (e.cid[1] === DAG_CBOR) {
-              const loc = blocks.locate(e.cid)
-              if (!loc || loc.pack !== n || loc.offset !== e.offset) continue
-              if (loc.storedLength !== e.storedLength || loc.rawLength !== e.rawLength || loc.codec !== e.codec) continue
-            }
+            if (e.cid[1] === DAG_CBOR && !nodesHere?.has(e.offset)) continue
             blocks.copyRawEntry(Uint8Array.prototype.slice.call(e.cid), e.bytes, e.rawLength, e.codec, e.depth)
             copied += e.bytes.length
             pendingCopies += e.bytes.length
@@ -401,6 +409,6 @@ const REENCODE_DEPTH = MAX_DELTA_DEPTH - 12
 /** decoded nodes gc keeps cached while it walks */
 const GC_NODE_CACHE = 768
 /** copies made durable (fdatasync + one index batch) at least every this many bytes */
-const COMMIT_BYTES = 16 << 20
+const COMMIT_BYTES = 64 << 20
 /** index deletions in one batch, at most */
 const COMMIT_OPS = 1 << 14

@@ -75,7 +75,21 @@ export function scanPackFile(file: string, packNo: number, opts: { end?: number;
  * Scans a pack (number packNo). `end`: where entries stop (an unsealed pack's committed length);
  * undefined: a sealed pack's footer says, else the file's end. Closes the reader when done.
  */
-export function* scanPack(r: PackReader, packNo: number, opts: { end?: number; sealed?: boolean; footerOptional?: boolean } = {}): Generator<ScanEvent> {
+export function* scanPack(
+  r: PackReader,
+  packNo: number,
+  opts: {
+    end?: number
+    sealed?: boolean
+    footerOptional?: boolean
+    /**
+     * whether an entry's checksum matters (default: every entry's does). gc checks only the entries
+     * it copies; one it skips is walked over by its header (a damaged length still shows: the next
+     * header is then implausible, and the scan falls back to searching with checksums)
+     */
+    check?: (cid: Uint8Array) => boolean
+  } = {},
+): Generator<ScanEvent> {
   try {
     const size = r.size
     const head = Buffer.alloc(PACK_HEADER_SIZE)
@@ -121,12 +135,13 @@ export function* scanPack(r: PackReader, packNo: number, opts: { end?: number; s
       return bufLen >= n
     }
     /** the whole entry at file offset p, if one starts there and its checksum holds */
-    const entryAt = (p: number): ScannedEntry | undefined => {
+    const entryAt = (p: number, mayTrust = false): ScannedEntry | undefined => {
       if (!have(p, ENTRY_HEADER_SIZE) || !plausible(buf, p - bufAt)) return undefined
       const stored = buf.readUInt32LE(p - bufAt)
       if (p + ENTRY_HEADER_SIZE + stored > limit || !have(p, ENTRY_HEADER_SIZE + stored)) return undefined
       const o = p - bufAt
-      if (!crcOk(buf, o, stored)) return undefined
+      const skip = mayTrust && opts.check !== undefined && !opts.check(buf.subarray(o + 12, o + 12 + CID_LENGTH))
+      if (!skip && !crcOk(buf, o, stored)) return undefined
       return {
         offset: p,
         storedLength: stored,
@@ -140,7 +155,7 @@ export function* scanPack(r: PackReader, packNo: number, opts: { end?: number; s
     }
     let at = PACK_HEADER_SIZE
     while (at < limit) {
-      const e = entryAt(at)
+      const e = entryAt(at, true)
       if (e) {
         yield { kind: 'entry', entry: e }
         at += ENTRY_HEADER_SIZE + e.storedLength
