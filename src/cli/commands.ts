@@ -1019,7 +1019,7 @@ reclaimed (--json: the whole summary).
 ${STORE_HELP}
   --threshold PCT    rewrite packs less than PCT% live (default 50; 100 rewrites every pack with
                      any dead block; 0 only deletes dead packs)
-  --max-unused PCT   leave at most PCT% dead bytes (of the live bytes) in packs kept (default 5;
+  --max-unused PCT   leave at most PCT% dead bytes (of the live bytes) in packs kept (default 2;
                      100: only the threshold decides)
   --dry-run          only say what would be reclaimed
 ${JSON_HELP}
