@@ -4,7 +4,7 @@
  * (byte-identical with copies taken while it was paused) and resumed from them in a new QEMU.
  *
  * The real-guest part boots the i386 Linux + busybox initramfs from CKPT_GUEST_DIR (default
- * /tmp/v86work/guest; scripts/fetch-guest.sh builds it), whose /init prints `tick N ...` on ttyS0,
+ * .guest/ or /tmp/v86work/guest; node scripts/fetch-guest.mjs builds .guest/), whose /init prints `tick N ...` on ttyS0,
  * and checks that the resumed guest continues the tick sequence exactly where the checkpoint was.
  * Without a guest it runs SeaBIOS with no boot disk (the same checks but the ticks).
  */
@@ -146,12 +146,12 @@ describe('QMP client (fake server)', () => {
 
 // ---------------------------------------------------------------- a real QEMU
 
-const QEMU = 'qemu-system-x86_64'
+const QEMU = process.env.CKPT_QEMU_BINARY ?? 'qemu-system-x86_64'
 const haveQemu = spawnSync('sh', ['-c', `command -v ${QEMU}`]).status === 0
 if (!haveQemu) console.log(`adapter-qemu: ${QEMU} is not installed: skipping the real-VM tests (apt-get install qemu-system-x86)`)
-const guestDir = process.env.CKPT_GUEST_DIR ?? '/tmp/v86work/guest'
+const guestDir = process.env.CKPT_GUEST_DIR ?? ['.guest', '/tmp/v86work/guest'].find((d) => fs.existsSync(path.join(d, 'vmlinuz'))) ?? '.guest'
 const guest = fs.existsSync(path.join(guestDir, 'vmlinuz')) && fs.existsSync(path.join(guestDir, 'initramfs.cpio.gz'))
-if (haveQemu && !guest) console.log(`adapter-qemu: no Linux guest in ${guestDir} (scripts/fetch-guest.sh): SeaBIOS only, no tick checks`)
+if (haveQemu && !guest) console.log(`adapter-qemu: no Linux guest in ${guestDir} (node scripts/fetch-guest.mjs): SeaBIOS only, no tick checks`)
 
 const MIB = 1 << 20
 const boot = guest
@@ -163,7 +163,7 @@ function vmFiles(dir: string, tag: string): QemuVm {
 }
 
 function startQemu(vm: QemuVm, serial: string, extra: Parameters<typeof qemuCommandLine>[1] = {}): ChildProcess {
-  const argv = qemuCommandLine(vm, { ...boot, serial, memory: 96 * MIB, ...extra })
+  const argv = qemuCommandLine(vm, { ...boot, serial, memory: 96 * MIB, binary: QEMU, ...extra })
   const p = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] })
   p.stderr!.on('data', (d) => process.stderr.write(`qemu: ${d}`))
   return p
@@ -281,6 +281,12 @@ describe.skipIf(!haveQemu)('QEMU guest over QMP', () => {
       expect(after).not.toContain('WORKLOAD START')
       const seq = ticks(before + after)
       for (let k = 1; k < seq.length; k++) expect(seq[k]).toBe(seq[k - 1]! + 1)
+      // deterministic workload: the resumed guest prints what the original printed for the same ticks
+      const lines = (t: string) => new Map(t.split('\n').filter((l) => /^tick \d+ /.test(l)).map((l) => [ticks(l)[0]!, l.trim()]))
+      const orig = lines(read(serial))
+      const common = [...lines(after)].filter(([n]) => orig.has(n))
+      expect(common.length).toBeGreaterThan(0)
+      for (const [n, l] of common) expect(l).toBe(orig.get(n))
     }
     await qb.execute('quit').catch(() => {})
     qb.close()
