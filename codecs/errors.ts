@@ -29,6 +29,7 @@ export type CkptErrorCode =
   | 'CKPT_BUNDLE_INCOMPLETE'
   | 'CKPT_TIMELINE_CONFLICT'
   | 'CKPT_PINNED'
+  | 'CKPT_QMP'
   | 'CKPT_BAD_STATE'
 
 export class CkptError extends Error {
