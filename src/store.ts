@@ -409,7 +409,7 @@ export class CkptStore {
     return {
       timelines,
       checkpoints,
-      blocks: this.repo.blocks.count,
+      blocks: await this.repo.blocks.count(),
       packs: p.packs,
       packBytes: p.bytes,
       indexBytes: dirBytes(path.join(this.repo.dir, 'index')),

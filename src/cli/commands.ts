@@ -48,7 +48,10 @@ async function withStore<T>(dir: string, opts: OpenOptions, fn: (store: CkptStor
   const { openStore } = await import('../store.js')
   let store: CkptStore
   try {
-    store = await openStore(dir, opts)
+    // one command is a short-lived process: filling the dedup filter would read every block entry of
+    // the index at each start (O(store)); without it a "stored already?" is one index lookup. import,
+    // which asks that of every block of a bundle, opts back in
+    store = await openStore(dir, { dedupFilter: false, ...opts })
   } catch (err) {
     if (isCkptError(err)) throw new StoreOpenError(err)
     throw err
@@ -636,7 +639,7 @@ examples:
     }
     const progress = new Progress('ckpt import', Progress.wanted(values.json === true))
     try {
-      const s = await withStore(dir, {}, async (store) => {
+      const s = await withStore(dir, { dedupFilter: true }, async (store) => {
         const { importBundle } = await import('../bundle.js')
         return importBundle(store, counted, {
           as: values.as,
