@@ -12,8 +12,6 @@ tool_ingest()  {
   done
   "$CKPT_CLI" add --store "$REPO" --timeline series --vtime "$3" --label "$2" "${args[@]}"
 }
-tool_restore() {
-  local f
-  for f in $FILES; do "$CKPT_CLI" restore --store "$REPO" "series@$2" --region "${f//[^A-Za-z0-9._-]/_}" --out "$3/$f"; done
-}
+# one process restores every region into $3 (region names are the file names, sanitized: the same here)
+tool_restore() { "$CKPT_CLI" restore --store "$REPO" "series@$2" --all --out "$3"; }
 tool_verify()  { "$CKPT_CLI" verify --store "$REPO" --deep; }

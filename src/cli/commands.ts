@@ -333,6 +333,53 @@ examples:
 
 // ---------------------------------------------------------------- restore
 
+/** `restore --all`: every region and blob of one checkpoint into a directory, in one process. */
+async function restoreAll(dir: string, ref: string, out: string, asJson: boolean): Promise<void> {
+  if (out === '-') throw new UsageError('--all writes a directory: --out - is not possible', 'restore')
+  const outDir = path.resolve(out)
+  const progress = new Progress('ckpt restore', Progress.wanted(asJson))
+  try {
+    progress.set('opening the store')
+    const r = await withStore(dir, { mustExist: true }, async (store) => {
+      const cid = (await store.resolve(ref)).toString()
+      const m = await store.manifest(cid)
+      const both = Object.keys(m.regions).filter((n) => n in m.blobs)
+      if (both.length > 0) throw new UsageError(`${both[0]} is both a region and a blob of ${m.timeline}@${m.vtime}: restore them one at a time`, 'restore')
+      try {
+        fs.mkdirSync(outDir, { recursive: true })
+      } catch (err) {
+        throw new CkptError((err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'CKPT_NO_SPACE' : 'CKPT_IO', `cannot create ${outDir}: ${(err as Error).message}`, { path: outDir }, err)
+      }
+      // names may hold '/': a file under a subdirectory, never outside DIR
+      const fileFor = (name: string) => {
+        const file = path.resolve(outDir, name)
+        if (!file.startsWith(outDir + path.sep)) throw new UsageError(`${name} does not name a file inside ${outDir}: restore it with --region/--blob`, 'restore')
+        fs.mkdirSync(path.dirname(file), { recursive: true })
+        return file
+      }
+      const files: { kind: 'region' | 'blob'; name: string; out: string; size: number; bytesWritten: number; chunksWritten: number }[] = []
+      for (const [name, spec] of Object.entries(m.regions)) {
+        progress.set(`restoring region ${name} of ${m.timeline}@${m.vtime}`)
+        const file = fileFor(name)
+        const res = await store.restore(cid, name, file)
+        files.push({ kind: 'region', name, out: file, size: spec.size, bytesWritten: res.bytes, chunksWritten: res.chunks })
+      }
+      for (const name of Object.keys(m.blobs)) {
+        const data = await store.readBlob(cid, name)
+        const file = fileFor(name)
+        fs.writeFileSync(file, data)
+        files.push({ kind: 'blob', name, out: file, size: data.length, bytesWritten: data.length, chunksWritten: m.blobs[name]!.chunks.length })
+      }
+      return { cid, m, files }
+    })
+    progress.end()
+    if (asJson) json({ cid: r.cid, timeline: r.m.timeline, vtime: r.m.vtime, out: outDir, files: r.files })
+    else for (const f of r.files) line(`${f.kind} ${f.name} of ${r.m.timeline}@${r.m.vtime} ${r.cid} -> ${f.out} (${f.size} B, ${f.chunksWritten} chunk${f.chunksWritten === 1 ? '' : 's'} written)`)
+  } finally {
+    progress.end()
+  }
+}
+
 /** Regions up to this size go to stdout through memory; larger ones through a sparse temporary file. */
 const STDOUT_BUFFER_MAX = 256 << 20
 
@@ -340,28 +387,35 @@ const restore: Command = {
   summary: 'write a region (or a blob) of a checkpoint to a file',
   help: `usage: ckpt restore --store DIR REF --region NAME --out FILE [--json]
        ckpt restore --store DIR REF --blob NAME --out FILE [--json]
+       ckpt restore --store DIR REF --all --out DIR [--json]
 
 Writes the region (a sparse file: all-zero chunks become holes) or the blob of the checkpoint to FILE,
-or to stdout with --out -. Every chunk is verified against its hash on the way.
+or to stdout with --out -. With --all, every region and every blob of the checkpoint goes to
+DIR/NAME (DIR is created; a name both a region and a blob carry is a usage error). Every chunk is
+verified against its hash on the way.
 
 ${REF_HELP}
 
 ${STORE_HELP}
   --region NAME      the region to restore
   --blob NAME        the blob to extract
+  --all              every region and blob, into the directory --out names
   --out FILE         where to write (- for stdout)
 ${JSON_HELP} (not with --out -)
 
 examples:
   ckpt restore --store s vm1@5000 --region ram --out ram.bin
+  ckpt restore --store s vm1@5000 --all --out vm1-5000/
   ckpt restore --store s vm1 --blob cpu --out - | xxd | head`,
   async run(argv) {
-    const { values, positionals } = parse('restore', argv, { ...COMMON, region: { type: 'string' }, blob: { type: 'string' }, out: { type: 'string' } })
+    const { values, positionals } = parse('restore', argv, { ...COMMON, region: { type: 'string' }, blob: { type: 'string' }, all: { type: 'boolean' }, out: { type: 'string' } })
     const ref = oneRef('restore', positionals)
     const dir = storeDir(values.store, 'restore')
-    if ((values.region === undefined) === (values.blob === undefined)) throw new UsageError('give one of --region NAME or --blob NAME', 'restore')
+    const picked = [values.region !== undefined, values.blob !== undefined, values.all === true].filter(Boolean).length
+    if (picked !== 1) throw new UsageError('give one of --region NAME, --blob NAME or --all', 'restore')
     const out = required(values.out, '--out', 'restore')
     if (out === '') throw new UsageError('--out must not be empty', 'restore')
+    if (values.all) return restoreAll(dir, ref, out, values.json === true)
     const toStdout = out === '-'
     if (toStdout && values.json) throw new UsageError('--json cannot be used with --out - (stdout carries the data)', 'restore')
     const outPath = toStdout ? '-' : path.resolve(out)

@@ -188,6 +188,24 @@ describe('ckpt CLI', () => {
     expect(JSON.parse(j.stdout)).toMatchObject({ cid: cids[0], region: 'ram', size: 1 << 20, chunksWritten: 11 })
   })
 
+  it('restore --all writes every region and blob of a checkpoint into a directory', () => {
+    const out = path.join(tmp, 'all-v1')
+    const r = ckpt(['restore', '--store', store, `vm1@${V1}`, '--all', '--out', out, '--json'])
+    expect(r.status, r.stderr).toBe(0)
+    expect(fs.readdirSync(out).sort()).toEqual(['cpu', 'disk', 'ram'])
+    expect(fs.readFileSync(path.join(out, 'ram')).equals(data.ram1!)).toBe(true)
+    expect(fs.readFileSync(path.join(out, 'disk')).equals(data.disk1!)).toBe(true)
+    expect(fs.readFileSync(path.join(out, 'cpu')).equals(data.cpu1!)).toBe(true)
+    const j = JSON.parse(r.stdout)
+    expect(j.cid).toBe(cids[0])
+    expect(j.files.map((f: { kind: string; name: string }) => `${f.kind}:${f.name}`).sort()).toEqual(['blob:cpu', 'region:disk', 'region:ram'])
+    for (const bad of [['--all', '--region', 'ram', '--out', out], ['--all', '--out', '-']]) {
+      const u = ckpt(['restore', '--store', store, 'vm1', ...bad])
+      expect(u.status, bad.join(' ')).toBe(2)
+      expect(u.stderr).toMatch(/^ckpt: usage: /)
+    }
+  })
+
   it('restore to stdout, and of blobs', () => {
     const r = ckpt(['restore', '--store', store, `vm1@${V1}`, '--region', 'ram', '--out', '-'])
     expect(r.status, r.stderr).toBe(0)
