@@ -114,7 +114,11 @@ function put(name, from) {
 }
 
 if (!have('apt-get') || !have('dpkg-deb')) fail('needs apt-get and dpkg-deb (a Debian or Ubuntu host)')
-fs.mkdirSync(DIR, { recursive: true })
+try {
+  fs.mkdirSync(DIR, { recursive: true })
+} catch (err) {
+  fail(`cannot create ${DIR}: ${err.message}`)
+}
 
 if (!exists('bios.bin') || !exists('vgabios-stdvga.bin')) {
   const d = extract(download('seabios'), ['./usr/share/seabios/bios.bin', './usr/share/seabios/vgabios-stdvga.bin'])

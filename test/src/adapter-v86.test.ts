@@ -263,7 +263,8 @@ function ensureBios(): string | undefined {
   if (have()) return undefined
   const r = spawnSync(process.execPath, [path.join(ROOT, 'scripts/fetch-guest.mjs'), GUEST, '--bios-only'], { encoding: 'utf8', timeout: 180_000 })
   if (have()) return undefined
-  return `no SeaBIOS in ${GUEST} and scripts/fetch-guest.mjs --bios-only failed: ${(r.stderr || r.error?.message || '').trim().split('\n').pop()}`
+  const said = (r.stderr ?? '').split('\n').filter((l) => l.startsWith('fetch-guest:')).pop()
+  return `no SeaBIOS in ${GUEST} and scripts/fetch-guest.mjs --bios-only failed: ${said ?? r.error?.message ?? (r.stderr ?? '').trim().split('\n').pop()}`
 }
 const noBios = ensureBios()
 if (noBios) console.warn(`SKIPPING the v86 emulator tests: ${noBios}`)
