@@ -31,7 +31,7 @@ const mode = opt('--mode', 'shadow')
 const ramMiB = Number(opt('--ram', '256'))
 const count = Number(opt('--checkpoints', '8'))
 const dir = opt('--dir', fs.mkdtempSync(path.join(os.tmpdir(), 'ckpt-qemu-example-')))
-const guestDir = [process.env.CKPT_GUEST_DIR, '.guest', '/tmp/v86work/guest'].find((d) => d && fs.existsSync(path.join(d, 'vmlinuz')))
+const guestDir = [process.env.CKPT_GUEST_DIR, '.guest'].find((d) => d && fs.existsSync(path.join(d, 'vmlinuz')))
 if (spawnSync('sh', ['-c', 'command -v qemu-system-x86_64']).status !== 0) {
   console.error('qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)')
   process.exit(1)

@@ -4,7 +4,7 @@
  * (byte-identical with copies taken while it was paused) and resumed from them in a new QEMU.
  *
  * The real-guest part boots the i386 Linux + busybox initramfs from CKPT_GUEST_DIR (default
- * .guest/ or /tmp/v86work/guest; node scripts/fetch-guest.mjs builds .guest/), whose /init prints `tick N ...` on ttyS0,
+ * .guest/; node scripts/fetch-guest.mjs builds .guest/), whose /init prints `tick N ...` on ttyS0,
  * and checks that the resumed guest continues the tick sequence exactly where the checkpoint was.
  * Without a guest it runs SeaBIOS with no boot disk (the same checks but the ticks).
  */
@@ -149,7 +149,7 @@ describe('QMP client (fake server)', () => {
 const QEMU = process.env.CKPT_QEMU_BINARY ?? 'qemu-system-x86_64'
 const haveQemu = spawnSync('sh', ['-c', `command -v ${QEMU}`]).status === 0
 if (!haveQemu) console.log(`adapter-qemu: ${QEMU} is not installed: skipping the real-VM tests (apt-get install qemu-system-x86)`)
-const guestDir = process.env.CKPT_GUEST_DIR ?? ['.guest', '/tmp/v86work/guest'].find((d) => fs.existsSync(path.join(d, 'vmlinuz'))) ?? '.guest'
+const guestDir = process.env.CKPT_GUEST_DIR ?? ['.guest'].find((d) => fs.existsSync(path.join(d, 'vmlinuz'))) ?? '.guest'
 const guest = fs.existsSync(path.join(guestDir, 'vmlinuz')) && fs.existsSync(path.join(guestDir, 'initramfs.cpio.gz'))
 if (haveQemu && !guest) console.log(`adapter-qemu: no Linux guest in ${guestDir} (node scripts/fetch-guest.mjs): SeaBIOS only, no tick checks`)
 
