@@ -14,6 +14,7 @@ import { COMPRESSED, type HashResult } from './pipeline/tasks.js'
 import { ENTRY_HEADER_SIZE } from '../store/pack-format.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
 import type { RegionTree } from './region-tree.js'
+import type { SpanTable } from '../codecs/scan-cache.js'
 
 /** ~1 MiB of chunks per task: large enough to amortise a postMessage, small enough to spread. */
 export const BATCH_BYTES = 1 << 20
@@ -42,10 +43,25 @@ export interface IngestStats {
   newChunks: number
   newRawBytes: number
   newStoredBytes: number
+  /** full scans: 64 KiB spans found equal to the scan cache, whose chunks were not hashed one by one */
+  spansUnchanged: number
 }
 
 export function emptyStats(): IngestStats {
-  return { chunks: 0, zeroChunks: 0, unchangedChunks: 0, dedupChunks: 0, newChunks: 0, newRawBytes: 0, newStoredBytes: 0 }
+  return { chunks: 0, zeroChunks: 0, unchangedChunks: 0, dedupChunks: 0, newChunks: 0, newRawBytes: 0, newStoredBytes: 0, spansUnchanged: 0 }
+}
+
+/**
+ * A full scan's spans (regions with chunks under SPAN_SIZE): `cached`, the scan cache's table valid
+ * for the tree the scan diffs against, if any; `out`, this scan's digests, filled batch by batch
+ * (`filled` spans so far) and saved once the checkpoint is durable.
+ */
+export interface SpanScan {
+  /** chunks per span */
+  per: number
+  cached?: SpanTable
+  out: SpanTable
+  filled: number
 }
 
 export function addStats(a: IngestStats, b: IngestStats): void {
@@ -99,7 +115,7 @@ export function markOwnedLeaves(batches: ChunkBatch[], fanout: number): void {
  * batches, mostly new content): the worker compresses changed chunks in the same round trip; otherwise
  * (full scans, mostly unchanged) only chunks found new are compressed, in a second task.
  */
-export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: RegionTree, b: ChunkBatch, stats: IngestStats, speculative = false): Promise<void> {
+export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: RegionTree, b: ChunkBatch, stats: IngestStats, speculative = false, spans?: SpanScan): Promise<void> {
   let previous: Uint8Array | undefined
   if (speculative) {
     previous = new Uint8Array(b.indexes.length * 32)
@@ -133,10 +149,35 @@ export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: Re
       releaseSlab(out)
     }
   }
-  const h = await pool.run({ op: 'hash', data: b.data, file: b.file, fileOffset: b.fileOffset, offsets: b.offsets, lengths: b.lengths })
+  // spans: a full scan's batches are consecutive chunks starting on a span boundary
+  const first = b.indexes[0] ?? 0
+  const span = spans && first % spans.per === 0 ? { s0: first / spans.per, count: Math.ceil(b.indexes.length / spans.per) } : undefined
+  let cachedSpans: Uint8Array | undefined
+  let cachedLive: Uint8Array | undefined
+  if (span && spans!.cached) {
+    cachedSpans = spans!.cached.digests.slice(span.s0 * 32, (span.s0 + span.count) * 32)
+    cachedLive = spans!.cached.zero.slice(span.s0, span.s0 + span.count).map((z) => 1 - z)
+  }
+  const h = await pool.run({
+    op: 'hash', data: b.data, file: b.file, fileOffset: b.fileOffset, offsets: b.offsets, lengths: b.lengths,
+    spanChunks: span ? spans!.per : undefined, cachedSpans, cachedLive,
+  })
+  if (span && h.spanDigests && h.spanZero) {
+    spans!.out.digests.set(h.spanDigests, span.s0 * 32)
+    spans!.out.zero.set(h.spanZero, span.s0)
+    spans!.filled += span.count
+    stats.spansUnchanged += h.spansUnchanged ?? 0
+  }
   const fresh: number[] = []
   const freshCids: Uint8Array[] = []
   for (let k = 0; k < b.indexes.length; k++) {
+    if (h.unchanged?.[k]) {
+      // its span hashes as the scan cache says it did for the tree's current content: the tree's slot stands
+      stats.chunks++
+      if (tree.chunkDigest(b.indexes[k]!)) stats.unchangedChunks++
+      else stats.zeroChunks++
+      continue
+    }
     const cid = link(tree, stats, b.indexes[k]!, h.zero[k] === 1, h.digests, k)
     if (!cid) continue
     // duplicates inside one batch are rare; put() skips the second, at the cost of one extra compression

@@ -17,7 +17,9 @@ import { compressBlock, defaultCompressor } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { encodeManifest, type BlobRoot, type Manifest, type RegionRoot } from '../codecs/manifest.js'
 import type { TimelineRecord } from '../store/repository.js'
-import { addStats, balancedRuns, batchesOf, markOwnedLeaves, emptyStats, fileBatches, ingestBatch, runBatches, type ChunkBatch, type IngestStats } from './ingest.js'
+import { addStats, balancedRuns, batchesOf, markOwnedLeaves, emptyStats, fileBatches, ingestBatch, runBatches, type ChunkBatch, type IngestStats, type SpanScan } from './ingest.js'
+import { SPAN_SIZE, spanCount } from '../codecs/scan-cache.js'
+import { ScanCache } from './scan-cache.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
 import { acquireSlab, releaseSlab } from './pipeline/slabs.js'
 import { checkName, REGION_RE, toVtime } from './refs.js'
@@ -137,6 +139,8 @@ export class Timeline {
    * of the region (no `dirty`) sets a new baseline.
    */
   private readonly broken = new Map<string, string>()
+  /** span digests of the regions' last full scans (SPEC.md §10 "Full scans"), loaded on first use */
+  private scanCache: ScanCache | undefined
 
   constructor(
     private readonly store: CkptStore,
@@ -351,6 +355,7 @@ export class Timeline {
       const trees: [PreparedRegion, RegionTree][] = []
       const sources: (() => Promise<[ChunkBatch, (b: ChunkBatch) => Promise<void>] | undefined>)[] = []
       const perRegion: IngestStats[] = []
+      const spanScans: [string, SpanScan][] = []
       // dirty-hint copies are already in memory: all their batches go out at once, sized across
       // regions so the workers get about two each (a region's share follows its bytes)
       const copiedBytes = job.regions.reduce((n, r) => n + (r.source.kind === 'copied' ? copyBytes(r) : 0), 0)
@@ -364,7 +369,21 @@ export class Timeline {
         // per-batch copies (batches of a caller's non-shared buffer) go back to the pool
         const own = src.kind === 'buffer' && !(src.data.buffer instanceof SharedArrayBuffer)
         const speculative = src.kind === 'copied'
-        const work = (b: ChunkBatch) => ingestBatch(pool, blocks, tree, b, s, speculative).finally(() => own && b.data && releaseSlab(b.data))
+        // a full scan of small chunks hashes 64 KiB spans too, and skips the chunks of spans the scan
+        // cache holds unchanged for exactly this tree
+        let spans: SpanScan | undefined
+        if (!speculative && r.geo.chunkSize < SPAN_SIZE) {
+          const cache = this.spanCacheFor()
+          const n = spanCount(r.geo.size, SPAN_SIZE)
+          spans = {
+            per: SPAN_SIZE / r.geo.chunkSize,
+            cached: cache.lookup(r.name, r.geo, tree.root),
+            out: { size: r.geo.size, chunkSize: r.geo.chunkSize, spanSize: SPAN_SIZE, root: new Uint8Array(0), zero: new Uint8Array(n), digests: new Uint8Array(n * 32) },
+            filled: 0,
+          }
+          spanScans.push([r.name, spans])
+        }
+        const work = (b: ChunkBatch) => ingestBatch(pool, blocks, tree, b, s, speculative, spans).finally(() => own && b.data && releaseSlab(b.data))
         let next: () => Promise<ChunkBatch | undefined>
         if (src.kind === 'copied') {
           const parts = Math.max(1, Math.round((pool.threads * 2 * copyBytes(r)) / Math.max(1, copiedBytes)))
@@ -476,6 +495,11 @@ export class Timeline {
       this.headManifest = manifest
       this.lastVtime = job.vtime
       for (const r of job.regions) if (r.source.kind !== 'copied') this.broken.delete(r.name)
+      // durable: the spans this scan saw now describe the committed trees
+      for (const [name, sp] of spanScans) {
+        const root = regionRoots[name]!.root
+        if (root && sp.filled === sp.out.zero.length) this.spanCacheFor().save(name, { ...sp.out, root })
+      }
       return {
         cid: toCID(cid),
         timeline: this.name,
@@ -492,6 +516,11 @@ export class Timeline {
     } finally {
       for (const r of job.regions) if (r.owned && r.source.kind !== 'file') releaseSlab(r.source.data)
     }
+  }
+
+  private spanCacheFor(): ScanCache {
+    const { repo } = this.store.internals()
+    return (this.scanCache ??= new ScanCache(repo.memory ? undefined : repo.dir, this.name))
   }
 
   private treeFor(name: string, geo: Geometry): RegionTree {

@@ -48,6 +48,17 @@ export interface HashTask {
    */
   leaves?: LeafSet
   indexes?: Uint32Array
+  /**
+   * Full scans (without `compress`): the chunks form spans of `spanChunks` consecutive chunks, the
+   * first span starting at the task's first chunk (the last may be shorter). The worker hashes each
+   * non-zero span whole (SPAN_SIZE bytes: BLAKE3's SIMD path, ~3× the rate of 4 KiB calls) and returns
+   * the digests; a span whose digest equals its `cachedSpans` entry (one where `cachedLive` is 1) has
+   * its chunks reported `unchanged` and not hashed one by one.
+   */
+  spanChunks?: number
+  /** 32 bytes per span of this task */
+  cachedSpans?: Uint8Array
+  cachedLive?: Uint8Array
 }
 
 export interface LeafSet {
@@ -79,6 +90,13 @@ export interface HashResult {
   /** with `leaves`: 32 bytes per leaf (BLAKE3 of its dag-cbor), and 1 where the leaf holds any link */
   leafHashes?: Uint8Array
   leafLive?: Uint8Array
+  /** with `spanChunks`: 32 bytes per span (zero for a zero span), 1 where the span is all zero */
+  spanDigests?: Uint8Array
+  spanZero?: Uint8Array
+  /** with `cachedSpans`: 1 where the chunk lies in a span equal to its cached digest (neither hashed nor zero-checked) */
+  unchanged?: Uint8Array
+  /** spans found equal to their cached digest */
+  spansUnchanged?: number
 }
 
 export interface CompressTask {
@@ -200,15 +218,8 @@ export function runTask(t: Task): TaskResult {
       const n = t.offsets.length
       const digests = new Uint8Array(n * 32)
       const zero = new Uint8Array(n)
+      if (!t.compress) return scan(t, digests, zero)
       const data = input(t)
-      if (!t.compress) {
-        for (let i = 0; i < n; i++) {
-          const c = data.subarray(t.offsets[i]!, t.offsets[i]! + t.lengths[i]!)
-          if (isZero(c)) zero[i] = 1
-          else digests.set(blake3(c), i * 32)
-        }
-        return { digests, zero }
-      }
       compressor ??= defaultCompressor()
       let bound = 0
       for (let i = 0; i < n; i++) if (!t.hashOnly?.[i]) bound += ENTRY_HEADER_SIZE + maxBlockPayload(compressor, t.lengths[i]!)
@@ -280,6 +291,78 @@ export function runTask(t: Task): TaskResult {
         at += count
       }
       return { hashes }
+    }
+  }
+}
+
+/** a file scan reads this much at a time, so the bytes are still in the core's cache when hashed */
+const PIECE = 256 << 10
+
+/**
+ * A full scan's hash task (no compression). By spans (spanChunks > 1): a zero span makes all its
+ * chunks holes; a span equal to its cached digest leaves its chunks `unchanged`; any other span is
+ * zero-checked and hashed chunk by chunk. Chunks are contiguous (a full scan's batches always are).
+ * File input is read in pieces of whole spans of about PIECE bytes, each processed as it arrives.
+ */
+function scan(t: HashTask, digests: Uint8Array, zero: Uint8Array): HashResult {
+  const n = t.offsets.length
+  const per = t.spanChunks && t.spanChunks > 1 ? t.spanChunks : 1
+  const spans = Math.ceil(n / per)
+  const r: HashResult = { digests, zero }
+  if (per > 1) {
+    r.spanDigests = new Uint8Array(spans * 32)
+    r.spanZero = new Uint8Array(spans)
+    if (t.cachedSpans) r.unchanged = new Uint8Array(n)
+    r.spansUnchanged = 0
+  }
+  if (n === 0) return r
+  if (!t.file) {
+    scanRange(t, r, per, t.data!, 0, 0, n)
+    return r
+  }
+  const step = per * Math.max(1, Math.floor(PIECE / (per * t.lengths[0]!)))
+  const fd = fs.openSync(t.file, 'r')
+  try {
+    for (let from = 0; from < n; from += step) {
+      const to = Math.min(n, from + step)
+      const base = t.offsets[from]!
+      const end = t.offsets[to - 1]! + t.lengths[to - 1]!
+      if (scratch.length < end - base) scratch = Buffer.allocUnsafe(end - base)
+      const view = scratch.subarray(0, end - base)
+      preadAll(fd, view, (t.fileOffset ?? 0) + base)
+      scanRange(t, r, per, view, base, from, to)
+    }
+  } finally {
+    fs.closeSync(fd)
+  }
+  return r
+}
+
+/** Chunks [from, to) (from on a span boundary), whose bytes are data[offset - base, ...). */
+function scanRange(t: HashTask, r: HashResult, per: number, data: Uint8Array, base: number, from: number, to: number): void {
+  const { digests, zero } = r
+  for (let first = from; first < to; first += per) {
+    const last = Math.min(to, first + per) - 1
+    if (per > 1) {
+      const s = first / per
+      const span = data.subarray(t.offsets[first]! - base, t.offsets[last]! + t.lengths[last]! - base)
+      if (isZero(span)) {
+        r.spanZero![s] = 1
+        zero.fill(1, first, last + 1)
+        continue
+      }
+      const d = blake3(span)
+      r.spanDigests!.set(d, s * 32)
+      if (r.unchanged && t.cachedLive![s] && sameDigest(d, t.cachedSpans!, s * 32)) {
+        r.unchanged.fill(1, first, last + 1)
+        r.spansUnchanged!++
+        continue
+      }
+    }
+    for (let i = first; i <= last; i++) {
+      const c = data.subarray(t.offsets[i]! - base, t.offsets[i]! + t.lengths[i]! - base)
+      if (isZero(c)) zero[i] = 1
+      else digests.set(blake3(c), i * 32)
     }
   }
 }

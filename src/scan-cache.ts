@@ -1,0 +1,67 @@
+/**
+ * The scan cache (SPEC.md §10 "Full scans", file format in §2): per timeline and region, the 64 KiB
+ * span digests of the region as of its last full scan, keyed by the region tree's root CID. Equal
+ * roots mean equal chunk digests, hence equal bytes, so a table is valid for any scan that diffs
+ * against a tree with its root, whatever happened in between (crashes, rm, thin, gc, dirty-hint
+ * checkpoints): a table whose root differs is simply not used. Files are written after the
+ * checkpoint is durable, atomically (temp + rename), without fsync: a torn or lost file fails its
+ * checksum or is missing, and the scan then hashes every chunk as without a cache.
+ */
+import fs from 'node:fs'
+import path from 'node:path'
+import { blake3 } from '../codecs/blake3.js'
+import { cidEquals, type CidBytes } from '../codecs/cid.js'
+import { decodeSpanTable, encodeSpanTable, SPAN_SIZE, spanCount, type SpanTable } from '../codecs/scan-cache.js'
+import type { Geometry } from './region-tree.js'
+
+export const SCAN_DIR = 'scan'
+
+/** The cache file of a timeline's region: its name is a hash, so any timeline name makes a file name. */
+export function scanCachePath(storeDir: string, timeline: string, region: string): string {
+  const key = blake3(Buffer.from(`${timeline}\0${region}`, 'utf8'))
+  return path.join(storeDir, SCAN_DIR, `${Buffer.from(key.subarray(0, 16)).toString('hex')}.spans`)
+}
+
+export class ScanCache {
+  private readonly tables = new Map<string, SpanTable>()
+
+  /** `dir` undefined: a memory store, tables live in this process only */
+  constructor(
+    private readonly dir: string | undefined,
+    private readonly timeline: string,
+  ) {}
+
+  /** The table for `region` if it describes exactly the tree `root` of this geometry; else undefined. */
+  lookup(region: string, geo: Geometry, root: CidBytes | null): SpanTable | undefined {
+    if (!root) return undefined
+    let t = this.tables.get(region)
+    if (!t && this.dir) {
+      try {
+        t = decodeSpanTable(fs.readFileSync(scanCachePath(this.dir, this.timeline, region)))
+      } catch {
+        t = undefined
+      }
+      if (t) this.tables.set(region, t)
+    }
+    if (!t) return undefined
+    if (t.size !== geo.size || t.chunkSize !== geo.chunkSize || t.spanSize !== SPAN_SIZE || t.zero.length !== spanCount(geo.size, SPAN_SIZE)) return undefined
+    return cidEquals(t.root, root) ? t : undefined
+  }
+
+  /** Records a complete table (its root set to the committed tree's). Never fails: a cache is optional. */
+  save(region: string, t: SpanTable): void {
+    this.tables.set(region, t)
+    if (!this.dir) return
+    const file = scanCachePath(this.dir, this.timeline, region)
+    const tmp = `${file}.tmp`
+    try {
+      fs.mkdirSync(path.dirname(file), { recursive: true })
+      fs.writeFileSync(tmp, encodeSpanTable(t))
+      fs.renameSync(tmp, file)
+    } catch {
+      try {
+        fs.rmSync(tmp, { force: true })
+      } catch {}
+    }
+  }
+}
