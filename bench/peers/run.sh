@@ -36,7 +36,8 @@ SERIES=$(/usr/bin/python3 "$H/make-synthetic.py" --lazy ${SERIES_ARGS:-})
 echo "bench:peers: series $SERIES" >&2
 export TOOLS=${TOOLS:-"ideal ckpt qemu-chain qemu-chain-4k borg-fixed4k borg restic casync zstd-countonly"}
 { echo "# machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME"), node $(node --version), $(date -u +%FT%TZ)"
-  for c in restic borg casync qemu-img zstd; do echo "# $c: $($c --version 2>&1 | head -n 1)"; done
+  echo "# restic: $(restic version 2>&1 | head -n 1)"
+  for c in borg casync qemu-img zstd; do echo "# $c: $($c --version 2>&1 | head -n 1)"; done
   echo "# series: $SERIES"; } > "$OUTDIR/peers.env"
 "$H/run-peers.sh" "$SERIES" "$OUT"
 if [ "${HINTS:-1}" = 1 ]; then
