@@ -13,7 +13,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { deflateCompressor, zstdCompressor } from '../codecs/index.js'
 import { openStore, type CkptStore, type GcSummary, type Timeline } from '../src/index.js'
-import { fmtBytes, median, MiB, quantile, table } from './stats.js'
+import { fmtBytes, median, MiB, quantile, table, dirBytes } from './stats.js'
 import { Workload } from './workload.js'
 
 const quick = process.env.BENCH_QUICK === '1'
@@ -24,8 +24,6 @@ const POLICY = '10ms@1s,100ms@10s,1s@1m'
 const STEP_NS = 10_000_000n
 const root = fs.mkdtempSync(path.join(process.env.BENCH_DIR ?? os.tmpdir(), 'ckpt-bench-life-'))
 const dir = path.join(root, 'store')
-const dirBytes = (d: string): number =>
-  fs.readdirSync(d, { withFileTypes: true }).reduce((n, e) => n + (e.isDirectory() ? dirBytes(path.join(d, e.name)) : fs.statSync(path.join(d, e.name)).size), 0)
 
 console.log(`ckpt bench: lifecycle, ${N} checkpoints 10 ms apart, 256 MiB RAM, ${DIRTY} dirty pages a step, policy ${POLICY}, gc every ${GC_EVERY}; ${os.cpus().length} cores, node ${process.version}, store in ${dir}`)
 

@@ -15,7 +15,7 @@ import path from 'node:path'
 import readline from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { openStore, type RegionConfig } from '../src/index.js'
-import { median, quantile } from './stats.js'
+import { median, quantile, dirBytes } from './stats.js'
 
 const TOOL = 'ckpt-lib-dirty-hints'
 const [seriesDir, harness, outTsv] = process.argv.slice(2)
@@ -64,8 +64,6 @@ function changed(prev: Buffer, cur: Buffer, chunk: number): number[] {
   return out
 }
 
-const dirBytes = (d: string): number =>
-  fs.readdirSync(d, { withFileTypes: true }).reduce((n, e) => n + (e.isDirectory() ? dirBytes(path.join(d, e.name)) : fs.statSync(path.join(d, e.name)).size), 0)
 
 const store = await openStore(repo)
 let prev: Map<string, Buffer> | undefined

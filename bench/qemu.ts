@@ -16,7 +16,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { checkpointQemu, openQemuTimeline, openStore, QmpClient, qemuCommandLine, readQemuInfo, restoreQemu, resumeQemu } from '../src/index.js'
-import { fmtBytes, median, quantile, table } from './stats.js'
+import { fmtBytes, median, quantile, table, dirBytes } from './stats.js'
 
 const N = Number(process.env.BENCH_QEMU_CHECKPOINTS ?? 20)
 const RAM_MIB = 256
@@ -38,8 +38,6 @@ const root = fs.mkdtempSync(path.join(os.tmpdir(), 'ckpt-bench-qemu-'))
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 const read = (f: string) => (fs.existsSync(f) ? fs.readFileSync(f, 'latin1') : '')
 const ticks = (text: string) => [...text.matchAll(/tick (\d+) /g)].map((m) => Number(m[1]))
-const dirBytes = (d: string): number =>
-  fs.readdirSync(d, { withFileTypes: true }).reduce((n, e) => n + (e.isDirectory() ? dirBytes(path.join(d, e.name)) : fs.statSync(path.join(d, e.name)).size), 0)
 const exited = (p: ChildProcess) => new Promise((r) => (p.exitCode !== null ? r(null) : p.once('exit', r)))
 
 interface Vm {

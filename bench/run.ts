@@ -10,7 +10,7 @@ import path from 'node:path'
 import { blake3, deflateCompressor, loadBackend, zstdCompressor } from '../codecs/index.js'
 import { openStore, type Checkpoint } from '../src/index.js'
 import { IdealSize } from './ideal.js'
-import { fmtBytes, median, MiB, peakRssMiB, quantile, table } from './stats.js'
+import { fmtBytes, median, MiB, peakRssMiB, quantile, table, dirBytes } from './stats.js'
 import { Workload } from './workload.js'
 
 const quick = process.env.BENCH_QUICK === '1'
@@ -22,8 +22,6 @@ const rows: string[][] = [['figure', 'measured', 'target', 'ok']]
 function row(name: string, value: string, target = '', ok?: boolean) {
   rows.push([name, value, target, ok === undefined ? '' : ok ? 'yes' : 'NO'])
 }
-const dirBytes = (d: string): number =>
-  fs.readdirSync(d, { withFileTypes: true }).reduce((n, e) => n + (e.isDirectory() ? dirBytes(path.join(d, e.name)) : fs.statSync(path.join(d, e.name)).size), 0)
 
 console.log(`ckpt bench: workload S${quick ? ' (quick)' : ''}, ${N} checkpoints, ${os.cpus().length} cores, node ${process.version}, store in ${root}`)
 

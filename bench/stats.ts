@@ -1,4 +1,5 @@
 import fs from 'node:fs'
+import path from 'node:path'
 
 export function median(xs: number[]): number {
   return quantile(xs, 0.5)
@@ -40,4 +41,9 @@ export function table(rows: string[][]): string {
     const line = '| ' + r.map((x, c) => x.padEnd(w[c]!)).join(' | ') + ' |'
     return i === 0 ? line + '\n|' + w.map((n) => '-'.repeat(n + 2)).join('|') + '|' : line
   }).join('\n')
+}
+
+/** Bytes of the files under a directory (apparent sizes, recursively). */
+export function dirBytes(d: string): number {
+  return fs.readdirSync(d, { withFileTypes: true }).reduce((n, e) => n + (e.isDirectory() ? dirBytes(path.join(d, e.name)) : fs.statSync(path.join(d, e.name)).size), 0)
 }

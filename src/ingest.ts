@@ -153,14 +153,14 @@ export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: Re
   const first = b.indexes[0] ?? 0
   const span = spans && first % spans.per === 0 ? { s0: first / spans.per, count: Math.ceil(b.indexes.length / spans.per) } : undefined
   let cachedSpans: Uint8Array | undefined
-  let cachedLive: Uint8Array | undefined
+  let cachedZero: Uint8Array | undefined
   if (span && spans!.cached) {
     cachedSpans = spans!.cached.digests.slice(span.s0 * 32, (span.s0 + span.count) * 32)
-    cachedLive = spans!.cached.zero.slice(span.s0, span.s0 + span.count).map((z) => 1 - z)
+    cachedZero = spans!.cached.zero.slice(span.s0, span.s0 + span.count)
   }
   const h = await pool.run({
     op: 'hash', data: b.data, file: b.file, fileOffset: b.fileOffset, offsets: b.offsets, lengths: b.lengths,
-    spanChunks: span ? spans!.per : undefined, cachedSpans, cachedLive,
+    spanChunks: span ? spans!.per : undefined, cachedSpans, cachedZero,
   })
   if (span && h.spanDigests && h.spanZero) {
     spans!.out.digests.set(h.spanDigests, span.s0 * 32)

@@ -26,7 +26,7 @@ import { checkName, REGION_RE, toVtime } from './refs.js'
 import { DEFAULT_FANOUT, Geometry, RegionTree } from './region-tree.js'
 import type { CkptStore } from './store.js'
 import { dropOps, isProtected, pinnedCids } from './lifecycle.js'
-import { parsePolicy, planKeep } from './policy.js'
+import { parsePolicy, planKeep, type Policy } from './policy.js'
 
 export type DirtySpec = ArrayLike<number> | { bitmap: Uint8Array }
 
@@ -180,6 +180,8 @@ export class Timeline {
    * to date by the pipeline.
    */
   private live: { vtime: bigint; cid: CidBytes; protected: boolean }[] | undefined
+  /** the record's policy, parsed once per spec (not at every commit) */
+  private parsedPolicy: { spec: string; policy: Policy } | undefined
 
   private async liveList(): Promise<{ vtime: bigint; cid: CidBytes; protected: boolean }[]> {
     if (this.live) return this.live
@@ -481,7 +483,8 @@ export class Timeline {
       let liveAfter: { vtime: bigint; cid: CidBytes; protected: boolean }[] | undefined
       if (this.record.policy) {
         const live = [...(await this.liveList()), { vtime: job.vtime, cid, protected: isProtected(manifest) }]
-        const keep = planKeep(live, parsePolicy(this.record.policy))
+        if (this.parsedPolicy?.spec !== this.record.policy) this.parsedPolicy = { spec: this.record.policy, policy: parsePolicy(this.record.policy) }
+        const keep = planKeep(live, this.parsedPolicy.policy)
         thinned = live.filter((_, i) => !keep[i])
         liveAfter = live.filter((_, i) => keep[i])
         if (thinned.length) ops.push(...(await dropOps(repo, thinned.map((t) => ({ timeline: this.name, vtime: t.vtime, cid: t.cid })))))

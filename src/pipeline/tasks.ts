@@ -52,13 +52,13 @@ export interface HashTask {
    * Full scans (without `compress`): the chunks form spans of `spanChunks` consecutive chunks, the
    * first span starting at the task's first chunk (the last may be shorter). The worker hashes each
    * non-zero span whole (SPAN_SIZE bytes: BLAKE3's SIMD path, ~3× the rate of 4 KiB calls) and returns
-   * the digests; a span whose digest equals its `cachedSpans` entry (one where `cachedLive` is 1) has
+   * the digests; a span whose digest equals its `cachedSpans` entry (one where `cachedZero` is 0) has
    * its chunks reported `unchanged` and not hashed one by one.
    */
   spanChunks?: number
   /** 32 bytes per span of this task */
   cachedSpans?: Uint8Array
-  cachedLive?: Uint8Array
+  cachedZero?: Uint8Array
 }
 
 export interface LeafSet {
@@ -353,7 +353,7 @@ function scanRange(t: HashTask, r: HashResult, per: number, data: Uint8Array, ba
       }
       const d = blake3(span)
       r.spanDigests!.set(d, s * 32)
-      if (r.unchanged && t.cachedLive![s] && sameDigest(d, t.cachedSpans!, s * 32)) {
+      if (r.unchanged && !t.cachedZero![s] && sameDigest(d, t.cachedSpans!, s * 32)) {
         r.unchanged.fill(1, first, last + 1)
         r.spansUnchanged!++
         continue

@@ -541,46 +541,32 @@ function conformance(name: string, backend: Backend): void {
   })
 }
 
-async function reopenDisk(repo: Repository): Promise<Repository> {
-  await repo.close()
-  return Repository.open(repo.dir, { mustExist: true })
+/** the disk backend, opened with `extra` each time (e.g. without the dedup filter, as short-lived processes open it) */
+function diskBackend(extra: RepositoryOptions = {}): Backend {
+  const again = async (repo: Repository) => {
+    await repo.close()
+    return Repository.open(repo.dir, { mustExist: true, ...extra })
+  }
+  return {
+    open: (opts) => Repository.open(tmpStorePath('ckpt-conf-'), { ...opts, ...extra }),
+    reopen: again,
+    async tamper(repo, pack, offset) {
+      await repo.close()
+      const file = path.join(repo.dir, 'packs', packFileName(pack))
+      const fd = fs.openSync(file, 'r+')
+      const b = Buffer.alloc(1)
+      fs.readSync(fd, b, 0, 1, offset)
+      b[0]! ^= 0x5a
+      fs.writeSync(fd, b, 0, 1, offset)
+      fs.closeSync(fd)
+      return Repository.open(repo.dir, { mustExist: true, ...extra })
+    },
+  }
 }
 
-conformance('LevelDB + pack files', {
-  open: (opts) => Repository.open(tmpStorePath('ckpt-conf-'), opts),
-  reopen: reopenDisk,
-  async tamper(repo, pack, offset) {
-    await repo.close()
-    const file = path.join(repo.dir, 'packs', packFileName(pack))
-    const fd = fs.openSync(file, 'r+')
-    const b = Buffer.alloc(1)
-    fs.readSync(fd, b, 0, 1, offset)
-    b[0]! ^= 0x5a
-    fs.writeSync(fd, b, 0, 1, offset)
-    fs.closeSync(fd)
-    return Repository.open(repo.dir, { mustExist: true })
-  },
-})
-
+conformance('LevelDB + pack files', diskBackend())
 // as short-lived processes open it (the CLI, gc): no dedup filter, every "stored already?" asks the index
-conformance('LevelDB + pack files, opened without the dedup filter', {
-  open: (opts) => Repository.open(tmpStorePath('ckpt-conf-'), { ...opts, dedupFilter: false }),
-  async reopen(repo) {
-    await repo.close()
-    return Repository.open(repo.dir, { mustExist: true, dedupFilter: false })
-  },
-  async tamper(repo, pack, offset) {
-    await repo.close()
-    const file = path.join(repo.dir, 'packs', packFileName(pack))
-    const fd = fs.openSync(file, 'r+')
-    const b = Buffer.alloc(1)
-    fs.readSync(fd, b, 0, 1, offset)
-    b[0]! ^= 0x5a
-    fs.writeSync(fd, b, 0, 1, offset)
-    fs.closeSync(fd)
-    return Repository.open(repo.dir, { mustExist: true, dedupFilter: false })
-  },
-})
+conformance('LevelDB + pack files, opened without the dedup filter', diskBackend({ dedupFilter: false }))
 
 conformance('memory', {
   open: (opts) => Repository.open('memory:x', { ...opts, memory: true }),
