@@ -118,7 +118,7 @@ async function* carStream(
       }
     }
     const manifests = await Promise.all(roots.map((r) => store.manifest(toCID(r))))
-    seen = await SeenSet.create(tmpSetDir(store, 'export'), await blocks.count())
+    seen = await SeenSet.create(tmpSetDir(store, 'export'), blocks.estimatedCount())
     const bases = new MarkedBases()
     for (const s of opts.since ?? []) await markReachable(store, blocks, seen, bases, await store.resolveCid(s))
 

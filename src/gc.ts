@@ -98,8 +98,8 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
     const blocks = repo.blocks
     const t0 = performance.now()
     const tmp = repo.memory ? undefined : path.join(repo.dir, 'tmp', `gc-${process.pid}-${Date.now().toString(36)}`)
-    // sized for half the indexed blocks: a live set larger than that spills to disk (still exact)
-    const live = await SeenSet.create(tmp, (await blocks.count()) >> 1)
+    // sized for half the indexed blocks (an estimate; no pass over the index): a live set larger than that spills to disk (still exact)
+    const live = await SeenSet.create(tmp, blocks.estimatedCount() >> 1)
     // bases of live deltas kept for their own sake, apart from `live`: a node in `live` has had its
     // whole subtree marked, a base alone has not (a later tree holding that node must still walk it)
     const bases = await SeenSet.create(tmp && `${tmp}-bases`, 1024)

@@ -171,6 +171,17 @@ export class BlockStore {
     return s
   }
 
+  /**
+   * A sizing figure without reading the index: the count when known, else the entries the packs
+   * record (an upper bound: it includes copies and dead entries). For seen sets, not for display.
+   */
+  estimatedCount(): number {
+    if (this.blockCount >= 0) return this.blockCount
+    let n = 0
+    for (const r of this.packs.values()) n += r.entries
+    return n
+  }
+
   /** Blocks in the index: counted at open with the filter, else once here; commits since add theirs (gc's deletions are not taken off). */
   async count(): Promise<number> {
     if (this.blockCount < 0) {
