@@ -33,6 +33,7 @@ import { CkptError } from '../../codecs/errors.js'
 import type { CkptStore } from '../store.js'
 import type { Checkpoint, RegionInput, Timeline } from '../timeline.js'
 import { QmpClient, qmpError, type QmpOptions } from './qemu-qmp.js'
+import { refreshChunks } from './shadow.js'
 
 export { QmpClient, qmpError } from './qemu-qmp.js'
 export type { QmpEvent, QmpGreeting, QmpOptions, QmpFailure } from './qemu-qmp.js'
@@ -299,19 +300,7 @@ function refreshShadow(file: string, shadow: Buffer, chunkSize: number): number[
         if (n === 0) throw new CkptError('CKPT_WRONG_SIZE', `${file} shrank while it was read`, { path: file })
         got += n
       }
-      // 64 KiB blocks first (most are unchanged), then the chunks of a block that changed
-      const block = Math.max(chunkSize, 65536)
-      for (let b = 0; b < len; b += block) {
-        const be = Math.min(b + block, len)
-        if (tmp.compare(shadow, off + b, off + be, b, be) === 0) continue
-        for (let o = b; o < be; o += chunkSize) {
-          const e = Math.min(o + chunkSize, be)
-          if (tmp.compare(shadow, off + o, off + e, o, e) !== 0) {
-            dirty.push((off + o) / chunkSize)
-            tmp.copy(shadow, off + o, o, e)
-          }
-        }
-      }
+      refreshChunks(tmp, 0, shadow, off, len, chunkSize, dirty)
     }
   } finally {
     fs.closeSync(fd)

@@ -20,6 +20,7 @@ import { CkptError } from '../../codecs/errors.js'
 import type { CkptStore } from '../store.js'
 import type { Checkpoint, CheckpointInput, RegionConfig, RegionInput, Timeline } from '../timeline.js'
 import type { CID } from 'multiformats/cid'
+import { refreshChunks } from './shadow.js'
 
 /** What the adapter needs of a v86 emulator (the `V86` class of the `v86` package fits). */
 export interface V86Emulator {
@@ -529,16 +530,8 @@ async function commit(tl: Timeline, track: Track, state: ArrayBuffer | Uint8Arra
       regions[name] = { data: img, stable: true }
       continue
     }
-    const a = buf(now)
-    const b = buf(img)
     const dirty: number[] = []
-    for (let off = 0, i = 0; off < a.length; off += cs, i++) {
-      const end = Math.min(off + cs, a.length)
-      if (a.compare(b, off, end, off, end) !== 0) {
-        a.copy(b, off, off, end)
-        dirty.push(i)
-      }
-    }
+    refreshChunks(now, 0, img, 0, now.length, cs, dirty)
     regions[name] = { data: img, dirty }
     dirtyCounts[name] = dirty.length
   }

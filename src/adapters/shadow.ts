@@ -1,0 +1,30 @@
+/**
+ * Dirty hints from a copy: an adapter that keeps what it stored last (a shadow) finds the chunks an
+ * emulator changed by comparing, 64 KiB blocks first (most are unchanged), then the chunks of a
+ * block that differs. Shared by the v86 and QEMU adapters.
+ */
+
+const BLOCK = 64 << 10
+const view = (u8: Uint8Array) => Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength)
+
+/**
+ * Compares `now[nowStart, nowStart + len)` with `shadow[shadowStart, …)`, copies each differing chunk
+ * into the shadow and pushes its chunk index (counted in the shadow, `chunkSize` apart) onto `dirty`.
+ * `shadowStart` is a multiple of `chunkSize`; the last chunk may be short.
+ */
+export function refreshChunks(now: Uint8Array, nowStart: number, shadow: Uint8Array, shadowStart: number, len: number, chunkSize: number, dirty: number[]): void {
+  const a = view(now)
+  const s = view(shadow)
+  const block = Math.max(chunkSize, BLOCK)
+  for (let b = 0; b < len; b += block) {
+    const be = Math.min(b + block, len)
+    if (a.compare(s, shadowStart + b, shadowStart + be, nowStart + b, nowStart + be) === 0) continue
+    for (let o = b; o < be; o += chunkSize) {
+      const e = Math.min(o + chunkSize, be)
+      if (a.compare(s, shadowStart + o, shadowStart + e, nowStart + o, nowStart + e) !== 0) {
+        dirty.push((shadowStart + o) / chunkSize)
+        a.copy(s, shadowStart + o, nowStart + o, nowStart + e)
+      }
+    }
+  }
+}
