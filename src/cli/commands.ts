@@ -1061,6 +1061,14 @@ examples:
   },
 }
 
+/** A percentage option of gc ("50" or "50%", in [0, 100]) as a fraction; undefined when not given. */
+function fraction(v: string | undefined, option: string): number | undefined {
+  if (v === undefined) return undefined
+  const pct = Number(v.replace(/%$/, ''))
+  if (v.trim() === '' || !Number.isFinite(pct) || pct < 0 || pct > 100) throw new UsageError(`${option} must be a percentage in [0, 100], not ${JSON.stringify(v)}`, 'gc')
+  return pct / 100
+}
+
 const gc: Command = {
   summary: 'reclaim the space of blocks no checkpoint or ref reaches',
   help: `usage: ckpt gc --store DIR [--threshold PCT] [--max-unused PCT] [--dry-run] [--json]
@@ -1088,18 +1096,8 @@ examples:
     const { values, positionals } = parse('gc', argv, { ...COMMON, threshold: { type: 'string' }, 'max-unused': { type: 'string' }, 'dry-run': { type: 'boolean' } })
     noPositionals('gc', positionals)
     const dir = storeDir(values.store, 'gc')
-    let threshold: number | undefined
-    if (values.threshold !== undefined) {
-      threshold = Number(values.threshold.replace(/%$/, ''))
-      if (values.threshold.trim() === '' || !Number.isFinite(threshold) || threshold < 0 || threshold > 100) throw new UsageError(`--threshold must be a percentage in [0, 100], not ${JSON.stringify(values.threshold)}`, 'gc')
-      threshold /= 100
-    }
-    let maxUnused: number | undefined
-    if (values['max-unused'] !== undefined) {
-      maxUnused = Number(values['max-unused'].replace(/%$/, ''))
-      if (values['max-unused'].trim() === '' || !Number.isFinite(maxUnused) || maxUnused < 0 || maxUnused > 100) throw new UsageError(`--max-unused must be a percentage in [0, 100], not ${JSON.stringify(values['max-unused'])}`, 'gc')
-      maxUnused /= 100
-    }
+    const threshold = fraction(values.threshold, '--threshold')
+    const maxUnused = fraction(values['max-unused'], '--max-unused')
     const dryRun = values['dry-run'] === true
     const progress = new Progress('ckpt gc', Progress.wanted(values.json === true))
     try {
