@@ -46,18 +46,25 @@ export async function dropOps(repo: Repository, entries: { timeline: string; vti
   return ops
 }
 
+/** A timeline's checkpoints in vtime order, each marked protected (labelled, pinned or named by a ref): what a policy plans over. */
+export async function thinCandidates(store: CkptStore, timeline: string): Promise<{ timeline: string; vtime: bigint; cid: CidBytes; protected: boolean }[]> {
+  const { repo } = store.internals()
+  const pins = await pinnedCids(repo)
+  const list: { timeline: string; vtime: bigint; cid: CidBytes; protected: boolean }[] = []
+  for await (const e of repo.checkpoints(timeline)) {
+    const m = await store.manifest(toCID(e.cid))
+    list.push({ timeline, vtime: e.vtime, cid: e.cid, protected: isProtected(m) || pins.has(cidKey(e.cid)) })
+  }
+  return list
+}
+
 export async function thinTimeline(store: CkptStore, timeline: string, spec: string | Policy, opts: { dryRun?: boolean } = {}): Promise<ThinResult> {
   checkName('timeline', timeline)
   const policy = typeof spec === 'string' ? parsePolicy(spec) : spec
   return store.exclusive(async () => {
     const { repo } = store.internals()
     if (!(await repo.getTimeline(timeline))) throw new CkptError('CKPT_NOT_FOUND', `timeline ${timeline} does not exist`, { timeline })
-    const pins = await pinnedCids(repo)
-    const list: { timeline: string; vtime: bigint; cid: CidBytes; protected: boolean }[] = []
-    for await (const e of repo.checkpoints(timeline)) {
-      const m = await store.manifest(toCID(e.cid))
-      list.push({ timeline, vtime: e.vtime, cid: e.cid, protected: isProtected(m) || pins.has(cidKey(e.cid)) })
-    }
+    const list = await thinCandidates(store, timeline)
     const keep = planKeep(list, policy)
     const kept = list.filter((_, i) => keep[i])
     const dropped = list.filter((_, i) => !keep[i])

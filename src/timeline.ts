@@ -25,7 +25,7 @@ import { acquireSlab, releaseSlab } from './pipeline/slabs.js'
 import { checkName, REGION_RE, toVtime } from './refs.js'
 import { DEFAULT_FANOUT, Geometry, RegionTree } from './region-tree.js'
 import type { CkptStore } from './store.js'
-import { dropOps, isProtected, pinnedCids } from './lifecycle.js'
+import { dropOps, isProtected, thinCandidates } from './lifecycle.js'
 import { parsePolicy, planKeep, type Policy } from './policy.js'
 
 export type DirtySpec = ArrayLike<number> | { bitmap: Uint8Array }
@@ -184,15 +184,7 @@ export class Timeline {
   private parsedPolicy: { spec: string; policy: Policy } | undefined
 
   private async liveList(): Promise<{ vtime: bigint; cid: CidBytes; protected: boolean }[]> {
-    if (this.live) return this.live
-    const { repo } = this.store.internals()
-    const pins = await pinnedCids(repo)
-    const list: { vtime: bigint; cid: CidBytes; protected: boolean }[] = []
-    for await (const e of repo.checkpoints(this.name)) {
-      const m = await this.store.manifest(toCID(e.cid))
-      list.push({ vtime: e.vtime, cid: e.cid, protected: isProtected(m) || pins.has(cidKey(e.cid)) })
-    }
-    return (this.live = list)
+    return (this.live ??= await thinCandidates(this.store, this.name))
   }
 
   /**
