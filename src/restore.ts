@@ -4,14 +4,31 @@
  * chunk against its CID; a mismatch fails with CKPT_HASH_MISMATCH naming the chunk.
  */
 import fs from 'node:fs'
+import path from 'node:path'
 import { cidBytes, cidCodec, cidDigest, cidToString, RAW, type CidBytes } from '../codecs/cid.js'
-import { CkptError } from '../codecs/errors.js'
+import { CkptError, fsError } from '../codecs/errors.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
 import { hashMismatch, type BlockLocation, type BlockStore } from '../store/block-store.js'
 import { runBatches } from './ingest.js'
 import type { ReadTask } from './pipeline/tasks.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
-import type { Geometry } from './region-tree.js'
+import {
+  checkDeviceSize,
+  checkFreeSpace,
+  dropPartial,
+  openInPlace,
+  partialName,
+  resolveOutput,
+  systemError,
+  trackPartial,
+  untrackPartial,
+  writeAll,
+  writeError,
+  type OutputKind,
+  type OutputTarget,
+} from './output-file.js'
+import { Geometry } from './region-tree.js'
+import type { CkptStore } from './store.js'
 
 /** Decoded, verified tree node by CID (cached by the block store). */
 export function nodeEntries(blocks: BlockStore, cid: CidBytes): NodeEntries {
@@ -115,6 +132,8 @@ function zeroFill(out: Uint8Array, from: number, to: number): void {
 }
 
 interface Job {
+  /** position among the region's jobs (a stream writes them in this order) */
+  seq: number
   chunks: number[]
   cids: CidBytes[]
   locs: BlockLocation[]
@@ -182,7 +201,7 @@ function readTask(blocks: BlockStore, geo: Geometry | undefined, job: Job, out: 
  * concatenated in order (the caller knows each one's raw length from its location).
  */
 export async function readBlocks(blocks: BlockStore, pool: WorkerPool, cids: CidBytes[], locs: BlockLocation[]): Promise<Uint8Array> {
-  const job: Job = { chunks: [], cids, locs, raw: 0 }
+  const job: Job = { seq: 0, chunks: [], cids, locs, raw: 0 }
   const r = await pool.run(readTask(blocks, undefined, job, undefined))
   if (r.bad >= 0) throw readFailure(r, cids[r.bad]!, locs[r.bad]!)
   return r.data!
@@ -197,125 +216,311 @@ function readFailure(r: { code?: string; message?: string }, cid: CidBytes, loc:
   })
 }
 
+/** A destination written front to back (stdout): restoreRegion calls write in order, awaiting each call. */
+export interface RegionSink {
+  write(bytes: Uint8Array): Promise<void>
+}
+
+/**
+ * The bytes a restore into a file really writes: the region's non-hole chunks. A subtree is counted
+ * once per CID, so a huge region of one repeated chunk costs a few node reads, not a walk of every leaf.
+ */
+export function regionBytesToWrite(blocks: BlockStore, geo: Geometry, root: CidBytes | null): number {
+  if (!root || geo.chunks === 0) return 0
+  const memo = new Map<string, number>()
+  const count = (level: number, cid: CidBytes): number => {
+    const key = `${level}:${Buffer.from(cid.buffer, cid.byteOffset, cid.length).toString('latin1')}`
+    let n = memo.get(key)
+    if (n !== undefined) return n
+    const e = nodeEntries(blocks, cid)
+    n = 0
+    for (let s = 0; s < e.count; s++) if (e.codecs[s]) n += level === 1 ? 1 : count(level - 1, childCid(e, s)!)
+    memo.set(key, n)
+    return n
+  }
+  let bytes = count(geo.height, root) * geo.chunkSize
+  // every chunk but the last has chunkSize bytes
+  const last = geo.chunks - 1
+  let cid: CidBytes | null = root
+  for (let level = geo.height; level >= 1 && cid; level--) cid = childCid(nodeEntries(blocks, cid), Math.floor(last / geo.fanout ** (level - 1)) % geo.fanout)
+  if (cid) bytes -= geo.chunkSize - geo.lastChunkSize
+  return bytes
+}
+
+/** fs.writeSync until all of [off, off + len) of bytes is at pos (a block device may take less at a time). */
+function writeFullySync(fd: number, bytes: Uint8Array, off: number, len: number, pos: number): void {
+  while (len > 0) {
+    const n = fs.writeSync(fd, bytes, off, len, pos)
+    if (n <= 0) throw Object.assign(new Error('no space left on device, write'), { code: 'ENOSPC' })
+    off += n
+    pos += n
+    len -= n
+  }
+}
+
+/**
+ * Materialises a region into `out`: a buffer of the region's size, a sink written front to back, or a
+ * path written by the rules of src/output-file.ts (SPEC.md §9.1):
+ *  - a regular file or nothing: written sparse (holes are not written) under TARGET.ckpt-partial-PID,
+ *    renamed over TARGET when complete, after checking that the file system has room for the non-hole
+ *    chunks (CKPT_NO_SPACE before anything is written); the temporary file is removed on any failure;
+ *  - a symlink: its final target as above;
+ *  - a block device: written in place, holes as zeros (the device holds old content); CKPT_NO_SPACE
+ *    up front when it is known to be smaller than the region;
+ *  - a FIFO or character device: written front to back, holes as zeros.
+ * Every chunk is re-hashed against its CID on the way.
+ */
 export async function restoreRegion(
   blocks: BlockStore,
   pool: WorkerPool,
   geo: Geometry,
   root: CidBytes | null,
-  out: Uint8Array | string,
+  out: Uint8Array | string | RegionSink,
 ): Promise<{ bytes: number; chunks: number }> {
-  let fd: number | undefined
-  // a file is written under a temporary name and renamed when complete: a failed restore leaves no
-  // half-written output (and does not clobber an existing file)
-  const target = typeof out === 'string' ? out : undefined
-  const temp = target && `${target}.ckpt-partial-${process.pid}`
-  if (temp) {
-    try {
-      fd = fs.openSync(temp, 'w')
-      fs.ftruncateSync(fd, geo.size)
-    } catch (err) {
-      if (fd !== undefined) fs.closeSync(fd)
-      throw new CkptError('CKPT_IO', `cannot write ${target}: ${(err as Error).message}`, { path: target }, err)
-    }
-    out = temp
+  let mode: 'buffer' | OutputKind
+  let dest: OutputTarget | undefined
+  let sink: RegionSink | undefined
+  let buffer: Uint8Array | undefined
+  if (out instanceof Uint8Array) {
+    mode = 'buffer'
+    buffer = out
+  } else if (typeof out === 'string') {
+    dest = resolveOutput(out)
+    mode = dest.kind
+  } else {
+    mode = 'stream'
+    sink = out
   }
-  const leaves: { j: number; e: NodeEntries | null }[] = []
-  walkLeaves(blocks, geo, root, (j, e) => leaves.push({ j, e }))
+  const target = dest?.target
+  /** file: the temporary file; block: the device */
+  let fd: number | undefined
+  /** a FIFO or character device */
+  let fh: fs.promises.FileHandle | undefined
+  let temp: string | undefined
   let written = 0
   let count = 0
-  const place = (job: Job, bytes: Uint8Array) => {
-    let o = 0
-    for (let k = 0; k < job.chunks.length; k++) {
-      const i = job.chunks[k]!
-      const len = job.locs[k]!.rawLength
-      if (fd !== undefined) fs.writeSync(fd, bytes, o, len, i * geo.chunkSize)
-      else (out as Uint8Array).set(bytes.subarray(o, o + len), i * geo.chunkSize)
-      o += len
-    }
-  }
-  const finish = async (job: Job) => {
-    for (let k = 0; k < job.chunks.length; k++) {
-      const len = job.locs[k]!.rawLength
-      if (len !== geo.chunkLength(job.chunks[k]!)) {
-        throw new CkptError('CKPT_BAD_NODE', `chunk ${job.chunks[k]} has ${len} bytes, expected ${geo.chunkLength(job.chunks[k]!)}`, { index: job.chunks[k] })
+  try {
+    // checks first: nothing is created or written when they fail
+    if (mode === 'file') checkFreeSpace(path.dirname(target!), regionBytesToWrite(blocks, geo, root), target!)
+    if (mode === 'block') checkDeviceSize(dest!, geo.size)
+    const leaves: { j: number; e: NodeEntries | null }[] = []
+    walkLeaves(blocks, geo, root, (j, e) => leaves.push({ j, e }))
+
+    try {
+      if (mode === 'file') {
+        temp = partialName(target!)
+        trackPartial(temp)
+        fd = fs.openSync(temp, 'w')
+        fs.ftruncateSync(fd, geo.size)
+      } else if (mode === 'block') {
+        fd = fs.openSync(target!, fs.constants.O_WRONLY)
+      } else if (mode === 'stream' && !sink) {
+        const handle = (fh = await openInPlace(target!))
+        sink = { write: (b) => writeAll(handle, b, null) }
       }
-      written += len
-      count++
+    } catch (err) {
+      throw writeError(err, target!)
     }
-    const r = await pool.run(readTask(blocks, geo, job, out))
-    if (r.bad >= 0) throw readFailure(r, job.cids[r.bad]!, job.locs[r.bad]!)
-    if (r.data) place(job, r.data)
-  }
-  // holes are zero-filled in runs (one fill per run, not per chunk); files stay sparse
-  let zeroFrom = -1
-  let zeroTo = -1
-  const zero = (from: number, to: number) => {
-    if (fd !== undefined) return
-    if (from === zeroTo) zeroTo = to
-    else {
-      if (zeroFrom >= 0) zeroFill(out as Uint8Array, zeroFrom, zeroTo)
-      zeroFrom = from
-      zeroTo = to
-    }
-  }
-  // jobs of ~2 MiB of chunks, in order; a leaf's chunk locations come from one index call
-  let leafAt = 0
-  const pending: Job[] = []
-  let job: Job = { chunks: [], cids: [], locs: [], raw: 0 }
-  const nextJob = async (): Promise<Job | undefined> => {
-    while (pending.length === 0 && leafAt < leaves.length) {
-      const { j, e } = leaves[leafAt++]!
-      const first = j * geo.fanout
-      if (!e) {
-        zero(first * geo.chunkSize, Math.min(geo.size, (first + geo.nodeCount(1, j)) * geo.chunkSize))
-        continue
+
+    // ---- stream: jobs finish out of order; their bytes go out in order, holes as zeros
+    let cursor = 0
+    const emitZeros = async (to: number) => {
+      while (cursor < to) {
+        const n = Math.min(ZEROS.length, to - cursor)
+        await sink!.write(ZEROS.subarray(0, n))
+        cursor += n
       }
-      const idx: number[] = []
-      const cids: CidBytes[] = []
-      for (let s = 0; s < e.count; s++) {
-        const i = first + s
-        const c = childCid(e, s)
-        if (!c) {
-          zero(i * geo.chunkSize, i * geo.chunkSize + geo.chunkLength(i))
+    }
+    const emitJob = async (job: Job, bytes: Uint8Array) => {
+      let o = 0
+      for (let k = 0; k < job.chunks.length; ) {
+        const start = job.chunks[k]! * geo.chunkSize
+        await emitZeros(start)
+        let len = 0
+        for (; k < job.chunks.length && job.chunks[k]! * geo.chunkSize === start + len; k++) len += job.locs[k]!.rawLength
+        await sink!.write(bytes.subarray(o, o + len))
+        o += len
+        cursor += len
+      }
+    }
+    let writeSeq = 0
+    let broken: { err: unknown } | undefined
+    let draining = false
+    const waiting = new Map<number, { run: () => Promise<void>; resolve: () => void; reject: (e: unknown) => void }>()
+    const drain = async () => {
+      if (draining) return
+      draining = true
+      try {
+        for (let w = waiting.get(writeSeq); w; w = waiting.get(writeSeq)) {
+          waiting.delete(writeSeq++)
+          try {
+            if (broken) throw broken.err
+            await w.run()
+            w.resolve()
+          } catch (err) {
+            broken ??= { err }
+            w.reject(err)
+          }
+        }
+      } finally {
+        draining = false
+      }
+    }
+    /** runs `run` after every job before `seq` has been written (or fails with the first failure) */
+    const inOrder = (seq: number, run: () => Promise<void>) =>
+      new Promise<void>((resolve, reject) => {
+        waiting.set(seq, { run, resolve, reject })
+        void drain()
+      })
+
+    const place = (job: Job, bytes: Uint8Array) => {
+      let o = 0
+      for (let k = 0; k < job.chunks.length; k++) {
+        const i = job.chunks[k]!
+        const len = job.locs[k]!.rawLength
+        if (fd !== undefined) writeFullySync(fd, bytes, o, len, i * geo.chunkSize)
+        else buffer!.set(bytes.subarray(o, o + len), i * geo.chunkSize)
+        o += len
+      }
+    }
+    const read = async (job: Job): Promise<Uint8Array | undefined> => {
+      for (let k = 0; k < job.chunks.length; k++) {
+        const len = job.locs[k]!.rawLength
+        if (len !== geo.chunkLength(job.chunks[k]!)) {
+          throw new CkptError('CKPT_BAD_NODE', `chunk ${job.chunks[k]} has ${len} bytes, expected ${geo.chunkLength(job.chunks[k]!)}`, { index: job.chunks[k] })
+        }
+      }
+      // a regular file is written by the workers themselves; the rest comes back here
+      const r = await pool.run(readTask(blocks, geo, job, mode === 'file' ? temp : buffer))
+      if (r.bad >= 0) throw readFailure(r, job.cids[r.bad]!, job.locs[r.bad]!)
+      for (const l of job.locs) written += l.rawLength
+      count += job.chunks.length
+      return r.data
+    }
+    const finish = async (job: Job) => {
+      let data: Uint8Array | undefined
+      try {
+        data = await read(job)
+      } catch (err) {
+        if (mode === 'stream') await inOrder(job.seq, () => Promise.reject(err)).catch(() => {})
+        throw err
+      }
+      if (mode === 'stream') await inOrder(job.seq, () => emitJob(job, data!))
+      else if (data) place(job, data)
+    }
+    // holes: a buffer is zero-filled and a block device overwritten with zeros, in runs (one fill
+    // per run, not per chunk); a file stays sparse; a stream gets them between the chunks
+    let zeroFrom = -1
+    let zeroTo = -1
+    const fillZeros = (from: number, to: number) => {
+      if (mode === 'buffer') zeroFill(buffer!, from, to)
+      else for (let at = from; at < to; at += ZEROS.length) writeFullySync(fd!, ZEROS, 0, Math.min(ZEROS.length, to - at), at)
+    }
+    const zero = (from: number, to: number) => {
+      if (mode !== 'buffer' && mode !== 'block') return
+      if (from === zeroTo) zeroTo = to
+      else {
+        if (zeroFrom >= 0) fillZeros(zeroFrom, zeroTo)
+        zeroFrom = from
+        zeroTo = to
+      }
+    }
+    // jobs of ~2 MiB of chunks, in order; a leaf's chunk locations come from one index call
+    let leafAt = 0
+    let seq = 0
+    const pending: Job[] = []
+    const newJob = (): Job => ({ seq: 0, chunks: [], cids: [], locs: [], raw: 0 })
+    const queue = (j: Job) => {
+      j.seq = seq++
+      pending.push(j)
+    }
+    let job = newJob()
+    const nextJob = async (): Promise<Job | undefined> => {
+      while (pending.length === 0 && leafAt < leaves.length) {
+        const { j, e } = leaves[leafAt++]!
+        const first = j * geo.fanout
+        if (!e) {
+          zero(first * geo.chunkSize, Math.min(geo.size, (first + geo.nodeCount(1, j)) * geo.chunkSize))
           continue
         }
-        idx.push(i)
-        cids.push(c)
-      }
-      const locs = await blocks.locateMany(cids)
-      for (let k = 0; k < cids.length; k++) {
-        const loc = locs[k]
-        if (!loc) throw new CkptError('CKPT_NOT_FOUND', `chunk ${idx[k]} (${cidToString(cids[k]!)}) is missing from the store`, { cid: cidToString(cids[k]!), index: idx[k] })
-        job.chunks.push(idx[k]!)
-        job.cids.push(cids[k]!)
-        job.locs.push(loc)
-        job.raw += loc.rawLength
-        if (job.raw >= 2 << 20) {
-          pending.push(job)
-          job = { chunks: [], cids: [], locs: [], raw: 0 }
+        const idx: number[] = []
+        const cids: CidBytes[] = []
+        for (let s = 0; s < e.count; s++) {
+          const i = first + s
+          const c = childCid(e, s)
+          if (!c) {
+            zero(i * geo.chunkSize, i * geo.chunkSize + geo.chunkLength(i))
+            continue
+          }
+          idx.push(i)
+          cids.push(c)
+        }
+        const locs = await blocks.locateMany(cids)
+        for (let k = 0; k < cids.length; k++) {
+          const loc = locs[k]
+          if (!loc) throw new CkptError('CKPT_NOT_FOUND', `chunk ${idx[k]} (${cidToString(cids[k]!)}) is missing from the store`, { cid: cidToString(cids[k]!), index: idx[k] })
+          job.chunks.push(idx[k]!)
+          job.cids.push(cids[k]!)
+          job.locs.push(loc)
+          job.raw += loc.rawLength
+          if (job.raw >= 2 << 20) {
+            queue(job)
+            job = newJob()
+          }
         }
       }
+      if (pending.length === 0 && job.chunks.length > 0) {
+        queue(job)
+        job = newJob()
+      }
+      return pending.shift()
     }
-    if (pending.length === 0 && job.chunks.length > 0) {
-      pending.push(job)
-      job = { chunks: [], cids: [], locs: [], raw: 0 }
-    }
-    return pending.shift()
-  }
-  try {
     await runBatches(pool, nextJob, finish)
     zero(-2, -2)
+    if (mode === 'stream') await emitZeros(geo.size)
     if (fd !== undefined) {
-      fs.closeSync(fd)
+      if (mode === 'block') fs.fdatasyncSync(fd)
+      const f = fd
       fd = undefined
-      fs.renameSync(temp!, target!)
+      fs.closeSync(f)
+    }
+    if (fh) {
+      const h = fh
+      fh = undefined
+      await h.close()
+    }
+    if (temp) {
+      fs.renameSync(temp, target!)
+      untrackPartial(temp)
+      temp = undefined
     }
   } catch (err) {
-    if (temp) fs.rmSync(temp, { force: true })
-    if (err instanceof CkptError) throw err
-    throw new CkptError('CKPT_IO', `restore failed: ${(err as Error).message}`, { path: target }, err)
-  } finally {
-    if (fd !== undefined) fs.closeSync(fd)
+    if (fd !== undefined) {
+      try {
+        fs.closeSync(fd)
+      } catch {}
+    }
+    await fh?.close().catch(() => {})
+    if (temp) dropPartial(temp)
+    const e = systemError(err)
+    if (e instanceof CkptError) throw e
+    throw fsError(e, target ? `cannot write ${target}` : 'restore failed', target ? { path: target } : {})
   }
   return { bytes: written, chunks: count }
+}
+
+/**
+ * restoreRegion for a region of a checkpoint of `store` into any destination restoreRegion takes,
+ * a RegionSink included (store.restore takes buffers and paths).
+ */
+export async function restoreTo(store: CkptStore, ref: string, region: string, out: Uint8Array | string | RegionSink): Promise<{ bytes: number; chunks: number }> {
+  const m = await store.manifest(ref)
+  const r = m.regions[region]
+  if (!r) throw new CkptError('CKPT_UNKNOWN_REGION', `checkpoint has no region ${region}`, { region })
+  const geo = new Geometry(r.size, r.chunkSize, r.fanout)
+  if (out instanceof Uint8Array && out.length !== geo.size) {
+    throw new CkptError('CKPT_WRONG_SIZE', `output buffer has ${out.length} bytes, region ${region} has ${geo.size}`, { region })
+  }
+  const { repo, pool } = store.internals()
+  return restoreRegion(repo.blocks, pool, geo, r.root, out)
 }

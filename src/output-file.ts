@@ -1,0 +1,239 @@
+/**
+ * Output files of restore and export (SPEC.md §9.1): what a path names decides how it is written.
+ *
+ *   regular file, or nothing   written under `TARGET.ckpt-partial-PID` beside it, renamed over it when
+ *                              complete; removed on every failure (and by the CLI on SIGINT/SIGTERM)
+ *   symlink                    followed to its final target, which is written as above; the link stays
+ *   block device               written in place (no O_CREAT/O_TRUNC, never renamed), from offset 0
+ *   FIFO, character device     written front to back (a pipe, /dev/null, a tty)
+ *   directory, socket          CKPT_BAD_ARGUMENT, nothing written
+ *
+ * Operating-system errors come out as CKPT_NO_SPACE / CKPT_PERMISSION / CKPT_READ_ONLY / CKPT_IO.
+ */
+import fs from 'node:fs'
+import path from 'node:path'
+import { CkptError, fsError } from '../codecs/errors.js'
+
+/**
+ * How a resolved output is written: `file` under a temporary name then renamed, `block` in place at
+ * its offsets, `stream` front to back.
+ */
+export type OutputKind = 'file' | 'block' | 'stream'
+
+export interface OutputTarget {
+  /** the path as given */
+  path: string
+  /** the file actually written: `path` with every symlink followed (absolute) */
+  target: string
+  kind: OutputKind
+  /** whether `target` exists already */
+  exists: boolean
+  /** a block device's size in bytes, when the system says (Linux: /sys/dev/block) */
+  deviceSize?: number
+}
+
+const MAX_LINKS = 40
+
+/** What `p` names, symlinks followed; CKPT_BAD_ARGUMENT for a directory or a socket. */
+export function resolveOutput(p: string): OutputTarget {
+  if (typeof p !== 'string' || p === '') throw new CkptError('CKPT_BAD_ARGUMENT', 'an output path must be a non-empty string', { path: p })
+  let target = path.resolve(p)
+  for (let hops = 0; ; hops++) {
+    let st: fs.Stats
+    try {
+      st = fs.lstatSync(target)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { path: p, target, kind: 'file', exists: false }
+      throw writeError(err, target)
+    }
+    if (st.isSymbolicLink()) {
+      if (hops >= MAX_LINKS) throw new CkptError('CKPT_BAD_ARGUMENT', `cannot write ${p}: too many levels of symbolic links`, { path: p })
+      let link: string
+      let dir: string
+      try {
+        link = fs.readlinkSync(target)
+        // the link is relative to the directory it is in, as the kernel sees it (not lexically)
+        dir = fs.realpathSync(path.dirname(target))
+      } catch (err) {
+        throw writeError(err, target)
+      }
+      target = path.resolve(dir, link)
+      continue
+    }
+    if (st.isFile()) return { path: p, target, kind: 'file', exists: true }
+    if (st.isDirectory()) throw new CkptError('CKPT_BAD_ARGUMENT', `${target} is a directory: give a file to write`, { path: p, target })
+    if (st.isBlockDevice()) return { path: p, target, kind: 'block', exists: true, deviceSize: blockDeviceSize(st.rdev) }
+    if (st.isCharacterDevice() || st.isFIFO()) return { path: p, target, kind: 'stream', exists: true }
+    throw new CkptError('CKPT_BAD_ARGUMENT', `${target} is a socket: it cannot be written as a file`, { path: p, target })
+  }
+}
+
+/** A block device's size from sysfs (in 512-byte sectors there), or undefined. */
+function blockDeviceSize(rdev: number): number | undefined {
+  const r = BigInt(rdev)
+  const major = ((r >> 8n) & 0xfffn) | ((r >> 32n) & ~0xfffn)
+  const minor = (r & 0xffn) | ((r >> 12n) & ~0xffn)
+  try {
+    const sectors = Number(fs.readFileSync(`/sys/dev/block/${major}:${minor}/size`, 'utf8').trim())
+    return Number.isSafeInteger(sectors) && sectors >= 0 ? sectors * 512 : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * The CkptError of an operating-system error while writing `file`: ENOENT (a directory on the way is
+ * missing) is CKPT_NOT_FOUND, the rest as errnoCode() says. CkptErrors pass through, except those
+ * that carry an errno as their code (the worker pool re-raises a worker's system error so).
+ */
+export function writeError(err: unknown, file: string, details: Record<string, unknown> = {}): CkptError {
+  const e = systemError(err)
+  if (e instanceof CkptError) return e
+  if ((e as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
+    return new CkptError('CKPT_NOT_FOUND', `cannot write ${file}: ${path.dirname(file)} does not exist`, { path: file, ...details, errno: 'ENOENT' }, e)
+  }
+  return fsError(e, `cannot write ${file}`, { path: file, ...details })
+}
+
+/** A CkptError whose code is an errno (ENOSPC, EACCES...) as the plain system error it stands for. */
+export function systemError(err: unknown): unknown {
+  if (err instanceof CkptError && !err.code.startsWith('CKPT_')) {
+    const msg = err.message.startsWith(err.code + ': ') ? err.message.slice(err.code.length + 2) : err.message
+    return Object.assign(new Error(msg, { cause: err }), { code: err.code })
+  }
+  return err
+}
+
+// ---------------------------------------------------------------- temporary files
+
+const partial = new Set<string>()
+
+/** The temporary name a file is written under before it is renamed over `target`. */
+export function partialName(target: string): string {
+  return `${target}.ckpt-partial-${process.pid}`
+}
+
+/** Temporary files (and directories) of this process that exist now: what a signal handler removes. */
+export function partialFiles(): string[] {
+  return [...partial]
+}
+
+/** Registers a temporary file or directory for removePartialFiles(). */
+export function trackPartial(p: string): void {
+  partial.add(p)
+}
+
+/** Forgets a temporary file that has been renamed into place. */
+export function untrackPartial(p: string): void {
+  partial.delete(p)
+}
+
+/** Removes a temporary file or directory (if it is there) and forgets it. */
+export function dropPartial(p: string): void {
+  try {
+    fs.rmSync(p, { recursive: true, force: true })
+  } catch {}
+  partial.delete(p)
+}
+
+/** Removes every temporary file of this process, synchronously (for SIGINT/SIGTERM handlers). */
+export function removePartialFiles(): void {
+  for (const p of [...partial]) dropPartial(p)
+}
+
+// ---------------------------------------------------------------- free space
+
+/**
+ * CKPT_NO_SPACE (details: path, needed, available) when the file system holding `dir` has fewer than
+ * `needed` bytes free for this user. A file system that cannot say is not checked.
+ */
+export function checkFreeSpace(dir: string, needed: number, file: string): void {
+  let available: number
+  try {
+    const s = fs.statfsSync(dir)
+    available = s.bavail * s.bsize
+  } catch {
+    return
+  }
+  if (needed > available) {
+    throw new CkptError('CKPT_NO_SPACE', `${file} needs ${needed} bytes, the file system of ${dir} has ${available} free`, { path: file, needed, available })
+  }
+}
+
+/** CKPT_NO_SPACE when a block device is known to be smaller than `needed`. */
+export function checkDeviceSize(out: OutputTarget, needed: number): void {
+  if (out.deviceSize !== undefined && needed > out.deviceSize) {
+    throw new CkptError('CKPT_NO_SPACE', `${out.target} holds ${out.deviceSize} bytes, ${needed} are to be written`, { path: out.target, needed, available: out.deviceSize })
+  }
+}
+
+// ---------------------------------------------------------------- writing
+
+/** Writes all of `bytes` at `position` (null: the current position) through a file handle. */
+export async function writeAll(fh: fs.promises.FileHandle, bytes: Uint8Array, position: number | null): Promise<void> {
+  let done = 0
+  while (done < bytes.length) {
+    const { bytesWritten } = await fh.write(bytes, done, bytes.length - done, position === null ? null : position + done)
+    if (bytesWritten <= 0) throw Object.assign(new Error('no space left on device, write'), { code: 'ENOSPC' })
+    done += bytesWritten
+  }
+}
+
+/** Opens an existing device or FIFO for writing: no O_CREAT, no O_TRUNC (asynchronously: a FIFO waits for its reader). */
+export function openInPlace(target: string): Promise<fs.promises.FileHandle> {
+  return fs.promises.open(target, fs.constants.O_WRONLY)
+}
+
+/**
+ * Writes `data` (bytes, or a stream of them) to the output `p` by the rules above. Resolves to the
+ * resolved target and the number of bytes written. A regular file appears complete or not at all.
+ */
+export async function writeOutput(p: string, data: Uint8Array | AsyncIterable<Uint8Array>): Promise<{ out: OutputTarget; bytes: number }> {
+  const out = resolveOutput(p)
+  const known = data instanceof Uint8Array ? data.length : undefined
+  const chunks: AsyncIterable<Uint8Array> =
+    data instanceof Uint8Array
+      ? (async function* () {
+          yield data
+        })()
+      : data
+  let bytes = 0
+  if (out.kind === 'file') {
+    if (known !== undefined) checkFreeSpace(path.dirname(out.target), known, out.target)
+    const temp = partialName(out.target)
+    trackPartial(temp)
+    let fh: fs.promises.FileHandle | undefined
+    try {
+      fh = await fs.promises.open(temp, 'w')
+      for await (const c of chunks) {
+        await writeAll(fh, c, null)
+        bytes += c.length
+      }
+      await fh.close()
+      fh = undefined
+      fs.renameSync(temp, out.target)
+      partial.delete(temp)
+    } catch (err) {
+      await fh?.close().catch(() => {})
+      dropPartial(temp)
+      throw writeError(err, out.target)
+    }
+    return { out, bytes }
+  }
+  if (out.kind === 'block' && known !== undefined) checkDeviceSize(out, known)
+  let fh: fs.promises.FileHandle | undefined
+  try {
+    fh = await openInPlace(out.target)
+    for await (const c of chunks) {
+      await writeAll(fh, c, out.kind === 'block' ? bytes : null)
+      bytes += c.length
+    }
+    if (out.kind === 'block') await fh.datasync()
+    await fh.close()
+    fh = undefined
+  } catch (err) {
+    await fh?.close().catch(() => {})
+    throw writeError(err, out.target)
+  }
+  return { out, bytes }
+}
