@@ -14,7 +14,7 @@ import { cidBytes, cidDigest, DAG_CBOR, RAW, type CidBytes } from '../codecs/cid
 import { AT_REST, compressBlock, defaultCompressor } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { encodeNodeDelta, encodeNodePatch } from '../codecs/node-delta.js'
-import { emptyNode, encodedNodeLength, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
+import { emptyNode, encodedNodeLength, encodeNode, MAX_NODE_COUNT, type NodeEntries } from '../codecs/tree-node.js'
 import type { BlockStore } from '../store/block-store.js'
 import type { LeafSet } from './pipeline/tasks.js'
 
@@ -27,11 +27,24 @@ export class Geometry {
   readonly height: number
   readonly lastChunkSize: number
 
+  /**
+   * Throws CKPT_BAD_MANIFEST (before any loop) unless size is an integer from 1 to 2^53-1, chunkSize
+   * an integer from 1 to 2^31 and fanout an integer from 2 to 65,536: a shape read from a bundle or a
+   * damaged manifest can never make the height loop run forever (fan-out 1) or overflow. Manifests
+   * are checked more narrowly already (codecs/manifest.ts: power-of-two chunks of 512 B to 1 MiB).
+   */
   constructor(
     readonly size: number,
     readonly chunkSize: number,
     readonly fanout = DEFAULT_FANOUT,
   ) {
+    if (
+      !Number.isSafeInteger(size) || size < 1 ||
+      !Number.isSafeInteger(chunkSize) || chunkSize < 1 || chunkSize > 2 ** 31 ||
+      !Number.isInteger(fanout) || fanout < 2 || fanout > MAX_NODE_COUNT
+    ) {
+      throw new CkptError('CKPT_BAD_MANIFEST', `impossible region shape: size ${size}, chunk size ${chunkSize}, fan-out ${fanout}`, { size, chunkSize, fanout })
+    }
     this.chunks = Math.ceil(size / chunkSize)
     this.lastChunkSize = size - (this.chunks - 1) * chunkSize
     let h = 1
