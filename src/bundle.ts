@@ -16,6 +16,7 @@
 import { copyOf } from '../codecs/bytes.js'
 import fs from 'node:fs'
 import path from 'node:path'
+import { randomBytes } from 'node:crypto'
 import { CID as CIDClass, type CID } from 'multiformats/cid'
 import { blake3 } from '../codecs/blake3.js'
 import { compressBundle, decompressBundle, defaultBundleCompression, type BundleCompression } from '../codecs/bundle-compress.js'
@@ -500,9 +501,21 @@ class Importer {
   private readonly manifests = new Map<string, Manifest>()
   private readonly recent = new RecentNodes()
   private readonly deferred: { cid: CidBytes; bytes: Uint8Array; offset: number }[] = []
+  /** tree nodes proven valid, each keyed with the place it was proven for (ImportKeys.node) */
   private verified: SeenSet | undefined
-  /** raw blocks this import stored or found stored (exact 128-bit set: spares index lookups in the DAG check) */
+  /**
+   * raw blocks this import stored or found stored, each keyed with its length (ImportKeys.raw): the
+   * DAG check asks for a chunk *of the length its place needs* without an index lookup
+   */
   private here: SeenSet | undefined
+  private readonly keys = new ImportKeys()
+  /** the header's roots, by CID key: only they are read as manifests */
+  private roots = new Map<string, CidBytes>()
+  /**
+   * proven manifests the store lacks, put into it only just before the final commit: a step commit
+   * (commitBlocks) must never make a manifest durable that a failing import would leave behind
+   */
+  private readonly manifestBlocks: { cid: CidBytes; bytes: Uint8Array }[] = []
   private inflight: Promise<void>[] = []
   private chain: Promise<void> = Promise.resolve()
   private batch: { cids: CidBytes[]; offsets: number[]; lengths: number[]; at: number[]; data: Uint8Array; used: number } | undefined
@@ -543,6 +556,7 @@ class Importer {
       if (rootKeys.has(cidKey(cid))) throw badBundle(`root ${cidToString(cid)} is listed twice`, 0, { cid: cidToString(cid) })
       rootKeys.set(cidKey(cid), cid)
     }
+    this.roots = rootKeys
     let lastProgress = 0
     for await (const s of reader.sections()) {
       const cid = ourCid(s.cid, s.offset, 'block')
@@ -568,6 +582,13 @@ class Importer {
     }
     this.pending.clear()
     const catalog = await this.catalog([...rootKeys.values()])
+    for (const b of this.manifestBlocks.splice(0)) {
+      if (this.blocks.has(b.cid)) this.summary.presentBlocks++
+      else {
+        const c = compressBlock(this.comp, b.bytes)
+        this.placed(this.blocks.put(b.cid, c.code, c.bytes, b.bytes.length), c.bytes.length)
+      }
+    }
     await this.repo.commit(catalog.ops)
     await this.store.timelinesChanged(catalog.timelines)
     this.opts.onProgress?.({ bytes: reader.offset, blocks: this.summary.blocks })
@@ -671,12 +692,13 @@ class Importer {
         continue
       }
       if (h.compressed[k] === COMPRESSED) this.placed(this.blocks.putEntry(cid, entry, b.lengths[k]!, h.codes[k]!), len - ENTRY_HEADER_SIZE)
-      else if (this.here!.has(cid) || this.blocks.has(cid)) this.summary.presentBlocks++
+      else if (this.here!.has(this.keys.raw(cid, bytes.length)) || this.blocks.has(cid)) this.summary.presentBlocks++
       else {
         const c = compressBlock(this.comp, bytes)
         this.placed(this.blocks.put(cid, c.code, c.bytes, bytes.length), c.bytes.length)
       }
-      if (!this.here!.has(cid)) this.here!.add(cid)
+      const rk = this.keys.raw(cid, bytes.length)
+      if (!this.here!.has(rk)) this.here!.add(rk)
     }
     await this.here!.flush()
   }
@@ -690,10 +712,28 @@ class Importer {
 
   // -------------------------------------------------------------------- dag-cbor blocks
 
-  /** A verified dag-cbor block: a tree node waits for its manifest; a manifest is proven and stored. */
+  /**
+   * A verified dag-cbor block: a root is a manifest (or the bundle is refused) and is proven; a tree
+   * node waits for its manifest; a manifest that is no root is not stored (nothing would catalogue
+   * it); anything else is kept as it is.
+   */
   private async dagCbor(cid: CidBytes, block: Uint8Array, offset: number): Promise<void> {
     const key = cidKey(cid)
-    if (this.pending.has(key) || this.manifests.has(key)) {
+    if (this.roots.has(key)) {
+      if (this.manifests.has(key)) {
+        this.summary.presentBlocks++
+        return
+      }
+      let m: Manifest
+      try {
+        m = decodeManifest(block)
+      } catch (err) {
+        throw notAManifest(cid, offset, err)
+      }
+      await this.manifest(cid, copyOf(block), offset, false, m)
+      return
+    }
+    if (this.pending.has(key)) {
       this.summary.presentBlocks++
       return
     }
@@ -717,14 +757,13 @@ class Importer {
       }
     }
     if (first !== undefined && first >> 5 === 5) {
-      let m: Manifest | undefined
+      let manifest = false
       try {
-        m = decodeManifest(block)
+        decodeManifest(block)
+        manifest = true
       } catch {}
-      if (m) {
-        await this.manifest(cid, copyOf(block), offset, false, m)
-        return
-      }
+      // a checkpoint the header does not list: stored, it would be a checkpoint no catalog entry names
+      if (manifest) return
     }
     // some other dag-cbor block: kept as it is (a foreign DAG may link it)
     if (this.blocks.has(cid)) this.summary.presentBlocks++
@@ -753,11 +792,37 @@ class Importer {
     return this.blocks.has(cid) ? this.blocks.getNode(cid) : undefined
   }
 
+  /** Whether a tree node was proven valid for this place (node key), in this import or this manifest. */
+  private proven(key: string, here: Set<string>): boolean {
+    return here.has(key) || this.verified!.has(keyBytes(key))
+  }
+
   /**
-   * A manifest: proves its DAG complete — comparing with the checkpoint's parent where the parent is
-   * already proven (then only what changed is checked) — stores the tree nodes it reaches that wait
-   * in memory (as deltas against the parent's nodes at the same places), then the manifest itself.
-   * An incomplete DAG is deferred to the end of the stream (`final` false) or fails (`final` true).
+   * A raw block's length if it is here (in this bundle or the store): `want` when it has that length
+   * (known without an index lookup for blocks this import received), else its real length; -1 when
+   * it is nowhere.
+   */
+  private rawLength(cid: CidBytes, want: number): number {
+    if (this.here!.has(this.keys.raw(cid, want))) return want
+    const loc = this.blocks.locate(cid)
+    if (!loc) return -1
+    if (loc.rawLength === want) this.here!.add(this.keys.raw(cid, want))
+    return loc.rawLength
+  }
+
+  /**
+   * A manifest: proves its DAG complete and valid — as strictly as verify judges it (SPEC.md §11,
+   * §12.1): every node of the slot count its place needs, level-1 links raw and higher ones
+   * dag-cbor, every chunk of exactly the length its index needs (the last one may be shorter), every
+   * blob chunk of the length the manifest states. Where the checkpoint's parent is already proven,
+   * only what differs from it is checked. Then the tree nodes it reaches that wait in memory are
+   * stored (as deltas against the parent's nodes at the same places); the manifest itself waits for
+   * the final commit. An incomplete DAG is deferred to the end of the stream (`final` false) or fails
+   * (`final` true); an invalid one fails at once.
+   *
+   * Work is bounded by the bundle's bytes, whatever sizes the manifest claims: only linked nodes
+   * are visited, a node is proven once per kind of place (ImportKeys.node), and a node proven before
+   * has only its last slot looked at again where it ends a level of another region's shape.
    */
   private async manifest(cid: CidBytes, bytes: Uint8Array, offset: number, final: boolean, parsed?: Manifest): Promise<void> {
     const key = cidKey(cid)
@@ -766,12 +831,14 @@ class Importer {
     try {
       m = parsed ?? decodeManifest(bytes)
     } catch (err) {
-      throw new CkptError((err as CkptError).code ?? 'CKPT_BAD_MANIFEST', `root ${cidToString(cid)} is not a checkpoint manifest: ${(err as Error).message}`, { cid: cidToString(cid), offset }, err)
+      throw notAManifest(cid, offset, err)
     }
     const base = await this.baseOf(m)
     this.recent.rotate()
     const toStore: { cid: CidBytes; entries: NodeEntries; base?: { cid: CidBytes; entries: NodeEntries; slots: number[] } }[] = []
-    const pendingAdded = new Set<string>()
+    const queued = new Set<string>()
+    /** node keys proven by this manifest (they join `verified` once it is proven whole) */
+    const provenHere = new Set<string>()
     let missing: { cid: CidBytes; region?: string } | undefined
     for (const [name, reg] of Object.entries(m.regions)) {
       let geo: Geometry
@@ -780,16 +847,16 @@ class Importer {
       } catch (err) {
         throw new CkptError('CKPT_BAD_MANIFEST', `checkpoint ${cidToString(cid)}: region ${name} has an impossible shape`, { cid: cidToString(cid) }, err)
       }
-      if (reg.chunkSize < 512 || reg.chunkSize > 1 << 20 || (reg.chunkSize & (reg.chunkSize - 1)) !== 0 || reg.fanout < 2 || reg.fanout > 65536) {
-        throw new CkptError('CKPT_BAD_MANIFEST', `checkpoint ${cidToString(cid)}: region ${name} has chunk size ${reg.chunkSize} / fan-out ${reg.fanout}`, { cid: cidToString(cid) })
-      }
+      const lastAt: number[] = []
+      for (let l = 0; l <= geo.height; l++) lastAt.push(geo.itemsAt(l) - 1)
       const b = base?.regions[name]
       const baseRoot = b && b.size === reg.size && b.chunkSize === reg.chunkSize && b.fanout === reg.fanout ? b.root : null
       const walk = (c: CidBytes | null, bc: CidBytes | null, level: number, index: number): boolean => {
         if (!c) return true
         if (bc && cidEquals(c, bc)) return true
-        if (cidCodecOf(c) !== DAG_CBOR) throw badNode(cid, name, `links a raw block where a tree node belongs`)
-        if (this.verified!.has(c) || pendingAdded.has(cidKey(c))) return true
+        if (cidCodecOf(c) !== DAG_CBOR) throw badNode(cid, name, `links a raw block ${cidToString(c)} where a tree node belongs (level ${level})`)
+        const placeKey = this.keys.node(c, index === lastAt[level] ? 'last' : 'full', level, geo)
+        if (this.proven(placeKey, provenHere)) return true
         const e = this.nodeEntries(c)
         if (!e) {
           missing = { cid: c, region: name }
@@ -798,8 +865,10 @@ class Importer {
         if (e.count !== geo.nodeCount(level, index)) throw badNode(cid, name, `node ${cidToString(c)} has ${e.count} slots, expected ${geo.nodeCount(level, index)}`)
         const be = bc ? this.nodeEntries(bc) : undefined
         const same = be && be.count === e.count ? be : undefined
-        const changed = changedSlots(e, same)
-        for (const s of changed) {
+        // slots 0..count-2 proven before (at another place of the same kind): only the last is new here
+        const prefixKey = this.keys.node(c, 'prefix', level, geo)
+        const slots = same ? changedSlots(e, same) : this.proven(prefixKey, provenHere) ? [e.count - 1] : changedSlots(e, undefined)
+        for (const s of slots) {
           const codec = e.codecs[s]!
           if (!codec) continue
           const child = new Uint8Array(CID_LENGTH)
@@ -807,37 +876,50 @@ class Importer {
           child.set(e.digests.subarray(s * 32, s * 32 + 32), 4)
           if (level === 1) {
             if (codec !== RAW) throw badNode(cid, name, `leaf ${cidToString(c)} links a dag-cbor block in slot ${s}`)
-            if (!this.here!.has(child) && !this.blocks.has(child)) {
+            const i = index * geo.fanout + s
+            const want = geo.chunkLength(i)
+            const got = this.rawLength(child, want)
+            if (got < 0) {
               missing = { cid: child, region: name }
               return false
             }
+            if (got !== want) throw badNode(cid, name, `chunk ${i} (${cidToString(child)}) has ${got} bytes, the region's shape needs ${want}`)
           } else {
             const bchild = same && same.codecs[s] ? cidFrom(same.codecs[s]!, same.digests, s) : null
             if (!walk(child, bchild, level - 1, index * geo.fanout + s)) return false
           }
         }
         const k = cidKey(c)
-        if (this.pending.has(k)) toStore.push({ cid: c, entries: e, base: bc && same ? { cid: bc, entries: same, slots: changed } : undefined })
-        pendingAdded.add(k)
+        if (this.pending.has(k) && !queued.has(k)) {
+          queued.add(k)
+          toStore.push({ cid: c, entries: e, base: bc && same ? { cid: bc, entries: same, slots: slots } : undefined })
+        }
+        provenHere.add(placeKey)
+        provenHere.add(prefixKey)
         return true
       }
       if (!walk(reg.root, baseRoot, geo.height, 0)) break
     }
     if (!missing) {
       for (const [name, blob] of Object.entries(m.blobs)) {
-        let total = 0
+        // the decoder checked the CIDs (raw) and that the lengths add up to the size
         for (const c of blob.chunks) {
-          if (cidCodecOf(c.cid) !== RAW) throw new CkptError('CKPT_BAD_MANIFEST', `checkpoint ${cidToString(cid)}: blob ${name} links a non-raw block`, { cid: cidToString(cid) })
-          if (!this.blocks.has(c.cid)) {
+          const got = this.rawLength(c.cid, c.length)
+          if (got < 0) {
             missing = { cid: c.cid }
             break
           }
-          total += c.length
+          if (got !== c.length) {
+            throw new CkptError('CKPT_BAD_MANIFEST', `checkpoint ${cidToString(cid)}: blob ${name} says its chunk ${cidToString(c.cid)} has ${c.length} bytes, it has ${got}`, {
+              cid: cidToString(cid),
+              chunk: cidToString(c.cid),
+            })
+          }
         }
         if (missing) break
-        if (total !== blob.size) throw new CkptError('CKPT_BAD_MANIFEST', `checkpoint ${cidToString(cid)}: blob ${name}'s chunks do not add up to its size`, { cid: cidToString(cid) })
       }
     }
+    await this.here!.flush()
     if (missing) {
       if (!final) {
         this.deferred.push({ cid, bytes, offset })
@@ -861,13 +943,10 @@ class Importer {
       this.recent.set(n.cid, n.entries)
       this.placed(true, r.stored)
     }
-    for (const k of pendingAdded) this.verified!.add(keyBytes(k))
+    for (const k of provenHere) this.verified!.add(keyBytes(k))
     await this.verified!.flush()
     if (this.blocks.has(cid)) this.summary.presentBlocks++
-    else {
-      const c = compressBlock(this.comp, bytes)
-      this.placed(this.blocks.put(cid, c.code, c.bytes, bytes.length), c.bytes.length)
-    }
+    else this.manifestBlocks.push({ cid, bytes })
     this.manifests.set(key, m)
   }
 
@@ -972,6 +1051,60 @@ function cidFrom(codec: number, digests: Uint8Array, slot: number): CidBytes {
   c.set([0x01, codec, 0x1e, 0x20])
   c.set(digests.subarray(slot * 32, slot * 32 + 32), 4)
   return c
+}
+
+/** A root that does not decode as a checkpoint manifest: its code (CKPT_BAD_MANIFEST, CKPT_VERSION) and reason. */
+function notAManifest(cid: CidBytes, offset: number, err: unknown): CkptError {
+  const code = err instanceof CkptError ? err.code : 'CKPT_BAD_MANIFEST'
+  return new CkptError(code, `root ${cidToString(cid)} is not a checkpoint manifest: ${(err as Error).message}`, { cid: cidToString(cid), offset, ...(err instanceof CkptError ? err.details : {}) }, err)
+}
+
+/**
+ * Keys of the import's two exact sets (SeenSets keep 128 digest bits), bound to what was proven of a
+ * block rather than to its CID alone: a raw block's key mixes in its length, a tree node's key the
+ * kind of place it was proven valid for — level, chunk size and fan-out for a node inside a level
+ * ('full': every slot used, every chunk below full-size) or for the slots before its last
+ * ('prefix'), plus the region's size for the node ending its level ('last', whose subtree holds the
+ * short last chunk). The mix is BLAKE3 of a per-import random secret and the context, XORed into the
+ * digest bits the sets keep, so no bundle can be crafted to make one key stand for another.
+ */
+class ImportKeys {
+  private readonly secret = randomBytes(32)
+  private readonly lengthMasks = new Map<number, Uint8Array>()
+  private readonly placeMasks = new Map<string, Uint8Array>()
+  private readonly out = new Uint8Array(CID_LENGTH)
+
+  private derive(tag: string): Uint8Array {
+    return blake3(Buffer.concat([this.secret, Buffer.from(tag)])).slice(0, 16)
+  }
+
+  private mix(cid: CidBytes, mask: Uint8Array): Uint8Array {
+    const o = this.out
+    o.set(cid)
+    for (let i = 0; i < 16; i++) o[4 + i]! ^= mask[i]!
+    return o
+  }
+
+  /** The key of a raw block of `length` bytes: a view of reused memory, valid until the next call. */
+  raw(cid: CidBytes, length: number): Uint8Array {
+    let mask = this.lengthMasks.get(length)
+    if (!mask) {
+      if (this.lengthMasks.size >= 1 << 16) this.lengthMasks.clear()
+      this.lengthMasks.set(length, (mask = this.derive(`raw ${length}`)))
+    }
+    return this.mix(cid, mask)
+  }
+
+  /** The key of a tree node proven for a kind of place (a string: nodes are few). */
+  node(cid: CidBytes, kind: 'full' | 'prefix' | 'last', level: number, geo: Geometry): string {
+    const tag = `${kind} ${level} ${geo.chunkSize} ${geo.fanout}${kind === 'last' ? ` ${geo.size}` : ''}`
+    let mask = this.placeMasks.get(tag)
+    if (!mask) {
+      if (this.placeMasks.size >= 1 << 12) this.placeMasks.clear()
+      this.placeMasks.set(tag, (mask = this.derive(tag)))
+    }
+    return cidKey(this.mix(cid, mask))
+  }
 }
 
 function badNode(checkpoint: CidBytes, region: string, what: string): CkptError {
