@@ -5,6 +5,7 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
+import { promisify } from 'node:util'
 import { cidBytes, cidCodec, cidDigest, cidToString, RAW, type CidBytes } from '../codecs/cid.js'
 import { CkptError, fsError } from '../codecs/errors.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
@@ -258,6 +259,17 @@ function writeFullySync(fd: number, bytes: Uint8Array, off: number, len: number,
   }
 }
 
+const writeAsync = promisify(fs.write)
+
+/** [0, len) of bytes at pos of fd, without blocking the event loop. */
+async function writeFully(fd: number, bytes: Uint8Array, len: number, pos: number): Promise<void> {
+  for (let off = 0; off < len; ) {
+    const n = (await writeAsync(fd, bytes, off, len - off, pos + off)).bytesWritten
+    if (n <= 0) throw Object.assign(new Error('no space left on device, write'), { code: 'ENOSPC' })
+    off += n
+  }
+}
+
 /**
  * Materialises a region into `out`: a buffer of the region's size, a sink written front to back, or a
  * path written by the rules of src/output-file.ts (SPEC.md §9.1):
@@ -412,15 +424,16 @@ export async function restoreRegion(
     // per run, not per chunk); a file stays sparse; a stream gets them between the chunks
     let zeroFrom = -1
     let zeroTo = -1
-    const fillZeros = (from: number, to: number) => {
+    const fillZeros = async (from: number, to: number) => {
       if (mode === 'buffer') zeroFill(buffer!, from, to)
-      else for (let at = from; at < to; at += ZEROS.length) writeFullySync(fd!, ZEROS, 0, Math.min(ZEROS.length, to - at), at)
+      // a device's holes asynchronously: a long run must not stop the event loop (signals, progress)
+      else for (let at = from; at < to; at += ZEROS.length) await writeFully(fd!, ZEROS, Math.min(ZEROS.length, to - at), at)
     }
-    const zero = (from: number, to: number) => {
+    const zero = async (from: number, to: number) => {
       if (mode !== 'buffer' && mode !== 'block') return
       if (from === zeroTo) zeroTo = to
       else {
-        if (zeroFrom >= 0) fillZeros(zeroFrom, zeroTo)
+        if (zeroFrom >= 0) await fillZeros(zeroFrom, zeroTo)
         zeroFrom = from
         zeroTo = to
       }
@@ -440,7 +453,7 @@ export async function restoreRegion(
         const { j, e } = leaves[leafAt++]!
         const first = j * geo.fanout
         if (!e) {
-          zero(first * geo.chunkSize, Math.min(geo.size, (first + geo.nodeCount(1, j)) * geo.chunkSize))
+          await zero(first * geo.chunkSize, Math.min(geo.size, (first + geo.nodeCount(1, j)) * geo.chunkSize))
           continue
         }
         const idx: number[] = []
@@ -449,7 +462,7 @@ export async function restoreRegion(
           const i = first + s
           const c = childCid(e, s)
           if (!c) {
-            zero(i * geo.chunkSize, i * geo.chunkSize + geo.chunkLength(i))
+            await zero(i * geo.chunkSize, i * geo.chunkSize + geo.chunkLength(i))
             continue
           }
           idx.push(i)
@@ -476,7 +489,7 @@ export async function restoreRegion(
       return pending.shift()
     }
     await runBatches(pool, nextJob, finish)
-    zero(-2, -2)
+    await zero(-2, -2)
     if (mode === 'stream') await emitZeros(geo.size)
     if (fd !== undefined) {
       if (mode === 'block') fs.fdatasyncSync(fd)

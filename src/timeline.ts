@@ -14,7 +14,7 @@ import { blake3 } from '../codecs/blake3.js'
 import { cdcCuts } from '../codecs/cdc.js'
 import { cidBytes, cidKey, DAG_CBOR, RAW, toCID, type CidBytes } from '../codecs/cid.js'
 import { compressBlock, defaultCompressor } from '../codecs/compress.js'
-import { CkptError } from '../codecs/errors.js'
+import { CkptError, fsError } from '../codecs/errors.js'
 import { encodeManifest, type BlobRoot, type Manifest, type RegionRoot } from '../codecs/manifest.js'
 import type { TimelineRecord } from '../store/repository.js'
 import { addStats, balancedRuns, batchesOf, markOwnedLeaves, emptyStats, fileBatches, ingestBatch, runBatches, type ChunkBatch, type IngestStats, type SpanScan } from './ingest.js'
@@ -260,7 +260,7 @@ export class Timeline {
         try {
           st = fs.statSync(r.data)
         } catch (err) {
-          throw new CkptError('CKPT_NOT_FOUND', `cannot read ${r.data}`, { path: r.data }, err)
+          throw (err as NodeJS.ErrnoException).code === 'ENOENT' ? new CkptError('CKPT_NOT_FOUND', `cannot read ${r.data}`, { path: r.data }, err) : fsError(err, `cannot read ${r.data}`, { path: r.data })
         }
         if (st.size !== spec.size) {
           throw new CkptError('CKPT_WRONG_SIZE', `${r.data} has ${st.size} bytes, region ${name} has ${spec.size}`, { region: name, path: r.data })

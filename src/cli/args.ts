@@ -18,14 +18,42 @@ export const COMMON = {
   help: { type: 'boolean', short: 'h' },
 } as const satisfies Record<string, OptionSpec>
 
+/**
+ * `--name VALUE` as `--name=VALUE` for a string option whose VALUE starts with a single '-' (-5, -draft):
+ * parseArgs would call it ambiguous; the option's own check then says what is wrong with it (--vtime -5:
+ * "must be a non-negative integer"). A VALUE starting with '--' stays ambiguous (a forgotten value).
+ */
+function attachDashValues(argv: string[], options: Record<string, OptionSpec>): string[] {
+  const out: string[] = []
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!
+    if (a === '--') {
+      out.push(...argv.slice(i))
+      break
+    }
+    const next = argv[i + 1]
+    if (a.startsWith('--') && !a.includes('=') && options[a.slice(2)]?.type === 'string' && next !== undefined && /^-[^-]/.test(next)) {
+      out.push(`${a}=${next}`)
+      i++
+    } else out.push(a)
+  }
+  return out
+}
+
 /** parseArgs with strict checking and positionals; its errors become UsageErrors of `command`. */
 export function parse<const O extends Record<string, OptionSpec>>(command: string, argv: string[], options: O): Parsed<O> {
   try {
-    return parseArgs({ args: argv, options, strict: true, allowPositionals: true })
+    return parseArgs({ args: attachDashValues(argv, options), options, strict: true, allowPositionals: true })
   } catch (err) {
     const msg = err instanceof Error ? err.message : String(err)
-    // parseArgs appends advice about '--' to unknown options; the first sentence is the point
-    throw new UsageError(msg.split('. To specify a positional')[0]!.replace(/\.$/, ''), command)
+    const ambiguous = /^Option '(--[^']+)' argument is ambiguous/.exec(msg)
+    if (ambiguous) {
+      const at = argv.indexOf(ambiguous[1]!)
+      const next = at >= 0 ? argv[at + 1] : undefined
+      throw new UsageError(`${ambiguous[1]} is missing its value${next !== undefined ? ` (${JSON.stringify(next)} is taken for an option; write ${ambiguous[1]}=${next} for a value)` : ''}`, command)
+    }
+    // parseArgs appends advice (about '--', or '--name=-XYZ') after the first sentence, which is the point
+    throw new UsageError(msg.split('\n')[0]!.split('. To specify a positional')[0]!.replace(/\.$/, ''), command)
   }
 }
 

@@ -7,12 +7,12 @@ import os from 'node:os'
 import path from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import { CkptError, isCkptError } from '../../codecs/errors.js'
+import { CkptError, fsError, isCkptError } from '../../codecs/errors.js'
 import type { CkptStore, OpenOptions } from '../store.js'
 import type { RegionConfig, RegionInput, Timeline } from '../timeline.js'
 import { COMMON, defaultChunkSize, parse, parsePair, parseRegionArg, parseVtime, required, storeDir } from './args.js'
 import { EXIT, StoreOpenError, UsageError, type ExitCode } from './errors.js'
-import { columns, diffText, humanBytes, manifestJson, manifestText, toJson } from './format.js'
+import { columns, diffText, esc, humanBytes, manifestJson, manifestText, toJson } from './format.js'
 import { Progress } from './progress.js'
 
 export interface Command {
@@ -24,12 +24,19 @@ export interface Command {
 
 // ---------------------------------------------------------------- output
 
+/** One line of text output, escaped (esc(): no control characters of names or meta values reach the terminal). */
 function line(text: string): void {
-  process.stdout.write(text + '\n')
+  process.stdout.write(esc(text) + '\n')
 }
 
+/** A note on stderr, escaped like line(). */
+function note(text: string): void {
+  process.stderr.write(esc(text) + '\n')
+}
+
+/** One JSON value on a line (JSON.stringify escapes control characters itself). */
 function json(value: unknown): void {
-  line(toJson(value))
+  process.stdout.write(toJson(value) + '\n')
 }
 
 /** Writes binary data to stdout and waits until it has been handed to the OS. */
@@ -74,11 +81,29 @@ async function withStore<T>(dir: string, opts: OpenOptions, fn: (store: CkptStor
 /** Read-only commands: never create a store; no worker threads for a few small reads. */
 const READ: OpenOptions = { mustExist: true, threads: 0 }
 
+/**
+ * The CkptError of an input file that cannot be read: CKPT_NOT_FOUND when it is missing, a directory
+ * is CKPT_BAD_ARGUMENT, the rest as the system says (EACCES: CKPT_PERMISSION, ...).
+ */
+function inputError(err: unknown, file: string): CkptError {
+  const code = (err as NodeJS.ErrnoException).code
+  if (code === 'ENOENT' || code === 'ENOTDIR') return new CkptError('CKPT_NOT_FOUND', `cannot read ${file}: no such file`, { path: file, errno: code }, err)
+  if (code === 'EISDIR') return new CkptError('CKPT_BAD_ARGUMENT', `cannot read ${file}: it is a directory`, { path: file, errno: code }, err)
+  return fsError(err, `cannot read ${file}`, { path: file })
+}
+
+/** The size of an input file, which must be readable (opened here: a permission shows now, not mid-checkpoint). */
 function fileSize(file: string): number {
+  let fd: number | undefined
   try {
-    return fs.statSync(file).size
+    fd = fs.openSync(file, 'r')
+    const st = fs.fstatSync(fd)
+    if (st.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' })
+    return st.size
   } catch (err) {
-    throw new CkptError('CKPT_NOT_FOUND', `cannot read ${file}`, { path: file }, err)
+    throw inputError(err, file)
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd)
   }
 }
 
@@ -86,7 +111,7 @@ function readInput(file: string): Uint8Array {
   try {
     return fs.readFileSync(file)
   } catch (err) {
-    throw new CkptError('CKPT_NOT_FOUND', `cannot read ${file}`, { path: file }, err)
+    throw inputError(err, file)
   }
 }
 
@@ -168,6 +193,7 @@ examples:
     const name = required(values.timeline, '--timeline', 'add')
     const vtime = parseVtime(required(values.vtime, '--vtime', 'add'), '--vtime', 'add')
     const regionArgs = positionals.map((p) => parseRegionArg(p, 'add'))
+    if (regionArgs.length === 0 && (values.blob ?? []).length === 0) throw new UsageError('give at least one REGION=FILE or --blob NAME=FILE', 'add')
     const seen = new Set<string>()
     for (const r of regionArgs) {
       if (seen.has(r.name)) throw new UsageError(`region ${r.name} is given twice`, 'add')
@@ -225,7 +251,7 @@ examples:
       if (values.json) json({ cid: cp.cid.toString(), timeline: cp.timeline, vtime: cp.vtime, stats: cp.stats })
       else {
         line(cp.cid.toString())
-        if (cp.stats.thinned) process.stderr.write(`ckpt add: the timeline's policy dropped ${cp.stats.thinned} older checkpoint${cp.stats.thinned === 1 ? '' : 's'} (ckpt gc reclaims their blocks)\n`)
+        if (cp.stats.thinned) note(`ckpt add: the timeline's policy dropped ${cp.stats.thinned} older checkpoint${cp.stats.thinned === 1 ? '' : 's'} (ckpt gc reclaims their blocks)`)
       }
     } finally {
       progress.end()
@@ -336,6 +362,7 @@ examples:
 /** `restore --all`: every region and blob of one checkpoint into a directory, in one process. */
 async function restoreAll(dir: string, ref: string, out: string, asJson: boolean): Promise<void> {
   if (out === '-') throw new UsageError('--all writes a directory: --out - is not possible', 'restore')
+  const { writeOutput } = await import('../output-file.js')
   const outDir = path.resolve(out)
   const progress = new Progress('ckpt restore', Progress.wanted(asJson))
   try {
@@ -345,16 +372,22 @@ async function restoreAll(dir: string, ref: string, out: string, asJson: boolean
       const m = await store.manifest(cid)
       const both = Object.keys(m.regions).filter((n) => n in m.blobs)
       if (both.length > 0) throw new UsageError(`${both[0]} is both a region and a blob of ${m.timeline}@${m.vtime}: restore them one at a time`, 'restore')
-      try {
-        fs.mkdirSync(outDir, { recursive: true })
-      } catch (err) {
-        throw new CkptError((err as NodeJS.ErrnoException).code === 'ENOSPC' ? 'CKPT_NO_SPACE' : 'CKPT_IO', `cannot create ${outDir}: ${(err as Error).message}`, { path: outDir }, err)
+      const mkdir = (d: string) => {
+        try {
+          fs.mkdirSync(d, { recursive: true })
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'EEXIST' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') {
+            throw new CkptError('CKPT_BAD_ARGUMENT', `cannot create directory ${d}: a file of that name is in the way`, { path: d }, err)
+          }
+          throw fsError(err, `cannot create directory ${d}`, { path: d })
+        }
       }
+      mkdir(outDir)
       // names may hold '/': a file under a subdirectory, never outside DIR
       const fileFor = (name: string) => {
         const file = path.resolve(outDir, name)
         if (!file.startsWith(outDir + path.sep)) throw new UsageError(`${name} does not name a file inside ${outDir}: restore it with --region/--blob`, 'restore')
-        fs.mkdirSync(path.dirname(file), { recursive: true })
+        mkdir(path.dirname(file))
         return file
       }
       const files: { kind: 'region' | 'blob'; name: string; out: string; size: number; bytesWritten: number; chunksWritten: number }[] = []
@@ -367,7 +400,7 @@ async function restoreAll(dir: string, ref: string, out: string, asJson: boolean
       for (const name of Object.keys(m.blobs)) {
         const data = await store.readBlob(cid, name)
         const file = fileFor(name)
-        fs.writeFileSync(file, data)
+        await writeOutput(file, data)
         files.push({ kind: 'blob', name, out: file, size: data.length, bytesWritten: data.length, chunksWritten: m.blobs[name]!.chunks.length })
       }
       return { cid, m, files }
@@ -380,9 +413,6 @@ async function restoreAll(dir: string, ref: string, out: string, asJson: boolean
   }
 }
 
-/** Regions up to this size go to stdout through memory; larger ones through a sparse temporary file. */
-const STDOUT_BUFFER_MAX = 256 << 20
-
 const restore: Command = {
   summary: 'write a region (or a blob) of a checkpoint to a file',
   help: `usage: ckpt restore --store DIR REF --region NAME --out FILE [--json]
@@ -393,6 +423,11 @@ Writes the region (a sparse file: all-zero chunks become holes) or the blob of t
 or to stdout with --out -. With --all, every region and every blob of the checkpoint goes to
 DIR/NAME (DIR is created; a name both a region and a blob carry is a usage error). Every chunk is
 verified against its hash on the way.
+
+FILE is written under FILE.ckpt-partial-PID and renamed over FILE when complete (a failure or a
+signal leaves no partial file), after checking that the file system has room for the data. A
+symlink is followed and its target written so (the link stays); a block device is written in place
+(holes as zeros); a FIFO or character device (/dev/null) front to back; a directory is refused.
 
 ${REF_HELP}
 
@@ -419,10 +454,14 @@ examples:
     const toStdout = out === '-'
     if (toStdout && values.json) throw new UsageError('--json cannot be used with --out - (stdout carries the data)', 'restore')
     const outPath = toStdout ? '-' : path.resolve(out)
+    // a directory is refused before the store is opened
+    if (!toStdout) (await import('../output-file.js')).resolveOutput(outPath)
 
     const progress = new Progress('ckpt restore', Progress.wanted(values.json === true))
     try {
       progress.set('opening the store')
+      const { resolveOutput, writeOutput } = await import('../output-file.js')
+      const { restoreTo } = await import('../restore.js')
       const r = await withStore(dir, { mustExist: true }, async (store) => {
         const cid = (await store.resolve(ref)).toString()
         const m = await store.manifest(cid)
@@ -431,42 +470,25 @@ examples:
         if (values.blob !== undefined) {
           const data = await store.readBlob(cid, values.blob)
           progress.set('writing')
+          const target = toStdout ? '-' : (await writeOutput(outPath, data)).out.target
           if (toStdout) await writeStdout(data)
-          else fs.writeFileSync(outPath, data)
-          return { cid, m, kind: 'blob' as const, name: values.blob, size: data.length, bytes: data.length, chunks: m.blobs[values.blob]!.chunks.length }
+          return { cid, m, kind: 'blob' as const, name: values.blob, target, size: data.length, bytes: data.length, chunks: m.blobs[values.blob]!.chunks.length }
         }
         const region = values.region!
         const spec = m.regions[region]
-        if (toStdout) {
-          if (!spec) throw new CkptError('CKPT_UNKNOWN_REGION', `checkpoint has no region ${region}`, { region })
-          if (spec.size <= STDOUT_BUFFER_MAX) {
-            const buf = new Uint8Array(spec.size)
-            const res = await store.restore(cid, region, buf)
-            progress.set('writing')
-            await writeStdout(buf)
-            return { cid, m, kind: 'region' as const, name: region, size: spec.size, ...res }
-          }
-          const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ckpt-restore-'))
-          try {
-            const file = path.join(tmp, region)
-            const res = await store.restore(cid, region, file)
-            progress.set('writing')
-            await pipeline(fs.createReadStream(file), process.stdout, { end: false })
-            return { cid, m, kind: 'region' as const, name: region, size: spec.size, ...res }
-          } finally {
-            fs.rmSync(tmp, { recursive: true, force: true })
-          }
-        }
-        const res = await store.restore(cid, region, outPath)
-        return { cid, m, kind: 'region' as const, name: region, size: spec?.size ?? res.bytes, ...res }
+        if (!spec) throw new CkptError('CKPT_UNKNOWN_REGION', `checkpoint has no region ${region}`, { region })
+        // stdout: front to back, holes as zeros, no buffer or temporary file
+        const res = await restoreTo(store, cid, region, toStdout ? { write: writeStdout } : outPath)
+        const target = toStdout ? '-' : resolveOutput(outPath).target
+        return { cid, m, kind: 'region' as const, name: region, target, size: spec.size, ...res }
       })
       progress.end()
       if (toStdout) return
       const at = `${r.m.timeline}@${r.m.vtime}`
       if (values.json) {
-        json({ cid: r.cid, timeline: r.m.timeline, vtime: r.m.vtime, [r.kind]: r.name, out: outPath, size: r.size, bytesWritten: r.bytes, chunksWritten: r.chunks })
+        json({ cid: r.cid, timeline: r.m.timeline, vtime: r.m.vtime, [r.kind]: r.name, out: outPath, ...(r.target !== outPath ? { target: r.target } : {}), size: r.size, bytesWritten: r.bytes, chunksWritten: r.chunks })
       } else {
-        line(`${r.kind} ${r.name} of ${at} ${r.cid} -> ${outPath} (${r.size} B, ${r.chunks} chunk${r.chunks === 1 ? '' : 's'} written)`)
+        line(`${r.kind} ${r.name} of ${at} ${r.cid} -> ${outPath}${r.target !== outPath ? ` (-> ${r.target})` : ''} (${r.size} B, ${r.chunks} chunk${r.chunks === 1 ? '' : 's'} written)`)
       }
     } finally {
       progress.end()
@@ -577,7 +599,8 @@ recognises it by itself. Every block is verified against its hash as it is read.
 ${REF_HELP}
 
 ${STORE_HELP}
-  --out FILE           the bundle (- for stdout); written under a temporary name and renamed when complete
+  --out FILE           the bundle (- for stdout); written under a temporary name and renamed when
+                       complete (a symlink's target so; a FIFO or device written in place)
   --since REF          a checkpoint the receiver has (repeatable)
   --compress           compress the bundle file
   --compress-with C    zstd or gzip (implies --compress)
@@ -605,6 +628,8 @@ examples:
     if (how !== undefined && how !== 'zstd' && how !== 'gzip') throw new UsageError(`--compress-with must be zstd or gzip, not ${JSON.stringify(how)}`, 'export')
     const compress = how ?? (values.compress ? true : false)
     const outPath = toStdout ? '-' : path.resolve(out)
+    // a directory is refused before the store is opened
+    if (!toStdout) (await import('../output-file.js')).resolveOutput(outPath)
     const progress = new Progress('ckpt export', Progress.wanted(values.json === true))
     try {
       const summary = await withStore(dir, { mustExist: true }, async (store) => {
@@ -617,27 +642,20 @@ examples:
         })
         if (toStdout) {
           await pipeline(Readable.from(stream), process.stdout, { end: false })
-          return stream.summary
+          const sum = await stream.summary
+          return { ...sum, fileBytes: sum.carBytes, target: '-' }
         }
-        const tmp = `${outPath}.ckpt-partial-${process.pid}`
-        try {
-          await pipeline(Readable.from(stream), fs.createWriteStream(tmp))
-          fs.renameSync(tmp, outPath)
-        } catch (err) {
-          fs.rmSync(tmp, { force: true })
-          if (isCkptError(err)) throw err
-          const code = (err as NodeJS.ErrnoException).code
-          throw new CkptError(code === 'ENOSPC' ? 'CKPT_NO_SPACE' : 'CKPT_IO', `cannot write ${outPath}: ${(err as Error).message}`, { path: outPath }, err)
-        }
-        return stream.summary
+        const { writeOutput } = await import('../output-file.js')
+        const w = await writeOutput(outPath, stream)
+        return { ...(await stream.summary), fileBytes: w.bytes, target: w.out.target }
       })
       progress.end()
       if (toStdout) return
-      const fileBytes = fs.statSync(outPath).size
+      const fileBytes = summary.fileBytes
       if (values.json) {
-        json({ out: outPath, checkpoints: summary.roots.length, roots: summary.roots, blocks: summary.blocks, bytes: summary.bytes, skipped: summary.skipped, carBytes: summary.carBytes, fileBytes, compression: summary.compression })
+        json({ out: outPath, ...(summary.target !== outPath ? { target: summary.target } : {}), checkpoints: summary.roots.length, roots: summary.roots, blocks: summary.blocks, bytes: summary.bytes, skipped: summary.skipped, carBytes: summary.carBytes, fileBytes, compression: summary.compression })
       } else {
-        line(`exported ${summary.roots.length} checkpoint${summary.roots.length === 1 ? '' : 's'} to ${outPath}`)
+        line(`exported ${summary.roots.length} checkpoint${summary.roots.length === 1 ? '' : 's'} to ${outPath}${summary.target !== outPath ? ` (-> ${summary.target})` : ''}`)
         for (const l of columns([
           ['blocks', `${summary.blocks} (${humanBytes(summary.bytes)})${summary.skipped ? `, ${summary.skipped} left out (already sent or in --since)` : ''}`],
           ['file', `${humanBytes(fileBytes)}${summary.compression === 'none' ? '' : ` (${summary.compression}; ${humanBytes(summary.carBytes)} uncompressed)`}`],
@@ -805,7 +823,7 @@ examples:
       })
     } catch (err) {
       if (err instanceof StoreOpenError && err.error.code === 'CKPT_BAD_STORE' && /index/.test(err.error.message)) {
-        process.stderr.write(`ckpt: the store's index cannot be opened; next: ckpt repair --store ${dir} --rebuild-index\n`)
+        note(`ckpt: the store's index cannot be opened; next: ckpt repair --store ${dir} --rebuild-index`)
       }
       throw err
     } finally {
@@ -1123,16 +1141,45 @@ examples:
   },
 }
 
+/**
+ * A command that writes output files, with SIGINT/SIGTERM/SIGHUP handlers while it runs: they remove
+ * this process's temporary files (TARGET.ckpt-partial-PID) and then end the process by the same signal
+ * (the default action, back in place: a shell says 130, 143, 129).
+ */
+function removingPartialsOnSignals(c: Command): Command {
+  return {
+    ...c,
+    async run(argv) {
+      const { removePartialFiles } = await import('../output-file.js')
+      const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
+      const off = () => signals.forEach((s) => process.off(s, onSignal))
+      const onSignal = (sig: NodeJS.Signals) => {
+        removePartialFiles()
+        off()
+        process.kill(process.pid, sig)
+        // the default action ends the process; should it not have, end as a shell would say it
+        setTimeout(() => process.exit(128 + (os.constants.signals[sig] ?? 0)), 1000)
+      }
+      signals.forEach((s) => process.on(s, onSignal))
+      try {
+        return await c.run(argv)
+      } finally {
+        off()
+      }
+    },
+  }
+}
+
 export const COMMANDS: ReadonlyMap<string, Command> = new Map([
   ['init', init],
   ['add', add],
   ['log', log],
   ['show', show],
   ['seek', seek],
-  ['restore', restore],
+  ['restore', removingPartialsOnSignals(restore)],
   ['diff', diff],
   ['stats', stats],
-  ['export', exportCmd],
+  ['export', removingPartialsOnSignals(exportCmd)],
   ['import', importCmd],
   ['verify', verify],
   ['repair', repair],

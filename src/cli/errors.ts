@@ -1,7 +1,8 @@
 /**
  * Exit codes and error reporting of the `ckpt` command (SPEC.md §CLI lists EXIT).
  */
-import { CkptError, isCkptError } from '../../codecs/errors.js'
+import { CkptError, errnoCode, fsError, isCkptError } from '../../codecs/errors.js'
+import { esc } from './format.js'
 
 /** Process exit statuses of `ckpt`. */
 export const EXIT = {
@@ -52,14 +53,37 @@ export interface Reported {
   json: { error: { code: string; message: string } }
 }
 
-/** How an error thrown by a command is reported: exit status, stderr line, JSON object. */
-export function classify(err: unknown): Reported {
+/**
+ * An operating-system error as the CkptError it stands for when errnoCode() has a code for it (a full
+ * disk, a permission, a read-only medium), wherever in the CLI it surfaced. The worker pool hands a
+ * worker's system error on as a CkptError whose code is the errno: the same.
+ */
+function asCkptError(err: unknown): unknown {
+  if (err instanceof CkptError && !err.code.startsWith('CKPT_')) {
+    // "ENOSPC: no space left on device, write" -> said while doing "write"
+    const m = /, ([^,]+)$/.exec(err.message)
+    return fsError(Object.assign(new Error(err.message), { code: err.code }), m ? m[1]! : 'in a worker thread')
+  }
+  if (isSystemError(err) && errnoCode(err) !== 'CKPT_IO') {
+    const file = (err as { path?: unknown }).path
+    return fsError(err, typeof file === 'string' ? `cannot ${err.syscall} ${file}` : `${err.syscall} failed`, typeof file === 'string' ? { path: file } : {})
+  }
+  return err
+}
+
+/** How an error thrown by a command is reported: exit status, stderr line (escaped: esc()), JSON object. */
+export function classify(error: unknown): Reported {
+  const r = report(asCkptError(error))
+  return r.json.error.code === 'INTERNAL' ? r : { ...r, line: esc(r.line) }
+}
+
+function report(err: unknown): Reported {
   if (err instanceof UsageError) {
     const hint = err.command ? ` (see: ckpt ${err.command} --help)` : ' (see: ckpt --help)'
     return { exit: EXIT.USAGE, line: `ckpt: usage: ${err.message}${hint}`, json: { error: { code: USAGE_CODE, message: err.message } } }
   }
   if (err instanceof StoreOpenError) {
-    const e = err.error
+    const e = asCkptError(err.error) as CkptError
     return { exit: EXIT.STORE, line: `ckpt: ${e.code}: ${e.message}`, json: { error: { code: e.code, message: e.message } } }
   }
   if (isCkptError(err)) {

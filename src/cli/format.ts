@@ -5,6 +5,28 @@ import { cidToString, type CidBytes } from '../../codecs/cid.js'
 import type { Manifest } from '../../codecs/manifest.js'
 import type { DiffEntry } from '../diff.js'
 
+/**
+ * Text for a terminal: control characters (C0, DEL, C1: ANSI escape sequences, NUL, newlines), the line
+ * and paragraph separators and the bidirectional overrides become visible escapes (`\n`, `\x1b`,
+ * `\u202e`), so a name or meta value can neither forge output lines nor drive the terminal. Every line
+ * of text output goes through it; --json output is escaped by JSON.stringify instead. Idempotent: its
+ * output has nothing left to escape.
+ */
+export function esc(text: string): string {
+  return text.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => {
+    switch (c) {
+      case '\n':
+        return '\\n'
+      case '\r':
+        return '\\r'
+      case '\t':
+        return '\\t'
+    }
+    const n = c.charCodeAt(0)
+    return n <= 0xff ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`
+  })
+}
+
 /** JSON.stringify with bigints as strings (vtimes exceed 2^53). */
 export function toJson(value: unknown): string {
   return JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))
@@ -32,8 +54,9 @@ export function bytesText(n: number): string {
   return n < 1024 ? `${n} B` : `${n} B (${humanBytes(n)})`
 }
 
-/** Left-aligned columns separated by two spaces. */
-export function columns(rows: string[][]): string[] {
+/** Left-aligned columns separated by two spaces (cells escaped by esc()). */
+export function columns(cells: string[][]): string[] {
+  const rows = cells.map((r) => r.map(esc))
   const widths: number[] = []
   for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)))
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd())
@@ -87,8 +110,12 @@ export function manifestText(cid: string, m: Manifest): string[] {
   return lines
 }
 
-/** One line of `diff`: `ram: chunks 10-12 changed (3 x 4096 B)`, `blob cpu changed`, ... */
+/** One line of `diff`: `ram: chunks 10-12 changed (3 x 4096 B)`, `blob cpu changed`, ... (names escaped) */
 export function diffText(e: DiffEntry): string {
+  return esc(diffLine(e))
+}
+
+function diffLine(e: DiffEntry): string {
   switch (e.kind) {
     case 'chunks': {
       const n = e.end - e.start

@@ -1,4 +1,4 @@
-import { humanBytes } from './format.js'
+import { esc, humanBytes } from './format.js'
 
 /**
  * A single updating status line on stderr for commands that may take seconds (`add`, `restore`,
@@ -32,7 +32,7 @@ export class Progress {
   private unit = ''
 
   set(phase: string): void {
-    this.phase = phase
+    this.phase = esc(phase)
     this.done = undefined
     this.total = undefined
     if (this.shown) this.render()
@@ -40,7 +40,7 @@ export class Progress {
 
   /** An amount of work done so far (bytes when unit is 'B'), of `total` when it is known. */
   amount(phase: string, done: number, total?: number, unit = 'B'): void {
-    this.phase = phase
+    this.phase = esc(phase)
     this.done = done
     this.total = total
     this.unit = unit
