@@ -15,6 +15,7 @@
  */
 import { copyOf } from '../codecs/bytes.js'
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { CID as CIDClass, type CID } from 'multiformats/cid'
@@ -27,9 +28,8 @@ import { CkptError } from '../codecs/errors.js'
 import { decodeManifest, type Manifest } from '../codecs/manifest.js'
 import { decodeNode, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
 import type { BlockLocation, BlockStore } from '../store/block-store.js'
-import type { KVOp } from '../store/kv.js'
-import { ENTRY_HEADER_SIZE, MAX_BLOCK_SIZE } from '../store/pack-format.js'
-import type { Repository, TimelineRecord } from '../store/repository.js'
+import { ENTRY_HEADER_SIZE, ENTRY_KIND, MAX_BLOCK_SIZE } from '../store/pack-format.js'
+import type { CatalogOp, Repository, TimelineRecord } from '../store/repository.js'
 import { SeenSet } from '../store/seen-set.js'
 import { COMPRESSED } from './pipeline/tasks.js'
 import { acquireSlab, releaseSlab } from './pipeline/slabs.js'
@@ -77,7 +77,10 @@ const JOB_BYTES = 1 << 20
 function tmpSetDir(store: CkptStore, what: string): string | undefined {
   const { repo } = store.internals()
   if (repo.memory) return undefined
-  return path.join(repo.dir, 'tmp', `${what}-${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`)
+  const name = `${what}-${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`
+  // a store opened read-only is never written to: the set spills to the system's temporary directory
+  if (repo.readOnly) return path.join(os.tmpdir(), `ckpt-${name}`)
+  return path.join(repo.dir, 'tmp', name)
 }
 
 /**
@@ -586,7 +589,7 @@ class Importer {
       if (this.blocks.has(b.cid)) this.summary.presentBlocks++
       else {
         const c = compressBlock(this.comp, b.bytes)
-        this.placed(this.blocks.put(b.cid, c.code, c.bytes, b.bytes.length), c.bytes.length)
+        this.placed(this.blocks.put(b.cid, c.code, c.bytes, b.bytes.length, 0, ENTRY_KIND.manifest), c.bytes.length)
       }
     }
     await this.repo.commit(catalog.ops)
@@ -966,8 +969,8 @@ class Importer {
 
   // -------------------------------------------------------------------- the catalog
 
-  private async catalog(roots: CidBytes[]): Promise<{ ops: KVOp[]; added: number; present: number; timelines: string[] }> {
-    const ops: KVOp[] = []
+  private async catalog(roots: CidBytes[]): Promise<{ ops: CatalogOp[]; added: number; present: number; timelines: string[] }> {
+    const ops: CatalogOp[] = []
     const names = new Set<string>()
     for (const r of roots) names.add(this.manifests.get(cidKey(r))!.timeline)
     if (this.opts.as !== undefined && names.size > 1) {
@@ -1024,10 +1027,8 @@ class Importer {
         continue
       }
       claimed.set(slot, r)
-      const [c, k] = this.repo.putCheckpointOps({ timeline: name, vtime: m.vtime, cid: r })
-      ops.push(c!)
-      // a checkpoint keeps the record of the timeline it was first catalogued in
-      if (!(await this.repo.checkpointRecord(r))) ops.push(k!)
+      // a checkpoint keeps the record of the timeline it was first catalogued in (the add op's rule)
+      ops.push(...this.repo.putCheckpointOps({ timeline: name, vtime: m.vtime, cid: r }))
       added++
     }
     return { ops, added, present, timelines: [...records.keys()] }

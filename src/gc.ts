@@ -15,7 +15,12 @@
  * gc takes the store's pipeline for its duration (checkpoint() calls queue behind it and apply
  * backpressure): nothing writes while it marks and moves, so nothing it marks goes stale. A crash at
  * any point leaves a store that opens with nothing live lost: before the batch the index still names
- * the old copies; after it, the old pack is an orphan the next open sets aside.
+ * the old copies; after it, the old pack is a leftover no record names (the next gc deletes it).
+ *
+ * gc deletes nothing while the catalog looks incomplete (CKPT_CATALOG_SUSPECT, SPEC.md §15): a
+ * manifest nothing reaches that no removal record explains, or a pack file no index record names
+ * that may hold what the index lost. Before it rewrites packs it writes the catalog to the packs as
+ * a snapshot, so the older catalog records in the packs it rewrites can go.
  */
 import path from 'node:path'
 import { cidEquals, DAG_CBOR, toCID, type CidBytes } from '../codecs/cid.js'
@@ -25,12 +30,13 @@ import type { Manifest } from '../codecs/manifest.js'
 import { deltaBaseCid, encodeNodeDelta } from '../codecs/node-delta.js'
 import { encodedNodeLength, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
 import { decodeLocation, type PackRecord } from '../store/block-store.js'
-import { allCheckpointsRange, blockKeyCid, blockRange } from '../store/keys.js'
+import { recordOf } from '../store/rebuild.js'
+import { allCheckpointsRange, blockKeyCid, blockRange, manifestKey, manifestRange, removedKey } from '../store/keys.js'
+import { cidToString } from '../codecs/cid.js'
 import type { KVOp } from '../store/kv.js'
-import { ENTRY_HEADER_SIZE, FOOTER_SIZE, PACK_HEADER_SIZE } from '../store/pack-format.js'
+import { ENTRY_HEADER_SIZE, ENTRY_KIND, FOOTER_SIZE, PACK_HEADER_SIZE } from '../store/pack-format.js'
 import { scanPack } from '../store/pack-scan.js'
 import { SeenSet } from '../store/seen-set.js'
-import fs from 'node:fs'
 import v8 from 'node:v8'
 import vm from 'node:vm'
 import { changedSlots, childCid } from './node-compare.js'
@@ -83,6 +89,8 @@ export interface GcSummary {
   /** dead bytes left in packs kept (above the threshold) */
   deadBytesKept: number
   orphansRemoved: number
+  /** catalog records dropped from rewritten packs (older than the snapshot gc wrote) */
+  recordsDropped: number
   dryRun: boolean
   /** mark; sweep (all of it); of which rewrite: reading, copying and committing the packs that go */
   ms: { mark: number; sweep: number; rewrite: number }
@@ -97,6 +105,7 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
     const { repo } = store.internals()
     const blocks = repo.blocks
     const t0 = performance.now()
+    unlistedPacks(store)
     const tmp = repo.memory ? undefined : path.join(repo.dir, 'tmp', `gc-${process.pid}-${Date.now().toString(36)}`)
     // sized for half the indexed blocks (an estimate; no pass over the index): a live set larger than that spills to disk (still exact)
     const live = await SeenSet.create(tmp, blocks.estimatedCount() >> 1)
@@ -194,6 +203,8 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
       }
       await live.flush(true)
       await bases.flush(true)
+      // nothing is deleted while a manifest nothing reaches is not explained by a removal record
+      await unexplainedManifests(store, isLive)
       // the nodes stored anew are durable, and the index names them, before anything is deleted
       if (reencoded > 0) await repo.commitWith([])
       const tMark = performance.now() - t0
@@ -218,6 +229,8 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
           // (a later checkpoint's dedup, verify) relies on a block whose delta base may be gone
           if (!opts.dryRun) {
             deadOps.push({ type: 'del', key: Uint8Array.prototype.slice.call(k) })
+            // a dead manifest: its listing and its removal record go with it
+            if (cid[1] === DAG_CBOR) deadOps.push({ type: 'del', key: manifestKey(cid) }, { type: 'del', key: removedKey(cid) })
             deadIndexed++
             if (deadOps.length >= COMMIT_OPS) {
               await repo.kv.batch(deadOps)
@@ -281,6 +294,11 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
       }
       chosen.sort((a, b) => a - b)
 
+      // the catalog as one snapshot in the packs: the records older than it, in the packs rewritten
+      // below, are no longer needed to rebuild it
+      let snapshot = repo.catalogPosition?.snapshot ?? 0
+      if (!opts.dryRun && chosen.length > 0 && repo.catalogPosition && repo.catalogPosition.seq > snapshot) snapshot = await repo.writeSnapshot()
+      let recordsDropped = 0
       let packsDeleted = 0
       let packsRewritten = 0
       let packsSkipped = 0
@@ -326,12 +344,24 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
             sealed: p.rec.sealed && !p.rec.retired,
             footerOptional: p.rec.retired,
             // only what is copied needs its checksum checked
-            check: isLive,
+            check: (cid, kind) => kind === ENTRY_KIND.record || isLive(cid),
           })
           for (const ev of scan) {
             if (ev.kind === 'damage' || ev.kind === 'bad-header' || ev.kind === 'bad-footer') damaged = true
             if (ev.kind !== 'entry') continue
             const e = ev.entry
+            if (e.kind === ENTRY_KIND.record) {
+              // records the snapshot covers go; the snapshot itself and later commits' records stay
+              const r = recordOf(e)
+              if (!r) damaged = true
+              else if (r.seq < snapshot) recordsDropped++
+              else {
+                blocks.copyRecordEntry(e.bytes)
+                copied += e.bytes.length
+                pendingCopies += e.bytes.length
+              }
+              continue
+            }
             // a dead block's index entry went in the pass above
             if (!isLive(e.cid)) continue
             // a node whose index entry names another copy stays where it is: the copy here may be an old
@@ -369,12 +399,15 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
         opts.onProgress?.({ phase: 'sweep', done: ++sweepDone, total: chosen.length })
       }
       const tRewrite = performance.now() - tRewrite0
+      // pack files no index record names that hold nothing the index lacks: crash leftovers
       let orphansRemoved = 0
       if (!opts.dryRun) {
-        for (const q of blocks.io.quarantined()) {
-          fs.rmSync(q, { force: true })
+        for (const n of repo.leftovers) {
+          if (blocks.packRecords().has(n)) continue
+          blocks.io.remove(n)
           orphansRemoved++
         }
+        repo.leftovers = []
       }
       const bytesAfter = [...blocks.packRecords().values()].reduce((n, r) => n + r.committedLength, 0)
       return {
@@ -399,6 +432,7 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
         deadBytes,
         deadBytesKept,
         orphansRemoved,
+        recordsDropped,
         dryRun: opts.dryRun === true,
         ms: { mark: tMark, sweep: performance.now() - t0 - tMark, rewrite: tRewrite },
       }
@@ -408,6 +442,46 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
       await bases.close()
     }
   })
+}
+
+/**
+ * Pack files gc cannot judge: set aside by an older version (packs/orphaned) or of format 1 with no
+ * index record. They may hold what a lost index knew: CKPT_CATALOG_SUSPECT until a repair takes them
+ * back in.
+ */
+function unlistedPacks(store: CkptStore): void {
+  const { repo } = store.internals()
+  const io = repo.blocks.io
+  const records = repo.blocks.packRecords()
+  const unknown = io.list().filter((n) => !records.has(n) && !repo.leftovers.includes(n))
+  const aside = io.quarantined()
+  if (unknown.length === 0 && aside.length === 0) return
+  const what = [...unknown.map((n) => io.describe(n)), ...aside]
+  throw suspect(store, `${what.length} pack file${what.length === 1 ? '' : 's'} the index does not list (${what.slice(0, 3).join(', ')}${what.length > 3 ? ', …' : ''}) may hold checkpoints the catalog lost`, { packs: what })
+}
+
+/** Manifests (checkpoints) nothing reaches that no removal record explains: the catalog may have lost them. */
+async function unexplainedManifests(store: CkptStore, isLive: (cid: CidBytes) => boolean): Promise<void> {
+  const { repo } = store.internals()
+  const lost: string[] = []
+  let count = 0
+  for await (const [k] of repo.kv.iterate(manifestRange)) {
+    const cid = Uint8Array.prototype.slice.call(k, 1) as CidBytes
+    if (isLive(cid) || (await repo.isRemoved(cid))) continue
+    count++
+    if (lost.length < 5) lost.push(cidToString(cid))
+  }
+  if (count === 0) return
+  throw suspect(store, `${count} checkpoint${count === 1 ? '' : 's'} stored in the packs (${lost.join(', ')}${count > lost.length ? ', …' : ''}) ${count === 1 ? 'is' : 'are'} in no timeline and no removal record explains ${count === 1 ? 'it' : 'them'}`, { checkpoints: lost, count })
+}
+
+function suspect(store: CkptStore, what: string, details: Record<string, unknown>): CkptError {
+  const advice = `ckpt repair --store ${store.dir} --rebuild-index`
+  return new CkptError(
+    'CKPT_CATALOG_SUSPECT',
+    `gc deletes nothing: ${what}. Rebuild the catalog from the packs first (${advice}); checkpoints that are really unwanted can then be removed with ckpt rm CID`,
+    { ...details, advice },
+  )
 }
 
 /** a node stored anew by gc stays this far under the delta depth ingest allows (25..32) */

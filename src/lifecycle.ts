@@ -8,10 +8,9 @@ import { blake3 } from '../codecs/blake3.js'
 import { cidBytes, cidEquals, cidKey, cidToString, DAG_CBOR, toCID, type CidBytes } from '../codecs/cid.js'
 import { compressBlock, defaultCompressor } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
-import { encodeManifest, type Manifest } from '../codecs/manifest.js'
-import { checkpointKey, checkpointRecordKey, refKey } from '../store/keys.js'
-import type { KVOp } from '../store/kv.js'
-import type { Repository, TimelineRecord } from '../store/repository.js'
+import { decodeManifest, encodeManifest, type Manifest } from '../codecs/manifest.js'
+import { ENTRY_KIND } from '../store/pack-format.js'
+import type { CatalogOp, Repository, TimelineRecord } from '../store/repository.js'
 import { parsePolicy, planKeep, type Policy } from './policy.js'
 import { checkName } from './refs.js'
 import type { CkptStore, LogEntry } from './store.js'
@@ -35,15 +34,9 @@ export async function pinnedCids(repo: Repository): Promise<Set<string>> {
   return out
 }
 
-/** The batch that removes these catalog entries (their checkpoint records where they name them). */
-export async function dropOps(repo: Repository, entries: { timeline: string; vtime: bigint; cid: CidBytes }[]): Promise<KVOp[]> {
-  const ops: KVOp[] = []
-  for (const e of entries) {
-    ops.push({ type: 'del', key: checkpointKey(e.timeline, e.vtime) })
-    const rec = await repo.checkpointRecord(e.cid).catch(() => undefined)
-    if (!rec || (rec.timeline === e.timeline && rec.vtime === e.vtime)) ops.push({ type: 'del', key: checkpointRecordKey(e.cid) })
-  }
-  return ops
+/** The catalog ops that remove these entries (SPEC.md §5.1 "drop"). */
+export function dropOps(repo: Repository, entries: { timeline: string; vtime: bigint; cid: CidBytes }[]): CatalogOp[] {
+  return entries.map((e) => repo.dropCheckpointOp(e))
 }
 
 /** A timeline's checkpoints in vtime order, each marked protected (labelled, pinned or named by a ref): what a policy plans over. */
@@ -69,7 +62,7 @@ export async function thinTimeline(store: CkptStore, timeline: string, spec: str
     const kept = list.filter((_, i) => keep[i])
     const dropped = list.filter((_, i) => !keep[i])
     if (!opts.dryRun && dropped.length > 0) {
-      await repo.kv.batch(await dropOps(repo, dropped), { sync: true })
+      await repo.commit(dropOps(repo, dropped))
       await store.timelinesChanged([timeline], { forget: dropped.map((d) => d.cid) })
     }
     const entry = (e: { timeline: string; vtime: bigint; cid: CidBytes }): LogEntry => ({ timeline: e.timeline, vtime: e.vtime, cid: toCID(e.cid) })
@@ -92,7 +85,7 @@ export async function removeCheckpoints(store: CkptStore, refs: (string | CID)[]
       }
       for (const w of where) if (!entries.some((e) => e.timeline === w.timeline && e.vtime === w.vtime)) entries.push(w)
     }
-    await repo.kv.batch(await dropOps(repo, entries), { sync: true })
+    await repo.commit(dropOps(repo, entries))
     await store.timelinesChanged(
       entries.map((e) => e.timeline),
       { forget: entries.map((e) => e.cid) },
@@ -119,8 +112,14 @@ async function findEntries(repo: Repository, cid: CidBytes, ref: string | CID): 
   // a CID catalogued under other names (an import with --as): every entry that holds it
   const out: { timeline: string; vtime: bigint; cid: CidBytes }[] = []
   for await (const t of repo.timelines()) for await (const e of repo.checkpoints(t.name)) if (cidEquals(e.cid, cid)) out.push({ timeline: t.name, vtime: e.vtime, cid })
-  if (out.length === 0) throw new CkptError('CKPT_NOT_FOUND', `checkpoint ${cidToString(cid)} is in no timeline`, { cid: cidToString(cid) })
-  return out
+  if (out.length > 0) return out
+  // a checkpoint stored but in no timeline that no removal explains (gc refuses to run while there
+  // is one): removing it records its removal, at the place its manifest names
+  if ((await repo.isManifest(cid)) && !(await repo.isRemoved(cid))) {
+    const m = decodeManifest(repo.blocks.get(cid))
+    return [{ timeline: m.timeline, vtime: m.vtime, cid }]
+  }
+  throw new CkptError('CKPT_NOT_FOUND', `checkpoint ${cidToString(cid)} is in no timeline`, { cid: cidToString(cid) })
 }
 
 /**
@@ -149,7 +148,7 @@ export async function forkTimeline(store: CkptStore, name: string, from: string 
     const bytes = encodeManifest(manifest)
     const cid = cidBytes(DAG_CBOR, blake3(bytes))
     const c = compressBlock(defaultCompressor(), bytes)
-    repo.blocks.put(cid, c.code, c.bytes, bytes.length)
+    repo.blocks.put(cid, c.code, c.bytes, bytes.length, 0, ENTRY_KIND.manifest)
     const record: TimelineRecord = {
       name,
       lineage,
@@ -173,7 +172,7 @@ export async function setTimelinePolicy(store: CkptStore, timeline: string, spec
     const next: TimelineRecord = { ...rec }
     if (text === null) delete next.policy
     else next.policy = text
-    await repo.kv.batch([repo.putTimelineOp(next)], { sync: true })
+    await repo.commit([repo.putTimelineOp(next)])
     await store.timelinesChanged([timeline], { record: next })
     return text
   })
@@ -186,7 +185,8 @@ export async function setRef(store: CkptStore, name: string, ref: string | CID):
   const cid = await store.resolveCid(ref)
   await store.manifest(toCID(cid))
   await store.exclusive(async () => {
-    await store.internals().repo.kv.batch([{ type: 'put', key: refKey(name), value: cid }], { sync: true })
+    const { repo } = store.internals()
+    await repo.commit([repo.setRefOp(name, cid)])
     await store.protectionChanged()
   })
   return { cid: toCID(cid) }
@@ -197,7 +197,7 @@ export async function deleteRef(store: CkptStore, name: string): Promise<boolean
   return store.exclusive(async () => {
     const { repo } = store.internals()
     if (!(await repo.getRef(name))) return false
-    await repo.kv.batch([{ type: 'del', key: refKey(name) }], { sync: true })
+    await repo.commit([repo.setRefOp(name, null)])
     await store.protectionChanged()
     return true
   })

@@ -10,7 +10,7 @@ import { initBlake3 } from '../codecs/blake3.js'
 import { cidKey, cidToString, DAG_CBOR, fromCID, parseCid, toCID, type CidBytes } from '../codecs/cid.js'
 import { CkptError } from '../codecs/errors.js'
 import { decodeManifest, type Manifest } from '../codecs/manifest.js'
-import { Repository, type RepositoryOptions, type TimelineRecord } from '../store/repository.js'
+import { Repository, type OpenNote, type RepositoryOptions, type TimelineRecord } from '../store/repository.js'
 import { WorkerPool } from './pipeline/worker-pool.js'
 import { checkName, REGION_RE, toVtime } from './refs.js'
 import { Geometry } from './region-tree.js'
@@ -76,6 +76,19 @@ export class CkptStore {
 
   get dir(): string {
     return this.repo.dir
+  }
+
+  /**
+   * What opening the store found and did (SPEC.md §5.2): an index rebuilt from the packs, a reader
+   * reading from the packs alone, a format upgrade. Empty when the store opened as it was.
+   */
+  get openNotes(): readonly OpenNote[] {
+    return this.repo.notes
+  }
+
+  /** Opened with readOnly (or reading from the packs alone): every write fails with CKPT_READ_ONLY. */
+  get readOnly(): boolean {
+    return this.repo.readOnly
   }
 
   /** @internal the pipeline's parts, for Timeline */
@@ -206,6 +219,7 @@ export class CkptStore {
    */
   async timeline(name: string, opts: { regions?: Record<string, RegionConfig>; policy?: string } = {}): Promise<Timeline> {
     this.checkOpen()
+    if (this.repo.readOnly) throw new CkptError('CKPT_READ_ONLY', `the store ${this.dir} is open read-only: no checkpoints can be added`, { dir: this.dir })
     checkName('timeline', name)
     const regions = this.regionConfigs(opts.regions)
     // one handle per timeline, even for overlapping calls: the handle holds the vtime order check

@@ -16,6 +16,7 @@ import { cidBytes, cidKey, DAG_CBOR, RAW, toCID, type CidBytes } from '../codecs
 import { compressBlock, defaultCompressor } from '../codecs/compress.js'
 import { CkptError, fsError } from '../codecs/errors.js'
 import { encodeManifest, type BlobRoot, type Manifest, type RegionRoot } from '../codecs/manifest.js'
+import { ENTRY_KIND } from '../store/pack-format.js'
 import type { TimelineRecord } from '../store/repository.js'
 import { addStats, balancedRuns, batchesOf, markOwnedLeaves, emptyStats, fileBatches, ingestBatch, runBatches, type ChunkBatch, type IngestStats, type SpanScan } from './ingest.js'
 import { SPAN_SIZE, spanCount } from '../codecs/scan-cache.js'
@@ -467,9 +468,9 @@ export class Timeline {
       const mbytes = encodeManifest(manifest)
       const cid = cidBytes(DAG_CBOR, blake3(mbytes))
       const mc = compressBlock(defaultCompressor(), mbytes)
-      blocks.put(cid, mc.code, mc.bytes, mbytes.length)
+      blocks.put(cid, mc.code, mc.bytes, mbytes.length, 0, ENTRY_KIND.manifest)
       const ops = repo.putCheckpointOps({ timeline: this.name, vtime: job.vtime, cid })
-      if (isNew) ops.push(repo.putTimelineOp(this.record))
+      if (isNew) ops.unshift(repo.putTimelineOp(this.record))
       // a timeline with a policy thins itself in the same commit: no extra sync
       let thinned: { vtime: bigint; cid: CidBytes; protected: boolean }[] = []
       let liveAfter: { vtime: bigint; cid: CidBytes; protected: boolean }[] | undefined
@@ -479,7 +480,7 @@ export class Timeline {
         const keep = planKeep(live, this.parsedPolicy.policy)
         thinned = live.filter((_, i) => !keep[i])
         liveAfter = live.filter((_, i) => keep[i])
-        if (thinned.length) ops.push(...(await dropOps(repo, thinned.map((t) => ({ timeline: this.name, vtime: t.vtime, cid: t.cid })))))
+        if (thinned.length) ops.push(...dropOps(repo, thinned.map((t) => ({ timeline: this.name, vtime: t.vtime, cid: t.cid }))))
       }
       tp = performance.now()
       await early

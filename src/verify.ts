@@ -28,6 +28,12 @@ import { applyNodeDelta, deltaBaseCid, readNodePatch, type NodePatch } from '../
 import { decodeNode } from '../codecs/tree-node.js'
 import { scanPack } from '../store/pack-scan.js'
 import type { Repository } from '../store/repository.js'
+import { ENTRY_KIND } from '../store/pack-format.js'
+import { recordOf, replayPlan } from '../store/rebuild.js'
+import { catalogKvOps } from '../store/catalog.js'
+import { MemoryKV } from '../store/memory-kv.js'
+import type { CatalogRecord } from '../codecs/catalog-record.js'
+import { manifestRange, removedKey, removedRange, checkpointRecordKey } from '../store/keys.js'
 import { SeenSet } from '../store/seen-set.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
 import { changedSlots, childCid, sameDigest } from './node-compare.js'
@@ -55,6 +61,12 @@ export type FindingKind =
   | 'uncatalogued-checkpoint'
   | 'bad-pack-record'
   | 'corrupt-index'
+  | 'bad-record'
+  | 'catalog-mismatch'
+  | 'missing-record'
+  | 'unlisted-pack'
+  | 'leftover-pack'
+  | 'index-unavailable'
 
 export type Severity = 'error' | 'warning' | 'info'
 
@@ -266,6 +278,13 @@ class Verifier {
 
   private async *phases(ms: VerifySummary['ms']): AsyncGenerator<Finding> {
     let t = performance.now()
+    for (const note of this.repo.notes) {
+      if (note.kind !== 'packs-alone') continue
+      // the index could not be used: what follows was checked against an index built from the packs
+      const damage = note.reason !== 'unavailable'
+      if (damage) this.indexFixable = true
+      yield this.emit({ phase: 'structure', kind: 'index-unavailable', severity: damage ? 'warning' : 'info', message: note.message })
+    }
     yield* this.structure()
     ms.structure = performance.now() - t
     t = performance.now()
@@ -381,6 +400,13 @@ class Verifier {
         if (ev.kind === 'entry') {
           const e = ev.entry
           intact++
+          if (e.kind === ENTRY_KIND.record) {
+            // a catalog record: not a block; kept for the comparison with the catalog (phase 2)
+            const r = recordOf(e)
+            if (r) this.records.push(r)
+            else yield this.emit({ phase: 'structure', kind: 'bad-record', severity: 'warning', message: `the catalog record in pack ${n} at offset ${e.offset} does not decode or does not match its hash: the packs alone can no longer rebuild that commit's catalog change`, pack: n, offset: e.offset })
+            continue
+          }
           const i = this.table.find(e.cid)
           if (i < 0) {
             // garbage (gc took it out of the index) unless a checkpoint needs it: judged after the walk
@@ -434,7 +460,19 @@ class Verifier {
       }
     }
     for (const q of blocks.io.quarantined()) {
-      yield this.emit({ phase: 'structure', kind: 'orphan-pack', severity: 'info', message: `${q} was set aside at open: no index record names it (a crash leftover, or a sign of a damaged index)`, path: q })
+      this.indexFixable = true
+      yield this.emit({ phase: 'structure', kind: 'orphan-pack', severity: 'warning', message: `${q} was set aside by an older version of ckpt: it may hold checkpoints the index lost (ckpt repair --rebuild-index takes it back)`, path: q })
+    }
+    // pack files no index record names: a crash's leftover (nothing acknowledged in it), or what a
+    // lost or stale index no longer lists
+    for (const n of blocks.io.list()) {
+      if (blocks.packRecords().has(n)) continue
+      if (this.repo.leftovers.includes(n)) {
+        yield this.emit({ phase: 'structure', kind: 'leftover-pack', severity: 'info', message: `pack file ${blocks.io.describe(n)} is not in the index: a crash's leftover holding nothing that was acknowledged (gc deletes it)`, pack: n, path: blocks.io.describe(n) })
+      } else {
+        this.indexFixable = true
+        yield this.emit({ phase: 'structure', kind: 'unlisted-pack', severity: 'warning', message: `pack file ${blocks.io.describe(n)} is not in the index and may hold checkpoints the index lost`, pack: n, path: blocks.io.describe(n) })
+      }
     }
     // index entries no intact pack entry matched
     for (let i = 0; i < this.table.n; i++) {
@@ -608,6 +646,9 @@ class Verifier {
         // manifests in the packs that no catalog entry names: checkpoints removed (gc reclaims them) or
         // catalog entries a damaged index lost (importing a bundle of them, or rebuilding, brings them back)
         const listed = new Set(list.map((c) => cidKey(c.cid)))
+        if (repo.format >= 2) {
+          yield* this.uncatalogued(listed)
+        } else {
         // a thinned recording leaves thousands until gc: the first few are named, the rest counted
         let uncatalogued = 0
         for (const [i, payload] of this.kept) {
@@ -625,9 +666,13 @@ class Verifier {
           if (++uncatalogued <= 3) yield this.emit({ phase: 'dag', kind: 'uncatalogued-checkpoint', severity: 'info', message: `checkpoint ${cid} (${m.timeline}@${m.vtime} by its manifest) is stored but not in the catalog: removed (ckpt gc reclaims it), or lost from a damaged index`, cid })
         }
         if (uncatalogued > 3) yield this.emit({ phase: 'dag', kind: 'uncatalogued-checkpoint', severity: 'info', message: `and ${uncatalogued - 3} more checkpoints stored but not in the catalog (removed or thinned: ckpt gc reclaims them)` })
+        }
       }
     }
-    if (!impactOnly && !(this.opts.refs && this.opts.refs.length)) yield* this.catalogRecords(list)
+    if (!impactOnly && !(this.opts.refs && this.opts.refs.length)) {
+      yield* this.catalogRecords(list)
+      yield* this.catalogAgainstRecords()
+    }
     const total = list.length
     let done = 0
     let prev: { timeline: string; manifest: Manifest } | undefined
@@ -696,6 +741,89 @@ class Verifier {
       this.opts.onProgress?.({ phase: 'dag', done: ++done, total, unit: 'checkpoints' })
       await this.clean!.flush()
     }
+  }
+
+  /** catalog records found in the packs (phase 1), for the comparison with the catalog */
+  private readonly records: CatalogRecord[] = []
+
+  /**
+   * Manifests the index lists ('M') that no catalog entry names: removed ones ('x': gc collects them)
+   * are counted in one note; the others may be checkpoints a lost catalog forgot (a warning, each
+   * of the first three named).
+   */
+  private async *uncatalogued(listed: Set<string>): AsyncGenerator<Finding> {
+    const repo = this.repo
+    let removed = 0
+    let lost = 0
+    for await (const [k] of repo.kv.iterate(manifestRange)) {
+      const cid = copyOf(k, 1)
+      if (listed.has(cidKey(cid))) continue
+      if ((await repo.kv.get(removedKey(cid))) !== undefined) {
+        removed++
+        continue
+      }
+      // a ref or another timeline may still name it: the catalog knows it
+      if ((await repo.kv.get(checkpointRecordKey(cid))) !== undefined) continue
+      lost++
+      if (lost > 3) continue
+      let where = ''
+      try {
+        const m = decodeManifest(repo.blocks.get(cid))
+        where = ` (${m.timeline}@${m.vtime} by its manifest)`
+      } catch {}
+      this.indexFixable = true
+      yield this.emit({ phase: 'dag', kind: 'uncatalogued-checkpoint', severity: 'warning', message: `checkpoint ${cidToString(cid)}${where} is stored but in no timeline, and no removal of it is recorded: the catalog may have lost it (ckpt repair --rebuild-index --adopt catalogues it; ckpt rm CID removes it for good)`, cid: cidToString(cid) })
+    }
+    if (lost > 3) yield this.emit({ phase: 'dag', kind: 'uncatalogued-checkpoint', severity: 'warning', message: `and ${lost - 3} more checkpoints stored but in no timeline, with no removal recorded` })
+    if (removed > 0) yield this.emit({ phase: 'dag', kind: 'uncatalogued-checkpoint', severity: 'info', message: `${removed} removed checkpoint${removed === 1 ? ' is' : 's are'} still stored (thinned or removed: ckpt gc reclaims ${removed === 1 ? 'it' : 'them'})` })
+  }
+
+  /**
+   * The catalog against the records in the packs (SPEC.md §5.1): the records replayed from the
+   * newest snapshot must give exactly the index's timelines, entries, checkpoint records, removals
+   * and refs. A difference means the index and the packs disagree on what the store holds: rebuild.
+   */
+  private async *catalogAgainstRecords(): AsyncGenerator<Finding> {
+    const repo = this.repo
+    if (repo.format < 2 || this.records.length === 0) return
+    const plan = replayPlan(this.records)
+    if (plan.missing > 0) {
+      yield this.emit({ phase: 'dag', kind: 'missing-record', severity: 'warning', message: `${plan.missing} catalog record${plan.missing === 1 ? '' : 's'} after the newest snapshot ${plan.missing === 1 ? 'is' : 'are'} not in the packs (damage): the packs alone could not rebuild the catalog; ckpt gc writes it to the packs anew` })
+    }
+    const replayed = new MemoryKV()
+    for (const r of plan.apply) await replayed.batch(await catalogKvOps(replayed, r.ops))
+    const pos = repo.catalogPosition
+    const diffs: string[] = []
+    let count = 0
+    for (const [name, range] of [
+      ['timeline', timelineRange],
+      ['checkpoint', allCheckpointsRange],
+      ['ref', refRange],
+      ['removal', removedRange],
+      ['checkpoint record', { gte: Uint8Array.of(0x6b), lt: Uint8Array.of(0x6c) }],
+    ] as const) {
+      const a = new Map<string, string>()
+      for await (const [k, v] of repo.kv.iterate(range)) a.set(Buffer.from(k).toString('hex'), Buffer.from(v).toString('hex'))
+      for await (const [k, v] of replayed.iterate(range)) {
+        const key = Buffer.from(k).toString('hex')
+        const have = a.get(key)
+        a.delete(key)
+        if (have === Buffer.from(v).toString('hex')) continue
+        count++
+        if (diffs.length < 3) diffs.push(`${name} ${describeKey(k)} ${have === undefined ? 'is in the records, not in the index' : 'differs'}`)
+      }
+      for (const key of a.keys()) {
+        count++
+        if (diffs.length < 3) diffs.push(`${name} ${describeKey(Buffer.from(key, 'hex'))} is in the index, not in the records`)
+      }
+    }
+    if (pos && plan.seq > pos.seq) {
+      count++
+      diffs.unshift(`the packs hold commit ${plan.seq}, the index ends at ${pos.seq}`)
+    }
+    if (count === 0) return
+    this.indexFixable = true
+    yield this.emit({ phase: 'dag', kind: 'catalog-mismatch', severity: 'warning', message: `the index's catalog and the catalog records in the packs differ in ${count} place${count === 1 ? '' : 's'}: ${diffs.slice(0, 3).join('; ')}` })
   }
 
   /** Checkpoint records ('k') agree with the catalog; timeline records agree with their manifests. */
@@ -931,8 +1059,12 @@ class Verifier {
       }
       this.opts.onProgress?.({ phase: 'data', done, total, unit: 'bytes' })
     }
-    const damagedAt = (i: number, kind: FindingKind, why: string) =>
+    const damagedAt = (i: number, kind: FindingKind, why: string) => {
       this.markDamaged(t.cid(i), kind, `block ${cidToString(t.cid(i))} in pack ${t.pack[i]} at offset ${t.offset[i]}: ${why}`, { pack: t.pack[i], offset: t.offset[i] })
+      // no longer an intact copy: the walk that follows charges every checkpoint reaching it
+      t.state[i] = ENTRY_BAD
+      this.nodes.delete(i)
+    }
     /** stored blocks: read, decompressed and re-hashed on a worker */
     const readCheck = async (list: number[]) => {
       let at = 0
@@ -1038,6 +1170,17 @@ class Verifier {
   }
 }
 
+
+/** A catalog key as text, for messages (a name, a TIMELINE@VTIME, a CID). */
+function describeKey(k: Uint8Array): string {
+  try {
+    if (k[0] === 0x63) return `${checkpointKeyTimeline(k)}@${checkpointKeyVtime(k)}`
+    if (k[0] === 0x78 || k[0] === 0x6b) return cidToString(copyOf(k, 1))
+    return JSON.stringify(dec.decode(k.subarray(1)))
+  } catch {
+    return Buffer.from(k).toString('hex').slice(0, 40)
+  }
+}
 
 const ALL = new Map<number, number[]>()
 function allSlots(n: number): number[] {

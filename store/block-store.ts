@@ -13,14 +13,17 @@ import { applyNodeDelta, deltaBaseCid } from '../codecs/node-delta.js'
 import { decodeNode, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
 import { allocBytes } from './alloc.js'
 import { FingerprintSet } from './fingerprint-set.js'
-import { blockKey, blockKeyCid, blockRange, packKey, packKeyNo, packRange } from './keys.js'
+import { blockKey, blockKeyCid, blockRange, manifestKey, packKey, packKeyNo, packRange } from './keys.js'
 import type { KV, KVOp } from './kv.js'
 import {
   decodeEntryHeader,
+  decodePackHeader,
   encodeFooter,
   encodePackHeader,
   ENTRY_HEADER_SIZE,
+  ENTRY_KIND,
   PACK_HEADER_SIZE,
+  PACK_VERSION,
   writeEntry,
 } from './pack-format.js'
 import type { PackIO } from './pack-io.js'
@@ -99,6 +102,8 @@ export interface BlockStoreOptions {
    * memory then does not grow with the store
    */
   dedupFilter?: boolean
+  /** never write, truncate or move a pack file (read-only commands, read-only media) */
+  readOnly?: boolean
 }
 
 const WRITE_BUFFER = 4 << 20
@@ -109,6 +114,8 @@ export class BlockStore {
   private readonly filter = new FingerprintSet()
   private readonly staged = new Map<string, BlockLocation>()
   private readonly stagedCids: CidBytes[] = []
+  /** manifests among the staged blocks: the commit lists them under 'M' */
+  private readonly stagedManifests: CidBytes[] = []
   private readonly packs = new Map<number, PackRecord>()
   /** unsealed packs found shorter than their committed length at open: never appended to */
   readonly damagedPacks = new Set<number>()
@@ -132,22 +139,24 @@ export class BlockStore {
     this.packTarget = opts.packTargetSize ?? 64 << 20
     this.nodeCacheMax = opts.nodeCacheEntries ?? 2048
     this.useFilter = opts.dedupFilter !== false
+    this.readOnly = opts.readOnly === true
   }
 
   private readonly useFilter: boolean
+  readonly readOnly: boolean
 
   /**
-   * Loads pack records, cuts torn tails back to the committed length, removes pack files no commit
-   * ever referenced, and fills the fingerprint filter from the index.
+   * Loads pack records, cuts torn tails back to the committed length (never in read-only mode) and
+   * fills the fingerprint filter from the index. A pack file no record names is left where it is (a
+   * crash leftover, or the sign of a stale index: the repository looked at it before this open); new
+   * packs never take its number.
    */
   static async open(kv: KV, io: PackIO, opts: BlockStoreOptions = {}): Promise<BlockStore> {
     const s = new BlockStore(kv, io, opts)
     for await (const [k, v] of kv.iterate(packRange)) s.packs.set(packKeyNo(k), decodePackRecord(v))
-    // a pack file no record names is a crash leftover (written, never committed) or the sign of a
-    // damaged index: set aside, never deleted here
-    for (const n of io.list()) if (!s.packs.has(n)) io.quarantine(n)
     for (const [n, rec] of s.packs) {
       if (rec.sealed || rec.retired || !io.exists(n)) continue
+      if (s.readOnly) continue
       // a pack shorter than its committed length is damaged (verify reports it): left as it is
       if (io.size(n) < rec.committedLength) {
         s.damagedPacks.add(n)
@@ -155,7 +164,8 @@ export class BlockStore {
       }
       // cuts a torn tail: bytes past the committed length were never acknowledged
       io.openForAppend(n, rec.committedLength)
-      if (rec.committedLength < s.packTarget && s.openPack < 0) {
+      // a pack of an older format is never appended to: its entries could not say what they are
+      if (rec.committedLength < s.packTarget && s.openPack < 0 && packVersion(io, n) === PACK_VERSION) {
         s.openPack = n
         s.bufStart = rec.committedLength
       }
@@ -299,12 +309,36 @@ export class BlockStore {
    * Stages one block. `payload` is its at-rest form under `codec` (identity, zstd, deflate, or a node
    * delta whose chain is `depth` long). A CID already stored or staged is skipped.
    */
-  put(cid: CidBytes, codec: number, payload: Uint8Array, rawLength: number, depth = 0): boolean {
+  put(cid: CidBytes, codec: number, payload: Uint8Array, rawLength: number, depth = 0, kind: number = ENTRY_KIND.block): boolean {
     if (this.has(cid)) return false
     const at = this.reserve(ENTRY_HEADER_SIZE + payload.length)
-    writeEntry(this.buf, at, cid, codec, depth, rawLength, payload)
+    writeEntry(this.buf, at, cid, codec, depth, rawLength, payload, kind)
     this.staging(cid, at, payload.length, rawLength, codec, depth)
+    if (kind === ENTRY_KIND.manifest) this.stagedManifests.push(cid)
     return true
+  }
+
+  /**
+   * Stages the catalog record of the commit being prepared (entry kind 2): the last entry of the
+   * commit, never indexed by its CID (it is not a block). `payload` is its at-rest form under `codec`.
+   */
+  putRecord(cid: CidBytes, codec: number, payload: Uint8Array, rawLength: number): void {
+    const at = this.reserve(ENTRY_HEADER_SIZE + payload.length)
+    writeEntry(this.buf, at, cid, codec, 0, rawLength, payload, ENTRY_KIND.record)
+    this.appended(at + ENTRY_HEADER_SIZE + payload.length)
+  }
+
+  /** gc's copy of a catalog record (a whole entry, checked by the caller) out of a pack it rewrites. */
+  copyRecordEntry(entry: Uint8Array): void {
+    const at = this.reserve(entry.length)
+    this.buf.set(entry, at)
+    this.appended(at + entry.length)
+  }
+
+  private appended(end: number): void {
+    this.bufLen = end
+    this.stagedEntries++
+    if (this.bufLen >= FLUSH_AT) this.flushBuffer()
   }
 
   /**
@@ -312,10 +346,11 @@ export class BlockStore {
    * another base (gc): written like put() even though the CID is indexed; the commit points the index
    * at the new copy. The old one becomes garbage.
    */
-  replace(cid: CidBytes, codec: number, payload: Uint8Array, rawLength: number, depth = 0): void {
+  replace(cid: CidBytes, codec: number, payload: Uint8Array, rawLength: number, depth = 0, kind: number = ENTRY_KIND.block): void {
     const at = this.reserve(ENTRY_HEADER_SIZE + payload.length)
-    writeEntry(this.buf, at, cid, codec, depth, rawLength, payload)
+    writeEntry(this.buf, at, cid, codec, depth, rawLength, payload, kind)
     this.staging(cid, at, payload.length, rawLength, codec, depth)
+    if (kind === ENTRY_KIND.manifest) this.stagedManifests.push(cid)
     this.nodeCache.delete(cidKey(cid))
   }
 
@@ -323,9 +358,9 @@ export class BlockStore {
    * gc's copy of a live entry out of a pack it rewrites: the same payload, codec and delta depth, at
    * a new place (the index moves there at commit).
    */
-  copyEntry(cid: CidBytes, e: { storedLength: number; rawLength: number; codec: number; depth: number; payload: Uint8Array }): void {
+  copyEntry(cid: CidBytes, e: { storedLength: number; rawLength: number; codec: number; depth: number; kind?: number; payload: Uint8Array }): void {
     const at = this.reserve(ENTRY_HEADER_SIZE + e.storedLength)
-    writeEntry(this.buf, at, cid, e.codec, e.depth, e.rawLength, e.payload)
+    writeEntry(this.buf, at, cid, e.codec, e.depth, e.rawLength, e.payload, e.kind ?? ENTRY_KIND.block)
     this.staging(cid, at, e.storedLength, e.rawLength, e.codec, e.depth)
   }
 
@@ -376,6 +411,7 @@ export class BlockStore {
 
   /** Room for `size` bytes in the write buffer; returns the buffer offset to write at. */
   private reserve(size: number): number {
+    if (this.readOnly) throw new CkptError('CKPT_READ_ONLY', 'the store is open read-only')
     if (this.openPack < 0) this.startPack()
     if (this.bufLen + size > this.buf.length) {
       this.flushBuffer()
@@ -396,6 +432,11 @@ export class BlockStore {
 
   get stagedCount(): number {
     return this.stagedCids.length
+  }
+
+  /** Entries (blocks and records) staged since the last commit. */
+  get stagedEntryCount(): number {
+    return this.stagedEntries
   }
 
   /** Pack bytes staged since the last commit (what the next commit makes durable). */
@@ -442,7 +483,7 @@ export class BlockStore {
   async prepareCommit(): Promise<KVOp[]> {
     if (this.openPack < 0) return []
     const rec = this.packs.get(this.openPack)!
-    if (this.stagedCids.length === 0 && rec.committedLength > 0) return []
+    if (this.stagedEntries === 0 && rec.committedLength > 0) return []
     this.flushBuffer()
     // fdatasync on libuv's pool: it covers the data and the file's new length, and keeps this thread free
     await this.io.syncAsync(this.openPack)
@@ -450,6 +491,7 @@ export class BlockStore {
     for (const cid of this.stagedCids) {
       ops.push({ type: 'put', key: blockKey(cid), value: encodeLocation(this.staged.get(cidKey(cid))!) })
     }
+    for (const cid of this.stagedManifests) ops.push({ type: 'put', key: manifestKey(cid), value: new Uint8Array(0) })
     const next = { committedLength: this.bufStart, sealed: false, entries: rec.entries + this.stagedEntries }
     ops.push({ type: 'put', key: packKey(this.openPack), value: encodePackRecord(next) })
     return ops
@@ -465,6 +507,7 @@ export class BlockStore {
     this.stagedEntries = 0
     this.staged.clear()
     this.stagedCids.length = 0
+    this.stagedManifests.length = 0
   }
 
   /** Drops the staged transaction: the pack is cut back to what was committed. */
@@ -473,6 +516,7 @@ export class BlockStore {
     const rec = this.packs.get(this.openPack)!
     this.staged.clear()
     this.stagedCids.length = 0
+    this.stagedManifests.length = 0
     this.stagedEntries = 0
     this.bufLen = 0
     this.bufStart = rec.committedLength
@@ -487,7 +531,7 @@ export class BlockStore {
 
   /** Seals the open pack once it reached its target size (or now, with force): footer, fsync, record. Immutable after. */
   async maybeSeal(force = false): Promise<void> {
-    if (this.openPack < 0 || this.stagedCids.length > 0) return
+    if (this.openPack < 0 || this.stagedEntries > 0) return
     const rec = this.packs.get(this.openPack)!
     if (rec.committedLength < this.packTarget && !force) return
     const footer = encodeFooter(rec.entries, rec.committedLength)
@@ -609,6 +653,15 @@ export class BlockStore {
 
   close(): void {
     this.io.close()
+  }
+}
+
+/** The format version in a pack's header (0 if it cannot be read). */
+function packVersion(io: PackIO, n: number): number {
+  try {
+    return decodePackHeader(io.read(n, 0, PACK_HEADER_SIZE)).version
+  } catch {
+    return 0
   }
 }
 

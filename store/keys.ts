@@ -1,12 +1,15 @@
 /**
- * LevelDB key layout, format version 1 (SPEC.md §Index keys). One-byte prefixes keep families apart.
+ * LevelDB key layout, store format version 2 (SPEC.md §4). One-byte prefixes keep families apart.
  *   'b' cid(36)                          -> block location (22 B, see encodeLocation)
- *   'p' u32be pack                       -> pack record (13 B: u64 committed length, u8 sealed, u32 entries)
+ *   'p' u32be pack                       -> pack record (13 B: u64 committed length, u8 state, u32 entries)
  *   't' utf8 timeline                    -> timeline record (JSON)
  *   'c' utf8 timeline 0x00 u64be vtime   -> checkpoint CID (36 B)
  *   'k' cid(36)                          -> checkpoint record (JSON: timeline, vtime)
+ *   'x' cid(36)                          -> removed checkpoint not yet collected (JSON: timeline, vtime)
+ *   'M' cid(36)                          -> (empty) the block is a checkpoint manifest
  *   'r' utf8 ref                         -> CID (36 B)
  *   'm' utf8 name                        -> store metadata (JSON)
+ * Everything but 'm' can be rebuilt from the packs (their entries and catalog records).
  */
 import { CID_LENGTH } from '../codecs/cid.js'
 
@@ -20,6 +23,8 @@ const P_CKPT = 0x63
 const P_CKREC = 0x6b
 const P_REF = 0x72
 const P_META = 0x6d
+const P_REMOVED = 0x78
+const P_MANIFEST = 0x4d
 
 function prefixed(prefix: number, body: Uint8Array): Uint8Array {
   const k = new Uint8Array(1 + body.length)
@@ -77,6 +82,16 @@ export const checkpointRecordKey = (cid: Uint8Array) => prefixed(P_CKREC, cid)
 export const refKey = (name: string) => prefixed(P_REF, enc.encode(name))
 export const refRange = { gte: Uint8Array.of(P_REF), lt: Uint8Array.of(P_REF + 1) }
 export const metaKey = (name: string) => prefixed(P_META, enc.encode(name))
+export const metaRange = { gte: Uint8Array.of(P_META), lt: Uint8Array.of(P_META + 1) }
+export const removedKey = (cid: Uint8Array) => prefixed(P_REMOVED, cid)
+export const removedRange = { gte: Uint8Array.of(P_REMOVED), lt: Uint8Array.of(P_REMOVED + 1) }
+export const manifestKey = (cid: Uint8Array) => prefixed(P_MANIFEST, cid)
+export const manifestRange = { gte: Uint8Array.of(P_MANIFEST), lt: Uint8Array.of(P_MANIFEST + 1) }
+/** 'm' names: the catalog's position in the record stream; a rebuild under way */
+export const META_CATALOG = 'catalog'
+export const META_REBUILDING = 'rebuilding'
+/** set by a rebuild whose catalog holds what no record does: the next writer writes a snapshot */
+export const META_NEEDS_SNAPSHOT = 'needs-snapshot'
 
 export function jsonValue(v: unknown): Uint8Array {
   return enc.encode(JSON.stringify(v))

@@ -1,5 +1,5 @@
 import { Level } from 'level'
-import { CkptError } from '../codecs/errors.js'
+import { CkptError, errnoCode } from '../codecs/errors.js'
 import type { KV, KVOp, KVRange } from './kv.js'
 
 /** A LevelDB read failure as a CkptError: corruption of its files is CKPT_BAD_INDEX (repair --rebuild-index). */
@@ -10,18 +10,35 @@ function readError(err: unknown): CkptError {
   return new CkptError('CKPT_IO', `index read failed: ${(err as Error).message}`, {}, err)
 }
 
+/** Why LevelDB would not open `dir`, as a CkptError with details.state (see LevelKV.open). */
+export function openError(dir: string, err: unknown): CkptError {
+  const cause = (err as { cause?: { code?: string; message?: string } }).cause
+  const text = `${(err as Error).message} ${cause?.message ?? ''}`
+  if (cause?.code === 'LEVEL_LOCKED') return new CkptError('CKPT_LOCKED', `store index ${dir} is held by another process`, { dir, state: 'locked' }, err)
+  if (/does not exist \(create_if_missing is false\)/.test(text)) return new CkptError('CKPT_BAD_INDEX', `the index ${dir} is missing`, { dir, state: 'missing' }, err)
+  if (cause?.code === 'LEVEL_CORRUPTION' || /corrupt/i.test(text)) return new CkptError('CKPT_BAD_INDEX', `the index ${dir} is damaged: ${cause?.message ?? (err as Error).message}`, { dir, state: 'corrupt' }, err)
+  const errno = /No space left/i.test(text) ? 'ENOSPC' : /Permission denied|Operation not permitted/i.test(text) ? 'EACCES' : /Read-only file system/i.test(text) ? 'EROFS' : /Disk quota/i.test(text) ? 'EDQUOT' : undefined
+  const code = errno ? errnoCode({ code: errno }) : 'CKPT_IO'
+  const what = code === 'CKPT_NO_SPACE' ? 'the disk is full' : code === 'CKPT_PERMISSION' ? 'permission denied' : code === 'CKPT_READ_ONLY' ? 'the file system is read-only' : (cause?.message ?? (err as Error).message)
+  return new CkptError(code, `cannot open the index ${dir}: ${what}`, { dir, state: 'unavailable', ...(errno ? { errno } : {}) }, err)
+}
+
 /** LevelDB through `level`; compression off because values are small ids and locations. */
 export class LevelKV implements KV {
   private constructor(private readonly db: Level<Uint8Array, Uint8Array>) {}
 
-  static async open(dir: string): Promise<LevelKV> {
-    const db = new Level<Uint8Array, Uint8Array>(dir, { keyEncoding: 'view', valueEncoding: 'view', compression: false })
+  /**
+   * Opens (with `create`, creates) the index. Failures say what they are (details.state): `locked`
+   * (CKPT_LOCKED), `missing` (no database there: CKPT_BAD_INDEX), `corrupt` (LevelDB finds its files
+   * damaged: CKPT_BAD_INDEX), `unavailable` (the OS refused: CKPT_NO_SPACE, CKPT_PERMISSION,
+   * CKPT_READ_ONLY, CKPT_IO) — a full disk or a read-only medium is never called damage.
+   */
+  static async open(dir: string, opts: { create?: boolean } = {}): Promise<LevelKV> {
+    const db = new Level<Uint8Array, Uint8Array>(dir, { keyEncoding: 'view', valueEncoding: 'view', compression: false, createIfMissing: opts.create !== false })
     try {
       await db.open()
     } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause
-      if (cause?.code === 'LEVEL_LOCKED') throw new CkptError('CKPT_LOCKED', `store index ${dir} is held by another process`, { dir }, err)
-      throw new CkptError('CKPT_BAD_STORE', `cannot open the LevelDB index in ${dir}`, { dir }, err)
+      throw openError(dir, err)
     }
     return new LevelKV(db)
   }

@@ -1,14 +1,17 @@
 /**
- * Pack file format, version 1 (SPEC.md §Pack files). All integers little-endian.
+ * Pack file format, version 2 (SPEC.md §3; version 1 is read too). All integers little-endian.
  *
- *   header  16 B  "CKPTPACK" | u16 version=1 | u16 flags=0 | u32 pack number
+ *   header  16 B  "CKPTPACK" | u16 version=2 | u16 flags=0 | u32 pack number
  *   entry   52 B + payload
- *           u32 storedLength | u32 rawLength | u8 atRestCodec | u8 deltaDepth | u16 zero
+ *           u32 storedLength | u32 rawLength | u8 atRestCodec | u8 deltaDepth | u8 kind | u8 zero
  *           | 36 B CID | u32 crc32 (of the 48 bytes before it and the payload) | payload
  *   footer  32 B  (sealed packs only) "CKPTSEAL" | u32 entryCount | u32 zero | u64 dataEnd | u64 zero
  *
- * Entries are self-describing (CID and lengths), so the index can be rebuilt from packs alone; the
- * crc lets a scan tell a torn or flipped entry from a valid one without decompressing and re-hashing.
+ * kind: 0 a block (chunk or tree node), 1 a block that is a checkpoint manifest, 2 a catalog record
+ * (store/catalog-record.ts; not a block: never indexed by CID). Version-1 packs have kind 0 only.
+ * Entries are self-describing (CID, lengths, kind), so the index and the catalog can be rebuilt from
+ * packs alone; the crc lets a scan tell a torn or flipped entry from a valid one without
+ * decompressing and re-hashing.
  */
 import { copyOf } from '../codecs/bytes.js'
 import { crc32 } from 'node:zlib'
@@ -17,18 +20,34 @@ import { CkptError } from '../codecs/errors.js'
 
 export const PACK_MAGIC = Buffer.from('CKPTPACK', 'latin1')
 export const SEAL_MAGIC = Buffer.from('CKPTSEAL', 'latin1')
-export const PACK_VERSION = 1
+/** the version this build writes */
+export const PACK_VERSION = 2
+/** versions this build reads (1: no entry kinds, every entry a block) */
+export const PACK_VERSIONS: readonly number[] = [1, 2]
 export const PACK_HEADER_SIZE = 16
 export const ENTRY_HEADER_SIZE = 52
 export const FOOTER_SIZE = 32
 /** Largest block the format accepts (a 1 MiB chunk, a node of 65,536 links, with room to spare). */
 export const MAX_BLOCK_SIZE = 16 << 20
 
+/** What an entry holds (header byte 10). */
+export const ENTRY_KIND = {
+  /** a chunk, a tree node or another block */
+  block: 0,
+  /** a block that is a checkpoint manifest */
+  manifest: 1,
+  /** a catalog record: the catalog change of one commit (never indexed as a block) */
+  record: 2,
+} as const
+export type EntryKind = (typeof ENTRY_KIND)[keyof typeof ENTRY_KIND]
+export const MAX_ENTRY_KIND = 2
+
 export interface EntryHeader {
   storedLength: number
   rawLength: number
   codec: number
   depth: number
+  kind: number
   cid: Uint8Array
   crc: number
 }
@@ -48,7 +67,7 @@ export function decodePackHeader(b: Uint8Array): { version: number; packNo: numb
     throw new CkptError('CKPT_BAD_PACK', 'not a ckpt pack file (bad magic)')
   }
   const version = buf.readUInt16LE(8)
-  if (version !== PACK_VERSION) throw new CkptError('CKPT_VERSION', `pack format version ${version} is not supported`, { version })
+  if (!PACK_VERSIONS.includes(version)) throw new CkptError('CKPT_VERSION', `pack format version ${version} is not supported`, { version })
   return { version, packNo: buf.readUInt32LE(12) }
 }
 
@@ -61,9 +80,10 @@ export function writeEntry(
   depth: number,
   rawLength: number,
   payload: Uint8Array,
+  kind = 0,
 ): number {
   out.set(payload, offset + ENTRY_HEADER_SIZE)
-  return writeEntryHeader(out, offset, cid, codec, depth, rawLength, payload.length)
+  return writeEntryHeader(out, offset, cid, codec, depth, rawLength, payload.length, kind)
 }
 
 /**
@@ -78,13 +98,15 @@ export function writeEntryHeader(
   depth: number,
   rawLength: number,
   storedLength: number,
+  kind = 0,
 ): number {
   const b = Buffer.from(out.buffer, out.byteOffset, out.byteLength)
   b.writeUInt32LE(storedLength, offset)
   b.writeUInt32LE(rawLength, offset + 4)
   b[offset + 8] = codec
   b[offset + 9] = depth
-  b.writeUInt16LE(0, offset + 10)
+  b[offset + 10] = kind
+  b[offset + 11] = 0
   b.set(cid, offset + 12)
   let c = crc32(b.subarray(offset, offset + 48))
   c = crc32(b.subarray(offset + ENTRY_HEADER_SIZE, offset + ENTRY_HEADER_SIZE + storedLength), c)
@@ -100,10 +122,11 @@ export function decodeEntryHeader(b: Uint8Array): EntryHeader {
     rawLength: buf.readUInt32LE(4),
     codec: buf[8]!,
     depth: buf[9]!,
+    kind: buf[10]!,
     cid: copyOf(b, 12, 12 + CID_LENGTH),
     crc: buf.readUInt32LE(48),
   }
-  if (buf.readUInt16LE(10) !== 0 || h.storedLength > MAX_BLOCK_SIZE || h.rawLength > MAX_BLOCK_SIZE) {
+  if (buf[10]! > MAX_ENTRY_KIND || buf[11] !== 0 || h.storedLength > MAX_BLOCK_SIZE || h.rawLength > MAX_BLOCK_SIZE) {
     throw new CkptError('CKPT_BAD_PACK', 'implausible pack entry header', { storedLength: h.storedLength, rawLength: h.rawLength })
   }
   return h

@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
-import { CkptError } from '../codecs/errors.js'
+import { CkptError, fsError } from '../codecs/errors.js'
 import { fileReader, type PackReader } from './pack-scan.js'
 
 export interface PackIO {
@@ -42,17 +42,25 @@ export function packFileName(packNo: number): string {
 }
 
 function ioError(err: unknown, what: string, details: Record<string, unknown>): CkptError {
-  const code = (err as NodeJS.ErrnoException).code
-  if (code === 'ENOSPC' || code === 'EDQUOT') return new CkptError('CKPT_NO_SPACE', `no space left while ${what}`, details, err)
-  return new CkptError('CKPT_IO', `I/O error while ${what}: ${(err as Error).message}`, details, err)
+  return fsError(err, what, details)
 }
 
 export class FilePackIO implements PackIO {
   private readonly fds = new Map<number, number>()
   private readonly sizes = new Map<number, number>()
 
-  constructor(readonly dir: string) {
-    fs.mkdirSync(dir, { recursive: true })
+  /** `readOnly`: never creates, writes or moves anything (reads only) */
+  constructor(
+    readonly dir: string,
+    readonly readOnly = false,
+  ) {
+    if (!readOnly) {
+      try {
+        fs.mkdirSync(dir, { recursive: true })
+      } catch (err) {
+        throw fsError(err, `cannot create ${dir}`, { path: dir })
+      }
+    }
   }
 
   describe(packNo: number): string {
@@ -73,8 +81,14 @@ export class FilePackIO implements PackIO {
   }
 
   list(): number[] {
-    return fs
-      .readdirSync(this.dir)
+    let names: string[]
+    try {
+      names = fs.readdirSync(this.dir)
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return []
+      throw fsError(err, `cannot list ${this.dir}`, { path: this.dir })
+    }
+    return names
       .filter((f) => /^\d{8}\.pack$/.test(f))
       .map((f) => Number.parseInt(f, 10))
       .sort((a, b) => a - b)
@@ -107,6 +121,7 @@ export class FilePackIO implements PackIO {
   }
 
   openForAppend(packNo: number, length: number): void {
+    if (this.readOnly) throw new CkptError('CKPT_READ_ONLY', 'the store is open read-only', { pack: packNo })
     const old = this.fds.get(packNo)
     if (old !== undefined) fs.closeSync(old)
     try {

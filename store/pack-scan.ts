@@ -8,7 +8,7 @@
 import fs from 'node:fs'
 import { crc32 } from 'node:zlib'
 import { CID_LENGTH } from '../codecs/cid.js'
-import { decodeFooter, ENTRY_HEADER_SIZE, FOOTER_SIZE, MAX_BLOCK_SIZE, PACK_HEADER_SIZE, PACK_MAGIC, PACK_VERSION, SEAL_MAGIC } from './pack-format.js'
+import { decodeFooter, ENTRY_HEADER_SIZE, FOOTER_SIZE, MAX_BLOCK_SIZE, MAX_ENTRY_KIND, PACK_HEADER_SIZE, PACK_MAGIC, PACK_VERSIONS, SEAL_MAGIC } from './pack-format.js'
 
 export interface ScannedEntry {
   offset: number
@@ -16,6 +16,8 @@ export interface ScannedEntry {
   rawLength: number
   codec: number
   depth: number
+  /** ENTRY_KIND: a block, a manifest block, or a catalog record */
+  kind: number
   /** the CID, the payload and the whole entry (header and payload): views, valid until the next event (copy what you keep) */
   cid: Uint8Array
   payload: Uint8Array
@@ -27,6 +29,8 @@ export type ScanEvent =
   /** bytes [offset, offset + length) hold no valid entry (damage); the scan resumed after them */
   | { kind: 'damage'; offset: number; length: number; reason: string }
   | { kind: 'bad-header'; reason: string }
+  /** the pack's format version (1 or 2), once its header was read */
+  | { kind: 'header'; version: number }
   | { kind: 'footer'; entryCount: number; dataEnd: number }
   | { kind: 'bad-footer'; reason: string }
   /** where the entries end: the committed length (or the footer's data end), or the file's end */
@@ -34,11 +38,14 @@ export type ScanEvent =
 
 const WINDOW = 4 << 20
 
-/** Whether the 52 bytes at b[o] look like an entry header (lengths, codec, a ckpt CID prefix). */
-function plausible(b: Buffer, o: number): boolean {
+/**
+ * Whether the 52 bytes at b[o] look like an entry header (lengths, codec, kind, a ckpt CID prefix);
+ * `maxKind` is 0 in version-1 packs, which have no entry kinds.
+ */
+function plausible(b: Buffer, o: number, maxKind: number): boolean {
   const c = o + 12
   if (b[c] !== 0x01 || (b[c + 1] !== 0x55 && b[c + 1] !== 0x71) || b[c + 2] !== 0x1e || b[c + 3] !== 0x20) return false
-  return b.readUInt32LE(o) <= MAX_BLOCK_SIZE && b.readUInt32LE(o + 4) <= MAX_BLOCK_SIZE && b[o + 10] === 0 && b[o + 11] === 0 && b[o + 8]! <= 3
+  return b.readUInt32LE(o) <= MAX_BLOCK_SIZE && b.readUInt32LE(o + 4) <= MAX_BLOCK_SIZE && b[o + 10]! <= maxKind && b[o + 11] === 0 && b[o + 8]! <= 3
 }
 
 function crcOk(b: Buffer, at: number, stored: number): boolean {
@@ -80,6 +87,8 @@ export function* scanPack(
   packNo: number,
   opts: {
     end?: number
+    /** where the entries to look at begin (default: right after the pack header) */
+    start?: number
     sealed?: boolean
     footerOptional?: boolean
     /**
@@ -87,19 +96,25 @@ export function* scanPack(
      * it copies; one it skips is walked over by its header (a damaged length still shows: the next
      * header is then implausible, and the scan falls back to searching with checksums)
      */
-    check?: (cid: Uint8Array) => boolean
+    check?: (cid: Uint8Array, kind: number) => boolean
   } = {},
 ): Generator<ScanEvent> {
   try {
     const size = r.size
     const head = Buffer.alloc(PACK_HEADER_SIZE)
     const got = r.read(head, 0)
+    // a damaged header: entries are still looked for, as in the newest format (kinds allowed)
+    let maxKind = MAX_ENTRY_KIND
     if (got < PACK_HEADER_SIZE || !head.subarray(0, 8).equals(PACK_MAGIC)) {
       yield { kind: 'bad-header', reason: got < PACK_HEADER_SIZE ? `the file has ${size} bytes, less than a pack header` : 'bad magic' }
-    } else if (head.readUInt16LE(8) !== PACK_VERSION) {
+    } else if (!PACK_VERSIONS.includes(head.readUInt16LE(8))) {
       yield { kind: 'bad-header', reason: `pack format version ${head.readUInt16LE(8)}` }
     } else if (head.readUInt32LE(12) !== packNo) {
       yield { kind: 'bad-header', reason: `the header says pack ${head.readUInt32LE(12)}` }
+    } else {
+      const version = head.readUInt16LE(8)
+      if (version === 1) maxKind = 0
+      yield { kind: 'header', version }
     }
     let end = opts.end ?? size
     if (opts.footerOptional && size >= PACK_HEADER_SIZE + FOOTER_SIZE) {
@@ -136,11 +151,11 @@ export function* scanPack(
     }
     /** the whole entry at file offset p, if one starts there and its checksum holds */
     const entryAt = (p: number, mayTrust = false): ScannedEntry | undefined => {
-      if (!have(p, ENTRY_HEADER_SIZE) || !plausible(buf, p - bufAt)) return undefined
+      if (!have(p, ENTRY_HEADER_SIZE) || !plausible(buf, p - bufAt, maxKind)) return undefined
       const stored = buf.readUInt32LE(p - bufAt)
       if (p + ENTRY_HEADER_SIZE + stored > limit || !have(p, ENTRY_HEADER_SIZE + stored)) return undefined
       const o = p - bufAt
-      const skip = mayTrust && opts.check !== undefined && !opts.check(buf.subarray(o + 12, o + 12 + CID_LENGTH))
+      const skip = mayTrust && opts.check !== undefined && !opts.check(buf.subarray(o + 12, o + 12 + CID_LENGTH), buf[o + 10]!)
       if (!skip && !crcOk(buf, o, stored)) return undefined
       return {
         offset: p,
@@ -148,12 +163,13 @@ export function* scanPack(
         rawLength: buf.readUInt32LE(o + 4),
         codec: buf[o + 8]!,
         depth: buf[o + 9]!,
+        kind: buf[o + 10]!,
         cid: buf.subarray(o + 12, o + 12 + CID_LENGTH),
         payload: buf.subarray(o + ENTRY_HEADER_SIZE, o + ENTRY_HEADER_SIZE + stored),
         bytes: buf.subarray(o, o + ENTRY_HEADER_SIZE + stored),
       }
     }
-    let at = PACK_HEADER_SIZE
+    let at = Math.max(PACK_HEADER_SIZE, opts.start ?? PACK_HEADER_SIZE)
     while (at < limit) {
       const e = entryAt(at, true)
       if (e) {

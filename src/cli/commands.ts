@@ -63,6 +63,8 @@ async function withStore<T>(dir: string, opts: OpenOptions, fn: (store: CkptStor
     if (isCkptError(err)) throw new StoreOpenError(err)
     throw err
   }
+  // what the open found and did (an index rebuilt from the packs, a read from the packs alone)
+  for (const n of store.openNotes) process.stderr.write(`ckpt: note: ${n.message}\n`)
   let ok = false
   try {
     const r = await fn(store)
@@ -78,8 +80,11 @@ async function withStore<T>(dir: string, opts: OpenOptions, fn: (store: CkptStor
   }
 }
 
-/** Read-only commands: never create a store; no worker threads for a few small reads. */
-const READ: OpenOptions = { mustExist: true, threads: 0 }
+/**
+ * Read-only commands: never create a store, never write to one (an index that cannot be used is
+ * replaced by one built in memory from the packs); no worker threads for a few small reads.
+ */
+const READ: OpenOptions = { mustExist: true, threads: 0, readOnly: true }
 
 /**
  * The CkptError of an input file that cannot be read: CKPT_NOT_FOUND when it is missing, a directory
@@ -367,7 +372,7 @@ async function restoreAll(dir: string, ref: string, out: string, asJson: boolean
   const progress = new Progress('ckpt restore', Progress.wanted(asJson))
   try {
     progress.set('opening the store')
-    const r = await withStore(dir, { mustExist: true }, async (store) => {
+    const r = await withStore(dir, { mustExist: true, readOnly: true }, async (store) => {
       const cid = (await store.resolve(ref)).toString()
       const m = await store.manifest(cid)
       const both = Object.keys(m.regions).filter((n) => n in m.blobs)
@@ -462,7 +467,7 @@ examples:
       progress.set('opening the store')
       const { resolveOutput, writeOutput } = await import('../output-file.js')
       const { restoreTo } = await import('../restore.js')
-      const r = await withStore(dir, { mustExist: true }, async (store) => {
+      const r = await withStore(dir, { mustExist: true, readOnly: true }, async (store) => {
         const cid = (await store.resolve(ref)).toString()
         const m = await store.manifest(cid)
         const what = values.region !== undefined ? `region ${values.region}` : `blob ${values.blob}`
@@ -632,7 +637,7 @@ examples:
     if (!toStdout) (await import('../output-file.js')).resolveOutput(outPath)
     const progress = new Progress('ckpt export', Progress.wanted(values.json === true))
     try {
-      const summary = await withStore(dir, { mustExist: true }, async (store) => {
+      const summary = await withStore(dir, { mustExist: true, readOnly: true }, async (store) => {
         const { exportBundle } = await import('../bundle.js')
         progress.set('resolving checkpoints')
         const stream = exportBundle(store, positionals, {
@@ -785,7 +790,7 @@ examples:
     const progress = new Progress('ckpt verify', Progress.wanted(values.json === true))
     let status: ExitCode = EXIT.OK
     try {
-      await withStore(dir, { mustExist: true }, async (store) => {
+      await withStore(dir, { mustExist: true, readOnly: true }, async (store) => {
         const { verifyStore } = await import('../verify.js')
         const it = verifyStore(store, {
           refs: positionals,
@@ -860,7 +865,7 @@ examples:
   ckpt repair --store s --rebuild-index
   ckpt repair --store s --from backup.car --drop-damaged`,
   async run(argv) {
-    const { values, positionals } = parse('repair', argv, { ...COMMON, from: { type: 'string' }, 'rebuild-index': { type: 'boolean' }, 'drop-damaged': { type: 'boolean' }, shallow: { type: 'boolean' } })
+    const { values, positionals } = parse('repair', argv, { ...COMMON, from: { type: 'string' }, 'rebuild-index': { type: 'boolean' }, adopt: { type: 'boolean' }, 'drop-damaged': { type: 'boolean' }, shallow: { type: 'boolean' } })
     noPositionals('repair', positionals)
     const dir = storeDir(values.store, 'repair')
     if (!values.from && !values['rebuild-index'] && !values['drop-damaged']) throw new UsageError('give --from SOURCE, --rebuild-index or --drop-damaged', 'repair')
@@ -873,6 +878,7 @@ examples:
         s = await repairStore(dir, {
           from: values.from,
           rebuildIndex: values['rebuild-index'] === true,
+          adopt: values.adopt === true,
           dropDamaged: values['drop-damaged'] === true,
           deep: values.shallow !== true,
           onProgress: (p) => progress.amount(p.phase, p.done, p.total, 'packs'),
@@ -886,7 +892,22 @@ examples:
       else {
         if (s.rebuiltIndex) {
           const r = s.rebuiltIndex
-          line(`rebuilt the index from ${r.packs} pack${r.packs === 1 ? '' : 's'}: ${r.indexed} entries written, ${r.removed} removed${r.recovered ? `, ${r.recovered} set-aside pack${r.recovered === 1 ? '' : 's'} brought back` : ''}${r.catalogRebuilt ? `; the index was recreated, ${r.checkpoints} checkpoints catalogued again from their manifests` : ''}`)
+          const n = (k: number, one: string, many = `${one}s`) => `${k} ${k === 1 ? one : many}`
+          line(
+            `rebuilt the index from ${n(r.packs, 'pack')}${r.recovered ? ` (${r.recovered} set aside earlier brought back)` : ''}: ${n(r.blocks, 'block')}, ${n(r.checkpoints, 'checkpoint')} in ${n(r.timelines, 'timeline')}, ${n(r.refs, 'ref')}` +
+              (r.legacy ? (r.adopted ? `; no catalog records (format 1): ${n(r.adopted, 'checkpoint')} catalogued from their manifests` : '; no catalog records (format 1): the old index\'s catalog kept') : `, from ${n(r.records, 'catalog record')}`) +
+              (r.keptFromIndex ? `; ${n(r.keptFromIndex, 'catalog entry', 'catalog entries')} no record held kept from the old index` : '') +
+              (!r.legacy && r.adopted ? `; ${n(r.adopted, 'checkpoint')} adopted from their manifests` : ''),
+          )
+          if (r.setAside) line(`the damaged index was set aside as ${r.setAside}`)
+          if (r.missingRecords) line(`warning: ${n(r.missingRecords, 'catalog record')} could not be read (damaged packs): the catalog may lack their changes`)
+          if (r.damagedPacks.length) line(`packs with damage in them (retired): ${r.damagedPacks.join(', ')}`)
+          if (r.uncovered.length) {
+            line(`${n(r.uncovered.length, 'checkpoint')} found in the packs that no catalog record covers (not catalogued):`)
+            for (const u of r.uncovered.slice(0, 10)) line(`  ${u.timeline}@${u.vtime} ${u.cid}`)
+            if (r.uncovered.length > 10) line(`  and ${r.uncovered.length - 10} more (--json lists all)`)
+            line(`next: catalogue them: ckpt repair --store ${dir} --rebuild-index --adopt; or remove them: ckpt rm --store ${dir} CID...`)
+          }
         }
         if (values.from) line(`fetched ${s.fetched.length} block${s.fetched.length === 1 ? '' : 's'} from ${values.from}${s.recatalogued ? `; ${s.recatalogued} checkpoint${s.recatalogued === 1 ? '' : 's'} the catalog had lost catalogued again` : ''}`)
         for (const n of s.notes) line(`note: ${n}`)
