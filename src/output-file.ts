@@ -4,7 +4,8 @@
  *   regular file, or nothing   written under `TARGET.ckpt-partial-PID` beside it, renamed over it when
  *                              complete; removed on every failure (and by the CLI on SIGINT/SIGTERM)
  *   symlink                    followed to its final target, which is written as above; the link stays
- *   block device               written in place (no O_CREAT/O_TRUNC, never renamed), from offset 0
+ *   block device               written in place (no O_CREAT/O_TRUNC, never renamed), from offset 0;
+ *                              opened with O_EXCL: a device in use (mounted) is refused with EBUSY
  *   FIFO, character device     written front to back (a pipe, /dev/null, a tty)
  *   directory, socket          CKPT_BAD_ARGUMENT, nothing written
  *
@@ -28,6 +29,8 @@ export interface OutputTarget {
   kind: OutputKind
   /** whether `target` exists already */
   exists: boolean
+  /** an existing regular file's permission bits: the file that replaces it gets them too */
+  mode?: number
   /** a block device's size in bytes, when the system says (Linux: /sys/dev/block) */
   deviceSize?: number
 }
@@ -60,7 +63,7 @@ export function resolveOutput(p: string): OutputTarget {
       target = path.resolve(dir, link)
       continue
     }
-    if (st.isFile()) return { path: p, target, kind: 'file', exists: true }
+    if (st.isFile()) return { path: p, target, kind: 'file', exists: true, mode: st.mode & 0o7777 }
     if (st.isDirectory()) throw new CkptError('CKPT_BAD_ARGUMENT', `${target} is a directory: give a file to write`, { path: p, target })
     if (st.isBlockDevice()) return { path: p, target, kind: 'block', exists: true, deviceSize: blockDeviceSize(st.rdev) }
     if (st.isCharacterDevice() || st.isFIFO()) return { path: p, target, kind: 'stream', exists: true }
@@ -89,6 +92,9 @@ function blockDeviceSize(rdev: number): number | undefined {
 export function writeError(err: unknown, file: string, details: Record<string, unknown> = {}): CkptError {
   const e = systemError(err)
   if (e instanceof CkptError) return e
+  if ((e as NodeJS.ErrnoException | undefined)?.code === 'EBUSY') {
+    return new CkptError('CKPT_IO', `cannot write ${file}: the device is in use (mounted, or held open exclusively)`, { path: file, ...details, errno: 'EBUSY' }, e)
+  }
   if ((e as NodeJS.ErrnoException | undefined)?.code === 'ENOENT') {
     return new CkptError('CKPT_NOT_FOUND', `cannot write ${file}: ${path.dirname(file)} does not exist`, { path: file, ...details, errno: 'ENOENT' }, e)
   }
@@ -179,9 +185,17 @@ export async function writeAll(fh: fs.promises.FileHandle, bytes: Uint8Array, po
   }
 }
 
-/** Opens an existing device or FIFO for writing: no O_CREAT, no O_TRUNC (asynchronously: a FIFO waits for its reader). */
-export function openInPlace(target: string): Promise<fs.promises.FileHandle> {
-  return fs.promises.open(target, fs.constants.O_WRONLY)
+/**
+ * The open(2) flags of an output written in place: no O_CREAT, no O_TRUNC; O_EXCL on a block device,
+ * which Linux refuses (EBUSY) while the device is mounted or held exclusively.
+ */
+export function inPlaceFlags(out: OutputTarget): number {
+  return fs.constants.O_WRONLY | (out.kind === 'block' ? fs.constants.O_EXCL : 0)
+}
+
+/** Opens an existing device or FIFO for writing (asynchronously: a FIFO waits for its reader). */
+export function openInPlace(out: OutputTarget): Promise<fs.promises.FileHandle> {
+  return fs.promises.open(out.target, inPlaceFlags(out))
 }
 
 /**
@@ -205,6 +219,7 @@ export async function writeOutput(p: string, data: Uint8Array | AsyncIterable<Ui
     let fh: fs.promises.FileHandle | undefined
     try {
       fh = await fs.promises.open(temp, 'w')
+      if (out.mode !== undefined) await fh.chmod(out.mode)
       for await (const c of chunks) {
         await writeAll(fh, c, null)
         bytes += c.length
@@ -223,7 +238,7 @@ export async function writeOutput(p: string, data: Uint8Array | AsyncIterable<Ui
   if (out.kind === 'block' && known !== undefined) checkDeviceSize(out, known)
   let fh: fs.promises.FileHandle | undefined
   try {
-    fh = await openInPlace(out.target)
+    fh = await openInPlace(out)
     for await (const c of chunks) {
       await writeAll(fh, c, out.kind === 'block' ? bytes : null)
       bytes += c.length

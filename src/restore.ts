@@ -17,6 +17,7 @@ import {
   checkDeviceSize,
   checkFreeSpace,
   dropPartial,
+  inPlaceFlags,
   openInPlace,
   partialName,
   resolveOutput,
@@ -323,11 +324,13 @@ export async function restoreRegion(
         temp = partialName(target!)
         trackPartial(temp)
         fd = fs.openSync(temp, 'w')
+        // the file that replaces an existing one keeps its permissions
+        if (dest!.mode !== undefined) fs.fchmodSync(fd, dest!.mode)
         fs.ftruncateSync(fd, geo.size)
       } else if (mode === 'block') {
-        fd = fs.openSync(target!, fs.constants.O_WRONLY)
+        fd = fs.openSync(target!, inPlaceFlags(dest!))
       } else if (mode === 'stream' && !sink) {
-        const handle = (fh = await openInPlace(target!))
+        const handle = (fh = await openInPlace(dest!))
         sink = { write: (b) => writeAll(handle, b, null) }
       }
     } catch (err) {

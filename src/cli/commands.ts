@@ -64,7 +64,7 @@ async function withStore<T>(dir: string, opts: OpenOptions, fn: (store: CkptStor
     throw err
   }
   // what the open found and did (an index rebuilt from the packs, a read from the packs alone)
-  for (const n of store.openNotes) process.stderr.write(`ckpt: note: ${n.message}\n`)
+  for (const n of store.openNotes) note(`ckpt: note: ${n.message}`)
   let ok = false
   try {
     const r = await fn(store)

@@ -74,7 +74,8 @@ function asCkptError(err: unknown): unknown {
 /** How an error thrown by a command is reported: exit status, stderr line (escaped: esc()), JSON object. */
 export function classify(error: unknown): Reported {
   const r = report(asCkptError(error))
-  return r.json.error.code === 'INTERNAL' ? r : { ...r, line: esc(r.line) }
+  // a stack keeps its lines; each is escaped
+  return { ...r, line: r.line.split('\n').map(esc).join('\n') }
 }
 
 function report(err: unknown): Reported {

@@ -136,6 +136,19 @@ describe('--out onto a symlink', () => {
     expect(partials(d)).toEqual([])
   })
 
+  it('a replaced regular file keeps its permission bits', () => {
+    const d = fresh('mode')
+    for (const [kind, name] of [['--region', 'ram'], ['--blob', 'cpu']] as const) {
+      const f = path.join(d, `${name}.bin`)
+      fs.writeFileSync(f, 'old')
+      fs.chmodSync(f, 0o640)
+      const r = ckpt(['restore', '--store', store, 'vm', kind, name, '--out', f])
+      expect(r.status, r.stderr).toBe(0)
+      expect(fs.statSync(f).mode & 0o7777).toBe(0o640)
+    }
+    expect(fs.readFileSync(path.join(d, 'ram.bin')).equals(ram)).toBe(true)
+  })
+
   it('a dangling link (through a chain of links) gets its target created', () => {
     const d = fresh('symlink-dangling')
     fs.mkdirSync(path.join(d, 'sub'))
@@ -278,6 +291,14 @@ describe('--out onto a block device (a loop device)', () => {
     fs.closeSync(fd2)
     expect(again.equals(back)).toBe(true)
     expect(fs.statSync(dev).isBlockDevice()).toBe(true)
+
+    // a device in use (here: held open exclusively, as a mount holds it) is refused
+    const held = fs.openSync(dev, fs.constants.O_RDONLY | fs.constants.O_EXCL)
+    try {
+      expectError(ckpt(['restore', '--store', store, 'vm', '--region', 'ram', '--out', dev, '--json']), 1, 'CKPT_IO')
+    } finally {
+      fs.closeSync(held)
+    }
   })
 })
 
