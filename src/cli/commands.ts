@@ -101,7 +101,8 @@ function inputError(err: unknown, file: string): CkptError {
 function fileSize(file: string): number {
   let fd: number | undefined
   try {
-    fd = fs.openSync(file, 'r')
+    // O_NONBLOCK: a FIFO given by mistake must not hang the open (regular files ignore the flag)
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK)
     const st = fs.fstatSync(fd)
     if (st.isDirectory()) throw Object.assign(new Error('is a directory'), { code: 'EISDIR' })
     return st.size
