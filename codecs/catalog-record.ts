@@ -88,6 +88,8 @@ function encodeOp(o: CatalogOp): unknown {
       return { op: o.op, timeline: o.timeline, vtime: u64(o.vtime), cid: toCID(o.cid) }
     case 'ref':
       return { op: 'ref', name: o.name, cid: o.cid ? toCID(o.cid) : null }
+    default:
+      throw new TypeError(`not a catalog op: ${JSON.stringify(o)}`)
   }
 }
 
@@ -159,7 +161,7 @@ function decodeOp(x: unknown, i: number): CatalogOp {
   }
 }
 
-/** Whether dag-cbor bytes look like a catalog record (a map whose "ckpt" key says so), without decoding them all. */
+/** A catalog record from its dag-cbor bytes (CKPT_BAD_PACK if it is not one; CKPT_VERSION if of a later version). */
 export function decodeRecord(bytes: Uint8Array): CatalogRecord {
   let o: unknown
   try {

@@ -29,9 +29,8 @@ import { CkptError } from '../codecs/errors.js'
 import type { Manifest } from '../codecs/manifest.js'
 import { deltaBaseCid, encodeNodeDelta } from '../codecs/node-delta.js'
 import { encodedNodeLength, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
-import { decodeLocation, type PackRecord } from '../store/block-store.js'
-import { recordOf } from '../store/rebuild.js'
-import { allCheckpointsRange, blockKeyCid, blockRange, manifestKey, manifestRange, removedKey } from '../store/keys.js'
+import { decodeLocation, encodeLocation, type PackRecord } from '../store/block-store.js'
+import { allCheckpointsRange, blockKeyCid, blockRange, manifestKey, manifestRange, recordKeySeq, recordRange, removedKey } from '../store/keys.js'
 import { cidToString } from '../codecs/cid.js'
 import type { KVOp } from '../store/kv.js'
 import { ENTRY_HEADER_SIZE, ENTRY_KIND, FOOTER_SIZE, PACK_HEADER_SIZE } from '../store/pack-format.js'
@@ -89,8 +88,12 @@ export interface GcSummary {
   /** dead bytes left in packs kept (above the threshold) */
   deadBytesKept: number
   orphansRemoved: number
-  /** catalog records dropped from rewritten packs (older than the snapshot gc wrote) */
+  /** catalog records no longer needed (older than the newest snapshot): out of the index, their bytes go with their packs */
   recordsDropped: number
+  /** bytes of catalog records gc wrote (its snapshot and its commits' records) */
+  recordBytes: number
+  /** pack bytes of the catalog records still needed (the newest snapshot and what follows it), besides liveBytes */
+  liveRecordBytes: number
   dryRun: boolean
   /** mark; sweep (all of it); of which rewrite: reading, copying and committing the packs that go */
   ms: { mark: number; sweep: number; rewrite: number }
@@ -254,6 +257,39 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
       }
       await repo.kv.batch(deadOps, { sync: true })
       deadOps = []
+      // the catalog as one snapshot in the packs (when it changed since the last): the records older
+      // than it are no longer needed to rebuild it, and go with the packs rewritten below. Written
+      // after the deletions above: the removals of the manifests collected are gone from it
+      const recordBytes0 = repo.recordBytesWritten
+      let snapshot = repo.catalogPosition?.snapshot ?? 0
+      if (!opts.dryRun && repo.catalogPosition && repo.catalogPosition.seq > snapshot) {
+        snapshot = await repo.writeSnapshot()
+        const open = packs.get(blocks.openPackNo())
+        if (open) open.rec = blocks.packRecords().get(blocks.openPackNo())!
+        else if (blocks.openPackNo() >= 0) packs.set(blocks.openPackNo(), { rec: blocks.packRecords().get(blocks.openPackNo())!, live: 0 })
+      }
+      // catalog records: live from the snapshot on (their bytes count like live blocks'), older ones dead
+      const liveRecordsAt = new Map<number, Map<number, Uint8Array>>()
+      let recordsDropped = 0
+      let liveRecordBytes = 0
+      for await (const [k, v] of repo.kv.iterate(recordRange)) {
+        if (v.length !== 22) continue
+        const { seq } = recordKeySeq(k)
+        if (seq < snapshot) {
+          if (!opts.dryRun) deadOps.push({ type: 'del', key: Uint8Array.prototype.slice.call(k) })
+          recordsDropped++
+          continue
+        }
+        const loc = decodeLocation(v)
+        const p = packs.get(loc.pack)
+        if (p) p.live += ENTRY_HEADER_SIZE + loc.storedLength
+        liveRecordBytes += ENTRY_HEADER_SIZE + loc.storedLength
+        let at = liveRecordsAt.get(loc.pack)
+        if (!at) liveRecordsAt.set(loc.pack, (at = new Map()))
+        at.set(loc.offset, Uint8Array.prototype.slice.call(k))
+      }
+      await repo.kv.batch(deadOps, { sync: true })
+      deadOps = []
       const deadOf = (p: { rec: { committedLength: number; sealed?: boolean }; live: number }) =>
         Math.max(0, p.rec.committedLength - PACK_HEADER_SIZE - (p.rec.sealed ? FOOTER_SIZE : 0) - p.live)
       const bytesBefore = [...packs.values()].reduce((n, p) => n + p.rec.committedLength, 0)
@@ -294,11 +330,6 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
       }
       chosen.sort((a, b) => a - b)
 
-      // the catalog as one snapshot in the packs: the records older than it, in the packs rewritten
-      // below, are no longer needed to rebuild it
-      let snapshot = repo.catalogPosition?.snapshot ?? 0
-      if (!opts.dryRun && chosen.length > 0 && repo.catalogPosition && repo.catalogPosition.seq > snapshot) snapshot = await repo.writeSnapshot()
-      let recordsDropped = 0
       let packsDeleted = 0
       let packsRewritten = 0
       let packsSkipped = 0
@@ -339,27 +370,27 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
         let damaged = !blocks.io.exists(n)
         if (!damaged) {
           const nodesHere = liveNodesAt.get(n)
+          const recordsHere = liveRecordsAt.get(n)
           const scan = scanPack(blocks.io.reader(n), n, {
             end: p.rec.sealed || p.rec.retired ? undefined : p.rec.committedLength,
             sealed: p.rec.sealed && !p.rec.retired,
             footerOptional: p.rec.retired,
             // only what is copied needs its checksum checked
-            check: (cid, kind) => kind === ENTRY_KIND.record || isLive(cid),
+            check: (cid, kind) => (kind === ENTRY_KIND.record ? liveRecordsAt.has(n) : isLive(cid)),
           })
           for (const ev of scan) {
             if (ev.kind === 'damage' || ev.kind === 'bad-header' || ev.kind === 'bad-footer') damaged = true
             if (ev.kind !== 'entry') continue
             const e = ev.entry
             if (e.kind === ENTRY_KIND.record) {
-              // records the snapshot covers go; the snapshot itself and later commits' records stay
-              const r = recordOf(e)
-              if (!r) damaged = true
-              else if (r.seq < snapshot) recordsDropped++
-              else {
-                blocks.copyRecordEntry(e.bytes)
-                copied += e.bytes.length
-                pendingCopies += e.bytes.length
-              }
+              // the records the index places here from the snapshot on move with the pack; older
+              // ones (and other copies) stay behind
+              const key = recordsHere?.get(e.offset)
+              if (!key) continue
+              const loc = blocks.copyRecordEntry(Uint8Array.prototype.slice.call(e.bytes), e.rawLength, e.codec)
+              ops.push({ type: 'put', key, value: encodeLocation(loc) })
+              copied += e.bytes.length
+              pendingCopies += e.bytes.length
               continue
             }
             // a dead block's index entry went in the pass above
@@ -433,6 +464,8 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
         deadBytesKept,
         orphansRemoved,
         recordsDropped,
+        liveRecordBytes,
+        recordBytes: repo.recordBytesWritten - recordBytes0,
         dryRun: opts.dryRun === true,
         ms: { mark: tMark, sweep: performance.now() - t0 - tMark, rewrite: tRewrite },
       }

@@ -94,6 +94,25 @@ export async function removeCheckpoints(store: CkptStore, refs: (string | CID)[]
   })
 }
 
+/**
+ * Checkpoints stored in the packs that no timeline lists and whose removal no record explains (a
+ * store upgraded from format 1, or a catalog that lost them): each as its manifest names it. gc does
+ * not run while there is one; `rm` of its CID records its removal, a repair with adopt catalogues it.
+ */
+export async function* uncatalogued(store: CkptStore): AsyncIterable<LogEntry> {
+  const { repo } = store.internals()
+  for await (const cid of repo.manifests()) {
+    if ((await repo.checkpointRecord(cid)) || (await repo.isRemoved(cid))) continue
+    let m: Manifest
+    try {
+      m = await store.manifest(toCID(cid))
+    } catch {
+      continue // damaged: verify names it
+    }
+    yield { timeline: m.timeline, vtime: m.vtime, cid: toCID(cid) }
+  }
+}
+
 /** The catalog entries holding a checkpoint: the one a TIMELINE@VTIME ref names, or its record's. */
 async function findEntries(repo: Repository, cid: CidBytes, ref: string | CID): Promise<{ timeline: string; vtime: bigint; cid: CidBytes }[]> {
   if (typeof ref === 'string' && ref.includes('@')) {

@@ -17,6 +17,7 @@ import { Geometry } from './region-tree.js'
 import { readChunk, restoreRegion } from './restore.js'
 import { diffManifests, type DiffEntry } from './diff.js'
 import { Timeline, type RegionConfig } from './timeline.js'
+import { uncatalogued } from './lifecycle.js'
 
 export interface OpenOptions extends RepositoryOptions {
   /** worker threads for hashing and compression (default: cores, at most 4; 0 = inline) */
@@ -177,6 +178,15 @@ export class CkptStore {
   /** Drops the checkpoints a retention policy does not keep (SPEC.md §14); `dryRun` only says. */
   thin(timeline: string, policy: string, opts: { dryRun?: boolean } = {}): Promise<import('./lifecycle.js').ThinResult> {
     return import('./lifecycle.js').then((l) => l.thinTimeline(this, timeline, policy, opts))
+  }
+
+  /**
+   * Checkpoints stored that no timeline lists and whose removal no record explains (SPEC.md §15):
+   * gc waits until each is removed (rm of its CID) or catalogued again (repair with adopt).
+   */
+  uncatalogued(): AsyncIterable<LogEntry> {
+    this.checkOpen()
+    return uncatalogued(this)
   }
 
   /** Removes checkpoints from the catalog; gc reclaims the blocks nothing else reaches. */

@@ -322,17 +322,21 @@ export class BlockStore {
    * Stages the catalog record of the commit being prepared (entry kind 2): the last entry of the
    * commit, never indexed by its CID (it is not a block). `payload` is its at-rest form under `codec`.
    */
-  putRecord(cid: CidBytes, codec: number, payload: Uint8Array, rawLength: number): void {
+  putRecord(cid: CidBytes, codec: number, payload: Uint8Array, rawLength: number): BlockLocation {
     const at = this.reserve(ENTRY_HEADER_SIZE + payload.length)
     writeEntry(this.buf, at, cid, codec, 0, rawLength, payload, ENTRY_KIND.record)
+    const loc = { pack: this.openPack, offset: this.bufStart + at, storedLength: payload.length, rawLength, codec, depth: 0 }
     this.appended(at + ENTRY_HEADER_SIZE + payload.length)
+    return loc
   }
 
-  /** gc's copy of a catalog record (a whole entry, checked by the caller) out of a pack it rewrites. */
-  copyRecordEntry(entry: Uint8Array): void {
+  /** gc's copy of a catalog record (a whole entry, checked by the caller) out of a pack it rewrites; where it went. */
+  copyRecordEntry(entry: Uint8Array, rawLength: number, codec: number): BlockLocation {
     const at = this.reserve(entry.length)
     this.buf.set(entry, at)
+    const loc = { pack: this.openPack, offset: this.bufStart + at, storedLength: entry.length - ENTRY_HEADER_SIZE, rawLength, codec, depth: 0 }
     this.appended(at + entry.length)
+    return loc
   }
 
   private appended(end: number): void {

@@ -7,6 +7,7 @@
  *   'k' cid(36)                          -> checkpoint record (JSON: timeline, vtime)
  *   'x' cid(36)                          -> removed checkpoint not yet collected (JSON: timeline, vtime)
  *   'M' cid(36)                          -> (empty) the block is a checkpoint manifest
+ *   'R' u64be seq u32be part             -> where a catalog record is (22 B, as a block location)
  *   'r' utf8 ref                         -> CID (36 B)
  *   'm' utf8 name                        -> store metadata (JSON)
  * Everything but 'm' can be rebuilt from the packs (their entries and catalog records).
@@ -25,6 +26,7 @@ const P_REF = 0x72
 const P_META = 0x6d
 const P_REMOVED = 0x78
 const P_MANIFEST = 0x4d
+const P_RECORD = 0x52
 
 function prefixed(prefix: number, body: Uint8Array): Uint8Array {
   const k = new Uint8Array(1 + body.length)
@@ -87,6 +89,19 @@ export const removedKey = (cid: Uint8Array) => prefixed(P_REMOVED, cid)
 export const removedRange = { gte: Uint8Array.of(P_REMOVED), lt: Uint8Array.of(P_REMOVED + 1) }
 export const manifestKey = (cid: Uint8Array) => prefixed(P_MANIFEST, cid)
 export const manifestRange = { gte: Uint8Array.of(P_MANIFEST), lt: Uint8Array.of(P_MANIFEST + 1) }
+export function recordKey(seq: number, part = 0): Uint8Array {
+  const k = new Uint8Array(13)
+  k[0] = P_RECORD
+  const v = new DataView(k.buffer)
+  v.setBigUint64(1, BigInt(seq))
+  v.setUint32(9, part)
+  return k
+}
+export const recordRange = { gte: Uint8Array.of(P_RECORD), lt: Uint8Array.of(P_RECORD + 1) }
+export function recordKeySeq(k: Uint8Array): { seq: number; part: number } {
+  const v = new DataView(k.buffer, k.byteOffset, k.byteLength)
+  return { seq: Number(v.getBigUint64(1)), part: v.getUint32(9) }
+}
 /** 'm' names: the catalog's position in the record stream; a rebuild under way */
 export const META_CATALOG = 'catalog'
 export const META_REBUILDING = 'rebuilding'

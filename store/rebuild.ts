@@ -16,7 +16,7 @@ import { CkptError } from '../codecs/errors.js'
 import { decodeManifest, type Manifest } from '../codecs/manifest.js'
 import { decodeLocation, encodeLocation, encodePackRecord, type BlockLocation, type PackRecord } from './block-store.js'
 import { catalogKvOps } from './catalog.js'
-import { blockKey, checkpointKey as checkpointKeyOf, checkpointRecordKey, jsonValue, manifestKey, META_CATALOG, metaKey, packKey, refKey as refKeyOf, removedKey, timelineKey as timelineKeyOf } from './keys.js'
+import { blockKey, checkpointKey as checkpointKeyOf, checkpointRecordKey, jsonValue, manifestKey, META_CATALOG, metaKey, packKey, recordKey, refKey as refKeyOf, removedKey, removedRange, timelineKey as timelineKeyOf } from './keys.js'
 import type { KV, KVOp } from './kv.js'
 import { ENTRY_HEADER_SIZE, ENTRY_KIND } from './pack-format.js'
 import { scanPack, type PackReader, type ScannedEntry } from './pack-scan.js'
@@ -143,8 +143,12 @@ export async function rebuildFromPacks(io: PackSource, target: KV, opts: { onPro
         end = e.offset + ENTRY_HEADER_SIZE + e.storedLength
         if (e.kind === ENTRY_KIND.record) {
           const r = recordOf(e)
-          if (r) records.push(r)
-          else damaged = true
+          if (r) {
+            records.push(r)
+            // where it is (a later copy, gc's, wins)
+            const loc: BlockLocation = { pack: n, offset: e.offset, storedLength: e.storedLength, rawLength: e.rawLength, codec: e.codec, depth: 0 }
+            ops.push({ type: 'put', key: recordKey(r.seq, r.snapshot?.part ?? 0), value: encodeLocation(loc) })
+          } else damaged = true
           continue
         }
         const loc: BlockLocation = { pack: n, offset: e.offset, storedLength: e.storedLength, rawLength: e.rawLength, codec: e.codec, depth: e.depth }
@@ -200,6 +204,12 @@ export async function rebuildFromPacks(io: PackSource, target: KV, opts: { onPro
     }
     await target.batch([{ type: 'put', key: metaKey(META_CATALOG), value: jsonValue({ seq: plan.seq, snapshot: plan.snapshotSeq }) }])
   }
+  // removals of manifests no longer stored (gc collected them after the record was written) say nothing
+  const gone: KVOp[] = []
+  for await (const [k] of target.iterate(removedRange)) {
+    if ((await target.get(manifestKey(k.subarray(1)))) === undefined) gone.push({ type: 'del', key: Uint8Array.prototype.slice.call(k) })
+  }
+  await target.batch(gone)
   await countCatalog(target, summary)
   await findUncovered(target, summary, manifests)
   return summary

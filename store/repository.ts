@@ -46,8 +46,8 @@ import { clearHolder, readHolder, writeHolder } from './lock.js'
 import { MemoryKV } from './memory-kv.js'
 import { FilePackIO, MemoryPackIO, type PackIO } from './pack-io.js'
 import { adoptOps, keepFromOldCatalog, manifestOf, packHealth, rebuildFromPacks, type RebuildSummary } from './rebuild.js'
-import { decodeLocation, decodePackRecord, type PackRecord } from './block-store.js'
-import { blockKey, manifestRange, packKey, packKeyNo } from './keys.js'
+import { decodeLocation, decodePackRecord, encodeLocation, type BlockLocation, type PackRecord } from './block-store.js'
+import { blockKey, manifestRange, packKey, packKeyNo, recordKey } from './keys.js'
 import { ENTRY_HEADER_SIZE } from './pack-format.js'
 
 export const STORE_FORMAT = 'ckpt-store'
@@ -103,6 +103,8 @@ export class Repository {
   readonly notes: OpenNote[] = []
   /** pack files no index record names that hold nothing the index lacks (crash leftovers) */
   leftovers: number[] = []
+  /** pack bytes of the catalog records this process wrote (entries, headers included) */
+  recordBytesWritten = 0
 
   private constructor(
     readonly dir: string,
@@ -159,7 +161,8 @@ export class Repository {
         await kv.close()
         kv = undefined
         if (!isCkptError(err)) throw err
-        problem = err
+        // the index opened but does not read as an index (malformed values, LevelDB finding damage)
+        problem = err.details.state === undefined ? new CkptError(err.code === 'CKPT_BAD_INDEX' ? 'CKPT_BAD_INDEX' : err.code, err.message, { ...err.details, state: err.code === 'CKPT_BAD_INDEX' ? 'corrupt' : 'unavailable' }, err) : err
       }
     }
     const state = problem?.details.state as string | undefined
@@ -189,15 +192,17 @@ export class Repository {
         throw err
       }
     }
-    try {
-      writeHolder(dir)
-    } catch (err) {
-      await kv!.close()
-      throw fsError(err, `cannot write ${path.join(dir, 'lock.json')}`, { dir })
+    if (!readOnly) {
+      try {
+        writeHolder(dir)
+      } catch (err) {
+        await kv!.close()
+        throw fsError(err, `cannot write ${path.join(dir, 'lock.json')}`, { dir })
+      }
+      // temporary sets of an export or import that did not end (a crash): we hold the lock now
+      fs.rmSync(path.join(dir, 'tmp'), { recursive: true, force: true })
     }
-    // temporary sets of an export or import that did not end (a crash): we hold the lock now
-    fs.rmSync(path.join(dir, 'tmp'), { recursive: true, force: true })
-    const repo = await Repository.assemble(dir, kv!, new FilePackIO(packsDir), opts, 'index', version, true)
+    const repo = await Repository.assemble(dir, kv!, new FilePackIO(packsDir, readOnly), opts, 'index', version, !readOnly)
     if (rebuilt) {
       repo.notes.push({
         kind: 'index-rebuilt',
@@ -206,6 +211,7 @@ export class Repository {
         rebuild: rebuilt,
       })
     }
+    if (readOnly) return repo
     try {
       if (repo.formatVersion < STORE_VERSION) await repo.upgrade()
       // a rebuild put into the catalog what no record holds (kept from the old index, adopted): the
@@ -342,10 +348,12 @@ export class Repository {
 
   /**
    * Format 1 → 2: the open pack of format 1 is sealed (entries of kinds go to new packs only), every
-   * manifest in the index is listed ('M'), the ones no catalog entry names are recorded as removed
-   * ('x': they were thinned or removed before records existed), and the whole catalog is written to
-   * the packs as a snapshot. Only then does the marker say 2; a crash before leaves a store that
-   * upgrades again.
+   * manifest in the index is listed ('M'), and the whole catalog is written to the packs as a
+   * snapshot. Manifests no catalog entry names are *not* taken for removed ones: a format-1 store
+   * cannot tell a thinned checkpoint from one a damaged index lost, so verify names them and gc
+   * waits until they are catalogued again (repair --rebuild-index --adopt) or removed (ckpt rm
+   * --uncatalogued). Only then does the marker say 2; a crash before leaves a store that upgrades
+   * again.
    */
   private async upgrade(): Promise<void> {
     if (this.catalogSeq === undefined) {
@@ -364,9 +372,6 @@ export class Repository {
         }
         if (!m) continue
         ops.push({ type: 'put', key: manifestKey(cid), value: new Uint8Array(0) })
-        if ((await this.kv.get(checkpointRecordKey(cid))) === undefined) {
-          ops.push({ type: 'put', key: removedKey(cid), value: jsonValue({ timeline: m.timeline, vtime: m.vtime.toString() }) })
-        }
       }
       await this.kv.batch(ops)
       this.catalogSeq = 0
@@ -388,11 +393,13 @@ export class Repository {
     const parts = Math.max(1, Math.ceil(ops.length / SNAPSHOT_PART_OPS))
     const at = Date.now()
     try {
+      const placed: KVOp[] = []
       for (let p = 0; p < parts; p++) {
-        this.stageRecord(encodeRecord({ seq, at, ops: ops.slice(p * SNAPSHOT_PART_OPS, (p + 1) * SNAPSHOT_PART_OPS), snapshot: { part: p, parts } }))
+        const loc = this.stageRecord(encodeRecord({ seq, at, ops: ops.slice(p * SNAPSHOT_PART_OPS, (p + 1) * SNAPSHOT_PART_OPS), snapshot: { part: p, parts } }))
+        placed.push({ type: 'put', key: recordKey(seq, p), value: encodeLocation(loc) })
       }
       const blockOps = await this.blocks.prepareCommit()
-      await this.kv.batch([...blockOps, this.catalogMetaOp(seq, seq)], { sync: true })
+      await this.kv.batch([...blockOps, ...placed, this.catalogMetaOp(seq, seq)], { sync: true })
     } catch (err) {
       this.blocks.abort()
       throw err
@@ -436,8 +443,9 @@ export class Repository {
       const kvOps = await catalogKvOps(syncReader(this.kv), catalogOps)
       // every commit ends with its record (the commit marker: blocks alone get one with no ops)
       seq = this.nextSeq()
-      this.stageRecord(encodeRecord({ seq, at: Date.now(), ops: [...catalogOps] }))
+      const loc = this.stageRecord(encodeRecord({ seq, at: Date.now(), ops: [...catalogOps] }))
       const ops = await this.blocks.prepareCommit()
+      ops.push({ type: 'put', key: recordKey(seq), value: encodeLocation(loc) })
       for (const n of drop) ops.push({ type: 'del', key: packKey(n) })
       for (const op of kvOps) ops.push(op)
       for (const op of extra) ops.push(op)
@@ -458,9 +466,10 @@ export class Repository {
     return this.catalogSeq + 1
   }
 
-  private stageRecord(bytes: Uint8Array): void {
+  private stageRecord(bytes: Uint8Array): BlockLocation {
     const c = compressBlock(defaultCompressor(), bytes)
-    this.blocks.putRecord(cidBytes(DAG_CBOR, blake3(bytes)), c.code, c.bytes, bytes.length)
+    this.recordBytesWritten += ENTRY_HEADER_SIZE + c.bytes.length
+    return this.blocks.putRecord(cidBytes(DAG_CBOR, blake3(bytes)), c.code, c.bytes, bytes.length)
   }
 
   private catalogMetaOp(seq: number, snapshot: number): KVOp {
@@ -538,6 +547,12 @@ export class Repository {
   /** The catalog op that sets (or, with null, deletes) a named ref. */
   setRefOp(name: string, cid: CidBytes | null): CatalogOp {
     return { op: 'ref', name, cid }
+  }
+
+  /** Every block the index lists as a checkpoint manifest ('M'), streamed. */
+  async *manifests(): AsyncIterable<CidBytes> {
+    this.check()
+    for await (const [k] of this.kv.iterate(manifestRange)) yield Uint8Array.prototype.slice.call(k, 1) as CidBytes
   }
 
   /** Whether a block is a checkpoint manifest (listed under 'M'). */

@@ -46,7 +46,7 @@ describe('golden fixture stores', () => {
       const expected = JSON.parse(fs.readFileSync(path.join(DIR, name, 'expected.json'), 'utf8'))
       const dir = path.join(tmpDir('ckpt-fixture-'), 'store')
       fs.cpSync(path.join(DIR, name, 'store'), dir, { recursive: true })
-      const store = await openStore(dir, { mustExist: true })
+      const store = await openStore(dir, { mustExist: true, readOnly: true })
       try {
         const it = verifyStore(store, { deep: true })
         const got: Finding[] = []

@@ -236,7 +236,7 @@ describe('damaged pack bytes after reopen', () => {
     }
   })
 
-  it('restore to a file in a missing directory -> CKPT_IO naming the path', async () => {
+  it('restore to a file in a missing directory -> CKPT_NOT_FOUND naming the path (nothing created)', async () => {
     const dir = tmpStorePath('ckpt-persist-io-')
     const store = await openStore(dir, { threads: 0 })
     try {
@@ -244,7 +244,7 @@ describe('damaged pack bytes after reopen', () => {
       const c = await (await store.timeline('t', { regions: { ram: g } })).checkpoint({ vtime: 1, regions: { ram: { data: makeRng(6).bytes(g.size) } } })
       const target = path.join(path.dirname(dir), 'no', 'such', 'dir', 'ram.img')
       const err = await caught(() => store.restore(c.cid, 'ram', target))
-      expect(err.code).toBe('CKPT_IO')
+      expect(err.code).toBe('CKPT_NOT_FOUND')
       expect(err.details?.path).toBe(target)
       expect(fs.existsSync(path.join(path.dirname(dir), 'no'))).toBe(false)
     } finally {
