@@ -171,12 +171,13 @@ export function decodeManifest(bytes: Uint8Array): Manifest {
   if (typeof top.vtime === 'bigint') vtime = top.vtime
   else vtime = BigInt(num(top.vtime, 'vtime'))
   if (typeof top.wall !== 'number') throw bad(`wall is not a number (${describe(top.wall)})`)
-  const meta: Record<string, string> = {}
+  // null-prototype maps: a lookup by a caller's name (`regions[name]`) never finds `toString` & co.
+  const meta: Record<string, string> = Object.create(null)
   for (const [k, v] of Object.entries(map(top.meta, 'meta'))) {
     if (typeof v !== 'string') throw bad(`meta ${quoteName(k, 40)} is not a string (${describe(v)})`)
     meta[k] = v
   }
-  const regions: Record<string, RegionRoot> = {}
+  const regions: Record<string, RegionRoot> = Object.create(null)
   for (const [name, r] of Object.entries(map(top.regions, 'regions'))) {
     const what = `region ${quoteName(name, 40)}`
     const e = map(r, what, REGION_KEYS)
@@ -187,7 +188,7 @@ export function decodeManifest(bytes: Uint8Array): Manifest {
       root: cidOrNull(e.root, `${what} root`),
     }
   }
-  const blobs: Record<string, BlobRoot> = {}
+  const blobs: Record<string, BlobRoot> = Object.create(null)
   for (const [name, b] of Object.entries(map(top.blobs, 'blobs'))) {
     const what = `blob ${quoteName(name, 40)}`
     const e = map(b, what, BLOB_KEYS)

@@ -373,6 +373,13 @@ describe('defect 9: one name rule, everywhere names enter', () => {
     expect(e.message).not.toContain('\u001b')
     await importsClean(store, car(manifestOf({ timeline: 'ci/run-42', regions: { ['x'.repeat(64)]: { size: 4096, chunks: [page()] } }, blobs: { 'cpu.state': { size: 0, chunks: [] } } })))
     expect(await catalog(store)).toHaveLength(1)
+    // a decoded manifest's maps have no prototype: a caller's name never finds toString & co.
+    const [e1] = await catalog(store)
+    const cid = e1!.split('=')[1]!
+    for (const n of ['toString', 'constructor', '__proto__', 'hasOwnProperty']) {
+      await expect(store.readChunk(cid, n, 0)).rejects.toMatchObject({ code: 'CKPT_UNKNOWN_REGION' })
+      await expect(store.readBlob(cid, n)).rejects.toMatchObject({ code: 'CKPT_NOT_FOUND' })
+    }
     await store.close()
   })
 
