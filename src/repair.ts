@@ -125,6 +125,7 @@ export async function repairStore(dir: string, opts: RepairOptions): Promise<Rep
   const summary: RepairSummary = { fetched: [], stillDamaged: [], dropped: [], recatalogued: 0, notes: [], after: undefined as unknown as VerifySummary }
   if (opts.rebuildIndex) summary.rebuiltIndex = await rebuildIndex(dir, opts)
   const store = await openStore(dir, { mustExist: true })
+  let healCatalog = false
   try {
     let state = await verifyAll(store, deep)
     if (opts.from && state.summary.damagedBlocks.length > 0) {
@@ -151,11 +152,30 @@ export async function repairStore(dir: string, opts: RepairOptions): Promise<Rep
     }
     summary.stillDamaged = state.summary.damagedBlocks
     summary.after = state.summary
+    healCatalog = !opts.rebuildIndex && state.findings.some((f) => CATALOG_KINDS.has(f.kind) && f.severity !== 'info')
   } finally {
     await store.close()
   }
+  if (healCatalog) {
+    // the index's catalog and the records in the packs disagree (records lost with a damaged pack, a
+    // pack the index does not list): the catalog is rebuilt from both — the records replayed, and
+    // what the index knew that they lack and nothing removed kept — and written to the packs anew
+    summary.rebuiltIndex = await rebuildIndex(dir, opts)
+    summary.notes.push('the catalog in the index and the catalog records in the packs disagreed: the catalog was rebuilt from both and written to the packs anew')
+    const again = await openStore(dir, { mustExist: true })
+    try {
+      const state = await verifyAll(again, deep)
+      summary.stillDamaged = state.summary.damagedBlocks
+      summary.after = state.summary
+    } finally {
+      await again.close()
+    }
+  }
   return summary
 }
+
+/** Findings that say the catalog and the packs' records disagree: a repair rebuilds the catalog from both. */
+const CATALOG_KINDS = new Set<string>(['missing-record', 'bad-record', 'catalog-mismatch', 'unlisted-pack', 'orphan-pack'])
 
 // ------------------------------------------------------------------------------ from a copy
 
