@@ -197,10 +197,9 @@ export async function setTimelinePolicy(store: CkptStore, timeline: string, spec
   })
 }
 
-export const REF_RE = /^[A-Za-z0-9][A-Za-z0-9._:+/-]{0,199}$/
 
 export async function setRef(store: CkptStore, name: string, ref: string | CID): Promise<LogEntry | { cid: CID }> {
-  checkName('ref', name, REF_RE)
+  checkName('ref', name)
   const cid = await store.resolveCid(ref)
   await store.manifest(toCID(cid))
   await store.exclusive(async () => {
@@ -212,7 +211,7 @@ export async function setRef(store: CkptStore, name: string, ref: string | CID):
 }
 
 export async function deleteRef(store: CkptStore, name: string): Promise<boolean> {
-  checkName('ref', name, REF_RE)
+  checkName('ref', name)
   return store.exclusive(async () => {
     const { repo } = store.internals()
     if (!(await repo.getRef(name))) return false

@@ -15,7 +15,7 @@ import { cdcCuts } from '../codecs/cdc.js'
 import { cidBytes, cidKey, DAG_CBOR, RAW, toCID, type CidBytes } from '../codecs/cid.js'
 import { compressBlock, defaultCompressor } from '../codecs/compress.js'
 import { CkptError, fsError } from '../codecs/errors.js'
-import { encodeManifest, type BlobRoot, type Manifest, type RegionRoot } from '../codecs/manifest.js'
+import { encodeManifest, metaProblem, type BlobRoot, type Manifest, type RegionRoot } from '../codecs/manifest.js'
 import { ENTRY_KIND } from '../store/pack-format.js'
 import type { TimelineRecord } from '../store/repository.js'
 import { addStats, balancedRuns, batchesOf, markOwnedLeaves, emptyStats, fileBatches, ingestBatch, runBatches, type ChunkBatch, type IngestStats, type SpanScan } from './ingest.js'
@@ -202,6 +202,14 @@ export class Timeline {
     for (const r of Object.keys(this.record.regions)) this.broken.set(r, `an import moved timeline ${this.name}'s head to vtime ${vtime}`)
   }
 
+  /**
+   * A region's fan-out: the head's (a timeline imported from a bundle may use another than 256: its
+   * trees keep their shape), else the default.
+   */
+  private fanoutOf(region: string): number {
+    return this.headManifest?.regions[region]?.fanout ?? DEFAULT_FANOUT
+  }
+
   /** The retention policy the timeline thins itself by after each checkpoint (normalised), if any. */
   get policy(): string | undefined {
     return this.record.policy
@@ -254,7 +262,7 @@ export class Timeline {
     for (const [name, r] of Object.entries(input.regions ?? {})) {
       const spec = this.record.regions[name]
       if (!spec) throw new CkptError('CKPT_UNKNOWN_REGION', `timeline ${this.name} has no region ${name}`, { timeline: this.name, region: name })
-      const geo = new Geometry(spec.size, spec.chunkSize, DEFAULT_FANOUT)
+      const geo = new Geometry(spec.size, spec.chunkSize, this.fanoutOf(name))
       if (typeof r !== 'object' || r === null) throw new TypeError(`region ${name} input must be an object`)
       if (typeof r.data === 'string') {
         let st: fs.Stats
@@ -290,6 +298,9 @@ export class Timeline {
       if (typeof v !== 'string') throw new TypeError(`meta ${k} must be a string`)
       meta[k] = v
     }
+    // what a manifest may hold (SPEC.md §6.3), checked before anything is copied
+    const why = metaProblem(meta)
+    if (why) throw new CkptError('CKPT_BAD_ARGUMENT', why, { timeline: this.name })
     this.acceptedVtime = vtime
     return { vtime, regions, blobs, meta }
   }
@@ -344,7 +355,7 @@ export class Timeline {
       const regionRoots: Record<string, RegionRoot> = {}
       for (const [name, spec] of Object.entries(this.record.regions)) {
         const prev = this.headManifest?.regions[name]
-        regionRoots[name] = { size: spec.size, chunkSize: spec.chunkSize, fanout: DEFAULT_FANOUT, root: prev?.root ?? null }
+        regionRoots[name] = { size: spec.size, chunkSize: spec.chunkSize, fanout: this.fanoutOf(name), root: prev?.root ?? null }
       }
       // one bounded pipeline over every region's batches, so no region waits for another's tail
       const trees: [PreparedRegion, RegionTree][] = []

@@ -8,7 +8,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
-import { CkptError } from '../../codecs/errors.js'
+import { CkptError, errnoCode, fsError } from '../../codecs/errors.js'
 import { runTask, type CompressResult, type CompressTask, type HashResult, type HashTask, type NodeHashResult, type NodeHashTask, type ReadResult, type ReadTask, type Task, type TaskResult } from './tasks.js'
 
 interface Pending {
@@ -58,7 +58,13 @@ export class WorkerPool {
         this.pending.delete(m.id)
         this.load[this.owner.get(m.id)!]!--
         this.owner.delete(m.id)
-        if (m.error) p.reject(new CkptError((m.error.code as never) ?? 'CKPT_IO', m.error.message))
+        if (m.error) {
+          // a CKPT_* code as it is; an OS error (the worker reads and writes files) said as what it is
+          const code = m.error.code
+          if (code?.startsWith('CKPT_')) p.reject(new CkptError(code as never, m.error.message))
+          else if (errnoCode({ code }) === 'CKPT_IO') p.reject(new CkptError('CKPT_IO', m.error.message, code ? { errno: code } : {}))
+          else p.reject(fsError({ code }, m.error.message.replace(/^E[A-Z]+: /, '').replace(/^[a-z ]+, /, ''), code ? { errno: code } : {}))
+        }
         else p.resolve(m.result!)
       })
       w.on('error', (err) => {
