@@ -5,7 +5,9 @@
  * against a tree with its root, whatever happened in between (crashes, rm, thin, gc, dirty-hint
  * checkpoints): a table whose root differs is simply not used. Files are written after the
  * checkpoint is durable, atomically (temp + rename), without fsync: a torn or lost file fails its
- * checksum or is missing, and the scan then hashes every chunk as without a cache.
+ * checksum or is missing, and the scan then hashes every chunk as without a cache. The checksum is
+ * keyed with the store's scan key (kept in the index): a file written by anyone who could not read
+ * the index is ignored like a damaged one.
  */
 import fs from 'node:fs'
 import path from 'node:path'
@@ -25,10 +27,11 @@ export function scanCachePath(storeDir: string, timeline: string, region: string
 export class ScanCache {
   private readonly tables = new Map<string, SpanTable>()
 
-  /** `dir` undefined: a memory store, tables live in this process only */
+  /** `dir` undefined: a memory store, tables live in this process only; `key`: the store's scan key (§2.1) */
   constructor(
     private readonly dir: string | undefined,
     private readonly timeline: string,
+    private readonly key: Uint8Array,
   ) {}
 
   /** The table for `region` if it describes exactly the tree `root` of this geometry; else undefined. */
@@ -37,7 +40,7 @@ export class ScanCache {
     let t = this.tables.get(region)
     if (!t && this.dir) {
       try {
-        t = decodeSpanTable(fs.readFileSync(scanCachePath(this.dir, this.timeline, region)))
+        t = decodeSpanTable(fs.readFileSync(scanCachePath(this.dir, this.timeline, region)), this.key)
       } catch {
         t = undefined
       }
@@ -56,7 +59,7 @@ export class ScanCache {
     const tmp = `${file}.tmp`
     try {
       fs.mkdirSync(path.dirname(file), { recursive: true })
-      fs.writeFileSync(tmp, encodeSpanTable(t))
+      fs.writeFileSync(tmp, encodeSpanTable(t, this.key))
       fs.renameSync(tmp, file)
     } catch {
       try {

@@ -45,6 +45,11 @@ export interface CheckpointInput {
   regions?: Record<string, RegionInput>
   blobs?: Record<string, Uint8Array>
   meta?: Record<string, string>
+  /**
+   * false: full scans do not trust the scan cache (SPEC.md §2.1): every chunk is hashed, and the
+   * cache is written anew from what was hashed. Default true.
+   */
+  scanCache?: boolean
 }
 
 export interface Checkpoint {
@@ -301,8 +306,9 @@ export class Timeline {
     // what a manifest may hold (SPEC.md §6.3), checked before anything is copied
     const why = metaProblem(meta)
     if (why) throw new CkptError('CKPT_BAD_ARGUMENT', why, { timeline: this.name })
+    if (input.scanCache !== undefined && typeof input.scanCache !== 'boolean') throw new TypeError('scanCache must be a boolean')
     this.acceptedVtime = vtime
-    return { vtime, regions, blobs, meta }
+    return { vtime, regions, blobs, meta, scanCache: input.scanCache !== false }
   }
 
   /** The synchronous copy: dirty chunks, whole buffers not marked stable, and blobs. */
@@ -379,11 +385,11 @@ export class Timeline {
         // cache holds unchanged for exactly this tree
         let spans: SpanScan | undefined
         if (!speculative && r.geo.chunkSize < SPAN_SIZE) {
-          const cache = this.spanCacheFor()
+          const cache = await this.spanCacheFor()
           const n = spanCount(r.geo.size, SPAN_SIZE)
           spans = {
             per: SPAN_SIZE / r.geo.chunkSize,
-            cached: cache.lookup(r.name, r.geo, tree.root),
+            cached: job.scanCache ? cache.lookup(r.name, r.geo, tree.root) : undefined,
             out: { size: r.geo.size, chunkSize: r.geo.chunkSize, spanSize: SPAN_SIZE, root: new Uint8Array(0), zero: new Uint8Array(n), digests: new Uint8Array(n * 32) },
             filled: 0,
           }
@@ -505,7 +511,7 @@ export class Timeline {
       // durable: the spans this scan saw now describe the committed trees
       for (const [name, sp] of spanScans) {
         const root = regionRoots[name]!.root
-        if (root && sp.filled === sp.out.zero.length) this.spanCacheFor().save(name, { ...sp.out, root })
+        if (root && sp.filled === sp.out.zero.length) (await this.spanCacheFor()).save(name, { ...sp.out, root })
       }
       return {
         cid: toCID(cid),
@@ -525,9 +531,11 @@ export class Timeline {
     }
   }
 
-  private spanCacheFor(): ScanCache {
+  private async spanCacheFor(): Promise<ScanCache> {
+    if (this.scanCache) return this.scanCache
     const { repo } = this.store.internals()
-    return (this.scanCache ??= new ScanCache(repo.memory ? undefined : repo.dir, this.name))
+    const key = (await repo.scanKey()) ?? new Uint8Array(32)
+    return (this.scanCache ??= new ScanCache(repo.memory ? undefined : repo.dir, this.name, key))
   }
 
   private treeFor(name: string, geo: Geometry): RegionTree {

@@ -38,6 +38,12 @@ import { SeenSet } from '../store/seen-set.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
 import { changedSlots, childCid, sameDigest } from './node-compare.js'
 import { Geometry } from './region-tree.js'
+import fs from 'node:fs'
+import { blake3 } from '../codecs/blake3.js'
+import { decodeSpanTable, SPAN_SIZE, type SpanTable } from '../codecs/scan-cache.js'
+import type { BlockLocation } from '../store/block-store.js'
+import { readBlocks, walkLeaves } from './restore.js'
+import { scanCachePath } from './scan-cache.js'
 import type { CkptStore } from './store.js'
 
 export type FindingKind =
@@ -67,6 +73,7 @@ export type FindingKind =
   | 'unlisted-pack'
   | 'leftover-pack'
   | 'index-unavailable'
+  | 'bad-scan-cache'
 
 export type Severity = 'error' | 'warning' | 'info'
 
@@ -307,6 +314,7 @@ class Verifier {
           // the first walk reported its findings already
         }
       }
+      if (this.opts.deep && !(this.opts.refs && this.opts.refs.length)) yield* this.scanCaches()
       ms.data = performance.now() - t
     }
     for (const d of this.damaged.values()) {
@@ -740,6 +748,62 @@ class Verifier {
       if (bad) this.damagedCheckpoints.push(ref)
       this.opts.onProgress?.({ phase: 'dag', done: ++done, total, unit: 'checkpoints' })
       await this.clean!.flush()
+    }
+  }
+
+  /**
+   * The scan cache files a full scan would trust (their keyed sum holds, SPEC.md §2.1) must hold the
+   * span digests of the tree they name: a file that does not would make `add` keep stale content for
+   * the spans it claims unchanged. Each such file's region is read (verified) once.
+   */
+  private async *scanCaches(): AsyncGenerator<Finding> {
+    const repo = this.repo
+    if (repo.memory) return
+    const key = await repo.scanKey({ create: false })
+    if (!key) return
+    for await (const [, v] of repo.kv.iterate(timelineRange)) {
+      let rec: TimelineRecord
+      try {
+        rec = JSON.parse(dec.decode(v)) as TimelineRecord
+      } catch {
+        continue
+      }
+      const head = await repo.latest(rec.name).catch(() => undefined)
+      let fanouts: Record<string, number> = {}
+      if (head) {
+        try {
+          fanouts = Object.fromEntries(Object.entries(decodeManifest(repo.blocks.get(head.cid)).regions).map(([k, r]) => [k, r.fanout]))
+        } catch {}
+      }
+      for (const [region, spec] of Object.entries(rec.regions ?? {})) {
+        const file = scanCachePath(repo.dir, rec.name, region)
+        let bytes: Uint8Array
+        try {
+          bytes = fs.readFileSync(file)
+        } catch {
+          continue
+        }
+        const table = decodeSpanTable(bytes, key)
+        if (!table || table.size !== spec.size || table.chunkSize !== spec.chunkSize || table.spanSize !== SPAN_SIZE) continue
+        const geo = new Geometry(table.size, table.chunkSize, fanouts[region] ?? 256)
+        let bad: number | undefined
+        try {
+          bad = await firstWrongSpan(repo, this.pool, geo, table)
+        } catch (err) {
+          if (!isCkptError(err)) throw err
+          // the tree it names cannot be read: the scan would not use it (its root is no head's), or the
+          // walk reports the damage
+          continue
+        }
+        if (bad === undefined) continue
+        yield this.emit({
+          phase: 'data',
+          kind: 'bad-scan-cache',
+          severity: 'warning',
+          message: `the scan cache of timeline ${rec.name}, region ${region} (${file}) holds digests its tree does not (first at span ${bad}): a full scan would keep stale content for the spans it claims unchanged; delete the file (ckpt add --no-scan-cache writes it anew)`,
+          path: file,
+        })
+      }
     }
   }
 
@@ -1182,6 +1246,55 @@ function describeKey(k: Uint8Array): string {
   } catch {
     return Buffer.from(k).toString('hex').slice(0, 40)
   }
+}
+
+/**
+ * The first span whose digest (or zero flag) in `table` is not that of the tree `table.root` names;
+ * undefined when every span agrees. Reads the region's chunks in order, verified on the worker pool.
+ */
+async function firstWrongSpan(repo: Repository, pool: WorkerPool, geo: Geometry, table: SpanTable): Promise<number | undefined> {
+  const leaves: (NodeEntries | null)[] = []
+  walkLeaves(repo.blocks, geo, table.root, (_j, e) => leaves.push(e))
+  const per = table.spanSize / geo.chunkSize
+  const spans = table.zero.length
+  const zeros = new Uint8Array(table.spanSize)
+  const BATCH = 64
+  for (let first = 0; first < spans; first += BATCH) {
+    const last = Math.min(spans, first + BATCH)
+    const from = first * per
+    const to = Math.min(geo.chunks, last * per)
+    const cids: CidBytes[] = []
+    const at: number[] = []
+    for (let i = from; i < to; i++) {
+      const e = leaves[Math.floor(i / geo.fanout)]
+      const s = i % geo.fanout
+      if (e && e.codecs[s]) {
+        cids.push(childCid(e, s))
+        at.push(i)
+      }
+    }
+    const locs = await repo.blocks.locateMany(cids)
+    if (locs.some((l) => l === undefined)) throw new CkptError('CKPT_NOT_FOUND', 'a chunk of the tree is missing')
+    const data = cids.length ? await readBlocks(repo.blocks, pool, cids, locs as BlockLocation[]) : new Uint8Array(0)
+    const bytes = new Uint8Array((to - from) * geo.chunkSize)
+    let o = 0
+    at.forEach((i, k) => {
+      const len = locs[k]!.rawLength
+      bytes.set(data.subarray(o, o + len), (i - from) * geo.chunkSize)
+      o += len
+    })
+    for (let sp = first; sp < last; sp++) {
+      const start = (sp - first) * table.spanSize
+      const end = Math.min(bytes.length, start + table.spanSize, geo.size - first * table.spanSize)
+      const span = bytes.subarray(start, end)
+      const isZero = Buffer.from(span.buffer, span.byteOffset, span.byteLength).equals(zeros.subarray(0, span.length))
+      if (isZero !== (table.zero[sp] === 1)) return sp
+      if (isZero) continue
+      const d = blake3(span)
+      for (let k = 0; k < 32; k++) if (d[k] !== table.digests[sp * 32 + k]) return sp
+    }
+  }
+  return undefined
 }
 
 const ALL = new Map<number, number[]>()

@@ -107,6 +107,8 @@ export const META_CATALOG = 'catalog'
 export const META_REBUILDING = 'rebuilding'
 /** set by a rebuild whose catalog holds what no record does: the next writer writes a snapshot */
 export const META_NEEDS_SNAPSHOT = 'needs-snapshot'
+/** the key of the scan cache files' checksums (SPEC.md §2.1), JSON {"key": 64 hex digits} */
+export const META_SCAN_KEY = 'scan-key'
 
 export function jsonValue(v: unknown): Uint8Array {
   return enc.encode(JSON.stringify(v))

@@ -9,6 +9,7 @@
  * the next writer, and a reader that cannot use the index (a read-only medium, a full disk, another
  * user's store, damage) builds one in memory instead. Opening never moves or deletes a pack.
  */
+import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { blake3 } from '../codecs/blake3.js'
@@ -31,6 +32,7 @@ import {
   META_CATALOG,
   META_NEEDS_SNAPSHOT,
   META_REBUILDING,
+  META_SCAN_KEY,
   metaKey,
   packRange,
   parseJson,
@@ -547,6 +549,29 @@ export class Repository {
   /** The catalog op that sets (or, with null, deletes) a named ref. */
   setRefOp(name: string, cid: CidBytes | null): CatalogOp {
     return { op: 'ref', name, cid }
+  }
+
+  private scanKeyValue: Uint8Array | undefined
+
+  /**
+   * The store's scan key (SPEC.md §2.1): 32 random bytes in the index ('m' scan-key) that key the
+   * scan cache files' checksums. Made by the first writer that needs one; undefined for a reader of
+   * a store that has none (it then trusts no cache file). A rebuilt index gets a new one: the old
+   * files are then ignored (they only cost the hashing they would have saved).
+   */
+  async scanKey(opts: { create?: boolean } = {}): Promise<Uint8Array | undefined> {
+    if (this.scanKeyValue) return this.scanKeyValue
+    const v = await this.kv.get(metaKey(META_SCAN_KEY))
+    if (v) {
+      try {
+        const hex = parseJson<{ key?: unknown }>(v).key
+        if (typeof hex === 'string' && /^[0-9a-f]{64}$/.test(hex)) return (this.scanKeyValue = Buffer.from(hex, 'hex'))
+      } catch {}
+    }
+    if (this.readOnly || opts.create === false) return undefined
+    const key = randomBytes(32)
+    await this.kv.batch([{ type: 'put', key: metaKey(META_SCAN_KEY), value: jsonValue({ key: key.toString('hex') }) }])
+    return (this.scanKeyValue = key)
   }
 
   /** Every block the index lists as a checkpoint manifest ('M'), streamed. */

@@ -160,10 +160,13 @@ function noPositionals(command: string, positionals: string[]): void {
 const add: Command = {
   summary: 'add a checkpoint of region files (and blobs) to a timeline',
   help: `usage: ckpt add --store DIR --timeline NAME --vtime N [--label TEXT] [--meta KEY=VALUE]...
-                [--blob NAME=FILE]... [--policy SPEC] [--json] REGION=FILE[:CHUNKSIZE]...
+                [--blob NAME=FILE]... [--policy SPEC] [--no-scan-cache] [--json] REGION=FILE[:CHUNKSIZE]...
 
 Checkpoints the given files as the timeline's regions at virtual time N (which must be after the
 timeline's last checkpoint). Files are scanned whole; unchanged and all-zero chunks cost nothing.
+A region of pages is scanned by 64 KiB spans against the scan cache of its last full scan (a file
+under DIR/scan, checksummed with a key kept in the index): --no-scan-cache hashes every chunk and
+writes the cache anew.
 
 The first add to a timeline creates it: each REGION gets the size of its FILE and the chunk size
 CHUNKSIZE (4096, 4k, 64K, 1M; default 4k for regions named ram*/mem*, else 64k). Later adds use the
@@ -177,6 +180,7 @@ ${STORE_HELP}
   --blob NAME=FILE   store FILE as blob NAME, e.g. device or CPU state (repeatable)
   --policy SPEC      give the timeline this retention policy (see ckpt thin --help), applied now and
                      after every later checkpoint; "none" removes it
+  --no-scan-cache    do not trust the scan cache: hash every chunk (and write the cache anew)
 ${JSON_HELP}
 
 Prints the checkpoint's CID; with --json {cid, timeline, vtime, stats}.
@@ -193,6 +197,7 @@ examples:
       meta: { type: 'string', multiple: true },
       blob: { type: 'string', multiple: true },
       policy: { type: 'string' },
+      'no-scan-cache': { type: 'boolean' },
     })
     const dir = storeDir(values.store, 'add')
     const policy = values.policy === undefined ? undefined : await checkPolicy(values.policy, 'add')
@@ -249,7 +254,7 @@ examples:
         for (const r of regionArgs) regions[r.name] = { data: r.file }
         const total = [...sizes.values()].reduce((a, b) => a + b, 0)
         progress.set(`checkpointing ${name}@${vtime} (${humanBytes(total)})`)
-        const result = await tl.checkpoint({ vtime, regions, blobs, meta })
+        const result = await tl.checkpoint({ vtime, regions, blobs, meta, scanCache: values['no-scan-cache'] !== true })
         progress.set('closing the store')
         return result
       })
@@ -827,11 +832,6 @@ examples:
           else for (const l of findingText(r.value)) line(l)
         }
       })
-    } catch (err) {
-      if (err instanceof StoreOpenError && err.error.code === 'CKPT_BAD_STORE' && /index/.test(err.error.message)) {
-        note(`ckpt: the store's index cannot be opened; next: ckpt repair --store ${dir} --rebuild-index`)
-      }
-      throw err
     } finally {
       progress.end()
     }
@@ -843,17 +843,25 @@ examples:
 
 const repair: Command = {
   summary: 'heal a damaged store: from a copy, by rebuilding the index, or by dropping what is lost',
-  help: `usage: ckpt repair --store DIR (--from SOURCE | --rebuild-index | --drop-damaged)... [--json]
+  help: `usage: ckpt repair --store DIR (--from SOURCE | --rebuild-index [--adopt] | --drop-damaged)... [--shallow] [--json]
 
   --from SOURCE      fetch damaged or missing blocks by CID from SOURCE (another store, or a bundle
                      file such as one made earlier with ckpt export), verify and write them anew
-  --rebuild-index    rebuild the index from the packs (every entry names its CID and carries a
-                     checksum); an index that will not open is repaired or recreated, its catalog
-                     rebuilt from the manifests in the packs
+  --rebuild-index    rebuild the whole index from the packs: block locations from the entries (each
+                     names its CID and carries a checksum), the catalog (timelines, checkpoints,
+                     refs, policies) from the catalog records every commit writes into the packs;
+                     what the old index knew that no record holds is kept. A damaged index LevelDB
+                     cannot repair is set aside (index.broken-MS); one the OS will not open (a full
+                     disk, permissions, a read-only medium) is an error, never set aside
+  --adopt            with --rebuild-index: catalogue the checkpoints found in the packs that no
+                     catalog record covers, from their own manifests (they are listed otherwise)
   --drop-damaged     remove from the catalog every checkpoint that still cannot be read, and say which
 
 Several may be given; they run in the order above. Packs with damage in them are retired (no more
 appends; gc rewrites them). Finds damage with verify --deep (--shallow: without the data phase).
+When the catalog and the packs' records still disagree afterwards, the catalog is rebuilt from both.
+A missing, emptied or stale index needs no repair: the next command that writes rebuilds it, and
+read-only commands read from the packs meanwhile.
 exit status: 0 the store is clean afterwards, 1 damage remains, 2 usage error, 3 cannot be opened
 
 ${STORE_HELP}
@@ -864,6 +872,7 @@ examples:
   ckpt repair --store s --from backup.car
   ckpt repair --store s --from /mnt/mirror/s
   ckpt repair --store s --rebuild-index
+  ckpt repair --store s --rebuild-index --adopt
   ckpt repair --store s --from backup.car --drop-damaged`,
   async run(argv) {
     const { values, positionals } = parse('repair', argv, { ...COMMON, from: { type: 'string' }, 'rebuild-index': { type: 'boolean' }, adopt: { type: 'boolean' }, 'drop-damaged': { type: 'boolean' }, shallow: { type: 'boolean' } })
@@ -1001,24 +1010,39 @@ examples:
 const rm: Command = {
   summary: 'remove checkpoints from the catalog',
   help: `usage: ckpt rm --store DIR REF... [--json]
+       ckpt rm --store DIR --uncatalogued [--json]
 
 Removes each checkpoint from its timeline (a CID catalogued in several timelines goes from all). A
 checkpoint a ref names must first lose its ref (ckpt ref --delete NAME). Blocks stay until ckpt gc.
+The removal is recorded in the packs, so a rebuilt index knows it too.
+
+A CID stored in the packs but in no timeline, whose removal no record explains (ckpt verify names
+such checkpoints; gc waits while there are any), is removed at the place its manifest names.
+--uncatalogued removes every such checkpoint (to catalogue them instead: ckpt repair --rebuild-index
+--adopt).
 
 REF is a checkpoint CID, TIMELINE@VTIME (exactly that vtime: rm never takes the nearest), TIMELINE
 (its latest checkpoint) or ref:NAME.
 
 ${STORE_HELP}
+  --uncatalogued     every checkpoint stored in no timeline with no recorded removal
 ${JSON_HELP}
 
 examples:
   ckpt rm --store s run-42@5000000
-  ckpt rm --store s bafyr4i...`,
+  ckpt rm --store s bafyr4i...
+  ckpt rm --store s --uncatalogued`,
   async run(argv) {
-    const { values, positionals } = parse('rm', argv, COMMON)
+    const { values, positionals } = parse('rm', argv, { ...COMMON, uncatalogued: { type: 'boolean' } })
     const dir = storeDir(values.store, 'rm')
-    if (positionals.length === 0) throw new UsageError('give at least one checkpoint (REF)', 'rm')
-    const gone = await withStore(dir, { mustExist: true, threads: 0 }, (store) => store.rm(positionals))
+    if (values.uncatalogued && positionals.length) throw new UsageError('give REFs or --uncatalogued, not both', 'rm')
+    if (positionals.length === 0 && !values.uncatalogued) throw new UsageError('give at least one checkpoint (REF), or --uncatalogued', 'rm')
+    const gone = await withStore(dir, { mustExist: true, threads: 0 }, async (store) => {
+      if (!values.uncatalogued) return store.rm(positionals)
+      const list: string[] = []
+      for await (const e of store.uncatalogued()) list.push(e.cid.toString())
+      return list.length ? store.rm(list) : []
+    })
     if (values.json) json({ removed: gone.map((e) => ({ timeline: e.timeline, vtime: e.vtime, cid: e.cid.toString() })) })
     else {
       for (const e of gone) line(`removed ${e.timeline}@${e.vtime} ${e.cid}`)

@@ -9,7 +9,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
 import { openStore, type CkptStore } from '../../src/index.js'
-import { decodeSpanTable, encodeSpanTable, SPAN_SIZE } from '../../codecs/scan-cache.js'
+import { decodeSpanTable, encodeSpanTable, SPAN_SIZE, spanTableSum } from '../../codecs/scan-cache.js'
 import { blake3 } from '../../codecs/blake3.js'
 import { cidToString } from '../../codecs/cid.js'
 import { scanCachePath, SCAN_DIR } from '../../src/scan-cache.js'
@@ -87,6 +87,27 @@ function mutate(rng: Rng, img: Buffer, chunkSize: number): string[] {
 }
 
 /** The root of the region's tree for exactly these bytes (a fresh store: nothing to diff against). */
+/** The store's scan key (kept in its index), read without writing anything. */
+async function scanKeyOf(dir: string): Promise<Uint8Array> {
+  const s = await openStore(dir, { readOnly: true })
+  try {
+    return (await s.internals().repo.scanKey({ create: false }))!
+  } finally {
+    await s.close()
+  }
+}
+
+/** The span digests of an image as the scan cache holds them (32 zero bytes for a zero span). */
+function spanDigests(img: Uint8Array): Uint8Array {
+  const n = Math.ceil(img.length / SPAN_SIZE)
+  const out = new Uint8Array(n * 32)
+  for (let k = 0; k < n; k++) {
+    const span = img.subarray(k * SPAN_SIZE, Math.min(img.length, (k + 1) * SPAN_SIZE))
+    if (span.some((x) => x !== 0)) out.set(blake3(span), k * 32)
+  }
+  return out
+}
+
 async function truthRoot(img: Uint8Array, chunkSize: number): Promise<string | null> {
   const s = await openStore('mem', { memory: true })
   try {
@@ -231,7 +252,7 @@ describe('scan cache: same checkpoints as without it', () => {
 
 describe('scan cache: ignored when it does not describe the head', () => {
   /** A store with one checkpoint of `img`, the image changed, and a hook to spoil the cache file before the next scan. */
-  async function scanAfter(spoil: (file: string, dir: string) => void, change = true): Promise<{ spansUnchanged: number; ok: boolean; live: number }> {
+  async function scanAfter(spoil: (file: string, dir: string, key: Uint8Array) => void, change = true): Promise<{ spansUnchanged: number; ok: boolean; live: number }> {
     const rng = makeRng(77)
     const img = randomImage(rng, 12 * SPAN_SIZE + 5000, 4096)
     const dir = path.join(tmpDir('ckpt-scan-'), 's')
@@ -239,7 +260,7 @@ describe('scan cache: ignored when it does not describe the head', () => {
     await (await s.timeline('t', { regions: { r: { size: img.length } } })).checkpoint({ vtime: 0, regions: { r: { data: img } } })
     await s.close()
     if (change) mutate(rng, img, 4096)
-    spoil(scanCachePath(dir, 't', 'r'), dir)
+    spoil(scanCachePath(dir, 't', 'r'), dir, await scanKeyOf(dir))
     s = await openStore(dir)
     try {
       const c = await (await s.timeline('t')).checkpoint({ vtime: 1, regions: { r: { data: img } } })
@@ -266,9 +287,15 @@ describe('scan cache: ignored when it does not describe the head', () => {
       b[200]! ^= 1
       fs.writeFileSync(f, b)
     }],
-    ['another version', (f) => {
+    ['another version', (f, _d, key) => {
       const b = fs.readFileSync(f)
-      b[8] = 2
+      b[8] = 3
+      b.set(spanTableSum(b.subarray(0, b.length - 32), key), b.length - 32)
+      fs.writeFileSync(f, b)
+    }],
+    ['version 1 (a sum anyone could forge: BLAKE3 of the bytes, no key)', (f) => {
+      const b = fs.readFileSync(f)
+      b[8] = 1
       b.set(blake3(b.subarray(0, b.length - 32)), b.length - 32)
       fs.writeFileSync(f, b)
     }],
@@ -277,20 +304,24 @@ describe('scan cache: ignored when it does not describe the head', () => {
       fs.rmSync(f)
       fs.mkdirSync(f)
     }],
-    ['wrong digests under a valid checksum', (f) => {
-      const t = decodeSpanTable(fs.readFileSync(f))!
+    ['wrong digests under a valid checksum', (f, _d, key) => {
+      const t = decodeSpanTable(fs.readFileSync(f), key)!
       t.digests.fill(0x33)
-      fs.writeFileSync(f, encodeSpanTable(t))
+      fs.writeFileSync(f, encodeSpanTable(t, key))
     }],
-    ['another geometry', (f) => {
-      const t = decodeSpanTable(fs.readFileSync(f))!
-      fs.writeFileSync(f, encodeSpanTable({ ...t, chunkSize: 8192 }))
+    ['another geometry', (f, _d, key) => {
+      const t = decodeSpanTable(fs.readFileSync(f), key)!
+      fs.writeFileSync(f, encodeSpanTable({ ...t, chunkSize: 8192 }, key))
     }],
-    ['another tree (a crash after a commit, before its cache was written, or a cache for a checkpoint never committed)', (f) => {
-      const t = decodeSpanTable(fs.readFileSync(f))!
+    ['another tree (a crash after a commit, before its cache was written, or a cache for a checkpoint never committed)', (f, _d, key) => {
+      const t = decodeSpanTable(fs.readFileSync(f), key)!
       const root = Uint8Array.from(t.root)
       root[10]! ^= 1
-      fs.writeFileSync(f, encodeSpanTable({ ...t, root }))
+      fs.writeFileSync(f, encodeSpanTable({ ...t, root }, key))
+    }],
+    ['forged without the store key: the digests of the changed image, summed with another key', (f, _d, key) => {
+      const t = decodeSpanTable(fs.readFileSync(f), key)!
+      fs.writeFileSync(f, encodeSpanTable({ ...t, digests: t.digests.map((x) => x ^ 0x5a) }, blake3(Buffer.from('not the key'))))
     }],
   ]
   for (const [name, spoil] of spoilers) {
@@ -300,6 +331,42 @@ describe('scan cache: ignored when it does not describe the head', () => {
       expect(r.spansUnchanged).toBe(0)
     })
   }
+
+  it('a cache forged with the store key (by one who can read the index) would keep stale spans: scanCache false (add --no-scan-cache) hashes everything, and verify --deep names the file', async () => {
+    const rng = makeRng(78)
+    const img = randomImage(rng, 12 * SPAN_SIZE + 5000, 4096)
+    const dir = path.join(tmpDir('ckpt-scan-'), 's')
+    let s = await openStore(dir)
+    await (await s.timeline('t', { regions: { r: { size: img.length } } })).checkpoint({ vtime: 0, regions: { r: { data: img } } })
+    await s.close()
+    // the image changes in a live span; the forged cache claims every span as it is now
+    const live = [...Array(13).keys()].filter((k) => img.subarray(k * SPAN_SIZE, (k + 1) * SPAN_SIZE).some((x) => x !== 0))
+    img[live[2]! * SPAN_SIZE + 7] ^= 0x40
+    const key = await scanKeyOf(dir)
+    const file = scanCachePath(dir, 't', 'r')
+    const t = decodeSpanTable(fs.readFileSync(file), key)!
+    fs.writeFileSync(file, encodeSpanTable({ ...t, digests: spanDigests(img) }, key))
+    s = await openStore(dir)
+    try {
+      const { verifyStore } = await import('../../src/index.js')
+      const it = verifyStore(s, { deep: true })
+      const kinds: string[] = []
+      let r = await it.next()
+      for (; !r.done; r = await it.next()) kinds.push(`${r.value.kind}:${r.value.severity}:${r.value.path ?? ''}`)
+      expect(kinds).toContain(`bad-scan-cache:warning:${file}`)
+      expect(r.value.clean).toBe(false)
+      const c = await (await s.timeline('t')).checkpoint({ vtime: 1, regions: { r: { data: img } }, scanCache: false })
+      expect(c.stats.spansUnchanged).toBe(0)
+      expect(await rootOf(s, c.cid)).toBe(await truthRoot(img, 4096))
+      // the cache was written anew from what was hashed: verify is clean again
+      const again = verifyStore(s, { deep: true })
+      let q = await again.next()
+      for (; !q.done; q = await again.next()) expect(q.value.kind).not.toBe('bad-scan-cache')
+      expect(q.value.clean).toBe(true)
+    } finally {
+      await s.close()
+    }
+  })
 
   it('an unwritable scan directory costs nothing: the checkpoint is stored, the next scan hashes everything', async () => {
     const r = await scanAfter((f, dir) => {
