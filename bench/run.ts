@@ -9,6 +9,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { blake3, deflateCompressor, loadBackend, zstdCompressor } from '../codecs/index.js'
 import { openStore, type Checkpoint } from '../src/index.js'
+import { ENTRY_KIND, scanPackFile } from '../store/index.js'
 import { IdealSize } from './ideal.js'
 import { fmtBytes, median, MiB, peakRssMiB, quantile, table, dirBytes } from './stats.js'
 import { Workload } from './workload.js'
@@ -253,6 +254,51 @@ await store2.close()
   row('compressed bundle (--compress: zstd, else gzip)', `${fmtBytes(z.fileBytes)} (${((z.fileBytes / ex.carBytes) * 100).toFixed(0)}% of plain), export ${(z.ms / 1000).toFixed(2)} s`)
   fs.rmSync(car, { force: true })
   fs.rmSync(path.join(root, 'imported'), { recursive: true, force: true })
+}
+// --- nothing lost (issue 10): the catalog in the packs, and the index rebuilt from them ---
+{
+  const cli = path.join(import.meta.dirname, '..', 'src', 'cli.js')
+  const run = (args: string[]) => {
+    const t = performance.now()
+    const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', maxBuffer: 64 << 20 })
+    const ms = performance.now() - t
+    if (r.status !== 0) throw new Error(`ckpt ${args.join(' ')} failed (${r.status}): ${r.stderr}`)
+    return { ms, out: r.stdout, err: r.stderr }
+  }
+  const storeDir = path.join(root, 'store')
+  // what the records cost: their bytes in the packs, per commit
+  let records = 0
+  let recordBytes = 0
+  for (const f of fs.readdirSync(path.join(storeDir, 'packs')).filter((x) => x.endsWith('.pack'))) {
+    for (const ev of scanPackFile(path.join(storeDir, 'packs', f), Number.parseInt(f, 10))) {
+      if (ev.kind === 'entry' && ev.entry.kind === ENTRY_KIND.record) {
+        records++
+        recordBytes += ev.entry.bytes.length
+      }
+    }
+  }
+  row('catalog records in the packs (one per commit)', `${records} records, ${fmtBytes(recordBytes)} (${(recordBytes / Math.max(1, records)).toFixed(0)} B each; ${((recordBytes / dirBytes(path.join(storeDir, 'packs'))) * 100).toFixed(3)}% of the packs)`)
+  const logged = run(['log', '--store', storeDir, '--json'])
+  const want = logged.out.trim().split('\n').length
+  const lost = path.join(root, 'lost')
+  const times: number[] = []
+  const rebuilds: number[] = []
+  for (let k = 0; k < 3; k++) {
+    fs.rmSync(lost, { recursive: true, force: true })
+    fs.cpSync(storeDir, lost, { recursive: true })
+    fs.rmSync(path.join(lost, 'index'), { recursive: true })
+    const r = run(['log', '--store', lost, '--json'])
+    times.push(r.ms)
+    if (r.out.trim().split('\n').length !== want) throw new Error(`log from the packs alone listed ${r.out.trim().split('\n').length} checkpoints, not ${want}`)
+    const rb = run(['repair', '--store', lost, '--rebuild-index', '--shallow', '--json'])
+    rebuilds.push(JSON.parse(rb.out).rebuiltIndex ? rb.ms : NaN)
+    const again = run(['log', '--store', lost, '--json'])
+    if (again.out !== logged.out) throw new Error('the rebuilt catalog does not list what the lost one did')
+  }
+  row(`ckpt log with the index (${want} checkpoints)`, `${logged.ms.toFixed(0)} ms`)
+  row('ckpt log with index/ deleted (reads the packs alone), median of 3', `${median(times).toFixed(0)} ms (${(dirBytes(path.join(storeDir, 'packs')) / MiB / (median(times) / 1000)).toFixed(0)} MiB/s of packs)`)
+  row('ckpt repair --rebuild-index --shallow (index + catalog from the packs, then verify), median of 3', `${(median(rebuilds) / 1000).toFixed(2)} s; every checkpoint back: yes`)
+  fs.rmSync(lost, { recursive: true, force: true })
 }
 const rssBudget = 1.5 * ((ramSize + diskSize) / MiB) + 256
 row('peak RSS during ingest (sampled; the process holds the 768 MiB images and 48 MiB of content pools)', `${rssIngest.toFixed(0)} MiB (before ingest ${rssBase.toFixed(0)} MiB: ckpt adds ${(rssIngest - rssBase).toFixed(0)} MiB)`, `<= ${rssBudget} MiB`, rssIngest <= rssBudget)

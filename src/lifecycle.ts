@@ -101,8 +101,9 @@ export async function removeCheckpoints(store: CkptStore, refs: (string | CID)[]
  */
 export async function* uncatalogued(store: CkptStore): AsyncIterable<LogEntry> {
   const { repo } = store.internals()
+  const pinned = await pinnedCids(repo)
   for await (const cid of repo.manifests()) {
-    if ((await repo.checkpointRecord(cid)) || (await repo.isRemoved(cid))) continue
+    if (pinned.has(cidKey(cid)) || (await repo.isCatalogued(cid)) || (await repo.isRemoved(cid))) continue
     let m: Manifest
     try {
       m = await store.manifest(toCID(cid))

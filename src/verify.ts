@@ -33,7 +33,7 @@ import { recordOf, replayPlan } from '../store/rebuild.js'
 import { catalogKvOps } from '../store/catalog.js'
 import { MemoryKV } from '../store/memory-kv.js'
 import type { CatalogRecord } from '../codecs/catalog-record.js'
-import { manifestKey, manifestRange, removedKey, removedRange, checkpointRecordKey } from '../store/keys.js'
+import { manifestKey, manifestRange, removedKey, removedRange } from '../store/keys.js'
 import { SeenSet } from '../store/seen-set.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
 import { changedSlots, childCid, sameDigest } from './node-compare.js'
@@ -819,6 +819,8 @@ class Verifier {
     const repo = this.repo
     let removed = 0
     let lost = 0
+    const pinned = new Set<string>()
+    for await (const r of repo.refs()) pinned.add(cidKey(r.cid))
     for await (const [k] of repo.kv.iterate(manifestRange)) {
       const cid = copyOf(k, 1)
       if (listed.has(cidKey(cid))) continue
@@ -826,8 +828,8 @@ class Verifier {
         removed++
         continue
       }
-      // a ref or another timeline may still name it: the catalog knows it
-      if ((await repo.kv.get(checkpointRecordKey(cid))) !== undefined) continue
+      // a ref may still name it: the catalog knows it
+      if (pinned.has(cidKey(cid))) continue
       lost++
       if (lost > 3) continue
       let where = ''
@@ -851,12 +853,15 @@ class Verifier {
     const repo = this.repo
     if (repo.format < 2 || this.records.length === 0) return
     const plan = replayPlan(this.records)
-    if (plan.missing > 0) {
-      yield this.emit({ phase: 'dag', kind: 'missing-record', severity: 'warning', message: `${plan.missing} catalog record${plan.missing === 1 ? '' : 's'} after the newest snapshot ${plan.missing === 1 ? 'is' : 'are'} not in the packs (damage): the packs alone could not rebuild the catalog; ckpt gc writes it to the packs anew` })
+    const pos = repo.catalogPosition
+    // holes between the records found, and the index's last commits whose records are gone
+    const missing = plan.missing + (pos && pos.seq > plan.seq ? pos.seq - plan.seq : 0)
+    if (missing > 0) {
+      this.indexFixable = true
+      yield this.emit({ phase: 'dag', kind: 'missing-record', severity: 'warning', message: `${missing} catalog record${missing === 1 ? '' : 's'} after the newest snapshot ${missing === 1 ? 'is' : 'are'} not in the packs (damage): the packs alone could not rebuild the catalog; ckpt repair writes it to the packs anew` })
     }
     const replayed = new MemoryKV()
     for (const r of plan.apply) await replayed.batch(await catalogKvOps(replayed, r.ops))
-    const pos = repo.catalogPosition
     const diffs: string[] = []
     let count = 0
     for (const [name, range] of [

@@ -133,8 +133,11 @@ export async function rebuildFromPacks(io: PackSource, target: KV, opts: { onPro
     let end = 0
     let entries = 0
     let size = 0
+    // version-1 packs do not mark manifests: their dag-cbor entries are looked at
+    let marked = false
     for (const ev of scanPack(io.reader(n), n, { sealed: true })) {
-      if (ev.kind === 'footer') sealed = true
+      if (ev.kind === 'header') marked = ev.version >= 2
+      else if (ev.kind === 'footer') sealed = true
       else if (ev.kind === 'damage' || ev.kind === 'bad-header') damaged = true
       else if (ev.kind === 'end') size = ev.fileSize
       else if (ev.kind === 'entry') {
@@ -152,12 +155,15 @@ export async function rebuildFromPacks(io: PackSource, target: KV, opts: { onPro
           continue
         }
         const loc: BlockLocation = { pack: n, offset: e.offset, storedLength: e.storedLength, rawLength: e.rawLength, codec: e.codec, depth: e.depth }
-        if (choose(e.cid, loc, pending, target)) {
+        if (e.cid[1] !== DAG_CBOR) {
+          // a chunk has no delta chain: the later copy wins, no lookup
+          ops.push({ type: 'put', key: blockKey(Uint8Array.prototype.slice.call(e.cid)), value: encodeLocation(loc) })
+        } else if (choose(e.cid, loc, pending, target)) {
           const cid = Uint8Array.prototype.slice.call(e.cid) as CidBytes
           pending.set(Buffer.from(cid).toString('latin1'), loc)
           ops.push({ type: 'put', key: blockKey(cid), value: encodeLocation(loc) })
         }
-        const isManifest = e.kind === ENTRY_KIND.manifest || (e.kind === ENTRY_KIND.block && e.cid[1] === DAG_CBOR && e.codec !== AT_REST.nodeDelta && looksLikeMap(e))
+        const isManifest = e.kind === ENTRY_KIND.manifest || (!marked && e.cid[1] === DAG_CBOR && e.codec !== AT_REST.nodeDelta && looksLikeMap(e))
         if (isManifest) {
           const key = Buffer.from(e.cid).toString('latin1')
           if (!seenManifest.has(key)) {

@@ -321,7 +321,9 @@ export class Repository {
       kind: 'packs-alone',
       reason,
       code: why.code,
-      message: `the index could not be used (${why.code}: ${why.message}); read from the ${summary.packs} pack${summary.packs === 1 ? '' : 's'} alone${reason === 'unavailable' ? '' : `; rebuild the index: ckpt repair --store ${dir} --rebuild-index`}`,
+      message: `the index could not be used (${why.code}: ${why.message}); read from the ${summary.packs} pack${summary.packs === 1 ? '' : 's'} alone${
+        reason === 'unavailable' ? '' : reason === 'corrupt' ? `; rebuild the index: ckpt repair --store ${dir} --rebuild-index` : '; the next command that writes to the store rebuilds the index (or: ckpt repair --rebuild-index)'
+      }`,
       rebuild: summary,
     })
     return repo
@@ -578,6 +580,14 @@ export class Repository {
   async *manifests(): AsyncIterable<CidBytes> {
     this.check()
     for await (const [k] of this.kv.iterate(manifestRange)) yield Uint8Array.prototype.slice.call(k, 1) as CidBytes
+  }
+
+  /** Whether a checkpoint is in the catalog where its checkpoint record says (an entry there holds it). */
+  async isCatalogued(cid: CidBytes): Promise<boolean> {
+    const rec = await this.checkpointRecord(cid).catch(() => undefined)
+    if (!rec) return false
+    const at = await this.kv.get(checkpointKey(rec.timeline, rec.vtime))
+    return at !== undefined && Buffer.from(at).equals(Buffer.from(cid))
   }
 
   /** Whether a block is a checkpoint manifest (listed under 'M'). */
