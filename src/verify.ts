@@ -956,7 +956,10 @@ class Verifier {
       this.chargeBelow(cid, level, hurt)
       return true
     }
-    if ((base && cidEquals(cid, base) && !this.dirtyNodes.has(cidKey(base))) || this.clean!.has(cid)) return false
+    // a node found clean is clean at any place of the same kind (chunk size, fan-out, level, and for the
+    // last node of a level the region's size: what its slot count and chunk lengths depend on)
+    const placed = cleanKey(cid, geo, level, index)
+    if ((base && cidEquals(cid, base) && !this.dirtyNodes.has(cidKey(base))) || this.clean!.has(placed)) return false
     if (cid[1] !== DAG_CBOR) {
       this.markDamaged(cid, 'bad-node', `a raw block ${cidToString(cid)} is linked where a tree node belongs`)
       hurt(cid)
@@ -975,7 +978,7 @@ class Verifier {
       const r = this.leafPatch(cid, at, base, geo, index, hurt)
       if (r !== undefined) {
         if (r) this.dirtyNodes.add(k)
-        else this.clean!.add(cid)
+        else this.clean!.add(placed)
         return r
       }
     }
@@ -1010,7 +1013,7 @@ class Verifier {
       if (this.tree(child, unchanged ? child : same && same.codecs[s] ? childCid(same, s) : null, geo, level - 1, index * F + s, hurt)) damaged = true
     }
     if (damaged) this.dirtyNodes.add(k)
-    else this.clean!.add(cid)
+    else this.clean!.add(placed)
     return damaged
   }
 
@@ -1044,7 +1047,7 @@ class Verifier {
       if (codec && !this.chunkOk(cid, codec, childCid(e, s), s, geo, index, hurt)) damaged = true
     }
     if (damaged) this.dirtyNodes.add(cidKey(cid))
-    else this.clean!.add(cid)
+    else this.clean!.add(cleanKey(cid, geo, 1, index))
     return damaged
   }
 
@@ -1241,6 +1244,21 @@ class Verifier {
   }
 }
 
+
+/**
+ * The key a node's clean verdict is kept under: its CID with the kind of place mixed into the digest
+ * (chunk size, fan-out, level; the region's size for the last node of a level, whose slot count and
+ * last chunk depend on it). A node reused at a place of another kind is checked again.
+ */
+function cleanKey(cid: CidBytes, geo: Geometry, level: number, index: number): CidBytes {
+  const last = index === geo.itemsAt(level) - 1
+  const kind = `${geo.chunkSize}/${geo.fanout}/${level}/${last ? geo.size : ''}`
+  if (kind === '4096/256/1/' || kind === '65536/256/1/') return cid // the common places keep the CID itself (no hashing)
+  const mix = blake3(Buffer.from(kind))
+  const out = Uint8Array.from(cid)
+  for (let k = 0; k < 16; k++) out[4 + k]! ^= mix[k]!
+  return out
+}
 
 /** A catalog key as text, for messages (a name, a TIMELINE@VTIME, a CID). */
 function describeKey(k: Uint8Array): string {
