@@ -22,6 +22,7 @@
  * that may hold what the index lost. Before it rewrites packs it writes the catalog to the packs as
  * a snapshot, so the older catalog records in the packs it rewrites can go.
  */
+import os from 'node:os'
 import path from 'node:path'
 import { cidEquals, DAG_CBOR, toCID, type CidBytes } from '../codecs/cid.js'
 import { AT_REST, compressBlock, defaultCompressor } from '../codecs/compress.js'
@@ -109,7 +110,9 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
     const blocks = repo.blocks
     const t0 = performance.now()
     unlistedPacks(store)
-    const tmp = repo.memory ? undefined : path.join(repo.dir, 'tmp', `gc-${process.pid}-${Date.now().toString(36)}`)
+    // a store opened read-only (a dry run) is never written to: the sets spill to the system's temporary directory
+    const tmpName = `gc-${process.pid}-${Date.now().toString(36)}`
+    const tmp = repo.memory ? undefined : repo.readOnly ? path.join(os.tmpdir(), `ckpt-${tmpName}`) : path.join(repo.dir, 'tmp', tmpName)
     // sized for half the indexed blocks (an estimate; no pass over the index): a live set larger than that spills to disk (still exact)
     const live = await SeenSet.create(tmp, blocks.estimatedCount() >> 1)
     // bases of live deltas kept for their own sake, apart from `live`: a node in `live` has had its

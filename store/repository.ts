@@ -146,6 +146,9 @@ export class Repository {
     let kv: LevelKV | undefined
     let problem: CkptError | undefined
     try {
+      // LevelDB writes into the directory (a LOG) even when it then finds no database there: a reader
+      // asks first, and touches nothing when there is none
+      if (readOnly && !fs.existsSync(path.join(indexDir, 'CURRENT'))) throw new CkptError('CKPT_BAD_INDEX', `the index ${indexDir} is missing`, { dir: indexDir, state: 'missing' })
       kv = await LevelKV.open(indexDir, { create: created })
     } catch (err) {
       if (!isCkptError(err)) throw err
@@ -794,29 +797,11 @@ function bringBackSetAside(packsDir: string): number {
 async function adoptUncovered(kv: KV, packsDir: string, summary: RebuildSummary): Promise<number> {
   const io = new FilePackIO(packsDir, true)
   try {
-    const list: { cid: CidBytes; m: import('../codecs/manifest.js').Manifest }[] = []
-    for (const u of summary.uncovered) {
-      const cid = parseCidText(u.cid)
-      const v = kv.getSync(blockKey(cid))
-      if (!v) continue
-      const loc = decodeLocation(v)
-      try {
-        const m = manifestOf({ cid, codec: loc.codec, rawLength: loc.rawLength, payload: io.read(loc.pack, loc.offset + ENTRY_HEADER_SIZE, loc.storedLength) })
-        if (m) list.push({ cid, m })
-      } catch {}
-    }
-    list.sort((a, b) => (a.m.timeline < b.m.timeline ? -1 : a.m.timeline > b.m.timeline ? 1 : a.m.vtime < b.m.vtime ? -1 : a.m.vtime > b.m.vtime ? 1 : 0))
-    const existing = new Map<string, { lineage: string }>()
-    for await (const [, v] of kv.iterate(timelineRange)) {
-      try {
-        const t = parseJson<TimelineRecord>(v)
-        existing.set(t.name, { lineage: t.lineage })
-      } catch {}
-    }
-    await kv.batch(await catalogKvOps(kv, adoptOps(list, (name) => existing.get(name))))
-    summary.adopted += list.length
-    summary.uncovered = summary.uncovered.filter((u) => !list.some((x) => cidToString(x.cid) === u.cid))
-    return list.length
+    const adopted = await adoptCids(kv, io, summary.uncovered.map((u) => parseCidText(u.cid)))
+    const done = new Set(adopted.map(cidToString))
+    summary.adopted += adopted.length
+    summary.uncovered = summary.uncovered.filter((u) => !done.has(u.cid))
+    return adopted.length
   } finally {
     io.close()
   }
@@ -828,15 +813,20 @@ async function adoptUncovered(kv: KV, packsDir: string, summary: RebuildSummary)
  * checkpoints catalogued.
  */
 export async function adoptManifests(kv: KV, io: PackIO): Promise<number> {
+  const cids: CidBytes[] = []
+  for await (const [k] of kv.iterate(manifestRange)) cids.push(Uint8Array.prototype.slice.call(k, 1) as CidBytes)
+  return (await adoptCids(kv, io, cids)).length
+}
+
+/** Catalogues these manifests (the ones that read back) by their own fields; returns their CIDs. */
+async function adoptCids(kv: KV, io: PackIO, cids: CidBytes[]): Promise<CidBytes[]> {
   const list: { cid: CidBytes; m: import('../codecs/manifest.js').Manifest }[] = []
-  for await (const [k] of kv.iterate(manifestRange)) {
-    const cid = Uint8Array.prototype.slice.call(k, 1) as CidBytes
+  for (const cid of cids) {
     const v = kv.getSync(blockKey(cid))
     if (!v) continue
     const loc = decodeLocation(v)
     try {
-      const payload = io.read(loc.pack, loc.offset + ENTRY_HEADER_SIZE, loc.storedLength)
-      const m = manifestOf({ cid, codec: loc.codec, rawLength: loc.rawLength, payload })
+      const m = manifestOf({ cid, codec: loc.codec, rawLength: loc.rawLength, payload: io.read(loc.pack, loc.offset + ENTRY_HEADER_SIZE, loc.storedLength) })
       if (m) list.push({ cid, m })
     } catch {}
   }
@@ -850,5 +840,5 @@ export async function adoptManifests(kv: KV, io: PackIO): Promise<number> {
     } catch {}
   }
   await kv.batch(await catalogKvOps(kv, adoptOps(list, (name) => existing.get(name))))
-  return list.length
+  return list.map((x) => x.cid)
 }

@@ -1166,7 +1166,8 @@ examples:
     const progress = new Progress('ckpt gc', Progress.wanted(values.json === true))
     try {
       // no dedup filter: this process writes only copies, and its memory stays flat whatever the store's size
-      const s = await withStore(dir, { mustExist: true, threads: 0, dedupFilter: false }, (store) =>
+      // a dry run changes nothing: it opens the store read-only (no index rebuilt, nothing written)
+      const s = await withStore(dir, { mustExist: true, threads: 0, dedupFilter: false, readOnly: dryRun }, (store) =>
         store.gc({ threshold, maxUnused, dryRun, onProgress: (p) => progress.amount(p.phase === 'mark' ? 'marking live blocks' : 'rewriting packs', p.done, p.total, p.phase === 'mark' ? 'roots' : 'packs') }),
       )
       progress.end()
