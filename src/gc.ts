@@ -234,9 +234,9 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
           // unreachable: out of the index now (its bytes go when its pack is rewritten), so nothing
           // (a later checkpoint's dedup, verify) relies on a block whose delta base may be gone
           if (!opts.dryRun) {
+            // (a dead manifest keeps its listing and its removal until its bytes are gone with their
+            // pack: while they are in a pack, a rebuild finds them, and must know them removed)
             deadOps.push({ type: 'del', key: Uint8Array.prototype.slice.call(k) })
-            // a dead manifest: its listing and its removal record go with it
-            if (cid[1] === DAG_CBOR) deadOps.push({ type: 'del', key: manifestKey(cid) }, { type: 'del', key: removedKey(cid) })
             deadIndexed++
             if (deadOps.length >= COMMIT_OPS) {
               await repo.kv.batch(deadOps)
@@ -371,7 +371,10 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
         const p = packs.get(n)!
         let copied = 0
         let damaged = !blocks.io.exists(n)
+        // dead manifests whose bytes go with this pack: their listing and removal go too
+        const goneManifests: CidBytes[] = []
         if (!damaged) {
+          let marked = true
           const nodesHere = liveNodesAt.get(n)
           const recordsHere = liveRecordsAt.get(n)
           const scan = scanPack(blocks.io.reader(n), n, {
@@ -383,6 +386,7 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
           })
           for (const ev of scan) {
             if (ev.kind === 'damage' || ev.kind === 'bad-header' || ev.kind === 'bad-footer') damaged = true
+            if (ev.kind === 'header') marked = ev.version >= 2
             if (ev.kind !== 'entry') continue
             const e = ev.entry
             if (e.kind === ENTRY_KIND.record) {
@@ -397,7 +401,11 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
               continue
             }
             // a dead block's index entry went in the pass above
-            if (!isLive(e.cid)) continue
+            if (!isLive(e.cid)) {
+              const manifest = e.kind === ENTRY_KIND.manifest || (!marked && e.cid[1] === DAG_CBOR && e.codec !== AT_REST.nodeDelta)
+              if (manifest) goneManifests.push(Uint8Array.prototype.slice.call(e.cid) as CidBytes)
+              continue
+            }
             // a node whose index entry names another copy stays where it is: the copy here may be an old
             // one, a delta of a base gc let go (stored anew in the mark). A chunk has no base: any intact
             // copy of it will do, and the index moves to the new one (no lookup per chunk)
@@ -424,6 +432,7 @@ export async function collectGarbage(store: CkptStore, opts: GcOptions = {}): Pr
         newBytes += copied
         if (keep) packsSkipped++
         else {
+          for (const cid of goneManifests) ops.push({ type: 'del', key: manifestKey(cid) }, { type: 'del', key: removedKey(cid) })
           dropPacks.push(n)
           freed += p.rec.committedLength
           if (copied > 0) packsRewritten++

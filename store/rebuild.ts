@@ -410,8 +410,10 @@ export function packHealth(io: PackSource & { size(n: number): number }, records
     if (rec && size <= from) continue
     let later: number | undefined
     let version = 0
+    let entries = 0
     for (const ev of scanPack(io.reader(n), n, { start: from })) {
       if (ev.kind === 'header') version = ev.version
+      if (ev.kind === 'entry') entries++
       if (ev.kind !== 'entry' || ev.entry.kind !== ENTRY_KIND.record) continue
       const r = recordOf(ev.entry)
       if (r && r.seq > indexSeq + 1) later = Math.max(later ?? 0, r.seq)
@@ -421,8 +423,9 @@ export function packHealth(io: PackSource & { size(n: number): number }, records
       return out
     }
     // a format-1 pack (or one with a broken header) no record names: nothing says what it held;
-    // never a leftover gc may delete
-    if (!rec && version === 2) out.leftovers.push(n)
+    // never a leftover gc may delete — unless it holds no intact entry at all (a file a crash cut
+    // before its first bytes were written)
+    if (!rec && (version === 2 || entries === 0)) out.leftovers.push(n)
   }
   return out
 }

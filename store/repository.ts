@@ -349,7 +349,7 @@ export class Repository {
       repo.catalogSeq = meta.seq
       repo.snapshotSeq = meta.snapshot
     } else if (version >= 2) repo.catalogSeq = 0 // a new store: no commit yet
-    if (source === 'index' && meta && io instanceof FilePackIO) repo.leftovers = packHealth(io, blocks.packRecords(), meta.seq).leftovers
+    if (source === 'index' && version >= 2 && io instanceof FilePackIO) repo.leftovers = packHealth(io, blocks.packRecords(), meta?.seq ?? 0).leftovers
     return repo
   }
 
@@ -689,21 +689,25 @@ async function indexProblem(kv: LevelKV, version: number, packsDir: string): Pro
   const records = new Map<number, PackRecord>()
   for await (const [k, v] of kv.iterate(packRange)) records.set(packKeyNo(k), decodePackRecord(v))
   const io = new FilePackIO(packsDir, true)
-  const files = io.list()
-  if (records.size === 0 && files.length > 0) return new CkptError('CKPT_BAD_INDEX', `the index lists no pack, but ${files.length} pack file${files.length === 1 ? ' is' : 's are'} there`, { state: 'empty' })
-  if (version < 2) return undefined
-  const meta = await readCatalogMeta(kv)
-  if (!meta) {
-    // format 2 without a catalog position: an index that lost it (or never had it) with packs about
-    return files.length > 0 ? new CkptError('CKPT_BAD_INDEX', 'the index has no catalog position', { state: 'empty' }) : undefined
-  }
   try {
-    const h = packHealth(io, records, meta.seq)
+    const files = io.list()
+    if (version < 2) {
+      if (records.size === 0 && files.length > 0) return new CkptError('CKPT_BAD_INDEX', `the index lists no pack, but ${files.length} pack file${files.length === 1 ? ' is' : 's are'} there`, { state: 'empty' })
+      return undefined
+    }
+    const meta = await readCatalogMeta(kv)
+    const h = packHealth(io, records, meta?.seq ?? 0)
     if (h.stale) return new CkptError('CKPT_BAD_INDEX', `the index is behind the packs: ${h.stale}`, { state: 'stale' })
+    // no catalog position or no pack record (a new store's index has both after its first commit):
+    // fine while the pack files hold at most that first commit, which a crash interrupted
+    const unknown = files.filter((n) => !records.has(n) && !h.leftovers.includes(n))
+    if ((!meta && records.size > 0) || ((!meta || records.size === 0) && unknown.length > 0)) {
+      return new CkptError('CKPT_BAD_INDEX', `the index ${!meta ? 'has no catalog position' : 'lists no pack'}, but ${files.length} pack file${files.length === 1 ? ' is' : 's are'} there`, { state: 'empty' })
+    }
+    return undefined
   } finally {
     io.close()
   }
-  return undefined
 }
 
 function describeState(state: string | undefined, problem: CkptError): string {

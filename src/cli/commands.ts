@@ -894,7 +894,8 @@ examples:
           onProgress: (p) => progress.amount(p.phase, p.done, p.total, 'packs'),
         })
       } catch (err) {
-        if (isCkptError(err) && ['CKPT_LOCKED', 'CKPT_BAD_STORE', 'CKPT_VERSION'].includes(err.code)) throw new StoreOpenError(err)
+        // the store could not be opened (locked, not a store, a version, or the index: details.state)
+        if (isCkptError(err) && (['CKPT_LOCKED', 'CKPT_BAD_STORE', 'CKPT_VERSION'].includes(err.code) || err.details.state !== undefined)) throw new StoreOpenError(err)
         throw err
       }
       progress.end()
