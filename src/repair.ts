@@ -82,6 +82,8 @@ export interface RepairSummary {
   dropped: CheckpointRef[]
   /** checkpoints of a `from` bundle the catalog had lost, catalogued again */
   recatalogued: number
+  /** blocks whose entry failed its checksum while their content was intact, stored anew */
+  restored: string[]
   notes: string[]
   /** the store's state afterwards */
   after: VerifySummary
@@ -122,12 +124,17 @@ export async function repairStore(dir: string, opts: RepairOptions): Promise<Rep
     if (path.resolve(dir) === src) throw new CkptError('CKPT_BAD_ARGUMENT', 'the source of a repair must be another store or a bundle, not the store itself', { path: src })
   }
   const deep = opts.deep !== false
-  const summary: RepairSummary = { fetched: [], stillDamaged: [], dropped: [], recatalogued: 0, notes: [], after: undefined as unknown as VerifySummary }
+  const summary: RepairSummary = { fetched: [], stillDamaged: [], dropped: [], recatalogued: 0, restored: [], notes: [], after: undefined as unknown as VerifySummary }
   if (opts.rebuildIndex) summary.rebuiltIndex = await rebuildIndex(dir, opts)
   const store = await openStore(dir, { mustExist: true })
   let healCatalog = false
   try {
     let state = await verifyAll(store, deep)
+    // blocks whose entry fails its checksum but whose content is intact: stored anew, whole
+    if (state.summary.badChecksums.length > 0) {
+      summary.restored = await restoreIntact(store, state.summary.badChecksums)
+      state = await verifyAll(store, deep)
+    }
     if (opts.from && state.summary.damagedBlocks.length > 0) {
       summary.fetched = await fetchBlocks(store, opts.from, state.summary.damagedBlocks)
       state = await verifyAll(store, deep)
@@ -229,6 +236,31 @@ async function fetchBlocks(store: CkptStore, from: string, wanted: string[]): Pr
     await repo.commit([])
   })
   return [...got.keys()].map((k) => cidToString(need.get(k)!))
+}
+
+/** Blocks that read back right (re-hashed) though their entry's checksum is damaged: written anew, whole. */
+async function restoreIntact(store: CkptStore, cids: string[]): Promise<string[]> {
+  const { repo } = store.internals()
+  const done: string[] = []
+  const comp = defaultCompressor()
+  await store.exclusive(async () => {
+    for (const text of cids) {
+      const cid = parseCid(text)
+      let bytes: Uint8Array
+      try {
+        bytes = repo.blocks.get(cid)
+      } catch (err) {
+        if (!isCkptError(err)) throw err
+        continue
+      }
+      const c = compressBlock(comp, bytes)
+      const kind = cid[1] === DAG_CBOR && (await repo.isManifest(cid)) ? ENTRY_KIND.manifest : ENTRY_KIND.block
+      repo.blocks.replace(cid, c.code, c.bytes, bytes.length, 0, kind)
+      done.push(text)
+    }
+    await repo.commit([])
+  })
+  return done
 }
 
 // ------------------------------------------------------------------------------ retire

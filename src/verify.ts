@@ -74,6 +74,7 @@ export type FindingKind =
   | 'leftover-pack'
   | 'index-unavailable'
   | 'bad-scan-cache'
+  | 'bad-checksum'
 
 export type Severity = 'error' | 'warning' | 'info'
 
@@ -132,6 +133,8 @@ export interface VerifySummary {
   advice: string[]
   /** CIDs of damaged or missing blocks (for repair) */
   damagedBlocks: string[]
+  /** CIDs of blocks whose entry fails its checksum while their content is intact (repair stores them anew) */
+  badChecksums: string[]
 }
 
 // ------------------------------------------------------------------------- the index as a table
@@ -339,6 +342,7 @@ class Verifier {
       advice.push(`restore the ${this.damaged.size} damaged block${this.damaged.size === 1 ? '' : 's'} from a copy: ckpt repair --store ${dir} --from BUNDLE_OR_STORE (a bundle exported earlier, or another store holding these checkpoints)`)
     }
     if (indexProblems) advice.push(`rebuild the index from the packs: ckpt repair --store ${dir} --rebuild-index`)
+    if (this.badChecksums.length > 0 && this.damaged.size === 0 && !indexProblems) advice.push(`store the ${this.badChecksums.length} block${this.badChecksums.length === 1 ? '' : 's'} whose checksum is damaged anew (their content is intact): ckpt repair --store ${dir} --rebuild-index`)
     if (this.damagedCheckpoints.length > 0) advice.push(`if no copy exists, remove what cannot be healed (${this.damagedCheckpoints.length} checkpoint${this.damagedCheckpoints.length === 1 ? '' : 's'}): ckpt repair --store ${dir} --drop-damaged`)
     return {
       clean: this.counts.errors === 0 && this.counts.warnings === 0,
@@ -352,6 +356,7 @@ class Verifier {
       ms,
       advice,
       damagedBlocks: [...this.damaged.values()].map((d) => cidToString(d.cid)),
+      badChecksums: [...this.badChecksums],
     }
   }
 
@@ -489,6 +494,22 @@ class Verifier {
       const pack = this.table.pack[i]!
       const offset = this.table.offset[i]!
       const range = damage.get(pack)?.find((r) => offset >= r.offset && offset < r.offset + r.length)
+      // damaged bytes where the entry starts: when what they hold still reads back as the block (the
+      // hash checked, as every read does), only its checksum is damaged — no read fails
+      if (range && this.table.state[i] === 0 && offset === range.offset && this.contentIntact(cid)) {
+        this.table.state[i] = ENTRY_OK
+        this.badChecksums.push(cidToString(cid))
+        yield this.emit({
+          phase: 'structure',
+          kind: 'bad-checksum',
+          severity: 'warning',
+          message: `the entry of ${cidToString(cid)} in pack ${pack} at offset ${offset} fails its checksum, but its content still hashes to its CID (reads are fine; ckpt repair stores it anew)`,
+          cid: cidToString(cid),
+          pack,
+          offset,
+        })
+        continue
+      }
       if (range) range.cids.push(cidToString(cid))
       // an index entry off the mark where the bytes are fine: rebuilding the index may find the block
       else this.indexFixable = true
@@ -596,7 +617,18 @@ class Verifier {
         const baseCid = deltaBaseCid(payload)
         const delta = copyOf(payload)
         const base = this.node(baseCid, hops + 1)
-        if ('error' in base) return { error: new CkptError(base.error.code, `tree node ${cidToString(cid)} is stored as a change of ${cidToString(baseCid)}, which is damaged: ${base.error.message}`) }
+        if ('error' in base) {
+          // a damaged base: the chain may still give this node (a later change overwrote what the
+          // damage touched); the read path resolves it from the bytes there and re-hashes it
+          try {
+            e = this.repo.blocks.getNodeBytes(cid, false).entries
+          } catch {
+            return { error: new CkptError(base.error.code, `tree node ${cidToString(cid)} is stored as a change of ${cidToString(baseCid)}, which is damaged: ${base.error.message}`) }
+          }
+          if (this.nodes.size >= 4096) this.nodes.delete(this.nodes.keys().next().value!)
+          this.nodes.set(i, e)
+          return e
+        }
         e = applyNodeDelta(base, delta)
       } else {
         e = decodeNode(decompressBlock(t.codec[i]!, payload, t.raw[i]!))
@@ -804,6 +836,20 @@ class Verifier {
           path: file,
         })
       }
+    }
+  }
+
+  /** blocks whose entry fails its checksum while their content is intact (repair stores them anew) */
+  readonly badChecksums: string[] = []
+
+  /** Whether a block reads back right through the store's read path (which re-hashes, ignoring checksums). */
+  private contentIntact(cid: CidBytes): boolean {
+    try {
+      this.repo.blocks.get(cid)
+      return true
+    } catch (err) {
+      if (!isCkptError(err)) throw err
+      return false
     }
   }
 

@@ -18,7 +18,7 @@ import { decodeLocation, encodeLocation, encodePackRecord, type BlockLocation, t
 import { catalogKvOps } from './catalog.js'
 import { blockKey, checkpointKey as checkpointKeyOf, checkpointRecordKey, jsonValue, manifestKey, META_CATALOG, metaKey, packKey, recordKey, refKey as refKeyOf, removedKey, removedRange, timelineKey as timelineKeyOf } from './keys.js'
 import type { KV, KVOp } from './kv.js'
-import { ENTRY_HEADER_SIZE, ENTRY_KIND } from './pack-format.js'
+import { decodeEntryHeader, ENTRY_HEADER_SIZE, ENTRY_KIND } from './pack-format.js'
 import { scanPack, type PackReader, type ScannedEntry } from './pack-scan.js'
 
 /** Where a rebuild reads packs: numbered files, each as a reader. */
@@ -138,10 +138,14 @@ export async function rebuildFromPacks(io: PackSource, target: KV, opts: { onPro
     for (const ev of scanPack(io.reader(n), n, { sealed: true })) {
       if (ev.kind === 'header') marked = ev.version >= 2
       else if (ev.kind === 'footer') sealed = true
-      else if (ev.kind === 'damage' || ev.kind === 'bad-header') damaged = true
+      else if (ev.kind === 'bad-header') damaged = true
       else if (ev.kind === 'end') size = ev.fileSize
-      else if (ev.kind === 'entry') {
-        const e = ev.entry
+      if (ev.kind === 'damage') damaged = true
+      // damaged bytes that still hold a whole block whose content hashes to its CID (only its
+      // checksum is hurt): indexed like an intact entry, as every read would take it
+      const salvaged = ev.kind === 'damage' ? salvage(io, n, ev.offset, ev.length) : undefined
+      if (ev.kind === 'entry' || salvaged) {
+        const e = ev.kind === 'entry' ? ev.entry : salvaged!
         entries++
         end = e.offset + ENTRY_HEADER_SIZE + e.storedLength
         if (e.kind === ENTRY_KIND.record) {
@@ -273,6 +277,37 @@ export async function keepFromOldCatalog(target: KV, summary: RebuildSummary, ol
   summary.keptFromIndex = all.length
   await countCatalog(target, summary)
   return all.length
+}
+
+/**
+ * The block an entry at `offset` holds although the bytes fail their checksum: its header plausible
+ * and its content (decompressed) hashing to its CID. Node deltas cannot be checked alone: never.
+ */
+function salvage(io: PackSource, n: number, offset: number, length: number): ScannedEntry | undefined {
+  if (length < ENTRY_HEADER_SIZE) return undefined
+  const r = io.reader(n)
+  try {
+    const head = Buffer.alloc(ENTRY_HEADER_SIZE)
+    if (r.read(head, offset) !== ENTRY_HEADER_SIZE) return undefined
+    let h
+    try {
+      h = decodeEntryHeader(head)
+    } catch {
+      return undefined
+    }
+    if (h.kind === ENTRY_KIND.record || h.codec === AT_REST.nodeDelta || h.codec > AT_REST.nodeDelta) return undefined
+    if (h.cid[0] !== 0x01 || (h.cid[1] !== 0x55 && h.cid[1] !== DAG_CBOR) || h.cid[2] !== 0x1e || h.cid[3] !== 0x20) return undefined
+    if (ENTRY_HEADER_SIZE + h.storedLength > length) return undefined
+    const payload = new Uint8Array(h.storedLength)
+    if (r.read(payload, offset + ENTRY_HEADER_SIZE) !== h.storedLength) return undefined
+    const raw = decompressBlock(h.codec, payload, h.rawLength)
+    if (!cidEquals(blake3(raw), cidDigest(h.cid))) return undefined
+    return { offset, storedLength: h.storedLength, rawLength: h.rawLength, codec: h.codec, depth: h.depth, kind: h.kind, cid: h.cid, payload, bytes: Buffer.concat([head, payload]) }
+  } catch {
+    return undefined
+  } finally {
+    r.close?.()
+  }
 }
 
 /** A plain dag-cbor entry whose payload (decompressed if need be) starts with a CBOR map header. */
