@@ -22,12 +22,7 @@ export interface PackIO {
   /** Like read, into a buffer the caller owns (no allocation). */
   readInto(packNo: number, offset: number, out: Uint8Array): Uint8Array
   remove(packNo: number): void
-  /**
-   * Moves a pack file no index record names out of the way (never deletes data on open: the index
-   * may be what is damaged). `repair --rebuild-index` brings such packs back; gc removes them.
-   */
-  quarantine(packNo: number): void
-  /** Packs set aside by quarantine(), as paths (memory backend: none) */
+  /** Packs an older version (format 1) set aside at open in packs/orphaned, as paths (memory backend: none) */
   quarantined(): string[]
   close(): void
   describe(packNo: number): string
@@ -195,16 +190,6 @@ export class FilePackIO implements PackIO {
     fs.rmSync(this.describe(packNo), { force: true })
   }
 
-  quarantine(packNo: number): void {
-    const fd = this.fds.get(packNo)
-    if (fd !== undefined) fs.closeSync(fd)
-    this.fds.delete(packNo)
-    this.sizes.delete(packNo)
-    const dir = path.join(this.dir, 'orphaned')
-    fs.mkdirSync(dir, { recursive: true })
-    fs.renameSync(this.describe(packNo), path.join(dir, `${packFileName(packNo)}.${Date.now()}`))
-  }
-
   quarantined(): string[] {
     const dir = path.join(this.dir, 'orphaned')
     try {
@@ -282,9 +267,6 @@ export class MemoryPackIO implements PackIO {
     return out
   }
   remove(packNo: number): void {
-    this.packs.delete(packNo)
-  }
-  quarantine(packNo: number): void {
     this.packs.delete(packNo)
   }
   quarantined(): string[] {
