@@ -801,10 +801,10 @@ class Verifier {
         continue
       }
       const head = await repo.latest(rec.name).catch(() => undefined)
-      let fanouts: Record<string, number> = {}
+      let regions: Manifest['regions'] = {}
       if (head) {
         try {
-          fanouts = Object.fromEntries(Object.entries(decodeManifest(repo.blocks.get(head.cid)).regions).map(([k, r]) => [k, r.fanout]))
+          regions = decodeManifest(repo.blocks.get(head.cid)).regions
         } catch {}
       }
       for (const [region, spec] of Object.entries(rec.regions ?? {})) {
@@ -817,7 +817,10 @@ class Verifier {
         }
         const table = decodeSpanTable(bytes, key)
         if (!table || table.size !== spec.size || table.chunkSize !== spec.chunkSize || table.spanSize !== SPAN_SIZE) continue
-        const geo = new Geometry(table.size, table.chunkSize, fanouts[region] ?? 256)
+        // a scan trusts a file only for the tree it diffs against, the head's: any other is never used
+        const headRoot = regions[region]?.root
+        if (!headRoot || !cidEquals(headRoot, table.root)) continue
+        const geo = new Geometry(table.size, table.chunkSize, regions[region]!.fanout)
         let bad: number | undefined
         try {
           bad = await firstWrongSpan(repo, this.pool, geo, table)
