@@ -17,6 +17,7 @@ import { encodeCarHeader, sectionPrefix } from '../../codecs/car.js'
 import { cidBytes, DAG_CBOR, RAW, type CidBytes } from '../../codecs/cid.js'
 import { encodeManifest } from '../../codecs/manifest.js'
 import { encodeNode } from '../../codecs/tree-node.js'
+import { mountTmpfs, unmountTmpfs } from '../helpers/tmpfs.js'
 import { openStore, type CkptError } from '../../src/index.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
@@ -420,19 +421,17 @@ function repeatedChunkBundle(size: number): Buffer {
 }
 
 describe('free space is checked before a region is written', () => {
-  const mnt = fs.mkdtempSync(path.join(os.tmpdir(), 'ckpt-out-tmpfs-'))
+  let mnt = ''
   let mounted = false
   beforeAll(() => {
-    try {
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt], { stdio: 'ignore' })
+    const m = mountTmpfs('2m', 'ckpt-out-tmpfs-')
+    if (m) {
+      mnt = m
       mounted = true
-    } catch {
-      console.warn(`free-space test skipped: cannot mount a tmpfs at ${mnt} (needs root)`)
-    }
+    } else console.warn('free-space test skipped: cannot mount a tmpfs (needs root)')
   })
   afterAll(() => {
-    if (mounted) execFileSync('umount', [mnt])
-    fs.rmSync(mnt, { recursive: true, force: true })
+    if (mounted) unmountTmpfs(mnt)
   })
 
   it('a region whose data does not fit is CKPT_NO_SPACE with nothing written; a sparse one that fits restores', async (ctx) => {

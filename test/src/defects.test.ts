@@ -18,10 +18,11 @@ import { fileURLToPath } from 'node:url'
 import { crc32 } from 'node:zlib'
 import { blake3 } from '@noble/hashes/blake3.js'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { openStore, verifyStore, type CkptStore, type Finding, type VerifySummary } from '../../src/index.js'
+import { openStore, type CkptStore, type Finding, type VerifySummary } from '../../src/index.js'
 import { ENTRY_HEADER_SIZE } from '../../store/pack-format.js'
 import { scanPackFile } from '../../store/pack-scan.js'
 import { makeRng } from '../helpers/rng.js'
+import { runVerify } from '../helpers/verify.js'
 import { removeTmpDirs, tmpDir } from '../helpers/tmp.js'
 
 afterAll(removeTmpDirs)
@@ -56,6 +57,19 @@ function packListing(store: string): string[] {
 }
 
 // ------------------------------------------------------------------------------------ defect 1
+
+/** What verify (shallow) warns of, and whether gc then runs (its error code if not). */
+async function warningsAndGc(store: CkptStore): Promise<{ warnings: string[]; gcError: string | undefined }> {
+  const { findings } = await runVerify(store)
+  const warnings = findings.filter((f) => f.severity !== 'info').map((f) => `${f.kind}: ${f.message}`)
+  let gcError: string | undefined
+  try {
+    await store.gc()
+  } catch (err) {
+    gcError = (err as { code?: string }).code
+  }
+  return { warnings, gcError }
+}
 
 describe('defect 1: index/CURRENT deleted (CLI end to end)', () => {
   /** the issue's session: init, two adds of ram=img:4096, rm s/index/CURRENT; returns the CIDs and images */
@@ -185,13 +199,7 @@ describe('defect 3: damage in a shared chunk is charged to every checkpoint reac
   async function verifyAll(dir: string, deep: boolean): Promise<{ findings: Finding[]; summary: VerifySummary }> {
     const store = await openStore(dir, { threads: 0, mustExist: true, readOnly: true })
     try {
-      const it = verifyStore(store, { deep })
-      const findings: Finding[] = []
-      for (;;) {
-        const r = await it.next()
-        if (r.done) return { findings, summary: r.value }
-        findings.push(r.value)
-      }
+      return await runVerify(store, { deep })
     } finally {
       await store.close()
     }
@@ -310,16 +318,8 @@ describe('bug B2: a removed checkpoint collected by gc, its manifest left in a p
       expect(log).toEqual([kept])
       // what goes wrong: the removed checkpoint's manifest is "uncovered" again
       expect.soft(rebuilt!.rebuild!.uncovered.map((u) => u.cid)).toEqual([])
-      const it = verifyStore(store, {})
-      const warnings: string[] = []
-      for (let r = await it.next(); !r.done; r = await it.next()) if (r.value.severity !== 'info') warnings.push(`${r.value.kind}: ${r.value.message}`)
+      const { warnings, gcError } = await warningsAndGc(store)
       expect.soft(warnings).toEqual([])
-      let gcError: string | undefined
-      try {
-        await store.gc()
-      } catch (err) {
-        gcError = (err as { code?: string }).code
-      }
       expect.soft(gcError).toBeUndefined()
       console.log(`bug B2: after index loss the rebuild lists ${rebuilt!.rebuild!.uncovered.length} uncovered checkpoint(s) (the removed one: ${rebuilt!.rebuild!.uncovered.some((u) => u.cid === removed)}); verify warnings ${warnings.length}; gc ${gcError ?? 'ran'}`)
     } finally {
@@ -380,16 +380,8 @@ describe('bug B3: a crash right after a new pack file is created', () => {
     }
     const store = await openStore(dir, { threads: 0, mustExist: true })
     try {
-      const it = verifyStore(store, {})
-      const warnings: string[] = []
-      for (let r = await it.next(); !r.done; r = await it.next()) if (r.value.severity !== 'info') warnings.push(`${r.value.kind}: ${r.value.message}`)
+      const { warnings, gcError } = await warningsAndGc(store)
       expect.soft(warnings).toEqual([])
-      let gcError: string | undefined
-      try {
-        await store.gc()
-      } catch (err) {
-        gcError = (err as { code?: string }).code
-      }
       expect.soft(gcError).toBeUndefined()
       console.log(`bug B3: empty pack file ${natural ? 'left by a real SIGKILL' : 'made by hand (the kill missed the window)'}; verify warnings ${warnings.length} (${warnings.map((w) => w.split(':')[0]).join(', ')}); gc ${gcError ?? 'ran'}`)
     } finally {

@@ -6,24 +6,22 @@
 import { execFileSync } from 'node:child_process'
 import crypto from 'node:crypto'
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openStore, type CkptError } from '../../src/index.js'
+import { mountTmpfs, unmountTmpfs } from '../helpers/tmpfs.js'
 
-const mnt = fs.mkdtempSync(path.join(os.tmpdir(), 'ckpt-fullfs-'))
+let mnt = ''
 let mounted = false
 beforeAll(() => {
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=12m', 'tmpfs', mnt], { stdio: 'ignore' })
+  const m = mountTmpfs('12m', 'ckpt-fullfs-')
+  if (m) {
+    mnt = m
     mounted = true
-  } catch {
-    console.warn(`full-disk test skipped: cannot mount a tmpfs at ${mnt} (needs root)`)
-  }
+  } else console.warn('full-disk test skipped: cannot mount a tmpfs (needs root)')
 })
 afterAll(() => {
-  if (mounted) execFileSync('umount', [mnt])
-  fs.rmSync(mnt, { recursive: true, force: true })
+  if (mounted) unmountTmpfs(mnt)
 })
 
 describe('full disk', () => {

@@ -16,15 +16,16 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
-import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createHash } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { openStore, verifyStore, type CkptStore, type Finding, type VerifySummary } from '../../src/index.js'
+import { openStore, type CkptStore, type Finding, type VerifySummary } from '../../src/index.js'
 import { LevelKV } from '../../store/level-kv.js'
 import { makeRng, type Rng } from '../helpers/rng.js'
+import { runVerify } from '../helpers/verify.js'
 import { removeTmpDirs, tmpDir } from '../helpers/tmp.js'
+import { mountTmpfs, unmountTmpfs } from '../helpers/tmpfs.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const CLI = path.join(ROOT, 'dist/src/cli.js')
@@ -291,15 +292,6 @@ function brokenIndexes(dir: string): string[] {
   return fs.readdirSync(dir).filter((f) => f.startsWith('index.broken-'))
 }
 
-async function runVerify(store: CkptStore, deep: boolean): Promise<{ findings: Finding[]; summary: VerifySummary }> {
-  const it = verifyStore(store, { deep })
-  const findings: Finding[] = []
-  for (;;) {
-    const r = await it.next()
-    if (r.done) return { findings, summary: r.value }
-    findings.push(r.value)
-  }
-}
 
 const problems = (fs_: Finding[]) => fs_.filter((f) => f.severity !== 'info').map((f) => `${f.severity} ${f.kind}: ${f.message}`)
 
@@ -323,7 +315,7 @@ async function expectRecovered(dir: string, label: string): Promise<void> {
   let gcLine = ''
   try {
     expect(await capture(store)).toEqual(truth)
-    const v = await runVerify(store, true)
+    const v = await runVerify(store, { deep: true })
     expect(problems(v.findings)).toEqual([])
     expect(v.summary.clean).toBe(true)
     expect(v.summary.checkpoints).toBe(new Set(truth.log.map((l) => l.split(' ')[1])).size)
@@ -337,7 +329,7 @@ async function expectRecovered(dir: string, label: string): Promise<void> {
   try {
     expect(again.openNotes.map((n) => n.kind)).toEqual([])
     expect(await capture(again)).toEqual(truth)
-    const v = await runVerify(again, false)
+    const v = await runVerify(again)
     expect(problems(v.findings)).toEqual([])
   } finally {
     await again.close()
@@ -394,22 +386,14 @@ function expectCliReaders(dir: string, outDir: string, opts: { nobody?: boolean 
   expect(fs.statSync(bundle).size).toBeGreaterThan(1000)
 }
 
-function mountTmpfs(sizeMiB: number): string | undefined {
-  const mnt = fs.mkdtempSync(path.join(os.tmpdir(), 'ckpt-loss-mnt-'))
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${sizeMiB}m`, 'tmpfs', mnt], { stdio: 'ignore' })
-  } catch {
-    fs.rmSync(mnt, { recursive: true, force: true })
-    return undefined
-  }
-  mounts.push(mnt)
+function mountLossTmpfs(sizeMiB: number): string | undefined {
+  const mnt = mountTmpfs(`${sizeMiB}m`, 'ckpt-loss-mnt-')
+  if (mnt) mounts.push(mnt)
   return mnt
 }
 
 function unmount(mnt: string): void {
-  spawnSync('mount', ['-o', 'remount,rw', mnt])
-  execFileSync('umount', [mnt])
-  fs.rmSync(mnt, { recursive: true, force: true })
+  unmountTmpfs(mnt)
   mounts.splice(mounts.indexOf(mnt), 1)
 }
 
@@ -492,7 +476,7 @@ describe('index-loss matrix: everything comes back after the documented recovery
       return ctx.skip()
     }
     const sizeMiB = Math.ceil(dirBytes(base) / (1 << 20)) + 3
-    const mnt = mountTmpfs(sizeMiB)
+    const mnt = mountLossTmpfs(sizeMiB)
     if (!mnt) {
       console.warn('index-loss (f) skipped: cannot mount a tmpfs')
       return ctx.skip()
@@ -561,7 +545,7 @@ describe('index-loss matrix: everything comes back after the documented recovery
       console.warn('index-loss (g) skipped: mounting a tmpfs needs root')
       return ctx.skip()
     }
-    const mnt = mountTmpfs(Math.ceil(dirBytes(base) / (1 << 20)) + 4)
+    const mnt = mountLossTmpfs(Math.ceil(dirBytes(base) / (1 << 20)) + 4)
     if (!mnt) {
       console.warn('index-loss (g) skipped: cannot mount a tmpfs')
       return ctx.skip()

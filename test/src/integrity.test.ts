@@ -13,11 +13,12 @@ import path from 'node:path'
 import { blake3 } from '@noble/hashes/blake3.js'
 import { CID } from 'multiformats/cid'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { exportBundle, openStore, repairStore, verifyStore, type CkptStore, type Finding, type VerifySummary } from '../../src/index.js'
+import { exportBundle, openStore, repairStore, type CkptStore, type Finding, type VerifySummary } from '../../src/index.js'
 import { LevelKV } from '../../store/level-kv.js'
 import { blockRange } from '../../store/keys.js'
 import { makeRng, type Rng } from '../helpers/rng.js'
 import { removeTmpDirs, tmpDir } from '../helpers/tmp.js'
+import { runVerify } from '../helpers/verify.js'
 
 afterAll(removeTmpDirs)
 
@@ -100,15 +101,6 @@ async function dumpIndex(dir: string): Promise<string[]> {
   }
 }
 
-async function runVerify(store: CkptStore): Promise<{ findings: Finding[]; summary: VerifySummary }> {
-  const it = verifyStore(store, { deep: true })
-  const findings: Finding[] = []
-  for (;;) {
-    const r = await it.next()
-    if (r.done) return { findings, summary: r.value }
-    findings.push(r.value)
-  }
-}
 
 type Fault = { kind: string; apply: (dir: string, rng: Rng) => Promise<(f: Finding[]) => boolean> }
 
@@ -249,7 +241,7 @@ describe('injected faults: found, never wrong bytes, healed', () => {
       if (store) {
         let v: { findings: Finding[]; summary: VerifySummary }
         try {
-          v = await runVerify(store)
+          v = await runVerify(store, { deep: true })
           expect(detected(v.findings), `findings: ${v.findings.map((f) => `${f.kind}@${f.pack}:${f.offset}+${f.length}`).join(' ')}`).toBe(true)
           // never wrong bytes; the checkpoints that fail to read are exactly those verify names
           const failing = new Set<string>()
@@ -277,7 +269,7 @@ describe('injected faults: found, never wrong bytes, healed', () => {
       if (r.after.errors || r.after.warnings) {
         const st = await openStore(dir, { mustExist: true })
         try {
-          const left = await runVerify(st)
+          const left = await runVerify(st, { deep: true })
           console.log('LEFT AFTER REPAIR', fault.kind, left.findings.filter((f) => f.severity !== 'info').map((f) => `${f.kind}: ${f.message}`))
         } finally {
           await st.close()
