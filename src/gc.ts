@@ -15,7 +15,7 @@
  * gc takes the store's pipeline for its duration (checkpoint() calls queue behind it and apply
  * backpressure): nothing writes while it marks and moves, so nothing it marks goes stale. A crash at
  * any point leaves a store that opens with nothing live lost: before the batch the index still names
- * the old copies; after it, the old pack is a leftover no record names (the next gc deletes it).
+ * the old copies; after it, the old pack is a leftover no record names (the next writer deletes it).
  *
  * gc deletes nothing while the catalog looks incomplete (CKPT_CATALOG_SUSPECT, SPEC.md §15): a
  * manifest nothing reaches that no removal record explains, or a pack file no index record names

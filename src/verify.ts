@@ -481,7 +481,7 @@ class Verifier {
     for (const n of blocks.io.list()) {
       if (blocks.packRecords().has(n)) continue
       if (this.repo.leftovers.includes(n)) {
-        yield this.emit({ phase: 'structure', kind: 'leftover-pack', severity: 'info', message: `pack file ${blocks.io.describe(n)} is not in the index: a crash's leftover holding nothing that was acknowledged (gc deletes it)`, pack: n, path: blocks.io.describe(n) })
+        yield this.emit({ phase: 'structure', kind: 'leftover-pack', severity: 'info', message: `pack file ${blocks.io.describe(n)} is not in the index: a crash's leftover holding nothing that was acknowledged (the next writer deletes it)`, pack: n, path: blocks.io.describe(n) })
       } else {
         this.indexFixable = true
         yield this.emit({ phase: 'structure', kind: 'unlisted-pack', severity: 'warning', message: `pack file ${blocks.io.describe(n)} is not in the index and may hold checkpoints the index lost`, pack: n, path: blocks.io.describe(n) })

@@ -421,7 +421,7 @@ export function adoptOps(list: { cid: CidBytes; m: Manifest }[], existing: (time
 export interface PackHealth {
   /** the packs hold commits the index does not know (its catalog is behind): rebuild */
   stale: string | undefined
-  /** pack files no record names that hold nothing the index lacks (crash leftovers gc may delete) */
+  /** pack files no record names that hold nothing the index lacks (crash leftovers a writer deletes) */
   leftovers: number[]
 }
 
@@ -458,7 +458,7 @@ export function packHealth(io: PackSource & { size(n: number): number }, records
       return out
     }
     // a format-1 pack (or one with a broken header) no record names: nothing says what it held;
-    // never a leftover gc may delete — unless it holds no intact entry at all (a file a crash cut
+    // never a leftover — unless it holds no intact entry at all (a file a crash cut
     // before its first bytes were written)
     if (!rec && (version === 2 || entries === 0)) out.leftovers.push(n)
   }

@@ -7,7 +7,9 @@
  * The packs are the truth, the index a cache of them (SPEC.md §5): every commit ends with a catalog
  * record in the packs, so an index that is missing, empty or behind the packs is rebuilt from them by
  * the next writer, and a reader that cannot use the index (a read-only medium, a full disk, another
- * user's store, damage) builds one in memory instead. Opening never moves or deletes a pack.
+ * user's store, damage) builds one in memory instead. Opening never moves a pack, nor deletes one
+ * that may hold anything acknowledged (a writer cuts torn tails and deletes leftover packs: at most
+ * the commit a crash interrupted).
  */
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
@@ -349,7 +351,15 @@ export class Repository {
       repo.catalogSeq = meta.seq
       repo.snapshotSeq = meta.snapshot
     } else if (version >= 2) repo.catalogSeq = 0 // a new store: no commit yet
-    if (source === 'index' && version >= 2 && io instanceof FilePackIO) repo.leftovers = packHealth(io, blocks.packRecords(), meta?.seq ?? 0).leftovers
+    if (source === 'index' && version >= 2 && io instanceof FilePackIO) {
+      repo.leftovers = packHealth(io, blocks.packRecords(), meta?.seq ?? 0).leftovers
+      // a writer deletes them before it commits anything, as it cuts torn tails: each holds at most the
+      // commit a crash interrupted (never acknowledged), and that commit's seq is the next one's
+      if (ownsLock) {
+        for (const n of repo.leftovers) blocks.io.remove(n)
+        repo.leftovers = []
+      }
+    }
     return repo
   }
 
