@@ -13,7 +13,8 @@ import { ENTRY_KIND } from '../store/pack-format.js'
 import type { CatalogOp, Repository, TimelineRecord } from '../store/repository.js'
 import { parsePolicy, planKeep, type Policy } from './policy.js'
 import { checkName } from './refs.js'
-import type { CkptStore, LogEntry } from './store.js'
+import { newLineage, type StoreContext } from './context.js'
+import type { LogEntry } from './types.js'
 
 export interface ThinResult {
   policy: string
@@ -40,30 +41,30 @@ export function dropOps(repo: Repository, entries: { timeline: string; vtime: bi
 }
 
 /** A timeline's checkpoints in vtime order, each marked protected (labelled, pinned or named by a ref): what a policy plans over. */
-export async function thinCandidates(store: CkptStore, timeline: string): Promise<{ timeline: string; vtime: bigint; cid: CidBytes; protected: boolean }[]> {
-  const { repo } = store.internals()
+export async function thinCandidates(ctx: StoreContext, timeline: string): Promise<{ timeline: string; vtime: bigint; cid: CidBytes; protected: boolean }[]> {
+  const repo = ctx.repo
   const pins = await pinnedCids(repo)
   const list: { timeline: string; vtime: bigint; cid: CidBytes; protected: boolean }[] = []
   for await (const e of repo.checkpoints(timeline)) {
-    const m = await store.manifest(toCID(e.cid))
+    const m = await ctx.manifestOf(e.cid)
     list.push({ timeline, vtime: e.vtime, cid: e.cid, protected: isProtected(m) || pins.has(cidKey(e.cid)) })
   }
   return list
 }
 
-export async function thinTimeline(store: CkptStore, timeline: string, spec: string | Policy, opts: { dryRun?: boolean } = {}): Promise<ThinResult> {
+export async function thinTimeline(ctx: StoreContext, timeline: string, spec: string | Policy, opts: { dryRun?: boolean } = {}): Promise<ThinResult> {
   checkName('timeline', timeline)
   const policy = typeof spec === 'string' ? parsePolicy(spec) : spec
-  return store.exclusive(async () => {
-    const { repo } = store.internals()
+  return ctx.exclusive(async () => {
+    const repo = ctx.repo
     if (!(await repo.getTimeline(timeline))) throw new CkptError('CKPT_NOT_FOUND', `timeline ${timeline} does not exist`, { timeline })
-    const list = await thinCandidates(store, timeline)
+    const list = await thinCandidates(ctx, timeline)
     const keep = planKeep(list, policy)
     const kept = list.filter((_, i) => keep[i])
     const dropped = list.filter((_, i) => !keep[i])
     if (!opts.dryRun && dropped.length > 0) {
       await repo.commit(dropOps(repo, dropped))
-      await store.timelinesChanged([timeline], { forget: dropped.map((d) => d.cid) })
+      await ctx.timelinesChanged([timeline], { forget: dropped.map((d) => d.cid) })
     }
     const entry = (e: { timeline: string; vtime: bigint; cid: CidBytes }): LogEntry => ({ timeline: e.timeline, vtime: e.vtime, cid: toCID(e.cid) })
     return { policy: policy.text, kept: kept.map(entry), dropped: dropped.map(entry), dryRun: opts.dryRun === true }
@@ -71,14 +72,14 @@ export async function thinTimeline(store: CkptStore, timeline: string, spec: str
 }
 
 /** Removes checkpoints from the catalog (by any reference); returns what was removed. */
-export async function removeCheckpoints(store: CkptStore, refs: (string | CID)[]): Promise<LogEntry[]> {
+export async function removeCheckpoints(ctx: StoreContext, refs: (string | CID)[]): Promise<LogEntry[]> {
   if (!Array.isArray(refs) || refs.length === 0) throw new CkptError('CKPT_BAD_ARGUMENT', 'rm needs at least one checkpoint')
-  return store.exclusive(async () => {
-    const { repo } = store.internals()
+  return ctx.exclusive(async () => {
+    const repo = ctx.repo
     const pins = await pinnedCids(repo)
     const entries: { timeline: string; vtime: bigint; cid: CidBytes }[] = []
     for (const r of refs) {
-      const cid = await store.resolveCid(r)
+      const cid = await ctx.resolve(r)
       const where = await findEntries(repo, cid, r)
       if (pins.has(cidKey(cid))) {
         throw new CkptError('CKPT_PINNED', `checkpoint ${cidToString(cid)} is pinned by a ref; remove the ref first (store.deleteRef / ckpt ref --delete)`, { cid: cidToString(cid) })
@@ -86,7 +87,7 @@ export async function removeCheckpoints(store: CkptStore, refs: (string | CID)[]
       for (const w of where) if (!entries.some((e) => e.timeline === w.timeline && e.vtime === w.vtime)) entries.push(w)
     }
     await repo.commit(dropOps(repo, entries))
-    await store.timelinesChanged(
+    await ctx.timelinesChanged(
       entries.map((e) => e.timeline),
       { forget: entries.map((e) => e.cid) },
     )
@@ -99,14 +100,14 @@ export async function removeCheckpoints(store: CkptStore, refs: (string | CID)[]
  * store upgraded from format 1, or a catalog that lost them): each as its manifest names it. gc does
  * not run while there is one; `rm` of its CID records its removal, a repair with adopt catalogues it.
  */
-export async function* uncatalogued(store: CkptStore): AsyncIterable<LogEntry> {
-  const { repo } = store.internals()
+export async function* uncatalogued(ctx: StoreContext): AsyncIterable<LogEntry> {
+  const repo = ctx.repo
   const pinned = await pinnedCids(repo)
   for await (const cid of repo.manifests()) {
     if (pinned.has(cidKey(cid)) || (await repo.isCatalogued(cid)) || (await repo.isRemoved(cid))) continue
     let m: Manifest
     try {
-      m = await store.manifest(toCID(cid))
+      m = await ctx.manifestOf(cid)
     } catch {
       continue // damaged: verify names it
     }
@@ -147,14 +148,13 @@ async function findEntries(repo: Repository, cid: CidBytes, ref: string | CID): 
  * region and blob of the source (so it costs a few hundred bytes), at the same vtime, with the new
  * timeline's name and a lineage of its own, and the source as its parent.
  */
-export async function forkTimeline(store: CkptStore, name: string, from: string | CID, opts: { policy?: string; meta?: Record<string, string> } = {}): Promise<LogEntry> {
+export async function forkTimeline(ctx: StoreContext, name: string, from: string | CID, opts: { policy?: string; meta?: Record<string, string> } = {}): Promise<LogEntry> {
   checkName('timeline', name)
   if (opts.policy !== undefined) parsePolicy(opts.policy)
-  const src = await store.resolveCid(from)
-  const m = await store.manifest(toCID(src))
-  const { newLineage } = await import('./store.js')
-  return store.exclusive(async () => {
-    const { repo } = store.internals()
+  const src = await ctx.resolve(from)
+  const m = await ctx.manifestOf(src)
+  return ctx.exclusive(async () => {
+    const repo = ctx.repo
     if (await repo.getTimeline(name)) throw new CkptError('CKPT_TIMELINE_CONFLICT', `timeline ${name} exists already`, { timeline: name })
     const lineage = newLineage()
     const manifest: Manifest = {
@@ -183,41 +183,41 @@ export async function forkTimeline(store: CkptStore, name: string, from: string 
 }
 
 /** Sets (or, with null, clears) the policy a timeline thins itself by after each checkpoint. */
-export async function setTimelinePolicy(store: CkptStore, timeline: string, spec: string | null): Promise<string | null> {
+export async function setTimelinePolicy(ctx: StoreContext, timeline: string, spec: string | null): Promise<string | null> {
   const text = spec === null ? null : parsePolicy(spec).text
-  return store.exclusive(async () => {
-    const { repo } = store.internals()
+  return ctx.exclusive(async () => {
+    const repo = ctx.repo
     const rec = await repo.getTimeline(checkName('timeline', timeline))
     if (!rec) throw new CkptError('CKPT_NOT_FOUND', `timeline ${timeline} does not exist`, { timeline })
     const next: TimelineRecord = { ...rec }
     if (text === null) delete next.policy
     else next.policy = text
     await repo.commit([repo.putTimelineOp(next)])
-    await store.timelinesChanged([timeline], { record: next })
+    await ctx.timelinesChanged([timeline], { record: next })
     return text
   })
 }
 
 
-export async function setRef(store: CkptStore, name: string, ref: string | CID): Promise<LogEntry | { cid: CID }> {
+export async function setRef(ctx: StoreContext, name: string, ref: string | CID): Promise<LogEntry | { cid: CID }> {
   checkName('ref', name)
-  const cid = await store.resolveCid(ref)
-  await store.manifest(toCID(cid))
-  await store.exclusive(async () => {
-    const { repo } = store.internals()
+  const cid = await ctx.resolve(ref)
+  await ctx.manifestOf(cid)
+  await ctx.exclusive(async () => {
+    const repo = ctx.repo
     await repo.commit([repo.setRefOp(name, cid)])
-    await store.protectionChanged()
+    await ctx.protectionChanged()
   })
   return { cid: toCID(cid) }
 }
 
-export async function deleteRef(store: CkptStore, name: string): Promise<boolean> {
+export async function deleteRef(ctx: StoreContext, name: string): Promise<boolean> {
   checkName('ref', name)
-  return store.exclusive(async () => {
-    const { repo } = store.internals()
+  return ctx.exclusive(async () => {
+    const repo = ctx.repo
     if (!(await repo.getRef(name))) return false
     await repo.commit([repo.setRefOp(name, null)])
-    await store.protectionChanged()
+    await ctx.protectionChanged()
     return true
   })
 }

@@ -1,35 +1,36 @@
 /**
  * The library's entry point: openStore(dir) and the CkptStore it returns (SPEC.md §Library API).
  */
-import { randomBytes } from 'node:crypto'
 import os from 'node:os'
 import path from 'node:path'
-import PQueue from 'p-queue'
-import { CID } from 'multiformats/cid'
+import type { CID } from 'multiformats/cid'
 import { initBlake3 } from '../codecs/blake3.js'
-import { cidKey, cidToString, DAG_CBOR, fromCID, parseCid, toCID, type CidBytes } from '../codecs/cid.js'
+import { cidKey, cidToString, DAG_CBOR, toCID, type CidBytes } from '../codecs/cid.js'
 import { CkptError } from '../codecs/errors.js'
 import { decodeManifest, type Manifest } from '../codecs/manifest.js'
-import { Repository, type OpenNote, type RepositoryOptions, type TimelineRecord } from '../store/repository.js'
-import { WorkerPool } from './pipeline/worker-pool.js'
-import { checkName, REGION_RE, toVtime } from './refs.js'
-import { Geometry } from './region-tree.js'
-import { readChunk, restoreRegion } from './restore.js'
+import { Repository, type OpenNote, type RepositoryOptions, type TimelineRecord } from '../store/index.js'
+import type { StoreContext } from './context.js'
 import { diffManifests, type DiffEntry } from './diff.js'
-import { Timeline, type RegionConfig } from './timeline.js'
-import { uncatalogued } from './lifecycle.js'
+import { collectGarbage, type GcOptions, type GcSummary } from './gc.js'
+import { deleteRef, forkTimeline, removeCheckpoints, setRef, setTimelinePolicy, thinTimeline, uncatalogued, type ThinResult } from './lifecycle.js'
+import { Pipeline } from './pipeline/queue.js'
+import { WorkerPool } from './pipeline/worker-pool.js'
+import { checkName, toVtime } from './refs.js'
+import { Geometry } from './region-tree.js'
+import { resolveRef } from './resolve.js'
+import { readChunk, restoreRegion } from './restore.js'
+import { dirBytes, packStats } from './stats.js'
+import type { Timeline, RegionConfig } from './timeline.js'
+import { TimelineRegistry } from './timelines.js'
+import type { LogEntry } from './types.js'
+
+export type { LogEntry } from './types.js'
 
 export interface OpenOptions extends RepositoryOptions {
   /** worker threads for hashing and compression (default: cores, at most 4; 0 = inline) */
   threads?: number
   /** copies the pipeline may hold before checkpoint() waits (default 256 MiB) */
   maxPendingBytes?: number
-}
-
-export interface LogEntry {
-  timeline: string
-  vtime: bigint
-  cid: CID
 }
 
 export interface StoreStats {
@@ -59,12 +60,10 @@ export async function openStore(dir: string = defaultStorePath(), opts: OpenOpti
 
 export class CkptStore {
   private readonly pool: WorkerPool
-  private readonly queue = new PQueue({ concurrency: 1 })
-  private readonly timelines = new Map<string, Promise<Timeline>>()
+  private readonly pipeline: Pipeline
+  private readonly registry: TimelineRegistry
   private readonly manifests = new Map<string, Manifest>()
-  private pendingBytes = 0
-  private readonly maxPending: number
-  private roomWaiters: (() => void)[] = []
+  private readonly ctx: StoreContext
   private closing = false
 
   constructor(
@@ -72,7 +71,31 @@ export class CkptStore {
     opts: OpenOptions,
   ) {
     this.pool = new WorkerPool(opts.threads ?? Math.min(4, Math.max(1, os.availableParallelism())))
-    this.maxPending = opts.maxPendingBytes ?? 256 << 20
+    this.pipeline = new Pipeline(opts.maxPendingBytes ?? 256 << 20)
+    const pipeline = this.pipeline
+    const ctx: StoreContext = {
+      repo,
+      pool: this.pool,
+      dir: repo.dir,
+      checkOpen: () => this.checkOpen(),
+      enqueue: (bytes, fn) => pipeline.enqueue(bytes, fn),
+      hasRoom: (bytes) => pipeline.hasRoom(bytes),
+      waitForRoom: (bytes) => pipeline.waitForRoom(bytes),
+      exclusive: (fn) => {
+        this.checkOpen()
+        return pipeline.enqueue(0, fn)
+      },
+      resolve: (ref) => {
+        this.checkOpen()
+        return resolveRef(repo, ref)
+      },
+      manifestOf: (cid) => this.manifestOf(cid),
+      timelinesChanged: (names, change) => this.registry.changed(names, change),
+      protectionChanged: () => this.registry.protectionChanged(),
+      openHeads: () => this.registry.heads(),
+    }
+    this.ctx = ctx
+    this.registry = new TimelineRegistry(ctx)
   }
 
   get dir(): string {
@@ -92,92 +115,38 @@ export class CkptStore {
     return this.repo.readOnly
   }
 
-  /** @internal the pipeline's parts, for Timeline */
+  /** @internal what the library's parts share of this store (bundles, verify, repair, adapters) */
+  context(): StoreContext {
+    return this.ctx
+  }
+
+  /** @internal the pipeline's parts */
   internals(): { repo: Repository; pool: WorkerPool } {
     return { repo: this.repo, pool: this.pool }
   }
 
-  /** @internal */
-  checkOpen(): void {
+  private checkOpen(): void {
     if (this.closing || this.repo.isClosed) throw new CkptError('CKPT_CLOSED', 'the store is closed')
-  }
-
-  /** @internal */
-  hasRoom(bytes: number): boolean {
-    return this.pendingBytes === 0 || this.pendingBytes + bytes <= this.maxPending
-  }
-
-  /** @internal */
-  waitForRoom(bytes: number): Promise<void> {
-    return new Promise((resolve) => {
-      const check = () => {
-        if (this.hasRoom(bytes)) resolve()
-        else this.roomWaiters.push(check)
-      }
-      check()
-    })
-  }
-
-  /** @internal runs fn in the one-at-a-time pipeline, counting its copies as pending until done */
-  enqueue<T>(bytes: number, fn: () => Promise<T>): Promise<T> {
-    this.pendingBytes += bytes
-    return this.queue.add(fn, { throwOnTimeout: true }).finally(() => {
-      this.pendingBytes -= bytes
-      const w = this.roomWaiters
-      this.roomWaiters = []
-      for (const f of w) f()
-    }) as Promise<T>
   }
 
   /** @internal runs fn alone in the pipeline (no checkpoint commits meanwhile): imports, repairs */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    this.checkOpen()
-    return this.enqueue(0, fn)
+    return this.ctx.exclusive(fn)
   }
 
   /** @internal a reference as CID bytes */
   resolveCid(ref: string | CID): Promise<CidBytes> {
-    return this.resolveBytes(ref)
+    return this.ctx.resolve(ref)
   }
 
   /** @internal open timeline handles learn about checkpoints added behind their back (imports) */
-  async timelinesChanged(names: Iterable<string>, change: { forget?: CidBytes[]; record?: TimelineRecord } = {}): Promise<void> {
-    for (const name of new Set(names)) {
-      const pending = this.timelines.get(name)
-      if (!pending) continue
-      const tl = await pending.catch(() => undefined)
-      if (!tl) continue
-      if (change.record) tl.recordChanged(change.record)
-      if (change.forget) tl.checkpointsRemoved(change.forget)
-      else {
-        const head = await this.repo.latest(name)
-        if (head) tl.headMoved(head.cid, head.vtime, await this.manifestOf(head.cid))
-      }
-    }
-  }
-
-  /** @internal refs changed: open timelines that thin themselves re-read which checkpoints are protected */
-  async protectionChanged(): Promise<void> {
-    for (const p of this.timelines.values()) {
-      const tl = await p.catch(() => undefined)
-      tl?.recordChanged(tl.record)
-    }
-  }
-
-  /** @internal heads of open timeline handles: their trees are what the next dirty hints build on (gc roots) */
-  async openHeads(): Promise<CidBytes[]> {
-    const out: CidBytes[] = []
-    for (const p of this.timelines.values()) {
-      const tl = await p.catch(() => undefined)
-      const h = tl?.head()
-      if (h) out.push(h)
-    }
-    return out
+  timelinesChanged(names: Iterable<string>, change: { forget?: CidBytes[]; record?: TimelineRecord } = {}): Promise<void> {
+    return this.registry.changed(names, change)
   }
 
   /** Drops the checkpoints a retention policy does not keep (SPEC.md §14); `dryRun` only says. */
-  thin(timeline: string, policy: string, opts: { dryRun?: boolean } = {}): Promise<import('./lifecycle.js').ThinResult> {
-    return import('./lifecycle.js').then((l) => l.thinTimeline(this, timeline, policy, opts))
+  thin(timeline: string, policy: string, opts: { dryRun?: boolean } = {}): Promise<ThinResult> {
+    return thinTimeline(this.ctx, timeline, policy, opts)
   }
 
   /**
@@ -186,31 +155,31 @@ export class CkptStore {
    */
   uncatalogued(): AsyncIterable<LogEntry> {
     this.checkOpen()
-    return uncatalogued(this)
+    return uncatalogued(this.ctx)
   }
 
   /** Removes checkpoints from the catalog; gc reclaims the blocks nothing else reaches. */
   rm(refs: (string | CID)[]): Promise<LogEntry[]> {
-    return import('./lifecycle.js').then((l) => l.removeCheckpoints(this, refs))
+    return removeCheckpoints(this.ctx, refs)
   }
 
   /** A new timeline branching off a checkpoint (sharing all its blocks). */
   fork(timeline: string, from: string | CID, opts: { policy?: string } = {}): Promise<LogEntry> {
-    return import('./lifecycle.js').then((l) => l.forkTimeline(this, timeline, from, opts))
+    return forkTimeline(this.ctx, timeline, from, opts)
   }
 
   /** Sets or (null) clears the policy a timeline is thinned by after each checkpoint. */
   setPolicy(timeline: string, policy: string | null): Promise<string | null> {
-    return import('./lifecycle.js').then((l) => l.setTimelinePolicy(this, timeline, policy))
+    return setTimelinePolicy(this.ctx, timeline, policy)
   }
 
   /** A named ref (a pin: thinning keeps its checkpoint, gc its blocks); refer to it as `ref:NAME`. */
   setRef(name: string, ref: string | CID): Promise<unknown> {
-    return import('./lifecycle.js').then((l) => l.setRef(this, name, ref))
+    return setRef(this.ctx, name, ref)
   }
 
   deleteRef(name: string): Promise<boolean> {
-    return import('./lifecycle.js').then((l) => l.deleteRef(this, name))
+    return deleteRef(this.ctx, name)
   }
 
   async *refs(): AsyncIterable<{ name: string; cid: CID }> {
@@ -219,8 +188,8 @@ export class CkptStore {
   }
 
   /** Reclaims blocks no checkpoint, ref or open timeline reaches (SPEC.md §15). */
-  gc(opts: import('./gc.js').GcOptions = {}): Promise<import('./gc.js').GcSummary> {
-    return import('./gc.js').then((g) => g.collectGarbage(this, opts))
+  gc(opts: GcOptions = {}): Promise<GcSummary> {
+    return collectGarbage(this.ctx, opts)
   }
 
   /**
@@ -230,58 +199,7 @@ export class CkptStore {
   async timeline(name: string, opts: { regions?: Record<string, RegionConfig>; policy?: string } = {}): Promise<Timeline> {
     this.checkOpen()
     if (this.repo.readOnly) throw new CkptError('CKPT_READ_ONLY', `the store ${this.dir} is open read-only: no checkpoints can be added`, { dir: this.dir })
-    checkName('timeline', name)
-    const regions = this.regionConfigs(opts.regions)
-    // one handle per timeline, even for overlapping calls: the handle holds the vtime order check
-    const policy = opts.policy === undefined ? undefined : (await import('./policy.js')).parsePolicy(opts.policy).text
-    let pending = this.timelines.get(name)
-    let fresh = false
-    if (!pending) {
-      pending = this.openTimeline(name, opts.regions ? regions : undefined)
-      this.timelines.set(name, pending)
-      pending.catch(() => this.timelines.delete(name))
-      fresh = true
-    }
-    const tl = await pending
-    if (!fresh && opts.regions && JSON.stringify(sortKeys(regions)) !== JSON.stringify(sortKeys(tl.record.regions))) {
-      throw new CkptError('CKPT_TIMELINE_CONFIG', `timeline ${name} exists with other regions`, { timeline: name, regions: tl.record.regions })
-    }
-    if (policy !== undefined && policy !== tl.record.policy) {
-      // a timeline not yet stored takes the policy with its record (written with its first checkpoint)
-      if (await this.repo.getTimeline(name)) await this.setPolicy(name, policy)
-      else tl.recordChanged({ ...tl.record, policy })
-    }
-    return tl
-  }
-
-  private regionConfigs(input: Record<string, RegionConfig> | undefined): Record<string, { size: number; chunkSize: number }> {
-    const regions: Record<string, { size: number; chunkSize: number }> = {}
-    for (const [r, c] of Object.entries(input ?? {})) {
-      checkName('region', r, REGION_RE)
-      if (typeof c !== 'object' || c === null) throw new TypeError(`region ${r} config must be an object`)
-      const chunkSize = c.chunkSize ?? 4096
-      if (!Number.isInteger(chunkSize) || chunkSize < 512 || chunkSize > 1 << 20 || (chunkSize & (chunkSize - 1)) !== 0) {
-        throw new CkptError('CKPT_BAD_ARGUMENT', `chunk size of region ${r} must be a power of two from 512 B to 1 MiB`, { region: r, chunkSize })
-      }
-      if (!Number.isSafeInteger(c.size) || c.size <= 0) throw new CkptError('CKPT_BAD_ARGUMENT', `size of region ${r} must be a positive integer`, { region: r })
-      regions[r] = { size: c.size, chunkSize }
-    }
-    return regions
-  }
-
-  private async openTimeline(name: string, regions: Record<string, { size: number; chunkSize: number }> | undefined): Promise<Timeline> {
-    const existing = await this.repo.getTimeline(name)
-    if (existing) {
-      if (regions && JSON.stringify(sortKeys(regions)) !== JSON.stringify(sortKeys(existing.regions))) {
-        throw new CkptError('CKPT_TIMELINE_CONFIG', `timeline ${name} exists with other regions`, { timeline: name, regions: existing.regions })
-      }
-      const head = await this.repo.latest(name)
-      return new Timeline(this, existing, head ? { cid: head.cid, vtime: head.vtime, manifest: await this.manifestOf(head.cid) } : undefined)
-    }
-    if (!regions || Object.keys(regions).length === 0) {
-      throw new CkptError('CKPT_NOT_FOUND', `timeline ${name} does not exist (give its regions to create it)`, { timeline: name })
-    }
-    return new Timeline(this, { name, lineage: newLineage(), regions, created: Date.now() }, undefined)
+    return this.registry.timeline(name, opts)
   }
 
   /** Nearest checkpoint of the timeline at or before vtime (one index seek). */
@@ -299,28 +217,8 @@ export class CkptStore {
     return toCID(await this.resolveBytes(ref))
   }
 
-  private async resolveBytes(ref: string | CID): Promise<CidBytes> {
-    this.checkOpen()
-    const asCid = CID.asCID(ref)
-    if (asCid) return fromCID(asCid)
-    if (typeof ref !== 'string') throw new TypeError('a reference is a CID or a string')
-    // text that parses as a CID is a CID; anything else (even base32-looking) is a timeline name
-    if (/^b[a-z2-7]{20,}$/.test(ref)) {
-      try {
-        return parseCid(ref)
-      } catch {}
-    }
-    if (ref.startsWith('ref:')) {
-      const cid = await this.repo.getRef(ref.slice(4))
-      if (!cid) throw new CkptError('CKPT_NOT_FOUND', `no ref named ${ref.slice(4)}`, { ref })
-      return cid
-    }
-    const at = ref.lastIndexOf('@')
-    const tl = at < 0 ? ref : ref.slice(0, at)
-    checkName('timeline', tl)
-    const e = at < 0 ? await this.repo.latest(tl) : await this.repo.seek(tl, toVtime(ref.slice(at + 1)))
-    if (!e) throw new CkptError('CKPT_NOT_FOUND', `no checkpoint matches ${ref}`, { ref })
-    return e.cid
+  private resolveBytes(ref: string | CID): Promise<CidBytes> {
+    return this.ctx.resolve(ref)
   }
 
   /** The decoded manifest of a checkpoint. */
@@ -422,7 +320,6 @@ export class CkptStore {
 
   async stats(): Promise<StoreStats> {
     this.checkOpen()
-    const { packStats, dirBytes } = await import('./stats.js')
     let timelines = 0
     let checkpoints = 0
     for await (const t of this.repo.timelines()) {
@@ -445,18 +342,8 @@ export class CkptStore {
   async close(): Promise<void> {
     if (this.closing) return
     this.closing = true
-    await this.queue.onIdle()
+    await this.pipeline.onIdle()
     await this.pool.close()
     await this.repo.close()
   }
 }
-
-/** A fresh timeline lineage: 128 random bits as 32 hex digits. */
-export function newLineage(): string {
-  return randomBytes(16).toString('hex')
-}
-
-function sortKeys(o: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : 1)))
-}
-

@@ -25,7 +25,7 @@ import type { NodeEntries } from '../codecs/tree-node.js'
 import { acquireSlab, releaseSlab } from './pipeline/slabs.js'
 import { checkName, REGION_RE, toVtime } from './refs.js'
 import { DEFAULT_FANOUT, Geometry, RegionTree } from './region-tree.js'
-import type { CkptStore } from './store.js'
+import type { StoreContext } from './context.js'
 import { dropOps, isProtected, thinCandidates } from './lifecycle.js'
 import { parsePolicy, planKeep, type Policy } from './policy.js'
 
@@ -149,7 +149,7 @@ export class Timeline {
   private scanCache: ScanCache | undefined
 
   constructor(
-    private readonly store: CkptStore,
+    private readonly ctx: StoreContext,
     public record: TimelineRecord,
     head: { cid: CidBytes; vtime: bigint; manifest: Manifest } | undefined,
   ) {
@@ -165,6 +165,11 @@ export class Timeline {
 
   /** @internal the head checkpoint this handle builds on (a gc root while the handle is open) */
   head(): CidBytes | null {
+    return this.headCid
+  }
+
+  /** @internal the head as CID bytes */
+  headBytes(): CidBytes | null {
     return this.headCid
   }
 
@@ -190,7 +195,7 @@ export class Timeline {
   private parsedPolicy: { spec: string; policy: Policy } | undefined
 
   private async liveList(): Promise<{ vtime: bigint; cid: CidBytes; protected: boolean }[]> {
-    return (this.live ??= await thinCandidates(this.store, this.name))
+    return (this.live ??= await thinCandidates(this.ctx, this.name))
   }
 
   /**
@@ -231,19 +236,19 @@ export class Timeline {
     const copied = new Promise<void>((r) => (copiedResolve = r))
     let promise: Promise<Checkpoint>
     try {
-      this.store.checkOpen()
+      this.ctx.checkOpen()
       const job = this.validate(input)
       const bytes = job.regions.reduce((n, r) => n + copyBytes(r), 0)
-      if (this.store.hasRoom(bytes)) {
+      if (this.ctx.hasRoom(bytes)) {
         this.copy(job)
         copiedResolve()
         const pauseMs = performance.now() - t0
-        promise = this.store.enqueue(bytes, () => this.run(job, t0, pauseMs))
+        promise = this.ctx.enqueue(bytes, () => this.run(job, t0, pauseMs))
       } else {
-        promise = this.store.waitForRoom(bytes).then(() => {
+        promise = this.ctx.waitForRoom(bytes).then(() => {
           this.copy(job)
           copiedResolve()
-          return this.store.enqueue(bytes, () => this.run(job, t0, performance.now() - t0))
+          return this.ctx.enqueue(bytes, () => this.run(job, t0, performance.now() - t0))
         })
       }
     } catch (err) {
@@ -339,7 +344,7 @@ export class Timeline {
 
   /** The pipeline part: runs in the store's queue, one checkpoint at a time. */
   private async run(job: ReturnType<Timeline['validate']>, t0: number, pauseMs: number): Promise<Checkpoint> {
-    const { repo, pool } = this.store.internals()
+    const { repo, pool } = this.ctx
     const blocks = repo.blocks
     const stats = emptyStats()
     const phases = { queued: performance.now() - t0 - pauseMs, chunks: 0, tree: 0, commit: 0 }
@@ -533,7 +538,7 @@ export class Timeline {
 
   private async spanCacheFor(): Promise<ScanCache> {
     if (this.scanCache) return this.scanCache
-    const { repo } = this.store.internals()
+    const repo = this.ctx.repo
     const key = (await repo.scanKey()) ?? new Uint8Array(32)
     return (this.scanCache ??= new ScanCache(repo.memory ? undefined : repo.dir, this.name, key))
   }
@@ -541,7 +546,7 @@ export class Timeline {
   private treeFor(name: string, geo: Geometry): RegionTree {
     let t = this.trees.get(name)
     if (!t) {
-      t = new RegionTree(this.store.internals().repo.blocks, geo, this.headManifest?.regions[name]?.root ?? null)
+      t = new RegionTree(this.ctx.repo.blocks, geo, this.headManifest?.regions[name]?.root ?? null)
       this.trees.set(name, t)
     }
     return t

@@ -3,6 +3,8 @@ export type { RepositoryOptions, TimelineRecord, CheckpointEntry, RegionSpec, Op
 export { rebuildFromPacks, replayPlan, recordOf, manifestOf } from './rebuild.js'
 export type { RebuildSummary, UncoveredCheckpoint, PackSource } from './rebuild.js'
 export { catalogKvOps, catalogSnapshotOps } from './catalog.js'
+export type { PackGcOptions, PackGcSummary } from './pack-gc.js'
+export { fullCollection } from './heap.js'
 export { BlockStore, decodeLocation, encodeLocation } from './block-store.js'
 export type { BlockLocation, PackRecord, BlockStoreOptions } from './block-store.js'
 export type { KV, KVOp, KVRange } from './kv.js'

@@ -51,7 +51,8 @@ import { MemoryKV } from './memory-kv.js'
 import { FilePackIO, MemoryPackIO, type PackIO } from './pack-io.js'
 import { adoptOps, keepFromOldCatalog, manifestOf, packHealth, rebuildFromPacks, type RebuildSummary } from './rebuild.js'
 import { decodeLocation, decodePackRecord, encodeLocation, type BlockLocation, type PackRecord } from './block-store.js'
-import { blockKey, manifestRange, packKey, packKeyNo, recordKey } from './keys.js'
+import { allCheckpointsRange, blockKey, checkpointKeyTimeline, manifestRange, packKey, packKeyNo, recordKey } from './keys.js'
+import { collectPacks, type PackGcOptions, type PackGcSummary } from './pack-gc.js'
 import { ENTRY_HEADER_SIZE } from './pack-format.js'
 
 export const STORE_FORMAT = 'ckpt-store'
@@ -587,6 +588,72 @@ export class Repository {
     const key = randomBytes(32)
     await this.kv.batch([{ type: 'put', key: metaKey(META_SCAN_KEY), value: jsonValue({ key: key.toString('hex') }) }])
     return (this.scanKeyValue = key)
+  }
+
+  // ------------------------------------------------------------------------ gc's questions
+
+  /**
+   * Every catalog entry (in key order), for the walks that start from the roots (gc, verify): a key
+   * or value that does not read as an entry comes with `malformed` (its key in hex) instead.
+   */
+  async *catalogEntries(): AsyncIterable<CheckpointEntry | { malformed: string }> {
+    this.check()
+    for await (const [k, v] of this.kv.iterate(allCheckpointsRange)) {
+      const timeline = checkpointKeyTimeline(k)
+      if (timeline === undefined || v.length !== CID_LENGTH) yield { malformed: Buffer.from(k).toString('hex') }
+      else yield { timeline, vtime: checkpointKeyVtime(k), cid: Uint8Array.prototype.slice.call(v) as CidBytes }
+    }
+  }
+
+  /**
+   * Pack files gc cannot judge (SPEC.md §15): set aside by an older version (packs/orphaned), or not
+   * listed by the index and not a proven leftover. Paths.
+   */
+  unlistedPacks(): string[] {
+    const io = this.blocks.io
+    const records = this.blocks.packRecords()
+    const unknown = io.list().filter((n) => !records.has(n) && !this.leftovers.includes(n))
+    return [...unknown.map((n) => io.describe(n)), ...io.quarantined()]
+  }
+
+  /** Manifests nothing reaches (by `isLive`) whose removal no record explains: how many, and the first few. */
+  async unexplainedManifests(isLive: (cid: CidBytes) => boolean): Promise<{ count: number; first: CidBytes[] }> {
+    const first: CidBytes[] = []
+    let count = 0
+    for await (const cid of this.manifests()) {
+      if (isLive(cid) || (await this.isRemoved(cid))) continue
+      count++
+      if (first.length < 5) first.push(cid)
+    }
+    return { count, first }
+  }
+
+  /** The pack side of gc once the caller marked what is live (SPEC.md §15; store/pack-gc.ts). */
+  async collectPacks(opts: PackGcOptions): Promise<PackGcSummary> {
+    this.check()
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const repo = this
+    return collectPacks(
+      {
+        kv: this.kv,
+        blocks: this.blocks,
+        get catalogPosition() {
+          return repo.catalogPosition
+        },
+        get recordBytesWritten() {
+          return repo.recordBytesWritten
+        },
+        get leftovers() {
+          return repo.leftovers
+        },
+        set leftovers(v: number[]) {
+          repo.leftovers = v
+        },
+        writeSnapshot: () => this.writeSnapshot(),
+        commitWith: (extra, o) => this.commitWith(extra, o),
+      },
+      opts,
+    )
   }
 
   /** Every block the index lists as a checkpoint manifest ('M'), streamed. */

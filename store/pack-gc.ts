@@ -1,0 +1,401 @@
+/**
+ * The pack side of garbage collection (SPEC.md §15), once the caller has marked what is live:
+ *
+ *   sweep     one pass over the index takes dead blocks out of it and sums live bytes per pack;
+ *   snapshot  the catalog is written to the packs as a snapshot when it changed since the last, so
+ *             older catalog records are dead too (their bytes counted like dead blocks');
+ *   choose    a pack is due when nothing in it is live, its live share is under the threshold, or it
+ *             is retired; then the deadest others while dead bytes left exceed maxUnused of live;
+ *   rewrite   each due pack is read front to back and its live entries (blocks, the records from
+ *             the snapshot on) are copied byte for byte into the open pack; a commit moves the index
+ *             to the copies and drops the pack's record, and only then is its file deleted.
+ *
+ * gc never turns damage into loss: a due pack in which a live entry does not read back intact stays.
+ * Memory is bounded whatever the store's size: the live set is the caller's (a SeenSet), here only
+ * the offsets of live nodes and records per pack, and at most 64 MiB / 16,384 operations uncommitted.
+ */
+import { DAG_CBOR, type CidBytes } from '../codecs/cid.js'
+import { AT_REST } from '../codecs/compress.js'
+import { decodeLocation, encodeLocation, type BlockStore, type PackRecord } from './block-store.js'
+import { fullCollection } from './heap.js'
+import { blockKeyCid, blockRange, manifestKey, recordKeySeq, recordRange, removedKey } from './keys.js'
+import type { KV, KVOp } from './kv.js'
+import { ENTRY_HEADER_SIZE, ENTRY_KIND, FOOTER_SIZE, PACK_HEADER_SIZE } from './pack-format.js'
+import { scanPack } from './pack-scan.js'
+
+export interface PackGcOptions {
+  /** whether a block is live (marked, or a base a live delta needs) */
+  isLive: (cid: CidBytes) => boolean
+  /** whether a live node is live only as a delta base (reported, dry runs) */
+  isBaseOnly: (cid: CidBytes) => boolean
+  threshold: number
+  maxUnused: number
+  dryRun: boolean
+  onProgress?: (p: { phase: 'sweep'; done: number; total: number }) => void
+}
+
+export interface PackGcSummary {
+  liveBlocks: number
+  liveBytes: number
+  liveNodeBytes: number
+  baseOnlyBytes: number
+  deadBlocks: number
+  packsBefore: number
+  packsAfter: number
+  packsDeleted: number
+  packsRewritten: number
+  packsSkipped: number
+  damagedLiveBlocks: number
+  rewrittenBytes: number
+  bytesBefore: number
+  bytesAfter: number
+  reclaimedBytes: number
+  deadBytes: number
+  deadBytesKept: number
+  orphansRemoved: number
+  recordsDropped: number
+  liveRecordBytes: number
+  recordBytes: number
+  /** the rewrite's share of the time, ms */
+  rewriteMs: number
+}
+
+/** What pack gc needs of the repository besides its index and blocks. */
+export interface PackGcHost {
+  readonly kv: KV
+  readonly blocks: BlockStore
+  readonly catalogPosition: { seq: number; snapshot: number } | undefined
+  readonly recordBytesWritten: number
+  leftovers: number[]
+  writeSnapshot(): Promise<number>
+  commitWith(extra: KVOp[], opts?: { dropPacks?: number[] }): Promise<void>
+}
+
+/** copies made durable (fdatasync + one index batch) at least every this many bytes */
+const COMMIT_BYTES = 64 << 20
+/** index operations in one batch, at most */
+const COMMIT_OPS = 1 << 14
+/** index entries between two full V8 collections while the index is scanned */
+const COLLECT_EVERY_ENTRIES = 1 << 16
+
+interface PackState {
+  rec: PackRecord
+  live: number
+}
+
+export async function collectPacks(host: PackGcHost, opts: PackGcOptions): Promise<PackGcSummary> {
+  return new PackCollector(host, opts).run()
+}
+
+class PackCollector {
+  private readonly packs: Map<number, PackState>
+  private readonly blocks: BlockStore
+  private readonly s: PackGcSummary
+  /** where the index places each live node, per pack (a node's other copies stay put) */
+  private readonly liveNodesAt = new Map<number, Set<number>>()
+  /** the live records' keys by offset, per pack */
+  private readonly liveRecordsAt = new Map<number, Map<number, Uint8Array>>()
+  private snapshot = 0
+
+  constructor(
+    private readonly host: PackGcHost,
+    private readonly opts: PackGcOptions,
+  ) {
+    this.blocks = host.blocks
+    this.packs = new Map([...this.blocks.packRecords()].map(([n, r]) => [n, { rec: r, live: 0 }]))
+    this.s = {
+      liveBlocks: 0,
+      liveBytes: 0,
+      liveNodeBytes: 0,
+      baseOnlyBytes: 0,
+      deadBlocks: 0,
+      packsBefore: this.packs.size,
+      packsAfter: 0,
+      packsDeleted: 0,
+      packsRewritten: 0,
+      packsSkipped: 0,
+      damagedLiveBlocks: 0,
+      rewrittenBytes: 0,
+      bytesBefore: 0,
+      bytesAfter: 0,
+      reclaimedBytes: 0,
+      deadBytes: 0,
+      deadBytesKept: 0,
+      orphansRemoved: 0,
+      recordsDropped: 0,
+      liveRecordBytes: 0,
+      recordBytes: 0,
+      rewriteMs: 0,
+    }
+  }
+
+  async run(): Promise<PackGcSummary> {
+    const recordBytes0 = this.host.recordBytesWritten
+    await this.sweep()
+    await this.snapshotAndRecords()
+    this.s.bytesBefore = [...this.packs.values()].reduce((n, p) => n + p.rec.committedLength, 0)
+    this.s.deadBytes = [...this.packs.values()].reduce((n, p) => n + this.deadOf(p), 0)
+    const chosen = await this.choose()
+    const t = performance.now()
+    let freed: number
+    let newBytes: number
+    if (this.opts.dryRun) ({ freed, newBytes } = this.wouldRewrite(chosen))
+    else ({ freed, newBytes } = await this.rewrite(chosen))
+    this.s.rewriteMs = performance.now() - t
+    if (!this.opts.dryRun) this.deleteLeftovers()
+    const after = [...this.blocks.packRecords().values()].reduce((n, r) => n + r.committedLength, 0)
+    this.s.packsAfter = this.opts.dryRun ? this.packs.size - this.s.packsDeleted : this.blocks.packRecords().size
+    this.s.bytesAfter = this.opts.dryRun ? this.s.bytesBefore - freed + this.s.rewrittenBytes : after
+    this.s.reclaimedBytes = freed - newBytes
+    this.s.recordBytes = this.host.recordBytesWritten - recordBytes0
+    return this.s
+  }
+
+  /** Entry bytes of a pack nothing live reaches (headers and footers count for neither). */
+  private deadOf(p: PackState): number {
+    return Math.max(0, p.rec.committedLength - PACK_HEADER_SIZE - (p.rec.sealed ? FOOTER_SIZE : 0) - p.live)
+  }
+
+  /**
+   * One pass over the index: a dead block's entry goes (its bytes go when its pack is rewritten), so
+   * nothing (a later checkpoint's dedup, verify) relies on a block whose delta base may be gone; live
+   * bytes are summed per pack. A dead manifest keeps its listing and removal while its bytes are in a
+   * pack: a rebuild finds them there, and must know them removed.
+   */
+  private async sweep(): Promise<void> {
+    const { isLive, isBaseOnly, dryRun } = this.opts
+    let deadOps: KVOp[] = []
+    let scanned = 0
+    for await (const [k, v] of this.host.kv.iterate(blockRange)) {
+      if (++scanned % COLLECT_EVERY_ENTRIES === 0) fullCollection()
+      if (v.length !== 22) continue
+      const loc = decodeLocation(v)
+      const cid = blockKeyCid(k)
+      const bytes = ENTRY_HEADER_SIZE + loc.storedLength
+      if (!isLive(cid)) {
+        if (dryRun) continue
+        deadOps.push({ type: 'del', key: Uint8Array.prototype.slice.call(k) })
+        this.s.deadBlocks++
+        if (deadOps.length >= COMMIT_OPS) {
+          await this.host.kv.batch(deadOps)
+          deadOps = []
+        }
+        continue
+      }
+      this.s.liveBlocks++
+      this.s.liveBytes += bytes
+      if (cid[1] === DAG_CBOR) {
+        let at = this.liveNodesAt.get(loc.pack)
+        if (!at) this.liveNodesAt.set(loc.pack, (at = new Set()))
+        at.add(loc.offset)
+        this.s.liveNodeBytes += bytes
+        if (isBaseOnly(cid)) this.s.baseOnlyBytes += bytes
+      }
+      const p = this.packs.get(loc.pack)
+      if (p) p.live += bytes
+    }
+    await this.host.kv.batch(deadOps, { sync: true })
+  }
+
+  /**
+   * The catalog as one snapshot in the packs, when it changed since the last: records older than the
+   * newest snapshot are dead (out of the index now, their bytes going with their packs), the others
+   * live bytes of their packs.
+   */
+  private async snapshotAndRecords(): Promise<void> {
+    const host = this.host
+    const blocks = this.blocks
+    this.snapshot = host.catalogPosition?.snapshot ?? 0
+    if (!this.opts.dryRun && host.catalogPosition && host.catalogPosition.seq > this.snapshot) {
+      this.snapshot = await host.writeSnapshot()
+      const open = blocks.openPackNo()
+      if (open >= 0) {
+        const p = this.packs.get(open)
+        if (p) p.rec = blocks.packRecords().get(open)!
+        else this.packs.set(open, { rec: blocks.packRecords().get(open)!, live: 0 })
+      }
+    }
+    const deadOps: KVOp[] = []
+    for await (const [k, v] of host.kv.iterate(recordRange)) {
+      if (v.length !== 22) continue
+      if (recordKeySeq(k).seq < this.snapshot) {
+        if (!this.opts.dryRun) deadOps.push({ type: 'del', key: Uint8Array.prototype.slice.call(k) })
+        this.s.recordsDropped++
+        continue
+      }
+      const loc = decodeLocation(v)
+      const p = this.packs.get(loc.pack)
+      if (p) p.live += ENTRY_HEADER_SIZE + loc.storedLength
+      this.s.liveRecordBytes += ENTRY_HEADER_SIZE + loc.storedLength
+      let at = this.liveRecordsAt.get(loc.pack)
+      if (!at) this.liveRecordsAt.set(loc.pack, (at = new Map()))
+      at.set(loc.offset, Uint8Array.prototype.slice.call(k))
+    }
+    await host.kv.batch(deadOps, { sync: true })
+  }
+
+  private due(p: PackState): boolean {
+    const dead = this.deadOf(p)
+    return p.live === 0 || (dead > 0 && p.live / (p.live + dead) < this.opts.threshold) || p.rec.retired === true
+  }
+
+  /** The packs to rewrite or delete, in pack order. The open pack, when due, is sealed first. */
+  private async choose(): Promise<number[]> {
+    const blocks = this.blocks
+    const open = blocks.openPackNo()
+    const op = this.packs.get(open)
+    if (op && this.due(op) && !this.opts.dryRun) {
+      await blocks.maybeSeal(true)
+      op.rec = blocks.packRecords().get(open)!
+    }
+    const chosen: number[] = []
+    const kept: number[] = []
+    for (const [n, p] of [...this.packs].sort((x, y) => x[0] - y[0])) {
+      if (n === blocks.openPackNo() && !(this.opts.dryRun && this.due(p))) {
+        this.s.deadBytesKept += this.deadOf(p)
+        continue
+      }
+      if (this.due(p) && (blocks.io.exists(n) || p.live === 0)) chosen.push(n)
+      else {
+        this.s.deadBytesKept += this.deadOf(p)
+        if (blocks.io.exists(n) && this.deadOf(p) > 0) kept.push(n)
+      }
+    }
+    // too much dead left in packs above the threshold: the deadest of them go too
+    kept.sort((a, b) => this.deadOf(this.packs.get(b)!) - this.deadOf(this.packs.get(a)!))
+    for (const n of kept) {
+      if (this.s.deadBytesKept <= this.opts.maxUnused * this.s.liveBytes) break
+      chosen.push(n)
+      this.s.deadBytesKept -= this.deadOf(this.packs.get(n)!)
+    }
+    return chosen.sort((a, b) => a - b)
+  }
+
+  /** A dry run's figures for the chosen packs. */
+  private wouldRewrite(chosen: number[]): { freed: number; newBytes: number } {
+    let freed = 0
+    for (const n of chosen) {
+      const p = this.packs.get(n)!
+      if (p.live === 0) this.s.packsDeleted++
+      else this.s.packsRewritten++
+      this.s.rewrittenBytes += p.live
+      freed += p.rec.committedLength
+    }
+    return { freed, newBytes: this.s.rewrittenBytes }
+  }
+
+  /**
+   * Pack by pack, front to back (the checksum of every entry copied checked): live entries the index
+   * places there are copied as they are into the open pack. A commit (every 64 MiB of copies or
+   * 16,384 operations, and after each pack) makes the copies durable and moves the index to them; a
+   * pack's record goes in the commit after its last copy, and its file after that commit.
+   */
+  private async rewrite(chosen: number[]): Promise<{ freed: number; newBytes: number }> {
+    const w = new Rewriter(this.host)
+    let freed = 0
+    let done = 0
+    for (const n of chosen) {
+      const p = this.packs.get(n)!
+      const r = await this.copyLive(w, n, p)
+      this.s.rewrittenBytes += r.copied
+      if (r.keep) this.s.packsSkipped++
+      else {
+        for (const cid of r.goneManifests) w.ops.push({ type: 'del', key: manifestKey(cid) }, { type: 'del', key: removedKey(cid) })
+        w.dropPacks.push(n)
+        freed += p.rec.committedLength
+        if (r.copied > 0) this.s.packsRewritten++
+        else this.s.packsDeleted++
+      }
+      await w.commit()
+      this.opts.onProgress?.({ phase: 'sweep', done: ++done, total: chosen.length })
+    }
+    return { freed, newBytes: this.s.rewrittenBytes }
+  }
+
+  /** The live entries of one pack copied; whether the pack must stay (damage a live entry sits in). */
+  private async copyLive(w: Rewriter, n: number, p: PackState): Promise<{ copied: number; keep: boolean; goneManifests: CidBytes[] }> {
+    const blocks = this.blocks
+    const { isLive } = this.opts
+    let copied = 0
+    let damaged = !blocks.io.exists(n)
+    // dead manifests whose bytes go with this pack: their listing and removal go too
+    const goneManifests: CidBytes[] = []
+    if (!damaged) {
+      let marked = true
+      const nodesHere = this.liveNodesAt.get(n)
+      const recordsHere = this.liveRecordsAt.get(n)
+      const scan = scanPack(blocks.io.reader(n), n, {
+        end: p.rec.sealed || p.rec.retired ? undefined : p.rec.committedLength,
+        sealed: p.rec.sealed && !p.rec.retired,
+        footerOptional: p.rec.retired,
+        // only what is copied needs its checksum checked
+        check: (cid, kind) => (kind === ENTRY_KIND.record ? recordsHere !== undefined : isLive(cid)),
+      })
+      for (const ev of scan) {
+        if (ev.kind === 'damage' || ev.kind === 'bad-header' || ev.kind === 'bad-footer') damaged = true
+        if (ev.kind === 'header') marked = ev.version >= 2
+        if (ev.kind !== 'entry') continue
+        const e = ev.entry
+        if (e.kind === ENTRY_KIND.record) {
+          // the records the index places here (from the snapshot on) move; older ones and other copies stay behind
+          const key = recordsHere?.get(e.offset)
+          if (!key) continue
+          const loc = blocks.copyRecordEntry(Uint8Array.prototype.slice.call(e.bytes), e.rawLength, e.codec)
+          w.ops.push({ type: 'put', key, value: encodeLocation(loc) })
+        } else if (!isLive(e.cid)) {
+          const manifest = e.kind === ENTRY_KIND.manifest || (!marked && e.cid[1] === DAG_CBOR && e.codec !== AT_REST.nodeDelta)
+          if (manifest) goneManifests.push(Uint8Array.prototype.slice.call(e.cid) as CidBytes)
+          continue
+        } else {
+          // a node whose index entry names another copy stays where it is (that copy may be an old
+          // one, a delta of a base gc let go); any intact copy of a chunk will do
+          if (blocks.isStaged(e.cid)) continue
+          if (e.cid[1] === DAG_CBOR && !nodesHere?.has(e.offset)) continue
+          blocks.copyRawEntry(Uint8Array.prototype.slice.call(e.cid), e.bytes, e.rawLength, e.codec, e.depth)
+        }
+        copied += e.bytes.length
+        w.pending += e.bytes.length
+        if (w.pending >= COMMIT_BYTES || w.ops.length >= COMMIT_OPS) await w.commit()
+      }
+    }
+    let keep = false
+    if (damaged) {
+      // what the index still places in this pack after the copies: gc never turns damage into loss
+      await w.commit()
+      for await (const [, v] of this.host.kv.iterate(blockRange)) {
+        if (v.length !== 22 || decodeLocation(v).pack !== n) continue
+        this.s.damagedLiveBlocks++
+        keep = true
+      }
+    }
+    return { copied, keep, goneManifests }
+  }
+
+  /** Pack files no index record names that hold nothing the index lacks (crash leftovers). */
+  private deleteLeftovers(): void {
+    for (const n of this.host.leftovers) {
+      if (this.blocks.packRecords().has(n)) continue
+      this.blocks.io.remove(n)
+      this.s.orphansRemoved++
+    }
+    this.host.leftovers = []
+  }
+}
+
+/** The copies of a rewrite not yet committed, and the packs whose records go with the next commit. */
+class Rewriter {
+  ops: KVOp[] = []
+  dropPacks: number[] = []
+  pending = 0
+
+  constructor(private readonly host: PackGcHost) {}
+
+  async commit(): Promise<void> {
+    await this.host.commitWith(this.ops, { dropPacks: this.dropPacks })
+    for (const n of this.dropPacks) this.host.blocks.io.remove(n)
+    this.ops = []
+    this.dropPacks = []
+    this.pending = 0
+    fullCollection()
+  }
+}
