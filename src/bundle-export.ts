@@ -1,0 +1,365 @@
+/**
+ * Bundle export: checkpoints as a CAR v1 stream (SPEC.md §11).
+ *
+ * exportBundle streams a CAR whose roots are the checkpoints' manifests and whose blocks are every
+ * block their DAGs reach (regions' trees and chunks, blobs' chunks, the manifests) exactly once, in
+ * post-order: children before the node that links them, a checkpoint's manifest after all of its
+ * blocks. `since` leaves out every block reachable from checkpoints the receiver already has. Memory
+ * stays bounded: the "already in the bundle" set is a SeenSet (Bloom filter + temporary LevelDB).
+ */
+import { copyOf } from '../codecs/bytes.js'
+import type { CID } from 'multiformats/cid'
+import { compressBundle, defaultBundleCompression, type BundleCompression } from '../codecs/bundle-compress.js'
+import { encodeCarHeader, writeVarint } from '../codecs/car.js'
+import { cidEquals, cidKey, cidToString, toCID, type CidBytes } from '../codecs/cid.js'
+import { CkptError } from '../codecs/errors.js'
+import type { Manifest } from '../codecs/manifest.js'
+import type { BlockLocation, BlockStore } from '../store/block-store.js'
+import { SeenSet } from '../store/seen-set.js'
+import type { WorkerPool } from './pipeline/worker-pool.js'
+import { changedSlots, childCid } from './node-compare.js'
+import { Geometry } from './region-tree.js'
+import { readBlocks } from './restore.js'
+import type { CkptStore } from './store.js'
+import { baseRoot, tmpSetDir } from './bundle-shared.js'
+
+export interface ExportOptions {
+  /** checkpoints the receiver already has: nothing reachable from them goes into the bundle */
+  since?: (string | CID)[]
+  /** compress the whole file: true = zstd when it loads, else gzip */
+  compress?: boolean | BundleCompression
+  /** called after every ~1 MiB of output with the running totals */
+  onProgress?: (p: ExportProgress) => void
+}
+
+export interface ExportProgress {
+  blocks: number
+  /** block bytes written (uncompressed) */
+  bytes: number
+}
+
+export interface ExportSummary extends ExportProgress {
+  roots: string[]
+  /** blocks left out because the receiver has them (`since`) or the bundle already had them */
+  skipped: number
+  /** CAR bytes before compression */
+  carBytes: number
+  compression: BundleCompression
+}
+
+export type BundleStream = AsyncIterable<Uint8Array> & { summary: Promise<ExportSummary> }
+
+/** Output is handed on in pieces of about this size. */
+const OUT_CHUNK = 1 << 20
+/** Chunk reads in flight ahead of the output (each ~2 MiB). */
+const READ_AHEAD = 4
+const JOB_BYTES = 1 << 20
+
+/**
+ * The bundle as a byte stream (pull-based: nothing is read ahead of the consumer beyond a few MiB).
+ * `summary` resolves when the stream has ended.
+ */
+export function exportBundle(store: CkptStore, refs: (string | CID)[], opts: ExportOptions = {}): BundleStream {
+  if (!Array.isArray(refs) || refs.length === 0) throw new CkptError('CKPT_BAD_ARGUMENT', 'export needs at least one checkpoint')
+  let done!: (s: ExportSummary) => void
+  let fail!: (e: unknown) => void
+  const summary = new Promise<ExportSummary>((resolve, reject) => ((done = resolve), (fail = reject)))
+  summary.catch(() => {})
+  const kind: BundleCompression = opts.compress === true ? defaultBundleCompression() : opts.compress === false || opts.compress === undefined ? 'none' : opts.compress
+  const car = carStream(store, refs, opts, kind, done, fail)
+  const stream = compressBundle(kind, car)
+  return Object.assign(stream, { summary })
+}
+
+async function* carStream(
+  store: CkptStore,
+  refs: (string | CID)[],
+  opts: ExportOptions,
+  compression: BundleCompression,
+  done: (s: ExportSummary) => void,
+  fail: (e: unknown) => void,
+): AsyncIterable<Uint8Array> {
+  const { repo, pool } = store.internals()
+  const blocks = repo.blocks
+  let seen: SeenSet | undefined
+  const stats = { blocks: 0, bytes: 0, skipped: 0, carBytes: 0 }
+  try {
+    const roots = await resolveRoots(store, refs)
+    const manifests = await Promise.all(roots.map((r) => store.manifest(toCID(r))))
+    seen = await SeenSet.create(tmpSetDir(store, 'export'), blocks.estimatedCount())
+    const bases = new MarkedBases()
+    for (const s of opts.since ?? []) await markReachable(store, blocks, seen, bases, await store.resolveCid(s))
+
+    const out = new CarOutput(stats, opts.onProgress)
+    yield* out.emit(encodeCarHeader(roots))
+    // planned output, in order: batches of chunks being read by a worker, each followed by blocks
+    // (nodes, manifests) whose own children are in it or in earlier batches
+    const queue: ExportBatch[] = []
+    const planner = new ExportPlanner(blocks, pool, seen, bases, stats)
+    const it = planner.plan(roots, manifests)[Symbol.asyncIterator]()
+    let planned = false
+    for (;;) {
+      while (!planned && queue.length < READ_AHEAD) {
+        const r = await it.next()
+        if (r.done) {
+          planned = true
+          break
+        }
+        r.value.data.catch(() => {})
+        queue.push(r.value)
+      }
+      const item = queue.shift()
+      if (!item) break
+      const data = await item.data
+      let at = 0
+      for (let k = 0; k < item.cids.length; k++) {
+        const n = item.locs[k]!.rawLength
+        yield* out.emitBlock(item.cids[k]!, data.subarray(at, at + n))
+        at += n
+      }
+      for (const b of item.after) yield* out.emitBlock(b.cid, b.bytes)
+    }
+    yield* out.end()
+    await seen.flush(true)
+    done({ ...stats, roots: roots.map(cidToString), compression })
+  } catch (err) {
+    fail(err)
+    throw err
+  } finally {
+    await seen?.close()
+  }
+}
+
+/** The checkpoints' CIDs, each once, in the order given. */
+async function resolveRoots(store: CkptStore, refs: (string | CID)[]): Promise<CidBytes[]> {
+  const roots: CidBytes[] = []
+  const rootKeys = new Set<string>()
+  for (const r of refs) {
+    const cid = await store.resolveCid(r)
+    if (!rootKeys.has(cidKey(cid))) {
+      rootKeys.add(cidKey(cid))
+      roots.push(cid)
+    }
+  }
+  return roots
+}
+
+/** The CAR's bytes, gathered into pieces of about OUT_CHUNK; counts what it writes into `stats`. */
+class CarOutput {
+  private out = new Uint8Array(OUT_CHUNK + 64)
+  private outLen = 0
+
+  constructor(
+    private readonly stats: { blocks: number; bytes: number; carBytes: number },
+    private readonly onProgress?: (p: ExportProgress) => void,
+  ) {}
+
+  *emit(bytes: Uint8Array): Generator<Uint8Array> {
+    const stats = this.stats
+    stats.carBytes += bytes.length
+    if (this.outLen + bytes.length > this.out.length) {
+      if (this.outLen > 0) {
+        yield this.out.subarray(0, this.outLen)
+        this.out = new Uint8Array(OUT_CHUNK + 64)
+        this.outLen = 0
+      }
+      if (bytes.length > this.out.length) {
+        yield copyOf(bytes)
+        return
+      }
+    }
+    this.out.set(bytes, this.outLen)
+    this.outLen += bytes.length
+    if (this.outLen >= OUT_CHUNK) {
+      yield this.out.subarray(0, this.outLen)
+      this.out = new Uint8Array(OUT_CHUNK + 64)
+      this.outLen = 0
+      this.onProgress?.({ blocks: stats.blocks, bytes: stats.bytes })
+    }
+  }
+
+  *emitBlock(cid: CidBytes, bytes: Uint8Array): Generator<Uint8Array> {
+    const stats = this.stats
+    stats.blocks++
+    stats.bytes += bytes.length
+    // the section prefix goes straight into the output buffer: no allocation per block
+    const n = cid.length + bytes.length
+    if (this.outLen + 8 + cid.length > this.out.length) {
+      yield this.out.subarray(0, this.outLen)
+      this.out = new Uint8Array(OUT_CHUNK + 64)
+      this.outLen = 0
+    }
+    const start = this.outLen
+    this.outLen = writeVarint(this.out, this.outLen, n)
+    this.out.set(cid, this.outLen)
+    this.outLen += cid.length
+    stats.carBytes += this.outLen - start
+    yield* this.emit(bytes)
+  }
+
+  /** What is left in the buffer. */
+  *end(): Generator<Uint8Array> {
+    if (this.outLen > 0) yield this.out.subarray(0, this.outLen)
+  }
+}
+
+interface ExportBatch {
+  cids: CidBytes[]
+  locs: BlockLocation[]
+  /** the chunks' bytes, concatenated (read and verified on a worker) */
+  data: Promise<Uint8Array>
+  /** blocks to write after the chunks */
+  after: { cid: CidBytes; bytes: Uint8Array }[]
+}
+
+/**
+ * The export's blocks in post-order, as batches of ~2 MiB of chunks (their reads start as soon as
+ * the batch is planned) each followed by the nodes and manifests completed meanwhile.
+ */
+class ExportPlanner {
+  private cids: CidBytes[] = []
+  private raw = 0
+  private after: { cid: CidBytes; bytes: Uint8Array }[] = []
+  private afterBytes = 0
+
+  constructor(
+    private readonly blocks: BlockStore,
+    private readonly pool: WorkerPool,
+    private readonly seen: SeenSet,
+    private readonly bases: MarkedBases,
+    private readonly stats: { skipped: number },
+  ) {}
+
+  /** a block to send: new ones are marked; false if the bundle has it or the receiver does */
+  private take(cid: CidBytes): boolean {
+    if (this.seen.has(cid)) {
+      this.stats.skipped++
+      return false
+    }
+    this.seen.add(cid)
+    return true
+  }
+
+  private full(): boolean {
+    return this.raw >= JOB_BYTES || this.afterBytes >= JOB_BYTES
+  }
+
+  private async batch(): Promise<ExportBatch> {
+    const cids = this.cids
+    const after = this.after
+    this.cids = []
+    this.raw = 0
+    this.after = []
+    this.afterBytes = 0
+    await this.seen.flush()
+    if (cids.length === 0) return { cids, locs: [], data: Promise.resolve(new Uint8Array(0)), after }
+    const locs = await this.blocks.locateMany(cids)
+    for (let k = 0; k < locs.length; k++) {
+      if (!locs[k]) throw new CkptError('CKPT_NOT_FOUND', `block ${cidToString(cids[k]!)} is missing from the store`, { cid: cidToString(cids[k]!) })
+    }
+    return { cids, locs: locs as BlockLocation[], data: readBlocks(this.blocks, this.pool, cids, locs as BlockLocation[]), after }
+  }
+
+  private chunk(cid: CidBytes, length: number): void {
+    if (!this.take(cid)) return
+    this.cids.push(cid)
+    this.raw += length
+  }
+
+  private block(cid: CidBytes, bytes: Uint8Array): void {
+    this.after.push({ cid, bytes })
+    this.afterBytes += bytes.length
+  }
+
+  /**
+   * A tree's blocks in post-order; subtrees already taken are skipped whole, and so is every slot
+   * equal to the same slot of `base` (the same place in a checkpoint whose DAG is all marked).
+   */
+  private async *tree(cid: CidBytes | null, base: CidBytes | null, geo: Geometry, level: number): AsyncIterable<ExportBatch> {
+    if (!cid || (base && cidEquals(cid, base)) || !this.take(cid)) return
+    const { entries: e, bytes } = this.blocks.getNodeBytes(cid)
+    const be = base ? this.blocks.getNode(base) : undefined
+    const sameShape = be !== undefined && be.count === e.count
+    for (const s of changedSlots(e, be)) {
+      if (!e.codecs[s]) continue
+      const c = childCid(e, s)
+      if (level === 1) this.chunk(c, geo.chunkSize)
+      else yield* this.tree(c, sameShape && be!.codecs[s] ? childCid(be!, s) : null, geo, level - 1)
+      if (this.full()) yield await this.batch()
+    }
+    this.block(cid, bytes)
+  }
+
+  async *plan(roots: CidBytes[], manifests: Manifest[]): AsyncIterable<ExportBatch> {
+    for (let r = 0; r < roots.length; r++) {
+      const root = roots[r]!
+      const m = manifests[r]!
+      const manifestNew = !this.seen.has(root)
+      const base = this.bases.pick(m)
+      for (const name of Object.keys(m.regions).sort()) {
+        const reg = m.regions[name]!
+        const geo = new Geometry(reg.size, reg.chunkSize, reg.fanout)
+        yield* this.tree(reg.root, baseRoot(base, name, reg), geo, geo.height)
+      }
+      for (const name of Object.keys(m.blobs).sort()) {
+        for (const c of m.blobs[name]!.chunks) {
+          this.chunk(c.cid, c.length)
+          if (this.full()) yield await this.batch()
+        }
+      }
+      if (manifestNew && this.take(root)) this.block(root, this.blocks.get(root))
+      this.bases.marked(root, m)
+      if (this.full()) yield await this.batch()
+    }
+    if (this.cids.length || this.after.length) yield await this.batch()
+  }
+}
+
+/**
+ * Checkpoints whose whole DAG is marked seen (exported so far, or reachable from `since`). A tree
+ * compared with the same place in one of them only needs checking where it differs: everything
+ * equal there is marked already. (Any marked checkpoint would be correct; the parent, else the
+ * latest marked one of the same lineage, is the one most alike.)
+ */
+class MarkedBases {
+  private readonly byCid = new Map<string, Manifest>()
+  private readonly latest = new Map<string, Manifest>()
+
+  marked(cid: CidBytes, m: Manifest): void {
+    this.byCid.set(cidKey(cid), m)
+    this.latest.set(m.lineage, m)
+  }
+
+  pick(m: Manifest): Manifest | undefined {
+    return (m.parent && this.byCid.get(cidKey(m.parent))) || this.latest.get(m.lineage)
+  }
+}
+
+/** Marks every block reachable from a checkpoint (manifest, nodes, chunks, blob chunks); reads nodes only. */
+async function markReachable(store: CkptStore, blocks: BlockStore, seen: SeenSet, bases: MarkedBases, root: CidBytes): Promise<void> {
+  if (seen.has(root)) return
+  const m = await store.manifest(toCID(root))
+  const base = bases.pick(m)
+  const mark = (cid: CidBytes) => {
+    if (!seen.has(cid)) seen.add(cid)
+  }
+  mark(root)
+  const visit = (cid: CidBytes | null, b: CidBytes | null, level: number) => {
+    if (!cid || (b && cidEquals(cid, b)) || seen.has(cid)) return
+    seen.add(cid)
+    const e = blocks.getNode(cid)
+    const be = b ? blocks.getNode(b) : undefined
+    for (const s of changedSlots(e, be)) {
+      if (!e.codecs[s]) continue
+      if (level === 1) mark(childCid(e, s))
+      else visit(childCid(e, s), be && be.count === e.count && be.codecs[s] ? childCid(be, s) : null, level - 1)
+    }
+  }
+  for (const [name, reg] of Object.entries(m.regions)) {
+    visit(reg.root, baseRoot(base, name, reg), new Geometry(reg.size, reg.chunkSize, reg.fanout).height)
+    await seen.flush()
+  }
+  for (const b of Object.values(m.blobs)) for (const c of b.chunks) mark(c.cid)
+  bases.marked(root, m)
+  await seen.flush()
+}
