@@ -9,7 +9,7 @@ import { cidBytes, cidEquals, cidKey, cidToString, DAG_CBOR, toCID, type CidByte
 import { compressBlock, defaultCompressor } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { decodeManifest, encodeManifest, type Manifest } from '../codecs/manifest.js'
-import { ENTRY_KIND } from '../store/pack-format.js'
+import { ENTRY_KIND } from '../codecs/pack-format.js'
 import type { CatalogOp, Repository, TimelineRecord } from '../store/repository.js'
 import { parsePolicy, planKeep, type Policy } from './policy.js'
 import { checkName } from './refs.js'

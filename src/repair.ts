@@ -27,7 +27,7 @@ import { decodeLocation, decodePackRecord, encodePackRecord } from '../store/blo
 import { blockRange, packKey, packRange } from '../store/keys.js'
 import { copyOf } from '../codecs/bytes.js'
 import type { KVOp } from '../store/kv.js'
-import { ENTRY_KIND } from '../store/pack-format.js'
+import { ENTRY_KIND } from '../codecs/pack-format.js'
 import type { UncoveredCheckpoint } from '../store/rebuild.js'
 import { Repository, type CatalogOp } from '../store/repository.js'
 import { fileSource, importBundle } from './bundle.js'

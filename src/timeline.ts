@@ -16,7 +16,7 @@ import { cidBytes, cidKey, DAG_CBOR, RAW, toCID, type CidBytes } from '../codecs
 import { compressBlock, defaultCompressor } from '../codecs/compress.js'
 import { CkptError, fsError } from '../codecs/errors.js'
 import { encodeManifest, metaProblem, type BlobRoot, type Manifest, type RegionRoot } from '../codecs/manifest.js'
-import { ENTRY_KIND } from '../store/pack-format.js'
+import { ENTRY_KIND } from '../codecs/pack-format.js'
 import type { TimelineRecord } from '../store/repository.js'
 import { addStats, balancedRuns, batchesOf, markOwnedLeaves, emptyStats, fileBatches, ingestBatch, runBatches, type ChunkBatch, type IngestStats, type SpanScan } from './ingest.js'
 import { SPAN_SIZE, spanCount } from '../codecs/scan-cache.js'

@@ -28,7 +28,7 @@ import { applyNodeDelta, deltaBaseCid, readNodePatch, type NodePatch } from '../
 import { decodeNode } from '../codecs/tree-node.js'
 import { scanPack } from '../store/pack-scan.js'
 import type { Repository } from '../store/repository.js'
-import { ENTRY_KIND } from '../store/pack-format.js'
+import { ENTRY_KIND } from '../codecs/pack-format.js'
 import { recordOf, replayPlan } from '../store/rebuild.js'
 import { catalogKvOps } from '../store/catalog.js'
 import { MemoryKV } from '../store/memory-kv.js'

@@ -16,8 +16,11 @@ import { FingerprintSet } from './fingerprint-set.js'
 import { blockKey, blockKeyCid, blockRange, manifestKey, packKey, packKeyNo, packRange } from './keys.js'
 import type { KV, KVOp } from './kv.js'
 import {
-  decodeEntryHeader,
   decodePackHeader,
+  entryPayload,
+  isFault,
+  openPayload,
+  type EntryFault,
   encodeFooter,
   encodePackHeader,
   ENTRY_HEADER_SIZE,
@@ -25,7 +28,7 @@ import {
   PACK_HEADER_SIZE,
   PACK_VERSION,
   writeEntry,
-} from './pack-format.js'
+} from '../codecs/pack-format.js'
 import type { PackIO } from './pack-io.js'
 
 export interface BlockLocation {
@@ -294,15 +297,9 @@ export class BlockStore {
     } else {
       entry = this.io.read(loc.pack, loc.offset, size)
     }
-    const h = decodeEntryHeader(entry)
-    if (!cidEquals(h.cid, cid) || h.storedLength !== loc.storedLength || h.rawLength !== loc.rawLength || h.codec !== loc.codec) {
-      throw new CkptError('CKPT_BAD_INDEX', `index entry for ${cidToString(cid)} points at another pack entry`, {
-        cid: cidToString(cid),
-        pack: loc.pack,
-        offset: loc.offset,
-      })
-    }
-    return entry.subarray(ENTRY_HEADER_SIZE, size)
+    const payload = entryPayload(entry, { cid, storedLength: loc.storedLength, rawLength: loc.rawLength, codec: loc.codec })
+    if (isFault(payload)) throw entryError(payload, cid, loc)
+    return payload
   }
 
   /**
@@ -584,13 +581,13 @@ export class BlockStore {
 
   private finishRead(cid: CidBytes, loc: BlockLocation, payload: Uint8Array): Uint8Array {
     const into = allocBytes(loc.rawLength)
-    let raw = decompress(cid, loc, payload, into)
+    let raw = openPayload(loc.codec, payload, loc.rawLength, cid, 4, into)
+    if (isFault(raw)) throw entryError(raw, cid, loc)
     if (raw.buffer === this.scratch.buffer) {
       // identity returns the payload itself: copy it out of the scratch
       into.set(raw)
       raw = into
     }
-    if (!cidEquals(blake3(raw), cidDigest(cid))) throw hashMismatch(cid, loc)
     return raw
   }
 
@@ -684,6 +681,17 @@ function decompress(cid: CidBytes, loc: BlockLocation, payload: Uint8Array, into
       codec: loc.codec,
     }, err)
   }
+}
+
+/** A fault of the read path as the error a reader throws, naming the block, its pack and offset. */
+function entryError(f: EntryFault, cid: CidBytes, loc: BlockLocation): CkptError {
+  const what =
+    f.fault === 'CKPT_HASH_MISMATCH'
+      ? 'does not match its hash'
+      : f.fault === 'CKPT_BAD_INDEX'
+        ? 'has an index entry that points at another pack entry'
+        : `cannot be read: ${f.message}`
+  return new CkptError(f.fault, `block ${cidToString(cid)} ${what} (pack ${loc.pack}, offset ${loc.offset})`, { cid: cidToString(cid), pack: loc.pack, offset: loc.offset })
 }
 
 export function hashMismatch(cid: CidBytes, loc: BlockLocation): CkptError {

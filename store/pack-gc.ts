@@ -20,7 +20,7 @@ import { decodeLocation, encodeLocation, type BlockStore, type PackRecord } from
 import { fullCollection } from './heap.js'
 import { blockKeyCid, blockRange, manifestKey, recordKeySeq, recordRange, removedKey } from './keys.js'
 import type { KV, KVOp } from './kv.js'
-import { ENTRY_HEADER_SIZE, ENTRY_KIND, FOOTER_SIZE, PACK_HEADER_SIZE } from './pack-format.js'
+import { ENTRY_HEADER_SIZE, ENTRY_KIND, FOOTER_SIZE, PACK_HEADER_SIZE } from '../codecs/pack-format.js'
 import { scanPack } from './pack-scan.js'
 
 export interface PackGcOptions {

@@ -6,9 +6,10 @@
  * on garbage is a 2^-32 event at a position that also passes the header checks).
  */
 import fs from 'node:fs'
+import { preadUpTo } from '../codecs/bytes.js'
 import { crc32 } from 'node:zlib'
 import { CID_LENGTH } from '../codecs/cid.js'
-import { decodeFooter, ENTRY_HEADER_SIZE, FOOTER_SIZE, MAX_BLOCK_SIZE, MAX_ENTRY_KIND, PACK_HEADER_SIZE, PACK_MAGIC, PACK_VERSIONS, SEAL_MAGIC } from './pack-format.js'
+import { decodeFooter, ENTRY_HEADER_SIZE, FOOTER_SIZE, MAX_BLOCK_SIZE, MAX_ENTRY_KIND, PACK_HEADER_SIZE, PACK_MAGIC, PACK_VERSIONS, SEAL_MAGIC } from '../codecs/pack-format.js'
 
 export interface ScannedEntry {
   offset: number
@@ -58,16 +59,6 @@ function crcOk(b: Buffer, at: number, stored: number): boolean {
 export type PackReader = { size: number; read(into: Uint8Array, pos: number): number; close?(): void }
 
 /** Reads up to into.length bytes of fd at pos (fewer only at the end of the file); returns how many. */
-export function preadUpTo(fd: number, into: Uint8Array, pos: number): number {
-  let got = 0
-  while (got < into.length) {
-    const n = fs.readSync(fd, into, got, into.length - got, pos + got)
-    if (n === 0) break
-    got += n
-  }
-  return got
-}
-
 /** A pack file as a PackReader. */
 export function fileReader(file: string): PackReader {
   const fd = fs.openSync(file, 'r')

@@ -18,7 +18,7 @@ import { decodeLocation, encodeLocation, encodePackRecord, type BlockLocation, t
 import { catalogKvOps } from './catalog.js'
 import { blockKey, checkpointKey as checkpointKeyOf, checkpointRecordKey, jsonValue, manifestKey, META_CATALOG, metaKey, packKey, recordKey, refKey as refKeyOf, removedKey, removedRange, timelineKey as timelineKeyOf } from './keys.js'
 import type { KV, KVOp } from './kv.js'
-import { decodeEntryHeader, ENTRY_HEADER_SIZE, ENTRY_KIND } from './pack-format.js'
+import { decodeEntryHeader, ENTRY_HEADER_SIZE, ENTRY_KIND } from '../codecs/pack-format.js'
 import { scanPack, type PackReader, type ScannedEntry } from './pack-scan.js'
 
 /** Where a rebuild reads packs: numbered files, each as a reader. */

@@ -53,7 +53,7 @@ import { adoptOps, keepFromOldCatalog, manifestOf, packHealth, rebuildFromPacks,
 import { decodeLocation, decodePackRecord, encodeLocation, type BlockLocation, type PackRecord } from './block-store.js'
 import { allCheckpointsRange, blockKey, checkpointKeyTimeline, manifestRange, packKey, packKeyNo, recordKey } from './keys.js'
 import { collectPacks, type PackGcOptions, type PackGcSummary } from './pack-gc.js'
-import { ENTRY_HEADER_SIZE } from './pack-format.js'
+import { ENTRY_HEADER_SIZE } from '../codecs/pack-format.js'
 
 export const STORE_FORMAT = 'ckpt-store'
 /** the store format this build writes (2: catalog records in the packs); 1 is read, and upgraded by a writer */

@@ -6,11 +6,11 @@ import fs from 'node:fs'
 import { blake3 } from '../../codecs/blake3.js'
 import { CkptError } from '../../codecs/errors.js'
 import { cidBytes, RAW } from '../../codecs/cid.js'
-import { ENTRY_HEADER_SIZE, writeEntryHeader } from '../../store/pack-format.js'
-import { preadUpTo } from '../../store/pack-scan.js'
+import { ENTRY_HEADER_SIZE, entryPayload, isFault, openPayload, writeEntryHeader } from '../../codecs/pack-format.js'
+import { preadUpTo } from '../../codecs/bytes.js'
 import { encodeNode } from '../../codecs/tree-node.js'
-import { compressBlockInto, decompressBlock, defaultCompressor, maxBlockPayload, type Compressor } from '../../codecs/compress.js'
-import { viewMayHave, type FingerprintView } from '../../store/fingerprint-set.js'
+import { compressBlockInto, defaultCompressor, maxBlockPayload, type Compressor } from '../../codecs/compress.js'
+import { viewMayHave, type FingerprintView } from '../../codecs/fingerprint.js'
 
 /**
  * Chunk bytes come either in `data` (shared memory) or, for files, as `file` + `fileOffset`: the
@@ -423,7 +423,6 @@ function packedOffsets(lengths: Uint32Array): Uint32Array {
   return o
 }
 
-const ENTRY_HEADER = 52
 /** a coalesced read spans at most this much, and skips at most RUN_GAP bytes between two entries */
 const RUN_MAX = 4 << 20
 const RUN_GAP = 16 << 10
@@ -462,10 +461,10 @@ function readEntries(t: ReadTask): ReadResult {
       else {
         if (i > runLast) {
           let j = i
-          let end = t.offsets[i]! + ENTRY_HEADER + t.storedLengths[i]!
+          let end = t.offsets[i]! + ENTRY_HEADER_SIZE + t.storedLengths[i]!
           while (j + 1 < t.offsets.length && t.fileIdx![j + 1] === t.fileIdx![i]) {
             const next = t.offsets[j + 1]!
-            const nextEnd = next + ENTRY_HEADER + t.storedLengths[j + 1]!
+            const nextEnd = next + ENTRY_HEADER_SIZE + t.storedLengths[j + 1]!
             if (next < end || next - end > RUN_GAP || nextEnd - t.offsets[i]! > RUN_MAX) break
             j++
             end = nextEnd
@@ -482,15 +481,13 @@ function readEntries(t: ReadTask): ReadResult {
           runLast = j
         }
         const rel = t.offsets[i]! - runStart
-        const size = ENTRY_HEADER + t.storedLengths[i]!
+        const size = ENTRY_HEADER_SIZE + t.storedLengths[i]!
         if (rel + size > runGot) {
           return { bad: i, code: 'CKPT_BAD_PACK', message: `pack ${t.files![t.fileIdx![i]!]} is truncated at offset ${runStart + runGot}` }
         }
-        const entry = scratch.subarray(rel, rel + size)
-        let sameCid = entry.readUInt32LE(0) === t.storedLengths[i] && entry.readUInt32LE(4) === t.rawLengths[i] && entry[8] === t.codes[i]
-        for (let j = 0; sameCid && j < 36; j++) sameCid = entry[12 + j] === t.cids[c + j]
-        if (!sameCid) return { bad: i, code: 'CKPT_BAD_INDEX', message: 'index entry points at another pack entry' }
-        payload = entry.subarray(ENTRY_HEADER, size)
+        const got = entryPayload(scratch.subarray(rel, rel + size), { cid: t.cids, storedLength: t.storedLengths[i]!, rawLength: t.rawLengths[i]!, codec: t.codes[i]! }, c)
+        if (isFault(got)) return { bad: i, code: got.fault, message: got.message }
+        payload = got
       }
       // decompress straight into the destination: no allocation, no copy
       const n = t.rawLengths[i]!
@@ -501,14 +498,9 @@ function readEntries(t: ReadTask): ReadResult {
         if (outScratch.length < n) outScratch = Buffer.allocUnsafe(n)
         into = outScratch.subarray(0, n)
       }
-      let raw: Uint8Array
-      try {
-        raw = decompressBlock(t.codes[i]!, payload, n, into)
-      } catch (err) {
-        return { bad: i, code: 'CKPT_BAD_PACK', message: (err as Error).message }
-      }
+      const raw = openPayload(t.codes[i]!, payload, n, t.cids, c + 4, into)
+      if (isFault(raw)) return { bad: i, code: raw.fault, message: raw.message }
       if (raw !== into) into.set(raw)
-      if (!sameDigest(blake3(into), t.cids, c + 4)) return { bad: i, code: 'CKPT_HASH_MISMATCH', message: 'block does not match its hash' }
       if (outFd !== undefined) fs.writeSync(outFd, into, 0, n, t.outOffsets[i]!)
       at += n
     }

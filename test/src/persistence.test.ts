@@ -8,7 +8,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { openStore, type CkptStore } from '../../src/index.js'
-import { decodeFooter, FOOTER_SIZE } from '../../store/pack-format.js'
+import { decodeFooter, FOOTER_SIZE } from '../../codecs/pack-format.js'
 import { makeRng, type Rng } from '../helpers/rng.js'
 import { bytesEqual, caught, removeTmpDirs, tmpStorePath } from '../helpers/tmp.js'
 

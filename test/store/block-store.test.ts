@@ -11,7 +11,7 @@ import { cidBytes, cidToString, DAG_CBOR, RAW, type CidBytes } from '../../codec
 import { AT_REST } from '../../codecs/compress.js'
 import { encodeNodeDelta } from '../../codecs/node-delta.js'
 import { encodeNode, type NodeEntries } from '../../codecs/tree-node.js'
-import { ENTRY_HEADER_SIZE } from '../../store/pack-format.js'
+import { ENTRY_HEADER_SIZE } from '../../codecs/pack-format.js'
 import { packFileName } from '../../store/pack-io.js'
 import { Repository } from '../../store/repository.js'
 import { makeRng, type Rng } from '../helpers/rng.js'

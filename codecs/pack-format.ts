@@ -13,10 +13,12 @@
  * packs alone; the crc lets a scan tell a torn or flipped entry from a valid one without
  * decompressing and re-hashing.
  */
-import { copyOf } from '../codecs/bytes.js'
+import { copyOf } from './bytes.js'
 import { crc32 } from 'node:zlib'
-import { CID_LENGTH } from '../codecs/cid.js'
-import { CkptError } from '../codecs/errors.js'
+import { CID_LENGTH } from './cid.js'
+import { CkptError } from './errors.js'
+import { blake3 } from './blake3.js'
+import { AT_REST, decompressBlock } from './compress.js'
 
 export const PACK_MAGIC = Buffer.from('CKPTPACK', 'latin1')
 export const SEAL_MAGIC = Buffer.from('CKPTSEAL', 'latin1')
@@ -152,4 +154,62 @@ export function decodeFooter(b: Uint8Array): { entryCount: number; dataEnd: numb
   const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength)
   if (buf.length !== FOOTER_SIZE || !buf.subarray(0, 8).equals(SEAL_MAGIC)) return undefined
   return { entryCount: buf.readUInt32LE(8), dataEnd: Number(buf.readBigUInt64LE(16)) }
+}
+
+/*
+ * The read path: every reader of pack entries (the block store, the restore workers, verify, the
+ * index rebuild, repair) checks an entry and opens its payload with these two functions, so there is
+ * one definition of "this entry is the block the index says" and of "this payload is that block".
+ */
+
+/** Why an entry is not the block it should be: the code a reader reports, and a message. */
+export interface EntryFault {
+  fault: 'CKPT_BAD_INDEX' | 'CKPT_BAD_PACK' | 'CKPT_HASH_MISMATCH'
+  message: string
+}
+
+/** What an index location promises about an entry (SPEC.md §4: the location value). */
+export interface ExpectedEntry {
+  cid: Uint8Array
+  storedLength: number
+  rawLength: number
+  codec: number
+}
+
+/**
+ * The payload of `entry` (a header and its payload, read at a location the index gave) when the
+ * header is the one the location promises: the same CID, lengths and codec. Otherwise the index
+ * points at another entry (CKPT_BAD_INDEX). `cidAt` reads the expected CID from a larger array.
+ */
+export function entryPayload(entry: Uint8Array, expect: ExpectedEntry, cidAt = 0): Uint8Array | EntryFault {
+  const size = ENTRY_HEADER_SIZE + expect.storedLength
+  if (entry.length < size) return { fault: 'CKPT_BAD_PACK', message: 'pack entry is truncated' }
+  const b = Buffer.from(entry.buffer, entry.byteOffset, ENTRY_HEADER_SIZE)
+  let same = b.readUInt32LE(0) === expect.storedLength && b.readUInt32LE(4) === expect.rawLength && b[8] === expect.codec
+  for (let j = 0; same && j < CID_LENGTH; j++) same = b[12 + j] === expect.cid[cidAt + j]
+  if (!same) return { fault: 'CKPT_BAD_INDEX', message: 'index entry points at another pack entry' }
+  return entry.subarray(ENTRY_HEADER_SIZE, size)
+}
+
+/**
+ * A payload opened and proven: decompressed under `codec` (into `into` when it has rawLength bytes)
+ * and re-hashed, the BLAKE3 digest compared with the 32 bytes of `digest` at `digestAt` (a CID's
+ * digest part). Node deltas (codec 3) are not blocks alone: only their resolved chain can be proven,
+ * so they are not opened here.
+ */
+export function openPayload(codec: number, payload: Uint8Array, rawLength: number, digest: Uint8Array, digestAt = 0, into?: Uint8Array): Uint8Array | EntryFault {
+  if (codec === AT_REST.nodeDelta) return { fault: 'CKPT_BAD_PACK', message: 'a node delta is opened through its chain' }
+  let raw: Uint8Array
+  try {
+    raw = decompressBlock(codec, payload, rawLength, into)
+  } catch (err) {
+    return { fault: 'CKPT_BAD_PACK', message: (err as Error).message }
+  }
+  const d = blake3(raw)
+  for (let j = 0; j < 32; j++) if (d[j] !== digest[digestAt + j]) return { fault: 'CKPT_HASH_MISMATCH', message: 'block does not match its hash' }
+  return raw
+}
+
+export function isFault(r: Uint8Array | EntryFault): r is EntryFault {
+  return !(r instanceof Uint8Array)
 }
