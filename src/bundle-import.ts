@@ -17,7 +17,7 @@ import { CkptError } from '../codecs/errors.js'
 import { decodeManifest, type Manifest } from '../codecs/manifest.js'
 import { decodeNode, type NodeEntries } from '../codecs/tree-node.js'
 import type { BlockStore } from '../store/block-store.js'
-import { ENTRY_HEADER_SIZE, ENTRY_KIND, MAX_BLOCK_SIZE } from '../store/pack-format.js'
+import { ENTRY_HEADER_SIZE, ENTRY_KIND, MAX_BLOCK_SIZE } from '../codecs/pack-format.js'
 import type { Repository } from '../store/repository.js'
 import { SeenSet } from '../store/seen-set.js'
 import { COMPRESSED, type HashResult } from './pipeline/tasks.js'
@@ -69,6 +69,11 @@ export interface ImportOptions {
   timelinePrefix?: string
   /** called now and then with the bytes read so far (of the uncompressed CAR) */
   onProgress?: (p: { bytes: number; blocks: number }) => void
+  /**
+   * For tests and tuning: bytes of staged pack data after which the blocks read so far are
+   * committed (a step commit, blocks only, so the transaction stays small). Default 64 MiB.
+   */
+  stageLimit?: number
 }
 
 export interface ImportSummary {
@@ -91,8 +96,8 @@ export interface ImportSummary {
   roots: string[]
 }
 
-/** Staged pack bytes past this are committed (blocks only) so the transaction stays small. */
-const STAGE_LIMIT = Number(process.env.CKPT_TEST_STAGE_LIMIT) || 64 << 20
+/** Staged pack bytes past this are committed (blocks only) so the transaction stays small (ImportOptions.stageLimit). */
+const STAGE_LIMIT = 64 << 20
 /** Tree nodes waiting for their manifest, at most this many bytes of them; beyond, stored whole. */
 const PENDING_NODE_BYTES = 48 << 20
 const RAW_BATCH = 1 << 20
@@ -137,6 +142,9 @@ export async function importBundle(store: CkptStore, source: AsyncIterable<Uint8
   }
   if (opts.as !== undefined) checkName('timeline', opts.as)
   if (opts.timelinePrefix !== undefined && opts.timelinePrefix !== '') checkName('timeline', opts.timelinePrefix + 'x')
+  if (opts.stageLimit !== undefined && !(typeof opts.stageLimit === 'number' && opts.stageLimit > 0)) {
+    throw new CkptError('CKPT_BAD_ARGUMENT', `stageLimit must be a positive number of bytes, not ${String(opts.stageLimit)}`, { stageLimit: String(opts.stageLimit) })
+  }
   return store.exclusive(async () => {
     const { repo, pool } = store.internals()
     const imp = new Importer(store, repo, pool, opts)
@@ -181,6 +189,8 @@ class Importer {
   private chain: Promise<void> = Promise.resolve()
   private batch: { cids: CidBytes[]; offsets: number[]; lengths: number[]; at: number[]; data: Uint8Array; used: number } | undefined
   private readonly comp = defaultCompressor()
+  /** staged pack bytes that make a step commit */
+  private readonly stageLimit: number
 
   constructor(
     private readonly store: CkptStore,
@@ -189,6 +199,7 @@ class Importer {
     private readonly opts: ImportOptions,
   ) {
     this.blocks = repo.blocks
+    this.stageLimit = opts.stageLimit || STAGE_LIMIT
   }
 
   async settle(): Promise<void> {
@@ -225,7 +236,7 @@ class Importer {
       this.summary.blocks++
       this.summary.bytes += s.block.length
       await this.add(cid, s.block, s.offset)
-      if (this.blocks.stagedBytes >= STAGE_LIMIT) await this.commitBlocks()
+      if (this.blocks.stagedBytes >= this.stageLimit) await this.commitBlocks()
       if (this.opts.onProgress && reader.offset - lastProgress >= 1 << 20) {
         lastProgress = reader.offset
         this.opts.onProgress({ bytes: reader.offset, blocks: this.summary.blocks })

@@ -3,7 +3,7 @@
 //   node crash-ops.mjs repair <storeDir> <bundle>    repairs (--from the bundle, --rebuild-index), prints DONE
 //   node crash-ops.mjs thin <storeDir> <policy>      thins timeline rec by the policy, prints DONE
 //   node crash-ops.mjs gc <storeDir> <threshold>     gc at the threshold (0..1), prints DONE
-// CKPT_TEST_STAGE_LIMIT (bytes) makes an import commit its blocks in small steps.
+// CKPT_TEST_STAGE_LIMIT (bytes) makes an import commit its blocks in small steps (ImportOptions.stageLimit).
 import fs from 'node:fs'
 import { fileSource, importBundle, openStore, repairStore } from '../../dist/src/index.js'
 
@@ -12,7 +12,8 @@ const [op, dir, bundle] = process.argv.slice(2)
 say('READY')
 if (op === 'import') {
   const store = await openStore(dir)
-  await importBundle(store, fileSource(bundle))
+  const stageLimit = Number(process.env.CKPT_TEST_STAGE_LIMIT) || undefined
+  await importBundle(store, fileSource(bundle), { stageLimit })
   await store.close()
 } else if (op === 'repair') {
   await repairStore(dir, { from: bundle, rebuildIndex: true })
