@@ -6,7 +6,7 @@ import path from 'node:path'
 import { parseArgs } from 'node:util'
 import { UsageError } from './errors.js'
 
-type OptionSpec = { type: 'string' | 'boolean'; short?: string; multiple?: boolean }
+export type OptionSpec = { type: 'string' | 'boolean'; short?: string; multiple?: boolean }
 
 /** What parse() returns: parseArgs' precise result type for these options. */
 export type Parsed<O extends Record<string, OptionSpec>> = ReturnType<typeof parseArgs<{ args: string[]; options: O; strict: true; allowPositionals: true }>>
@@ -106,6 +106,19 @@ export function parseSize(text: string, what: string, command: string): number {
   return n
 }
 
+/**
+ * A percentage: `50`, `50%`, `12.5` (decimal digits, an optional fraction, an optional `%`), in
+ * [0, 100], or in (0, 100] when `zero` is false. The one parser of `gc --threshold`, `gc --max-unused`
+ * and `verify --sample`; returns the percentage (50 for "50%").
+ */
+export function parsePercent(text: string, option: string, command: string, opts: { zero?: boolean } = {}): number {
+  const zero = opts.zero !== false
+  const m = /^(\d+(?:\.\d+)?)%?$/.exec(text)
+  const pct = m ? Number(m[1]) : NaN
+  if (!(pct <= 100) || (!zero && pct === 0)) throw new UsageError(`${option} must be a percentage in ${zero ? '[' : '('}0, 100], not ${JSON.stringify(text)}`, command)
+  return pct
+}
+
 /** `KEY=VALUE` (split at the first `=`; KEY must not be empty). */
 export function parsePair(text: string, what: string, command: string): [string, string] {
   const eq = text.indexOf('=')
@@ -132,9 +145,4 @@ export function parseRegionArg(text: string, command: string): RegionArg {
     return { name, file: rest }
   }
   return { name, file: m[1]!, chunkSize: parseSize(m[2]!, `chunk size of region ${name}`, command) }
-}
-
-/** Default chunk size of a new region: 4 KiB pages for memory ("ram...", "mem..."), 64 KiB clusters otherwise. */
-export function defaultChunkSize(region: string): number {
-  return /^(ram|mem)/i.test(region) ? 4096 : 65536
 }

@@ -8,6 +8,7 @@ import { wantsHelp, wantsJson } from './args.js'
 import { COMMANDS } from './commands.js'
 import { classify, EXIT, UsageError, type ExitCode } from './errors.js'
 import { toJson } from './format.js'
+import { jsonPrinted } from './shared.js'
 
 export { EXIT } from './errors.js'
 
@@ -37,7 +38,9 @@ ${list}
   ${'help'.padEnd(width)}  show this text, or a command's (ckpt help COMMAND)
 
 Every command takes --store DIR (default: $CKPT_STORE), --json and --help.
-Checkpoint references (REF): a CID, TIMELINE@VTIME (nearest at or before) or TIMELINE (latest).
+Checkpoint references (REF): a CID, TIMELINE@VTIME (nearest at or before), TIMELINE (latest) or
+ref:NAME (a ref set by ckpt ref).
+With --json, stdout carries one JSON document, or JSON lines for log, diff and verify.
 
 exit status: ${EXIT.OK} success, ${EXIT.DATA} data error (e.g. CKPT_NOT_FOUND), ${EXIT.USAGE} usage error, ${EXIT.STORE} the store cannot be opened
 
@@ -56,6 +59,8 @@ function write(stream: NodeJS.WriteStream, text: string): void {
 /** Runs one command line; resolves to the exit status (never throws). */
 export async function main(argv: string[]): Promise<ExitCode> {
   const json = wantsJson(argv)
+  /** a command whose --json output is one document: no error document after it */
+  let document = true
   try {
     const [cmd, ...rest] = argv
     if (cmd === undefined) {
@@ -82,6 +87,7 @@ export async function main(argv: string[]): Promise<ExitCode> {
     }
     const c = COMMANDS.get(cmd)
     if (!c) throw new UsageError(cmd.startsWith('-') ? `unknown option ${JSON.stringify(cmd)} before the command` : `unknown command ${JSON.stringify(cmd)}`)
+    document = c.json === 'document'
     if (wantsHelp(rest)) {
       write(process.stdout, c.help)
       return EXIT.OK
@@ -90,7 +96,8 @@ export async function main(argv: string[]): Promise<ExitCode> {
   } catch (err) {
     const r = classify(err)
     process.stderr.write(r.line + '\n')
-    if (json) process.stdout.write(toJson(r.json) + '\n')
+    // JSON lines end with the error; a document command's error is its one document
+    if (json && !(document && jsonPrinted() > 0)) process.stdout.write(toJson(r.json) + '\n')
     return r.exit
   }
 }

@@ -1,16 +1,79 @@
+import fs from 'node:fs'
 import { esc, humanBytes } from './format.js'
+
+/** What one status line shows (progressLine renders it). */
+export interface ProgressState {
+  /** `ckpt restore` */
+  label: string
+  /** what is being done (escaped by the caller) */
+  phase: string
+  /** seconds since the command started */
+  elapsed: number
+  /** work done so far, when it is counted */
+  done?: number
+  /** all the work, when it is known: a bar and a percentage */
+  total?: number
+  /** what done and total count: 'B' (bytes, shown as KiB, MiB...) or a word (`packs`) */
+  unit?: string
+  /** the terminal's width: the line is cut to fit */
+  columns?: number
+}
+
+/**
+ * The status line: `ckpt add: checkpointing vm@5 (1.0 GiB) 2.4s`; with an amount `ckpt import: 410 MiB,
+ * 380 MiB/s, 1.1s`; with a total a bar and a percentage: `ckpt restore: region ram [######----------]
+ * 30% 307 MiB of 1.00 GiB, 380 MiB/s, ETA 1.9s`. The percentage stays below 100 until done reaches total.
+ */
+export function progressLine(s: ProgressState): string {
+  const secs = s.elapsed.toFixed(1)
+  const unit = s.unit ?? 'B'
+  let line = `${s.label}: ${s.phase} ${secs}s`
+  if (s.done !== undefined) {
+    const fmt = (n: number) => (unit === 'B' ? humanBytes(Math.round(n)) : `${n} ${unit}`)
+    const rate = s.elapsed > 0 ? s.done / s.elapsed : 0
+    const rateText = unit === 'B' ? `${humanBytes(Math.round(rate))}/s` : `${rate.toFixed(0)} ${unit}/s`
+    if (s.total !== undefined && s.total > 0) {
+      const f = Math.min(1, s.done / s.total)
+      const width = 20
+      const bar = '#'.repeat(Math.round(f * width)).padEnd(width, '-')
+      const pct = s.done >= s.total ? 100 : Math.min(99, Math.floor(f * 100))
+      const eta = rate > 0 ? (Math.max(0, s.total - s.done) / rate).toFixed(1) : '?'
+      line = `${s.label}: ${s.phase} [${bar}] ${pct}% ${fmt(Math.min(s.done, s.total))} of ${fmt(s.total)}, ${rateText}, ETA ${eta}s`
+    } else {
+      line = `${s.label}: ${s.phase} ${fmt(s.done)}, ${rateText}, ${secs}s`
+    }
+  }
+  if (s.columns && line.length > s.columns - 1) line = line.slice(0, s.columns - 1)
+  return line
+}
+
+/**
+ * The bytes a region restore has put into its temporary file so far (`TARGET.ckpt-partial-PID`, written
+ * sparse: its allocated blocks), at most `size`; 0 before the file exists.
+ */
+export function partialBytes(temp: string, size: number): number {
+  try {
+    return Math.min(size, fs.statSync(temp).blocks * 512)
+  } catch {
+    return 0
+  }
+}
 
 /**
  * A single updating status line on stderr for commands that may take seconds (`add`, `restore`,
- * `export`, `import`): `ckpt add: checkpointing 3 regions ... 2.4s`, or with amounts a bar:
- * `ckpt import: [######------] 48% 410 MiB of 860 MiB, 380 MiB/s, ETA 1.2s`. Only on a TTY and never
- * with --json; it first appears after a short delay (fast commands never show it) and is erased by end().
+ * `export`, `import`, `verify`, `repair`, `gc`): a phase and the time, or with amounts (and a total) a
+ * bar as progressLine() draws it. Only on a TTY and never with --json; it first appears after a short
+ * delay (fast commands never show it) and is erased by end().
  */
 export class Progress {
   private phase = ''
   private readonly t0 = performance.now()
   private timer: NodeJS.Timeout | undefined
   private shown = false
+  private done: number | undefined
+  private total: number | undefined
+  private unit = ''
+  private measure: (() => number) | undefined
 
   constructor(
     private readonly label: string,
@@ -27,47 +90,32 @@ export class Progress {
     return stream.isTTY === true && !json
   }
 
-  private done: number | undefined
-  private total: number | undefined
-  private unit = ''
-
   set(phase: string): void {
     this.phase = esc(phase)
     this.done = undefined
     this.total = undefined
+    this.measure = undefined
     if (this.shown) this.render()
   }
 
-  /** An amount of work done so far (bytes when unit is 'B'), of `total` when it is known. */
-  amount(phase: string, done: number, total?: number, unit = 'B'): void {
+  /**
+   * An amount of work done so far (bytes when unit is 'B'), of `total` when it is known. `measure`,
+   * when given, is asked for the amount done at each redraw (a file being written by worker threads).
+   */
+  amount(phase: string, done: number, total?: number, unit = 'B', measure?: () => number): void {
     this.phase = esc(phase)
     this.done = done
     this.total = total
     this.unit = unit
+    this.measure = measure
   }
 
   private render(): void {
     if (!this.enabled) return
-    const elapsed = (performance.now() - this.t0) / 1000
-    const secs = elapsed.toFixed(1)
-    let line = `${this.label}: ${this.phase} ${secs}s`
-    if (this.done !== undefined) {
-      const fmt = (n: number) => (this.unit === 'B' ? humanBytes(Math.round(n)) : `${n} ${this.unit}`)
-      const rate = elapsed > 0 ? this.done / elapsed : 0
-      const rateText = this.unit === 'B' ? `${humanBytes(Math.round(rate))}/s` : `${rate.toFixed(0)} ${this.unit}/s`
-      if (this.total && this.total > 0) {
-        const f = Math.min(1, this.done / this.total)
-        const width = 20
-        const bar = '#'.repeat(Math.round(f * width)).padEnd(width, '-')
-        const eta = rate > 0 ? ((this.total - this.done) / rate).toFixed(1) : '?'
-        line = `${this.label}: ${this.phase} [${bar}] ${(f * 100).toFixed(0)}% ${fmt(this.done)} of ${fmt(this.total)}, ${rateText}, ETA ${eta}s`
-      } else {
-        line = `${this.label}: ${this.phase} ${fmt(this.done)}, ${rateText}, ${secs}s`
-      }
-    }
-    const cols = this.stream.columns
-    if (cols && line.length > cols - 1) line = line.slice(0, cols - 1)
-    this.stream.write('\r\x1b[K' + line)
+    if (this.measure) this.done = Math.max(this.done ?? 0, this.measure())
+    const state: ProgressState = { label: this.label, phase: this.phase, elapsed: (performance.now() - this.t0) / 1000, unit: this.unit, columns: this.stream.columns }
+    if (this.done !== undefined) Object.assign(state, { done: this.done, total: this.total })
+    this.stream.write('\r\x1b[K' + progressLine(state))
     this.shown = true
   }
 

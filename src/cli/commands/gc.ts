@@ -1,0 +1,76 @@
+/** `ckpt gc`: reclaim the space of blocks nothing reaches. */
+import type { GcSummary } from '../../gc.js'
+import { COMMON, parse, parsePercent, storeDir } from '../args.js'
+import { humanBytes } from '../format.js'
+import { Progress } from '../progress.js'
+import { json, JSON_HELP, line, noPositionals, plural, STORE_HELP, withStore, type Command } from '../shared.js'
+
+const OPTIONS = { ...COMMON, threshold: { type: 'string' }, 'max-unused': { type: 'string' }, 'dry-run': { type: 'boolean' } } as const
+
+/** A percentage option of gc as a fraction; undefined when not given. */
+function fraction(v: string | undefined, option: string): number | undefined {
+  return v === undefined ? undefined : parsePercent(v, option, 'gc') / 100
+}
+
+function summaryText(s: GcSummary, dir: string, dryRun: boolean): string[] {
+  const would = dryRun ? 'would ' : ''
+  const out = [
+    `${plural(s.roots, 'root')}, ${s.liveBlocks} live blocks (${humanBytes(s.liveBytes)}); ${would}rewrite ${plural(s.packsRewritten, 'pack')} (${humanBytes(s.rewrittenBytes)} copied), ${would}delete ${plural(s.packsDeleted, 'dead pack')}`,
+  ]
+  if (s.nodesReencoded) out.push(`stored ${plural(s.nodesReencoded, 'tree node')} anew (${humanBytes(s.reencodedBytes)}) so the delta bases of removed checkpoints can go`)
+  if (dryRun && s.baseOnlyBytes) out.push(`${humanBytes(s.baseOnlyBytes)} of tree nodes are live only as delta bases: gc stores the nodes built on them anew`)
+  if (s.packsSkipped) out.push(`left ${plural(s.packsSkipped, 'pack')} as they are: ${plural(s.damagedLiveBlocks, 'live block')} in them did not read back intact; next: ckpt verify --store ${dir} --deep`)
+  out.push(
+    `${dryRun ? 'would reclaim' : 'reclaimed'} ${humanBytes(s.reclaimedBytes)}: packs ${humanBytes(s.bytesBefore)} -> ${humanBytes(s.bytesAfter)}` +
+      `${s.deadBytesKept ? `; ${humanBytes(s.deadBytesKept)} dead left in packs above the threshold` : ''}${s.orphansRemoved ? `; ${plural(s.orphansRemoved, 'set-aside pack')} removed` : ''}`,
+  )
+  return out
+}
+
+export const gc: Command = {
+  summary: 'reclaim the space of blocks no checkpoint or ref reaches',
+  help: `usage: ckpt gc --store DIR [--threshold PCT] [--max-unused PCT] [--dry-run] [--json]
+
+Marks every block reachable from the catalog's checkpoints and the refs, then deletes packs with
+nothing live in them and rewrites those whose live share is below the threshold (their live blocks
+are copied into a new pack, the old file deleted), and then the deadest others while the dead bytes
+left would exceed --max-unused of the live ones. Tree nodes kept only as delta bases of thinned
+checkpoints are not kept: the live nodes built on them are stored anew. Holds the store's writer lock; a kill at any
+point leaves a consistent store (SPEC.md §15). Prints packs rewritten and deleted, and bytes
+reclaimed (--json: the whole summary).
+
+${STORE_HELP}
+  --threshold PCT    rewrite packs less than PCT% live (default 50; 100 rewrites every pack with
+                     any dead block; 0 only deletes dead packs)
+  --max-unused PCT   leave at most PCT% dead bytes (of the live bytes) in packs kept (default 2;
+                     100: only the threshold decides)
+  --dry-run          only say what would be reclaimed
+${JSON_HELP}
+
+examples:
+  ckpt gc --store s
+  ckpt gc --store s --threshold 90 --json`,
+  options: OPTIONS,
+  json: 'document',
+  async run(argv) {
+    const { values, positionals } = parse('gc', argv, OPTIONS)
+    noPositionals('gc', positionals)
+    const dir = storeDir(values.store, 'gc')
+    const threshold = fraction(values.threshold, '--threshold')
+    const maxUnused = fraction(values['max-unused'], '--max-unused')
+    const dryRun = values['dry-run'] === true
+    const progress = new Progress('ckpt gc', Progress.wanted(values.json === true))
+    try {
+      // no dedup filter: this process writes only copies, and its memory stays flat whatever the store's size
+      // a dry run changes nothing: it opens the store read-only (no index rebuilt, nothing written)
+      const s = await withStore(dir, { mustExist: true, threads: 0, dedupFilter: false, readOnly: dryRun }, (store) =>
+        store.gc({ threshold, maxUnused, dryRun, onProgress: (p) => progress.amount(p.phase === 'mark' ? 'marking live blocks' : 'rewriting packs', p.done, p.total, p.phase === 'mark' ? 'roots' : 'packs') }),
+      )
+      progress.end()
+      if (values.json) json(s)
+      else for (const l of summaryText(s, dir, dryRun)) line(l)
+    } finally {
+      progress.end()
+    }
+  },
+}
