@@ -12,6 +12,7 @@ export type { ExportOptions, ExportSummary, ExportProgress, BundleStream, Import
 export { verifyStore } from './verify.js'
 export type { Finding, FindingKind, VerifyOptions, VerifyProgress, VerifySummary, CheckpointRef, Severity } from './verify.js'
 export { repairStore } from './repair.js'
+export { restoreAll, type RestoreAllOptions, type RestoreAllProgress, type RestoreAllResult, type RestoredFile } from './restore-all.js'
 export type { RepairOptions, RepairSummary } from './repair.js'
 export type { OpenNote } from '../store/repository.js'
 export type { UncoveredCheckpoint, RebuildSummary } from '../store/rebuild.js'

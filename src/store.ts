@@ -19,7 +19,7 @@ import { checkName, toVtime } from './refs.js'
 import { Geometry } from './region-tree.js'
 import { resolveRef } from './resolve.js'
 import { readChunk, restoreRegion } from './restore.js'
-import { dirBytes, packStats } from './stats.js'
+import { storeStats, type StoreStats } from './stats.js'
 import type { Timeline, RegionConfig } from './timeline.js'
 import { TimelineRegistry } from './timelines.js'
 import type { LogEntry } from './types.js'
@@ -33,18 +33,7 @@ export interface OpenOptions extends RepositoryOptions {
   maxPendingBytes?: number
 }
 
-export interface StoreStats {
-  timelines: number
-  checkpoints: number
-  blocks: number
-  packs: number
-  /** bytes in pack files (entries, headers, footers) */
-  packBytes: number
-  /** bytes of the LevelDB index directory */
-  indexBytes: number
-  /** in-memory fingerprint filter */
-  filterBytes: number
-}
+export type { StoreStats } from './stats.js'
 
 /** The store's default location when none is given: CKPT_STORE, else ./ckpt-store. */
 export function defaultStorePath(): string {
@@ -318,24 +307,10 @@ export class CkptStore {
     return this.repo.checkpointRecord(await this.resolveBytes(cid))
   }
 
+  /** Counts and sizes, with the logical bytes of the catalog's checkpoints and the dedup ratio (one manifest read per checkpoint). */
   async stats(): Promise<StoreStats> {
     this.checkOpen()
-    let timelines = 0
-    let checkpoints = 0
-    for await (const t of this.repo.timelines()) {
-      timelines++
-      for await (const _ of this.repo.checkpoints(t.name)) checkpoints++
-    }
-    const p = packStats(this.repo.blocks)
-    return {
-      timelines,
-      checkpoints,
-      blocks: await this.repo.blocks.count(),
-      packs: p.packs,
-      packBytes: p.bytes,
-      indexBytes: dirBytes(path.join(this.repo.dir, 'index')),
-      filterBytes: this.repo.blocks.filterBytes,
-    }
+    return storeStats(this.repo, (cid) => this.manifestOf(cid))
   }
 
   /** Waits for every queued checkpoint, then closes. */

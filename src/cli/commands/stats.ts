@@ -1,4 +1,4 @@
-/** `ckpt stats`: the store's counts and sizes, logical bytes and dedup ratio (src/usage.ts). */
+/** `ckpt stats`: the store's counts and sizes, logical bytes and dedup ratio (store.stats(), src/stats.ts). */
 import { COMMON, parse, storeDir } from '../args.js'
 import { columns, humanBytes } from '../format.js'
 import { json, JSON_HELP, line, noPositionals, READ, STORE_HELP, withStore, type Command } from '../shared.js'
@@ -9,7 +9,7 @@ export const stats: Command = {
   summary: 'print store statistics',
   help: `usage: ckpt stats --store DIR [--json]
 
-Prints the store's counts and sizes (store.stats()) and:
+Prints the store's counts and sizes and:
   logical bytes   sum over all checkpoints of their regions' and blobs' sizes
   stored bytes    pack bytes + index bytes
   dedup ratio     logical bytes / pack bytes
@@ -26,8 +26,7 @@ examples:
     const { values, positionals } = parse('stats', argv, OPTIONS)
     noPositionals('stats', positionals)
     const dir = storeDir(values.store, 'stats')
-    const { storeUsage } = await import('../../usage.js')
-    const s = await withStore(dir, READ, storeUsage)
+    const s = await withStore(dir, READ, (store) => store.stats())
     if (values.json) {
       json(s)
       return
