@@ -5,15 +5,18 @@
  * compressed on the pool and appended to the open pack.
  */
 import { blake3 } from '../codecs/blake3.js'
+import { cdcCuts } from '../codecs/cdc.js'
 import { cidBytes, cidDigest, cidEquals, RAW, type CidBytes } from '../codecs/cid.js'
+import type { BlobRoot } from '../codecs/manifest.js'
+import type { NodeEntries } from '../codecs/tree-node.js'
 import { compressBlock, defaultCompressor, maxBlockPayload, type Compressor } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
-import type { BlockStore } from '../store/block-store.js'
+import type { BlockStore } from '../store/index.js'
 import { acquireSlab, releaseSlab } from './pipeline/slabs.js'
 import { COMPRESSED, type HashResult } from './pipeline/tasks.js'
 import { ENTRY_HEADER_SIZE } from '../codecs/pack-format.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
-import type { RegionTree } from './region-tree.js'
+import type { Geometry, RegionTree } from './region-tree.js'
 import type { SpanTable } from '../codecs/scan-cache.js'
 
 /** ~1 MiB of chunks per task: large enough to amortise a postMessage, small enough to spread. */
@@ -277,38 +280,6 @@ export function balancedRuns(n: number, maxPer: number, parts: number): number[]
 }
 
 /**
- * Runs work items with bounded parallelism (by default twice the pool size in flight), so reading,
- * hashing and compressing overlap while memory stays bounded. The first failure (of `next` or of a work item)
- * stops taking items and is thrown once everything in flight has settled. Ingest and restore share it.
- */
-export async function runBatches<T>(pool: WorkerPool, next: () => Promise<T | undefined>, work: (b: T) => Promise<void>, limit = Math.max(2, pool.threads * 2)): Promise<void> {
-  const inflight = new Set<Promise<void>>()
-  let failure: unknown
-  for (;;) {
-    if (failure) break
-    let b: T | undefined
-    try {
-      b = await next()
-    } catch (err) {
-      failure ??= err
-      break
-    }
-    if (b === undefined) break
-    const p: Promise<void> = work(b).then(
-      () => void inflight.delete(p),
-      (err) => {
-        inflight.delete(p)
-        failure ??= err
-      },
-    )
-    inflight.add(p)
-    if (inflight.size >= limit) await Promise.race(inflight)
-  }
-  await Promise.all(inflight)
-  if (failure) throw failure
-}
-
-/**
  * Batches of a whole file (full scan of a disk image): ranges only; each worker preads its range, so
  * no image bytes pass through the main thread. The file must not change until the checkpoint resolves.
  */
@@ -331,4 +302,76 @@ export function fileBatches(path: string, size: number, chunkSize: number, lengt
     next += n
     return b
   }
+}
+
+/** Tree nodes hashed on the pool: split across it, each part travelling as three flat arrays. */
+export async function hashNodes(pool: WorkerPool, nodes: NodeEntries[]): Promise<Uint8Array[]> {
+  const parts = Math.max(1, Math.min(pool.threads, nodes.length))
+  const results = await Promise.all(
+    balancedRuns(nodes.length, nodes.length, parts).map((size, p, sizes) => {
+      const from = sizes.slice(0, p).reduce((a, b) => a + b, 0)
+      const list = nodes.slice(from, from + size)
+      const slots = list.reduce((a, e) => a + e.count, 0)
+      const task = { op: 'nodes' as const, counts: new Uint32Array(list.map((e) => e.count)), codecs: new Uint8Array(slots), digests: new Uint8Array(slots * 32) }
+      let at = 0
+      for (const e of list) {
+        task.codecs.set(e.codecs, at)
+        task.digests.set(e.digests, at * 32)
+        at += e.count
+      }
+      // the arrays were built for this task: move them rather than copy ~2 MB of digests
+      return pool.run(task, [task.counts.buffer, task.codecs.buffer, task.digests.buffer] as ArrayBuffer[])
+    }),
+  )
+  return results.flatMap((r) => Array.from({ length: r.hashes.length / 32 }, (_, k) => r.hashes.subarray(k * 32, k * 32 + 32)))
+}
+
+export function bufferBatches(data: Uint8Array, geo: Geometry): () => Promise<ChunkBatch | undefined> {
+  const per = Math.max(1, Math.floor((1 << 20) / geo.chunkSize))
+  let next = 0
+  const shared = data.buffer instanceof SharedArrayBuffer
+  return async () => {
+    if (next >= geo.chunks) return undefined
+    const n = Math.min(per, geo.chunks - next)
+    const start = next * geo.chunkSize
+    const end = Math.min(geo.size, (next + n) * geo.chunkSize)
+    // a view of an ordinary ArrayBuffer would be cloned whole by postMessage: copy just this batch
+    let view = data.subarray(start, end)
+    if (!shared) {
+      const s = acquireSlab(view.length)
+      s.set(view)
+      view = s
+    }
+    const indexes = new Uint32Array(n)
+    const offsets = new Uint32Array(n)
+    const lengths = new Uint32Array(n)
+    for (let k = 0; k < n; k++) {
+      indexes[k] = next + k
+      offsets[k] = k * geo.chunkSize
+      lengths[k] = geo.chunkLength(next + k)
+    }
+    next += n
+    return { data: view, indexes, offsets, lengths }
+  }
+}
+
+/** Content-defined chunks of a blob; the manifest lists them in order. */
+export function storeBlob(blocks: BlockStore, data: Uint8Array): { root: BlobRoot; stored: number } {
+  const cuts = cdcCuts(data)
+  const chunks: BlobRoot['chunks'] = []
+  let start = 0
+  let stored = 0
+  const comp = defaultCompressor()
+  for (const end of cuts) {
+    const piece = data.subarray(start, end)
+    const cid = cidBytes(RAW, blake3(piece))
+    if (!blocks.has(cid)) {
+      const c = compressBlock(comp, piece)
+      blocks.put(cid, c.code, c.bytes, piece.length)
+      stored += c.bytes.length
+    }
+    chunks.push({ cid, length: piece.length })
+    start = end
+  }
+  return { root: { size: data.length, chunks }, stored }
 }

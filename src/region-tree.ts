@@ -1,5 +1,5 @@
 /**
- * A region's content as a Merkle tree over chunk CIDs (SPEC.md §Region trees).
+ * A region's content as a Merkle tree over chunk CIDs (SPEC.md, "Tree nodes").
  * Level 0 is the chunks; a node at level L >= 1, index j, holds the links of level L-1 items
  * [j*F, min((j+1)*F, itemsAt(L-1))). The root is the single node at the top level. A hole (null) is an
  * all-zero chunk or an all-zero subtree. The shape depends only on size, chunk size and fan-out, so equal
@@ -7,7 +7,7 @@
  *
  * The tree kept for a timeline's head is mutable: setChunk() changes slots (copy-on-write per node), and
  * commit() writes only the nodes on paths from changed chunks to the root, each stored as a delta
- * against its previous version where that is smaller (SPEC.md §Node deltas).
+ * against its previous version where that is smaller (SPEC.md, "Node deltas").
  */
 import { blake3 } from '../codecs/blake3.js'
 import { cidBytes, cidDigest, DAG_CBOR, RAW, type CidBytes } from '../codecs/cid.js'

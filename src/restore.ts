@@ -10,7 +10,7 @@ import { cidBytes, cidCodec, cidDigest, cidToString, RAW, type CidBytes } from '
 import { CkptError, fsError } from '../codecs/errors.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
 import { hashMismatch, type BlockLocation, type BlockStore } from '../store/block-store.js'
-import { runBatches } from './ingest.js'
+import { runBatches } from './pipeline/batches.js'
 import type { ReadTask } from './pipeline/tasks.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
 import {

@@ -9,16 +9,16 @@
  */
 import { copyOf } from '../codecs/bytes.js'
 import fs from 'node:fs'
-import { CID } from 'multiformats/cid'
+import type { CID } from 'multiformats/cid'
 import { blake3 } from '../codecs/blake3.js'
-import { cdcCuts } from '../codecs/cdc.js'
-import { cidBytes, cidKey, DAG_CBOR, RAW, toCID, type CidBytes } from '../codecs/cid.js'
+import { cidBytes, cidKey, DAG_CBOR, toCID, type CidBytes } from '../codecs/cid.js'
 import { compressBlock, defaultCompressor } from '../codecs/compress.js'
 import { CkptError, fsError } from '../codecs/errors.js'
 import { encodeManifest, metaProblem, type BlobRoot, type Manifest, type RegionRoot } from '../codecs/manifest.js'
 import { ENTRY_KIND } from '../codecs/pack-format.js'
-import type { TimelineRecord } from '../store/repository.js'
-import { addStats, balancedRuns, batchesOf, markOwnedLeaves, emptyStats, fileBatches, ingestBatch, runBatches, type ChunkBatch, type IngestStats, type SpanScan } from './ingest.js'
+import type { TimelineRecord } from '../store/index.js'
+import { addStats, batchesOf, bufferBatches, hashNodes, markOwnedLeaves, emptyStats, fileBatches, ingestBatch, storeBlob, type ChunkBatch, type IngestStats, type SpanScan } from './ingest.js'
+import { runBatches } from './pipeline/batches.js'
 import { SPAN_SIZE, spanCount } from '../codecs/scan-cache.js'
 import { ScanCache } from './scan-cache.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
@@ -29,7 +29,11 @@ import type { StoreContext } from './context.js'
 import { dropOps, isProtected, thinCandidates } from './lifecycle.js'
 import { parsePolicy, planKeep, type Policy } from './policy.js'
 
-export type DirtySpec = ArrayLike<number> | { bitmap: Uint8Array }
+/**
+ * Chunks changed since the timeline's previous checkpoint: any iterable (array, Set, typed array,
+ * generator) or array-like of chunk indexes, or a bitmap (see dirtyIndexes for its bit order and length).
+ */
+export type DirtySpec = Iterable<number> | ArrayLike<number> | { bitmap: Uint8Array }
 
 export interface RegionInput {
   /** the whole region: a buffer of exactly the region's size, or the path of a file of that size */
@@ -91,24 +95,39 @@ interface PreparedRegion {
     | { kind: 'buffer'; data: Uint8Array; copy: boolean }
 }
 
+type Job = ReturnType<Timeline['validate']>
+
+/** A checkpoint of a timeline that thins itself: what its policy decides on */
+type LiveEntry = { vtime: bigint; cid: CidBytes; protected: boolean }
+
 export interface RegionConfig {
   size: number
   /** power of two, 512 B to 1 MiB; default 4 KiB */
   chunkSize?: number
 }
 
+/**
+ * A region's dirty chunks, sorted and without duplicates. `dirty` is any iterable (or array-like) of
+ * chunk indexes, or `{ bitmap }`: chunk i is dirty when bit (i & 7) of byte (i >> 3) is set, the
+ * least significant bit first (the byte order of a little-endian 64-bit dirty log such as KVM's). The
+ * bitmap has ceil(chunks / 8) bytes, or more up to a multiple of 8 bytes (ceil(chunks / 64) × 8); bits
+ * past the last chunk are ignored.
+ */
 function dirtyIndexes(name: string, d: DirtySpec, geo: Geometry): Uint32Array {
   let list: number[]
-  if ('bitmap' in d && d.bitmap instanceof Uint8Array) {
-    if (d.bitmap.length !== Math.ceil(geo.chunks / 8)) {
-      throw new CkptError('CKPT_WRONG_SIZE', `dirty bitmap of region ${name} must have ${Math.ceil(geo.chunks / 8)} bytes`, { region: name })
+  if (typeof d === 'object' && d !== null && 'bitmap' in d && d.bitmap instanceof Uint8Array) {
+    const min = Math.ceil(geo.chunks / 8)
+    const max = Math.ceil(geo.chunks / 64) * 8
+    if (d.bitmap.length < min || d.bitmap.length > max) {
+      const want = min === max ? `${min}` : `${min} to ${max}`
+      throw new CkptError('CKPT_WRONG_SIZE', `dirty bitmap of region ${name} has ${d.bitmap.length} bytes, must have ${want}`, { region: name })
     }
     list = []
     for (let i = 0; i < geo.chunks; i++) if (d.bitmap[i >> 3]! & (1 << (i & 7))) list.push(i)
+  } else if (typeof d === 'object' && d !== null && (Symbol.iterator in d || typeof (d as ArrayLike<number>).length === 'number')) {
+    list = Array.from(d as Iterable<number> | ArrayLike<number>)
   } else {
-    const a = d as ArrayLike<number>
-    if (typeof a.length !== 'number') throw new TypeError('dirty must be an array of chunk indexes or { bitmap }')
-    list = Array.from(a)
+    throw new TypeError(`dirty of region ${name} must be an iterable of chunk indexes or { bitmap: Uint8Array }`)
   }
   const out = new Uint32Array(list.length)
   for (let k = 0; k < list.length; k++) {
@@ -148,8 +167,10 @@ export class Timeline {
   /** span digests of the regions' last full scans (SPEC.md §10 "Full scans"), loaded on first use */
   private scanCache: ScanCache | undefined
 
+  /** @internal */
   constructor(
     private readonly ctx: StoreContext,
+    /** @internal the timeline's catalog record */
     public record: TimelineRecord,
     head: { cid: CidBytes; vtime: bigint; manifest: Manifest } | undefined,
   ) {
@@ -163,12 +184,15 @@ export class Timeline {
     return this.record.name
   }
 
-  /** @internal the head checkpoint this handle builds on (a gc root while the handle is open) */
-  head(): CidBytes | null {
-    return this.headCid
+  /**
+   * The checkpoint this handle's next checkpoint builds on (its parent, and what dirty hints are
+   * relative to), or null before the first one.
+   */
+  head(): CID | null {
+    return this.headCid && toCID(this.headCid)
   }
 
-  /** @internal the head as CID bytes */
+  /** @internal the head as CID bytes (a gc root while the handle is open) */
   headBytes(): CidBytes | null {
     return this.headCid
   }
@@ -190,11 +214,11 @@ export class Timeline {
    * The live checkpoints of a timeline that thins itself (vtime order), loaded on first use, kept up
    * to date by the pipeline.
    */
-  private live: { vtime: bigint; cid: CidBytes; protected: boolean }[] | undefined
+  private live: LiveEntry[] | undefined
   /** the record's policy, parsed once per spec (not at every commit) */
   private parsedPolicy: { spec: string; policy: Policy } | undefined
 
-  private async liveList(): Promise<{ vtime: bigint; cid: CidBytes; protected: boolean }[]> {
+  private async liveList(): Promise<LiveEntry[]> {
     return (this.live ??= await thinCandidates(this.ctx, this.name))
   }
 
@@ -317,7 +341,7 @@ export class Timeline {
   }
 
   /** The synchronous copy: dirty chunks, whole buffers not marked stable, and blobs. */
-  private copy(job: ReturnType<Timeline['validate']>): void {
+  private copy(job: Job): void {
     for (const r of job.regions) {
       const s = r.source
       if (s.kind === 'copied') {
@@ -342,187 +366,54 @@ export class Timeline {
     for (const [k, b] of Object.entries(job.blobs)) job.blobs[k] = copyOf(b)
   }
 
-  /** The pipeline part: runs in the store's queue, one checkpoint at a time. */
-  private async run(job: ReturnType<Timeline['validate']>, t0: number, pauseMs: number): Promise<Checkpoint> {
-    const { repo, pool } = this.ctx
+  /** The pipeline part: runs in the store's queue, one checkpoint at a time: ingest, trees, manifest, commit. */
+  private async run(job: Job, t0: number, pauseMs: number): Promise<Checkpoint> {
+    const { repo } = this.ctx
     const blocks = repo.blocks
-    const stats = emptyStats()
     const phases = { queued: performance.now() - t0 - pauseMs, chunks: 0, tree: 0, commit: 0 }
-    for (const r of job.regions) {
-      if (r.source.kind === 'copied' && this.broken.has(r.name)) {
-        const why = this.broken.get(r.name)!
-        for (const x of job.regions) if (x.owned && x.source.kind !== 'file') releaseSlab(x.source.data)
-        throw new CkptError('CKPT_PREVIOUS_FAILED', `${why}, so dirty hints relative to it are void; checkpoint the region without dirty (full scan)`, {
-          timeline: this.name,
-          region: r.name,
-          vtime: job.vtime.toString(),
-        })
-      }
-    }
-    let tp = performance.now()
-    let treeStats = { nodesWritten: 0, nodeBytes: 0 }
+    this.refuseVoidHints(job)
     const isNew = this.headCid === null && this.lastVtime === undefined && !(await repo.getTimeline(this.name))
     try {
-      const regionRoots: Record<string, RegionRoot> = {}
-      for (const [name, spec] of Object.entries(this.record.regions)) {
-        const prev = this.headManifest?.regions[name]
-        regionRoots[name] = { size: spec.size, chunkSize: spec.chunkSize, fanout: this.fanoutOf(name), root: prev?.root ?? null }
-      }
-      // one bounded pipeline over every region's batches, so no region waits for another's tail
-      const trees: [PreparedRegion, RegionTree][] = []
-      const sources: (() => Promise<[ChunkBatch, (b: ChunkBatch) => Promise<void>] | undefined>)[] = []
-      const perRegion: IngestStats[] = []
-      const spanScans: [string, SpanScan][] = []
-      // dirty-hint copies are already in memory: all their batches go out at once, sized across
-      // regions so the workers get about two each (a region's share follows its bytes)
-      const copiedBytes = job.regions.reduce((n, r) => n + (r.source.kind === 'copied' ? copyBytes(r) : 0), 0)
-      const allCopied = job.regions.every((r) => r.source.kind === 'copied')
-      for (const r of job.regions) {
-        const tree = this.treeFor(r.name, r.geo)
-        trees.push([r, tree])
-        const s = emptyStats()
-        perRegion.push(s)
-        const src = r.source
-        // per-batch copies (batches of a caller's non-shared buffer) go back to the pool
-        const own = src.kind === 'buffer' && !(src.data.buffer instanceof SharedArrayBuffer)
-        const speculative = src.kind === 'copied'
-        // a full scan of small chunks hashes 64 KiB spans too, and skips the chunks of spans the scan
-        // cache holds unchanged for exactly this tree
-        let spans: SpanScan | undefined
-        if (!speculative && r.geo.chunkSize < SPAN_SIZE) {
-          const cache = await this.spanCacheFor()
-          const n = spanCount(r.geo.size, SPAN_SIZE)
-          spans = {
-            per: SPAN_SIZE / r.geo.chunkSize,
-            cached: job.scanCache ? cache.lookup(r.name, r.geo, tree.root) : undefined,
-            out: { size: r.geo.size, chunkSize: r.geo.chunkSize, spanSize: SPAN_SIZE, root: new Uint8Array(0), zero: new Uint8Array(n), digests: new Uint8Array(n * 32) },
-            filled: 0,
-          }
-          spanScans.push([r.name, spans])
-        }
-        const work = (b: ChunkBatch) => ingestBatch(pool, blocks, tree, b, s, speculative, spans).finally(() => own && b.data && releaseSlab(b.data))
-        let next: () => Promise<ChunkBatch | undefined>
-        if (src.kind === 'copied') {
-          const parts = Math.max(1, Math.round((pool.threads * 2 * copyBytes(r)) / Math.max(1, copiedBytes)))
-          const list = batchesOf(src.data, src.indexes, (i) => r.geo.chunkLength(i), r.geo.chunkSize, parts)
-          if (pool.threads > 0) markOwnedLeaves(list, r.geo.fanout)
-          let n = 0
-          next = async () => list[n++]
-        } else if (src.kind === 'file') {
-          next = fileBatches(src.path, r.geo.size, r.geo.chunkSize, (i) => r.geo.chunkLength(i))
-        } else {
-          next = bufferBatches(src.data, r.geo)
-        }
-        sources.push(async () => {
-          const b = await next()
-          return b && [b, work]
-        })
-      }
-      let current = 0
-      const tagged = new WeakMap<ChunkBatch, (b: ChunkBatch) => Promise<void>>()
-      await runBatches(
-        pool,
-        async () => {
-          while (current < sources.length) {
-            const got = await sources[current]!()
-            if (got) {
-              tagged.set(got[0], got[1])
-              return got[0]
-            }
-            current++
-          }
-          return undefined
-        },
-        (b) => tagged.get(b)!(b),
-        allCopied ? Infinity : undefined,
-      )
-      for (const s of perRegion) addStats(stats, s)
+      let tp = performance.now()
+      const ingested = await this.ingest(job)
       phases.chunks = performance.now() - tp
       tp = performance.now()
       // the chunks' fsync runs on the thread pool while this thread builds the tree nodes
       const early = blocks.syncEarly()
       early.catch(() => {})
-      const hashNodes = async (nodes: NodeEntries[]): Promise<Uint8Array[]> => {
-        // split across the pool; each part travels as three flat arrays
-        const parts = Math.max(1, Math.min(pool.threads, nodes.length))
-        const results = await Promise.all(
-          balancedRuns(nodes.length, nodes.length, parts).map((size, p, sizes) => {
-            const from = sizes.slice(0, p).reduce((a, b) => a + b, 0)
-            const list = nodes.slice(from, from + size)
-            const slots = list.reduce((a, e) => a + e.count, 0)
-            const task = { op: 'nodes' as const, counts: new Uint32Array(list.map((e) => e.count)), codecs: new Uint8Array(slots), digests: new Uint8Array(slots * 32) }
-            let at = 0
-            for (const e of list) {
-              task.codecs.set(e.codecs, at)
-              task.digests.set(e.digests, at * 32)
-              at += e.count
-            }
-            // the arrays were built for this task: move them rather than copy ~2 MB of digests
-            return pool.run(task, [task.counts.buffer, task.codecs.buffer, task.digests.buffer] as ArrayBuffer[])
-          }),
-        )
-        return results.flatMap((r) => Array.from({ length: r.hashes.length / 32 }, (_, k) => r.hashes.subarray(k * 32, k * 32 + 32)))
-      }
-      // regions' trees are independent: their node hashing round trips overlap
-      const treeResults = await Promise.all(trees.map(([, tree]) => tree.commit(pool.threads > 0 ? hashNodes : undefined)))
-      trees.forEach(([r, tree], k) => {
-        treeStats = { nodesWritten: treeStats.nodesWritten + treeResults[k]!.nodesWritten, nodeBytes: treeStats.nodeBytes + treeResults[k]!.nodeBytes }
-        regionRoots[r.name]!.root = tree.root
-      })
+      const trees = await this.commitTrees(ingested.trees)
       phases.tree = performance.now() - tp
-      const blobRoots: Record<string, BlobRoot> = { ...(this.headManifest?.blobs ?? {}) }
-      let blobBytes = 0
-      for (const [name, data] of Object.entries(job.blobs)) {
-        const r = storeBlob(blocks, data)
-        blobRoots[name] = r.root
-        blobBytes += r.stored
-      }
-      const manifest: Manifest = {
-        timeline: this.name,
-        lineage: this.record.lineage,
-        vtime: job.vtime,
-        wall: Date.now(),
-        parent: this.headCid,
-        meta: job.meta,
-        regions: regionRoots,
-        blobs: blobRoots,
-      }
-      const mbytes = encodeManifest(manifest)
-      const cid = cidBytes(DAG_CBOR, blake3(mbytes))
-      const mc = compressBlock(defaultCompressor(), mbytes)
-      blocks.put(cid, mc.code, mc.bytes, mbytes.length, 0, ENTRY_KIND.manifest)
-      const ops = repo.putCheckpointOps({ timeline: this.name, vtime: job.vtime, cid })
-      if (isNew) ops.unshift(repo.putTimelineOp(this.record))
-      // a timeline with a policy thins itself in the same commit: no extra sync
-      let thinned: { vtime: bigint; cid: CidBytes; protected: boolean }[] = []
-      let liveAfter: { vtime: bigint; cid: CidBytes; protected: boolean }[] | undefined
-      if (this.record.policy) {
-        const live = [...(await this.liveList()), { vtime: job.vtime, cid, protected: isProtected(manifest) }]
-        if (this.parsedPolicy?.spec !== this.record.policy) this.parsedPolicy = { spec: this.record.policy, policy: parsePolicy(this.record.policy) }
-        const keep = planKeep(live, this.parsedPolicy.policy)
-        thinned = live.filter((_, i) => !keep[i])
-        liveAfter = live.filter((_, i) => keep[i])
-        if (thinned.length) ops.push(...dropOps(repo, thinned.map((t) => ({ timeline: this.name, vtime: t.vtime, cid: t.cid }))))
-      }
+      const made = this.writeManifest(job, trees.roots)
+      const plan = await this.commitOps(job, made, isNew)
       tp = performance.now()
       await early
-      await repo.commit(ops)
-      if (liveAfter) this.live = liveAfter
+      await repo.commit(plan.ops)
+      if (plan.liveAfter) this.live = plan.liveAfter
       phases.commit = performance.now() - tp
-      this.headCid = cid
-      this.headManifest = manifest
+      this.headCid = made.cid
+      this.headManifest = made.manifest
       this.lastVtime = job.vtime
       for (const r of job.regions) if (r.source.kind !== 'copied') this.broken.delete(r.name)
       // durable: the spans this scan saw now describe the committed trees
-      for (const [name, sp] of spanScans) {
-        const root = regionRoots[name]!.root
+      for (const [name, sp] of ingested.spanScans) {
+        const root = trees.roots[name]!.root
         if (root && sp.filled === sp.out.zero.length) (await this.spanCacheFor()).save(name, { ...sp.out, root })
       }
       return {
-        cid: toCID(cid),
+        cid: toCID(made.cid),
         timeline: this.name,
         vtime: job.vtime,
-        stats: { ...stats, ...treeStats, manifestBytes: mc.bytes.length, blobBytes, pauseMs, commitMs: performance.now() - t0, phases, thinned: thinned.length },
+        stats: {
+          ...ingested.stats,
+          nodesWritten: trees.nodesWritten,
+          nodeBytes: trees.nodeBytes,
+          manifestBytes: made.manifestBytes,
+          blobBytes: made.blobBytes,
+          pauseMs,
+          commitMs: performance.now() - t0,
+          phases,
+          thinned: plan.thinned,
+        },
       }
     } catch (err) {
       // drop what this checkpoint staged; the head trees may hold its slots: rebuild them from the
@@ -534,6 +425,184 @@ export class Timeline {
     } finally {
       for (const r of job.regions) if (r.owned && r.source.kind !== 'file') releaseSlab(r.source.data)
     }
+  }
+
+  /** Dirty hints against a region whose last checkpoint failed describe content never stored: refused. */
+  private refuseVoidHints(job: Job): void {
+    for (const r of job.regions) {
+      if (r.source.kind === 'copied' && this.broken.has(r.name)) {
+        const why = this.broken.get(r.name)!
+        for (const x of job.regions) if (x.owned && x.source.kind !== 'file') releaseSlab(x.source.data)
+        throw new CkptError('CKPT_PREVIOUS_FAILED', `${why}, so dirty hints relative to it are void; checkpoint the region without dirty (full scan)`, {
+          timeline: this.name,
+          region: r.name,
+          vtime: job.vtime.toString(),
+        })
+      }
+    }
+  }
+
+  /**
+   * Phase 1, ingest: every region's chunks hashed, compressed and stored through one bounded pipeline
+   * over all regions' batches (no region waits for another's tail), their tree slots set.
+   */
+  private async ingest(job: Job): Promise<{ trees: [PreparedRegion, RegionTree][]; stats: IngestStats; spanScans: [string, SpanScan][] }> {
+    const { pool } = this.ctx
+    const trees: [PreparedRegion, RegionTree][] = []
+    const sources: (() => Promise<[ChunkBatch, (b: ChunkBatch) => Promise<void>] | undefined>)[] = []
+    const perRegion: IngestStats[] = []
+    const spanScans: [string, SpanScan][] = []
+    // dirty-hint copies are already in memory: all their batches go out at once, sized across
+    // regions so the workers get about two each (a region's share follows its bytes)
+    const copiedBytes = job.regions.reduce((n, r) => n + (r.source.kind === 'copied' ? copyBytes(r) : 0), 0)
+    const allCopied = job.regions.every((r) => r.source.kind === 'copied')
+    for (const r of job.regions) {
+      const tree = this.treeFor(r.name, r.geo)
+      trees.push([r, tree])
+      const s = emptyStats()
+      perRegion.push(s)
+      const spans = await this.spanScanFor(job, r, tree)
+      if (spans) spanScans.push([r.name, spans])
+      sources.push(this.regionBatches(r, tree, s, spans, copiedBytes))
+    }
+    let current = 0
+    const tagged = new WeakMap<ChunkBatch, (b: ChunkBatch) => Promise<void>>()
+    await runBatches(
+      pool,
+      async () => {
+        while (current < sources.length) {
+          const got = await sources[current]!()
+          if (got) {
+            tagged.set(got[0], got[1])
+            return got[0]
+          }
+          current++
+        }
+        return undefined
+      },
+      (b) => tagged.get(b)!(b),
+      allCopied ? Infinity : undefined,
+    )
+    const stats = emptyStats()
+    for (const s of perRegion) addStats(stats, s)
+    return { trees, stats, spanScans }
+  }
+
+  /**
+   * A full scan of small chunks hashes 64 KiB spans too, and skips the chunks of spans the scan cache
+   * holds unchanged for exactly this tree.
+   */
+  private async spanScanFor(job: Job, r: PreparedRegion, tree: RegionTree): Promise<SpanScan | undefined> {
+    if (r.source.kind === 'copied' || r.geo.chunkSize >= SPAN_SIZE) return undefined
+    const cache = await this.spanCacheFor()
+    const n = spanCount(r.geo.size, SPAN_SIZE)
+    return {
+      per: SPAN_SIZE / r.geo.chunkSize,
+      cached: job.scanCache ? cache.lookup(r.name, r.geo, tree.root) : undefined,
+      out: { size: r.geo.size, chunkSize: r.geo.chunkSize, spanSize: SPAN_SIZE, root: new Uint8Array(0), zero: new Uint8Array(n), digests: new Uint8Array(n * 32) },
+      filled: 0,
+    }
+  }
+
+  /** One region's batches, each with the work that ingests it. */
+  private regionBatches(
+    r: PreparedRegion,
+    tree: RegionTree,
+    s: IngestStats,
+    spans: SpanScan | undefined,
+    copiedBytes: number,
+  ): () => Promise<[ChunkBatch, (b: ChunkBatch) => Promise<void>] | undefined> {
+    const { pool, repo } = this.ctx
+    const src = r.source
+    // per-batch copies (batches of a caller's non-shared buffer) go back to the pool
+    const own = src.kind === 'buffer' && !(src.data.buffer instanceof SharedArrayBuffer)
+    const speculative = src.kind === 'copied'
+    const work = (b: ChunkBatch) => ingestBatch(pool, repo.blocks, tree, b, s, speculative, spans).finally(() => own && b.data && releaseSlab(b.data))
+    let next: () => Promise<ChunkBatch | undefined>
+    if (src.kind === 'copied') {
+      const parts = Math.max(1, Math.round((pool.threads * 2 * copyBytes(r)) / Math.max(1, copiedBytes)))
+      const list = batchesOf(src.data, src.indexes, (i) => r.geo.chunkLength(i), r.geo.chunkSize, parts)
+      if (pool.threads > 0) markOwnedLeaves(list, r.geo.fanout)
+      let n = 0
+      next = async () => list[n++]
+    } else if (src.kind === 'file') {
+      next = fileBatches(src.path, r.geo.size, r.geo.chunkSize, (i) => r.geo.chunkLength(i))
+    } else {
+      next = bufferBatches(src.data, r.geo)
+    }
+    return async () => {
+      const b = await next()
+      return b && [b, work]
+    }
+  }
+
+  /** Phase 2, trees: each region's changed nodes hashed (on the pool) and written; the new roots. */
+  private async commitTrees(trees: [PreparedRegion, RegionTree][]): Promise<{ roots: Record<string, RegionRoot>; nodesWritten: number; nodeBytes: number }> {
+    const { pool } = this.ctx
+    const roots: Record<string, RegionRoot> = {}
+    for (const [name, spec] of Object.entries(this.record.regions)) {
+      const prev = this.headManifest?.regions[name]
+      roots[name] = { size: spec.size, chunkSize: spec.chunkSize, fanout: this.fanoutOf(name), root: prev?.root ?? null }
+    }
+    // regions' trees are independent: their node hashing round trips overlap
+    const hash = pool.threads > 0 ? (nodes: NodeEntries[]) => hashNodes(pool, nodes) : undefined
+    const results = await Promise.all(trees.map(([, tree]) => tree.commit(hash)))
+    let nodesWritten = 0
+    let nodeBytes = 0
+    trees.forEach(([r, tree], k) => {
+      nodesWritten += results[k]!.nodesWritten
+      nodeBytes += results[k]!.nodeBytes
+      roots[r.name]!.root = tree.root
+    })
+    return { roots, nodesWritten, nodeBytes }
+  }
+
+  /** Phase 3, manifest: the blobs and the manifest block, staged in the block store. */
+  private writeManifest(job: Job, regions: Record<string, RegionRoot>): { cid: CidBytes; manifest: Manifest; manifestBytes: number; blobBytes: number } {
+    const blocks = this.ctx.repo.blocks
+    const blobRoots: Record<string, BlobRoot> = { ...(this.headManifest?.blobs ?? {}) }
+    let blobBytes = 0
+    for (const [name, data] of Object.entries(job.blobs)) {
+      const r = storeBlob(blocks, data)
+      blobRoots[name] = r.root
+      blobBytes += r.stored
+    }
+    const manifest: Manifest = {
+      timeline: this.name,
+      lineage: this.record.lineage,
+      vtime: job.vtime,
+      wall: Date.now(),
+      parent: this.headCid,
+      meta: job.meta,
+      regions,
+      blobs: blobRoots,
+    }
+    const mbytes = encodeManifest(manifest)
+    const cid = cidBytes(DAG_CBOR, blake3(mbytes))
+    const mc = compressBlock(defaultCompressor(), mbytes)
+    blocks.put(cid, mc.code, mc.bytes, mbytes.length, 0, ENTRY_KIND.manifest)
+    return { cid, manifest, manifestBytes: mc.bytes.length, blobBytes }
+  }
+
+  /**
+   * Phase 4's catalog ops: the checkpoint (and a new timeline's record); a timeline with a policy
+   * thins itself in the same commit, so no extra sync.
+   */
+  private async commitOps(job: Job, made: { cid: CidBytes; manifest: Manifest }, isNew: boolean) {
+    const repo = this.ctx.repo
+    const ops = repo.putCheckpointOps({ timeline: this.name, vtime: job.vtime, cid: made.cid })
+    if (isNew) ops.unshift(repo.putTimelineOp(this.record))
+    let thinned: LiveEntry[] = []
+    let liveAfter: LiveEntry[] | undefined
+    if (this.record.policy) {
+      const live = [...(await this.liveList()), { vtime: job.vtime, cid: made.cid, protected: isProtected(made.manifest) }]
+      if (this.parsedPolicy?.spec !== this.record.policy) this.parsedPolicy = { spec: this.record.policy, policy: parsePolicy(this.record.policy) }
+      const keep = planKeep(live, this.parsedPolicy.policy)
+      thinned = live.filter((_, i) => !keep[i])
+      liveAfter = live.filter((_, i) => keep[i])
+      if (thinned.length) ops.push(...dropOps(repo, thinned.map((t) => ({ timeline: this.name, vtime: t.vtime, cid: t.cid }))))
+    }
+    return { ops, thinned: thinned.length, liveAfter }
   }
 
   private async spanCacheFor(): Promise<ScanCache> {
@@ -551,54 +620,4 @@ export class Timeline {
     }
     return t
   }
-}
-
-function bufferBatches(data: Uint8Array, geo: Geometry): () => Promise<ChunkBatch | undefined> {
-  const per = Math.max(1, Math.floor((1 << 20) / geo.chunkSize))
-  let next = 0
-  const shared = data.buffer instanceof SharedArrayBuffer
-  return async () => {
-    if (next >= geo.chunks) return undefined
-    const n = Math.min(per, geo.chunks - next)
-    const start = next * geo.chunkSize
-    const end = Math.min(geo.size, (next + n) * geo.chunkSize)
-    // a view of an ordinary ArrayBuffer would be cloned whole by postMessage: copy just this batch
-    let view = data.subarray(start, end)
-    if (!shared) {
-      const s = acquireSlab(view.length)
-      s.set(view)
-      view = s
-    }
-    const indexes = new Uint32Array(n)
-    const offsets = new Uint32Array(n)
-    const lengths = new Uint32Array(n)
-    for (let k = 0; k < n; k++) {
-      indexes[k] = next + k
-      offsets[k] = k * geo.chunkSize
-      lengths[k] = geo.chunkLength(next + k)
-    }
-    next += n
-    return { data: view, indexes, offsets, lengths }
-  }
-}
-
-/** Content-defined chunks of a blob; the manifest lists them in order. */
-function storeBlob(blocks: import('../store/block-store.js').BlockStore, data: Uint8Array): { root: BlobRoot; stored: number } {
-  const cuts = cdcCuts(data)
-  const chunks: BlobRoot['chunks'] = []
-  let start = 0
-  let stored = 0
-  const comp = defaultCompressor()
-  for (const end of cuts) {
-    const piece = data.subarray(start, end)
-    const cid = cidBytes(RAW, blake3(piece))
-    if (!blocks.has(cid)) {
-      const c = compressBlock(comp, piece)
-      blocks.put(cid, c.code, c.bytes, piece.length)
-      stored += c.bytes.length
-    }
-    chunks.push({ cid, length: piece.length })
-    start = end
-  }
-  return { root: { size: data.length, chunks }, stored }
 }

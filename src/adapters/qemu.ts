@@ -98,7 +98,7 @@ export interface QemuCheckpointResult {
   resumed: boolean
 }
 
-/** What qemu.json holds (SPEC draft: .scratch/qemu-SPEC.md). */
+/** What qemu.json holds (SPEC.md, "The QEMU adapter"). */
 export interface QemuInfo {
   format: typeof QEMU_FORMAT
   version: number

@@ -4,7 +4,7 @@
  *
  * A v86 state is `header(16) | info JSON | pad | buffers`, the buffers being the typed arrays the JSON
  * refers to by `buffer_id`; guest RAM is one of them, packed (the non-zero 4 KiB pages, in order) with
- * a page bitmap next to it. The adapter stores (adapter format 1, see .scratch/v86-SPEC.md):
+ * a page bitmap next to it. The adapter stores (adapter format 1, see SPEC.md, "The v86 adapter"):
  *
  * - region `ram`: guest RAM unpacked at each page's guest address (absent pages are holes);
  * - regions `vram`, `vga-planes`, `vga-pixels` (when the timeline has them, of the buffers' sizes):
@@ -471,7 +471,7 @@ async function commit(tl: Timeline, track: Track, state: ArrayBuffer | Uint8Arra
   }
 
   const last = track.last
-  const hints = opts.dirtyHints !== false && last !== undefined && last.memSize === p.memSize && sameBytes(tl.head(), last.cid) &&
+  const hints = opts.dirtyHints !== false && last !== undefined && last.memSize === p.memSize && sameBytes(tl.headBytes(), last.cid) &&
     [...mapped.keys()].every((n) => last.images.has(n))
   const images = hints ? last!.images : new Map<string, Uint8Array>()
   const pages = Math.floor(p.memSize / V86_PAGE)
