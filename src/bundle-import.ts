@@ -258,7 +258,7 @@ class Importer {
       if (this.blocks.has(b.cid)) this.summary.presentBlocks++
       else {
         const c = compressBlock(this.comp, b.bytes)
-        this.placed(this.blocks.put(b.cid, c.code, c.bytes, b.bytes.length, 0, ENTRY_KIND.manifest), c.bytes.length)
+        this.placed(this.blocks.put(b.cid, c.code, c.bytes, b.bytes.length, { kind: ENTRY_KIND.manifest }), c.bytes.length)
       }
     }
     await this.repo.commit(catalog.ops)

@@ -240,7 +240,7 @@ class Marker {
       if (depth < REENCODE_DEPTH) {
         const delta = encodeNodeDelta(base, be, e, size >> 1)
         if (delta) {
-          blocks.replace(cid, AT_REST.nodeDelta, delta, size, depth + 1)
+          blocks.put(cid, AT_REST.nodeDelta, delta, size, { depth: depth + 1, replace: true })
           this.reencoded++
           this.reencodedBytes += ENTRY_HEADER_SIZE + delta.length
           return
@@ -249,7 +249,7 @@ class Marker {
     }
     const bytes = encodeNode(e)
     const c = compressBlock(defaultCompressor(), bytes)
-    blocks.replace(cid, c.code, c.bytes, bytes.length, 0)
+    blocks.put(cid, c.code, c.bytes, bytes.length, { replace: true })
     this.reencoded++
     this.reencodedBytes += ENTRY_HEADER_SIZE + c.bytes.length
   }

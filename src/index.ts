@@ -1,5 +1,7 @@
 export { openStore, CkptStore, defaultStorePath } from './store.js'
 export type { OpenOptions, LogEntry, StoreStats } from './store.js'
+export { diskBackend, memoryBackend } from '../store/index.js'
+export type { Backend } from '../store/index.js'
 export { Timeline } from './timeline.js'
 export type { Checkpoint, CheckpointInput, CheckpointStats, PendingCheckpoint, RegionInput, RegionConfig, DirtySpec } from './timeline.js'
 export type { DiffEntry } from './diff.js'

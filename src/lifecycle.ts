@@ -168,7 +168,7 @@ export async function forkTimeline(ctx: StoreContext, name: string, from: string
     const bytes = encodeManifest(manifest)
     const cid = cidBytes(DAG_CBOR, blake3(bytes))
     const c = compressBlock(defaultCompressor(), bytes)
-    repo.blocks.put(cid, c.code, c.bytes, bytes.length, 0, ENTRY_KIND.manifest)
+    repo.blocks.put(cid, c.code, c.bytes, bytes.length, { kind: ENTRY_KIND.manifest })
     const record: TimelineRecord = {
       name,
       lineage,

@@ -279,14 +279,14 @@ export function storeNode(
         ? encodeNodePatch(base.cid, entries, base.slots, size >> 1)
         : encodeNodeDelta(base.cid, base.entries ?? blocks.getNode(base.cid), entries, size >> 1)
       if (delta) {
-        blocks.put(cid, AT_REST.nodeDelta, delta, size, baseDepth + 1)
+        blocks.put(cid, AT_REST.nodeDelta, delta, size, { depth: baseDepth + 1 })
         return { stored: delta.length, depth: baseDepth + 1 }
       }
     }
   }
   const bytes = encodeNode(entries)
   const c = compressBlock(compressor(), bytes)
-  blocks.put(cid, c.code, c.bytes, bytes.length, 0)
+  blocks.put(cid, c.code, c.bytes, bytes.length)
   return { stored: c.bytes.length, depth: 0 }
 }
 

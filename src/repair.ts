@@ -231,7 +231,7 @@ async function fetchBlocks(store: CkptStore, from: string, wanted: string[]): Pr
       const c = compressBlock(comp, bytes)
       const cid = need.get(k)!
       const kind = cid[1] === DAG_CBOR && (await repo.isManifest(cid)) ? ENTRY_KIND.manifest : ENTRY_KIND.block
-      repo.blocks.replace(cid, c.code, c.bytes, bytes.length, 0, kind)
+      repo.blocks.put(cid, c.code, c.bytes, bytes.length, { kind, replace: true })
     }
     await repo.commit([])
   })
@@ -255,7 +255,7 @@ async function restoreIntact(store: CkptStore, cids: string[]): Promise<string[]
       }
       const c = compressBlock(comp, bytes)
       const kind = cid[1] === DAG_CBOR && (await repo.isManifest(cid)) ? ENTRY_KIND.manifest : ENTRY_KIND.block
-      repo.blocks.replace(cid, c.code, c.bytes, bytes.length, 0, kind)
+      repo.blocks.put(cid, c.code, c.bytes, bytes.length, { kind, replace: true })
       done.push(text)
     }
     await repo.commit([])

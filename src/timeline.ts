@@ -580,7 +580,7 @@ export class Timeline {
     const mbytes = encodeManifest(manifest)
     const cid = cidBytes(DAG_CBOR, blake3(mbytes))
     const mc = compressBlock(defaultCompressor(), mbytes)
-    blocks.put(cid, mc.code, mc.bytes, mbytes.length, 0, ENTRY_KIND.manifest)
+    blocks.put(cid, mc.code, mc.bytes, mbytes.length, { kind: ENTRY_KIND.manifest })
     return { cid, manifest, manifestBytes: mc.bytes.length, blobBytes }
   }
 

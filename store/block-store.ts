@@ -29,7 +29,7 @@ import {
   PACK_VERSION,
   writeEntry,
 } from '../codecs/pack-format.js'
-import type { PackIO } from './pack-io.js'
+import type { PackIO } from './interface.js'
 
 export interface BlockLocation {
   pack: number
@@ -109,6 +109,16 @@ export interface BlockStoreOptions {
   readOnly?: boolean
 }
 
+/** How put() stores a payload. */
+export interface PutOptions {
+  /** delta chain length of a node delta payload (0 otherwise) */
+  depth?: number
+  /** ENTRY_KIND: block (default), manifest (listed under 'M' at commit), record (the commit's catalog record) */
+  kind?: number
+  /** store a new copy of a CID the index already has (its index entry moves to the copy at commit) */
+  replace?: boolean
+}
+
 const WRITE_BUFFER = 4 << 20
 /** Entries go to the pack file once this much is buffered, so writes overlap hashing and compression. */
 const FLUSH_AT = 1 << 20
@@ -125,6 +135,7 @@ export class BlockStore {
   /** verified, decoded tree nodes by CID (immutable: a CID names one content forever) */
   private readonly nodeCache = new Map<string, NodeEntries>()
   private openPack = -1
+  private last: BlockLocation | undefined
   private stagedEntries = 0
   private buf = Buffer.allocUnsafe(WRITE_BUFFER)
   private scratch = Buffer.allocUnsafe(72 << 10)
@@ -262,10 +273,6 @@ export class BlockStore {
   }
 
   /**
-   * The at-rest payload at a known location, checked to be the entry of that CID. With `scratch` the
-   * payload is a view of reused memory, valid only until the next scratch read.
-   */
-  /**
    * A location must lie inside the committed part of a known pack (or the write buffer): an index
    * entry pointing anywhere else is damage, CKPT_BAD_INDEX, not a read to attempt.
    */
@@ -283,6 +290,10 @@ export class BlockStore {
     }
   }
 
+  /**
+   * The at-rest payload at a known location, checked to be the entry of that CID. With `scratch` the
+   * payload is a view of reused memory, valid only until the next scratch read.
+   */
   readAt(cid: CidBytes, loc: BlockLocation, scratch = false): Uint8Array {
     this.checkLocation(cid, loc)
     let entry: Uint8Array
@@ -303,76 +314,50 @@ export class BlockStore {
   }
 
   /**
-   * Stages one block. `payload` is its at-rest form under `codec` (identity, zstd, deflate, or a node
-   * delta whose chain is `depth` long). A CID already stored or staged is skipped.
+   * Write entry point 1 of 3: stages an at-rest payload (identity, zstd, deflate, or a node delta
+   * whose chain is `opts.depth` long). A CID already stored or staged is skipped (false), unless
+   * `opts.replace`: a new copy of a block the store has but cannot read (repair) or a node stored
+   * anew against another base (gc), the index moving to it at commit. A catalog record (kind 2) is
+   * never indexed by its CID: lastStaged says where it went.
    */
-  put(cid: CidBytes, codec: number, payload: Uint8Array, rawLength: number, depth = 0, kind: number = ENTRY_KIND.block): boolean {
-    if (this.has(cid)) return false
+  put(cid: CidBytes, codec: number, payload: Uint8Array, rawLength: number, opts: PutOptions = {}): boolean {
+    const kind = opts.kind ?? ENTRY_KIND.block
+    if (!opts.replace && kind !== ENTRY_KIND.record && this.has(cid)) return false
+    const depth = opts.depth ?? 0
     const at = this.reserve(ENTRY_HEADER_SIZE + payload.length)
     writeEntry(this.buf, at, cid, codec, depth, rawLength, payload, kind)
-    this.staging(cid, at, payload.length, rawLength, codec, depth)
-    if (kind === ENTRY_KIND.manifest) this.stagedManifests.push(cid)
+    this.stage(cid, at, payload.length, { rawLength, codec, depth, kind }, true)
+    if (opts.replace) this.nodeCache.delete(cidKey(cid))
     return true
   }
 
   /**
-   * Stages the catalog record of the commit being prepared (entry kind 2): the last entry of the
-   * commit, never indexed by its CID (it is not a block). `payload` is its at-rest form under `codec`.
+   * Write entry point 2 of 3: a complete block entry a worker encoded (header with CID, lengths,
+   * codec and checksum, then the payload); `entry` is copied. A CID already stored or staged is skipped.
    */
-  putRecord(cid: CidBytes, codec: number, payload: Uint8Array, rawLength: number): BlockLocation {
-    const at = this.reserve(ENTRY_HEADER_SIZE + payload.length)
-    writeEntry(this.buf, at, cid, codec, 0, rawLength, payload, ENTRY_KIND.record)
-    const loc = { pack: this.openPack, offset: this.bufStart + at, storedLength: payload.length, rawLength, codec, depth: 0 }
-    this.appended(at + ENTRY_HEADER_SIZE + payload.length)
-    return loc
-  }
-
-  /** gc's copy of a catalog record (a whole entry, checked by the caller) out of a pack it rewrites; where it went. */
-  copyRecordEntry(entry: Uint8Array, rawLength: number, codec: number): BlockLocation {
+  putEntry(cid: CidBytes, entry: Uint8Array, rawLength: number, codec: number): boolean {
+    if (this.has(cid)) return false
     const at = this.reserve(entry.length)
     this.buf.set(entry, at)
-    const loc = { pack: this.openPack, offset: this.bufStart + at, storedLength: entry.length - ENTRY_HEADER_SIZE, rawLength, codec, depth: 0 }
-    this.appended(at + entry.length)
-    return loc
-  }
-
-  private appended(end: number): void {
-    this.bufLen = end
-    this.stagedEntries++
-    if (this.bufLen >= FLUSH_AT) this.flushBuffer()
+    this.stage(cid, at, entry.length - ENTRY_HEADER_SIZE, { rawLength, codec, depth: 0, kind: ENTRY_KIND.block }, true)
+    return true
   }
 
   /**
-   * A new copy of a block the store has but cannot read (repair), or a node stored anew against
-   * another base (gc): written like put() even though the CID is indexed; the commit points the index
-   * at the new copy. The old one becomes garbage.
+   * Write entry point 3 of 3: gc's copy of a whole entry (block or catalog record, checked by the
+   * caller) out of a pack it rewrites. The bytes go as they are; a block's index entry moves to the
+   * copy at commit; where it went is returned (a record's index entry is the caller's to write).
    */
-  replace(cid: CidBytes, codec: number, payload: Uint8Array, rawLength: number, depth = 0, kind: number = ENTRY_KIND.block): void {
-    const at = this.reserve(ENTRY_HEADER_SIZE + payload.length)
-    writeEntry(this.buf, at, cid, codec, depth, rawLength, payload, kind)
-    this.staging(cid, at, payload.length, rawLength, codec, depth)
-    if (kind === ENTRY_KIND.manifest) this.stagedManifests.push(cid)
-    this.nodeCache.delete(cidKey(cid))
-  }
-
-  /**
-   * gc's copy of a live entry out of a pack it rewrites: the same payload, codec and delta depth, at
-   * a new place (the index moves there at commit).
-   */
-  copyEntry(cid: CidBytes, e: { storedLength: number; rawLength: number; codec: number; depth: number; kind?: number; payload: Uint8Array }): void {
-    const at = this.reserve(ENTRY_HEADER_SIZE + e.storedLength)
-    writeEntry(this.buf, at, cid, e.codec, e.depth, e.rawLength, e.payload, e.kind ?? ENTRY_KIND.block)
-    this.staging(cid, at, e.storedLength, e.rawLength, e.codec, e.depth)
-  }
-
-  /**
-   * gc's copy of a whole pack entry (header with its checksum, then the payload) read from a pack it
-   * rewrites, checked by the caller: the bytes go as they are; the index moves to the copy at commit.
-   */
-  copyRawEntry(cid: CidBytes, entry: Uint8Array, rawLength: number, codec: number, depth: number): void {
+  copyEntry(cid: CidBytes, entry: Uint8Array, e: { rawLength: number; codec: number; depth: number; kind: number }): BlockLocation {
     const at = this.reserve(entry.length)
     this.buf.set(entry, at)
-    this.staging(cid, at, entry.length - ENTRY_HEADER_SIZE, rawLength, codec, depth)
+    const record = e.kind === ENTRY_KIND.record
+    return this.stage(cid, at, entry.length - ENTRY_HEADER_SIZE, { rawLength: e.rawLength, codec: e.codec, depth: record ? 0 : e.depth, kind: record ? e.kind : ENTRY_KIND.block }, false)
+  }
+
+  /** Where the entry staged last went (a catalog record's place: the index keys records by seq). */
+  get lastStaged(): BlockLocation | undefined {
+    return this.last
   }
 
   /** Resizes the decoded-node cache (gc walks with a small one); returns the previous size. */
@@ -398,18 +383,6 @@ export class BlockStore {
     if (packNo === this.openPack) this.openPack = -1
   }
 
-  /**
-   * put() of a complete pack entry built elsewhere (a worker: header with CID, lengths, codec and
-   * checksum, then the payload); `entry` is copied. A CID already stored or staged is skipped.
-   */
-  putEntry(cid: CidBytes, entry: Uint8Array, rawLength: number, codec: number): boolean {
-    if (this.has(cid)) return false
-    const at = this.reserve(entry.length)
-    this.buf.set(entry, at)
-    this.staging(cid, at, entry.length - ENTRY_HEADER_SIZE, rawLength, codec, 0)
-    return true
-  }
-
   /** Room for `size` bytes in the write buffer; returns the buffer offset to write at. */
   private reserve(size: number): number {
     if (this.readOnly) throw new CkptError('CKPT_READ_ONLY', 'the store is open read-only')
@@ -421,14 +394,20 @@ export class BlockStore {
     return this.bufLen
   }
 
-  private staging(cid: CidBytes, at: number, storedLength: number, rawLength: number, codec: number, depth: number): void {
-    const loc = { pack: this.openPack, offset: this.bufStart + at, storedLength, rawLength, codec, depth }
+  /** Records a staged entry (the write buffer holds it at `at`); a block is indexed at commit, a manifest also listed if `list`. */
+  private stage(cid: CidBytes, at: number, storedLength: number, e: { rawLength: number; codec: number; depth: number; kind: number }, list: boolean): BlockLocation {
+    const loc = { pack: this.openPack, offset: this.bufStart + at, storedLength, rawLength: e.rawLength, codec: e.codec, depth: e.depth }
     this.bufLen = at + ENTRY_HEADER_SIZE + storedLength
-    this.staged.set(cidKey(cid), loc)
-    this.stagedCids.push(cid)
     this.stagedEntries++
-    if (this.useFilter) this.filter.add(cidDigest(cid))
+    this.last = loc
+    if (e.kind !== ENTRY_KIND.record) {
+      this.staged.set(cidKey(cid), loc)
+      this.stagedCids.push(cid)
+      if (this.useFilter) this.filter.add(cidDigest(cid))
+      if (list && e.kind === ENTRY_KIND.manifest) this.stagedManifests.push(cid)
+    }
     if (this.bufLen >= FLUSH_AT) this.flushBuffer()
+    return loc
   }
 
   get stagedCount(): number {
@@ -537,7 +516,7 @@ export class BlockStore {
     if (rec.committedLength < this.packTarget && !force) return
     const footer = encodeFooter(rec.entries, rec.committedLength)
     this.io.append(this.openPack, footer)
-    this.io.sync(this.openPack)
+    this.io.seal(this.openPack)
     const sealed = { committedLength: rec.committedLength + footer.length, sealed: true, entries: rec.entries }
     await this.kv.batch([{ type: 'put', key: packKey(this.openPack), value: encodePackRecord(sealed) }], { sync: true })
     this.packs.set(this.openPack, sealed)

@@ -340,7 +340,7 @@ class PackCollector {
           // the records the index places here (from the snapshot on) move; older ones and other copies stay behind
           const key = recordsHere?.get(e.offset)
           if (!key) continue
-          const loc = blocks.copyRecordEntry(Uint8Array.prototype.slice.call(e.bytes), e.rawLength, e.codec)
+          const loc = blocks.copyEntry(e.cid, Uint8Array.prototype.slice.call(e.bytes), e)
           w.ops.push({ type: 'put', key, value: encodeLocation(loc) })
         } else if (!isLive(e.cid)) {
           const manifest = e.kind === ENTRY_KIND.manifest || (!marked && e.cid[1] === DAG_CBOR && e.codec !== AT_REST.nodeDelta)
@@ -351,7 +351,7 @@ class PackCollector {
           // one, a delta of a base gc let go); any intact copy of a chunk will do
           if (blocks.isStaged(e.cid)) continue
           if (e.cid[1] === DAG_CBOR && !nodesHere?.has(e.offset)) continue
-          blocks.copyRawEntry(Uint8Array.prototype.slice.call(e.cid), e.bytes, e.rawLength, e.codec, e.depth)
+          blocks.copyEntry(Uint8Array.prototype.slice.call(e.cid), e.bytes, e)
         }
         copied += e.bytes.length
         w.pending += e.bytes.length

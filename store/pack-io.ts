@@ -1,36 +1,15 @@
 /**
- * Where pack bytes live. FilePackIO keeps one file per pack under <store>/packs; MemoryPackIO keeps them
- * in memory for unit tests. Reads are synchronous on purpose: a block read is a small pread from the page
+ * Where pack bytes live (the PackIO of store/interface.ts). FilePackIO keeps one file per pack under
+ * <store>/packs; MemoryPackIO keeps them in memory for unit tests. Reads are synchronous on purpose: a block read is a small pread from the page
  * cache (a few µs), far below the cost of a round trip through libuv's thread pool.
  */
 import fs from 'node:fs'
 import path from 'node:path'
 import { CkptError, fsError } from '../codecs/errors.js'
+import type { PackIO } from './interface.js'
 import { fileReader, type PackReader } from './pack-scan.js'
 
-export interface PackIO {
-  list(): number[]
-  exists(packNo: number): boolean
-  size(packNo: number): number
-  /** Opens (creating if missing) for appending; cuts anything past `length` (a torn tail). */
-  openForAppend(packNo: number, length: number): void
-  append(packNo: number, bytes: Uint8Array): void
-  sync(packNo: number): void
-  /** fsync on libuv's thread pool, so the caller's thread keeps working meanwhile */
-  syncAsync(packNo: number): Promise<void>
-  read(packNo: number, offset: number, length: number): Uint8Array
-  /** Like read, into a buffer the caller owns (no allocation). */
-  readInto(packNo: number, offset: number, out: Uint8Array): Uint8Array
-  remove(packNo: number): void
-  /** Packs an older version (format 1) set aside at open in packs/orphaned, as paths (memory backend: none) */
-  quarantined(): string[]
-  close(): void
-  describe(packNo: number): string
-  /** path of the pack file when another thread may read it directly; undefined in memory */
-  filePath(packNo: number): string | undefined
-  /** the whole pack as a PackReader (verify and index rebuilds scan it front to back) */
-  reader(packNo: number): PackReader
-}
+export type { PackIO }
 
 export function packFileName(packNo: number): string {
   return `${packNo.toString().padStart(8, '0')}.pack`
@@ -146,12 +125,14 @@ export class FilePackIO implements PackIO {
     }
   }
 
-  sync(packNo: number): void {
+  seal(packNo: number): void {
     try {
       fs.fsyncSync(this.fd(packNo))
     } catch (err) {
       throw ioError(err, 'syncing a pack', { pack: packNo })
     }
+    // complete: no more appends (reads go on through the same descriptor)
+    this.sizes.delete(packNo)
   }
 
   syncAsync(packNo: number): Promise<void> {
@@ -206,8 +187,14 @@ export class FilePackIO implements PackIO {
   }
 }
 
+interface MemoryPack {
+  buf: Buffer
+  len: number
+  sealed: boolean
+}
+
 export class MemoryPackIO implements PackIO {
-  private readonly packs = new Map<number, { buf: Buffer; len: number }>()
+  private readonly packs = new Map<number, MemoryPack>()
 
   describe(packNo: number): string {
     return `memory:${packFileName(packNo)}`
@@ -232,7 +219,7 @@ export class MemoryPackIO implements PackIO {
   exists(packNo: number): boolean {
     return this.packs.has(packNo)
   }
-  private get(packNo: number): { buf: Buffer; len: number } {
+  private get(packNo: number): MemoryPack {
     const p = this.packs.get(packNo)
     if (!p) throw new CkptError('CKPT_BAD_PACK', `pack ${packNo} is missing`, { pack: packNo })
     return p
@@ -241,12 +228,14 @@ export class MemoryPackIO implements PackIO {
     return this.get(packNo).len
   }
   openForAppend(packNo: number, length: number): void {
-    const p = this.packs.get(packNo) ?? { buf: Buffer.alloc(1 << 16), len: 0 }
+    const p = this.packs.get(packNo) ?? { buf: Buffer.alloc(1 << 16), len: 0, sealed: false }
     p.len = Math.min(p.len, length)
+    p.sealed = false
     this.packs.set(packNo, p)
   }
   append(packNo: number, bytes: Uint8Array): void {
     const p = this.get(packNo)
+    if (p.sealed) throw new Error(`pack ${packNo} is not open for append`)
     if (p.len + bytes.length > p.buf.length) {
       const nb = Buffer.alloc(Math.max(p.buf.length * 2, p.len + bytes.length))
       p.buf.copy(nb, 0, 0, p.len)
@@ -255,8 +244,10 @@ export class MemoryPackIO implements PackIO {
     p.buf.set(bytes, p.len)
     p.len += bytes.length
   }
-  sync(): void {}
   async syncAsync(): Promise<void> {}
+  seal(packNo: number): void {
+    this.get(packNo).sealed = true
+  }
   read(packNo: number, offset: number, length: number): Uint8Array {
     return this.readInto(packNo, offset, Buffer.alloc(length))
   }

@@ -48,12 +48,14 @@ import type { KV, KVOp } from './kv.js'
 import { LevelKV } from './level-kv.js'
 import { clearHolder, readHolder, writeHolder } from './lock.js'
 import { MemoryKV } from './memory-kv.js'
-import { FilePackIO, MemoryPackIO, type PackIO } from './pack-io.js'
+import { FilePackIO, type PackIO } from './pack-io.js'
+import { diskBackend } from './backend.js'
+import type { Backend } from './interface.js'
 import { adoptOps, keepFromOldCatalog, manifestOf, packHealth, rebuildFromPacks, type RebuildSummary } from './rebuild.js'
 import { decodeLocation, decodePackRecord, encodeLocation, type BlockLocation, type PackRecord } from './block-store.js'
 import { allCheckpointsRange, blockKey, checkpointKeyTimeline, manifestRange, packKey, packKeyNo, recordKey } from './keys.js'
 import { collectPacks, type PackGcOptions, type PackGcSummary } from './pack-gc.js'
-import { ENTRY_HEADER_SIZE } from '../codecs/pack-format.js'
+import { ENTRY_HEADER_SIZE, ENTRY_KIND } from '../codecs/pack-format.js'
 
 export const STORE_FORMAT = 'ckpt-store'
 /** the store format this build writes (2: catalog records in the packs); 1 is read, and upgraded by a writer */
@@ -69,8 +71,8 @@ export interface CheckpointEntry {
 }
 
 export interface RepositoryOptions extends BlockStoreOptions {
-  /** keep everything in memory (unit tests); `dir` is then only a label */
-  memory?: boolean
+  /** where packs and index live: diskBackend() (the default) or memoryBackend() (tests: `dir` is then only a label) */
+  backend?: Backend
   /** fail instead of creating a missing store */
   mustExist?: boolean
 }
@@ -134,9 +136,10 @@ export class Repository {
   }
 
   static async open(dir: string, opts: RepositoryOptions = {}): Promise<Repository> {
-    if (opts.memory) {
-      const kv = new MemoryKV()
-      const blocks = await BlockStore.open(kv, new MemoryPackIO(), opts)
+    const backend = opts.backend ?? diskBackend()
+    if (!backend.durable) {
+      const kv = await backend.index(dir, { create: true })
+      const blocks = await BlockStore.open(kv, backend.packs(dir, { readOnly: false }), opts)
       const repo = new Repository(dir, kv, blocks, true, 'index', false, STORE_VERSION, false)
       repo.catalogSeq = 0
       return repo
@@ -210,7 +213,7 @@ export class Repository {
       // temporary sets of an export or import that did not end (a crash): we hold the lock now
       fs.rmSync(path.join(dir, 'tmp'), { recursive: true, force: true })
     }
-    const repo = await Repository.assemble(dir, kv!, new FilePackIO(packsDir, readOnly), opts, 'index', version, !readOnly)
+    const repo = await Repository.assemble(dir, kv!, backend.packs(dir, { readOnly }), opts, 'index', version, !readOnly)
     if (rebuilt) {
       repo.notes.push({
         kind: 'index-rebuilt',
@@ -317,7 +320,7 @@ export class Repository {
   /** A read-only repository over an index built in memory from the packs (SPEC.md §5.2). */
   private static async fromPacks(dir: string, opts: RepositoryOptions, version: number, why: CkptError): Promise<Repository> {
     const packsDir = path.join(dir, 'packs')
-    const io = new FilePackIO(packsDir, true)
+    const io = (opts.backend ?? diskBackend()).packs(dir, { readOnly: true })
     const kv = new MemoryKV()
     const summary = await rebuildFromPacks(io, kv)
     if (summary.legacy) await adoptManifests(kv, io)
@@ -487,7 +490,8 @@ export class Repository {
   private stageRecord(bytes: Uint8Array): BlockLocation {
     const c = compressBlock(defaultCompressor(), bytes)
     this.recordBytesWritten += ENTRY_HEADER_SIZE + c.bytes.length
-    return this.blocks.putRecord(cidBytes(DAG_CBOR, blake3(bytes)), c.code, c.bytes, bytes.length)
+    this.blocks.put(cidBytes(DAG_CBOR, blake3(bytes)), c.code, c.bytes, bytes.length, { kind: ENTRY_KIND.record })
+    return this.blocks.lastStaged!
   }
 
   private catalogMetaOp(seq: number, snapshot: number): KVOp {

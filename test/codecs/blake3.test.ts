@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { afterEach, beforeAll, describe, expect, it, vi } from 'vitest'
 import { loadBackend, type Blake3Backend } from '../../codecs/blake3.js'
+import { hex } from '../helpers/bytes.js'
 import { mulberry32 as u32s } from '../helpers/rng.js'
 
 // Official vectors from BLAKE3-team/BLAKE3 test_vectors/test_vectors.json (first 32 bytes of `hash`).
@@ -9,7 +10,6 @@ const VECTORS: { input_len: number; hash: string }[] = JSON.parse(
 )
 const NAMES = ['napi', 'hash-wasm', 'noble'] as const
 
-const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString('hex')
 const vectorInput = (len: number): Uint8Array => Uint8Array.from({ length: len }, (_, i) => i % 251)
 
 /** floats in [0, 1) from the shared seeded generator */

@@ -3,6 +3,7 @@ import { cidBytes, DAG_CBOR, RAW } from '../../codecs/cid.js'
 import { CkptError } from '../../codecs/errors.js'
 import { applyNodeDelta, deltaBaseCid, encodeNodeDelta } from '../../codecs/node-delta.js'
 import { emptyNode, encodedNodeLength, encodeNode, type NodeEntries } from '../../codecs/tree-node.js'
+import { hex } from '../helpers/bytes.js'
 import { mulberry32 } from '../helpers/rng.js'
 
 
@@ -34,7 +35,6 @@ function randomDigest(next: Rng): Uint8Array {
   return Uint8Array.from({ length: 32 }, () => next() & 0xff)
 }
 
-const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
 
 function expectBadNode(f: () => unknown): void {
   let caught: unknown

@@ -4,6 +4,7 @@ import * as Digest from 'multiformats/hashes/digest'
 import { describe, expect, it } from 'vitest'
 import { CkptError } from '../../codecs/errors.js'
 import { decodeNode, emptyNode, encodedNodeLength, encodeNode, nodeLinkCount, type NodeEntries } from '../../codecs/tree-node.js'
+import { hex } from '../helpers/bytes.js'
 import { mulberry32 } from '../helpers/rng.js'
 
 
@@ -27,7 +28,6 @@ function toCids(n: NodeEntries): (CID | null)[] {
   return out
 }
 
-const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
 const cidText = (c: CID | null): string => (c === null ? 'null' : hex(c.bytes))
 
 function expectBadNode(bytes: Uint8Array): void {

@@ -12,7 +12,7 @@
 // Uses the compiled library (dist/): run `npm run build` first.
 import { parentPort, workerData } from 'node:worker_threads'
 // CKPT_FUZZ_DIST: another build of the library to fuzz (e.g. an older commit's dist/src/index.js)
-const { CkptError, importBundle, openStore, verifyStore } = await import(process.env.CKPT_FUZZ_DIST || '../../dist/src/index.js')
+const { CkptError, importBundle, memoryBackend, openStore, verifyStore } = await import(process.env.CKPT_FUZZ_DIST || '../../dist/src/index.js')
 import { makeRng } from './rng.mjs'
 import { keyOf, scenarios } from './fuzz-bundle.mjs'
 import { makeCase } from './fuzz-mutate.mjs'
@@ -98,7 +98,7 @@ async function runCase(i) {
   }
   const problems = []
   let outcome
-  const store = await openStore(`fuzz-${i}`, { memory: true, threads: 0 })
+  const store = await openStore(`fuzz-${i}`, { backend: memoryBackend(), threads: 0 })
   try {
     if (k.base) await importBundle(store, source(k.base, 1 << 20))
     const before = await catalog(store)

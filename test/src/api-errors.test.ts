@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { blake3 } from '../../codecs/blake3.js'
 import { cidBytes, DAG_CBOR, toCID } from '../../codecs/cid.js'
 import { openStore, type CkptStore, type Timeline } from '../../src/index.js'
+import { collect } from '../helpers/bytes.js'
 import { makeRng } from '../helpers/rng.js'
 import { bytesEqual, caught, removeTmpDirs, tmpDir, tmpStorePath } from '../helpers/tmp.js'
 
@@ -20,12 +21,6 @@ const DIST = fileURLToPath(new URL('../../dist/src/index.js', import.meta.url))
 afterAll(removeTmpDirs)
 
 const REGIONS = { ram: { size: 64 * 1024, chunkSize: 4096 }, disk: { size: 256 * 1024 + 100, chunkSize: 65536 } }
-
-async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = []
-  for await (const x of it) out.push(x)
-  return out
-}
 
 /** What the store holds, for "a failed call stores nothing". */
 async function snapshot(store: CkptStore) {

@@ -15,6 +15,7 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
 import { verifyStore, openStore } from '../../src/index.js'
 import * as W from '../helpers/crash-workload.mjs'
+import { collect } from '../helpers/bytes.js'
 import { makeRng } from '../helpers/rng.js'
 import { bytesEqual, removeTmpDirs, tmpStorePath } from '../helpers/tmp.js'
 
@@ -105,12 +106,6 @@ function probe(dir: string): Promise<{ stdout: string; stderr: string }> {
   return new Promise((resolve, reject) =>
     execFile(process.execPath, [CHILD, dir, 'probe'], { timeout: 30_000 }, (err, stdout, stderr) => (err ? reject(Object.assign(err, { stderr })) : resolve({ stdout, stderr }))),
   )
-}
-
-async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = []
-  for await (const x of it) out.push(x)
-  return out
 }
 
 const outcomes: { trial: Trial; acked: number; stored: number; killed: boolean }[] = []

@@ -7,7 +7,7 @@
  */
 import { blake3 } from '@noble/hashes/blake3.js'
 import { afterAll, describe, expect, it } from 'vitest'
-import { openStore, verifyStore, type CkptStore, type GcSummary, type Timeline } from '../../src/index.js'
+import { memoryBackend, openStore, verifyStore, type CkptStore, type GcSummary, type Timeline } from '../../src/index.js'
 import { makeRng, type Rng } from '../helpers/rng.js'
 import { removeTmpDirs, tmpStorePath } from '../helpers/tmp.js'
 
@@ -244,7 +244,7 @@ describe('gc over random histories', () => {
   })
 
   it('rejects a bad threshold', async () => {
-    const store = await openStore('memory:gcbad', { memory: true, threads: 0 })
+    const store = await openStore('memory:gcbad', { backend: memoryBackend(), threads: 0 })
     try {
       for (const threshold of [-0.1, 1.5, Number.NaN]) await expect(store.gc({ threshold })).rejects.toMatchObject({ code: 'CKPT_BAD_ARGUMENT' })
     } finally {

@@ -19,7 +19,7 @@ import { removeTmpDirs, tmpDir, tmpStorePath } from '../helpers/tmp.js'
 
 // step commits every 16 KiB (read when src/bundle.ts loads): a failing import has committed blocks
 process.env.CKPT_TEST_STAGE_LIMIT = '16384'
-const { importBundle, openStore, verifyStore, CkptError } = await import('../../src/index.js')
+const { importBundle, memoryBackend, openStore, verifyStore, CkptError } = await import('../../src/index.js')
 const { Geometry } = await import('../../src/region-tree.js')
 const { checkName } = await import('../../src/refs.js')
 const { decodeManifest, encodeManifest } = await import('../../codecs/manifest.js')
@@ -57,7 +57,7 @@ async function findings(store: Store): Promise<{ kind: string; severity: string;
   return out
 }
 
-const fresh = () => openStore(tmpStorePath('ckpt-strict-'), { memory: true, threads: 0 })
+const fresh = () => openStore(tmpStorePath('ckpt-strict-'), { backend: memoryBackend(), threads: 0 })
 
 interface RegionSpec {
   size: number

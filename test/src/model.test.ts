@@ -10,7 +10,8 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { CID } from 'multiformats/cid'
 import { afterAll, describe, expect, it } from 'vitest'
-import { openStore, type CkptStore, type DiffEntry, type Timeline } from '../../src/index.js'
+import { diskBackend, memoryBackend, openStore, type CkptStore, type DiffEntry, type Timeline } from '../../src/index.js'
+import { collect } from '../helpers/bytes.js'
 import { makeRng, type Rng } from '../helpers/rng.js'
 import { bytesEqual, removeTmpDirs, tmpDir, tmpStorePath } from '../helpers/tmp.js'
 
@@ -106,12 +107,6 @@ function expectedDiff(a: Snapshot, b: Snapshot, geo: Record<RegionName, { size: 
   return out
 }
 
-async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = []
-  for await (const x of it) out.push(x)
-  return out
-}
-
 function bitmapOf(set: Iterable<number>, chunks: number): Uint8Array {
   const b = new Uint8Array(Math.ceil(chunks / 8))
   for (const i of set) b[i >> 3]! |= 1 << (i & 7)
@@ -141,7 +136,7 @@ describe('model-based checkpoints', () => {
     it(v.name, async () => {
       const rng = makeRng(v.seed * 7919)
       const dir = v.memory ? 'memory:m' : tmpStorePath('ckpt-model-')
-      const store: CkptStore = await openStore(dir, { memory: v.memory, threads: v.threads })
+      const store: CkptStore = await openStore(dir, { backend: v.memory ? memoryBackend() : diskBackend(), threads: v.threads })
       try {
         const geo: Record<RegionName, { size: number; chunkSize: number }> = { ram: RAM, disk: { size: v.diskSize, chunkSize: 65536 }, vram: VRAM }
         const tl: Timeline = await store.timeline('vm', { regions: geo })
@@ -347,7 +342,7 @@ describe('model-based checkpoints', () => {
 describe('a tree of height 3', () => {
   it('65,537 chunks of 512 B: restore, readChunk, diff, holes and canonical roots across levels', async () => {
     const g = { size: 65537 * 512, chunkSize: 512 }
-    const store = await openStore('memory:h3', { memory: true })
+    const store = await openStore('memory:h3', { backend: memoryBackend() })
     try {
       const tl = await store.timeline('deep', { regions: { big: g } })
       const rng = makeRng(65537)

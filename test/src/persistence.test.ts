@@ -9,6 +9,7 @@ import path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { openStore, type CkptStore } from '../../src/index.js'
 import { decodeFooter, FOOTER_SIZE } from '../../codecs/pack-format.js'
+import { collect } from '../helpers/bytes.js'
 import { makeRng, type Rng } from '../helpers/rng.js'
 import { bytesEqual, caught, removeTmpDirs, tmpStorePath } from '../helpers/tmp.js'
 
@@ -23,12 +24,6 @@ interface Snap {
   ram: Uint8Array
   disk: Uint8Array
   blob?: Uint8Array
-}
-
-async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = []
-  for await (const x of it) out.push(x)
-  return out
 }
 
 /** Writes a few chunks (random, zero or repeated) and returns the dirty chunk indexes. */

@@ -4,7 +4,7 @@
  * checkpoint ending where one thin of the whole recording ends.
  */
 import { describe, expect, it } from 'vitest'
-import { openStore, parsePolicy, planKeep, type CkptStore } from '../../src/index.js'
+import { memoryBackend, openStore, parsePolicy, planKeep, type CkptStore } from '../../src/index.js'
 import { makeRng, type Rng } from '../helpers/rng.js'
 
 const MS = 1_000_000n
@@ -170,7 +170,7 @@ async function logOf(store: CkptStore, name: string): Promise<string[]> {
 
 describe('thin on a store', () => {
   it('drops what the policy drops, keeps labelled and ref-named checkpoints, and a dry run changes nothing', async () => {
-    const store = await openStore('memory:thin', { memory: true, threads: 0 })
+    const store = await openStore('memory:thin', { backend: memoryBackend(), threads: 0 })
     try {
       const vt = Array.from({ length: 120 }, (_, i) => BigInt(i) * 7n)
       const cids = await record(store, 'a', vt, new Set([5, 40]))
@@ -205,8 +205,8 @@ describe('thin on a store', () => {
       let t = 0n
       for (let i = 0; i < 250; i++) vt.push((t += BigInt(rng.int(1, 6))))
       const labels = new Set([rng.int(0, 250), rng.int(0, 250)])
-      const a = await openStore(`memory:auto${k}`, { memory: true, threads: 0 })
-      const b = await openStore(`memory:once${k}`, { memory: true, threads: 0 })
+      const a = await openStore(`memory:auto${k}`, { backend: memoryBackend(), threads: 0 })
+      const b = await openStore(`memory:once${k}`, { backend: memoryBackend(), threads: 0 })
       try {
         await record(a, 'rec', vt, labels, spec)
         await record(b, 'rec', vt, labels)

@@ -8,7 +8,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
-import { openStore, type CkptStore } from '../../src/index.js'
+import { memoryBackend, openStore, type CkptStore } from '../../src/index.js'
 import { decodeSpanTable, encodeSpanTable, SPAN_SIZE, spanTableSum } from '../../codecs/scan-cache.js'
 import { blake3 } from '../../codecs/blake3.js'
 import { cidToString } from '../../codecs/cid.js'
@@ -109,7 +109,7 @@ function spanDigests(img: Uint8Array): Uint8Array {
 }
 
 async function truthRoot(img: Uint8Array, chunkSize: number): Promise<string | null> {
-  const s = await openStore('mem', { memory: true })
+  const s = await openStore('mem', { backend: memoryBackend() })
   try {
     const tl = await s.timeline('x', { regions: { r: { size: img.length, chunkSize } } })
     const c = await tl.checkpoint({ vtime: 0, regions: { r: { data: img, stable: true } } })
@@ -240,7 +240,7 @@ describe('scan cache: same checkpoints as without it', () => {
   })
 
   it('a library store in memory keeps the cache in memory', async () => {
-    const s = await openStore('m', { memory: true })
+    const s = await openStore('m', { backend: memoryBackend() })
     const img = randomImage(makeRng(9), 10 * SPAN_SIZE, 4096)
     const tl = await s.timeline('t', { regions: { r: { size: img.length } } })
     await tl.checkpoint({ vtime: 0, regions: { r: { data: img } } })

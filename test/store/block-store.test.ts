@@ -14,6 +14,7 @@ import { encodeNode, type NodeEntries } from '../../codecs/tree-node.js'
 import { ENTRY_HEADER_SIZE } from '../../codecs/pack-format.js'
 import { packFileName } from '../../store/pack-io.js'
 import { Repository } from '../../store/repository.js'
+import { memoryBackend } from '../../store/backend.js'
 import { makeRng, type Rng } from '../helpers/rng.js'
 import { bytesEqual, caught, removeTmpDirs, tmpStorePath } from '../helpers/tmp.js'
 
@@ -46,12 +47,12 @@ function putChain(repo: Repository, rng: Rng, len: number): { nodes: NodeEntries
   for (let k = 1; k <= len; k++) nodes.push(withSlot(rng, nodes[k - 1]!, rng.int(0, 256)))
   const cids = nodes.map(nodeCid)
   const whole = encodeNode(nodes[0]!)
-  expect(repo.blocks.put(cids[0]!, AT_REST.identity, whole, whole.length, 0)).toBe(true)
+  expect(repo.blocks.put(cids[0]!, AT_REST.identity, whole, whole.length)).toBe(true)
   for (let k = 1; k <= len; k++) {
     const delta = encodeNodeDelta(cids[k - 1]!, nodes[k - 1]!, nodes[k]!, 1 << 20)!
     expect(delta.length).toBeLessThan(200)
     const rawLength = encodeNode(nodes[k]!).length
-    expect(repo.blocks.put(cids[k]!, AT_REST.nodeDelta, delta, rawLength, k)).toBe(true)
+    expect(repo.blocks.put(cids[k]!, AT_REST.nodeDelta, delta, rawLength, { depth: k })).toBe(true)
   }
   return { nodes, cids }
 }
@@ -115,7 +116,7 @@ describe('BlockStore: node deltas at rest', () => {
   })
 
   it('a delta whose base is not stored -> CKPT_NOT_FOUND naming the base', async () => {
-    const repo = await Repository.open('memory:bs', { memory: true })
+    const repo = await Repository.open('memory:bs', { backend: memoryBackend() })
     try {
       const rng = makeRng(3)
       const base = randomNode(rng, 64)
@@ -123,7 +124,7 @@ describe('BlockStore: node deltas at rest', () => {
       const baseCid = nodeCid(base)
       const cid = nodeCid(next)
       const delta = encodeNodeDelta(baseCid, base, next, 1 << 20)!
-      repo.blocks.put(cid, AT_REST.nodeDelta, delta, encodeNode(next).length, 1)
+      repo.blocks.put(cid, AT_REST.nodeDelta, delta, encodeNode(next).length, { depth: 1 })
       await repo.commit([])
       const err = await caught(() => repo.blocks.get(cid))
       expect(err.code).toBe('CKPT_NOT_FOUND')
@@ -136,7 +137,7 @@ describe('BlockStore: node deltas at rest', () => {
 
 describe('BlockStore: index entries', () => {
   it('a location that points at another entry -> CKPT_BAD_INDEX', async () => {
-    const repo = await Repository.open('memory:bs2', { memory: true })
+    const repo = await Repository.open('memory:bs2', { backend: memoryBackend() })
     try {
       const rng = makeRng(4)
       const a = rng.bytes(1000)

@@ -1,25 +1,23 @@
 /**
- * One conformance suite for the store layer, run against both backends: the real one (LevelDB index +
- * pack files in a temp dir) and the in-memory one (MemoryKV + MemoryPackIO). Plus a KV pair suite that
- * runs MemoryKV and LevelKV side by side against a sorted-array model on random keys.
+ * The store's conformance suites, as runners a test file calls once per backend (conformance-disk,
+ * conformance-memory): a new backend (packs on an object store, say) gets its own runner file and
+ * must pass the same suites.
+ *
+ *   runRepositoryConformance  blocks (put, get, commit, abort, seal, damage), catalog, refs, meta
+ *   runKvConformance          a KV against a sorted-array model on random keys
+ *   runPackIoConformance      a PackIO: append, read ranges, seal, list, delete, missing objects
  */
-import fs from 'node:fs'
-import path from 'node:path'
-import { afterAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { blake3, initBlake3 } from '../../codecs/blake3.js'
 import { cidBytes, cidToString, DAG_CBOR, RAW, type CidBytes } from '../../codecs/cid.js'
 import { AT_REST, compressBlock, deflateCompressor, identity, zstdCompressor, type Compressor } from '../../codecs/compress.js'
+import { ENTRY_HEADER_SIZE, ENTRY_KIND, writeEntry } from '../../codecs/pack-format.js'
+import type { Backend, PackIO } from '../../store/interface.js'
 import { compareBytes, type KV, type KVRange } from '../../store/kv.js'
-import { packKey } from '../../store/keys.js'
-import { LevelKV } from '../../store/level-kv.js'
-import { MemoryKV } from '../../store/memory-kv.js'
-import { ENTRY_HEADER_SIZE } from '../../codecs/pack-format.js'
-import { packFileName } from '../../store/pack-io.js'
 import { Repository, type RepositoryOptions } from '../../store/repository.js'
+import { collect, hex } from '../helpers/bytes.js'
 import { makeRng, type Rng } from '../helpers/rng.js'
-import { bytesEqual, caught, removeTmpDirs, tmpDir, tmpStorePath } from '../helpers/tmp.js'
-
-afterAll(removeTmpDirs)
+import { bytesEqual, caught } from '../helpers/tmp.js'
 
 await initBlake3()
 
@@ -48,31 +46,49 @@ function compressible(rng: Rng, n: number): Uint8Array {
 }
 
 /** Stages a block with the given compressor; returns its CID, raw bytes and the codec actually used. */
-function putBlock(repo: Repository, c: Compressor, raw: Uint8Array): { cid: CidBytes; code: number; put: boolean } {
+export function putBlock(repo: Repository, c: Compressor, raw: Uint8Array): { cid: CidBytes; code: number; put: boolean } {
   const cid = rawCid(raw)
   const z = compressBlock(c, raw)
   const put = repo.blocks.put(cid, z.code, z.bytes, raw.length)
   return { cid, code: z.code, put }
 }
 
-async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
-  const out: T[] = []
-  for await (const x of it) out.push(x)
-  return out
-}
-
-const hex = (b: Uint8Array) => Buffer.from(b).toString('hex')
-
-interface Backend {
-  /** a fresh, empty repository */
-  open(opts?: RepositoryOptions): Promise<Repository>
-  /** close and open the same store again (disk only) */
-  reopen?(repo: Repository): Promise<Repository>
-  /** flips one byte at an absolute offset of a pack (after a commit) and returns the repository to read from */
+/** What the repository suite runs against: a backend, where its stores go, and how to damage one. */
+export interface Subject {
+  backend: Backend
+  /** a new store's directory (for memory, a label) */
+  newDir(): string
+  /** given to every open (e.g. dedupFilter: false, as short-lived processes open a store) */
+  options?: RepositoryOptions
+  /** flips one byte at an absolute offset of a pack (after a commit); returns the repository to read from */
   tamper(repo: Repository, pack: number, offset: number): Promise<Repository>
 }
 
-function conformance(name: string, backend: Backend): void {
+interface Harness {
+  /** a fresh, empty repository */
+  open(opts?: RepositoryOptions): Promise<Repository>
+  /** close and open the same store again (durable backends only) */
+  reopen?(repo: Repository): Promise<Repository>
+  tamper(repo: Repository, pack: number, offset: number): Promise<Repository>
+}
+
+function harness(s: Subject): Harness {
+  const opts = (more: RepositoryOptions = {}): RepositoryOptions => ({ ...more, ...s.options, backend: s.backend })
+  return {
+    open: (more) => Repository.open(s.newDir(), opts(more)),
+    reopen: s.backend.durable
+      ? async (repo) => {
+          await repo.close()
+          return Repository.open(repo.dir, opts({ mustExist: true }))
+        }
+      : undefined,
+    tamper: (repo, pack, offset) => s.tamper(repo, pack, offset),
+  }
+}
+
+export function runRepositoryConformance(name: string, makeSubject: () => Subject): void {
+  const subject = makeSubject()
+  const backend = harness(subject)
   describe(`repository conformance: ${name}`, () => {
     for (const { name: codecName, c } of CODECS) {
       it.skipIf(c === undefined)(`put/has/get round-trip with the ${codecName} at-rest codec`, async () => {
@@ -531,6 +547,50 @@ function conformance(name: string, backend: Backend): void {
       }
     })
 
+    it('the three write entry points: put (and put replacing a copy), putEntry, copyEntry', async () => {
+      let repo = await backend.open()
+      try {
+        const rng = makeRng(44)
+        const a = rng.bytes(3000)
+        const b = rng.bytes(4000)
+        const c = rng.bytes(5000)
+        const ca = rawCid(a)
+        const cb = rawCid(b)
+        const cc = rawCid(c)
+        expect(repo.blocks.put(ca, AT_REST.identity, a, a.length)).toBe(true)
+        // a worker's entry: header and payload
+        const entry = Buffer.alloc(ENTRY_HEADER_SIZE + b.length)
+        writeEntry(entry, 0, cb, AT_REST.identity, 0, b.length, b)
+        expect(repo.blocks.putEntry(cb, entry, b.length, AT_REST.identity)).toBe(true)
+        expect(repo.blocks.putEntry(cb, entry, b.length, AT_REST.identity)).toBe(false)
+        await repo.commit([])
+        const before = repo.blocks.locate(ca)!
+        // replace: a new copy of a stored CID, the index moves to it at commit
+        expect(repo.blocks.put(ca, AT_REST.identity, a, a.length, { replace: true })).toBe(true)
+        // copyEntry: an entry as it is, the index moves to the copy; it says where it went
+        const ce = Buffer.alloc(ENTRY_HEADER_SIZE + c.length)
+        writeEntry(ce, 0, cc, AT_REST.identity, 0, c.length, c)
+        const at = repo.blocks.copyEntry(cc, ce, { rawLength: c.length, codec: AT_REST.identity, depth: 0, kind: ENTRY_KIND.block })
+        expect(repo.blocks.lastStaged).toEqual(at)
+        await repo.commit([])
+        const after = repo.blocks.locate(ca)!
+        expect(after.offset === before.offset && after.pack === before.pack).toBe(false)
+        expect(repo.blocks.locate(cc)).toEqual(at)
+        if (backend.reopen) repo = await backend.reopen(repo)
+        for (const [cid, raw] of [
+          [ca, a],
+          [cb, b],
+          [cc, c],
+        ] as const) {
+          expect(bytesEqual(repo.blocks.get(cid), raw)).toBe(true)
+        }
+        // (a running count adds replaced copies again: a sizing figure; a reopen counts the index)
+        if (backend.reopen) expect(await repo.blocks.count()).toBe(3)
+      } finally {
+        await repo.close()
+      }
+    })
+
     it('a closed repository refuses catalog calls with CKPT_CLOSED', async () => {
       const repo = await backend.open()
       await repo.close()
@@ -542,104 +602,6 @@ function conformance(name: string, backend: Backend): void {
     })
   })
 }
-
-/** the disk backend, opened with `extra` each time (e.g. without the dedup filter, as short-lived processes open it) */
-function diskBackend(extra: RepositoryOptions = {}): Backend {
-  const again = async (repo: Repository) => {
-    await repo.close()
-    return Repository.open(repo.dir, { mustExist: true, ...extra })
-  }
-  return {
-    open: (opts) => Repository.open(tmpStorePath('ckpt-conf-'), { ...opts, ...extra }),
-    reopen: again,
-    async tamper(repo, pack, offset) {
-      await repo.close()
-      const file = path.join(repo.dir, 'packs', packFileName(pack))
-      const fd = fs.openSync(file, 'r+')
-      const b = Buffer.alloc(1)
-      fs.readSync(fd, b, 0, 1, offset)
-      b[0]! ^= 0x5a
-      fs.writeSync(fd, b, 0, 1, offset)
-      fs.closeSync(fd)
-      return Repository.open(repo.dir, { mustExist: true, ...extra })
-    },
-  }
-}
-
-conformance('LevelDB + pack files', diskBackend())
-// as short-lived processes open it (the CLI, gc): no dedup filter, every "stored already?" asks the index
-conformance('LevelDB + pack files, opened without the dedup filter', diskBackend({ dedupFilter: false }))
-
-conformance('memory', {
-  open: (opts) => Repository.open('memory:x', { ...opts, memory: true }),
-  async tamper(repo, pack, offset) {
-    // no file to edit: reach into the memory pack (test-only access to a private field)
-    const packs = (repo.blocks.io as unknown as { packs: Map<number, { buf: Buffer }> }).packs
-    packs.get(pack)!.buf[offset]! ^= 0x5a
-    return repo
-  },
-})
-
-describe('disk backend specifics', () => {
-  it('blocks committed across many packs survive reopen; torn tails past the commit are cut', async () => {
-    const dir = tmpStorePath('ckpt-conf-')
-    let repo = await Repository.open(dir, { packTargetSize: 32 * 1024 })
-    const rng = makeRng(41)
-    const all: { cid: CidBytes; raw: Uint8Array }[] = []
-    for (let round = 0; round < 12; round++) {
-      for (let i = 0; i < 5; i++) {
-        const raw = rng.bytes(rng.int(1000, 9000))
-        all.push({ cid: putBlock(repo, identity, raw).cid, raw })
-      }
-      await repo.commit([])
-    }
-    const packs = fs.readdirSync(path.join(dir, 'packs')).filter((f) => f.endsWith('.pack'))
-    expect(packs.length).toBeGreaterThan(2)
-    const committed = new Map([...repo.blocks.packRecords()].map(([n, r]) => [n, r.committedLength]))
-    // stage more (past the 1 MiB flush threshold, so the bytes reach the file), never commit, close
-    const lostCids = Array.from({ length: 3 }, () => putBlock(repo, identity, rng.bytes(600_000)).cid)
-    const grown = packs.length < fs.readdirSync(path.join(dir, 'packs')).length || [...committed].some(([n, len]) => repo.blocks.io.size(n) > len)
-    expect(grown || repo.blocks.io.list().some((n) => !committed.has(n))).toBe(true)
-    await repo.close()
-    repo = await Repository.open(dir)
-    try {
-      for (const c of lostCids) expect(repo.blocks.has(c)).toBe(false)
-      // torn tails cut back to the committed lengths, and a pack nobody committed (a leftover: at most
-      // the commit a crash interrupted) deleted, before anything is committed again
-      expect(repo.blocks.io.list().sort()).toEqual([...committed.keys()].sort())
-      expect(repo.leftovers).toEqual([])
-      for (const [n, len] of committed) expect(fs.statSync(path.join(dir, 'packs', packFileName(n))).size).toBe(len)
-      for (const b of all) expect(bytesEqual(repo.blocks.get(b.cid), b.raw)).toBe(true)
-      // and writing continues
-      const more = rng.bytes(7000)
-      const m = putBlock(repo, identity, more)
-      await repo.commit([])
-      expect(bytesEqual(repo.blocks.get(m.cid), more)).toBe(true)
-      expect(await repo.blocks.count()).toBe(all.length + 1)
-    } finally {
-      await repo.close()
-    }
-  })
-
-  // an open that fails after LevelDB was opened must release it (and its lock)
-  it('an open that fails after the index was opened leaves the store openable', async () => {
-    const dir = tmpStorePath('ckpt-conf-')
-    const repo = await Repository.open(dir)
-    // a pack record of 3 bytes instead of 13
-    await repo.commitWith([{ type: 'put', key: packKey(9), value: Uint8Array.of(1, 2, 3) }])
-    await repo.close()
-    const first = await caught(() => Repository.open(dir))
-    expect(first.code).toBe('CKPT_BAD_INDEX')
-    const second = await caught(() => Repository.open(dir))
-    expect(second.code).toBe('CKPT_BAD_INDEX')
-  })
-
-  it('mustExist on a missing store fails with CKPT_BAD_STORE and creates nothing', async () => {
-    const dir = tmpStorePath('ckpt-conf-')
-    expect((await caught(() => Repository.open(dir, { mustExist: true }))).code).toBe('CKPT_BAD_STORE')
-    expect(fs.existsSync(dir)).toBe(false)
-  })
-})
 
 // ---------------------------------------------------------------------------------------------------
 // KV pair: MemoryKV and LevelKV against a sorted-array model
@@ -658,7 +620,7 @@ function kvModelRange(model: Map<string, [Uint8Array, Uint8Array]>, r: KVRange):
   return rows
 }
 
-function kvConformance(name: string, open: () => Promise<KV>): void {
+export function runKvConformance(name: string, open: () => Promise<KV>): void {
   describe(`KV conformance: ${name}`, () => {
     it('get/getSync/getMany/batch/iterate agree with a model on random keys', async () => {
       const kv = await open()
@@ -771,5 +733,138 @@ function kvConformance(name: string, open: () => Promise<KV>): void {
   })
 }
 
-kvConformance('MemoryKV', async () => new MemoryKV())
-kvConformance('LevelKV', () => LevelKV.open(path.join(tmpDir('ckpt-kv-'), 'db')))
+
+// ---------------------------------------------------------------------------------------------------
+// PackIO: numbered objects, appended to, read by range, sealed, listed, deleted
+
+/** A fresh, empty PackIO; `reopen` (durable backends) gives another over the same objects. */
+export interface PackIoSubject {
+  io: PackIO
+  reopen?(): PackIO
+}
+
+export function runPackIoConformance(name: string, make: () => PackIoSubject): void {
+  describe(`PackIO conformance: ${name}`, () => {
+    const fill = (n: number, seed: number) => makeRng(seed).bytes(n)
+
+    it('append, then read any range of what was appended', async () => {
+      const { io, reopen } = make()
+      try {
+        expect(io.list()).toEqual([])
+        io.openForAppend(3, 0)
+        const parts = [fill(10, 1), fill(70_000, 2), fill(1, 3), fill(5000, 4)]
+        for (const p of parts) io.append(3, p)
+        const all = Buffer.concat(parts)
+        expect(io.exists(3)).toBe(true)
+        expect(io.size(3)).toBe(all.length)
+        await io.syncAsync(3)
+        const rng = makeRng(9)
+        for (let k = 0; k < 50; k++) {
+          const at = rng.int(0, all.length - 1)
+          const len = rng.int(0, all.length - at)
+          expect(hex(io.read(3, at, len))).toBe(hex(all.subarray(at, at + len)))
+          const out = new Uint8Array(len)
+          expect(io.readInto(3, at, out)).toBe(out)
+          expect(hex(out)).toBe(hex(all.subarray(at, at + len)))
+        }
+        // the whole object as a reader
+        const r = io.reader(3)
+        expect(r.size).toBe(all.length)
+        const back = new Uint8Array(all.length)
+        let got = 0
+        while (got < back.length) {
+          const n = r.read(back.subarray(got), got)
+          if (n === 0) break
+          got += n
+        }
+        expect(got).toBe(all.length)
+        expect(hex(back)).toBe(hex(all))
+        expect(io.describe(3)).toContain('00000003.pack')
+        if (reopen) {
+          io.close()
+          const again = reopen()
+          try {
+            expect(again.list()).toEqual([3])
+            expect(again.size(3)).toBe(all.length)
+            expect(hex(again.read(3, 70_005, 6))).toBe(hex(all.subarray(70_005, 70_011)))
+          } finally {
+            again.close()
+          }
+        }
+      } finally {
+        io.close()
+      }
+    })
+
+    it('openForAppend cuts a torn tail, and appending goes on from there', () => {
+      const { io } = make()
+      try {
+        io.openForAppend(1, 0)
+        io.append(1, fill(1000, 5))
+        io.openForAppend(1, 400)
+        expect(io.size(1)).toBe(400)
+        io.append(1, Uint8Array.of(7, 8, 9))
+        expect(io.size(1)).toBe(403)
+        expect([...io.read(1, 400, 3)]).toEqual([7, 8, 9])
+        expect(hex(io.read(1, 0, 400))).toBe(hex(fill(1000, 5).subarray(0, 400)))
+      } finally {
+        io.close()
+      }
+    })
+
+    it('a sealed object reads as before and takes no more appends', () => {
+      const { io } = make()
+      try {
+        io.openForAppend(2, 0)
+        const bytes = fill(3000, 6)
+        io.append(2, bytes)
+        io.seal(2)
+        expect(io.size(2)).toBe(3000)
+        expect(hex(io.read(2, 100, 50))).toBe(hex(bytes.subarray(100, 150)))
+        expect(() => io.append(2, Uint8Array.of(1))).toThrow()
+        expect(io.size(2)).toBe(3000)
+      } finally {
+        io.close()
+      }
+    })
+
+    it('list is ascending; remove deletes; removing a missing object is no error', () => {
+      const { io } = make()
+      try {
+        for (const n of [12, 3, 7, 100]) {
+          io.openForAppend(n, 0)
+          io.append(n, fill(10 + n, n))
+        }
+        expect(io.list()).toEqual([3, 7, 12, 100])
+        io.remove(7)
+        expect(io.list()).toEqual([3, 12, 100])
+        expect(io.exists(7)).toBe(false)
+        io.remove(7)
+        io.remove(55)
+        expect(io.list()).toEqual([3, 12, 100])
+        expect(hex(io.read(12, 0, 22))).toBe(hex(fill(22, 12)))
+        expect(io.quarantined()).toEqual([])
+      } finally {
+        io.close()
+      }
+    })
+
+    it('a missing object, or a range past the end, is CKPT_BAD_PACK naming the pack', async () => {
+      const { io } = make()
+      try {
+        io.openForAppend(4, 0)
+        io.append(4, fill(100, 4))
+        for (const f of [() => io.read(9, 0, 10), () => io.size(9), () => io.reader(9), () => io.read(4, 95, 10), () => io.readInto(4, 101, new Uint8Array(1))]) {
+          const err = await caught(f)
+          expect(err.code).toBe('CKPT_BAD_PACK')
+          expect(typeof err.details?.pack).toBe('number')
+        }
+        expect(io.exists(9)).toBe(false)
+        io.remove(4)
+        expect((await caught(() => io.read(4, 0, 1))).code).toBe('CKPT_BAD_PACK')
+      } finally {
+        io.close()
+      }
+    })
+  })
+}
