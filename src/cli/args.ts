@@ -18,6 +18,11 @@ export const COMMON = {
   help: { type: 'boolean', short: 'h' },
 } as const satisfies Record<string, OptionSpec>
 
+/** The option of commands that draw a progress line (add, restore, export, import, verify, repair, gc). */
+export const QUIET = {
+  quiet: { type: 'boolean', short: 'q' },
+} as const satisfies Record<string, OptionSpec>
+
 /**
  * `--name VALUE` as `--name=VALUE` for a string option whose VALUE starts with a single '-' (-5, -draft):
  * parseArgs would call it ambiguous; the option's own check then says what is wrong with it (--vtime -5:

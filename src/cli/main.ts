@@ -8,7 +8,7 @@ import { wantsHelp, wantsJson } from './args.js'
 import { COMMANDS } from './commands.js'
 import { classify, EXIT, UsageError, type ExitCode } from './errors.js'
 import { toJson } from './format.js'
-import { jsonPrinted } from './shared.js'
+import { jsonPrinted, usageLines } from './shared.js'
 
 export { EXIT } from './errors.js'
 
@@ -26,9 +26,21 @@ export function version(): string {
   }
 }
 
+/**
+ * Every command's usage lines in COMMANDS' order, without their `usage: ` (7 characters, which the
+ * further lines of a usage are indented by): `ckpt init --store DIR [--json]`, ...
+ */
+export function synopsis(): string[] {
+  const out: string[] = []
+  for (const c of COMMANDS.values()) for (const l of usageLines(c.help)) out.push(l.slice('usage: '.length))
+  return out
+}
+
+/** `ckpt --help`: the commands, the synopsis of each, what they share; README.md's CLI synopsis is this text (scripts/cli-synopsis.mjs). */
 export function generalHelp(): string {
   const width = Math.max(...[...COMMANDS.keys()].map((k) => k.length))
   const list = [...COMMANDS].map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`).join('\n')
+  const quiet = [...COMMANDS].filter(([, c]) => 'quiet' in c.options).map(([name]) => name)
   return `usage: ckpt COMMAND [OPTIONS]
 
 ckpt: a content-addressed checkpoint store for emulators and virtual machines.
@@ -37,7 +49,14 @@ commands:
 ${list}
   ${'help'.padEnd(width)}  show this text, or a command's (ckpt help COMMAND)
 
-Every command takes --store DIR (default: $CKPT_STORE), --json and --help.
+synopsis (ckpt COMMAND --help says more):
+${synopsis()
+  .map((l) => '  ' + l)
+  .join('\n')}
+
+Every command takes --store DIR (default: $CKPT_STORE), --json and --help. On a terminal, the
+commands that may take a while (${quiet.join(', ')}) draw a progress
+line on stderr, with a bar and a percentage when the total is known; --quiet turns it off.
 Checkpoint references (REF): a CID, TIMELINE@VTIME (nearest at or before), TIMELINE (latest) or
 ref:NAME (a ref set by ckpt ref).
 With --json, stdout carries one JSON document, or JSON lines for log, diff and verify.

@@ -85,9 +85,9 @@ export class Progress {
     this.timer.unref()
   }
 
-  /** Whether progress belongs on this stream at all. */
-  static wanted(json: boolean, stream: NodeJS.WriteStream = process.stderr): boolean {
-    return stream.isTTY === true && !json
+  /** Whether progress belongs on this stream at all: a terminal, and neither --json nor --quiet. */
+  static wanted(opts: { json?: boolean; quiet?: boolean }, stream: Pick<NodeJS.WriteStream, 'isTTY'> = process.stderr): boolean {
+    return stream.isTTY === true && opts.json !== true && opts.quiet !== true
   }
 
   set(phase: string): void {

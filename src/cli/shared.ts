@@ -142,6 +142,7 @@ export const EXISTING: OpenOptions = { mustExist: true, threads: 0 }
 
 export const STORE_HELP = `  --store DIR        the store (default: $CKPT_STORE)`
 export const JSON_HELP = `  --json             machine-readable output (errors too: {"error":{"code","message"}})`
+export const QUIET_HELP = `  --quiet, -q        no progress line on stderr (there is one only when stderr is a terminal)`
 export const REF_HELP = `REF is a checkpoint CID, TIMELINE@VTIME (the nearest checkpoint at or before VTIME), TIMELINE
 (its latest checkpoint) or ref:NAME (a ref set by ckpt ref).`
 

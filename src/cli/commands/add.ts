@@ -1,13 +1,14 @@
 /** `ckpt add`: a checkpoint of region files (and blobs) on a timeline (src/timeline-files.ts). */
 import type { RegionInput } from '../../timeline.js'
-import { COMMON, parse, parsePair, parseRegionArg, parseVtime, required, storeDir, type RegionArg } from '../args.js'
+import { COMMON, QUIET, parse, parsePair, parseRegionArg, parseVtime, required, storeDir, type RegionArg } from '../args.js'
 import { UsageError } from '../errors.js'
 import { humanBytes } from '../format.js'
 import { Progress } from '../progress.js'
-import { checkPolicy, json, JSON_HELP, line, note, STORE_HELP, withStore, type Command } from '../shared.js'
+import { checkPolicy, json, JSON_HELP, line, note, QUIET_HELP, STORE_HELP, withStore, type Command } from '../shared.js'
 
 const OPTIONS = {
   ...COMMON,
+  ...QUIET,
   timeline: { type: 'string' },
   vtime: { type: 'string' },
   label: { type: 'string' },
@@ -53,7 +54,8 @@ function blobArgs(entries: string[] | undefined, read: (file: string) => Uint8Ar
 export const add: Command = {
   summary: 'add a checkpoint of region files (and blobs) to a timeline',
   help: `usage: ckpt add --store DIR --timeline NAME --vtime N [--label TEXT] [--meta KEY=VALUE]...
-                [--blob NAME=FILE]... [--policy SPEC] [--no-scan-cache] [--json] REGION=FILE[:CHUNKSIZE]...
+                [--blob NAME=FILE]... [--policy SPEC] [--no-scan-cache] [--quiet] [--json]
+                REGION=FILE[:CHUNKSIZE]...
 
 Checkpoints the given files as the timeline's regions at virtual time N (which must be after the
 timeline's last checkpoint). Files are scanned whole; unchanged and all-zero chunks cost nothing.
@@ -74,6 +76,7 @@ ${STORE_HELP}
   --policy SPEC      give the timeline this retention policy (see ckpt thin --help), applied now and
                      after every later checkpoint; "none" removes it
   --no-scan-cache    do not trust the scan cache: hash every chunk (and write the cache anew)
+${QUIET_HELP}
 ${JSON_HELP}
 
 Prints the checkpoint's CID; with --json {cid, timeline, vtime, stats}.
@@ -97,7 +100,7 @@ examples:
     // sizes before the store is opened (or created): a missing file stops here
     const total = regions.reduce((n, r) => n + inputFileSize(r.file), 0)
 
-    const progress = new Progress('ckpt add', Progress.wanted(values.json === true))
+    const progress = new Progress('ckpt add', Progress.wanted(values))
     try {
       progress.set('opening the store')
       const cp = await withStore(dir, {}, async (store) => {

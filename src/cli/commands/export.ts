@@ -4,14 +4,15 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { Manifest } from '../../../codecs/manifest.js'
 import type { CkptStore } from '../../store.js'
-import { COMMON, parse, required, storeDir } from '../args.js'
+import { COMMON, QUIET, parse, required, storeDir } from '../args.js'
 import { UsageError } from '../errors.js'
 import { columns, humanBytes } from '../format.js'
 import { Progress } from '../progress.js'
-import { json, JSON_HELP, line, plural, REF_HELP, STORE_HELP, withStore, type Command } from '../shared.js'
+import { json, JSON_HELP, line, plural, QUIET_HELP, REF_HELP, STORE_HELP, withStore, type Command } from '../shared.js'
 
 const OPTIONS = {
   ...COMMON,
+  ...QUIET,
   out: { type: 'string' },
   since: { type: 'string', multiple: true },
   compress: { type: 'boolean' },
@@ -81,7 +82,8 @@ function report(out: string, s: Exported, asJson: boolean): void {
 
 export const exportCmd: Command = {
   summary: 'write checkpoints to a bundle (a CAR file any IPFS tool reads)',
-  help: `usage: ckpt export --store DIR REF... --out FILE [--since REF]... [--compress [--compress-with zstd|gzip]] [--json]
+  help: `usage: ckpt export --store DIR REF... --out FILE [--since REF]... [--compress [--compress-with zstd|gzip]]
+                   [--quiet] [--json]
 
 Writes the checkpoints and every block they reach, once each, as a CAR v1 file whose roots are the
 checkpoints. With --since, blocks reachable from those checkpoints (which the receiver already has)
@@ -98,6 +100,7 @@ ${STORE_HELP}
   --since REF          a checkpoint the receiver has (repeatable)
   --compress           compress the bundle file
   --compress-with C    zstd or gzip (implies --compress)
+${QUIET_HELP}
 ${JSON_HELP} (not with --out -)
 
 examples:
@@ -122,7 +125,7 @@ examples:
     const files = await import('../../output-file.js')
     if (!toStdout) files.resolveOutput(outPath)
     const since = values.since ?? []
-    const progress = new Progress('ckpt export', Progress.wanted(values.json === true))
+    const progress = new Progress('ckpt export', Progress.wanted(values))
     try {
       const summary = await withStore(dir, { mustExist: true, readOnly: true }, async (store): Promise<Exported> => {
         const { exportBundle } = await import('../../bundle.js')

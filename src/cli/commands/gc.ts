@@ -1,11 +1,11 @@
 /** `ckpt gc`: reclaim the space of blocks nothing reaches. */
 import type { GcSummary } from '../../gc.js'
-import { COMMON, parse, parsePercent, storeDir } from '../args.js'
+import { COMMON, QUIET, parse, parsePercent, storeDir } from '../args.js'
 import { humanBytes } from '../format.js'
 import { Progress } from '../progress.js'
-import { json, JSON_HELP, line, noPositionals, plural, STORE_HELP, withStore, type Command } from '../shared.js'
+import { json, JSON_HELP, line, noPositionals, plural, QUIET_HELP, STORE_HELP, withStore, type Command } from '../shared.js'
 
-const OPTIONS = { ...COMMON, threshold: { type: 'string' }, 'max-unused': { type: 'string' }, 'dry-run': { type: 'boolean' } } as const
+const OPTIONS = { ...COMMON, ...QUIET, threshold: { type: 'string' }, 'max-unused': { type: 'string' }, 'dry-run': { type: 'boolean' } } as const
 
 /** A percentage option of gc as a fraction; undefined when not given. */
 function fraction(v: string | undefined, option: string): number | undefined {
@@ -29,7 +29,7 @@ function summaryText(s: GcSummary, dir: string, dryRun: boolean): string[] {
 
 export const gc: Command = {
   summary: 'reclaim the space of blocks no checkpoint or ref reaches',
-  help: `usage: ckpt gc --store DIR [--threshold PCT] [--max-unused PCT] [--dry-run] [--json]
+  help: `usage: ckpt gc --store DIR [--threshold PCT] [--max-unused PCT] [--dry-run] [--quiet] [--json]
 
 Marks every block reachable from the catalog's checkpoints and the refs, then deletes packs with
 nothing live in them and rewrites those whose live share is below the threshold (their live blocks
@@ -45,6 +45,7 @@ ${STORE_HELP}
   --max-unused PCT   leave at most PCT% dead bytes (of the live bytes) in packs kept (default 2;
                      100: only the threshold decides)
   --dry-run          only say what would be reclaimed
+${QUIET_HELP}
 ${JSON_HELP}
 
 examples:
@@ -59,7 +60,7 @@ examples:
     const threshold = fraction(values.threshold, '--threshold')
     const maxUnused = fraction(values['max-unused'], '--max-unused')
     const dryRun = values['dry-run'] === true
-    const progress = new Progress('ckpt gc', Progress.wanted(values.json === true))
+    const progress = new Progress('ckpt gc', Progress.wanted(values))
     try {
       // no dedup filter: this process writes only copies, and its memory stays flat whatever the store's size
       // a dry run changes nothing: it opens the store read-only (no index rebuilt, nothing written)

@@ -1,12 +1,12 @@
 /** `ckpt import`: the checkpoints of a bundle into the store. */
 import path from 'node:path'
-import { COMMON, parse, storeDir } from '../args.js'
+import { COMMON, QUIET, parse, storeDir } from '../args.js'
 import { UsageError } from '../errors.js'
 import { columns, humanBytes } from '../format.js'
 import { Progress } from '../progress.js'
-import { json, JSON_HELP, line, oneRef, STORE_HELP, withStore, type Command } from '../shared.js'
+import { json, JSON_HELP, line, oneRef, QUIET_HELP, STORE_HELP, withStore, type Command } from '../shared.js'
 
-const OPTIONS = { ...COMMON, as: { type: 'string' }, 'timeline-prefix': { type: 'string' } } as const
+const OPTIONS = { ...COMMON, ...QUIET, as: { type: 'string' }, 'timeline-prefix': { type: 'string' } } as const
 
 /** The bundle's bytes (FILE, or stdin for -), counted as they are read; total: FILE's size. */
 async function source(file: string): Promise<{ chunks: AsyncIterable<Uint8Array>; read: () => number; total?: number }> {
@@ -28,7 +28,7 @@ async function source(file: string): Promise<{ chunks: AsyncIterable<Uint8Array>
 
 export const importCmd: Command = {
   summary: 'add the checkpoints of a bundle (CAR file) to the store',
-  help: `usage: ckpt import --store DIR FILE [--as NAME | --timeline-prefix PREFIX] [--json]
+  help: `usage: ckpt import --store DIR FILE [--as NAME | --timeline-prefix PREFIX] [--quiet] [--json]
 
 Reads a bundle (CAR v1 or v2; plain, zstd or gzip), checks every block against its hash and every
 checkpoint's DAG for completeness (blocks may also come from the store: thin bundles), and only then
@@ -39,6 +39,7 @@ lineage) is never merged: give --as NAME (a bundle of one timeline) or --timelin
 ${STORE_HELP}
   --as NAME               import the bundle's timeline under this name
   --timeline-prefix P     prefix the names of all imported timelines
+${QUIET_HELP}
 ${JSON_HELP}
 
 examples:
@@ -53,7 +54,7 @@ examples:
     const dir = storeDir(values.store, 'import')
     if (values.as !== undefined && values['timeline-prefix'] !== undefined) throw new UsageError('give --as or --timeline-prefix, not both', 'import')
     const src = await source(file)
-    const progress = new Progress('ckpt import', Progress.wanted(values.json === true))
+    const progress = new Progress('ckpt import', Progress.wanted(values))
     try {
       const s = await withStore(dir, { dedupFilter: true }, async (store) => {
         const { importBundle } = await import('../../bundle.js')

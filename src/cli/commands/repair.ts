@@ -1,13 +1,14 @@
 /** `ckpt repair`: heal a damaged store (src/repair.ts). */
 import { isCkptError } from '../../../codecs/errors.js'
 import type { RepairSummary } from '../../repair.js'
-import { COMMON, parse, storeDir } from '../args.js'
+import { COMMON, QUIET, parse, storeDir } from '../args.js'
 import { EXIT, StoreOpenError, UsageError } from '../errors.js'
 import { Progress } from '../progress.js'
-import { json, JSON_HELP, line, noPositionals, plural as n, STORE_HELP, type Command } from '../shared.js'
+import { json, JSON_HELP, line, noPositionals, plural as n, QUIET_HELP, STORE_HELP, type Command } from '../shared.js'
 
 const OPTIONS = {
   ...COMMON,
+  ...QUIET,
   from: { type: 'string' },
   'rebuild-index': { type: 'boolean' },
   adopt: { type: 'boolean' },
@@ -50,7 +51,8 @@ function summaryText(s: RepairSummary, dir: string, from: string | undefined): s
 
 export const repair: Command = {
   summary: 'heal a damaged store: from a copy, by rebuilding the index, or by dropping what is lost',
-  help: `usage: ckpt repair --store DIR (--from SOURCE | --rebuild-index [--adopt] | --drop-damaged)... [--shallow] [--json]
+  help: `usage: ckpt repair --store DIR (--from SOURCE | --rebuild-index [--adopt] | --drop-damaged)... [--shallow]
+                   [--quiet] [--json]
 
   --from SOURCE      fetch damaged or missing blocks by CID from SOURCE (another store, or a bundle
                      file such as one made earlier with ckpt export), verify and write them anew
@@ -73,6 +75,7 @@ exit status: 0 the store is clean afterwards, 1 damage remains, 2 usage error, 3
 
 ${STORE_HELP}
   --shallow          look for damage without re-hashing every block
+${QUIET_HELP}
 ${JSON_HELP}
 
 examples:
@@ -88,7 +91,7 @@ examples:
     noPositionals('repair', positionals)
     const dir = storeDir(values.store, 'repair')
     if (!values.from && !values['rebuild-index'] && !values['drop-damaged']) throw new UsageError('give --from SOURCE, --rebuild-index or --drop-damaged', 'repair')
-    const progress = new Progress('ckpt repair', Progress.wanted(values.json === true))
+    const progress = new Progress('ckpt repair', Progress.wanted(values))
     try {
       progress.set('checking the store')
       const { repairStore } = await import('../../repair.js')

@@ -2,12 +2,12 @@
 import path from 'node:path'
 import { CkptError, isCkptError } from '../../../codecs/errors.js'
 import type { RestoreAllProgress } from '../../restore-all.js'
-import { COMMON, parse, required, storeDir } from '../args.js'
+import { COMMON, QUIET, parse, required, storeDir } from '../args.js'
 import { UsageError } from '../errors.js'
 import { partialBytes, Progress } from '../progress.js'
-import { json, JSON_HELP, line, oneRef, plural, REF_HELP, STORE_HELP, withStore, writeStdout, type Command } from '../shared.js'
+import { json, JSON_HELP, line, oneRef, plural, QUIET_HELP, REF_HELP, STORE_HELP, withStore, writeStdout, type Command } from '../shared.js'
 
-const OPTIONS = { ...COMMON, region: { type: 'string' }, blob: { type: 'string' }, all: { type: 'boolean' }, out: { type: 'string' } } as const
+const OPTIONS = { ...COMMON, ...QUIET, region: { type: 'string' }, blob: { type: 'string' }, all: { type: 'boolean' }, out: { type: 'string' } } as const
 
 const OPEN = { mustExist: true, readOnly: true }
 
@@ -38,11 +38,11 @@ function measureFile(files: OutputFiles, out: string, size: number): (() => numb
 }
 
 /** `restore --all`: every region and blob of one checkpoint into a directory, in one process. */
-async function restoreAllTo(dir: string, ref: string, out: string, asJson: boolean): Promise<void> {
+async function restoreAllTo(dir: string, ref: string, out: string, opts: { json?: boolean; quiet?: boolean }): Promise<void> {
   if (out === '-') throw new UsageError('--all writes a directory: --out - is not possible', 'restore')
   const { restoreAll } = await import('../../restore-all.js')
   const files = await import('../../output-file.js')
-  const progress = new Progress('ckpt restore', Progress.wanted(asJson))
+  const progress = new Progress('ckpt restore', Progress.wanted(opts))
   const onProgress = (p: RestoreAllProgress) => {
     const m = p.file.kind === 'region' && progress.enabled ? measureFile(files, p.file.out, p.file.size) : undefined
     progress.amount(`restoring ${p.file.kind} ${p.file.name}`, p.done, p.total, 'B', m && (() => p.done + m()))
@@ -52,7 +52,7 @@ async function restoreAllTo(dir: string, ref: string, out: string, asJson: boole
     const r = await withStore(dir, OPEN, (store) => restoreAll(store, ref, out, { onProgress })).catch(asUsage)
     progress.end()
     const cid = r.cid.toString()
-    if (asJson) json({ cid, timeline: r.timeline, vtime: r.vtime, out: r.out, files: r.files })
+    if (opts.json) json({ cid, timeline: r.timeline, vtime: r.vtime, out: r.out, files: r.files })
     else for (const f of r.files) line(`${f.kind} ${f.name} of ${r.timeline}@${r.vtime} ${cid} -> ${f.out} (${f.size} B, ${plural(f.chunksWritten, 'chunk')} written)`)
   } finally {
     progress.end()
@@ -100,9 +100,9 @@ async function restoreOne(dir: string, ref: string, what: One, progress: Progres
 
 export const restore: Command = {
   summary: 'write a region (or a blob) of a checkpoint to a file',
-  help: `usage: ckpt restore --store DIR REF --region NAME --out FILE [--json]
-       ckpt restore --store DIR REF --blob NAME --out FILE [--json]
-       ckpt restore --store DIR REF --all --out DIR [--json]
+  help: `usage: ckpt restore --store DIR REF --region NAME --out FILE [--quiet] [--json]
+       ckpt restore --store DIR REF --blob NAME --out FILE [--quiet] [--json]
+       ckpt restore --store DIR REF --all --out DIR [--quiet] [--json]
 
 Writes the region (a sparse file: all-zero chunks become holes) or the blob of the checkpoint to FILE,
 or to stdout with --out -. With --all, every region and every blob of the checkpoint goes to
@@ -121,6 +121,7 @@ ${STORE_HELP}
   --blob NAME        the blob to extract
   --all              every region and blob, into the directory --out names
   --out FILE         where to write (- for stdout)
+${QUIET_HELP}
 ${JSON_HELP} (not with --out -)
 
 examples:
@@ -137,7 +138,7 @@ examples:
     if (picked !== 1) throw new UsageError('give one of --region NAME, --blob NAME or --all', 'restore')
     const out = required(values.out, '--out', 'restore')
     if (out === '') throw new UsageError('--out must not be empty', 'restore')
-    if (values.all) return restoreAllTo(dir, ref, out, values.json === true)
+    if (values.all) return restoreAllTo(dir, ref, out, values)
     const toStdout = out === '-'
     if (toStdout && values.json) throw new UsageError('--json cannot be used with --out - (stdout carries the data)', 'restore')
     const outPath = toStdout ? '-' : path.resolve(out)
@@ -145,7 +146,7 @@ examples:
     if (!toStdout) (await import('../../output-file.js')).resolveOutput(outPath)
     const what: One = values.region !== undefined ? { kind: 'region', name: values.region, out: outPath } : { kind: 'blob', name: values.blob!, out: outPath }
 
-    const progress = new Progress('ckpt restore', Progress.wanted(values.json === true))
+    const progress = new Progress('ckpt restore', Progress.wanted(values))
     try {
       progress.set('opening the store')
       const r = await restoreOne(dir, ref, what, progress)

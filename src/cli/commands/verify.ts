@@ -1,11 +1,11 @@
 /** `ckpt verify`: check the store (JSON lines: one per finding, then the summary). */
 import type { Finding, VerifySummary } from '../../verify.js'
-import { COMMON, parse, parsePercent, storeDir } from '../args.js'
+import { COMMON, QUIET, parse, parsePercent, storeDir } from '../args.js'
 import { EXIT, UsageError, type ExitCode } from '../errors.js'
 import { Progress } from '../progress.js'
-import { json, JSON_HELP, line, plural, REF_HELP, STORE_HELP, withStore, type Command } from '../shared.js'
+import { json, JSON_HELP, line, plural, QUIET_HELP, REF_HELP, STORE_HELP, withStore, type Command } from '../shared.js'
 
-const OPTIONS = { ...COMMON, deep: { type: 'boolean' }, sample: { type: 'string' } } as const
+const OPTIONS = { ...COMMON, ...QUIET, deep: { type: 'boolean' }, sample: { type: 'string' } } as const
 
 function findingText(f: Finding): string[] {
   const where = f.pack !== undefined ? ` [pack ${f.pack}${f.offset !== undefined ? ` @${f.offset}` : ''}]` : ''
@@ -35,7 +35,7 @@ function summaryText(s: VerifySummary, dataPhase: boolean): string[] {
 
 export const verify: Command = {
   summary: "check the store: structure, every checkpoint's DAG, and (--deep) every block",
-  help: `usage: ckpt verify --store DIR [REF...] [--deep | --sample PCT] [--json]
+  help: `usage: ckpt verify --store DIR [REF...] [--deep | --sample PCT] [--quiet] [--json]
 
 Checks, cheap first: 1. structure — every pack is read front to back (headers, entry checksums,
 footers) and agrees with the index; 2. dag — every checkpoint (or only the REFs) is walked from its
@@ -52,6 +52,7 @@ ${REF_HELP}
 ${STORE_HELP}
   --deep             read and re-hash every block
   --sample PCT       read and re-hash a random PCT% of the blocks (0 < PCT <= 100)
+${QUIET_HELP}
 ${JSON_HELP}
 
 examples:
@@ -65,7 +66,7 @@ examples:
     const dir = storeDir(values.store, 'verify')
     if (values.deep && values.sample !== undefined) throw new UsageError('give --deep or --sample, not both', 'verify')
     const sample = values.sample === undefined ? undefined : parsePercent(values.sample, '--sample', 'verify', { zero: false })
-    const progress = new Progress('ckpt verify', Progress.wanted(values.json === true))
+    const progress = new Progress('ckpt verify', Progress.wanted(values))
     let status: ExitCode = EXIT.OK
     try {
       await withStore(dir, { mustExist: true, readOnly: true }, async (store) => {
