@@ -21,18 +21,13 @@ import { blake3 } from '../codecs/blake3.js'
 import { CarReader } from '../codecs/car.js'
 import { decompressBundle } from '../codecs/bundle-compress.js'
 import { cidDigest, cidEquals, cidKey, cidToString, DAG_CBOR, parseCid, type CidBytes } from '../codecs/cid.js'
-import { AT_REST, compressBlock, defaultCompressor } from '../codecs/compress.js'
+import { AT_REST, compressBlock } from '../codecs/compress.js'
 import { CkptError, fsError, isCkptError } from '../codecs/errors.js'
-import { decodeLocation, decodePackRecord, encodePackRecord } from '../store/block-store.js'
-import { blockRange, packKey, packRange } from '../store/keys.js'
-import { copyOf } from '../codecs/bytes.js'
-import type { KVOp } from '../store/kv.js'
 import { ENTRY_KIND } from '../codecs/pack-format.js'
-import type { UncoveredCheckpoint } from '../store/rebuild.js'
-import { Repository, type CatalogOp } from '../store/repository.js'
+import { Repository, type CatalogOp, type UncoveredCheckpoint } from '../store/index.js'
 import { fileSource, importBundle } from './bundle.js'
 import { openStore, type CkptStore } from './store.js'
-import { verifyStore, type CheckpointRef, type VerifySummary } from './verify.js'
+import { verifyStore, type CheckpointRef, type Finding, type VerifySummary } from './verify.js'
 
 export interface RepairOptions {
   /** a store directory or a bundle file holding copies of the damaged blocks */
@@ -91,12 +86,12 @@ export interface RepairSummary {
 
 interface Checked {
   summary: VerifySummary
-  findings: import('./verify.js').Finding[]
+  findings: Finding[]
 }
 
 async function verifyAll(store: CkptStore, deep: boolean): Promise<Checked> {
   const it = verifyStore(store, { deep })
-  const findings: import('./verify.js').Finding[] = []
+  const findings: Finding[] = []
   for (;;) {
     const r = await it.next()
     if (r.done) return { summary: r.value, findings }
@@ -224,7 +219,7 @@ async function fetchBlocks(store: CkptStore, from: string, wanted: string[]): Pr
   }
   if (got.size === 0) return []
   const { repo } = store.internals()
-  const comp = defaultCompressor()
+  const comp = repo.blocks.compressor
   await store.exclusive(async () => {
     for (const [k, bytes] of got) {
       // stored whole (a tree node too: its old delta chain is what may be broken)
@@ -242,7 +237,7 @@ async function fetchBlocks(store: CkptStore, from: string, wanted: string[]): Pr
 async function restoreIntact(store: CkptStore, cids: string[]): Promise<string[]> {
   const { repo } = store.internals()
   const done: string[] = []
-  const comp = defaultCompressor()
+  const comp = repo.blocks.compressor
   await store.exclusive(async () => {
     for (const text of cids) {
       const cid = parseCid(text)
@@ -265,38 +260,13 @@ async function restoreIntact(store: CkptStore, cids: string[]): Promise<string[]
 
 // ------------------------------------------------------------------------------ retire
 
-async function retireDamagedPacks(store: CkptStore, findings: import('./verify.js').Finding[]): Promise<number> {
+async function retireDamagedPacks(store: CkptStore, findings: Finding[]): Promise<number> {
   const { repo } = store.internals()
   const packs = new Set<number>()
   for (const f of findings) {
     if (f.phase === 'structure' && f.pack !== undefined && ['truncated-pack', 'damaged-entry', 'bad-pack-footer', 'bad-pack-header'].includes(f.kind)) packs.add(f.pack)
   }
-  const ops: KVOp[] = []
-  const gone = new Set<number>()
-  for (const [n] of repo.blocks.packRecords()) if (!repo.blocks.io.exists(n)) gone.add(n)
-  for (const n of packs) {
-    const rec = repo.blocks.packRecords().get(n)
-    if (!rec || rec.retired || gone.has(n)) continue
-    ops.push({ type: 'put', key: packKey(n), value: encodePackRecord({ ...rec, sealed: true, retired: true, committedLength: repo.blocks.io.size(n) }) })
-  }
-  // a pack that is gone: its record, and the index entries still placing blocks in it, go too (the
-  // blocks a copy had are indexed elsewhere by now; the others are lost either way)
-  if (gone.size > 0) {
-    for (const n of gone) ops.push({ type: 'del', key: packKey(n) })
-    for await (const [k, v] of repo.kv.iterate(blockRange)) {
-      if (v.length === 22 && gone.has(decodeLocation(v).pack)) ops.push({ type: 'del', key: copyOf(k) })
-    }
-  }
-  if (ops.length === 0) return 0
-  await store.exclusive(() => repo.kv.batch(ops, { sync: true }))
-  repo.blocks.reloadPackRecords(await readPackRecords(repo))
-  return ops.length
-}
-
-async function readPackRecords(repo: import('../store/repository.js').Repository): Promise<Map<number, import('../store/block-store.js').PackRecord>> {
-  const m = new Map<number, import('../store/block-store.js').PackRecord>()
-  for await (const [k, v] of repo.kv.iterate(packRange)) m.set(new DataView(k.buffer, k.byteOffset, k.byteLength).getUint32(1), decodePackRecord(v))
-  return m
+  return store.exclusive(() => repo.retirePacks(packs))
 }
 
 // ------------------------------------------------------------------------------ drop

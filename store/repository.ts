@@ -16,9 +16,9 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { blake3 } from '../codecs/blake3.js'
 import { encodeRecord, type CatalogOp, type TimelineRecord, type RegionSpec } from '../codecs/catalog-record.js'
-import { CID_LENGTH, cidBytes, cidToString, DAG_CBOR, parseCid as parseCidText, type CidBytes } from '../codecs/cid.js'
-import { compressBlock, defaultCompressor } from '../codecs/compress.js'
-import { CkptError, errnoCode, fsError, isCkptError } from '../codecs/errors.js'
+import { CID_LENGTH, cidBytes, DAG_CBOR, type CidBytes } from '../codecs/cid.js'
+import { compressBlock } from '../codecs/compress.js'
+import { CkptError, fsError } from '../codecs/errors.js'
 import { BlockStore, type BlockStoreOptions } from './block-store.js'
 import { catalogKvOps, catalogSnapshotOps } from './catalog.js'
 import {
@@ -33,7 +33,6 @@ import {
   manifestKey,
   META_CATALOG,
   META_NEEDS_SNAPSHOT,
-  META_REBUILDING,
   META_SCAN_KEY,
   metaKey,
   packRange,
@@ -46,21 +45,19 @@ import {
 } from './keys.js'
 import type { KV, KVOp } from './kv.js'
 import { LevelKV } from './level-kv.js'
-import { clearHolder, readHolder, writeHolder } from './lock.js'
+import { clearHolder, writeHolder } from './lock.js'
 import { MemoryKV } from './memory-kv.js'
 import { FilePackIO, type PackIO } from './pack-io.js'
 import { diskBackend } from './backend.js'
 import type { Backend } from './interface.js'
-import { adoptOps, keepFromOldCatalog, manifestOf, packHealth, rebuildFromPacks, type RebuildSummary } from './rebuild.js'
-import { decodeLocation, decodePackRecord, encodeLocation, type BlockLocation, type PackRecord } from './block-store.js'
-import { allCheckpointsRange, blockKey, checkpointKeyTimeline, manifestRange, packKey, packKeyNo, recordKey } from './keys.js'
+import { manifestOf, packHealth, rebuildFromPacks, type RebuildSummary } from './rebuild.js'
+import { adoptManifests, describeState, openIndex, openMarker, readCatalogMeta, rebuildIndex, rebuildInPlace, STORE_VERSION, writeMarker } from './open.js'
+import { decodeLocation, decodePackRecord, encodeLocation, encodePackRecord, type BlockLocation, type PackRecord } from './block-store.js'
+import { allCheckpointsRange, checkpointKeyTimeline, manifestRange, packKey, packKeyNo, recordKey } from './keys.js'
 import { collectPacks, type PackGcOptions, type PackGcSummary } from './pack-gc.js'
 import { ENTRY_HEADER_SIZE, ENTRY_KIND } from '../codecs/pack-format.js'
 
-export const STORE_FORMAT = 'ckpt-store'
-/** the store format this build writes (2: catalog records in the packs); 1 is read, and upgraded by a writer */
-export const STORE_VERSION = 2
-export const STORE_VERSIONS: readonly number[] = [1, 2]
+export { STORE_FORMAT, STORE_VERSION, STORE_VERSIONS } from './open.js'
 
 export type { TimelineRecord, RegionSpec, CatalogOp }
 
@@ -93,10 +90,6 @@ export interface OpenNote {
   rebuild?: RebuildSummary
 }
 
-interface CatalogMeta {
-  seq: number
-  snapshot: number
-}
 
 /** Catalog ops per snapshot part: a part stays a few hundred KiB. */
 const SNAPSHOT_PART_OPS = 4096
@@ -115,7 +108,7 @@ export class Repository {
 
   private constructor(
     readonly dir: string,
-    readonly kv: KV,
+    private readonly kv: KV,
     readonly blocks: BlockStore,
     readonly memory: boolean,
     /** 'index': the LevelDB index; 'packs': an index built in memory from the packs (read-only) */
@@ -148,34 +141,7 @@ export class Repository {
     const { version, created } = openMarker(dir, opts.mustExist === true || readOnly)
     const indexDir = path.join(dir, 'index')
     const packsDir = path.join(dir, 'packs')
-    // the index: open it, and find out whether it can be used as it is
-    let kv: LevelKV | undefined
-    let problem: CkptError | undefined
-    try {
-      // LevelDB writes into the directory (a LOG) even when it then finds no database there: a reader
-      // asks first, and touches nothing when there is none
-      if (readOnly && !fs.existsSync(path.join(indexDir, 'CURRENT'))) throw new CkptError('CKPT_BAD_INDEX', `the index ${indexDir} is missing`, { dir: indexDir, state: 'missing' })
-      kv = await LevelKV.open(indexDir, { create: created })
-    } catch (err) {
-      if (!isCkptError(err)) throw err
-      if (err.code === 'CKPT_LOCKED') {
-        const h = readHolder(dir)
-        const who = h ? `process ${h.pid} on ${h.host} (since ${h.since})` : 'another process'
-        throw new CkptError('CKPT_LOCKED', `store ${dir} is locked by ${who}`, { dir, holder: h }, err)
-      }
-      problem = err
-    }
-    if (kv && !created) {
-      try {
-        problem = await indexProblem(kv, version, packsDir)
-      } catch (err) {
-        await kv.close()
-        kv = undefined
-        if (!isCkptError(err)) throw err
-        // the index opened but does not read as an index (malformed values, LevelDB finding damage)
-        problem = err.details.state === undefined ? new CkptError(err.code === 'CKPT_BAD_INDEX' ? 'CKPT_BAD_INDEX' : err.code, err.message, { ...err.details, state: err.code === 'CKPT_BAD_INDEX' ? 'corrupt' : 'unavailable' }, err) : err
-      }
-    }
+    let { kv, problem } = await openIndex(dir, version, created, readOnly)
     const state = problem?.details.state as string | undefined
     if (problem && readOnly) {
       // a reader never writes: whatever kept it from the index, it reads the packs themselves
@@ -239,82 +205,11 @@ export class Repository {
   }
 
   /**
-   * `repair --rebuild-index` (SPEC.md §12.2): the index rebuilt from the packs, explicitly. Packs an
-   * older version set aside (packs/orphaned) come back first. An index LevelDB says is damaged is
-   * repaired by LevelDB, else set aside (index.broken-<ms>) and recreated; one the OS will not let us
-   * open (full disk, permissions, read-only) is an error, never set aside. `adopt`: checkpoints whose
-   * manifests no catalog record covers are catalogued from their manifests.
+   * `repair --rebuild-index` (SPEC.md §12.2): the index rebuilt from the packs, explicitly (see
+   * rebuildIndex in open.ts).
    */
-  static async rebuild(
-    dir: string,
-    opts: { adopt?: boolean; onProgress?: (done: number, total: number) => void } = {},
-  ): Promise<RebuildSummary & { recovered: number; setAside?: string; adoptedNow: number }> {
-    const { version } = openMarker(dir, true)
-    const indexDir = path.join(dir, 'index')
-    const packsDir = path.join(dir, 'packs')
-    const recovered = bringBackSetAside(packsDir)
-    let setAside: string | undefined
-    const tryOpen = async (create: boolean): Promise<{ kv?: LevelKV; old?: CatalogOp[]; error?: CkptError }> => {
-      let kv: LevelKV
-      try {
-        kv = await LevelKV.open(indexDir, { create })
-      } catch (err) {
-        if (!isCkptError(err)) throw err
-        return { error: err }
-      }
-      // usable: every entry reads (LevelDB finds damaged blocks only when it reads them)
-      try {
-        for await (const _ of kv.iterate({})) {
-          // reading is the test
-        }
-        return { kv, old: (await catalogSnapshotOps(kv)).ops }
-      } catch (err) {
-        await kv.close()
-        if (!isCkptError(err)) throw err
-        return { error: err }
-      }
-    }
-    let got = await tryOpen(false)
-    const stateOf = (e?: CkptError) => e?.details.state as string | undefined
-    if (stateOf(got.error) === 'locked') {
-      const h = readHolder(dir)
-      throw new CkptError('CKPT_LOCKED', `store ${dir} is locked by ${h ? `process ${h.pid} on ${h.host}` : 'another process'}`, { dir, holder: h }, got.error)
-    }
-    // a full disk, a permission, a read-only medium: said as such, the index never set aside for it
-    if (stateOf(got.error) === 'unavailable') throw got.error
-    if (stateOf(got.error) === 'missing') got = await tryOpen(true)
-    else if (got.error) {
-      // damaged: LevelDB's own repair first, then a new index (the damaged one kept aside)
-      try {
-        await LevelKV.repair(indexDir)
-      } catch {}
-      got = await tryOpen(false)
-      const st = stateOf(got.error)
-      if (got.error && st !== 'unavailable' && st !== 'locked') {
-        setAside = `${indexDir}.broken-${Date.now()}`
-        try {
-          fs.renameSync(indexDir, setAside)
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fsError(err, 'cannot set the damaged index aside', { dir })
-          setAside = undefined
-        }
-        got = await tryOpen(true)
-      }
-    }
-    if (got.error) throw got.error
-    const kv = got.kv!
-    try {
-      const summary = await rebuildInPlace(kv, packsDir, version, { old: got.old, onProgress: opts.onProgress })
-      let adoptedNow = 0
-      if (opts.adopt && summary.uncovered.length > 0) {
-        adoptedNow = await adoptUncovered(kv, packsDir, summary)
-        if (adoptedNow > 0) summary.needsSnapshot = true
-      }
-      if (summary.needsSnapshot) await kv.batch([{ type: 'put', key: metaKey(META_NEEDS_SNAPSHOT), value: jsonValue(true) }], { sync: true })
-      return { ...summary, recovered, setAside, adoptedNow }
-    } finally {
-      await kv.close()
-    }
+  static rebuild(dir: string, opts: { adopt?: boolean; onProgress?: (done: number, total: number) => void } = {}): ReturnType<typeof rebuildIndex> {
+    return rebuildIndex(dir, opts)
   }
 
   /** A read-only repository over an index built in memory from the packs (SPEC.md §5.2). */
@@ -488,7 +383,7 @@ export class Repository {
   }
 
   private stageRecord(bytes: Uint8Array): BlockLocation {
-    const c = compressBlock(defaultCompressor(), bytes)
+    const c = compressBlock(this.blocks.compressor, bytes)
     this.recordBytesWritten += ENTRY_HEADER_SIZE + c.bytes.length
     this.blocks.put(cidBytes(DAG_CBOR, blake3(bytes)), c.code, c.bytes, bytes.length, { kind: ENTRY_KIND.record })
     return this.blocks.lastStaged!
@@ -509,9 +404,19 @@ export class Repository {
     return { op: 'timeline', record: rec }
   }
 
-  async *timelines(): AsyncIterable<TimelineRecord> {
+  /** Every timeline record, by name; `skipMalformed`: records that do not parse are passed over (verify reports them). */
+  async *timelines(opts: { skipMalformed?: boolean } = {}): AsyncIterable<TimelineRecord> {
     this.check()
-    for await (const [, v] of this.kv.iterate(timelineRange)) yield parseJson<TimelineRecord>(v)
+    for await (const [, v] of this.kv.iterate(timelineRange)) {
+      let rec: TimelineRecord
+      try {
+        rec = parseJson<TimelineRecord>(v)
+      } catch (err) {
+        if (opts.skipMalformed) continue
+        throw err
+      }
+      yield rec
+    }
   }
 
   /** The catalog op that makes a checkpoint visible (its record is kept if it has one elsewhere). */
@@ -689,6 +594,51 @@ export class Repository {
     for await (const [k, v] of this.kv.iterate(refRange)) yield { name: dec.decode(k.subarray(1)), cid: v }
   }
 
+  /**
+   * repair: packs with damage are retired (sealed as they are; gc rewrites what they still hold),
+   * and packs whose file is gone lose their record, with the index entries still placing blocks in
+   * them (blocks a copy had are indexed elsewhere by then; the others are lost either way). One
+   * synced batch; returns the index operations it took (0: nothing to do).
+   */
+  async retirePacks(packs: Iterable<number>): Promise<number> {
+    this.check()
+    const io = this.blocks.io
+    const records = this.blocks.packRecords()
+    const ops: KVOp[] = []
+    const gone = new Set<number>()
+    for (const [n] of records) if (!io.exists(n)) gone.add(n)
+    for (const n of packs) {
+      const rec = records.get(n)
+      if (!rec || rec.retired || gone.has(n)) continue
+      ops.push({ type: 'put', key: packKey(n), value: encodePackRecord({ ...rec, sealed: true, retired: true, committedLength: io.size(n) }) })
+    }
+    if (gone.size > 0) {
+      for (const n of gone) ops.push({ type: 'del', key: packKey(n) })
+      for await (const [k, v] of this.kv.iterate(blockRange)) {
+        if (v.length === 22 && gone.has(decodeLocation(v).pack)) ops.push({ type: 'del', key: Uint8Array.prototype.slice.call(k) })
+      }
+    }
+    if (ops.length === 0) return 0
+    await this.kv.batch(ops, { sync: true })
+    const fresh = new Map<number, PackRecord>()
+    for await (const [k, v] of this.kv.iterate(packRange)) fresh.set(packKeyNo(k), decodePackRecord(v))
+    this.blocks.reloadPackRecords(fresh)
+    return ops.length
+  }
+
+  /**
+   * The raw keys and values of one key range of the index (SPEC.md §4), for checkers that must see
+   * entries that do not decode (verify). Everything else reads through the typed methods.
+   */
+  rawRange(range: { gte: Uint8Array; lt: Uint8Array }): AsyncIterable<[Uint8Array, Uint8Array]> {
+    return this.kv.iterate(range)
+  }
+
+  /** The raw value of one index key (see rawRange). */
+  rawGet(key: Uint8Array): Promise<Uint8Array | undefined> {
+    return this.kv.get(key)
+  }
+
   async getMeta<T>(name: string): Promise<T | undefined> {
     const v = await this.kv.get(metaKey(name))
     return v === undefined ? undefined : parseJson<T>(v)
@@ -707,223 +657,7 @@ export class Repository {
   }
 }
 
-// ------------------------------------------------------------------------------------ open helpers
-
-/** Reads (or, unless mustExist, creates) the CKPT marker; its format version must be one this build reads. */
-function openMarker(dir: string, mustExist: boolean): { version: number; created: boolean } {
-  const marker = path.join(dir, 'CKPT')
-  let created = false
-  if (fs.existsSync(dir) && !fs.statSync(dir).isDirectory()) {
-    throw new CkptError('CKPT_BAD_STORE', `${dir} is not a directory`, { dir })
-  }
-  if (!fs.existsSync(marker)) {
-    if (mustExist) throw new CkptError('CKPT_BAD_STORE', `${dir} is not a ckpt store (no CKPT marker)`, { dir })
-    if (fs.existsSync(dir) && fs.readdirSync(dir).length > 0) {
-      throw new CkptError('CKPT_BAD_STORE', `${dir} exists, is not empty and is not a ckpt store`, { dir })
-    }
-    try {
-      fs.mkdirSync(dir, { recursive: true })
-      writeMarker(dir, STORE_VERSION)
-    } catch (err) {
-      throw fsError(err, `cannot create a store in ${dir}`, { dir })
-    }
-    created = true
-  }
-  let m: { format?: string; version?: number }
-  try {
-    m = JSON.parse(fs.readFileSync(marker, 'utf8'))
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    if (code && code !== 'ENOENT' && errnoCode(err) !== 'CKPT_IO') throw fsError(err, `cannot read ${marker}`, { dir })
-    throw new CkptError('CKPT_BAD_STORE', `${marker} is unreadable`, { dir }, err)
-  }
-  if (m.format !== STORE_FORMAT) throw new CkptError('CKPT_BAD_STORE', `${dir} is not a ckpt store`, { dir })
-  if (typeof m.version !== 'number' || !STORE_VERSIONS.includes(m.version)) {
-    throw new CkptError('CKPT_VERSION', `store format version ${m.version} is not supported (this build reads ${STORE_VERSIONS.join(' and ')})`, { dir })
-  }
-  return { version: m.version, created }
-}
-
-/** The marker, written whole or not at all (a crash must not leave an empty one). */
-function writeMarker(dir: string, version: number): void {
-  const marker = path.join(dir, 'CKPT')
-  const tmp = `${marker}.tmp-${process.pid}`
-  fs.writeFileSync(tmp, JSON.stringify({ format: STORE_FORMAT, version }) + '\n')
-  fs.renameSync(tmp, marker)
-}
-
-async function readCatalogMeta(kv: KV): Promise<CatalogMeta | undefined> {
-  const v = await kv.get(metaKey(META_CATALOG))
-  if (!v) return undefined
-  const m = parseJson<{ seq?: unknown; snapshot?: unknown }>(v)
-  if (typeof m.seq !== 'number' || typeof m.snapshot !== 'number') throw new CkptError('CKPT_BAD_INDEX', 'the index\'s catalog position is malformed', { state: 'corrupt' })
-  return { seq: m.seq, snapshot: m.snapshot }
-}
-
-/**
- * Why an index that opened should not be used as it is (undefined: it is fine): a rebuild that did
- * not finish, no pack records while pack files exist (emptied or replaced), or packs holding
- * commits past the index's (restored from an old copy, a lost write).
- */
-async function indexProblem(kv: LevelKV, version: number, packsDir: string): Promise<CkptError | undefined> {
-  if ((await kv.get(metaKey(META_REBUILDING))) !== undefined) return new CkptError('CKPT_BAD_INDEX', 'a rebuild of the index did not finish', { state: 'rebuilding' })
-  const records = new Map<number, PackRecord>()
-  for await (const [k, v] of kv.iterate(packRange)) records.set(packKeyNo(k), decodePackRecord(v))
-  const io = new FilePackIO(packsDir, true)
-  try {
-    const files = io.list()
-    if (version < 2) {
-      if (records.size === 0 && files.length > 0) return new CkptError('CKPT_BAD_INDEX', `the index lists no pack, but ${files.length} pack file${files.length === 1 ? ' is' : 's are'} there`, { state: 'empty' })
-      return undefined
-    }
-    const meta = await readCatalogMeta(kv)
-    const h = packHealth(io, records, meta?.seq ?? 0)
-    if (h.stale) return new CkptError('CKPT_BAD_INDEX', `the index is behind the packs: ${h.stale}`, { state: 'stale' })
-    // no catalog position or no pack record (a new store's index has both after its first commit):
-    // fine while the pack files hold at most that first commit, which a crash interrupted
-    const unknown = files.filter((n) => !records.has(n) && !h.leftovers.includes(n))
-    if ((!meta && records.size > 0) || ((!meta || records.size === 0) && unknown.length > 0)) {
-      return new CkptError('CKPT_BAD_INDEX', `the index ${!meta ? 'has no catalog position' : 'lists no pack'}, but ${files.length} pack file${files.length === 1 ? ' is' : 's are'} there`, { state: 'empty' })
-    }
-    return undefined
-  } finally {
-    io.close()
-  }
-}
-
-function describeState(state: string | undefined, problem: CkptError): string {
-  switch (state) {
-    case 'missing':
-      return 'missing'
-    case 'empty':
-      return `empty (${problem.message})`
-    case 'stale':
-      return `behind the packs (${problem.message.replace(/^the index is behind the packs: /, '')})`
-    case 'rebuilding':
-      return 'half rebuilt'
-    default:
-      return problem.message
-  }
-}
-
 /** A KV whose get() is the synchronous lookup where there is one (the commit path reads a few keys). */
 function syncReader(kv: KV): Pick<KV, 'get'> {
   return { get: async (key) => kv.getSync(key) }
-}
-
-/**
- * Rebuilds the index in place from the packs, under the index's own lock: a marker says a rebuild is
- * under way (a crash leaves it, and the next writer rebuilds again), everything else is cleared, the
- * packs are scanned and their catalog records replayed, the marker goes. `old` is the catalog the
- * index held before, when it could still be read: entries the records lack are kept from it (a store
- * of format 1 has no records at all: its catalog is then the old one, or else the manifests found in
- * the packs). Says in `needsSnapshot` whether the catalog now holds what no record does.
- */
-export async function rebuildInPlace(
-  kv: KV,
-  packsDir: string,
-  version: number,
-  opts: { onProgress?: (done: number, total: number) => void; old?: CatalogOp[] } = {},
-): Promise<RebuildSummary & { needsSnapshot: boolean }> {
-  await kv.batch([{ type: 'put', key: metaKey(META_REBUILDING), value: jsonValue({ pid: process.pid, since: new Date().toISOString() }) }], { sync: true })
-  let ops: KVOp[] = []
-  for await (const [k] of kv.iterate({})) {
-    if (k[0] === 0x6d && dec.decode(k.subarray(1)) === META_REBUILDING) continue
-    ops.push({ type: 'del', key: Uint8Array.prototype.slice.call(k) })
-    if (ops.length >= 10_000) {
-      await kv.batch(ops)
-      ops = []
-    }
-  }
-  await kv.batch(ops)
-  const io = new FilePackIO(packsDir, true)
-  let summary: RebuildSummary
-  let needsSnapshot = false
-  try {
-    summary = await rebuildFromPacks(io, kv, opts)
-    if (summary.legacy) {
-      if (opts.old && opts.old.some((o) => o.op === 'add')) {
-        await kv.batch(await catalogKvOps(kv, opts.old))
-        summary.keptFromIndex = opts.old.length
-      } else summary.adopted = await adoptManifests(kv, io)
-      // the catalog starts its record stream here (a format-1 store is upgraded after the open)
-      if (version >= 2) await kv.batch([{ type: 'put', key: metaKey(META_CATALOG), value: jsonValue({ seq: 0, snapshot: 0 }) }])
-      needsSnapshot = version >= 2
-    } else if (opts.old) {
-      needsSnapshot = (await keepFromOldCatalog(kv, summary, opts.old)) > 0
-    }
-  } finally {
-    io.close()
-  }
-  const done: KVOp[] = [{ type: 'del', key: metaKey(META_REBUILDING) }]
-  if (needsSnapshot) done.push({ type: 'put', key: metaKey(META_NEEDS_SNAPSHOT), value: jsonValue(true) })
-  await kv.batch(done, { sync: true })
-  return { ...summary, needsSnapshot }
-}
-
-/** Pack files an older version set aside at open (packs/orphaned) go back where their number is free. */
-function bringBackSetAside(packsDir: string): number {
-  const orphanDir = path.join(packsDir, 'orphaned')
-  let recovered = 0
-  if (!fs.existsSync(orphanDir)) return 0
-  for (const f of fs.readdirSync(orphanDir).sort()) {
-    const m = /^(\d{8})\.pack\.\d+$/.exec(f)
-    if (!m) continue
-    const target = path.join(packsDir, `${m[1]}.pack`)
-    if (fs.existsSync(target)) continue
-    fs.renameSync(path.join(orphanDir, f), target)
-    recovered++
-  }
-  if (fs.readdirSync(orphanDir).length === 0) fs.rmdirSync(orphanDir)
-  return recovered
-}
-
-/** `repair --adopt`: the manifests no record covers, catalogued from their own fields. */
-async function adoptUncovered(kv: KV, packsDir: string, summary: RebuildSummary): Promise<number> {
-  const io = new FilePackIO(packsDir, true)
-  try {
-    const adopted = await adoptCids(kv, io, summary.uncovered.map((u) => parseCidText(u.cid)))
-    const done = new Set(adopted.map(cidToString))
-    summary.adopted += adopted.length
-    summary.uncovered = summary.uncovered.filter((u) => !done.has(u.cid))
-    return adopted.length
-  } finally {
-    io.close()
-  }
-}
-
-/**
- * A store without catalog records (format 1): its catalog from the manifests in the packs, each in
- * the timeline it names (two histories of one name: the second becomes NAME~LINEAGE8). Returns the
- * checkpoints catalogued.
- */
-export async function adoptManifests(kv: KV, io: PackIO): Promise<number> {
-  const cids: CidBytes[] = []
-  for await (const [k] of kv.iterate(manifestRange)) cids.push(Uint8Array.prototype.slice.call(k, 1) as CidBytes)
-  return (await adoptCids(kv, io, cids)).length
-}
-
-/** Catalogues these manifests (the ones that read back) by their own fields; returns their CIDs. */
-async function adoptCids(kv: KV, io: PackIO, cids: CidBytes[]): Promise<CidBytes[]> {
-  const list: { cid: CidBytes; m: import('../codecs/manifest.js').Manifest }[] = []
-  for (const cid of cids) {
-    const v = kv.getSync(blockKey(cid))
-    if (!v) continue
-    const loc = decodeLocation(v)
-    try {
-      const m = manifestOf({ cid, codec: loc.codec, rawLength: loc.rawLength, payload: io.read(loc.pack, loc.offset + ENTRY_HEADER_SIZE, loc.storedLength) })
-      if (m) list.push({ cid, m })
-    } catch {}
-  }
-  // oldest first within a timeline, so a CID's checkpoint record names where it first was
-  list.sort((a, b) => (a.m.timeline < b.m.timeline ? -1 : a.m.timeline > b.m.timeline ? 1 : a.m.vtime < b.m.vtime ? -1 : a.m.vtime > b.m.vtime ? 1 : 0))
-  const existing = new Map<string, { lineage: string }>()
-  for await (const [, v] of kv.iterate(timelineRange)) {
-    try {
-      const t = parseJson<TimelineRecord>(v)
-      existing.set(t.name, { lineage: t.lineage })
-    } catch {}
-  }
-  await kv.batch(await catalogKvOps(kv, adoptOps(list, (name) => existing.get(name))))
-  return list.map((x) => x.cid)
 }

@@ -1,0 +1,288 @@
+/**
+ * Verify's data phase (phase 3, SPEC.md §12.1): every block (or a sample), read, decompressed and
+ * re-hashed on the workers in file order; nodes stored as deltas are resolved and re-encoded. Then
+ * the scan cache files a full scan would trust are checked against the trees they name.
+ */
+import fs from 'node:fs'
+import { blake3 } from '../codecs/blake3.js'
+import { cidEquals, cidToString, type CidBytes } from '../codecs/cid.js'
+import { AT_REST } from '../codecs/compress.js'
+import { CkptError, isCkptError } from '../codecs/errors.js'
+import { decodeManifest, type Manifest } from '../codecs/manifest.js'
+import { decodeSpanTable, SPAN_SIZE, type SpanTable } from '../codecs/scan-cache.js'
+import type { NodeEntries } from '../codecs/tree-node.js'
+import { ENTRY_BAD, ENTRY_OK, type BlockLocation, type IndexTable, type Finding, type FindingKind, type Repository } from '../store/index.js'
+import { childCid } from './node-compare.js'
+import type { WorkerPool } from './pipeline/worker-pool.js'
+import { Geometry } from './region-tree.js'
+import { readBlocks, walkLeaves } from './restore.js'
+import { scanCachePath } from './scan-cache.js'
+import type { VerifyState } from './verify-state.js'
+
+export class DataCheck {
+  private readonly t: IndexTable
+  private total = 0
+  private done = 0
+
+  constructor(private readonly s: VerifyState) {
+    this.t = s.table
+  }
+
+  /** Phase 3 over every intact block, or the sample the options ask for. */
+  async run(): Promise<void> {
+    const { plain, deltas } = this.order()
+    this.total = [...plain, ...deltas].reduce((n, i) => n + this.t.stored[i]!, 0)
+    const jobs = this.jobs(plain, deltas)
+    const inflight = new Set<Promise<void>>()
+    for (const job of jobs) {
+      const p: Promise<void> = job().finally(() => inflight.delete(p))
+      inflight.add(p)
+      if (inflight.size >= Math.max(2, this.s.pool.threads * 2)) await Promise.race(inflight)
+    }
+    await Promise.all(inflight)
+  }
+
+  /** Entries in file order (reads run front to back); sampling picks by digest bits, reproducibly. */
+  private order(): { plain: number[]; deltas: number[] } {
+    const t = this.t
+    const pct = this.s.opts.deep ? 100 : this.s.opts.sample!
+    const plain: number[] = []
+    const deltas: number[] = []
+    for (let i = 0; i < t.n; i++) {
+      if (t.state[i] !== ENTRY_OK) continue
+      if (pct < 100 && (t.cids[i * 36 + 8]! | (t.cids[i * 36 + 9]! << 8)) / 65536 >= pct / 100) continue
+      ;(t.codec[i] === AT_REST.nodeDelta ? deltas : plain).push(i)
+    }
+    const byPlace = (a: number, b: number) => t.pack[a]! - t.pack[b]! || t.offset[a]! - t.offset[b]!
+    plain.sort(byPlace)
+    // in file order a node's base (its previous version, written before it) was just resolved
+    deltas.sort(byPlace)
+    return { plain, deltas }
+  }
+
+  /** Jobs of at most 4 MiB of one pack each, then the delta nodes in 512s. */
+  private jobs(plain: number[], deltas: number[]): (() => Promise<void>)[] {
+    const t = this.t
+    const jobs: (() => Promise<void>)[] = []
+    let cur: number[] = []
+    let bytes = 0
+    for (const i of plain) {
+      if (cur.length && (t.pack[cur[0]!] !== t.pack[i] || bytes >= 4 << 20)) {
+        const list = cur
+        jobs.push(() => this.readCheck(list))
+        cur = []
+        bytes = 0
+      }
+      cur.push(i)
+      bytes += t.stored[i]!
+    }
+    if (cur.length) {
+      const list = cur
+      jobs.push(() => this.readCheck(list))
+    }
+    for (let k = 0; k < deltas.length; k += 512) {
+      const list = deltas.slice(k, k + 512)
+      jobs.push(() => this.nodeCheck(list))
+    }
+    return jobs
+  }
+
+  private progress(list: number[]): void {
+    const t = this.t
+    for (const i of list) {
+      this.s.dataBlocks++
+      this.s.dataBytes += t.raw[i]!
+      this.done += t.stored[i]!
+    }
+    this.s.opts.onProgress?.({ phase: 'data', done: this.done, total: this.total, unit: 'bytes' })
+  }
+
+  private damagedAt(i: number, kind: FindingKind, why: string): void {
+    const t = this.t
+    this.s.markDamaged(t.cid(i), kind, `block ${cidToString(t.cid(i))} in pack ${t.pack[i]} at offset ${t.offset[i]}: ${why}`, { pack: t.pack[i], offset: t.offset[i] })
+    // no longer an intact copy: the walk that follows charges every checkpoint reaching it
+    t.state[i] = ENTRY_BAD
+    this.s.nodes.delete(i)
+  }
+
+  /** Stored blocks: read, decompressed and re-hashed on a worker. */
+  private async readCheck(list: number[]): Promise<void> {
+    const t = this.t
+    const blocks = this.s.repo.blocks
+    let at = 0
+    while (at < list.length) {
+      const part = list.slice(at)
+      const file = blocks.io.filePath(t.pack[part[0]!]!)
+      // the memory backend has no files: the payloads go along
+      let payloads: Uint8Array | undefined
+      if (file === undefined) {
+        payloads = new Uint8Array(part.reduce((n, i) => n + t.stored[i]!, 0))
+        let p = 0
+        for (const i of part) {
+          payloads.set(blocks.io.read(t.pack[i]!, t.offset[i]! + 52, t.stored[i]!), p)
+          p += t.stored[i]!
+        }
+      }
+      let po = 0
+      const cids = new Uint8Array(part.length * 36)
+      part.forEach((i, k) => cids.set(t.cids.subarray(i * 36, i * 36 + 36), k * 36))
+      const r = await this.s.pool.run({
+        op: 'read',
+        files: file === undefined ? undefined : [file],
+        fileIdx: file === undefined ? undefined : new Uint32Array(part.length),
+        payloads,
+        offsets: Float64Array.from(part, (i) => {
+          if (file !== undefined) return t.offset[i]!
+          const o = po
+          po += t.stored[i]!
+          return o
+        }),
+        storedLengths: Uint32Array.from(part, (i) => t.stored[i]!),
+        codes: Uint8Array.from(part, (i) => t.codec[i]!),
+        rawLengths: Uint32Array.from(part, (i) => t.raw[i]!),
+        cids,
+        outOffsets: new Float64Array(part.length),
+        verifyOnly: true,
+      })
+      if (r.bad < 0) break
+      this.damagedAt(part[r.bad]!, r.code === 'CKPT_HASH_MISMATCH' ? 'hash-mismatch' : 'undecodable-block', r.message ?? 'unreadable')
+      at += r.bad + 1
+    }
+    this.progress(list)
+  }
+
+  /** Nodes stored as deltas: resolved here (from the walk's decoded nodes), encoded and hashed on a worker. */
+  private async nodeCheck(list: number[]): Promise<void> {
+    const t = this.t
+    const ok: number[] = []
+    const entries: NodeEntries[] = []
+    for (const i of list) {
+      const e = this.s.node(t.cid(i))
+      if ('error' in e) this.damagedAt(i, 'undecodable-block', e.error.message)
+      else {
+        ok.push(i)
+        entries.push(e)
+      }
+    }
+    const slots = entries.reduce((n, e) => n + e.count, 0)
+    const task = { op: 'nodes' as const, counts: Uint32Array.from(entries, (e) => e.count), codecs: new Uint8Array(slots), digests: new Uint8Array(slots * 32) }
+    let at = 0
+    for (const e of entries) {
+      task.codecs.set(e.codecs, at)
+      task.digests.set(e.digests, at * 32)
+      at += e.count
+    }
+    const r = await this.s.pool.run(task, [task.counts.buffer, task.codecs.buffer, task.digests.buffer] as ArrayBuffer[])
+    ok.forEach((i, k) => {
+      for (let j = 0; j < 32; j++) {
+        if (r.hashes[k * 32 + j] !== t.cids[i * 36 + 4 + j]) {
+          this.damagedAt(i, 'hash-mismatch', 'the node its delta chain gives does not match its hash')
+          return
+        }
+      }
+    })
+    this.progress(list)
+  }
+}
+
+/**
+ * The scan cache files a full scan would trust (their keyed sum holds, SPEC.md §2.1) must hold the
+ * span digests of the tree they name: a file that does not would make `add` keep stale content for
+ * the spans it claims unchanged. Each such file's region is read (verified) once.
+ */
+export async function* checkScanCaches(s: VerifyState): AsyncGenerator<Finding> {
+  const repo = s.repo
+  if (repo.memory) return
+  const key = await repo.scanKey({ create: false })
+  if (!key) return
+  for await (const rec of repo.timelines({ skipMalformed: true })) {
+    const head = await repo.latest(rec.name).catch(() => undefined)
+    let regions: Manifest['regions'] = {}
+    if (head) {
+      try {
+        regions = decodeManifest(repo.blocks.get(head.cid)).regions
+      } catch {}
+    }
+    for (const [region, spec] of Object.entries(rec.regions ?? {})) {
+      const file = scanCachePath(repo.dir, rec.name, region)
+      let bytes: Uint8Array
+      try {
+        bytes = fs.readFileSync(file)
+      } catch {
+        continue
+      }
+      const table = decodeSpanTable(bytes, key)
+      if (!table || table.size !== spec.size || table.chunkSize !== spec.chunkSize || table.spanSize !== SPAN_SIZE) continue
+      // a scan trusts a file only for the tree it diffs against, the head's: any other is never used
+      const headRoot = regions[region]?.root
+      if (!headRoot || !cidEquals(headRoot, table.root)) continue
+      const geo = new Geometry(table.size, table.chunkSize, regions[region]!.fanout)
+      let bad: number | undefined
+      try {
+        bad = await firstWrongSpan(repo, s.pool, geo, table)
+      } catch (err) {
+        if (!isCkptError(err)) throw err
+        // the tree it names cannot be read: the scan would not use it (its root is no head's), or the
+        // walk reports the damage
+        continue
+      }
+      if (bad === undefined) continue
+      yield s.emit({
+        phase: 'data',
+        kind: 'bad-scan-cache',
+        severity: 'warning',
+        message: `the scan cache of timeline ${rec.name}, region ${region} (${file}) holds digests its tree does not (first at span ${bad}): a full scan would keep stale content for the spans it claims unchanged; delete the file (ckpt add --no-scan-cache writes it anew)`,
+        path: file,
+      })
+    }
+  }
+}
+
+/**
+ * The first span whose digest (or zero flag) in `table` is not that of the tree `table.root` names;
+ * undefined when every span agrees. Reads the region's chunks in order, verified on the worker pool.
+ */
+async function firstWrongSpan(repo: Repository, pool: WorkerPool, geo: Geometry, table: SpanTable): Promise<number | undefined> {
+  const leaves: (NodeEntries | null)[] = []
+  walkLeaves(repo.blocks, geo, table.root, (_j, e) => leaves.push(e))
+  const per = table.spanSize / geo.chunkSize
+  const spans = table.zero.length
+  const zeros = new Uint8Array(table.spanSize)
+  const BATCH = 64
+  for (let first = 0; first < spans; first += BATCH) {
+    const last = Math.min(spans, first + BATCH)
+    const from = first * per
+    const to = Math.min(geo.chunks, last * per)
+    const cids: CidBytes[] = []
+    const at: number[] = []
+    for (let i = from; i < to; i++) {
+      const e = leaves[Math.floor(i / geo.fanout)]
+      const s = i % geo.fanout
+      if (e && e.codecs[s]) {
+        cids.push(childCid(e, s))
+        at.push(i)
+      }
+    }
+    const locs = await repo.blocks.locateMany(cids)
+    if (locs.some((l) => l === undefined)) throw new CkptError('CKPT_NOT_FOUND', 'a chunk of the tree is missing')
+    const data = cids.length ? await readBlocks(repo.blocks, pool, cids, locs as BlockLocation[]) : new Uint8Array(0)
+    const bytes = new Uint8Array((to - from) * geo.chunkSize)
+    let o = 0
+    at.forEach((i, k) => {
+      const len = locs[k]!.rawLength
+      bytes.set(data.subarray(o, o + len), (i - from) * geo.chunkSize)
+      o += len
+    })
+    for (let sp = first; sp < last; sp++) {
+      const start = (sp - first) * table.spanSize
+      const end = Math.min(bytes.length, start + table.spanSize, geo.size - first * table.spanSize)
+      const span = bytes.subarray(start, end)
+      const isZero = Buffer.from(span.buffer, span.byteOffset, span.byteLength).equals(zeros.subarray(0, span.length))
+      if (isZero !== (table.zero[sp] === 1)) return sp
+      if (isZero) continue
+      const d = blake3(span)
+      for (let k = 0; k < 32; k++) if (d[k] !== table.digests[sp * 32 + k]) return sp
+    }
+  }
+  return undefined
+}

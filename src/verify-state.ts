@@ -1,0 +1,146 @@
+/**
+ * What verify's phases share (SPEC.md §12.1): the index as a table, the damage found so far and the
+ * checkpoints it hurts, the findings' counts, and the tree nodes read on the way.
+ */
+import { copyOf } from '../codecs/bytes.js'
+import type { CatalogRecord } from '../codecs/catalog-record.js'
+import { cidKey, cidToString, type CidBytes } from '../codecs/cid.js'
+import { AT_REST, decompressBlock } from '../codecs/compress.js'
+import { CkptError, isCkptError } from '../codecs/errors.js'
+import { applyNodeDelta, deltaBaseCid } from '../codecs/node-delta.js'
+import { decodeNode, type NodeEntries } from '../codecs/tree-node.js'
+import { ENTRY_OK, IndexTable, SeenSet, type CatalogCheckState, type CheckpointRef, type Finding, type FindingKind, type PackCheckState, type Repository } from '../store/index.js'
+import type { WorkerPool } from './pipeline/worker-pool.js'
+import type { CkptStore } from './store.js'
+import type { VerifyOptions } from './verify.js'
+
+export class VerifyState implements PackCheckState, CatalogCheckState {
+  readonly table = new IndexTable()
+  /** damaged or missing blocks -> the checkpoints found to reach them */
+  readonly damaged = new Map<string, { cid: CidBytes; kind: FindingKind; message: string; pack?: number; offset?: number; checkpoints: CheckpointRef[] }>()
+  /** nodes proven clean, and nodes under which there is damage (keyed by CID) */
+  clean: SeenSet | undefined
+  readonly dirtyNodes = new Set<string>()
+  readonly damagedCheckpoints: CheckpointRef[] = []
+  counts = { errors: 0, warnings: 0, infos: 0 }
+  checkpoints = 0
+  dataBlocks = 0
+  dataBytes = 0
+  constructor(
+    readonly store: CkptStore,
+    readonly repo: Repository,
+    readonly pool: WorkerPool,
+    readonly opts: VerifyOptions,
+  ) {}
+
+  get onProgress(): VerifyOptions['onProgress'] {
+    return this.opts.onProgress
+  }
+
+  finding(f: Finding): Finding {
+    if (f.severity === 'error') this.counts.errors++
+    else if (f.severity === 'warning') this.counts.warnings++
+    else this.counts.infos++
+    return f
+  }
+
+  readonly kinds = new Set<FindingKind>()
+  /** kinds of findings above info */
+  readonly warnedKinds = new Set<FindingKind>()
+  indexFixable = false
+
+  emit(f: Finding): Finding {
+    this.kinds.add(f.kind)
+    if (f.severity !== 'info') this.warnedKinds.add(f.kind)
+    return this.finding(f)
+  }
+
+  markDamaged(cid: CidBytes, kind: FindingKind, message: string, where: { pack?: number; offset?: number } = {}): void {
+    const k = cidKey(cid)
+    if (!this.damaged.has(k)) this.damaged.set(k, { cid: copyOf(cid), kind, message, ...where, checkpoints: [] })
+  }
+
+  /** pack entries the index does not list (at most MAX_UNINDEXED remembered), by cidKey */
+  readonly unindexed = new Map<string, { cid: CidBytes; pack: number; offset: number }>()
+  unindexedCount = 0
+
+  /** Whether an intact block of this CID is indexed; damaged and missing ones are recorded. */
+  present(cid: CidBytes): number {
+    const i = this.table.find(cid)
+    if (i < 0) {
+      this.markDamaged(cid, 'missing-block', `block ${cidToString(cid)} is not in the store`)
+      return -1
+    }
+    return this.table.state[i] === ENTRY_OK ? i : -1
+  }
+
+  /** at-rest payloads of dag-cbor entries, kept from the scan (at most KEEP_NODE_BYTES) */
+  readonly kept = new Map<number, Uint8Array>()
+  keptBytes = 0
+  /** decoded nodes by table index (a bounded cache: the walk needs the previous checkpoint's) */
+  readonly nodes = new Map<number, NodeEntries>()
+  scratch = Buffer.allocUnsafe(64 << 10)
+
+  /**
+   * A tree node decoded from its intact pack entry (phase 1 checked its checksum), resolving delta
+   * chains, without re-hashing: that is phase 3's work (getNode), which also catches a node that
+   * decodes but is not what its CID names.
+   */
+  node(cid: CidBytes, hops = 0): NodeEntries | { error: CkptError } {
+    const i = this.table.find(cid)
+    if (i < 0 || this.table.state[i] !== ENTRY_OK) return { error: new CkptError('CKPT_NOT_FOUND', `block ${cidToString(cid)} has no intact copy`) }
+    const hit = this.nodes.get(i)
+    if (hit) return hit
+    const t = this.table
+    const stored = t.stored[i]!
+    if (this.scratch.length < stored) this.scratch = Buffer.allocUnsafe(stored)
+    try {
+      const payload = this.kept.get(i) ?? this.repo.blocks.io.readInto(t.pack[i]!, t.offset[i]! + 52, this.scratch.subarray(0, stored))
+      let e: NodeEntries
+      if (t.codec[i] === AT_REST.nodeDelta) {
+        if (hops > 255) throw new CkptError('CKPT_BAD_NODE', `the delta chain of ${cidToString(cid)} does not end`)
+        const baseCid = deltaBaseCid(payload)
+        const delta = copyOf(payload)
+        const base = this.node(baseCid, hops + 1)
+        if ('error' in base) {
+          // a damaged base: the chain may still give this node (a later change overwrote what the
+          // damage touched); the read path resolves it from the bytes there and re-hashes it
+          try {
+            e = this.repo.blocks.getNodeBytes(cid, false).entries
+          } catch {
+            return { error: new CkptError(base.error.code, `tree node ${cidToString(cid)} is stored as a change of ${cidToString(baseCid)}, which is damaged: ${base.error.message}`) }
+          }
+          if (this.nodes.size >= 4096) this.nodes.delete(this.nodes.keys().next().value!)
+          this.nodes.set(i, e)
+          return e
+        }
+        e = applyNodeDelta(base, delta)
+      } else {
+        e = decodeNode(decompressBlock(t.codec[i]!, payload, t.raw[i]!))
+      }
+      if (this.nodes.size >= 4096) this.nodes.delete(this.nodes.keys().next().value!)
+      this.nodes.set(i, e)
+      return e
+    } catch (err) {
+      if (!isCkptError(err)) throw err
+      return { error: err }
+    }
+  }
+
+  /** blocks whose entry fails its checksum while their content is intact (repair stores them anew) */
+  readonly badChecksums: string[] = []
+
+  /** Whether a block reads back right through the store's read path (which re-hashes, ignoring checksums). */
+  contentIntact(cid: CidBytes): boolean {
+    try {
+      this.repo.blocks.get(cid)
+      return true
+    } catch (err) {
+      if (!isCkptError(err)) throw err
+      return false
+    }
+  }
+
+  /** catalog records found in the packs (phase 1), for the comparison with the catalog */
+  readonly records: CatalogRecord[] = []
+}
