@@ -6,7 +6,7 @@
 import { cidEquals, cidKey, cidToString, type CidBytes } from '../codecs/cid.js'
 import { CkptError } from '../codecs/errors.js'
 import type { Manifest } from '../codecs/manifest.js'
-import type { CatalogOp, Repository, TimelineRecord } from '../store/repository.js'
+import type { CatalogOp, Repository, TimelineRecord } from '../store/index.js'
 import { checkName } from './refs.js'
 
 /**

@@ -11,11 +11,11 @@ import { copyOf } from '../codecs/bytes.js'
 import type { CID } from 'multiformats/cid'
 import { compressBundle, defaultBundleCompression, type BundleCompression } from '../codecs/bundle-compress.js'
 import { encodeCarHeader, writeVarint } from '../codecs/car.js'
-import { cidEquals, cidKey, cidToString, toCID, type CidBytes } from '../codecs/cid.js'
+import { cidEquals, cidKey, cidToString, type CidBytes } from '../codecs/cid.js'
 import { CkptError } from '../codecs/errors.js'
 import type { Manifest } from '../codecs/manifest.js'
-import type { BlockLocation, BlockStore } from '../store/block-store.js'
-import { SeenSet } from '../store/seen-set.js'
+import { SeenSet, type BlockLocation, type BlockStore } from '../store/index.js'
+import type { StoreContext } from './context.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
 import { changedSlots, childCid } from './node-compare.js'
 import { Geometry } from './region-tree.js'
@@ -79,16 +79,17 @@ async function* carStream(
   done: (s: ExportSummary) => void,
   fail: (e: unknown) => void,
 ): AsyncIterable<Uint8Array> {
-  const { repo, pool } = store.internals()
+  const ctx = store.context()
+  const { repo, pool } = ctx
   const blocks = repo.blocks
   let seen: SeenSet | undefined
   const stats = { blocks: 0, bytes: 0, skipped: 0, carBytes: 0 }
   try {
-    const roots = await resolveRoots(store, refs)
-    const manifests = await Promise.all(roots.map((r) => store.manifest(toCID(r))))
-    seen = await SeenSet.create(tmpSetDir(store, 'export'), blocks.estimatedCount())
+    const roots = await resolveRoots(ctx, refs)
+    const manifests = await Promise.all(roots.map((r) => ctx.manifestOf(r)))
+    seen = await SeenSet.create(tmpSetDir(ctx, 'export'), blocks.estimatedCount())
     const bases = new MarkedBases()
-    for (const s of opts.since ?? []) await markReachable(store, blocks, seen, bases, await store.resolveCid(s))
+    for (const s of opts.since ?? []) await markReachable(ctx, blocks, seen, bases, await ctx.resolve(s))
 
     const out = new CarOutput(stats, opts.onProgress)
     yield* out.emit(encodeCarHeader(roots))
@@ -131,11 +132,11 @@ async function* carStream(
 }
 
 /** The checkpoints' CIDs, each once, in the order given. */
-async function resolveRoots(store: CkptStore, refs: (string | CID)[]): Promise<CidBytes[]> {
+async function resolveRoots(ctx: StoreContext, refs: (string | CID)[]): Promise<CidBytes[]> {
   const roots: CidBytes[] = []
   const rootKeys = new Set<string>()
   for (const r of refs) {
-    const cid = await store.resolveCid(r)
+    const cid = await ctx.resolve(r)
     if (!rootKeys.has(cidKey(cid))) {
       rootKeys.add(cidKey(cid))
       roots.push(cid)
@@ -336,9 +337,9 @@ class MarkedBases {
 }
 
 /** Marks every block reachable from a checkpoint (manifest, nodes, chunks, blob chunks); reads nodes only. */
-async function markReachable(store: CkptStore, blocks: BlockStore, seen: SeenSet, bases: MarkedBases, root: CidBytes): Promise<void> {
+async function markReachable(ctx: StoreContext, blocks: BlockStore, seen: SeenSet, bases: MarkedBases, root: CidBytes): Promise<void> {
   if (seen.has(root)) return
-  const m = await store.manifest(toCID(root))
+  const m = await ctx.manifestOf(root)
   const base = bases.pick(m)
   const mark = (cid: CidBytes) => {
     if (!seen.has(cid)) seen.add(cid)

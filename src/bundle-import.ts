@@ -16,10 +16,8 @@ import { compressBlock, defaultCompressor, maxBlockPayload } from '../codecs/com
 import { CkptError } from '../codecs/errors.js'
 import { decodeManifest, type Manifest } from '../codecs/manifest.js'
 import { decodeNode, type NodeEntries } from '../codecs/tree-node.js'
-import type { BlockStore } from '../store/block-store.js'
 import { ENTRY_HEADER_SIZE, ENTRY_KIND, MAX_BLOCK_SIZE } from '../codecs/pack-format.js'
-import type { Repository } from '../store/repository.js'
-import { SeenSet } from '../store/seen-set.js'
+import { SeenSet, type BlockStore, type Repository } from '../store/index.js'
 import { COMPRESSED, type HashResult } from './pipeline/tasks.js'
 import { acquireSlab, releaseSlab } from './pipeline/slabs.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
@@ -27,6 +25,7 @@ import { checkName } from './refs.js'
 import { changedSlots } from './node-compare.js'
 import { Geometry, storeNode } from './region-tree.js'
 import type { CkptStore } from './store.js'
+import type { StoreContext } from './context.js'
 import { catalogOps } from './bundle-catalog.js'
 import { baseRoot, tmpSetDir } from './bundle-shared.js'
 import { badNode, cidCodecOf, cidFrom, ImportKeys, keyBytes, notAManifest, ourCid, RecentNodes } from './bundle-import-util.js'
@@ -145,9 +144,10 @@ export async function importBundle(store: CkptStore, source: AsyncIterable<Uint8
   if (opts.stageLimit !== undefined && !(typeof opts.stageLimit === 'number' && opts.stageLimit > 0)) {
     throw new CkptError('CKPT_BAD_ARGUMENT', `stageLimit must be a positive number of bytes, not ${String(opts.stageLimit)}`, { stageLimit: String(opts.stageLimit) })
   }
-  return store.exclusive(async () => {
-    const { repo, pool } = store.internals()
-    const imp = new Importer(store, repo, pool, opts)
+  const ctx = store.context()
+  return ctx.exclusive(async () => {
+    const { repo } = ctx
+    const imp = new Importer(ctx, opts)
     try {
       return await imp.run(source)
     } catch (err) {
@@ -163,6 +163,8 @@ export async function importBundle(store: CkptStore, source: AsyncIterable<Uint8
 
 class Importer {
   private readonly blocks: BlockStore
+  private readonly repo: Repository
+  private readonly pool: WorkerPool
   private readonly summary = { blocks: 0, newBlocks: 0, presentBlocks: 0, bytes: 0, storedBytes: 0 }
   private readonly pending = new Map<string, PendingNode>()
   private pendingBytes = 0
@@ -193,12 +195,12 @@ class Importer {
   private readonly stageLimit: number
 
   constructor(
-    private readonly store: CkptStore,
-    private readonly repo: Repository,
-    private readonly pool: WorkerPool,
+    private readonly ctx: StoreContext,
     private readonly opts: ImportOptions,
   ) {
-    this.blocks = repo.blocks
+    this.repo = ctx.repo
+    this.pool = ctx.pool
+    this.blocks = ctx.repo.blocks
     this.stageLimit = opts.stageLimit || STAGE_LIMIT
   }
 
@@ -216,8 +218,8 @@ class Importer {
   }
 
   async run(source: AsyncIterable<Uint8Array>): Promise<ImportSummary> {
-    this.verified = await SeenSet.create(tmpSetDir(this.store, 'import'), 1 << 16)
-    this.here = await SeenSet.create(tmpSetDir(this.store, 'import-raw'), 1 << 18)
+    this.verified = await SeenSet.create(tmpSetDir(this.ctx, 'import'), 1 << 16)
+    this.here = await SeenSet.create(tmpSetDir(this.ctx, 'import-raw'), 1 << 18)
     const reader = new CarReader(decompressBundle(source))
     const header = await reader.header()
     if (header.roots.length === 0) throw badBundle('the bundle lists no roots (no checkpoints)', 0)
@@ -262,7 +264,7 @@ class Importer {
       }
     }
     await this.repo.commit(catalog.ops)
-    await this.store.timelinesChanged(catalog.timelines)
+    await this.ctx.timelinesChanged(catalog.timelines)
     this.opts.onProgress?.({ bytes: reader.offset, blocks: this.summary.blocks })
     return {
       checkpoints: catalog.added,
@@ -641,7 +643,7 @@ class Importer {
     if (mine) return mine
     if (!(await this.repo.checkpointRecord(m.parent))) return undefined
     try {
-      return await this.store.manifest(toCID(m.parent))
+      return await this.ctx.manifestOf(m.parent)
     } catch {
       return undefined
     }

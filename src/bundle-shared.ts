@@ -6,11 +6,11 @@ import os from 'node:os'
 import path from 'node:path'
 import type { CidBytes } from '../codecs/cid.js'
 import type { Manifest } from '../codecs/manifest.js'
-import type { CkptStore } from './store.js'
+import type { StoreContext } from './context.js'
 
 /** A directory for a temporary SeenSet (undefined: in memory, for a memory store). */
-export function tmpSetDir(store: CkptStore, what: string): string | undefined {
-  const { repo } = store.internals()
+export function tmpSetDir(ctx: StoreContext, what: string): string | undefined {
+  const { repo } = ctx
   if (repo.memory) return undefined
   const name = `${what}-${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`
   // a store opened read-only is never written to: the set spills to the system's temporary directory

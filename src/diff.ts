@@ -4,7 +4,7 @@
 import { cidBytes, cidEquals, type CidBytes } from '../codecs/cid.js'
 import type { Manifest } from '../codecs/manifest.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
-import type { BlockStore } from '../store/block-store.js'
+import type { BlockStore } from '../store/index.js'
 import { Geometry } from './region-tree.js'
 import { nodeEntries } from './restore.js'
 

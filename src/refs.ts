@@ -31,6 +31,10 @@ export function toVtime(v: unknown, what = 'vtime'): bigint {
   let b: bigint
   if (typeof v === 'bigint') b = v
   else if (typeof v === 'number') {
+    // a number past 2^53 has lost its low digits already: only a bigint says which vtime is meant
+    if (Number.isInteger(v) && Math.abs(v) > Number.MAX_SAFE_INTEGER) {
+      throw new CkptError('CKPT_BAD_ARGUMENT', `${what} ${v} is beyond Number.MAX_SAFE_INTEGER (2^53 - 1), where numbers lose precision: use a bigint`, { [what]: String(v) })
+    }
     if (!Number.isSafeInteger(v)) throw new CkptError('CKPT_BAD_ARGUMENT', `${what} must be an integer`, { [what]: v })
     b = BigInt(v)
   } else if (typeof v === 'string' && /^\d+$/.test(v)) b = BigInt(v)

@@ -15,7 +15,7 @@ import { AT_REST, compressBlock, defaultCompressor } from '../codecs/compress.js
 import { CkptError } from '../codecs/errors.js'
 import { encodeNodeDelta, encodeNodePatch } from '../codecs/node-delta.js'
 import { emptyNode, encodedNodeLength, encodeNode, MAX_NODE_COUNT, type NodeEntries } from '../codecs/tree-node.js'
-import type { BlockStore } from '../store/block-store.js'
+import type { BlockStore } from '../store/index.js'
 import type { LeafSet } from './pipeline/tasks.js'
 
 export const DEFAULT_FANOUT = 256

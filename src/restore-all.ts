@@ -92,7 +92,7 @@ export async function restoreAll(store: CkptStore, ref: string | CID, dir: strin
     opts.onProgress?.({ file, done, total })
     if (f.kind === 'region') {
       const r = await store.restore(cid, f.name, file.out)
-      files.push({ kind: 'region', name: f.name, out: file.out, size: f.size, bytesWritten: r.bytes, chunksWritten: r.chunks })
+      files.push({ kind: 'region', name: f.name, out: file.out, size: f.size, bytesWritten: r.bytesWritten, chunksWritten: r.chunksWritten })
     } else {
       const data = await store.readBlob(cid, f.name)
       await writeOutput(file.out, data)

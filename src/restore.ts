@@ -6,10 +6,10 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { promisify } from 'node:util'
-import { cidBytes, cidCodec, cidDigest, cidToString, RAW, type CidBytes } from '../codecs/cid.js'
+import { cidBytes, cidCodec, cidToString, RAW, type CidBytes } from '../codecs/cid.js'
 import { CkptError, fsError } from '../codecs/errors.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
-import { hashMismatch, type BlockLocation, type BlockStore } from '../store/block-store.js'
+import { hashMismatch, planReads, type BlockLocation, type BlockStore } from '../store/index.js'
 import { runBatches } from './pipeline/batches.js'
 import type { ReadTask } from './pipeline/tasks.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
@@ -30,7 +30,7 @@ import {
   type OutputTarget,
 } from './output-file.js'
 import { Geometry } from './region-tree.js'
-import type { CkptStore } from './store.js'
+import type { StoreContext } from './context.js'
 
 /** Decoded, verified tree node by CID (cached by the block store). */
 export function nodeEntries(blocks: BlockStore, cid: CidBytes): NodeEntries {
@@ -143,56 +143,29 @@ interface Job {
 }
 
 /**
- * The worker task for a job. On the disk backend the workers pread the pack entries themselves (the
- * fewest bytes through this thread); entries in memory packs or not yet flushed are read here and
- * passed as payloads. Either way the worker decompresses straight into the destination and re-hashes.
+ * The worker task for a job: the block store plans where its entries are read (pack files the workers
+ * pread themselves, or payloads read here: store/read-plan.ts); the worker decompresses straight into
+ * the destination and re-hashes.
  */
 function readTask(blocks: BlockStore, geo: Geometry | undefined, job: Job, out: Uint8Array | string | undefined): ReadTask {
   const n = job.cids.length
   const t: ReadTask = {
     op: 'read',
-    offsets: new Float64Array(n),
+    ...planReads(blocks, job.cids, job.locs),
     storedLengths: new Uint32Array(n),
     codes: new Uint8Array(n),
     rawLengths: new Uint32Array(n),
     cids: new Uint8Array(n * 36),
     outOffsets: new Float64Array(n),
   }
-  // pack paths once per pack, not per chunk
-  const paths = new Map<number, string | undefined>()
-  const pathOf = (pack: number) => {
-    if (!paths.has(pack)) paths.set(pack, blocks.io.filePath(pack))
-    return paths.get(pack)
-  }
-  let inFiles = true
-  for (let k = 0; k < n; k++) blocks.checkLocation(job.cids[k]!, job.locs[k]!)
-  for (let k = 0; k < n && inFiles; k++) inFiles = pathOf(job.locs[k]!.pack) !== undefined && !blocks.inWriteBuffer(job.locs[k]!)
-  const files: string[] = []
-  const fileOf = new Map<number, number>()
-  const payloads: Uint8Array[] = []
-  let payloadAt = 0
-  if (inFiles) t.fileIdx = new Uint32Array(n)
   for (let k = 0; k < n; k++) {
     const loc = job.locs[k]!
-    if (inFiles) {
-      let f = fileOf.get(loc.pack)
-      if (f === undefined) fileOf.set(loc.pack, (f = files.push(pathOf(loc.pack)!) - 1))
-      t.fileIdx![k] = f
-      t.offsets[k] = loc.offset
-    } else {
-      const p = blocks.readAt(job.cids[k]!, loc)
-      payloads.push(p)
-      t.offsets[k] = payloadAt
-      payloadAt += p.length
-    }
     t.storedLengths[k] = loc.storedLength
     t.codes[k] = loc.codec
     t.rawLengths[k] = loc.rawLength
     t.cids.set(job.cids[k]!, k * 36)
     t.outOffsets[k] = geo ? job.chunks[k]! * geo.chunkSize : 0
   }
-  if (inFiles) t.files = files
-  else t.payloads = Buffer.concat(payloads)
   if (typeof out === 'string') t.outFile = out
   else if (out && out.buffer instanceof SharedArrayBuffer) t.out = out
   return t
@@ -271,9 +244,310 @@ async function writeFully(fd: number, bytes: Uint8Array, len: number, pos: numbe
   }
 }
 
+/** What a restore did: the region's size against the bytes it wrote. */
+export interface RestoreResult {
+  /** the region's size in bytes: what the destination holds afterwards, holes included */
+  size: number
+  /** bytes of the stored (non-hole) chunks written, each re-hashed against its CID on the way */
+  bytesWritten: number
+  /** stored (non-hole) chunks written */
+  chunksWritten: number
+  /**
+   * all-zero chunks (holes, not stored): zero-filled in a buffer, on a block device and in a stream;
+   * left unwritten in a regular file, which is written sparse
+   */
+  holes: number
+}
+
+/** The destination of a restore: opened after the checks, committed (renamed, synced, closed) or dropped. */
+class RegionOutput {
+  readonly mode: 'buffer' | OutputKind
+  readonly dest: OutputTarget | undefined
+  sink: RegionSink | undefined
+  readonly buffer: Uint8Array | undefined
+  /** file: the temporary file; block: the device */
+  fd: number | undefined
+  /** a FIFO or character device */
+  private fh: fs.promises.FileHandle | undefined
+  private temp: string | undefined
+
+  constructor(out: Uint8Array | string | RegionSink) {
+    if (out instanceof Uint8Array) {
+      this.mode = 'buffer'
+      this.buffer = out
+    } else if (typeof out === 'string') {
+      this.dest = resolveOutput(out)
+      this.mode = this.dest.kind
+    } else {
+      this.mode = 'stream'
+      this.sink = out
+    }
+  }
+
+  get target(): string | undefined {
+    return this.dest?.target
+  }
+
+  /** where the workers write themselves: the temporary file, or a buffer in shared memory */
+  get direct(): Uint8Array | string | undefined {
+    return this.mode === 'file' ? this.temp : this.buffer
+  }
+
+  /** Checks first: nothing is created or written when they fail. */
+  check(blocks: BlockStore, geo: Geometry, root: CidBytes | null): void {
+    if (this.mode === 'file') checkFreeSpace(path.dirname(this.target!), regionBytesToWrite(blocks, geo, root), this.target!)
+    if (this.mode === 'block') checkDeviceSize(this.dest!, geo.size)
+  }
+
+  async open(size: number): Promise<void> {
+    try {
+      if (this.mode === 'file') {
+        this.temp = partialName(this.target!)
+        trackPartial(this.temp)
+        this.fd = fs.openSync(this.temp, 'w')
+        // the file that replaces an existing one keeps its permissions
+        if (this.dest!.mode !== undefined) fs.fchmodSync(this.fd, this.dest!.mode)
+        fs.ftruncateSync(this.fd, size)
+      } else if (this.mode === 'block') {
+        this.fd = fs.openSync(this.target!, inPlaceFlags(this.dest!))
+      } else if (this.mode === 'stream' && !this.sink) {
+        const handle = (this.fh = await openInPlace(this.dest!))
+        this.sink = { write: (b) => writeAll(handle, b, null) }
+      }
+    } catch (err) {
+      throw writeError(err, this.target!)
+    }
+  }
+
+  /** Everything is written: a device synced, files closed, the temporary file renamed over the target. */
+  async commit(): Promise<void> {
+    if (this.fd !== undefined) {
+      if (this.mode === 'block') fs.fdatasyncSync(this.fd)
+      const f = this.fd
+      this.fd = undefined
+      fs.closeSync(f)
+    }
+    if (this.fh) {
+      const h = this.fh
+      this.fh = undefined
+      await h.close()
+    }
+    if (this.temp) {
+      fs.renameSync(this.temp, this.target!)
+      untrackPartial(this.temp)
+      this.temp = undefined
+    }
+  }
+
+  /** A failure: closes what is open and removes the temporary file. */
+  async drop(): Promise<void> {
+    if (this.fd !== undefined) {
+      try {
+        fs.closeSync(this.fd)
+      } catch {}
+    }
+    await this.fh?.close().catch(() => {})
+    if (this.temp) dropPartial(this.temp)
+  }
+}
+
+/**
+ * Puts read jobs' bytes in place: into the buffer or file at their offsets, or (a stream) front to
+ * back in job order, however the jobs finish; and the holes, in runs, where the destination needs them.
+ */
+class RegionWriter {
+  /** stream: bytes sent so far */
+  private cursor = 0
+  private writeSeq = 0
+  private broken: { err: unknown } | undefined
+  private draining = false
+  private readonly waiting = new Map<number, { run: () => Promise<void>; resolve: () => void; reject: (e: unknown) => void }>()
+  private zeroFrom = -1
+  private zeroTo = -1
+
+  constructor(
+    private readonly geo: Geometry,
+    private readonly o: RegionOutput,
+  ) {}
+
+  /** A job's read: its bytes placed (buffer, file) or queued to go out in order (stream). */
+  async finish(job: Job, read: () => Promise<Uint8Array | undefined>): Promise<void> {
+    let data: Uint8Array | undefined
+    try {
+      data = await read()
+    } catch (err) {
+      if (this.o.mode === 'stream') await this.inOrder(job.seq, () => Promise.reject(err)).catch(() => {})
+      throw err
+    }
+    if (this.o.mode === 'stream') await this.inOrder(job.seq, () => this.emitJob(job, data!))
+    else if (data) this.place(job, data)
+  }
+
+  /**
+   * Holes: a buffer is zero-filled and a block device overwritten with zeros, in runs (one fill per
+   * run, not per chunk); a file stays sparse; a stream gets them between the chunks.
+   */
+  async zero(from: number, to: number): Promise<void> {
+    if (this.o.mode !== 'buffer' && this.o.mode !== 'block') return
+    if (from === this.zeroTo) this.zeroTo = to
+    else {
+      if (this.zeroFrom >= 0) await this.fillZeros(this.zeroFrom, this.zeroTo)
+      this.zeroFrom = from
+      this.zeroTo = to
+    }
+  }
+
+  /** After the last job: the last run of holes, a stream's trailing zeros. */
+  async end(): Promise<void> {
+    await this.zero(-2, -2)
+    if (this.o.mode === 'stream') await this.emitZeros(this.geo.size)
+  }
+
+  private async fillZeros(from: number, to: number): Promise<void> {
+    if (this.o.mode === 'buffer') zeroFill(this.o.buffer!, from, to)
+    // a device's holes asynchronously: a long run must not stop the event loop (signals, progress)
+    else for (let at = from; at < to; at += ZEROS.length) await writeFully(this.o.fd!, ZEROS, Math.min(ZEROS.length, to - at), at)
+  }
+
+  private place(job: Job, bytes: Uint8Array): void {
+    let o = 0
+    for (let k = 0; k < job.chunks.length; k++) {
+      const i = job.chunks[k]!
+      const len = job.locs[k]!.rawLength
+      if (this.o.fd !== undefined) writeFullySync(this.o.fd, bytes, o, len, i * this.geo.chunkSize)
+      else this.o.buffer!.set(bytes.subarray(o, o + len), i * this.geo.chunkSize)
+      o += len
+    }
+  }
+
+  private async emitZeros(to: number): Promise<void> {
+    while (this.cursor < to) {
+      const n = Math.min(ZEROS.length, to - this.cursor)
+      await this.o.sink!.write(ZEROS.subarray(0, n))
+      this.cursor += n
+    }
+  }
+
+  private async emitJob(job: Job, bytes: Uint8Array): Promise<void> {
+    const cs = this.geo.chunkSize
+    let o = 0
+    for (let k = 0; k < job.chunks.length; ) {
+      const start = job.chunks[k]! * cs
+      await this.emitZeros(start)
+      let len = 0
+      for (; k < job.chunks.length && job.chunks[k]! * cs === start + len; k++) len += job.locs[k]!.rawLength
+      await this.o.sink!.write(bytes.subarray(o, o + len))
+      o += len
+      this.cursor += len
+    }
+  }
+
+  /** runs `run` after every job before `seq` has been written (or fails with the first failure) */
+  private inOrder(seq: number, run: () => Promise<void>): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.waiting.set(seq, { run, resolve, reject })
+      void this.drain()
+    })
+  }
+
+  private async drain(): Promise<void> {
+    if (this.draining) return
+    this.draining = true
+    try {
+      for (let w = this.waiting.get(this.writeSeq); w; w = this.waiting.get(this.writeSeq)) {
+        this.waiting.delete(this.writeSeq++)
+        try {
+          if (this.broken) throw this.broken.err
+          await w.run()
+          w.resolve()
+        } catch (err) {
+          this.broken ??= { err }
+          w.reject(err)
+        }
+      }
+    } finally {
+      this.draining = false
+    }
+  }
+}
+
+/**
+ * The region's read jobs of ~2 MiB of chunks, in order, from its leaves; a leaf's chunk locations come
+ * from one index call. Holes go to `zero` as they are passed.
+ */
+function regionJobs(
+  blocks: BlockStore,
+  geo: Geometry,
+  leaves: { j: number; e: NodeEntries | null }[],
+  zero: (from: number, to: number) => Promise<void>,
+): () => Promise<Job | undefined> {
+  let leafAt = 0
+  let seq = 0
+  const pending: Job[] = []
+  const newJob = (): Job => ({ seq: 0, chunks: [], cids: [], locs: [], raw: 0 })
+  const queue = (j: Job) => {
+    j.seq = seq++
+    pending.push(j)
+  }
+  let job = newJob()
+  return async () => {
+    while (pending.length === 0 && leafAt < leaves.length) {
+      const { j, e } = leaves[leafAt++]!
+      const first = j * geo.fanout
+      if (!e) {
+        await zero(first * geo.chunkSize, Math.min(geo.size, (first + geo.nodeCount(1, j)) * geo.chunkSize))
+        continue
+      }
+      const idx: number[] = []
+      const cids: CidBytes[] = []
+      for (let s = 0; s < e.count; s++) {
+        const i = first + s
+        const c = childCid(e, s)
+        if (!c) {
+          await zero(i * geo.chunkSize, i * geo.chunkSize + geo.chunkLength(i))
+          continue
+        }
+        idx.push(i)
+        cids.push(c)
+      }
+      const locs = await blocks.locateMany(cids)
+      for (let k = 0; k < cids.length; k++) {
+        const loc = locs[k]
+        if (!loc) throw new CkptError('CKPT_NOT_FOUND', `chunk ${idx[k]} (${cidToString(cids[k]!)}) is missing from the store`, { cid: cidToString(cids[k]!), index: idx[k] })
+        job.chunks.push(idx[k]!)
+        job.cids.push(cids[k]!)
+        job.locs.push(loc)
+        job.raw += loc.rawLength
+        if (job.raw >= 2 << 20) {
+          queue(job)
+          job = newJob()
+        }
+      }
+    }
+    if (pending.length === 0 && job.chunks.length > 0) {
+      queue(job)
+      job = newJob()
+    }
+    return pending.shift()
+  }
+}
+
+/** A job's chunks read and verified on the pool (a regular file or a shared buffer written by the workers themselves). */
+async function readJob(blocks: BlockStore, pool: WorkerPool, geo: Geometry, job: Job, direct: Uint8Array | string | undefined): Promise<Uint8Array | undefined> {
+  for (let k = 0; k < job.chunks.length; k++) {
+    const len = job.locs[k]!.rawLength
+    if (len !== geo.chunkLength(job.chunks[k]!)) {
+      throw new CkptError('CKPT_BAD_NODE', `chunk ${job.chunks[k]} has ${len} bytes, expected ${geo.chunkLength(job.chunks[k]!)}`, { index: job.chunks[k] })
+    }
+  }
+  const r = await pool.run(readTask(blocks, geo, job, direct))
+  if (r.bad >= 0) throw readFailure(r, job.cids[r.bad]!, job.locs[r.bad]!)
+  return r.data
+}
+
 /**
  * Materialises a region into `out`: a buffer of the region's size, a sink written front to back, or a
- * path written by the rules of src/output-file.ts (SPEC.md §9.1):
+ * path written by the rules of src/output-file.ts (SPEC.md, "Output files"):
  *  - a regular file or nothing: written sparse (holes are not written) under TARGET.ckpt-partial-PID,
  *    renamed over TARGET when complete, after checking that the file system has room for the non-hole
  *    chunks (CKPT_NO_SPACE before anything is written); the temporary file is removed on any failure;
@@ -289,254 +563,53 @@ export async function restoreRegion(
   geo: Geometry,
   root: CidBytes | null,
   out: Uint8Array | string | RegionSink,
-): Promise<{ bytes: number; chunks: number }> {
-  let mode: 'buffer' | OutputKind
-  let dest: OutputTarget | undefined
-  let sink: RegionSink | undefined
-  let buffer: Uint8Array | undefined
-  if (out instanceof Uint8Array) {
-    mode = 'buffer'
-    buffer = out
-  } else if (typeof out === 'string') {
-    dest = resolveOutput(out)
-    mode = dest.kind
-  } else {
-    mode = 'stream'
-    sink = out
-  }
-  const target = dest?.target
-  /** file: the temporary file; block: the device */
-  let fd: number | undefined
-  /** a FIFO or character device */
-  let fh: fs.promises.FileHandle | undefined
-  let temp: string | undefined
-  let written = 0
-  let count = 0
+): Promise<RestoreResult> {
+  const o = new RegionOutput(out)
+  let bytesWritten = 0
+  let chunksWritten = 0
   try {
-    // checks first: nothing is created or written when they fail
-    if (mode === 'file') checkFreeSpace(path.dirname(target!), regionBytesToWrite(blocks, geo, root), target!)
-    if (mode === 'block') checkDeviceSize(dest!, geo.size)
+    o.check(blocks, geo, root)
     const leaves: { j: number; e: NodeEntries | null }[] = []
     walkLeaves(blocks, geo, root, (j, e) => leaves.push({ j, e }))
-
-    try {
-      if (mode === 'file') {
-        temp = partialName(target!)
-        trackPartial(temp)
-        fd = fs.openSync(temp, 'w')
-        // the file that replaces an existing one keeps its permissions
-        if (dest!.mode !== undefined) fs.fchmodSync(fd, dest!.mode)
-        fs.ftruncateSync(fd, geo.size)
-      } else if (mode === 'block') {
-        fd = fs.openSync(target!, inPlaceFlags(dest!))
-      } else if (mode === 'stream' && !sink) {
-        const handle = (fh = await openInPlace(dest!))
-        sink = { write: (b) => writeAll(handle, b, null) }
-      }
-    } catch (err) {
-      throw writeError(err, target!)
+    await o.open(geo.size)
+    const writer = new RegionWriter(geo, o)
+    const read = async (job: Job) => {
+      const data = await readJob(blocks, pool, geo, job, o.direct)
+      for (const l of job.locs) bytesWritten += l.rawLength
+      chunksWritten += job.chunks.length
+      return data
     }
-
-    // ---- stream: jobs finish out of order; their bytes go out in order, holes as zeros
-    let cursor = 0
-    const emitZeros = async (to: number) => {
-      while (cursor < to) {
-        const n = Math.min(ZEROS.length, to - cursor)
-        await sink!.write(ZEROS.subarray(0, n))
-        cursor += n
-      }
-    }
-    const emitJob = async (job: Job, bytes: Uint8Array) => {
-      let o = 0
-      for (let k = 0; k < job.chunks.length; ) {
-        const start = job.chunks[k]! * geo.chunkSize
-        await emitZeros(start)
-        let len = 0
-        for (; k < job.chunks.length && job.chunks[k]! * geo.chunkSize === start + len; k++) len += job.locs[k]!.rawLength
-        await sink!.write(bytes.subarray(o, o + len))
-        o += len
-        cursor += len
-      }
-    }
-    let writeSeq = 0
-    let broken: { err: unknown } | undefined
-    let draining = false
-    const waiting = new Map<number, { run: () => Promise<void>; resolve: () => void; reject: (e: unknown) => void }>()
-    const drain = async () => {
-      if (draining) return
-      draining = true
-      try {
-        for (let w = waiting.get(writeSeq); w; w = waiting.get(writeSeq)) {
-          waiting.delete(writeSeq++)
-          try {
-            if (broken) throw broken.err
-            await w.run()
-            w.resolve()
-          } catch (err) {
-            broken ??= { err }
-            w.reject(err)
-          }
-        }
-      } finally {
-        draining = false
-      }
-    }
-    /** runs `run` after every job before `seq` has been written (or fails with the first failure) */
-    const inOrder = (seq: number, run: () => Promise<void>) =>
-      new Promise<void>((resolve, reject) => {
-        waiting.set(seq, { run, resolve, reject })
-        void drain()
-      })
-
-    const place = (job: Job, bytes: Uint8Array) => {
-      let o = 0
-      for (let k = 0; k < job.chunks.length; k++) {
-        const i = job.chunks[k]!
-        const len = job.locs[k]!.rawLength
-        if (fd !== undefined) writeFullySync(fd, bytes, o, len, i * geo.chunkSize)
-        else buffer!.set(bytes.subarray(o, o + len), i * geo.chunkSize)
-        o += len
-      }
-    }
-    const read = async (job: Job): Promise<Uint8Array | undefined> => {
-      for (let k = 0; k < job.chunks.length; k++) {
-        const len = job.locs[k]!.rawLength
-        if (len !== geo.chunkLength(job.chunks[k]!)) {
-          throw new CkptError('CKPT_BAD_NODE', `chunk ${job.chunks[k]} has ${len} bytes, expected ${geo.chunkLength(job.chunks[k]!)}`, { index: job.chunks[k] })
-        }
-      }
-      // a regular file is written by the workers themselves; the rest comes back here
-      const r = await pool.run(readTask(blocks, geo, job, mode === 'file' ? temp : buffer))
-      if (r.bad >= 0) throw readFailure(r, job.cids[r.bad]!, job.locs[r.bad]!)
-      for (const l of job.locs) written += l.rawLength
-      count += job.chunks.length
-      return r.data
-    }
-    const finish = async (job: Job) => {
-      let data: Uint8Array | undefined
-      try {
-        data = await read(job)
-      } catch (err) {
-        if (mode === 'stream') await inOrder(job.seq, () => Promise.reject(err)).catch(() => {})
-        throw err
-      }
-      if (mode === 'stream') await inOrder(job.seq, () => emitJob(job, data!))
-      else if (data) place(job, data)
-    }
-    // holes: a buffer is zero-filled and a block device overwritten with zeros, in runs (one fill
-    // per run, not per chunk); a file stays sparse; a stream gets them between the chunks
-    let zeroFrom = -1
-    let zeroTo = -1
-    const fillZeros = async (from: number, to: number) => {
-      if (mode === 'buffer') zeroFill(buffer!, from, to)
-      // a device's holes asynchronously: a long run must not stop the event loop (signals, progress)
-      else for (let at = from; at < to; at += ZEROS.length) await writeFully(fd!, ZEROS, Math.min(ZEROS.length, to - at), at)
-    }
-    const zero = async (from: number, to: number) => {
-      if (mode !== 'buffer' && mode !== 'block') return
-      if (from === zeroTo) zeroTo = to
-      else {
-        if (zeroFrom >= 0) await fillZeros(zeroFrom, zeroTo)
-        zeroFrom = from
-        zeroTo = to
-      }
-    }
-    // jobs of ~2 MiB of chunks, in order; a leaf's chunk locations come from one index call
-    let leafAt = 0
-    let seq = 0
-    const pending: Job[] = []
-    const newJob = (): Job => ({ seq: 0, chunks: [], cids: [], locs: [], raw: 0 })
-    const queue = (j: Job) => {
-      j.seq = seq++
-      pending.push(j)
-    }
-    let job = newJob()
-    const nextJob = async (): Promise<Job | undefined> => {
-      while (pending.length === 0 && leafAt < leaves.length) {
-        const { j, e } = leaves[leafAt++]!
-        const first = j * geo.fanout
-        if (!e) {
-          await zero(first * geo.chunkSize, Math.min(geo.size, (first + geo.nodeCount(1, j)) * geo.chunkSize))
-          continue
-        }
-        const idx: number[] = []
-        const cids: CidBytes[] = []
-        for (let s = 0; s < e.count; s++) {
-          const i = first + s
-          const c = childCid(e, s)
-          if (!c) {
-            await zero(i * geo.chunkSize, i * geo.chunkSize + geo.chunkLength(i))
-            continue
-          }
-          idx.push(i)
-          cids.push(c)
-        }
-        const locs = await blocks.locateMany(cids)
-        for (let k = 0; k < cids.length; k++) {
-          const loc = locs[k]
-          if (!loc) throw new CkptError('CKPT_NOT_FOUND', `chunk ${idx[k]} (${cidToString(cids[k]!)}) is missing from the store`, { cid: cidToString(cids[k]!), index: idx[k] })
-          job.chunks.push(idx[k]!)
-          job.cids.push(cids[k]!)
-          job.locs.push(loc)
-          job.raw += loc.rawLength
-          if (job.raw >= 2 << 20) {
-            queue(job)
-            job = newJob()
-          }
-        }
-      }
-      if (pending.length === 0 && job.chunks.length > 0) {
-        queue(job)
-        job = newJob()
-      }
-      return pending.shift()
-    }
-    await runBatches(pool, nextJob, finish)
-    await zero(-2, -2)
-    if (mode === 'stream') await emitZeros(geo.size)
-    if (fd !== undefined) {
-      if (mode === 'block') fs.fdatasyncSync(fd)
-      const f = fd
-      fd = undefined
-      fs.closeSync(f)
-    }
-    if (fh) {
-      const h = fh
-      fh = undefined
-      await h.close()
-    }
-    if (temp) {
-      fs.renameSync(temp, target!)
-      untrackPartial(temp)
-      temp = undefined
-    }
+    await runBatches(pool, regionJobs(blocks, geo, leaves, (from, to) => writer.zero(from, to)), (job) => writer.finish(job, () => read(job)))
+    await writer.end()
+    await o.commit()
   } catch (err) {
-    if (fd !== undefined) {
-      try {
-        fs.closeSync(fd)
-      } catch {}
-    }
-    await fh?.close().catch(() => {})
-    if (temp) dropPartial(temp)
+    await o.drop()
     const e = systemError(err)
     if (e instanceof CkptError) throw e
+    const target = o.target
     throw fsError(e, target ? `cannot write ${target}` : 'restore failed', target ? { path: target } : {})
   }
-  return { bytes: written, chunks: count }
+  return { size: geo.size, bytesWritten, chunksWritten, holes: geo.chunks - chunksWritten }
 }
 
 /**
- * restoreRegion for a region of a checkpoint of `store` into any destination restoreRegion takes,
- * a RegionSink included (store.restore takes buffers and paths).
+ * A region of a checkpoint (any reference the store resolves) into any destination restoreRegion
+ * takes; the buffer must have the region's size.
  */
-export async function restoreTo(store: CkptStore, ref: string, region: string, out: Uint8Array | string | RegionSink): Promise<{ bytes: number; chunks: number }> {
-  const m = await store.manifest(ref)
+export async function restoreFrom(ctx: StoreContext, ref: unknown, region: string, out: Uint8Array | string | RegionSink): Promise<RestoreResult> {
+  const m = await ctx.manifestOf(await ctx.resolve(ref))
   const r = m.regions[region]
   if (!r) throw new CkptError('CKPT_UNKNOWN_REGION', `checkpoint has no region ${region}`, { region })
-  const geo = new Geometry(r.size, r.chunkSize, r.fanout)
-  if (out instanceof Uint8Array && out.length !== geo.size) {
-    throw new CkptError('CKPT_WRONG_SIZE', `output buffer has ${out.length} bytes, region ${region} has ${geo.size}`, { region })
+  if (out instanceof Uint8Array && out.length !== r.size) {
+    throw new CkptError('CKPT_WRONG_SIZE', `output buffer has ${out.length} bytes, region ${region} has ${r.size}`, { region })
   }
-  const { repo, pool } = store.internals()
-  return restoreRegion(repo.blocks, pool, geo, r.root, out)
+  if (!(out instanceof Uint8Array) && typeof out !== 'string' && typeof (out as RegionSink | null)?.write !== 'function') {
+    throw new TypeError('out must be a Uint8Array, a file path or a sink with write(bytes)')
+  }
+  return restoreRegion(ctx.repo.blocks, ctx.pool, new Geometry(r.size, r.chunkSize, r.fanout), r.root, out)
+}
+
+/** restoreFrom for a store (the CLI's stdout restore). */
+export function restoreTo(store: { context(): StoreContext }, ref: string, region: string, out: Uint8Array | string | RegionSink): Promise<RestoreResult> {
+  return restoreFrom(store.context(), ref, region, out)
 }

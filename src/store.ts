@@ -1,5 +1,5 @@
 /**
- * The library's entry point: openStore(dir) and the CkptStore it returns (SPEC.md §Library API).
+ * The library's entry point: openStore(dir) and the CkptStore it returns (README.md, "Library API"; formats in SPEC.md).
  */
 import os from 'node:os'
 import path from 'node:path'
@@ -18,13 +18,39 @@ import { WorkerPool } from './pipeline/worker-pool.js'
 import { checkName, toVtime } from './refs.js'
 import { Geometry } from './region-tree.js'
 import { resolveRef } from './resolve.js'
-import { readChunk, restoreRegion } from './restore.js'
+import { readChunk, restoreFrom, type RegionSink, type RestoreResult } from './restore.js'
 import { storeStats, type StoreStats } from './stats.js'
 import type { Timeline, RegionConfig } from './timeline.js'
 import { TimelineRegistry } from './timelines.js'
 import type { LogEntry } from './types.js'
 
 export type { LogEntry } from './types.js'
+export type { RestoreResult, RegionSink } from './restore.js'
+
+/**
+ * A checkpoint's manifest as the API returns it: its links (parent, region roots, blob chunks) as CID
+ * objects. `root` null is a region all zero; `parent` null the first checkpoint of a lineage.
+ */
+export interface CheckpointManifest {
+  timeline: string
+  /** the timeline's lineage: 32 lowercase hex digits drawn when it was created (a fork draws its own) */
+  lineage: string
+  vtime: bigint
+  /** wall-clock time of the checkpoint, ms since the Unix epoch */
+  wall: number
+  parent: CID | null
+  meta: Record<string, string>
+  regions: Record<string, { size: number; chunkSize: number; fanout: number; root: CID | null }>
+  blobs: Record<string, { size: number; chunks: { cid: CID; length: number }[] }>
+}
+
+function publicManifest(m: Manifest): CheckpointManifest {
+  const regions: CheckpointManifest['regions'] = {}
+  for (const [name, r] of Object.entries(m.regions)) regions[name] = { size: r.size, chunkSize: r.chunkSize, fanout: r.fanout, root: r.root && toCID(r.root) }
+  const blobs: CheckpointManifest['blobs'] = {}
+  for (const [name, b] of Object.entries(m.blobs)) blobs[name] = { size: b.size, chunks: b.chunks.map((c) => ({ cid: toCID(c.cid), length: c.length })) }
+  return { timeline: m.timeline, lineage: m.lineage, vtime: m.vtime, wall: m.wall, parent: m.parent && toCID(m.parent), meta: { ...m.meta }, regions, blobs }
+}
 
 export interface OpenOptions extends RepositoryOptions {
   /** worker threads for hashing and compression (default: cores, at most 4; 0 = inline) */
@@ -109,7 +135,7 @@ export class CkptStore {
     return this.ctx
   }
 
-  /** @internal the pipeline's parts */
+  /** @internal the pipeline's parts (verify, repair and tests; the rest of the library takes context()) */
   internals(): { repo: Repository; pool: WorkerPool } {
     return { repo: this.repo, pool: this.pool }
   }
@@ -126,11 +152,6 @@ export class CkptStore {
   /** @internal a reference as CID bytes */
   resolveCid(ref: string | CID): Promise<CidBytes> {
     return this.ctx.resolve(ref)
-  }
-
-  /** @internal open timeline handles learn about checkpoints added behind their back (imports) */
-  timelinesChanged(names: Iterable<string>, change: { forget?: CidBytes[]; record?: TimelineRecord } = {}): Promise<void> {
-    return this.registry.changed(names, change)
   }
 
   /** Drops the checkpoints a retention policy does not keep (SPEC.md §14); `dryRun` only says. */
@@ -210,8 +231,13 @@ export class CkptStore {
     return this.ctx.resolve(ref)
   }
 
-  /** The decoded manifest of a checkpoint. */
-  async manifest(ref: string | CID): Promise<Manifest> {
+  /** The decoded manifest of a checkpoint, its links as CID objects. */
+  async manifest(ref: string | CID): Promise<CheckpointManifest> {
+    return publicManifest(await this.manifestOf(await this.resolveBytes(ref)))
+  }
+
+  /** the decoded manifest of a checkpoint as the codecs give it (links as CID bytes) */
+  private async manifestBytes(ref: string | CID): Promise<Manifest> {
     return this.manifestOf(await this.resolveBytes(ref))
   }
 
@@ -237,22 +263,18 @@ export class CkptStore {
   }
 
   /**
-   * Materialises a region into `out`: a buffer of the region's size, or a file path (written sparse:
-   * holes are not written). Every chunk is re-hashed against its CID on the way.
+   * Materialises a region into `out`: a buffer of exactly the region's size (holes zero-filled), a file
+   * path (a regular file is written sparse: holes are not written; a block device or FIFO gets them
+   * as zeros), or a sink written front to back. Every stored chunk is re-hashed against its CID on the
+   * way. The result tells the region's size from the bytes of stored chunks written (holes excluded).
    */
-  async restore(ref: string | CID, region: string, out: Uint8Array | string): Promise<{ bytes: number; chunks: number }> {
-    const m = await this.manifest(ref)
-    const { root, geo } = this.region(m, region)
-    if (out instanceof Uint8Array && out.length !== geo.size) {
-      throw new CkptError('CKPT_WRONG_SIZE', `output buffer has ${out.length} bytes, region ${region} has ${geo.size}`, { region })
-    }
-    if (!(out instanceof Uint8Array) && typeof out !== 'string') throw new TypeError('out must be a Uint8Array or a file path')
-    return restoreRegion(this.repo.blocks, this.pool, geo, root, out)
+  async restore(ref: string | CID, region: string, out: Uint8Array | string | RegionSink): Promise<RestoreResult> {
+    return restoreFrom(this.ctx, ref, region, out)
   }
 
   /** One chunk of a region, read lazily (a zero-filled buffer for a hole). */
   async readChunk(ref: string | CID, region: string, index: number): Promise<Uint8Array> {
-    const m = await this.manifest(ref)
+    const m = await this.manifestBytes(ref)
     const { root, geo } = this.region(m, region)
     if (!Number.isInteger(index) || index < 0 || index >= geo.chunks) {
       throw new CkptError('CKPT_OUT_OF_RANGE', `chunk ${index} is outside region ${region} (0..${geo.chunks - 1})`, { region, index })
@@ -262,7 +284,7 @@ export class CkptStore {
 
   /** A blob's bytes. */
   async readBlob(ref: string | CID, name: string): Promise<Uint8Array> {
-    const m = await this.manifest(ref)
+    const m = await this.manifestBytes(ref)
     const b = m.blobs[name]
     if (!b) throw new CkptError('CKPT_NOT_FOUND', `checkpoint has no blob ${name}`, { blob: name })
     const out = new Uint8Array(b.size)
@@ -279,8 +301,8 @@ export class CkptStore {
 
   /** Changes from a to b: changed chunk ranges per region (equal subtrees skipped), regions and blobs. */
   async *diff(a: string | CID, b: string | CID): AsyncIterable<DiffEntry> {
-    const ma = await this.manifest(a)
-    const mb = await this.manifest(b)
+    const ma = await this.manifestBytes(a)
+    const mb = await this.manifestBytes(b)
     yield* diffManifests(this.repo.blocks, ma, mb)
   }
 

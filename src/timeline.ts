@@ -167,13 +167,15 @@ export class Timeline {
   /** span digests of the regions' last full scans (SPEC.md §10 "Full scans"), loaded on first use */
   private scanCache: ScanCache | undefined
 
-  /** @internal */
+  /** @internal the timeline's catalog record */
+  record: TimelineRecord
+
   constructor(
     private readonly ctx: StoreContext,
-    /** @internal the timeline's catalog record */
-    public record: TimelineRecord,
+    record: TimelineRecord,
     head: { cid: CidBytes; vtime: bigint; manifest: Manifest } | undefined,
   ) {
+    this.record = record
     this.headCid = head?.cid ?? null
     this.headManifest = head?.manifest
     this.lastVtime = head?.vtime

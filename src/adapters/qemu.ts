@@ -33,7 +33,7 @@ import { CkptError } from '../../codecs/errors.js'
 import type { CkptStore } from '../store.js'
 import type { Checkpoint, RegionInput, Timeline } from '../timeline.js'
 import { QmpClient, qmpError, type QmpOptions } from './qemu-qmp.js'
-import { refreshChunks } from './shadow.js'
+import { readWhole, refreshShadow } from './shadow.js'
 
 export { QmpClient, qmpError } from './qemu-qmp.js'
 export type { QmpEvent, QmpGreeting, QmpOptions, QmpFailure } from './qemu-qmp.js'
@@ -283,45 +283,140 @@ function withTimeout<T>(p: Promise<T>, ms: number, err: () => Error): Promise<T>
   return Promise.race([p, new Promise<never>((_, rej) => (timer = setTimeout(() => rej(err()), ms)))]).finally(() => clearTimeout(timer))
 }
 
-const PIECE = 8 << 20
-let pieceBuf: Buffer | undefined
-
-/** Reads the file into `shadow`, returning the chunks that differed (copied into shadow as it goes). */
-function refreshShadow(file: string, shadow: Buffer, chunkSize: number): number[] {
-  const dirty: number[] = []
-  const tmp = (pieceBuf ??= Buffer.allocUnsafe(PIECE))
-  const fd = fs.openSync(file, 'r')
-  try {
-    for (let off = 0; off < shadow.length; off += PIECE) {
-      const len = Math.min(PIECE, shadow.length - off)
-      let got = 0
-      while (got < len) {
-        const n = fs.readSync(fd, tmp, got, len - got, off + got)
-        if (n === 0) throw new CkptError('CKPT_WRONG_SIZE', `${file} shrank while it was read`, { path: file })
-        got += n
-      }
-      refreshChunks(tmp, 0, shadow, off, len, chunkSize, dirty)
+/** Per disk: whether its dirty bitmap says it was written since the last checkpoint; bitmaps cleared (or added) while stopped. */
+async function queryDisks(q: QmpClient, tl: Timeline, state: VmState, disks: [string, string][], valid: boolean, opts: QemuCheckpointOptions) {
+  const blocks = await q.execute<BlockInfo[]>('query-block')
+  const bmName = bitmapName(tl)
+  const scanDisks: string[] = []
+  const skipped: string[] = []
+  const info: QemuInfo['disks'] = {}
+  const cleared: string[] = []
+  for (const [name, p] of disks) {
+    const dev = blocks.find((b) => b.inserted && (b.inserted.file && samePath(b.inserted.file, p)))
+    info[name] = {
+      region: diskRegion(name),
+      size: fileSize(p),
+      chunkSize: QEMU_CLUSTER,
+      path: p,
+      device: dev?.device || dev?.inserted?.['node-name'],
+      format: dev?.inserted?.image?.format ?? dev?.inserted?.drv,
+      carried: false,
     }
-  } finally {
-    fs.closeSync(fd)
+    const node = dev?.device || dev?.inserted?.['node-name']
+    if (!node || opts.dirtyBitmaps === false) {
+      scanDisks.push(name)
+      continue
+    }
+    const bm = (dev!.inserted!['dirty-bitmaps'] ?? dev!['dirty-bitmaps'] ?? []).find((b) => b.name === bmName)
+    if (valid && state.bitmaps.has(name) && bm && bm.count === 0) {
+      skipped.push(diskRegion(name))
+      info[name]!.carried = true
+      continue
+    }
+    if (bm) await q.execute('block-dirty-bitmap-clear', { node, name: bmName })
+    else await q.execute('block-dirty-bitmap-add', { node, name: bmName, granularity: QEMU_CLUSTER, persistent: false })
+    cleared.push(name)
+    scanDisks.push(name)
   }
-  return dirty
+  return { info, scanDisks, skipped, cleared }
 }
 
-function readWhole(file: string, size: number): Buffer {
-  const b = Buffer.allocUnsafe(size)
-  const fd = fs.openSync(file, 'r')
-  try {
-    let got = 0
-    while (got < size) {
-      const n = fs.readSync(fd, b, got, Math.min(size - got, 1 << 30), got)
-      if (n === 0) throw new CkptError('CKPT_WRONG_SIZE', `${file} shrank while it was read`, { path: file })
-      got += n
-    }
-  } finally {
-    fs.closeSync(fd)
+/** The device-state stream (a migration with x-ignore-shared), or the one saved before for a VM that has not run since. */
+async function deviceState(q: QmpClient, state: VmState, statusBefore: string, timeoutMs: number): Promise<Buffer> {
+  // QEMU refuses to migrate a VM again before it ran ("paused due to previous migration"); it has
+  // not run since, so its device state is still the one saved then
+  if (statusBefore !== 'postmigrate') return (state.devState = await saveDeviceState(q, timeoutMs))
+  if (!state.devState) {
+    throw qmpError('state', 'the VM is in postmigrate (migrated while paused, not continued since) and this process did not save its device state: cont it first, or pass deviceState: false', {
+      socket: q.path,
+      status: statusBefore,
+    })
   }
-  return b
+  return state.devState
+}
+
+/** What qemu.json says of this checkpoint. */
+function qemuInfo(
+  q: QmpClient,
+  vm: QemuVm,
+  state: VmState,
+  c: { machine: string; statusBefore: string; vtime: bigint | number; disks: QemuInfo['disks']; dev: Buffer | undefined; opts: QemuCheckpointOptions },
+): QemuInfo {
+  const vinfo = q.greeting.version.qemu
+  return {
+    format: QEMU_FORMAT,
+    version: QEMU_FORMAT_VERSION,
+    qemu: { version: `${vinfo.major}.${vinfo.minor}.${vinfo.micro}`, package: q.greeting.version.package },
+    machine: c.machine,
+    status: c.statusBefore,
+    vtime: BigInt(c.vtime).toString(),
+    vtimeSource: c.opts.vtimeSource ?? 'caller',
+    hostTime: new Date().toISOString(),
+    ram: { region: QEMU_RAM_REGION, size: fileSize(vm.ram), chunkSize: QEMU_PAGE, path: vm.ram, backend: state.backend!.id },
+    disks: c.disks,
+    deviceState: c.dev ? { blob: QEMU_DEVSTATE_BLOB, bytes: c.dev.length, capabilities: ['x-ignore-shared'] } : null,
+    ...(c.opts.commandLine ? { commandLine: c.opts.commandLine } : {}),
+  }
+}
+
+/**
+ * The checkpoint's region inputs: scan mode hands over the files; shadow mode diffs each file against
+ * its shadow copy (dirty chunks), or reads it whole into a new shadow the first time.
+ */
+function regionInputs(mode: 'scan' | 'shadow', state: VmState, files: [string, string, number][]) {
+  const regions: Record<string, RegionInput> = {}
+  let fullShadow = false
+  const dirtyChunks: Record<string, number> = {}
+  for (const [region, file, chunkSize] of files) {
+    if (mode === 'scan') {
+      regions[region] = { data: file }
+      continue
+    }
+    const shadow = state.shadows.get(region)
+    if (shadow && shadow.length === fileSize(file)) {
+      const dirty = refreshShadow(file, shadow, chunkSize)
+      dirtyChunks[region] = dirty.length
+      regions[region] = { data: shadow, dirty }
+    } else {
+      // first time: the whole file into a shadow, scanned in full without a copy (stable); the
+      // next checkpoint waits for this one before it touches the shadow
+      const b = readWhole(file, fileSize(file))
+      state.shadows.set(region, b)
+      regions[region] = { data: b, stable: true }
+      fullShadow = true
+    }
+  }
+  return { regions, fullShadow, dirtyChunks }
+}
+
+/** Whether the bitmaps and shadows still describe the timeline's head; void (cleared) when the timeline moved without this adapter or a checkpoint failed. */
+function stillValid(state: VmState, tl: Timeline): boolean {
+  const valid = state.lastVtime !== undefined && state.lastVtime === tl.lastVtime
+  if (!valid) {
+    state.bitmaps.clear()
+    state.shadows.clear()
+  }
+  return valid
+}
+
+/** A function returning the ms since it was last called (or created). */
+function lapTimer(): () => number {
+  let t = performance.now()
+  return () => {
+    const now = performance.now()
+    const d = now - t
+    t = now
+    return d
+  }
+}
+
+/** The VM's status, refused while a migration or snapshot runs. */
+async function checkpointableStatus(q: QmpClient): Promise<string> {
+  const s = await status(q)
+  if (s === 'inmigrate' || s === 'finish-migrate' || s === 'save-vm' || s === 'restore-vm') {
+    throw qmpError('state', `cannot checkpoint a VM in state ${s}`, { socket: q.path, status: s })
+  }
+  return s
 }
 
 /**
@@ -335,31 +430,17 @@ export async function checkpointQemu(tl: Timeline, vm: QemuVm, vtime: bigint | n
   const disks = Object.entries(vm.disks ?? {})
   for (const [name] of disks) diskRegion(name)
   const state = stateOf(tl, vm)
-  // the timeline moved without this adapter (or a checkpoint failed): bitmaps and shadows are void
-  const valid = state.lastVtime !== undefined && state.lastVtime === tl.lastVtime
-  if (!valid) {
-    state.bitmaps.clear()
-    state.shadows.clear()
-  }
+  const valid = stillValid(state, tl)
   const q = opts.qmp ?? (await QmpClient.connect(vm.qmp, { timeoutMs }))
   const phases = { stop: 0, query: 0, deviceState: 0, regions: 0, resume: 0 }
-  let t = performance.now()
-  const lap = () => {
-    const now = performance.now()
-    const d = now - t
-    t = now
-    return d
-  }
+  const lap = lapTimer()
   let statusBefore = ''
   let stoppedAt = 0
   let resumed = false
   let shouldResume = false
   let succeeded = false
   try {
-    statusBefore = await status(q)
-    if (statusBefore === 'inmigrate' || statusBefore === 'finish-migrate' || statusBefore === 'save-vm' || statusBefore === 'restore-vm') {
-      throw qmpError('state', `cannot checkpoint a VM in state ${statusBefore}`, { socket: q.path, status: statusBefore })
-    }
+    statusBefore = await checkpointableStatus(q)
     shouldResume = opts.resume === true || ((opts.resume ?? 'auto') === 'auto' && statusBefore === 'running')
     const machine = (state.machine ??= (await q.execute<string>('qom-get', { path: '/machine', property: 'type' })).replace(/-machine$/, ''))
     state.backend ??= await findBackend(q, vm.ram)
@@ -374,97 +455,15 @@ export async function checkpointQemu(tl: Timeline, vm: QemuVm, vtime: bigint | n
     }
     phases.stop = lap()
 
-    // disks: dirty bitmaps say which were written since the last checkpoint; cleared while stopped
-    const blocks = await q.execute<BlockInfo[]>('query-block')
-    const bmName = bitmapName(tl)
-    const scanDisks: string[] = []
-    const skipped: string[] = []
-    const info: QemuInfo['disks'] = {}
-    const cleared: string[] = []
-    for (const [name, p] of disks) {
-      const dev = blocks.find((b) => b.inserted && (b.inserted.file && samePath(b.inserted.file, p)))
-      info[name] = {
-        region: diskRegion(name),
-        size: fileSize(p),
-        chunkSize: QEMU_CLUSTER,
-        path: p,
-        device: dev?.device || dev?.inserted?.['node-name'],
-        format: dev?.inserted?.image?.format ?? dev?.inserted?.drv,
-        carried: false,
-      }
-      const node = dev?.device || dev?.inserted?.['node-name']
-      if (!node || opts.dirtyBitmaps === false) {
-        scanDisks.push(name)
-        continue
-      }
-      const bm = (dev!.inserted!['dirty-bitmaps'] ?? dev!['dirty-bitmaps'] ?? []).find((b) => b.name === bmName)
-      if (valid && state.bitmaps.has(name) && bm && bm.count === 0) {
-        skipped.push(diskRegion(name))
-        info[name]!.carried = true
-        continue
-      }
-      if (bm) await q.execute('block-dirty-bitmap-clear', { node, name: bmName })
-      else await q.execute('block-dirty-bitmap-add', { node, name: bmName, granularity: QEMU_CLUSTER, persistent: false })
-      cleared.push(name)
-      scanDisks.push(name)
-    }
+    const { info, scanDisks, skipped, cleared } = await queryDisks(q, tl, state, disks, valid, opts)
     phases.query = lap()
-
-    let dev: Buffer | undefined
-    if (opts.deviceState !== false) {
-      // QEMU refuses to migrate a VM again before it ran ("paused due to previous migration"); it has
-      // not run since, so its device state is still the one saved then
-      if (statusBefore === 'postmigrate') {
-        if (!state.devState) {
-          throw qmpError('state', 'the VM is in postmigrate (migrated while paused, not continued since) and this process did not save its device state: cont it first, or pass deviceState: false', {
-            socket: q.path,
-            status: statusBefore,
-          })
-        }
-        dev = state.devState
-      } else dev = state.devState = await saveDeviceState(q, timeoutMs)
-    }
+    const dev = opts.deviceState === false ? undefined : await deviceState(q, state, statusBefore, timeoutMs)
     if (opts.onPaused) await opts.onPaused()
     phases.deviceState = lap()
 
-    const vinfo = q.greeting.version.qemu
-    const qinfo: QemuInfo = {
-      format: QEMU_FORMAT,
-      version: QEMU_FORMAT_VERSION,
-      qemu: { version: `${vinfo.major}.${vinfo.minor}.${vinfo.micro}`, package: q.greeting.version.package },
-      machine,
-      status: statusBefore,
-      vtime: BigInt(vtime).toString(),
-      vtimeSource: opts.vtimeSource ?? 'caller',
-      hostTime: new Date().toISOString(),
-      ram: { region: QEMU_RAM_REGION, size: fileSize(vm.ram), chunkSize: QEMU_PAGE, path: vm.ram, backend: state.backend.id },
-      disks: info,
-      deviceState: dev ? { blob: QEMU_DEVSTATE_BLOB, bytes: dev.length, capabilities: ['x-ignore-shared'] } : null,
-      ...(opts.commandLine ? { commandLine: opts.commandLine } : {}),
-    }
-    const regions: Record<string, RegionInput> = {}
-    let fullShadow = false
-    const dirtyChunks: Record<string, number> = {}
+    const qinfo = qemuInfo(q, vm, state, { machine, statusBefore, vtime, disks: info, dev, opts })
     const files: [string, string, number][] = [[QEMU_RAM_REGION, vm.ram, QEMU_PAGE], ...scanDisks.map((n): [string, string, number] => [diskRegion(n), vm.disks![n]!, QEMU_CLUSTER])]
-    for (const [region, file, chunkSize] of files) {
-      if (mode === 'scan') {
-        regions[region] = { data: file }
-        continue
-      }
-      const shadow = state.shadows.get(region)
-      if (shadow && shadow.length === fileSize(file)) {
-        const dirty = refreshShadow(file, shadow, chunkSize)
-        dirtyChunks[region] = dirty.length
-        regions[region] = { data: shadow, dirty }
-      } else {
-        // first time: the whole file into a shadow, scanned in full without a copy (stable); the
-        // next checkpoint waits for this one before it touches the shadow
-        const b = readWhole(file, fileSize(file))
-        state.shadows.set(region, b)
-        regions[region] = { data: b, stable: true }
-        fullShadow = true
-      }
-    }
+    const { regions, fullShadow, dirtyChunks } = regionInputs(mode, state, files)
     const blobs: Record<string, Uint8Array> = { ...opts.blobs, [QEMU_INFO_BLOB]: Buffer.from(JSON.stringify(qinfo, null, 1)) }
     if (dev) blobs[QEMU_DEVSTATE_BLOB] = dev
     const meta: Record<string, string> = {
@@ -536,12 +535,12 @@ export interface QemuRestoreResult {
  */
 export async function restoreQemu(store: CkptStore, ref: string | Parameters<CkptStore['restore']>[0], vm: Pick<QemuVm, 'ram' | 'disks' | 'deviceState'>): Promise<QemuRestoreResult> {
   const info = await readQemuInfo(store, ref)
-  let bytes = (await store.restore(ref, info.ram.region, vm.ram)).bytes
+  let bytes = (await store.restore(ref, info.ram.region, vm.ram)).bytesWritten
   const disks: Record<string, string> = {}
   for (const name of Object.keys(info.disks)) {
     const p = vm.disks?.[name]
     if (!p) throw new CkptError('CKPT_BAD_ARGUMENT', `checkpoint has disk ${name}: give its path in vm.disks`, { disk: name })
-    bytes += (await store.restore(ref, info.disks[name]!.region, p)).bytes
+    bytes += (await store.restore(ref, info.disks[name]!.region, p)).bytesWritten
     disks[name] = p
   }
   for (const name of Object.keys(vm.disks ?? {})) {

@@ -3,6 +3,8 @@
  * emulator changed by comparing, 64 KiB blocks first (most are unchanged), then the chunks of a
  * block that differs. Shared by the v86 and QEMU adapters.
  */
+import fs from 'node:fs'
+import { CkptError } from '../../codecs/errors.js'
 
 const BLOCK = 64 << 10
 const view = (u8: Uint8Array) => Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength)
@@ -27,4 +29,45 @@ export function refreshChunks(now: Uint8Array, nowStart: number, shadow: Uint8Ar
       }
     }
   }
+}
+
+const PIECE = 8 << 20
+let pieceBuf: Buffer | undefined
+
+/** Reads the file into `shadow`, returning the chunks that differed (copied into shadow as it goes). */
+export function refreshShadow(file: string, shadow: Buffer, chunkSize: number): number[] {
+  const dirty: number[] = []
+  const tmp = (pieceBuf ??= Buffer.allocUnsafe(PIECE))
+  const fd = fs.openSync(file, 'r')
+  try {
+    for (let off = 0; off < shadow.length; off += PIECE) {
+      const len = Math.min(PIECE, shadow.length - off)
+      let got = 0
+      while (got < len) {
+        const n = fs.readSync(fd, tmp, got, len - got, off + got)
+        if (n === 0) throw new CkptError('CKPT_WRONG_SIZE', `${file} shrank while it was read`, { path: file })
+        got += n
+      }
+      refreshChunks(tmp, 0, shadow, off, len, chunkSize, dirty)
+    }
+  } finally {
+    fs.closeSync(fd)
+  }
+  return dirty
+}
+
+export function readWhole(file: string, size: number): Buffer {
+  const b = Buffer.allocUnsafe(size)
+  const fd = fs.openSync(file, 'r')
+  try {
+    let got = 0
+    while (got < size) {
+      const n = fs.readSync(fd, b, got, Math.min(size - got, 1 << 30), got)
+      if (n === 0) throw new CkptError('CKPT_WRONG_SIZE', `${file} shrank while it was read`, { path: file })
+      got += n
+    }
+  } finally {
+    fs.closeSync(fd)
+  }
+  return b
 }

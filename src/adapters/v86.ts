@@ -448,6 +448,48 @@ function saveState(tl: Timeline, state: ArrayBuffer | Uint8Array, vtime: bigint 
 
 const sameBytes = (a: Uint8Array | null, b: Uint8Array | undefined) => !!a && !!b && buf(a).equals(buf(b))
 
+/**
+ * The state's packed RAM pages into `ram` (the image of guest memory), `present` kept as the page
+ * bitmap. With hints (ram and present hold what the last checkpoint stored) the pages that differ
+ * from it are listed; without, everything is unpacked anew.
+ */
+function unpackRam(p: Parsed, ram: Uint8Array, present: Uint8Array, hints: boolean): { dirtyPages: number[]; nPresent: number } {
+  const pages = Math.floor(p.memSize / V86_PAGE)
+  const bm = p.bytes.subarray(p.starts[p.bitmap]!, p.starts[p.bitmap]! + p.lengths[p.bitmap]!)
+  const src = buf(p.bytes.subarray(p.starts[p.packed]!, p.starts[p.packed]! + p.lengths[p.packed]!))
+  const ramB = buf(ram)
+  const dirtyPages: number[] = []
+  let nPresent = 0
+  if (hints) {
+    let k = 0
+    for (let page = 0; page < pages; page++) {
+      const on = (bm[page >> 3]! >> (page & 7)) & 1
+      if (on) {
+        const s = k++ * V86_PAGE
+        const d = page * V86_PAGE
+        if (!present[page] || src.compare(ramB, d, d + V86_PAGE, s, s + V86_PAGE) !== 0) {
+          src.copy(ramB, d, s, s + V86_PAGE)
+          dirtyPages.push(page)
+        }
+        present[page] = 1
+      } else if (present[page]) {
+        ram.fill(0, page * V86_PAGE, (page + 1) * V86_PAGE)
+        present[page] = 0
+        dirtyPages.push(page)
+      }
+    }
+    nPresent = k
+  } else {
+    ram.fill(0)
+    forPresent(bm, (page, k) => {
+      src.copy(ramB, page * V86_PAGE, k * V86_PAGE, (k + 1) * V86_PAGE)
+      present[page] = 1
+      nPresent++
+    })
+  }
+  return { dirtyPages, nPresent }
+}
+
 async function commit(tl: Timeline, track: Track, state: ArrayBuffer | Uint8Array, vtime: bigint | number, opts: SaveV86Options, saveMs: number): Promise<V86Checkpoint> {
   const t0 = performance.now()
   const p = parseState(state)
@@ -483,38 +525,7 @@ async function commit(tl: Timeline, track: Track, state: ArrayBuffer | Uint8Arra
   // RAM: unpack into the image, noting the pages that differ from what the last checkpoint stored
   const ram = images.get(RAM) ?? new Uint8Array(p.memSize)
   images.set(RAM, ram)
-  const bm = p.bytes.subarray(p.starts[p.bitmap]!, p.starts[p.bitmap]! + p.lengths[p.bitmap]!)
-  const src = buf(p.bytes.subarray(p.starts[p.packed]!, p.starts[p.packed]! + p.lengths[p.packed]!))
-  const ramB = buf(ram)
-  const dirtyPages: number[] = []
-  let nPresent = 0
-  if (hints) {
-    let k = 0
-    for (let page = 0; page < pages; page++) {
-      const on = (bm[page >> 3]! >> (page & 7)) & 1
-      if (on) {
-        const s = k++ * V86_PAGE
-        const d = page * V86_PAGE
-        if (!present[page] || src.compare(ramB, d, d + V86_PAGE, s, s + V86_PAGE) !== 0) {
-          src.copy(ramB, d, s, s + V86_PAGE)
-          dirtyPages.push(page)
-        }
-        present[page] = 1
-      } else if (present[page]) {
-        ram.fill(0, page * V86_PAGE, (page + 1) * V86_PAGE)
-        present[page] = 0
-        dirtyPages.push(page)
-      }
-    }
-    nPresent = k
-  } else {
-    ram.fill(0)
-    forPresent(bm, (page, k) => {
-      src.copy(ramB, page * V86_PAGE, k * V86_PAGE, (k + 1) * V86_PAGE)
-      present[page] = 1
-      nPresent++
-    })
-  }
+  const { dirtyPages, nPresent } = unpackRam(p, ram, present, hints)
   const ramChunks = pageChunks(dirtyPages, ramCfg.chunkSize ?? V86_PAGE)
   regions[RAM] = hints ? { data: ram, dirty: ramChunks } : { data: ram, stable: true }
   dirtyCounts[RAM] = ramChunks.length

@@ -1,8 +1,8 @@
 /**
  * Text and JSON presentation for `ckpt`: CIDs as base32 text, bigints as decimal strings.
  */
-import { cidToString, type CidBytes } from '../../codecs/cid.js'
-import type { Manifest } from '../../codecs/manifest.js'
+import type { CID } from 'multiformats/cid'
+import type { CheckpointManifest as Manifest } from '../store.js'
 import type { DiffEntry } from '../diff.js'
 
 /**
@@ -32,8 +32,8 @@ export function toJson(value: unknown): string {
   return JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))
 }
 
-export function cidText(cid: CidBytes | null): string | null {
-  return cid === null ? null : cidToString(cid)
+export function cidText(cid: CID | null): string | null {
+  return cid === null ? null : cid.toString()
 }
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB']
@@ -87,7 +87,7 @@ export function manifestText(cid: string, m: Manifest): string[] {
     ['lineage', m.lineage],
     ['vtime', m.vtime.toString()],
     ['wall', new Date(m.wall).toISOString()],
-    ['parent', m.parent ? cidToString(m.parent) : '(none)'],
+    ['parent', m.parent ? m.parent.toString() : '(none)'],
   ])
   const meta = Object.entries(m.meta)
   lines.push(meta.length ? 'meta' : 'meta        (none)')
@@ -100,7 +100,7 @@ export function manifestText(cid: string, m: Manifest): string[] {
         '  ' + name,
         bytesText(r.size),
         `chunk ${r.chunkSize} B`,
-        r.root ? cidToString(r.root) : '(all zero)',
+        r.root ? r.root.toString() : '(all zero)',
       ]),
     ),
   )

@@ -11,7 +11,6 @@ import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
 import { memoryBackend, openStore, type CkptStore } from '../../src/index.js'
 import { decodeSpanTable, encodeSpanTable, SPAN_SIZE, spanTableSum } from '../../codecs/scan-cache.js'
 import { blake3 } from '../../codecs/blake3.js'
-import { cidToString } from '../../codecs/cid.js'
 import { scanCachePath, SCAN_DIR } from '../../src/scan-cache.js'
 import { makeRng, type Rng } from '../helpers/rng.js'
 import { removeTmpDirs, tmpDir } from '../helpers/tmp.js'
@@ -114,7 +113,7 @@ async function truthRoot(img: Uint8Array, chunkSize: number): Promise<string | n
     const tl = await s.timeline('x', { regions: { r: { size: img.length, chunkSize } } })
     const c = await tl.checkpoint({ vtime: 0, regions: { r: { data: img, stable: true } } })
     const root = (await s.manifest(c.cid)).regions.r!.root
-    return root ? cidToString(root) : null
+    return root ? root.toString() : null
   } finally {
     await s.close()
   }
@@ -122,7 +121,7 @@ async function truthRoot(img: Uint8Array, chunkSize: number): Promise<string | n
 
 async function rootOf(s: CkptStore, cid: Parameters<CkptStore['manifest']>[0], region = 'r'): Promise<string | null> {
   const root = (await s.manifest(cid)).regions[region]!.root
-  return root ? cidToString(root) : null
+  return root ? root.toString() : null
 }
 
 function same(a: { chunks: number; zeroChunks: number; unchangedChunks: number; dedupChunks: number; newChunks: number }) {

@@ -2,7 +2,7 @@
 import path from 'node:path'
 import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
-import type { Manifest } from '../../../codecs/manifest.js'
+import type { CheckpointManifest as Manifest } from '../../store.js'
 import type { CkptStore } from '../../store.js'
 import { COMMON, QUIET, parse, required, storeDir } from '../args.js'
 import { UsageError } from '../errors.js'

@@ -86,7 +86,7 @@ async function restoreOne(dir: string, ref: string, what: One, progress: Progres
     const spec = m.regions[what.name]
     if (!spec) throw new CkptError('CKPT_UNKNOWN_REGION', `checkpoint has no region ${what.name}`, { region: what.name })
     progress.amount(phase, 0, spec.size, 'B', toStdout || !progress.enabled ? undefined : measureFile(files, what.out, spec.size))
-    let res: { bytes: number; chunks: number }
+    let res: { bytesWritten: number; chunksWritten: number }
     if (toStdout) {
       // stdout: front to back, holes as zeros, no buffer or temporary file
       const { restoreTo } = await import('../../restore.js')
@@ -94,7 +94,7 @@ async function restoreOne(dir: string, ref: string, what: One, progress: Progres
       const write = (b: Uint8Array) => ((sent += b.length), progress.amount(phase, sent, spec.size), writeStdout(b))
       res = await restoreTo(store, cid, what.name, { write })
     } else res = await store.restore(cid, what.name, what.out)
-    return { ...head, target: toStdout ? '-' : files.resolveOutput(what.out).target, size: spec.size, ...res }
+    return { ...head, target: toStdout ? '-' : files.resolveOutput(what.out).target, size: spec.size, bytes: res.bytesWritten, chunks: res.chunksWritten }
   })
 }
 

@@ -1,0 +1,57 @@
+/**
+ * Read plans: where the entries of blocks at known locations are, in the form a worker thread reads
+ * them (src/pipeline/tasks.ts, ReadTask). When every entry is in a pack the backend keeps as a local
+ * file, and none is still in the block store's write buffer, the plan names the files and the entries'
+ * offsets: the worker preads each entry (header first) itself, so the fewest bytes pass through the
+ * caller's thread. Otherwise (memory packs, entries not yet flushed, packs elsewhere) the payloads are
+ * read here, checked against their locations, and handed over concatenated.
+ */
+import type { CidBytes } from '../codecs/cid.js'
+import type { BlockLocation, BlockStore } from './block-store.js'
+
+export interface ReadPlan {
+  /** pack files the worker reads; with fileIdx (per block, an index into files) */
+  files?: string[]
+  fileIdx?: Uint32Array
+  /** the payloads, concatenated, when the entries are not all in files */
+  payloads?: Uint8Array
+  /** per block: its entry's offset in its pack file, or its payload's offset in `payloads` */
+  offsets: Float64Array
+}
+
+/** How to read `cids` at `locs` (each location is checked against the store's packs first). */
+export function planReads(blocks: BlockStore, cids: readonly CidBytes[], locs: readonly BlockLocation[]): ReadPlan {
+  const n = cids.length
+  const offsets = new Float64Array(n)
+  // pack paths once per pack, not per block
+  const paths = new Map<number, string | undefined>()
+  const pathOf = (pack: number) => {
+    if (!paths.has(pack)) paths.set(pack, blocks.io.filePath(pack))
+    return paths.get(pack)
+  }
+  for (let k = 0; k < n; k++) blocks.checkLocation(cids[k]!, locs[k]!)
+  let inFiles = true
+  for (let k = 0; k < n && inFiles; k++) inFiles = pathOf(locs[k]!.pack) !== undefined && !blocks.inWriteBuffer(locs[k]!)
+  if (inFiles) {
+    const files: string[] = []
+    const fileOf = new Map<number, number>()
+    const fileIdx = new Uint32Array(n)
+    for (let k = 0; k < n; k++) {
+      const loc = locs[k]!
+      let f = fileOf.get(loc.pack)
+      if (f === undefined) fileOf.set(loc.pack, (f = files.push(pathOf(loc.pack)!) - 1))
+      fileIdx[k] = f
+      offsets[k] = loc.offset
+    }
+    return { files, fileIdx, offsets }
+  }
+  const payloads: Uint8Array[] = []
+  let at = 0
+  for (let k = 0; k < n; k++) {
+    const p = blocks.readAt(cids[k]!, locs[k]!)
+    payloads.push(p)
+    offsets[k] = at
+    at += p.length
+  }
+  return { payloads: Buffer.concat(payloads), offsets }
+}
