@@ -3,7 +3,7 @@
  * records which codec below turned them into the stored payload, and its raw length.
  */
 import { createRequire } from 'node:module'
-import { deflateRawSync, inflateRawSync } from 'node:zlib'
+import zlib, { deflateRawSync, inflateRawSync } from 'node:zlib'
 import { CkptError } from './errors.js'
 
 /** At-rest codec numbers recorded per stored block (part of the pack format; never renumber). */
@@ -43,10 +43,42 @@ interface ZstdBinding {
 // undefined = not tried yet, null = tried and unavailable.
 let zstd: Compressor | null | undefined
 
-/** zstd level 1 via the optional native `zstd-napi`; undefined if it cannot load. */
+/**
+ * zstd level 1: the optional native `zstd-napi` when it loads, else node:zlib's zstd (Node >= 22.15);
+ * undefined when neither is there. Both write the same frames (checked on Node 24: identical bytes
+ * for 4 KiB pages and a 8 MiB block); zstd-napi goes first because it reuses one context, where
+ * node:zlib makes one per call (2x the time per 4 KiB page, measured on Node 24.x).
+ */
 export function zstdCompressor(): Compressor | undefined {
-  if (zstd === undefined) zstd = loadZstd()
+  if (zstd === undefined) zstd = loadZstd() ?? nodeZstdCompressor() ?? null
   return zstd ?? undefined
+}
+
+interface NodeZstd {
+  zstdCompressSync(data: Uint8Array, opts: object): Buffer
+  zstdDecompressSync(data: Uint8Array, opts: object): Buffer
+}
+
+let nodeZstd: Compressor | null | undefined
+
+/** zstd level 1 via node:zlib (Node >= 22.15 and 23.8); undefined on older Node. */
+export function nodeZstdCompressor(): Compressor | undefined {
+  if (nodeZstd === undefined) {
+    const z = zlib as unknown as Partial<NodeZstd>
+    const level = (zlib.constants as Record<string, number>)['ZSTD_c_compressionLevel']
+    nodeZstd =
+      typeof z.zstdCompressSync !== 'function' || typeof z.zstdDecompressSync !== 'function' || level === undefined
+        ? null
+        : Object.freeze({
+            code: AT_REST.zstd,
+            name: 'zstd',
+            // the content size in the frame header, as zstd-napi's one-shot compress writes it
+            compress: (data: Uint8Array) => z.zstdCompressSync!(data, { params: { [level]: 1 }, pledgedSrcSize: data.length }),
+            // maxOutputLength bounds memory on corrupt input, as the raw DCtx below does
+            decompress: (data: Uint8Array, rawLength: number) => z.zstdDecompressSync!(data, { maxOutputLength: Math.max(1, rawLength) }),
+          })
+  }
+  return nodeZstd ?? undefined
 }
 
 function loadZstd(): Compressor | null {
@@ -120,7 +152,7 @@ export function defaultCompressor(): Compressor {
     case 'zstd': {
       const z = zstdCompressor()
       if (z) return z
-      throw new CkptError('CKPT_CODEC_UNAVAILABLE', 'CKPT_COMPRESS=zstd but the optional zstd-napi package cannot be loaded', {
+      throw new CkptError('CKPT_CODEC_UNAVAILABLE', 'CKPT_COMPRESS=zstd but neither node:zlib (Node >= 22.15) nor the optional zstd-napi package has zstd', {
         codec: 'zstd',
       })
     }
@@ -144,7 +176,7 @@ export function compressorFor(code: number): Compressor {
       if (z) return z
       throw new CkptError(
         'CKPT_CODEC_UNAVAILABLE',
-        'block is zstd-compressed but the optional zstd-napi package cannot be loaded on this machine; install zstd-napi to read it',
+        'block is zstd-compressed but this Node has no zstd in node:zlib (Node >= 22.15) and the optional zstd-napi package cannot be loaded; install zstd-napi to read it',
         { codec: code },
       )
     }

@@ -12,7 +12,7 @@ import { blake3 } from '../codecs/blake3.js'
 import { decompressBundle } from '../codecs/bundle-compress.js'
 import { badBundle, CarReader } from '../codecs/car.js'
 import { cidDigest, cidEquals, cidKey, cidToString, DAG_CBOR, RAW, toCID, type CidBytes } from '../codecs/cid.js'
-import { compressBlock, defaultCompressor, maxBlockPayload } from '../codecs/compress.js'
+import { compressBlock, maxBlockPayload } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { decodeManifest, type Manifest } from '../codecs/manifest.js'
 import { decodeNode, type NodeEntries } from '../codecs/tree-node.js'
@@ -190,7 +190,9 @@ class Importer {
   private inflight: Promise<void>[] = []
   private chain: Promise<void> = Promise.resolve()
   private batch: { cids: CidBytes[]; offsets: number[]; lengths: number[]; at: number[]; data: Uint8Array; used: number } | undefined
-  private readonly comp = defaultCompressor()
+  private get comp() {
+    return this.blocks.compressor
+  }
   /** staged pack bytes that make a step commit */
   private readonly stageLimit: number
 
@@ -317,6 +319,7 @@ class Importer {
       offsets: Uint32Array.from(b.at),
       lengths: Uint32Array.from(b.lengths),
       compress: true,
+      codec: this.comp.code,
       hashOnly,
       known: this.blocks.filterView(),
       out,

@@ -20,7 +20,7 @@
 import os from 'node:os'
 import path from 'node:path'
 import { cidEquals, cidToString, type CidBytes } from '../codecs/cid.js'
-import { AT_REST, compressBlock, defaultCompressor } from '../codecs/compress.js'
+import { AT_REST, compressBlock } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import type { Manifest } from '../codecs/manifest.js'
 import { deltaBaseCid, encodeNodeDelta } from '../codecs/node-delta.js'
@@ -248,7 +248,7 @@ class Marker {
       }
     }
     const bytes = encodeNode(e)
-    const c = compressBlock(defaultCompressor(), bytes)
+    const c = compressBlock(blocks.compressor, bytes)
     blocks.put(cid, c.code, c.bytes, bytes.length, { replace: true })
     this.reencoded++
     this.reencodedBytes += ENTRY_HEADER_SIZE + c.bytes.length

@@ -9,7 +9,7 @@ import { cdcCuts } from '../codecs/cdc.js'
 import { cidBytes, cidDigest, cidEquals, RAW, type CidBytes } from '../codecs/cid.js'
 import type { BlobRoot } from '../codecs/manifest.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
-import { compressBlock, defaultCompressor, maxBlockPayload, type Compressor } from '../codecs/compress.js'
+import { compressBlock, maxBlockPayload, type Compressor } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import type { BlockStore } from '../store/index.js'
 import { acquireSlab, releaseSlab } from './pipeline/slabs.js'
@@ -130,7 +130,7 @@ export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: Re
   if (speculative) {
     // payloads come back in reused shared memory: fresh buffers per task would make V8 run full
     // collections for their external memory every few checkpoints
-    const comp = defaultCompressor()
+    const comp = blocks.compressor
     let bound = 0
     for (let k = 0; k < b.lengths.length; k++) bound += ENTRY_HEADER_SIZE + maxBlockPayload(comp, b.lengths[k]!)
     const out = acquireSlab(bound)
@@ -141,7 +141,7 @@ export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: Re
       const h = await pool.run(
         {
           op: 'hash', data: b.data, file: b.file, fileOffset: b.fileOffset, offsets: b.offsets, lengths: b.lengths,
-          compress: true, previous, known: blocks.filterView(), out, leaves, indexes: leaves ? b.indexes : undefined,
+          compress: true, codec: blocks.compressor.code, previous, known: blocks.filterView(), out, leaves, indexes: leaves ? b.indexes : undefined,
         },
         transfer,
       )
@@ -200,7 +200,7 @@ export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: Re
     digests = new Uint8Array(fresh.length * 32)
     fresh.forEach((k, n) => digests!.set(h.digests.subarray(k * 32, k * 32 + 32), n * 32))
   }
-  const c = await pool.run({ op: 'compress', data: b.data, file: b.file, fileOffset: b.fileOffset, offsets, lengths, digests })
+  const c = await pool.run({ op: 'compress', data: b.data, file: b.file, fileOffset: b.fileOffset, offsets, lengths, digests, codec: blocks.compressor.code })
   if (c.changed !== undefined && c.changed >= 0) {
     throw new CkptError('CKPT_IO', `${b.file} changed while it was being checkpointed`, { path: b.file })
   }
@@ -266,7 +266,7 @@ async function placeSpeculative(blocks: BlockStore, tree: RegionTree, b: ChunkBa
     // built but changed now (a duplicate index): compress here, from the batch's bytes
     const chunk = b.data ? b.data.subarray(b.offsets[k]!, b.offsets[k]! + b.lengths[k]!) : undefined
     if (!chunk || !cidEquals(blake3(chunk), cidDigest(cid))) throw new CkptError('CKPT_IO', `chunk ${b.indexes[k]} changed during its checkpoint`, { index: b.indexes[k] })
-    const c = compressBlock((comp ??= defaultCompressor()), chunk)
+    const c = compressBlock((comp ??= blocks.compressor), chunk)
     counted(stats, blocks.put(cid, c.code, c.bytes, b.lengths[k]!), b.lengths[k]!, c.bytes.length)
   }
 }
@@ -361,7 +361,7 @@ export function storeBlob(blocks: BlockStore, data: Uint8Array): { root: BlobRoo
   const chunks: BlobRoot['chunks'] = []
   let start = 0
   let stored = 0
-  const comp = defaultCompressor()
+  const comp = blocks.compressor
   for (const end of cuts) {
     const piece = data.subarray(start, end)
     const cid = cidBytes(RAW, blake3(piece))

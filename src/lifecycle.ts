@@ -6,7 +6,7 @@
 import type { CID } from 'multiformats/cid'
 import { blake3 } from '../codecs/blake3.js'
 import { cidBytes, cidEquals, cidKey, cidToString, DAG_CBOR, toCID, type CidBytes } from '../codecs/cid.js'
-import { compressBlock, defaultCompressor } from '../codecs/compress.js'
+import { compressBlock } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { decodeManifest, encodeManifest, type Manifest } from '../codecs/manifest.js'
 import { ENTRY_KIND } from '../codecs/pack-format.js'
@@ -167,7 +167,7 @@ export async function forkTimeline(ctx: StoreContext, name: string, from: string
     }
     const bytes = encodeManifest(manifest)
     const cid = cidBytes(DAG_CBOR, blake3(bytes))
-    const c = compressBlock(defaultCompressor(), bytes)
+    const c = compressBlock(repo.blocks.compressor, bytes)
     repo.blocks.put(cid, c.code, c.bytes, bytes.length, { kind: ENTRY_KIND.manifest })
     const record: TimelineRecord = {
       name,

@@ -11,7 +11,7 @@
  */
 import { blake3 } from '../codecs/blake3.js'
 import { cidBytes, cidDigest, DAG_CBOR, RAW, type CidBytes } from '../codecs/cid.js'
-import { AT_REST, compressBlock, defaultCompressor } from '../codecs/compress.js'
+import { AT_REST, compressBlock } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { encodeNodeDelta, encodeNodePatch } from '../codecs/node-delta.js'
 import { emptyNode, encodedNodeLength, encodeNode, MAX_NODE_COUNT, type NodeEntries } from '../codecs/tree-node.js'
@@ -285,12 +285,7 @@ export function storeNode(
     }
   }
   const bytes = encodeNode(entries)
-  const c = compressBlock(compressor(), bytes)
+  const c = compressBlock(blocks.compressor, bytes)
   blocks.put(cid, c.code, c.bytes, bytes.length)
   return { stored: c.bytes.length, depth: 0 }
-}
-
-let defaultComp: ReturnType<typeof defaultCompressor> | undefined
-function compressor() {
-  return (defaultComp ??= defaultCompressor())
 }

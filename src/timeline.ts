@@ -12,7 +12,7 @@ import fs from 'node:fs'
 import type { CID } from 'multiformats/cid'
 import { blake3 } from '../codecs/blake3.js'
 import { cidBytes, cidKey, DAG_CBOR, toCID, type CidBytes } from '../codecs/cid.js'
-import { compressBlock, defaultCompressor } from '../codecs/compress.js'
+import { compressBlock } from '../codecs/compress.js'
 import { CkptError, fsError } from '../codecs/errors.js'
 import { encodeManifest, metaProblem, type BlobRoot, type Manifest, type RegionRoot } from '../codecs/manifest.js'
 import { ENTRY_KIND } from '../codecs/pack-format.js'
@@ -581,7 +581,7 @@ export class Timeline {
     }
     const mbytes = encodeManifest(manifest)
     const cid = cidBytes(DAG_CBOR, blake3(mbytes))
-    const mc = compressBlock(defaultCompressor(), mbytes)
+    const mc = compressBlock(blocks.compressor, mbytes)
     blocks.put(cid, mc.code, mc.bytes, mbytes.length, { kind: ENTRY_KIND.manifest })
     return { cid, manifest, manifestBytes: mc.bytes.length, blobBytes }
   }

@@ -7,12 +7,12 @@
 import { copyOf } from '../codecs/bytes.js'
 import { blake3 } from '../codecs/blake3.js'
 import { CID_LENGTH, cidCodec, cidDigest, cidEquals, cidKey, cidToString, DAG_CBOR, type CidBytes } from '../codecs/cid.js'
-import { AT_REST, decompressBlock } from '../codecs/compress.js'
+import { AT_REST, decompressBlock, defaultCompressor, type Compressor } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { applyNodeDelta, deltaBaseCid } from '../codecs/node-delta.js'
 import { decodeNode, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
 import { allocBytes } from './alloc.js'
-import { FingerprintSet } from './fingerprint-set.js'
+import { FingerprintSet, type FingerprintView } from './fingerprint-set.js'
 import { blockKey, blockKeyCid, blockRange, manifestKey, packKey, packKeyNo, packRange } from './keys.js'
 import type { KV, KVOp } from './kv.js'
 import {
@@ -107,6 +107,8 @@ export interface BlockStoreOptions {
   dedupFilter?: boolean
   /** never write, truncate or move a pack file (read-only commands, read-only media) */
   readOnly?: boolean
+  /** what blocks are written with (default: defaultCompressor(), chosen at the first write) */
+  compressor?: Compressor
 }
 
 /** How put() stores a payload. */
@@ -154,6 +156,14 @@ export class BlockStore {
     this.nodeCacheMax = opts.nodeCacheEntries ?? 2048
     this.useFilter = opts.dedupFilter !== false
     this.readOnly = opts.readOnly === true
+    this.comp = opts.compressor
+  }
+
+  private comp: Compressor | undefined
+
+  /** The compressor every writer of this store uses (the one place it is chosen; workers get its code). */
+  get compressor(): Compressor {
+    return (this.comp ??= defaultCompressor())
   }
 
   private readonly useFilter: boolean
@@ -218,7 +228,7 @@ export class BlockStore {
   }
 
   /** The "already stored?" filter as shared memory, for worker threads (a "maybe" still needs has()). */
-  filterView(): import('./fingerprint-set.js').FingerprintView {
+  filterView(): FingerprintView {
     return this.filter.view()
   }
 

@@ -7,6 +7,7 @@
  */
 import type { CatalogOp, TimelineRecord } from '../codecs/catalog-record.js'
 import type { CidBytes } from '../codecs/cid.js'
+import type { Compressor } from '../codecs/compress.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
 import type { BlockLocation, PutOptions } from './block-store.js'
 import type { KV, KVOp } from './kv.js'
@@ -103,6 +104,8 @@ export interface BlockWriter {
   putEntry(cid: CidBytes, entry: Uint8Array, rawLength: number, codec: number): boolean
   /** gc: a whole entry out of a pack it rewrites, as it is; where it went. */
   copyEntry(cid: CidBytes, entry: Uint8Array, e: { rawLength: number; codec: number; depth: number; kind: number }): BlockLocation
+  /** What blocks are written with: the one choice of the store (workers get its code). */
+  readonly compressor: Compressor
   /** Where the entry staged last went (a catalog record's place). */
   readonly lastStaged: BlockLocation | undefined
   /** Starts syncing what is staged so far in the background; the commit's own sync still covers it all. */

@@ -9,7 +9,7 @@ import { cidBytes, RAW } from '../../codecs/cid.js'
 import { ENTRY_HEADER_SIZE, entryPayload, isFault, openPayload, writeEntryHeader } from '../../codecs/pack-format.js'
 import { preadUpTo } from '../../codecs/bytes.js'
 import { encodeNode } from '../../codecs/tree-node.js'
-import { compressBlockInto, defaultCompressor, maxBlockPayload, type Compressor } from '../../codecs/compress.js'
+import { AT_REST, compressBlockInto, compressorFor, maxBlockPayload } from '../../codecs/compress.js'
 import { viewMayHave, type FingerprintView } from '../../codecs/fingerprint.js'
 
 /**
@@ -31,6 +31,8 @@ export interface HashTask {
    * For dirty-hint batches, whose chunks are mostly new content.
    */
   compress?: boolean
+  /** With `compress`: the at-rest codec to write with (the store's compressor, BlockStore.compressor) */
+  codec?: number
   previous?: Uint8Array
   /**
    * With `compress`: the store's "already stored?" filter (shared memory). A changed chunk it may
@@ -108,6 +110,8 @@ export interface CompressTask {
   lengths: Uint32Array
   /** for file input: the digests phase 1 saw; a chunk that changed since is reported, not stored */
   digests?: Uint8Array
+  /** the at-rest codec to write with (the store's compressor, BlockStore.compressor) */
+  codec: number
 }
 export interface CompressResult {
   /** concatenated at-rest payloads */
@@ -210,8 +214,6 @@ function isZero(b: Uint8Array): boolean {
   return true
 }
 
-let compressor: Compressor | undefined
-
 export function runTask(t: Task): TaskResult {
   switch (t.op) {
     case 'hash': {
@@ -220,7 +222,7 @@ export function runTask(t: Task): TaskResult {
       const zero = new Uint8Array(n)
       if (!t.compress) return scan(t, digests, zero)
       const data = input(t)
-      compressor ??= defaultCompressor()
+      const compressor = compressorFor(t.codec ?? AT_REST.identity)
       let bound = 0
       for (let i = 0; i < n; i++) if (!t.hashOnly?.[i]) bound += ENTRY_HEADER_SIZE + maxBlockPayload(compressor, t.lengths[i]!)
       // the caller's shared output buffer, or one of our own handed back by transfer; never a buffer
@@ -257,7 +259,7 @@ export function runTask(t: Task): TaskResult {
       return r
     }
     case 'compress': {
-      compressor ??= defaultCompressor()
+      const compressor = compressorFor(t.codec ?? AT_REST.identity)
       const n = t.offsets.length
       const outLengths = new Uint32Array(n)
       const codes = new Uint8Array(n)

@@ -10,6 +10,7 @@ import {
   defaultCompressor,
   deflateCompressor,
   identity,
+  nodeZstdCompressor,
   zstdCompressor,
   type Compressor,
 } from '../../codecs/compress.js'
@@ -215,6 +216,25 @@ describe('decompressBlock on damaged input', () => {
   it('identity checks the length', () => {
     expect(decompressBlock(AT_REST.identity, new Uint8Array(5), 5).length).toBe(5)
     expectCode(() => decompressBlock(AT_REST.identity, new Uint8Array(5), 6), 'CKPT_BAD_PACK')
+  })
+})
+
+describe('zstd from node:zlib (Node >= 22.15)', () => {
+  const nodeZstd = nodeZstdCompressor()
+  it.skipIf(nodeZstd === undefined)('writes what zstd-napi writes, and each reads the other', () => {
+    const napi = createRequire(import.meta.url)('zstd-napi/binding') as { CCtx: new () => { compress(d: Uint8Array, s: Uint8Array, l: number): number }; compressBound(n: number): number }
+    const cctx = new napi.CCtx()
+    for (const [seed, n] of [[1, 4096], [2, 100], [3, 70_000], [4, 1 << 20]] as const) {
+      const data = textLike(seed, n)
+      const dst = Buffer.alloc(napi.compressBound(n))
+      const want = dst.subarray(0, cctx.compress(dst, data, 1))
+      const got = nodeZstd!.compress(data)
+      expect(Buffer.from(got).equals(want)).toBe(true)
+      expect(Buffer.from(decompressBlock(AT_REST.zstd, want, n)).equals(Buffer.from(data))).toBe(true)
+      expect(Buffer.from(nodeZstd!.decompress(want, n)).equals(Buffer.from(data))).toBe(true)
+    }
+    // a frame claiming more than the recorded raw length fails, it never allocates what it claims
+    expect(() => nodeZstd!.decompress(nodeZstd!.compress(textLike(5, 10_000)), 100)).toThrow()
   })
 })
 
