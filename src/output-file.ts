@@ -14,6 +14,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { CkptError, fsError } from '../codecs/errors.js'
+import { partialName, replaceFile } from '../store/index.js'
 
 /**
  * How a resolved output is written: `file` under a temporary name then renamed, `block` in place at
@@ -114,10 +115,8 @@ export function systemError(err: unknown): unknown {
 
 const partial = new Set<string>()
 
-/** The temporary name a file is written under before it is renamed over `target`. */
-export function partialName(target: string): string {
-  return `${target}.ckpt-partial-${process.pid}`
-}
+/** The temporary name a file is written under before it is renamed over `target` (store/replace-file.ts). */
+export { partialName }
 
 /** Temporary files (and directories) of this process that exist now: what a signal handler removes. */
 export function partialFiles(): string[] {
@@ -216,22 +215,27 @@ export async function writeOutput(p: string, data: Uint8Array | AsyncIterable<Ui
     if (known !== undefined) checkFreeSpace(path.dirname(out.target), known, out.target)
     const temp = partialName(out.target)
     trackPartial(temp)
-    let fh: fs.promises.FileHandle | undefined
+    const open: { fh?: fs.promises.FileHandle } = {}
     try {
-      fh = await fs.promises.open(temp, 'w')
-      if (out.mode !== undefined) await fh.chmod(out.mode)
-      for await (const c of chunks) {
-        await writeAll(fh, c, null)
-        bytes += c.length
-      }
-      await fh.close()
-      fh = undefined
-      fs.renameSync(temp, out.target)
-      partial.delete(temp)
+      await replaceFile(
+        out.target,
+        async (t) => {
+          const fh = (open.fh = await fs.promises.open(t, 'w'))
+          if (out.mode !== undefined) await fh.chmod(out.mode)
+          for await (const c of chunks) {
+            await writeAll(fh, c, null)
+            bytes += c.length
+          }
+          open.fh = undefined
+          await fh.close()
+        },
+        temp,
+      )
     } catch (err) {
-      await fh?.close().catch(() => {})
-      dropPartial(temp)
+      await open.fh?.close().catch(() => {})
       throw writeError(err, out.target)
+    } finally {
+      untrackPartial(temp)
     }
     return { out, bytes }
   }

@@ -14,6 +14,7 @@ import path from 'node:path'
 import { blake3 } from '../codecs/blake3.js'
 import { cidEquals, type CidBytes } from '../codecs/cid.js'
 import { decodeSpanTable, encodeSpanTable, SPAN_SIZE, spanCount, type SpanTable } from '../codecs/scan-cache.js'
+import { replaceFileSync } from '../store/index.js'
 import type { Geometry } from './region-tree.js'
 
 export const SCAN_DIR = 'scan'
@@ -56,15 +57,9 @@ export class ScanCache {
     this.tables.set(region, t)
     if (!this.dir) return
     const file = scanCachePath(this.dir, this.timeline, region)
-    const tmp = `${file}.tmp`
     try {
       fs.mkdirSync(path.dirname(file), { recursive: true })
-      fs.writeFileSync(tmp, encodeSpanTable(t, this.key))
-      fs.renameSync(tmp, file)
-    } catch {
-      try {
-        fs.rmSync(tmp, { force: true })
-      } catch {}
-    }
+      replaceFileSync(file, (tmp) => fs.writeFileSync(tmp, encodeSpanTable(t, this.key)), `${file}.tmp`)
+    } catch {}
   }
 }

@@ -30,6 +30,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { CkptError } from '../../codecs/errors.js'
+import { replaceFileSync } from '../../store/index.js'
 import type { CkptStore } from '../store.js'
 import type { Checkpoint, RegionInput, Timeline } from '../timeline.js'
 import { QmpClient, qmpError, type QmpOptions } from './qemu-qmp.js'
@@ -550,12 +551,9 @@ export async function restoreQemu(store: CkptStore, ref: string | Parameters<Ckp
   if (info.deviceState) {
     deviceState = vm.deviceState ?? `${vm.ram}.devstate`
     const b = await store.readBlob(ref, info.deviceState.blob)
-    const tmp = `${deviceState}.ckpt-partial-${process.pid}`
     try {
-      fs.writeFileSync(tmp, b)
-      fs.renameSync(tmp, deviceState)
+      replaceFileSync(deviceState, (tmp) => fs.writeFileSync(tmp, b))
     } catch (err) {
-      fs.rmSync(tmp, { force: true })
       throw new CkptError('CKPT_IO', `cannot write ${deviceState}: ${(err as Error).message}`, { path: deviceState }, err)
     }
     bytes += b.length

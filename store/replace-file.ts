@@ -1,0 +1,41 @@
+/**
+ * Temp-then-rename: the one way a file is replaced whole or not at all (a restore's or export's output
+ * file, src/output-file.ts; the store marker; a scan cache; a QEMU device state). The content is written
+ * under a temporary name beside the target (by default TARGET.ckpt-partial-PID), which is renamed over
+ * the target when complete; on failure it is removed and the target is as it was. Nothing is fsynced
+ * here: a caller that needs durability syncs in `write`.
+ */
+import fs from 'node:fs'
+
+/** The temporary name a file is written under before it replaces `target`: TARGET.ckpt-partial-PID. */
+export function partialName(target: string): string {
+  return `${target}.ckpt-partial-${process.pid}`
+}
+
+function removeQuietly(temp: string): void {
+  try {
+    fs.rmSync(temp, { force: true })
+  } catch {}
+}
+
+/** Replaces `target` by what `write(temp)` puts into `temp`, synchronously. */
+export function replaceFileSync(target: string, write: (temp: string) => void, temp = partialName(target)): void {
+  try {
+    write(temp)
+    fs.renameSync(temp, target)
+  } catch (err) {
+    removeQuietly(temp)
+    throw err
+  }
+}
+
+/** Replaces `target` by what `write(temp)` puts into `temp`. */
+export async function replaceFile(target: string, write: (temp: string) => Promise<void>, temp = partialName(target)): Promise<void> {
+  try {
+    await write(temp)
+    fs.renameSync(temp, target)
+  } catch (err) {
+    removeQuietly(temp)
+    throw err
+  }
+}
