@@ -1,5 +1,5 @@
 /**
- * The catalog step of a bundle import (SPEC.md §11): the catalog operations that make the proven
+ * The catalog step of a bundle import (SPEC.md, "Bundles"): the catalog operations that make the proven
  * checkpoints visible, under the timeline names the import options give, refusing a timeline here
  * with another history, other regions, or another checkpoint at the same vtime.
  */

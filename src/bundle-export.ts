@@ -1,5 +1,5 @@
 /**
- * Bundle export: checkpoints as a CAR v1 stream (SPEC.md §11).
+ * Bundle export: checkpoints as a CAR v1 stream (SPEC.md, "Bundles").
  *
  * exportBundle streams a CAR whose roots are the checkpoints' manifests and whose blocks are every
  * block their DAGs reach (regions' trees and chunks, blobs' chunks, the manifests) exactly once, in

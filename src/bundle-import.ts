@@ -1,5 +1,5 @@
 /**
- * Bundle import (SPEC.md §11): importBundle reads any CAR (v1, or v2 by its payload; plain, zstd or
+ * Bundle import (SPEC.md, "Bundles"): importBundle reads any CAR (v1, or v2 by its payload; plain, zstd or
  * gzip), re-hashes every block against its CID, proves each root's DAG complete (in the bundle or
  * already stored), stores tree nodes as deltas against the same node of the checkpoint's parent where
  * it can, and only then makes the checkpoints visible in one atomic catalog commit. A bad bundle
@@ -11,7 +11,7 @@ import fs from 'node:fs'
 import { blake3 } from '../codecs/blake3.js'
 import { decompressBundle } from '../codecs/bundle-compress.js'
 import { badBundle, CarReader } from '../codecs/car.js'
-import { cidDigest, cidEquals, cidKey, cidToString, DAG_CBOR, RAW, toCID, type CidBytes } from '../codecs/cid.js'
+import { cidDigest, cidEquals, cidKey, cidToString, DAG_CBOR, RAW, type CidBytes } from '../codecs/cid.js'
 import { compressBlock, maxBlockPayload } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { decodeManifest, type Manifest } from '../codecs/manifest.js'
@@ -488,8 +488,8 @@ class Importer {
   }
 
   /**
-   * A manifest: proves its DAG complete and valid — as strictly as verify judges it (SPEC.md §11,
-   * §12.1): every node of the slot count its place needs, level-1 links raw and higher ones
+   * A manifest: proves its DAG complete and valid — as strictly as verify judges it (SPEC.md, "Bundles";
+   * "verifyStore"): every node of the slot count its place needs, level-1 links raw and higher ones
    * dag-cbor, every chunk of exactly the length its index needs (the last one may be shorter), every
    * blob chunk of the length the manifest states. Where the checkpoint's parent is already proven,
    * only what differs from it is checked. Then the tree nodes it reaches that wait in memory are

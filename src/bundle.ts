@@ -1,5 +1,5 @@
 /**
- * Bundles: checkpoints as CAR v1 files any IPFS tool can read (SPEC.md §11).
+ * Bundles: checkpoints as CAR v1 files any IPFS tool can read (SPEC.md, "Bundles").
  *
  * - bundle-export.ts: exportBundle streams a CAR of the checkpoints' DAGs, each block once, in
  *   post-order, leaving out what the receiver has (`since`).

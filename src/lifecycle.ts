@@ -1,5 +1,5 @@
 /**
- * A timeline's life after ingest (SPEC.md §14): thinning by a retention policy, removing checkpoints,
+ * A timeline's life after ingest (SPEC.md, "Retention policies"): thinning by a retention policy, removing checkpoints,
  * forking a branch, named refs (pins). All of these change the catalog only, in one atomic batch;
  * blocks nothing reaches any more are reclaimed by gc.
  */
@@ -35,7 +35,7 @@ export async function pinnedCids(repo: Repository): Promise<Set<string>> {
   return out
 }
 
-/** The catalog ops that remove these entries (SPEC.md §5.1 "drop"). */
+/** The catalog ops that remove these entries (SPEC.md, "Catalog records": drop). */
 export function dropOps(repo: Repository, entries: { timeline: string; vtime: bigint; cid: CidBytes }[]): CatalogOp[] {
   return entries.map((e) => repo.dropCheckpointOp(e))
 }

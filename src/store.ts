@@ -1,5 +1,5 @@
 /**
- * The library's entry point: openStore(dir) and the CkptStore it returns (README.md, "Library API"; formats in SPEC.md).
+ * The library's entry point: openStore(dir) and the CkptStore it returns (SPEC.md, "Library API"; signatures in docs/api.md).
  */
 import os from 'node:os'
 import path from 'node:path'
@@ -118,7 +118,7 @@ export class CkptStore {
   }
 
   /**
-   * What opening the store found and did (SPEC.md §5.2): an index rebuilt from the packs, a reader
+   * What opening the store found and did (SPEC.md, "The index from the packs"): an index rebuilt from the packs, a reader
    * reading from the packs alone, a format upgrade. Empty when the store opened as it was.
    */
   get openNotes(): readonly OpenNote[] {
@@ -154,13 +154,13 @@ export class CkptStore {
     return this.ctx.resolve(ref)
   }
 
-  /** Drops the checkpoints a retention policy does not keep (SPEC.md §14); `dryRun` only says. */
+  /** Drops the checkpoints a retention policy does not keep (SPEC.md, "Retention policies"); `dryRun` only says. */
   thin(timeline: string, policy: string, opts: { dryRun?: boolean } = {}): Promise<ThinResult> {
     return thinTimeline(this.ctx, timeline, policy, opts)
   }
 
   /**
-   * Checkpoints stored that no timeline lists and whose removal no record explains (SPEC.md §15):
+   * Checkpoints stored that no timeline lists and whose removal no record explains (SPEC.md, "Garbage collection"):
    * gc waits until each is removed (rm of its CID) or catalogued again (repair with adopt).
    */
   uncatalogued(): AsyncIterable<LogEntry> {
@@ -197,7 +197,7 @@ export class CkptStore {
     for await (const r of this.repo.refs()) yield { name: r.name, cid: toCID(r.cid) }
   }
 
-  /** Reclaims blocks no checkpoint, ref or open timeline reaches (SPEC.md §15). */
+  /** Reclaims blocks no checkpoint, ref or open timeline reaches (SPEC.md, "Garbage collection"). */
   gc(opts: GcOptions = {}): Promise<GcSummary> {
     return collectGarbage(this.ctx, opts)
   }

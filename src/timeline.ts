@@ -50,7 +50,7 @@ export interface CheckpointInput {
   blobs?: Record<string, Uint8Array>
   meta?: Record<string, string>
   /**
-   * false: full scans do not trust the scan cache (SPEC.md §2.1): every chunk is hashed, and the
+   * false: full scans do not trust the scan cache (SPEC.md, "Scan cache files"): every chunk is hashed, and the
    * cache is written anew from what was hashed. Default true.
    */
   scanCache?: boolean
@@ -164,7 +164,7 @@ export class Timeline {
    * of the region (no `dirty`) sets a new baseline.
    */
   private readonly broken = new Map<string, string>()
-  /** span digests of the regions' last full scans (SPEC.md §10 "Full scans"), loaded on first use */
+  /** span digests of the regions' last full scans (DESIGN.md, "Full scans"), loaded on first use */
   private scanCache: ScanCache | undefined
 
   /** @internal the timeline's catalog record */
@@ -334,7 +334,7 @@ export class Timeline {
       if (typeof v !== 'string') throw new TypeError(`meta ${k} must be a string`)
       meta[k] = v
     }
-    // what a manifest may hold (SPEC.md §6.3), checked before anything is copied
+    // what a manifest may hold (SPEC.md, "Manifest"), checked before anything is copied
     const why = metaProblem(meta)
     if (why) throw new CkptError('CKPT_BAD_ARGUMENT', why, { timeline: this.name })
     if (input.scanCache !== undefined && typeof input.scanCache !== 'boolean') throw new TypeError('scanCache must be a boolean')
