@@ -58,7 +58,6 @@ function crcOk(b: Buffer, at: number, stored: number): boolean {
 /** Reads up to into.length bytes at pos; returns how many there were. */
 export type PackReader = { size: number; read(into: Uint8Array, pos: number): number; close?(): void }
 
-/** Reads up to into.length bytes of fd at pos (fewer only at the end of the file); returns how many. */
 /** A pack file as a PackReader. */
 export function fileReader(file: string): PackReader {
   const fd = fs.openSync(file, 'r')
@@ -92,77 +91,13 @@ export function* scanPack(
 ): Generator<ScanEvent> {
   try {
     const size = r.size
-    const head = Buffer.alloc(PACK_HEADER_SIZE)
-    const got = r.read(head, 0)
-    // a damaged header: entries are still looked for, as in the newest format (kinds allowed)
-    let maxKind = MAX_ENTRY_KIND
-    if (got < PACK_HEADER_SIZE || !head.subarray(0, 8).equals(PACK_MAGIC)) {
-      yield { kind: 'bad-header', reason: got < PACK_HEADER_SIZE ? `the file has ${size} bytes, less than a pack header` : 'bad magic' }
-    } else if (!PACK_VERSIONS.includes(head.readUInt16LE(8))) {
-      yield { kind: 'bad-header', reason: `pack format version ${head.readUInt16LE(8)}` }
-    } else if (head.readUInt32LE(12) !== packNo) {
-      yield { kind: 'bad-header', reason: `the header says pack ${head.readUInt32LE(12)}` }
-    } else {
-      const version = head.readUInt16LE(8)
-      if (version === 1) maxKind = 0
-      yield { kind: 'header', version }
-    }
-    let end = opts.end ?? size
-    if (opts.footerOptional && size >= PACK_HEADER_SIZE + FOOTER_SIZE) {
-      // a retired pack: it may or may not have been sealed before its damage
-      const foot = Buffer.alloc(FOOTER_SIZE)
-      const f = r.read(foot, size - FOOTER_SIZE) === FOOTER_SIZE ? decodeFooter(foot) : undefined
-      if (f && f.dataEnd === size - FOOTER_SIZE) end = f.dataEnd
-    }
-    if (opts.sealed) {
-      const foot = Buffer.alloc(FOOTER_SIZE)
-      const n = size >= FOOTER_SIZE ? r.read(foot, size - FOOTER_SIZE) : 0
-      const f = n === FOOTER_SIZE ? decodeFooter(foot) : undefined
-      if (!f || !foot.subarray(0, 8).equals(SEAL_MAGIC) || f.dataEnd !== size - FOOTER_SIZE) {
-        yield { kind: 'bad-footer', reason: f ? `the footer's data end ${f.dataEnd} is not the file's end` : 'no sealed-pack footer at the end of the file' }
-        end = Math.min(end, size)
-      } else {
-        yield { kind: 'footer', entryCount: f.entryCount, dataEnd: f.dataEnd }
-        end = f.dataEnd
-      }
-    }
+    const maxKind = yield* headerEvents(r, packNo)
+    const end = yield* entriesEnd(r, opts)
     const limit = Math.min(end, size)
-    let buf = Buffer.allocUnsafe(WINDOW)
-    let bufAt = 0 // file offset of buf[0]
-    let bufLen = 0
-    const have = (from: number, n: number): boolean => {
-      if (from >= bufAt && from + n <= bufAt + bufLen) return true
-      if (from + n > limit) return false
-      if (n > buf.length) buf = Buffer.allocUnsafe(n + WINDOW)
-      bufAt = from
-      bufLen = 0
-      const want = Math.min(buf.length, limit - from)
-      bufLen = r.read(buf.subarray(0, want), from)
-      return bufLen >= n
-    }
-    /** the whole entry at file offset p, if one starts there and its checksum holds */
-    const entryAt = (p: number, mayTrust = false): ScannedEntry | undefined => {
-      if (!have(p, ENTRY_HEADER_SIZE) || !plausible(buf, p - bufAt, maxKind)) return undefined
-      const stored = buf.readUInt32LE(p - bufAt)
-      if (p + ENTRY_HEADER_SIZE + stored > limit || !have(p, ENTRY_HEADER_SIZE + stored)) return undefined
-      const o = p - bufAt
-      const skip = mayTrust && opts.check !== undefined && !opts.check(buf.subarray(o + 12, o + 12 + CID_LENGTH), buf[o + 10]!)
-      if (!skip && !crcOk(buf, o, stored)) return undefined
-      return {
-        offset: p,
-        storedLength: stored,
-        rawLength: buf.readUInt32LE(o + 4),
-        codec: buf[o + 8]!,
-        depth: buf[o + 9]!,
-        kind: buf[o + 10]!,
-        cid: buf.subarray(o + 12, o + 12 + CID_LENGTH),
-        payload: buf.subarray(o + ENTRY_HEADER_SIZE, o + ENTRY_HEADER_SIZE + stored),
-        bytes: buf.subarray(o, o + ENTRY_HEADER_SIZE + stored),
-      }
-    }
+    const win = new EntryWindow(r, limit, maxKind, opts.check)
     let at = Math.max(PACK_HEADER_SIZE, opts.start ?? PACK_HEADER_SIZE)
     while (at < limit) {
-      const e = entryAt(at, true)
+      const e = win.entryAt(at, true)
       if (e) {
         yield { kind: 'entry', entry: e }
         at += ENTRY_HEADER_SIZE + e.storedLength
@@ -171,7 +106,7 @@ export function* scanPack(
       // damage: the next position where a whole, checksummed entry starts
       let next = -1
       for (let p = at + 1; p + ENTRY_HEADER_SIZE <= limit; p++) {
-        if (have(p, ENTRY_HEADER_SIZE) && buf[p - bufAt + 12] === 0x01 && entryAt(p)) {
+        if (win.startsCid(p) && win.entryAt(p)) {
           next = p
           break
         }
@@ -184,5 +119,102 @@ export function* scanPack(
     yield { kind: 'end', offset: limit, fileSize: size }
   } finally {
     r.close?.()
+  }
+}
+
+/** The pack header's events; returns the highest entry kind its version allows. */
+function* headerEvents(r: PackReader, packNo: number): Generator<ScanEvent, number> {
+  const head = Buffer.alloc(PACK_HEADER_SIZE)
+  const got = r.read(head, 0)
+  // a damaged header: entries are still looked for, as in the newest format (kinds allowed)
+  if (got < PACK_HEADER_SIZE || !head.subarray(0, 8).equals(PACK_MAGIC)) {
+    yield { kind: 'bad-header', reason: got < PACK_HEADER_SIZE ? `the file has ${r.size} bytes, less than a pack header` : 'bad magic' }
+  } else if (!PACK_VERSIONS.includes(head.readUInt16LE(8))) {
+    yield { kind: 'bad-header', reason: `pack format version ${head.readUInt16LE(8)}` }
+  } else if (head.readUInt32LE(12) !== packNo) {
+    yield { kind: 'bad-header', reason: `the header says pack ${head.readUInt32LE(12)}` }
+  } else {
+    const version = head.readUInt16LE(8)
+    yield { kind: 'header', version }
+    if (version === 1) return 0
+  }
+  return MAX_ENTRY_KIND
+}
+
+/** Where the entries end: the footer's data end when the pack is sealed (its events), else `end` or the file's end. */
+function* entriesEnd(r: PackReader, opts: { end?: number; sealed?: boolean; footerOptional?: boolean }): Generator<ScanEvent, number> {
+  const size = r.size
+  let end = opts.end ?? size
+  if (opts.footerOptional && size >= PACK_HEADER_SIZE + FOOTER_SIZE) {
+    // a retired pack: it may or may not have been sealed before its damage
+    const foot = Buffer.alloc(FOOTER_SIZE)
+    const f = r.read(foot, size - FOOTER_SIZE) === FOOTER_SIZE ? decodeFooter(foot) : undefined
+    if (f && f.dataEnd === size - FOOTER_SIZE) end = f.dataEnd
+  }
+  if (opts.sealed) {
+    const foot = Buffer.alloc(FOOTER_SIZE)
+    const n = size >= FOOTER_SIZE ? r.read(foot, size - FOOTER_SIZE) : 0
+    const f = n === FOOTER_SIZE ? decodeFooter(foot) : undefined
+    if (!f || !foot.subarray(0, 8).equals(SEAL_MAGIC) || f.dataEnd !== size - FOOTER_SIZE) {
+      yield { kind: 'bad-footer', reason: f ? `the footer's data end ${f.dataEnd} is not the file's end` : 'no sealed-pack footer at the end of the file' }
+      end = Math.min(end, size)
+    } else {
+      yield { kind: 'footer', entryCount: f.entryCount, dataEnd: f.dataEnd }
+      end = f.dataEnd
+    }
+  }
+  return end
+}
+
+/** A read window over a pack, and the entries that start in it. */
+class EntryWindow {
+  private buf = Buffer.allocUnsafe(WINDOW)
+  /** file offset of buf[0] */
+  private bufAt = 0
+  private bufLen = 0
+
+  constructor(
+    private readonly r: PackReader,
+    private readonly limit: number,
+    private readonly maxKind: number,
+    private readonly check: ((cid: Uint8Array, kind: number) => boolean) | undefined,
+  ) {}
+
+  private have(from: number, n: number): boolean {
+    if (from >= this.bufAt && from + n <= this.bufAt + this.bufLen) return true
+    if (from + n > this.limit) return false
+    if (n > this.buf.length) this.buf = Buffer.allocUnsafe(n + WINDOW)
+    this.bufAt = from
+    this.bufLen = 0
+    const want = Math.min(this.buf.length, this.limit - from)
+    this.bufLen = this.r.read(this.buf.subarray(0, want), from)
+    return this.bufLen >= n
+  }
+
+  /** Whether a header at p could begin with a CID (its first byte, 0x01): the cheap test of a resync. */
+  startsCid(p: number): boolean {
+    return this.have(p, ENTRY_HEADER_SIZE) && this.buf[p - this.bufAt + 12] === 0x01
+  }
+
+  /** The whole entry at file offset p, if one starts there and its checksum holds (`mayTrust`: the check option may waive it). */
+  entryAt(p: number, mayTrust = false): ScannedEntry | undefined {
+    if (!this.have(p, ENTRY_HEADER_SIZE) || !plausible(this.buf, p - this.bufAt, this.maxKind)) return undefined
+    const stored = this.buf.readUInt32LE(p - this.bufAt)
+    if (p + ENTRY_HEADER_SIZE + stored > this.limit || !this.have(p, ENTRY_HEADER_SIZE + stored)) return undefined
+    const b = this.buf
+    const o = p - this.bufAt
+    const skip = mayTrust && this.check !== undefined && !this.check(b.subarray(o + 12, o + 12 + CID_LENGTH), b[o + 10]!)
+    if (!skip && !crcOk(b, o, stored)) return undefined
+    return {
+      offset: p,
+      storedLength: stored,
+      rawLength: b.readUInt32LE(o + 4),
+      codec: b[o + 8]!,
+      depth: b[o + 9]!,
+      kind: b[o + 10]!,
+      cid: b.subarray(o + 12, o + 12 + CID_LENGTH),
+      payload: b.subarray(o + ENTRY_HEADER_SIZE, o + ENTRY_HEADER_SIZE + stored),
+      bytes: b.subarray(o, o + ENTRY_HEADER_SIZE + stored),
+    }
   }
 }

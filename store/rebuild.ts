@@ -115,19 +115,56 @@ export async function rebuildFromPacks(io: PackSource, target: KV, opts: { onPro
     uncovered: [],
     mentioned: { refs: new Set(), timelines: new Set() },
   }
-  let ops: KVOp[] = []
-  // locations written in the current batch (later copies of a CID must see earlier ones)
-  const pending = new Map<string, BlockLocation>()
-  const flush = async () => {
-    if (ops.length) await target.batch(ops)
-    ops = []
-    pending.clear()
-  }
-  const records: CatalogRecord[] = []
-  const manifests: { cid: CidBytes; m: Manifest }[] = []
-  const seenManifest = new Set<string>()
+  const ix = new PackIndexer(io, target)
   let done = 0
   for (const n of files) {
+    const rec = await ix.indexPack(n)
+    if (rec.retired) summary.damagedPacks.push(n)
+    opts.onProgress?.(++done, files.length)
+  }
+  await ix.flush()
+  summary.manifests = ix.manifests.length
+  let count = 0
+  for await (const _ of target.iterate({ gte: Uint8Array.of(0x62), lt: Uint8Array.of(0x63) })) count++
+  summary.blocks = count
+  await replayRecords(target, ix.records, summary)
+  // removals of manifests no longer stored (gc collected them after the record was written) say nothing
+  const gone: KVOp[] = []
+  for await (const [k] of target.iterate(removedRange)) {
+    if ((await target.get(manifestKey(k.subarray(1)))) === undefined) gone.push({ type: 'del', key: Uint8Array.prototype.slice.call(k) })
+  }
+  await target.batch(gone)
+  await countCatalog(target, summary)
+  await findUncovered(target, summary, ix.manifests)
+  return summary
+}
+
+/**
+ * The index entries of the packs, pack by pack: locations ('b'), manifests ('M'), record locations
+ * ('r') and pack records ('p'), written in batches; the catalog records found are kept for the replay.
+ */
+class PackIndexer {
+  private ops: KVOp[] = []
+  /** locations written in the current batch (later copies of a CID must see earlier ones) */
+  private readonly pending = new Map<string, BlockLocation>()
+  readonly records: CatalogRecord[] = []
+  readonly manifests: { cid: CidBytes; m: Manifest }[] = []
+  private readonly seenManifest = new Set<string>()
+
+  constructor(
+    private readonly io: PackSource,
+    private readonly target: KV,
+  ) {}
+
+  async flush(): Promise<void> {
+    if (this.ops.length) await this.target.batch(this.ops)
+    this.ops = []
+    this.pending.clear()
+  }
+
+  /** Indexes one pack's intact entries (and salvaged ones); returns the pack record written for it. */
+  async indexPack(n: number): Promise<PackRecord> {
+    const io = this.io
     let sealed = false
     let damaged = false
     let end = 0
@@ -144,85 +181,75 @@ export async function rebuildFromPacks(io: PackSource, target: KV, opts: { onPro
       // damaged bytes that still hold a whole block whose content hashes to its CID (only its
       // checksum is hurt): indexed like an intact entry, as every read would take it
       const salvaged = ev.kind === 'damage' ? salvage(io, n, ev.offset, ev.length) : undefined
-      if (ev.kind === 'entry' || salvaged) {
-        const e = ev.kind === 'entry' ? ev.entry : salvaged!
-        entries++
-        end = e.offset + ENTRY_HEADER_SIZE + e.storedLength
-        if (e.kind === ENTRY_KIND.record) {
-          const r = recordOf(e)
-          if (r) {
-            records.push(r)
-            // where it is (a later copy, gc's, wins)
-            const loc: BlockLocation = { pack: n, offset: e.offset, storedLength: e.storedLength, rawLength: e.rawLength, codec: e.codec, depth: 0 }
-            ops.push({ type: 'put', key: recordKey(r.seq, r.snapshot?.part ?? 0), value: encodeLocation(loc) })
-          } else damaged = true
-          continue
-        }
-        const loc: BlockLocation = { pack: n, offset: e.offset, storedLength: e.storedLength, rawLength: e.rawLength, codec: e.codec, depth: e.depth }
-        if (e.cid[1] !== DAG_CBOR) {
-          // a chunk has no delta chain: the later copy wins, no lookup
-          ops.push({ type: 'put', key: blockKey(Uint8Array.prototype.slice.call(e.cid)), value: encodeLocation(loc) })
-        } else if (choose(e.cid, loc, pending, target)) {
-          const cid = Uint8Array.prototype.slice.call(e.cid) as CidBytes
-          pending.set(Buffer.from(cid).toString('latin1'), loc)
-          ops.push({ type: 'put', key: blockKey(cid), value: encodeLocation(loc) })
-        }
-        const isManifest = e.kind === ENTRY_KIND.manifest || (!marked && e.cid[1] === DAG_CBOR && e.codec !== AT_REST.nodeDelta && looksLikeMap(e))
-        if (isManifest) {
-          const key = Buffer.from(e.cid).toString('latin1')
-          if (!seenManifest.has(key)) {
-            const m = manifestOf(e)
-            if (m) {
-              seenManifest.add(key)
-              const cid = Uint8Array.prototype.slice.call(e.cid) as CidBytes
-              manifests.push({ cid, m })
-              ops.push({ type: 'put', key: manifestKey(cid), value: new Uint8Array(0) })
-            }
-          }
-        }
-        if (ops.length >= BATCH) await flush()
-      }
+      if (ev.kind !== 'entry' && !salvaged) continue
+      const e = ev.kind === 'entry' ? ev.entry : salvaged!
+      entries++
+      end = e.offset + ENTRY_HEADER_SIZE + e.storedLength
+      if (!this.indexEntry(n, e, marked)) damaged = true
+      if (this.ops.length >= BATCH) await this.flush()
     }
     const rec: PackRecord = sealed && !damaged
       ? { committedLength: size, sealed: true, entries }
       : { committedLength: damaged ? size : Math.max(end, 16), sealed: damaged, retired: damaged, entries }
-    if (damaged) summary.damagedPacks.push(n)
-    ops.push({ type: 'put', key: packKey(n), value: encodePackRecord(rec) })
-    opts.onProgress?.(++done, files.length)
+    this.ops.push({ type: 'put', key: packKey(n), value: encodePackRecord(rec) })
+    return rec
   }
-  await flush()
-  summary.manifests = manifests.length
-  let count = 0
-  for await (const _ of target.iterate({ gte: Uint8Array.of(0x62), lt: Uint8Array.of(0x63) })) count++
-  summary.blocks = count
 
+  /** One intact entry into the batch; false for a catalog record that does not decode (damage). */
+  private indexEntry(n: number, e: ScannedEntry, marked: boolean): boolean {
+    const { ops, pending } = this
+    if (e.kind === ENTRY_KIND.record) {
+      const r = recordOf(e)
+      if (!r) return false
+      this.records.push(r)
+      // where it is (a later copy, gc's, wins)
+      const loc: BlockLocation = { pack: n, offset: e.offset, storedLength: e.storedLength, rawLength: e.rawLength, codec: e.codec, depth: 0 }
+      ops.push({ type: 'put', key: recordKey(r.seq, r.snapshot?.part ?? 0), value: encodeLocation(loc) })
+      return true
+    }
+    const loc: BlockLocation = { pack: n, offset: e.offset, storedLength: e.storedLength, rawLength: e.rawLength, codec: e.codec, depth: e.depth }
+    if (e.cid[1] !== DAG_CBOR) {
+      // a chunk has no delta chain: the later copy wins, no lookup
+      ops.push({ type: 'put', key: blockKey(Uint8Array.prototype.slice.call(e.cid)), value: encodeLocation(loc) })
+    } else if (choose(e.cid, loc, pending, this.target)) {
+      const cid = Uint8Array.prototype.slice.call(e.cid) as CidBytes
+      pending.set(Buffer.from(cid).toString('latin1'), loc)
+      ops.push({ type: 'put', key: blockKey(cid), value: encodeLocation(loc) })
+    }
+    const isManifest = e.kind === ENTRY_KIND.manifest || (!marked && e.cid[1] === DAG_CBOR && e.codec !== AT_REST.nodeDelta && looksLikeMap(e))
+    const key = Buffer.from(e.cid).toString('latin1')
+    if (!isManifest || this.seenManifest.has(key)) return true
+    const m = manifestOf(e)
+    if (m) {
+      this.seenManifest.add(key)
+      const cid = Uint8Array.prototype.slice.call(e.cid) as CidBytes
+      this.manifests.push({ cid, m })
+      ops.push({ type: 'put', key: manifestKey(cid), value: new Uint8Array(0) })
+    }
+    return true
+  }
+}
+
+/** The catalog records replayed from the newest snapshot into `target` ('m' catalog position too); none: a format-1 store (`legacy`). */
+async function replayRecords(target: KV, records: CatalogRecord[], summary: RebuildSummary): Promise<void> {
   summary.records = records.length
   if (records.length === 0) {
     summary.legacy = true
-  } else {
-    const plan = replayPlan(records)
-    summary.seq = plan.seq
-    summary.snapshotSeq = plan.snapshotSeq
-    summary.missingRecords = plan.missing
-    for (const r of plan.apply) {
-      const kvOps = await catalogKvOps(target, r.ops)
-      await target.batch(kvOps)
-      for (const o of r.ops) {
-        if (o.op === 'ref') summary.mentioned.refs.add(o.name)
-        else if (o.op === 'timeline') summary.mentioned.timelines.add(o.record.name)
-      }
+    return
+  }
+  const plan = replayPlan(records)
+  summary.seq = plan.seq
+  summary.snapshotSeq = plan.snapshotSeq
+  summary.missingRecords = plan.missing
+  for (const r of plan.apply) {
+    const kvOps = await catalogKvOps(target, r.ops)
+    await target.batch(kvOps)
+    for (const o of r.ops) {
+      if (o.op === 'ref') summary.mentioned.refs.add(o.name)
+      else if (o.op === 'timeline') summary.mentioned.timelines.add(o.record.name)
     }
-    await target.batch([{ type: 'put', key: metaKey(META_CATALOG), value: jsonValue({ seq: plan.seq, snapshot: plan.snapshotSeq }) }])
   }
-  // removals of manifests no longer stored (gc collected them after the record was written) say nothing
-  const gone: KVOp[] = []
-  for await (const [k] of target.iterate(removedRange)) {
-    if ((await target.get(manifestKey(k.subarray(1)))) === undefined) gone.push({ type: 'del', key: Uint8Array.prototype.slice.call(k) })
-  }
-  await target.batch(gone)
-  await countCatalog(target, summary)
-  await findUncovered(target, summary, manifests)
-  return summary
+  await target.batch([{ type: 'put', key: metaKey(META_CATALOG), value: jsonValue({ seq: plan.seq, snapshot: plan.snapshotSeq }) }])
 }
 
 /** Manifests no catalog entry names and no removal record explains. */
