@@ -14,7 +14,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { CkptError, fsError } from '../codecs/errors.js'
-import { partialName, replaceFile } from '../store/index.js'
+import { partialName, renameOver, replaceFile } from '../store/index.js'
 
 /**
  * How a resolved output is written: `file` under a temporary name then renamed, `block` in place at
@@ -131,6 +131,12 @@ export function trackPartial(p: string): void {
 /** Forgets a temporary file that has been renamed into place. */
 export function untrackPartial(p: string): void {
   partial.delete(p)
+}
+
+/** Renames a complete temporary file over its target and forgets it. */
+export function commitPartial(temp: string, target: string): void {
+  renameOver(temp, target)
+  untrackPartial(temp)
 }
 
 /** Removes a temporary file or directory (if it is there) and forgets it. */

@@ -16,6 +16,7 @@ import type { WorkerPool } from './pipeline/worker-pool.js'
 import {
   checkDeviceSize,
   checkFreeSpace,
+  commitPartial,
   dropPartial,
   inPlaceFlags,
   openInPlace,
@@ -23,7 +24,6 @@ import {
   resolveOutput,
   systemError,
   trackPartial,
-  untrackPartial,
   writeAll,
   writeError,
   type OutputKind,
@@ -333,8 +333,7 @@ class RegionOutput {
       await h.close()
     }
     if (this.temp) {
-      fs.renameSync(this.temp, this.target!)
-      untrackPartial(this.temp)
+      commitPartial(this.temp, this.target!)
       this.temp = undefined
     }
   }

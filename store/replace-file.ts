@@ -12,6 +12,11 @@ export function partialName(target: string): string {
   return `${target}.ckpt-partial-${process.pid}`
 }
 
+/** Moves a complete temporary file over its target (the last step of replaceFile, and of writers that keep the temporary file open across calls). */
+export function renameOver(temp: string, target: string): void {
+  fs.renameSync(temp, target)
+}
+
 function removeQuietly(temp: string): void {
   try {
     fs.rmSync(temp, { force: true })
@@ -22,7 +27,7 @@ function removeQuietly(temp: string): void {
 export function replaceFileSync(target: string, write: (temp: string) => void, temp = partialName(target)): void {
   try {
     write(temp)
-    fs.renameSync(temp, target)
+    renameOver(temp, target)
   } catch (err) {
     removeQuietly(temp)
     throw err
@@ -33,7 +38,7 @@ export function replaceFileSync(target: string, write: (temp: string) => void, t
 export async function replaceFile(target: string, write: (temp: string) => Promise<void>, temp = partialName(target)): Promise<void> {
   try {
     await write(temp)
-    fs.renameSync(temp, target)
+    renameOver(temp, target)
   } catch (err) {
     removeQuietly(temp)
     throw err
