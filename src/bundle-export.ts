@@ -163,9 +163,11 @@ class CarOutput {
         yield this.out.subarray(0, this.outLen)
         this.out = new Uint8Array(OUT_CHUNK + 64)
         this.outLen = 0
+        this.onProgress?.({ blocks: stats.blocks, bytes: stats.bytes })
       }
       if (bytes.length > this.out.length) {
         yield copyOf(bytes)
+        this.onProgress?.({ blocks: stats.blocks, bytes: stats.bytes })
         return
       }
     }

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { openStore, restoreAll, type CkptStore, type RestoreAllProgress } from '../../src/index.js'
+import { exportBundle, openStore, restoreAll, type CkptStore, type ExportProgress, type RestoreAllProgress } from '../../src/index.js'
 import { defaultChunkSize, inputFileSize, timelineForFiles } from '../../src/timeline-files.js'
 import { caught, removeTmpDirs, tmpDir } from '../helpers/tmp.js'
 
@@ -113,5 +113,22 @@ describe('restoreAll', () => {
     const b = await caught(() => restoreAll(store, 'both', path.join(dir, 'both')))
     expect(b).toMatchObject({ code: 'CKPT_BAD_ARGUMENT', details: { reason: 'both' } })
     expect(fs.existsSync(path.join(dir, 'both'))).toBe(false)
+  })
+})
+
+describe('exportBundle progress (the bar of ckpt export)', () => {
+  it('reports the block bytes written as the bundle grows, also for blocks of 64 KiB', async () => {
+    const big = randomBytes(4 << 20)
+    const tl = await store.timeline('big', { regions: { disk: { size: big.length, chunkSize: 65536 } } })
+    await tl.checkpoint({ vtime: 0n, regions: { disk: { data: big } } })
+    const seen: ExportProgress[] = []
+    const stream = exportBundle(store, ['big'], { onProgress: (p) => seen.push(p) })
+    let n = 0
+    for await (const c of stream) n += c.length
+    const sum = await stream.summary
+    expect(n).toBe(sum.carBytes)
+    expect(seen.length).toBeGreaterThanOrEqual(3)
+    for (let i = 1; i < seen.length; i++) expect(seen[i]!.bytes).toBeGreaterThan(seen[i - 1]!.bytes)
+    expect(seen.at(-1)!.bytes).toBeLessThanOrEqual(sum.bytes)
   })
 })
