@@ -1,6 +1,6 @@
 /**
  * A whole checkpoint into a directory (what `ckpt restore --all` does): every region and every blob
- * to DIR/NAME, by the output-file rules of src/output-file.ts (SPEC.md §9.1): a regular file appears
+ * to DIR/NAME, by the output-file rules of src/output-file.ts (SPEC.md, "Output files"): a regular file appears
  * complete or not at all, a symlink's target is written, a device or FIFO in place. Names may hold
  * '/' (a file in a subdirectory, created), never a path outside DIR.
  */

@@ -1,7 +1,7 @@
 /**
  * A timeline whose regions come from files (what `ckpt add` does): open it, or create it with each
  * region sized by its file and a chunk size given or guessed from its name, and check that a chunk size
- * given for an existing region is the region's. Input files are read as SPEC.md §9 says: a missing one
+ * given for an existing region is the region's. Input files are read as SPEC.md ("CLI exit codes") says: a missing one
  * is CKPT_NOT_FOUND, a directory CKPT_BAD_ARGUMENT, an unreadable one CKPT_PERMISSION.
  */
 import fs from 'node:fs'

@@ -1,5 +1,5 @@
 /**
- * Exit codes and error reporting of the `ckpt` command (SPEC.md §CLI lists EXIT).
+ * Exit codes and error reporting of the `ckpt` command (SPEC.md, "CLI exit codes", lists EXIT).
  */
 import { CkptError, errnoCode, fsError, isCkptError } from '../../codecs/errors.js'
 import { esc } from './format.js'

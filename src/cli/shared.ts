@@ -10,7 +10,7 @@ import { StoreOpenError, UsageError, type ExitCode } from './errors.js'
 import { esc, toJson } from './format.js'
 
 /**
- * What `--json` prints on stdout (SPEC.md §9): `document`, exactly one JSON document (an error is that
+ * What `--json` prints on stdout (SPEC.md, "CLI exit codes"): `document`, exactly one JSON document (an error is that
  * document: {"error":{"code","message"}}); `lines`, JSON lines, one value per line (an error ends them
  * with an {"error":...} line). Each has a JSON Schema, schemas/cli/NAME.schema.json.
  */

@@ -36,7 +36,7 @@ nothing live in them and rewrites those whose live share is below the threshold 
 are copied into a new pack, the old file deleted), and then the deadest others while the dead bytes
 left would exceed --max-unused of the live ones. Tree nodes kept only as delta bases of thinned
 checkpoints are not kept: the live nodes built on them are stored anew. Holds the store's writer lock; a kill at any
-point leaves a consistent store (SPEC.md §15). Prints packs rewritten and deleted, and bytes
+point leaves a consistent store (SPEC.md, Garbage collection). Prints packs rewritten and deleted, and bytes
 reclaimed (--json: the whole summary).
 
 ${STORE_HELP}
