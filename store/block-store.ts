@@ -29,7 +29,7 @@ import {
   PACK_VERSION,
   writeEntry,
 } from '../codecs/pack-format.js'
-import type { PackIO } from './interface.js'
+import type { BlockReader, BlockWriter, PackIO } from './interface.js'
 
 export interface BlockLocation {
   pack: number
@@ -125,7 +125,7 @@ const WRITE_BUFFER = 4 << 20
 /** Entries go to the pack file once this much is buffered, so writes overlap hashing and compression. */
 const FLUSH_AT = 1 << 20
 
-export class BlockStore {
+export class BlockStore implements BlockReader, BlockWriter {
   private readonly filter = new FingerprintSet()
   private readonly staged = new Map<string, BlockLocation>()
   private readonly stagedCids: CidBytes[] = []
