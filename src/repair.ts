@@ -193,7 +193,7 @@ async function fetchBlocks(store: CkptStore, from: string, wanted: string[]): Pr
   if (fs.existsSync(path.join(src, 'CKPT'))) {
     const other = await openStore(src, { mustExist: true, threads: 0 })
     try {
-      const blocks = other.internals().repo.blocks
+      const blocks = other.context().repo.blocks
       for (const [k, c] of need) {
         try {
           got.set(k, c[1] === DAG_CBOR && blocks.locate(c)?.codec === AT_REST.nodeDelta ? blocks.getNodeBytes(c, false).bytes : blocks.get(c))
@@ -218,9 +218,9 @@ async function fetchBlocks(store: CkptStore, from: string, wanted: string[]): Pr
     throw new CkptError('CKPT_NOT_FOUND', `${src} is neither a store nor a bundle file`, { path: src })
   }
   if (got.size === 0) return []
-  const { repo } = store.internals()
+  const { repo } = store.context()
   const comp = repo.blocks.compressor
-  await store.exclusive(async () => {
+  await store.context().exclusive(async () => {
     for (const [k, bytes] of got) {
       // stored whole (a tree node too: its old delta chain is what may be broken)
       const c = compressBlock(comp, bytes)
@@ -235,10 +235,10 @@ async function fetchBlocks(store: CkptStore, from: string, wanted: string[]): Pr
 
 /** Blocks that read back right (re-hashed) though their entry's checksum is damaged: written anew, whole. */
 async function restoreIntact(store: CkptStore, cids: string[]): Promise<string[]> {
-  const { repo } = store.internals()
+  const { repo } = store.context()
   const done: string[] = []
   const comp = repo.blocks.compressor
-  await store.exclusive(async () => {
+  await store.context().exclusive(async () => {
     for (const text of cids) {
       const cid = parseCid(text)
       let bytes: Uint8Array
@@ -261,23 +261,23 @@ async function restoreIntact(store: CkptStore, cids: string[]): Promise<string[]
 // ------------------------------------------------------------------------------ retire
 
 async function retireDamagedPacks(store: CkptStore, findings: Finding[]): Promise<number> {
-  const { repo } = store.internals()
+  const { repo } = store.context()
   const packs = new Set<number>()
   for (const f of findings) {
     if (f.phase === 'structure' && f.pack !== undefined && ['truncated-pack', 'damaged-entry', 'bad-pack-footer', 'bad-pack-header'].includes(f.kind)) packs.add(f.pack)
   }
-  return store.exclusive(() => repo.retirePacks(packs))
+  return store.context().exclusive(() => repo.retirePacks(packs))
 }
 
 // ------------------------------------------------------------------------------ drop
 
 async function dropCheckpoints(store: CkptStore, list: CheckpointRef[]): Promise<CheckpointRef[]> {
-  const { repo } = store.internals()
+  const { repo } = store.context()
   const ops: CatalogOp[] = []
   const cids = new Set(list.map((c) => c.cid))
   for (const c of list) ops.push(repo.dropCheckpointOp({ timeline: c.timeline, vtime: BigInt(c.vtime), cid: parseCid(c.cid) }))
   for await (const r of repo.refs()) if (cids.has(cidToString(r.cid))) ops.push(repo.setRefOp(r.name, null))
-  await store.exclusive(() => repo.commit(ops))
+  await store.context().exclusive(() => repo.commit(ops))
   return list
 }
 

@@ -130,28 +130,13 @@ export class CkptStore {
     return this.repo.readOnly
   }
 
-  /** @internal what the library's parts share of this store (bundles, verify, repair, adapters) */
+  /** @internal what the library's parts share of this store (timelines, bundles, verify, repair, adapters, gc) */
   context(): StoreContext {
     return this.ctx
   }
 
-  /** @internal the pipeline's parts (verify, repair and tests; the rest of the library takes context()) */
-  internals(): { repo: Repository; pool: WorkerPool } {
-    return { repo: this.repo, pool: this.pool }
-  }
-
   private checkOpen(): void {
     if (this.closing || this.repo.isClosed) throw new CkptError('CKPT_CLOSED', 'the store is closed')
-  }
-
-  /** @internal runs fn alone in the pipeline (no checkpoint commits meanwhile): imports, repairs */
-  exclusive<T>(fn: () => Promise<T>): Promise<T> {
-    return this.ctx.exclusive(fn)
-  }
-
-  /** @internal a reference as CID bytes */
-  resolveCid(ref: string | CID): Promise<CidBytes> {
-    return this.ctx.resolve(ref)
   }
 
   /** Drops the checkpoints a retention policy does not keep (SPEC.md, "Retention policies"); `dryRun` only says. */

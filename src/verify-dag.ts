@@ -26,7 +26,7 @@ export class DagWalk {
     let list: CatalogItem[] = []
     if (refs) {
       for (const r of refs) {
-        const cid = await this.s.store.resolveCid(r)
+        const cid = await this.s.ctx.resolve(r)
         const rec = await this.s.repo.checkpointRecord(cid)
         list.push({ timeline: rec?.timeline ?? '?', vtime: rec?.vtime ?? 0n, cid })
       }

@@ -11,7 +11,7 @@ import { applyNodeDelta, deltaBaseCid } from '../codecs/node-delta.js'
 import { decodeNode, type NodeEntries } from '../codecs/tree-node.js'
 import { ENTRY_OK, IndexTable, SeenSet, type CatalogCheckState, type CheckpointRef, type Finding, type FindingKind, type PackCheckState, type Repository } from '../store/index.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
-import type { CkptStore } from './store.js'
+import type { StoreContext } from './context.js'
 import type { VerifyOptions } from './verify.js'
 
 export class VerifyState implements PackCheckState, CatalogCheckState {
@@ -27,7 +27,7 @@ export class VerifyState implements PackCheckState, CatalogCheckState {
   dataBlocks = 0
   dataBytes = 0
   constructor(
-    readonly store: CkptStore,
+    readonly ctx: StoreContext,
     readonly repo: Repository,
     readonly pool: WorkerPool,
     readonly opts: VerifyOptions,

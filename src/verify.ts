@@ -70,8 +70,8 @@ export async function* verifyStore(store: CkptStore, opts: VerifyOptions = {}): 
   if (opts.sample !== undefined && !(typeof opts.sample === 'number' && opts.sample > 0 && opts.sample <= 100)) {
     throw new CkptError('CKPT_BAD_ARGUMENT', 'sample must be a percentage above 0 and at most 100', { sample: opts.sample })
   }
-  const { repo, pool } = store.internals()
-  const v = new Verifier(store, repo, pool, opts)
+  const ctx = store.context()
+  const v = new Verifier(ctx, ctx.repo, ctx.pool, opts)
   try {
     return yield* v.run()
   } finally {

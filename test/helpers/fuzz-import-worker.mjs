@@ -102,7 +102,7 @@ async function runCase(i) {
   try {
     if (k.base) await importBundle(store, source(k.base, 1 << 20))
     const before = await catalog(store)
-    const blocks = store.internals().repo.blocks
+    const blocks = store.context().repo.blocks
     const had = k.roots.map((r) => blocks.has(r))
     try {
       await importBundle(store, source(k.bytes, k.pieces), k.opts)

@@ -305,7 +305,7 @@ describe('defect 6: wall is a date', () => {
     await importBundle(store, source(car(m)))
     // a manifest an older version let in: stored and catalogued behind the import's back
     const bad = manifestOf({ timeline: 'old', wall: 8.64e15 + 1 })
-    const { repo } = store.internals()
+    const { repo } = store.context()
     const b = B.blockOf(bad)
     repo.blocks.put(b.cid, 0, b.bytes, b.bytes.length)
     await repo.commit([repo.putTimelineOp({ name: 'old', lineage: B.LINEAGE, regions: { ram: { size: 8192, chunkSize: 4096 } }, created: 1 }), ...repo.putCheckpointOps({ timeline: 'old', vtime: 1n, cid: b.cid })])
@@ -456,9 +456,9 @@ describe('an import never leaves a manifest behind', () => {
     // good's blocks and manifest first, then > 16 KiB of bad's chunks (step commits), then bad's manifest
     const car = B.carOf([B.cidObject(B.blockOf(good).cid), B.cidObject(B.blockOf(bad).cid)], [...B.sectionsOf([good]), ...B.sectionsOf([bad])])
     await rejects(store, car, 'CKPT_BAD_NODE')
-    expect(store.internals().repo.blocks.has(B.blockOf(good).cid)).toBe(false)
+    expect(store.context().repo.blocks.has(B.blockOf(good).cid)).toBe(false)
     await importsClean(store, B.encodeCar([good]))
-    expect(store.internals().repo.blocks.has(B.blockOf(good).cid)).toBe(true)
+    expect(store.context().repo.blocks.has(B.blockOf(good).cid)).toBe(true)
     await store.close()
   })
 
@@ -467,7 +467,7 @@ describe('an import never leaves a manifest behind', () => {
     const a = manifestOf({ timeline: 'listed' })
     const b = manifestOf({ timeline: 'unlisted' })
     await importsClean(store, B.carOf([B.cidObject(B.blockOf(a).cid)], [...B.sectionsOf([a]), ...B.sectionsOf([b])]))
-    expect(store.internals().repo.blocks.has(B.blockOf(b).cid)).toBe(false)
+    expect(store.context().repo.blocks.has(B.blockOf(b).cid)).toBe(false)
     expect(await catalog(store)).toHaveLength(1)
     await store.close()
   })

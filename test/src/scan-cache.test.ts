@@ -90,7 +90,7 @@ function mutate(rng: Rng, img: Buffer, chunkSize: number): string[] {
 async function scanKeyOf(dir: string): Promise<Uint8Array> {
   const s = await openStore(dir, { readOnly: true })
   try {
-    return (await s.internals().repo.scanKey({ create: false }))!
+    return (await s.context().repo.scanKey({ create: false }))!
   } finally {
     await s.close()
   }
