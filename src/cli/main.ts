@@ -41,6 +41,7 @@ export function generalHelp(): string {
   const width = Math.max(...[...COMMANDS.keys()].map((k) => k.length))
   const list = [...COMMANDS].map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`).join('\n')
   const quiet = [...COMMANDS].filter(([, c]) => 'quiet' in c.options).map(([name]) => name)
+  const lines = [...COMMANDS].filter(([, c]) => c.json === 'lines').map(([name]) => name)
   return `usage: ckpt COMMAND [OPTIONS]
 
 ckpt: a content-addressed checkpoint store for emulators and virtual machines.
@@ -59,7 +60,8 @@ commands that may take a while (${quiet.join(', ')}) draw a progress
 line on stderr, with a bar and a percentage when the total is known; --quiet turns it off.
 Checkpoint references (REF): a CID, TIMELINE@VTIME (nearest at or before), TIMELINE (latest) or
 ref:NAME (a ref set by ckpt ref).
-With --json, stdout carries one JSON document, or JSON lines for log, diff and verify.
+With --json, stdout carries one JSON document, or JSON lines for ${lines.join(', ')}
+(schemas/cli/COMMAND.schema.json says what each holds).
 
 exit status: ${EXIT.OK} success, ${EXIT.DATA} data error (e.g. CKPT_NOT_FOUND), ${EXIT.USAGE} usage error, ${EXIT.STORE} the store cannot be opened
 
