@@ -12,7 +12,7 @@ import { isCkptError } from '../codecs/errors.js'
 import { decodeManifest, type Manifest } from '../codecs/manifest.js'
 import { readNodePatch, type NodePatch } from '../codecs/node-delta.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
-import { checkCatalogAgainstRecords, readCatalog, type CatalogItem, type CheckpointRef, type Finding, type FindingKind, type TimelineRecord } from '../store/index.js'
+import { checkCatalogAgainstRecords, ENTRY_HEADER_SIZE, readCatalog, type CatalogItem, type CheckpointRef, type Finding, type FindingKind, type TimelineRecord } from '../store/index.js'
 import { changedSlots, childCid, sameDigest } from './node-compare.js'
 import { Geometry } from './region-tree.js'
 import type { VerifyState } from './verify-state.js'
@@ -274,7 +274,7 @@ export class DagWalk {
     let payload = this.s.kept.get(at)
     let patch: NodePatch
     try {
-      if (!payload) payload = copyOf(this.s.repo.blocks.io.read(t.pack[at]!, t.offset[at]! + 52, t.stored[at]!))
+      if (!payload) payload = copyOf(this.s.repo.blocks.io.read(t.pack[at]!, t.offset[at]! + ENTRY_HEADER_SIZE, t.stored[at]!))
       patch = readNodePatch(payload)
     } catch (err) {
       if (!isCkptError(err)) throw err

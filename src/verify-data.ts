@@ -11,7 +11,7 @@ import { CkptError, isCkptError } from '../codecs/errors.js'
 import { decodeManifest, type Manifest } from '../codecs/manifest.js'
 import { decodeSpanTable, SPAN_SIZE, type SpanTable } from '../codecs/scan-cache.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
-import { ENTRY_BAD, ENTRY_OK, type BlockLocation, type IndexTable, type Finding, type FindingKind, type Repository } from '../store/index.js'
+import { ENTRY_BAD, ENTRY_HEADER_SIZE, ENTRY_OK, type BlockLocation, type IndexTable, type Finding, type FindingKind, type Repository } from '../store/index.js'
 import { childCid } from './node-compare.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
 import { Geometry } from './region-tree.js'
@@ -119,7 +119,7 @@ export class DataCheck {
         payloads = new Uint8Array(part.reduce((n, i) => n + t.stored[i]!, 0))
         let p = 0
         for (const i of part) {
-          payloads.set(blocks.io.read(t.pack[i]!, t.offset[i]! + 52, t.stored[i]!), p)
+          payloads.set(blocks.io.read(t.pack[i]!, t.offset[i]! + ENTRY_HEADER_SIZE, t.stored[i]!), p)
           p += t.stored[i]!
         }
       }

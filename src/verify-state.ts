@@ -9,7 +9,7 @@ import { AT_REST, decompressBlock } from '../codecs/compress.js'
 import { CkptError, isCkptError } from '../codecs/errors.js'
 import { applyNodeDelta, deltaBaseCid } from '../codecs/node-delta.js'
 import { decodeNode, type NodeEntries } from '../codecs/tree-node.js'
-import { ENTRY_OK, IndexTable, SeenSet, type CatalogCheckState, type CheckpointRef, type Finding, type FindingKind, type PackCheckState, type Repository } from '../store/index.js'
+import { ENTRY_HEADER_SIZE, ENTRY_OK, IndexTable, SeenSet, type CatalogCheckState, type CheckpointRef, type Finding, type FindingKind, type PackCheckState, type Repository } from '../store/index.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
 import type { StoreContext } from './context.js'
 import type { VerifyOptions } from './verify.js'
@@ -95,7 +95,7 @@ export class VerifyState implements PackCheckState, CatalogCheckState {
     const stored = t.stored[i]!
     if (this.scratch.length < stored) this.scratch = Buffer.allocUnsafe(stored)
     try {
-      const payload = this.kept.get(i) ?? this.repo.blocks.io.readInto(t.pack[i]!, t.offset[i]! + 52, this.scratch.subarray(0, stored))
+      const payload = this.kept.get(i) ?? this.repo.blocks.io.readInto(t.pack[i]!, t.offset[i]! + ENTRY_HEADER_SIZE, this.scratch.subarray(0, stored))
       let e: NodeEntries
       if (t.codec[i] === AT_REST.nodeDelta) {
         if (hops > 255) throw new CkptError('CKPT_BAD_NODE', `the delta chain of ${cidToString(cid)} does not end`)

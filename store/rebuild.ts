@@ -8,17 +8,16 @@
  * Also here: the cheap check, at every open, of whether the packs hold commits the index does not
  * know (packHealth).
  */
-import { blake3 } from '../codecs/blake3.js'
 import { decodeRecord, type CatalogOp, type CatalogRecord } from '../codecs/catalog-record.js'
-import { cidDigest, cidEquals, cidToString, DAG_CBOR, type CidBytes } from '../codecs/cid.js'
-import { AT_REST, decompressBlock } from '../codecs/compress.js'
+import { cidToString, DAG_CBOR, type CidBytes } from '../codecs/cid.js'
+import { AT_REST } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { decodeManifest, type Manifest } from '../codecs/manifest.js'
 import { decodeLocation, encodeLocation, encodePackRecord, type BlockLocation, type PackRecord } from './block-store.js'
 import { catalogKvOps } from './catalog.js'
 import { blockKey, checkpointKey as checkpointKeyOf, checkpointRecordKey, jsonValue, manifestKey, META_CATALOG, metaKey, packKey, recordKey, refKey as refKeyOf, removedKey, removedRange, timelineKey as timelineKeyOf } from './keys.js'
 import type { KV, KVOp } from './kv.js'
-import { decodeEntryHeader, ENTRY_HEADER_SIZE, ENTRY_KIND } from '../codecs/pack-format.js'
+import { decodeEntryHeader, ENTRY_HEADER_SIZE, ENTRY_KIND, isFault, openPayload } from '../codecs/pack-format.js'
 import { scanPack, type PackReader, type ScannedEntry } from './pack-scan.js'
 
 /** Where a rebuild reads packs: numbered files, each as a reader. */
@@ -66,9 +65,9 @@ export interface RebuildSummary {
 export function manifestOf(e: { codec: number; rawLength: number; payload: Uint8Array; cid: Uint8Array }): Manifest | undefined {
   if (e.cid[1] !== DAG_CBOR || e.codec === AT_REST.nodeDelta) return undefined
   try {
-    const raw = decompressBlock(e.codec, e.payload, e.rawLength)
-    if (raw[0]! >> 5 !== 5) return undefined
-    if (!cidEquals(blake3(raw), cidDigest(e.cid))) return undefined
+    const raw = openPayload(e.codec, e.payload, e.rawLength, e.cid, 4)
+    // a manifest is a CBOR map (major type 5); tree nodes are arrays
+    if (isFault(raw) || raw[0]! >> 5 !== 5) return undefined
     return decodeManifest(raw)
   } catch {
     return undefined
@@ -78,9 +77,8 @@ export function manifestOf(e: { codec: number; rawLength: number; payload: Uint8
 /** A record entry's bytes decoded and checked against the entry's CID; undefined if damaged. */
 export function recordOf(e: { codec: number; rawLength: number; payload: Uint8Array; cid: Uint8Array }): CatalogRecord | undefined {
   try {
-    const raw = decompressBlock(e.codec, e.payload, e.rawLength)
-    if (!cidEquals(blake3(raw), cidDigest(e.cid))) return undefined
-    return decodeRecord(raw)
+    const raw = openPayload(e.codec, e.payload, e.rawLength, e.cid, 4)
+    return isFault(raw) ? undefined : decodeRecord(raw)
   } catch (err) {
     if (err instanceof CkptError && err.code === 'CKPT_VERSION') throw err
     return undefined
@@ -327,8 +325,7 @@ function salvage(io: PackSource, n: number, offset: number, length: number): Sca
     if (ENTRY_HEADER_SIZE + h.storedLength > length) return undefined
     const payload = new Uint8Array(h.storedLength)
     if (r.read(payload, offset + ENTRY_HEADER_SIZE) !== h.storedLength) return undefined
-    const raw = decompressBlock(h.codec, payload, h.rawLength)
-    if (!cidEquals(blake3(raw), cidDigest(h.cid))) return undefined
+    if (isFault(openPayload(h.codec, payload, h.rawLength, h.cid, 4))) return undefined
     return { offset, storedLength: h.storedLength, rawLength: h.rawLength, codec: h.codec, depth: h.depth, kind: h.kind, cid: h.cid, payload, bytes: Buffer.concat([head, payload]) }
   } catch {
     return undefined
