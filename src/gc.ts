@@ -159,7 +159,7 @@ class Marker {
   /** Marks from every root, in catalog order; returns how many roots there were. */
   async markAll(onProgress: GcOptions['onProgress']): Promise<number> {
     const roots: { timeline: string; cid: CidBytes }[] = []
-    for await (const e of this.ctx.repo.catalogEntries()) if (!('malformed' in e)) roots.push({ timeline: e.timeline, cid: e.cid })
+    for await (const e of this.ctx.repo.iterateCheckpoints()) roots.push({ timeline: e.timeline, cid: e.cid })
     for await (const r of this.ctx.repo.refs()) roots.push({ timeline: '', cid: r.cid })
     for (const h of await this.ctx.openHeads()) roots.push({ timeline: '', cid: h })
     const prevOf = new Map<string, Manifest>()

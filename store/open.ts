@@ -85,11 +85,11 @@ export async function readCatalogMeta(kv: KV): Promise<CatalogMeta | undefined> 
  * not finish, no pack records while pack files exist (emptied or replaced), or packs holding
  * commits past the index's (restored from an old copy, a lost write).
  */
-export async function indexProblem(kv: LevelKV, version: number, packsDir: string): Promise<CkptError | undefined> {
+export async function indexProblem(kv: LevelKV, version: number, openPacks: () => PackIO): Promise<CkptError | undefined> {
   if ((await kv.get(metaKey(META_REBUILDING))) !== undefined) return new CkptError('CKPT_BAD_INDEX', 'a rebuild of the index did not finish', { state: 'rebuilding' })
   const records = new Map<number, PackRecord>()
   for await (const [k, v] of kv.iterate(packRange)) records.set(packKeyNo(k), decodePackRecord(v))
-  const io = new FilePackIO(packsDir, true)
+  const io = openPacks()
   try {
     const files = io.list()
     if (version < 2) {
@@ -136,7 +136,7 @@ export function describeState(state: string | undefined, problem: CkptError): st
  */
 export async function rebuildInPlace(
   kv: KV,
-  packsDir: string,
+  openPacks: () => PackIO,
   version: number,
   opts: { onProgress?: (done: number, total: number) => void; old?: CatalogOp[] } = {},
 ): Promise<RebuildSummary & { needsSnapshot: boolean }> {
@@ -151,7 +151,7 @@ export async function rebuildInPlace(
     }
   }
   await kv.batch(ops)
-  const io = new FilePackIO(packsDir, true)
+  const io = openPacks()
   let summary: RebuildSummary
   let needsSnapshot = false
   try {
@@ -194,8 +194,8 @@ function bringBackSetAside(packsDir: string): number {
 }
 
 /** `repair --adopt`: the manifests no record covers, catalogued from their own fields. */
-async function adoptUncovered(kv: KV, packsDir: string, summary: RebuildSummary): Promise<number> {
-  const io = new FilePackIO(packsDir, true)
+async function adoptUncovered(kv: KV, openPacks: () => PackIO, summary: RebuildSummary): Promise<number> {
+  const io = openPacks()
   try {
     const adopted = await adoptCids(kv, io, summary.uncovered.map((u) => parseCidText(u.cid)))
     const done = new Set(adopted.map(cidToString))
@@ -258,6 +258,7 @@ export async function rebuildIndex(
   const indexDir = path.join(dir, 'index')
   const packsDir = path.join(dir, 'packs')
   const recovered = bringBackSetAside(packsDir)
+  const openPacks = () => new FilePackIO(packsDir, true)
   let setAside: string | undefined
   const tryOpen = async (create: boolean): Promise<{ kv?: LevelKV; old?: CatalogOp[]; error?: CkptError }> => {
     let kv: LevelKV
@@ -309,10 +310,10 @@ export async function rebuildIndex(
   if (got.error) throw got.error
   const kv = got.kv!
   try {
-    const summary = await rebuildInPlace(kv, packsDir, version, { old: got.old, onProgress: opts.onProgress })
+    const summary = await rebuildInPlace(kv, openPacks, version, { old: got.old, onProgress: opts.onProgress })
     let adoptedNow = 0
     if (opts.adopt && summary.uncovered.length > 0) {
-      adoptedNow = await adoptUncovered(kv, packsDir, summary)
+      adoptedNow = await adoptUncovered(kv, openPacks, summary)
       if (adoptedNow > 0) summary.needsSnapshot = true
     }
     if (summary.needsSnapshot) await kv.batch([{ type: 'put', key: metaKey(META_NEEDS_SNAPSHOT), value: jsonValue(true) }], { sync: true })
@@ -328,9 +329,8 @@ export async function rebuildIndex(
  * not (its details.state: missing, empty, stale, rebuilding, corrupt, unavailable). A lock held by
  * another process is CKPT_LOCKED naming the holder.
  */
-export async function openIndex(dir: string, version: number, created: boolean, readOnly: boolean): Promise<{ kv?: LevelKV; problem?: CkptError }> {
+export async function openIndex(dir: string, version: number, created: boolean, readOnly: boolean, openPacks: () => PackIO): Promise<{ kv?: LevelKV; problem?: CkptError }> {
   const indexDir = path.join(dir, 'index')
-  const packsDir = path.join(dir, 'packs')
   // the index: open it, and find out whether it can be used as it is
   let kv: LevelKV | undefined
   let problem: CkptError | undefined
@@ -350,7 +350,7 @@ export async function openIndex(dir: string, version: number, created: boolean, 
   }
   if (kv && !created) {
     try {
-      problem = await indexProblem(kv, version, packsDir)
+      problem = await indexProblem(kv, version, openPacks)
     } catch (err) {
       await kv.close()
       kv = undefined

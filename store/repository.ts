@@ -47,13 +47,13 @@ import type { KV, KVOp } from './kv.js'
 import { LevelKV } from './level-kv.js'
 import { clearHolder, writeHolder } from './lock.js'
 import { MemoryKV } from './memory-kv.js'
-import { FilePackIO, type PackIO } from './pack-io.js'
+import type { PackIO } from './pack-io.js'
 import { diskBackend } from './backend.js'
-import type { Backend } from './interface.js'
+import type { Backend, Catalog, IndexEntry } from './interface.js'
 import { manifestOf, packHealth, rebuildFromPacks, type RebuildSummary } from './rebuild.js'
 import { adoptManifests, describeState, openIndex, openMarker, readCatalogMeta, rebuildIndex, rebuildInPlace, STORE_VERSION, writeMarker } from './open.js'
 import { decodeLocation, decodePackRecord, encodeLocation, encodePackRecord, type BlockLocation, type PackRecord } from './block-store.js'
-import { allCheckpointsRange, checkpointKeyTimeline, manifestRange, packKey, packKeyNo, recordKey } from './keys.js'
+import { allCheckpointsRange, blockKeyCid, checkpointKeyTimeline, manifestRange, packKey, packKeyNo, recordKey } from './keys.js'
 import { collectPacks, type PackGcOptions, type PackGcSummary } from './pack-gc.js'
 import { ENTRY_HEADER_SIZE, ENTRY_KIND } from '../codecs/pack-format.js'
 
@@ -94,7 +94,7 @@ export interface OpenNote {
 /** Catalog ops per snapshot part: a part stays a few hundred KiB. */
 const SNAPSHOT_PART_OPS = 4096
 
-export class Repository {
+export class Repository implements Catalog {
   private closed = false
   /** the last commit's seq in the record stream (0: none yet; undefined: a format-1 store) */
   private catalogSeq: number | undefined
@@ -140,8 +140,8 @@ export class Repository {
     const readOnly = opts.readOnly === true
     const { version, created } = openMarker(dir, opts.mustExist === true || readOnly)
     const indexDir = path.join(dir, 'index')
-    const packsDir = path.join(dir, 'packs')
-    let { kv, problem } = await openIndex(dir, version, created, readOnly)
+    const openPacks = () => backend.packs(dir, { readOnly: true })
+    let { kv, problem } = await openIndex(dir, version, created, readOnly, openPacks)
     const state = problem?.details.state as string | undefined
     if (problem && readOnly) {
       // a reader never writes: whatever kept it from the index, it reads the packs themselves
@@ -163,7 +163,7 @@ export class Repository {
       if (!kv) kv = await LevelKV.open(indexDir, { create: true })
       try {
         const old = state === 'stale' || state === 'empty' ? (await catalogSnapshotOps(kv)).ops : undefined
-        rebuilt = await rebuildInPlace(kv, packsDir, version, { old })
+        rebuilt = await rebuildInPlace(kv, openPacks, version, { old })
       } catch (err) {
         await kv.close()
         throw err
@@ -214,7 +214,6 @@ export class Repository {
 
   /** A read-only repository over an index built in memory from the packs (SPEC.md §5.2). */
   private static async fromPacks(dir: string, opts: RepositoryOptions, version: number, why: CkptError): Promise<Repository> {
-    const packsDir = path.join(dir, 'packs')
     const io = (opts.backend ?? diskBackend()).packs(dir, { readOnly: true })
     const kv = new MemoryKV()
     const summary = await rebuildFromPacks(io, kv)
@@ -250,7 +249,7 @@ export class Repository {
       repo.catalogSeq = meta.seq
       repo.snapshotSeq = meta.snapshot
     } else if (version >= 2) repo.catalogSeq = 0 // a new store: no commit yet
-    if (source === 'index' && version >= 2 && io instanceof FilePackIO) {
+    if (source === 'index' && version >= 2) {
       repo.leftovers = packHealth(io, blocks.packRecords(), meta?.seq ?? 0).leftovers
       // a writer deletes them before it commits anything, as it cuts torn tails: each holds at most the
       // commit a crash interrupted (never acknowledged), and that commit's seq is the next one's
@@ -511,6 +510,36 @@ export class Repository {
       const timeline = checkpointKeyTimeline(k)
       if (timeline === undefined || v.length !== CID_LENGTH) yield { malformed: Buffer.from(k).toString('hex') }
       else yield { timeline, vtime: checkpointKeyVtime(k), cid: Uint8Array.prototype.slice.call(v) as CidBytes }
+    }
+  }
+
+  /** Every well-formed checkpoint of every timeline, in index order (catalogEntries() shows the malformed ones too). */
+  async *iterateCheckpoints(): AsyncIterable<CheckpointEntry> {
+    for await (const e of this.catalogEntries()) if (!('malformed' in e)) yield e
+  }
+
+  /** Removes checkpoint entries in one commit (their manifests are recorded as removed until gc collects them). */
+  async dropCheckpoints(entries: readonly CheckpointEntry[]): Promise<void> {
+    await this.commit(entries.map((e) => this.dropCheckpointOp(e)))
+  }
+
+  /** Points a ref at a CID, in one commit. */
+  async setRef(name: string, cid: CidBytes): Promise<void> {
+    await this.commit([this.setRefOp(name, cid)])
+  }
+
+  /** Deletes a ref, in one commit (nothing when it does not exist). */
+  async deleteRef(name: string): Promise<void> {
+    if ((await this.getRef(name)) === undefined) return
+    await this.commit([this.setRefOp(name, null)])
+  }
+
+  /** Every block of the index with its location, in index order (entries that do not decode are skipped: verify reports them). */
+  async *iterateIndex(): AsyncIterable<IndexEntry> {
+    this.check()
+    for await (const [k, v] of this.kv.iterate(blockRange)) {
+      if (k.length !== 1 + CID_LENGTH || v.length !== 22) continue
+      yield { cid: blockKeyCid(Uint8Array.prototype.slice.call(k)) as CidBytes, loc: decodeLocation(v) }
     }
   }
 
