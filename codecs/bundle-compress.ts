@@ -1,5 +1,5 @@
 /**
- * Whole-file compression of bundles, as streams (SPEC.md §Bundles): zstd (zstd-napi's streaming
+ * Whole-file compression of bundles, as streams (SPEC.md §9): zstd (zstd-napi's streaming
  * codec, when it loads) or gzip (fflate, pure JavaScript, always available). Import recognises either
  * by its magic bytes, so the reader never needs to be told.
  */

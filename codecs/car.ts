@@ -1,5 +1,5 @@
 /**
- * CAR (Content Addressable aRchive) framing, bytes in, bytes out (SPEC.md §Bundles).
+ * CAR (Content Addressable aRchive) framing, bytes in, bytes out (SPEC.md §9).
  *
  *   CARv1   varint(len) header | section*       header = dag-cbor { "roots": [CID, ...], "version": 1 }
  *           section = varint(len) CID-bytes block-bytes     (len counts the CID and the block)

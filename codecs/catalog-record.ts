@@ -1,5 +1,5 @@
 /**
- * Catalog records (SPEC.md §5.1): the catalog change of one commit, written as the last entry of that
+ * Catalog records (SPEC.md §7.1): the catalog change of one commit, written as the last entry of that
  * commit in the pack stream (entry kind 2), so the packs alone say which checkpoints, timelines and
  * refs a store holds. A record is a dag-cbor map; its entry's CID is the BLAKE3 dag-cbor CID of these
  * bytes (a record is not a block: nothing links it and the index does not list it).
@@ -29,7 +29,7 @@ export interface RegionSpec {
   chunkSize: number
 }
 
-/** A timeline's record in the catalog (index key family 't', SPEC.md §4). */
+/** A timeline's record in the catalog (index key family 't', SPEC.md §6). */
 export interface TimelineRecord {
   name: string
   /** 32 hex digits, random at creation; manifests carry it (see Manifest.lineage) */
@@ -39,7 +39,7 @@ export interface TimelineRecord {
   created: number
   /** set when the timeline was forked from a checkpoint of another */
   forkedFrom?: { timeline: string; vtime: string; cid: string }
-  /** retention policy applied after each checkpoint (SPEC.md §14), normalised text */
+  /** retention policy applied after each checkpoint (SPEC.md §13), normalised text */
   policy?: string
 }
 

@@ -1,5 +1,5 @@
 /**
- * Every failure the project reports carries a stable uppercase `code` (listed in SPEC.md §Errors);
+ * Every failure the project reports carries a stable uppercase `code` (listed in SPEC.md §10);
  * messages may change between versions, codes may not. Misuse of the API (wrong argument types)
  * throws a plain TypeError instead.
  */

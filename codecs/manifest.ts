@@ -1,6 +1,6 @@
 /**
  * The checkpoint manifest: one dag-cbor block per checkpoint, the root an IPLD tool walks from.
- * Format version 1 (SPEC.md §6.3):
+ * Format version 1 (SPEC.md §3.3):
  *   { v: 1, timeline: string, lineage: string (32 hex digits), vtime: uint64, wall: uint (ms since epoch),
  *     parent: CID | null,
  *     meta: { string: string },
@@ -10,7 +10,7 @@
  *
  * decodeManifest is the one judge of a manifest: import, verify, show, log, restore all decode through
  * it, so they all give the same verdict (CKPT_BAD_MANIFEST with the reason in the message and in
- * details.reason). It checks every constraint of SPEC.md §6.3 — names by the rule of codecs/names.ts,
+ * details.reason). It checks every constraint of SPEC.md §3.3 — names by the rule of codecs/names.ts,
  * numbers in range, CIDs of the right kind, exactly the listed fields — so whatever it returns is safe
  * to use: a Geometry can be built from every region, a Date from `wall`, a file name from a region or
  * blob name. encodeManifest refuses (CKPT_BAD_ARGUMENT) to write a manifest the decoder would refuse.
@@ -220,7 +220,7 @@ function isCid(x: unknown, codec: number): boolean {
   return x instanceof Uint8Array && x.length === CID_LENGTH && x[0] === 0x01 && x[1] === codec && x[2] === 0x1e && x[3] === 0x20
 }
 
-/** Why a region of this shape cannot exist (SPEC.md §6.3), or undefined. */
+/** Why a region of this shape cannot exist (SPEC.md §3.3), or undefined. */
 export function regionShapeProblem(size: unknown, chunkSize: unknown, fanout: unknown): string | undefined {
   if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 1) return `size ${String(size)} is not an integer from 1 to 2^53-1`
   if (typeof chunkSize !== 'number' || !Number.isInteger(chunkSize) || chunkSize < MIN_CHUNK_SIZE || chunkSize > MAX_CHUNK_SIZE || (chunkSize & (chunkSize - 1)) !== 0) {
@@ -242,7 +242,7 @@ export function metaProblem(meta: unknown): string | undefined {
 }
 
 /**
- * Why a manifest (decoded form) breaks a constraint of SPEC.md §6.3, or undefined: the one list of
+ * Why a manifest (decoded form) breaks a constraint of SPEC.md §3.3, or undefined: the one list of
  * rules both decodeManifest and encodeManifest apply.
  */
 export function manifestProblem(m: Manifest): string | undefined {

@@ -1,5 +1,5 @@
 /**
- * Names (SPEC.md §4 "Names"): the one rule for every name that enters a store — through the API, the
+ * Names (SPEC.md §3.4 "Names"): the one rule for every name that enters a store — through the API, the
  * CLI, or a bundle's manifests. Pure: no I/O, imports nothing outside codecs/.
  *
  * A **segment** is `[A-Za-z0-9][A-Za-z0-9._:+-]*`: it starts with a letter or digit, so it is never

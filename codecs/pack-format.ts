@@ -1,5 +1,5 @@
 /**
- * Pack file format, version 2 (SPEC.md §3; version 1 is read too). All integers little-endian.
+ * Pack file format, version 2 (SPEC.md §5; version 1 is read too). All integers little-endian.
  *
  *   header  16 B  "CKPTPACK" | u16 version=2 | u16 flags=0 | u32 pack number
  *   entry   52 B + payload
@@ -168,7 +168,7 @@ export interface EntryFault {
   message: string
 }
 
-/** What an index location promises about an entry (SPEC.md §4: the location value). */
+/** What an index location promises about an entry (SPEC.md §6: the location value). */
 export interface ExpectedEntry {
   cid: Uint8Array
   storedLength: number

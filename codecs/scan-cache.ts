@@ -1,5 +1,5 @@
 /**
- * The scan cache's file format (SPEC.md §2.1): the BLAKE3-256 digests of a region's
+ * The scan cache's file format (SPEC.md §18): the BLAKE3-256 digests of a region's
  * 64 KiB spans, as of the region tree whose root CID the file names. A full scan compares each span's
  * digest with it to skip hashing the span's chunks one by one. Pure bytes here; the file I/O is in
  * src/scan-cache.ts.

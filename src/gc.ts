@@ -1,5 +1,5 @@
 /**
- * Garbage collection (SPEC.md §15): reclaim the blocks no live checkpoint, ref or open timeline
+ * Garbage collection (SPEC.md §14): reclaim the blocks no live checkpoint, ref or open timeline
  * reaches, with memory bounded whatever the store's size.
  *
  *   check   nothing is deleted while the catalog looks incomplete (CKPT_CATALOG_SUSPECT): a pack

@@ -1,5 +1,5 @@
 /**
- * Output files of restore and export (SPEC.md §9.1): what a path names decides how it is written.
+ * Output files of restore and export (SPEC.md §17): what a path names decides how it is written.
  *
  *   regular file, or nothing   written under `TARGET.ckpt-partial-PID` beside it, renamed over it when
  *                              complete; removed on every failure (and by the CLI on SIGINT/SIGTERM)

@@ -1,5 +1,5 @@
 /**
- * Retention policies in virtual time (SPEC.md §14): which checkpoints of a timeline to keep.
+ * Retention policies in virtual time (SPEC.md §13): which checkpoints of a timeline to keep.
  *
  *   policy := rule ("," rule)*
  *   rule   := INTERVAL "@" HORIZON      keep one checkpoint per INTERVAL among those at most HORIZON

@@ -3,7 +3,7 @@ import { CkptError } from '../codecs/errors.js'
 import { nameProblem, PART_NAME_RE, quoteName, TIMELINE_NAME_RE, type NameKind } from '../codecs/names.js'
 
 /**
- * Timeline and ref names (SPEC.md §4 "Names", codecs/names.ts): `/`-separated segments, each
+ * Timeline and ref names (SPEC.md §3.4 "Names", codecs/names.ts): `/`-separated segments, each
  * `[A-Za-z0-9][A-Za-z0-9._:+-]*`, at most 200 bytes in all.
  */
 export const NAME_RE = TIMELINE_NAME_RE

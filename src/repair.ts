@@ -1,5 +1,5 @@
 /**
- * repairStore: healing a damaged store (SPEC.md §12.2). Three explicit remedies, applied in this
+ * repairStore: healing a damaged store (SPEC.md §16.2). Three explicit remedies, applied in this
  * order when several are asked for:
  *
  *   rebuildIndex  the index is rebuilt from the self-describing packs: every intact entry (its

@@ -1,5 +1,5 @@
 /**
- * The scan cache (SPEC.md §10 "Full scans", file format in §2): per timeline and region, the 64 KiB
+ * The scan cache (DESIGN.md "Full scans", file format in §4): per timeline and region, the 64 KiB
  * span digests of the region as of its last full scan, keyed by the region tree's root CID. Equal
  * roots mean equal chunk digests, hence equal bytes, so a table is valid for any scan that diffs
  * against a tree with its root, whatever happened in between (crashes, rm, thin, gc, dirty-hint
@@ -28,7 +28,7 @@ export function scanCachePath(storeDir: string, timeline: string, region: string
 export class ScanCache {
   private readonly tables = new Map<string, SpanTable>()
 
-  /** `dir` undefined: a memory store, tables live in this process only; `key`: the store's scan key (§2.1) */
+  /** `dir` undefined: a memory store, tables live in this process only; `key`: the store's scan key (§18) */
   constructor(
     private readonly dir: string | undefined,
     private readonly timeline: string,

@@ -1,5 +1,5 @@
 /**
- * The library's shared public types (SPEC.md §9), in a module of their own so that the parts that
+ * The library's shared public types (SPEC.md §12), in a module of their own so that the parts that
  * return them need not import the store that uses the parts.
  */
 import type { CID } from 'multiformats/cid'

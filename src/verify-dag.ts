@@ -1,5 +1,5 @@
 /**
- * Verify's walk (phase 2, SPEC.md §12.1): every checkpoint of the catalog (or of the given refs) is
+ * Verify's walk (phase 2, SPEC.md §16.1): every checkpoint of the catalog (or of the given refs) is
  * walked from its manifest: every node decodes, every link resolves to an intact block of the right
  * size. A checkpoint is compared with the previous one of its timeline, so only what changed is
  * looked at; damage in a shared subtree is still charged to every checkpoint that reaches it.

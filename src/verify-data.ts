@@ -1,5 +1,5 @@
 /**
- * Verify's data phase (phase 3, SPEC.md §12.1): every block (or a sample), read, decompressed and
+ * Verify's data phase (phase 3, SPEC.md §16.1): every block (or a sample), read, decompressed and
  * re-hashed on the workers in file order; nodes stored as deltas are resolved and re-encoded. Then
  * the scan cache files a full scan would trust are checked against the trees they name.
  */
@@ -186,7 +186,7 @@ export class DataCheck {
 }
 
 /**
- * The scan cache files a full scan would trust (their keyed sum holds, SPEC.md §2.1) must hold the
+ * The scan cache files a full scan would trust (their keyed sum holds, SPEC.md §18) must hold the
  * span digests of the tree they name: a file that does not would make `add` keep stale content for
  * the spans it claims unchanged. Each such file's region is read (verified) once.
  */

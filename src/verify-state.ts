@@ -1,5 +1,5 @@
 /**
- * What verify's phases share (SPEC.md §12.1): the index as a table, the damage found so far and the
+ * What verify's phases share (SPEC.md §16.1): the index as a table, the damage found so far and the
  * checkpoints it hurts, the findings' counts, and the tree nodes read on the way.
  */
 import { copyOf } from '../codecs/bytes.js'

@@ -1,5 +1,5 @@
 /**
- * verifyStore: every problem of a store, as typed findings, in phases cheap first (SPEC.md §12.1).
+ * verifyStore: every problem of a store, as typed findings, in phases cheap first (SPEC.md §16.1).
  *
  *   1. structure: the index and the packs agree (store/pack-check.ts). Every pack is scanned front
  *      to back (headers, entries with their checksums, footers); every index entry must point at an

@@ -2,7 +2,7 @@
  * Blocks at rest: append-only packs plus their LevelDB index, with a staged transaction.
  * put() appends to the open pack (buffered); prepareCommit() makes the bytes durable and returns the
  * index operations, which the caller writes in the same LevelDB batch as the catalog entries that
- * reference them; only then do the blocks count as stored (SPEC.md §Crash safety).
+ * reference them; only then do the blocks count as stored (SPEC.md §7).
  */
 import { copyOf } from '../codecs/bytes.js'
 import { blake3 } from '../codecs/blake3.js'

@@ -1,8 +1,8 @@
 /**
- * The catalog checked (verify's phase 2, SPEC.md §12.1): its raw entries must decode (timeline
+ * The catalog checked (verify's phase 2, SPEC.md §16.1): its raw entries must decode (timeline
  * records, checkpoint keys, refs), manifests no entry names are either recorded removals or
  * checkpoints a damaged index may have lost, and the catalog must be what the catalog records in
- * the packs give when replayed (SPEC.md §5.1).
+ * the packs give when replayed (SPEC.md §7.1).
  */
 import { copyOf } from '../codecs/bytes.js'
 import type { CatalogRecord, TimelineRecord } from '../codecs/catalog-record.js'
@@ -142,12 +142,12 @@ async function* uncatalogued(s: CatalogCheckState, listed: Set<string>): AsyncGe
 }
 
 /**
- * The catalog against the records in the packs (SPEC.md §5.1): the records replayed from the
+ * The catalog against the records in the packs (SPEC.md §7.1): the records replayed from the
  * newest snapshot must give exactly the index's timelines, entries, checkpoint records, removals
  * and refs. A difference means the index and the packs disagree on what the store holds: rebuild.
 
 /**
- * The catalog against the records in the packs (SPEC.md §5.1): the records replayed from the
+ * The catalog against the records in the packs (SPEC.md §7.1): the records replayed from the
  * newest snapshot must give exactly the index's timelines, entries, checkpoint records, removals
  * and refs. A difference means the index and the packs disagree on what the store holds: rebuild.
  */

@@ -1,5 +1,5 @@
 /**
- * The catalog in the index (SPEC.md §4, §5.1): timelines ('t'), checkpoint entries ('c') and records
+ * The catalog in the index (SPEC.md §6, §7.1): timelines ('t'), checkpoint entries ('c') and records
  * ('k'), named refs ('r'), removed checkpoints not yet collected ('x'). It changes only through
  * CatalogOps, each commit's list also written as a catalog record in the packs: replaying the records
  * in seq order onto an empty catalog gives these very keys and values back.
@@ -81,7 +81,7 @@ function namesPlace(v: Uint8Array, timeline: string, vtime: bigint): boolean {
 }
 
 /**
- * The whole catalog as ops that rebuild it from nothing (a snapshot, SPEC.md §5.1): timelines; the
+ * The whole catalog as ops that rebuild it from nothing (a snapshot, SPEC.md §7.1): timelines; the
  * entries each checkpoint record names, then the other entries (so replay gives every CID the record
  * it has); removed checkpoints; refs. Entries that cannot be read (a malformed key or value) are
  * left out and counted.

@@ -1,5 +1,5 @@
 /**
- * What verification reports: typed findings (SPEC.md §12.1). The kinds are stable names a script may
+ * What verification reports: typed findings (SPEC.md §16.1). The kinds are stable names a script may
  * match on; the message is for people.
  */
 export type FindingKind =

@@ -1,5 +1,5 @@
 /**
- * LevelDB key layout, store format version 2 (SPEC.md §4). One-byte prefixes keep families apart.
+ * LevelDB key layout, store format version 2 (SPEC.md §6). One-byte prefixes keep families apart.
  *   'b' cid(36)                          -> block location (22 B, see encodeLocation)
  *   'p' u32be pack                       -> pack record (13 B: u64 committed length, u8 state, u32 entries)
  *   't' utf8 timeline                    -> timeline record (JSON)
@@ -107,7 +107,7 @@ export const META_CATALOG = 'catalog'
 export const META_REBUILDING = 'rebuilding'
 /** set by a rebuild whose catalog holds what no record does: the next writer writes a snapshot */
 export const META_NEEDS_SNAPSHOT = 'needs-snapshot'
-/** the key of the scan cache files' checksums (SPEC.md §2.1), JSON {"key": 64 hex digits} */
+/** the key of the scan cache files' checksums (SPEC.md §18), JSON {"key": 64 hex digits} */
 export const META_SCAN_KEY = 'scan-key'
 
 export function jsonValue(v: unknown): Uint8Array {

@@ -1,7 +1,7 @@
 /**
  * Opening a store directory, below the Repository object: the CKPT marker, whether an index that
- * opened can be used as it is (SPEC.md §5.2), and rebuilding it from the packs in place (by the next
- * writer) or explicitly (`repair --rebuild-index`, SPEC.md §12.2).
+ * opened can be used as it is (SPEC.md §7.2), and rebuilding it from the packs in place (by the next
+ * writer) or explicitly (`repair --rebuild-index`, SPEC.md §16.2).
  */
 import fs from 'node:fs'
 import path from 'node:path'
@@ -244,7 +244,7 @@ async function adoptCids(kv: KV, io: PackIO, cids: CidBytes[]): Promise<CidBytes
 }
 
 /**
- * `repair --rebuild-index` (SPEC.md §12.2): the index rebuilt from the packs, explicitly. Packs an
+ * `repair --rebuild-index` (SPEC.md §16.2): the index rebuilt from the packs, explicitly. Packs an
  * older version set aside (packs/orphaned) come back first. An index LevelDB says is damaged is
  * repaired by LevelDB, else set aside (index.broken-<ms>) and recreated; one the OS will not let us
  * open (full disk, permissions, read-only) is an error, never set aside. `adopt`: checkpoints whose

@@ -1,5 +1,5 @@
 /**
- * The packs against the index (verify's phase 1, SPEC.md §12.1): every pack is scanned front to back
+ * The packs against the index (verify's phase 1, SPEC.md §16.1): every pack is scanned front to back
  * (headers, entries with their checksums, footers); every index entry must point at an intact entry
  * of its CID, and every intact entry should be indexed. What the later phases need is left in the
  * state: the index as a table with each entry's state, the unindexed entries, the catalog records

@@ -1,5 +1,5 @@
 /**
- * The pack side of garbage collection (SPEC.md §15), once the caller has marked what is live:
+ * The pack side of garbage collection (SPEC.md §14), once the caller has marked what is live:
  *
  *   sweep     one pass over the index takes dead blocks out of it and sums live bytes per pack;
  *   snapshot  the catalog is written to the packs as a snapshot when it changed since the last, so

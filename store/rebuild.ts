@@ -1,5 +1,5 @@
 /**
- * The index from the packs alone (SPEC.md §5.2): every intact entry of every pack is indexed, every
+ * The index from the packs alone (SPEC.md §7.2): every intact entry of every pack is indexed, every
  * manifest listed, and the catalog is replayed from the catalog records. Used by `repair
  * --rebuild-index`, by a writer that finds the index missing, empty or behind the packs, and by a
  * reader that cannot use the index at all (a read-only medium, a full disk, damage): it then builds

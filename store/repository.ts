@@ -2,9 +2,9 @@
  * The store at rest: lock, LevelDB (index + catalog + refs + metadata) and packs, behind one object.
  * Knows CIDs, bytes, timelines and vtimes; nothing about emulators or tree shapes.
  *
- * Directory layout (SPEC.md §2): CKPT (format marker), index/ (LevelDB), packs/, lock.json.
+ * Directory layout (SPEC.md §4): CKPT (format marker), index/ (LevelDB), packs/, lock.json.
  *
- * The packs are the truth, the index a cache of them (SPEC.md §5): every commit ends with a catalog
+ * The packs are the truth, the index a cache of them (SPEC.md §7): every commit ends with a catalog
  * record in the packs, so an index that is missing, empty or behind the packs is rebuilt from them by
  * the next writer, and a reader that cannot use the index (a read-only medium, a full disk, another
  * user's store, damage) builds one in memory instead. Opening never moves a pack, nor deletes one
@@ -74,7 +74,7 @@ export interface RepositoryOptions extends BlockStoreOptions {
   mustExist?: boolean
 }
 
-/** What opening the store found and did, for the caller to tell its user (SPEC.md §5.2). */
+/** What opening the store found and did, for the caller to tell its user (SPEC.md §7.2). */
 export interface OpenNote {
   /**
    * index-rebuilt: a writer rebuilt a missing, empty or stale index from the packs;
@@ -205,14 +205,14 @@ export class Repository implements Catalog {
   }
 
   /**
-   * `repair --rebuild-index` (SPEC.md §12.2): the index rebuilt from the packs, explicitly (see
+   * `repair --rebuild-index` (SPEC.md §16.2): the index rebuilt from the packs, explicitly (see
    * rebuildIndex in open.ts).
    */
   static rebuild(dir: string, opts: { adopt?: boolean; onProgress?: (done: number, total: number) => void } = {}): ReturnType<typeof rebuildIndex> {
     return rebuildIndex(dir, opts)
   }
 
-  /** A read-only repository over an index built in memory from the packs (SPEC.md §5.2). */
+  /** A read-only repository over an index built in memory from the packs (SPEC.md §7.2). */
   private static async fromPacks(dir: string, opts: RepositoryOptions, version: number, why: CkptError): Promise<Repository> {
     const io = (opts.backend ?? diskBackend()).packs(dir, { readOnly: true })
     const kv = new MemoryKV()
@@ -335,7 +335,7 @@ export class Repository implements Catalog {
 
   /**
    * One atomic, durable step: staged blocks and the commit's catalog record (its catalog ops, SPEC.md
-   * §5.1) are synced to their pack, then their index entries and the ops' index operations go into
+   * §7.1) are synced to their pack, then their index entries and the ops' index operations go into
    * one synced LevelDB batch. On failure nothing becomes visible.
    */
   async commit(catalogOps: readonly CatalogOp[] = []): Promise<void> {
@@ -478,7 +478,7 @@ export class Repository implements Catalog {
   private scanKeyValue: Uint8Array | undefined
 
   /**
-   * The store's scan key (SPEC.md §2.1): 32 random bytes in the index ('m' scan-key) that key the
+   * The store's scan key (SPEC.md §18): 32 random bytes in the index ('m' scan-key) that key the
    * scan cache files' checksums. Made by the first writer that needs one; undefined for a reader of
    * a store that has none (it then trusts no cache file). A rebuilt index gets a new one: the old
    * files are then ignored (they only cost the hashing they would have saved).
@@ -544,7 +544,7 @@ export class Repository implements Catalog {
   }
 
   /**
-   * Pack files gc cannot judge (SPEC.md §15): set aside by an older version (packs/orphaned), or not
+   * Pack files gc cannot judge (SPEC.md §14): set aside by an older version (packs/orphaned), or not
    * listed by the index and not a proven leftover. Paths.
    */
   unlistedPacks(): string[] {
@@ -566,7 +566,7 @@ export class Repository implements Catalog {
     return { count, first }
   }
 
-  /** The pack side of gc once the caller marked what is live (SPEC.md §15; store/pack-gc.ts). */
+  /** The pack side of gc once the caller marked what is live (SPEC.md §14; store/pack-gc.ts). */
   async collectPacks(opts: PackGcOptions): Promise<PackGcSummary> {
     this.check()
     // eslint-disable-next-line @typescript-eslint/no-this-alias
@@ -656,7 +656,7 @@ export class Repository implements Catalog {
   }
 
   /**
-   * The raw keys and values of one key range of the index (SPEC.md §4), for checkers that must see
+   * The raw keys and values of one key range of the index (SPEC.md §6), for checkers that must see
    * entries that do not decode (verify). Everything else reads through the typed methods.
    */
   rawRange(range: { gte: Uint8Array; lt: Uint8Array }): AsyncIterable<[Uint8Array, Uint8Array]> {

@@ -1,7 +1,7 @@
 // Bundles as models, for the import fuzzer (test/src/import-fuzz.test.ts, fuzz-import-worker.mjs) and
 // the strict-import regression tests. Plain JS with no dependency on the project's code (so a worker
 // thread loads it as it is): blocks are built from @ipld/dag-cbor, multiformats and @noble/hashes'
-// BLAKE3, exactly as SPEC.md §6 and §11 describe them.
+// BLAKE3, exactly as SPEC.md §3 and §9 describe them.
 //
 // A model is a graph of immutable entities:
 //   chunk(bytes)            a raw block
@@ -186,7 +186,7 @@ export function encodeCar(roots, omit) {
 
 // --------------------------------------------------------------------------------- the trees
 
-/** The nodes of a region tree over chunk entities (null: holes), as ckpt shapes it (SPEC.md §6.1). */
+/** The nodes of a region tree over chunk entities (null: holes), as ckpt shapes it (SPEC.md §3.1). */
 export function tree(chunks, fanout) {
   let level = chunks
   do {

@@ -38,7 +38,7 @@ async function catalog(store) {
 }
 
 const RESTORE_LIMIT = 16 << 20
-// SPEC.md §4 "Names", written out again here: an oracle independent of codecs/names.ts
+// SPEC.md §3.4 "Names", written out again here: an oracle independent of codecs/names.ts
 const TIMELINE_NAME = /^(?=[^]{1,200}$)[A-Za-z0-9][A-Za-z0-9._:+-]*(?:\/[A-Za-z0-9][A-Za-z0-9._:+-]*)*$/
 const PART_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
 

@@ -1,5 +1,5 @@
 /**
- * Output files of the `ckpt` command (SPEC.md §9.1), end to end with the compiled CLI: --out onto a
+ * Output files of the `ckpt` command (SPEC.md §17), end to end with the compiled CLI: --out onto a
  * symlink, a FIFO, /dev/null, /dev/full, a block device (a loop device, root only) and a directory;
  * no temporary file left by a failed or interrupted restore; the free-space check (a small tmpfs, root
  * only); OS errors as CKPT_* codes; options with values starting with '-'; add without regions; text

@@ -42,7 +42,7 @@ interface ModelRule {
   horizon: bigint
 }
 
-/** What a policy keeps, written from the definition (SPEC.md §14) and not from planKeep's loop. */
+/** What a policy keeps, written from the definition (SPEC.md §13) and not from planKeep's loop. */
 function model(vtimes: bigint[], prot: boolean[], rules: ModelRule[], last: number): boolean[] {
   const now = vtimes[vtimes.length - 1]!
   const keep = vtimes.map((_, i) => prot[i] === true || i >= vtimes.length - Math.max(1, last))

@@ -1,5 +1,5 @@
 /**
- * The scan cache (SPEC.md §10 "Full scans"): full scans that skip the chunks of 64 KiB spans whose
+ * The scan cache (DESIGN.md "Full scans"): full scans that skip the chunks of 64 KiB spans whose
  * digest equals the cache give exactly the checkpoints a scan without it gives; a cache that is
  * missing, stale, corrupt or for another tree is ignored; and it does skip work (spansUnchanged).
  */
