@@ -20,8 +20,8 @@ import { decodeLocation, encodeLocation, type BlockStore, type PackRecord } from
 import { fullCollection } from './heap.js'
 import { blockKeyCid, blockRange, manifestKey, recordKeySeq, recordRange, removedKey } from './keys.js'
 import type { KV, KVOp } from './kv.js'
-import { ENTRY_HEADER_SIZE, ENTRY_KIND, FOOTER_SIZE, PACK_HEADER_SIZE } from '../codecs/pack-format.js'
-import { scanPack } from './pack-scan.js'
+import { ENTRY_HEADER_SIZE, ENTRY_KIND, FOOTER_SIZE, PACK_HEADER_SIZE, writeEntryHeader } from '../codecs/pack-format.js'
+import { scanPack, type ScannedEntry } from './pack-scan.js'
 
 export interface PackGcOptions {
   /** whether a block is live (marked, or a base a live delta needs) */
@@ -351,7 +351,11 @@ class PackCollector {
           // one, a delta of a base gc let go); any intact copy of a chunk will do
           if (blocks.isStaged(e.cid)) continue
           if (e.cid[1] === DAG_CBOR && !nodesHere?.has(e.offset)) continue
-          blocks.copyEntry(Uint8Array.prototype.slice.call(e.cid), e.bytes, e)
+          // a manifest of a version-1 pack (kind 0) is marked as one where it goes (kind 1): the
+          // packs alone must still tell it from a tree node once its old pack is gone
+          const unmarkedManifest = !marked && e.cid[1] === DAG_CBOR && e.codec !== AT_REST.nodeDelta && (await this.host.kv.get(manifestKey(e.cid))) !== undefined
+          const bytes = unmarkedManifest ? markManifest(e) : e.bytes
+          blocks.copyEntry(Uint8Array.prototype.slice.call(e.cid), bytes, { ...e, kind: unmarkedManifest ? ENTRY_KIND.manifest : e.kind })
         }
         copied += e.bytes.length
         w.pending += e.bytes.length
@@ -398,4 +402,11 @@ class Rewriter {
     this.pending = 0
     fullCollection()
   }
+}
+
+/** A copy of a kind-0 entry of a version-1 pack as a manifest entry (kind 1), its checksum made anew. */
+function markManifest(e: ScannedEntry): Uint8Array {
+  const out = Uint8Array.prototype.slice.call(e.bytes)
+  writeEntryHeader(out, 0, e.cid, e.codec, e.depth, e.rawLength, e.storedLength, ENTRY_KIND.manifest)
+  return out
 }
