@@ -12,6 +12,8 @@ export const AT_REST = { identity: 0, zstd: 1, deflate: 2, nodeDelta: 3 } as con
 export interface Compressor {
   readonly code: number
   readonly name: string
+  /** the implementation behind the codec, where there are several (zstd: 'zstd-napi' or 'node:zlib') */
+  readonly impl?: string
   compress(data: Uint8Array): Uint8Array
   /**
    * Compresses into `dst` (at least maxCompressedLength(data.length) bytes) and returns the length
@@ -50,8 +52,20 @@ let zstd: Compressor | null | undefined
  * node:zlib makes one per call (2x the time per 4 KiB page, measured on Node 24.x).
  */
 export function zstdCompressor(): Compressor | undefined {
-  if (zstd === undefined) zstd = loadZstd() ?? nodeZstdCompressor() ?? null
+  if (zstd === undefined) {
+    // CKPT_ZSTD=node: node:zlib's zstd even where zstd-napi loads (CI runs Node 24's tests so)
+    const which = process.env['CKPT_ZSTD']
+    if (which !== undefined && which !== '' && which !== 'node' && which !== 'napi') {
+      throw new CkptError('CKPT_BAD_ARGUMENT', `CKPT_ZSTD must be node or napi, not ${JSON.stringify(which)}`, { CKPT_ZSTD: which })
+    }
+    zstd = (which === 'node' ? nodeZstdCompressor() ?? loadZstd() : loadZstd() ?? nodeZstdCompressor()) ?? null
+  }
   return zstd ?? undefined
+}
+
+/** Which implementation zstdCompressor() took: 'zstd-napi', 'node:zlib', or undefined (no zstd). */
+export function zstdImplementation(): string | undefined {
+  return zstdCompressor()?.impl
 }
 
 interface NodeZstd {
@@ -72,6 +86,7 @@ export function nodeZstdCompressor(): Compressor | undefined {
         : Object.freeze({
             code: AT_REST.zstd,
             name: 'zstd',
+            impl: 'node:zlib',
             // the content size in the frame header, as zstd-napi's one-shot compress writes it
             compress: (data: Uint8Array) => z.zstdCompressSync!(data, { params: { [level]: 1 }, pledgedSrcSize: data.length }),
             // maxOutputLength bounds memory on corrupt input, as the raw DCtx below does
@@ -100,6 +115,7 @@ function loadZstd(): Compressor | null {
   return Object.freeze({
     code: AT_REST.zstd,
     name: 'zstd',
+    impl: 'zstd-napi',
     compress(data: Uint8Array) {
       const bound = binding.compressBound(data.length)
       if (dst.length < bound) dst = Buffer.allocUnsafe(bound)

@@ -1,6 +1,8 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
 import {
   AT_REST,
@@ -276,5 +278,34 @@ describe('codec selection', () => {
     expect(() => decompressBlock(0, 'x' as unknown as Uint8Array, 1)).toThrow(TypeError)
     expect(() => decompressBlock(0, new Uint8Array(1), -1)).toThrow(TypeError)
     expect(() => compressBlock(identity, [1] as unknown as Uint8Array)).toThrow(TypeError)
+  })
+})
+
+describe('CKPT_ZSTD picks the zstd implementation (a new process each: the choice is made once)', () => {
+  // the built module (npm test builds first)
+  const built = pathToFileURL(join(fileURLToPath(import.meta.url), '../../../dist/codecs/compress.js')).href
+  const implWith = (value: string | undefined): string => {
+    const env = { ...process.env }
+    delete env['CKPT_ZSTD']
+    if (value !== undefined) env['CKPT_ZSTD'] = value
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', `import(${JSON.stringify(built)}).then((m) => { try { console.log(m.zstdImplementation() ?? 'none') } catch (e) { console.log(e.code) } })`], { env, encoding: 'utf8' })
+    return r.stdout.trim()
+  }
+  let napi = true
+  try {
+    createRequire(import.meta.url).resolve('zstd-napi')
+  } catch {
+    napi = false
+  }
+  const hasNodeZstd = nodeZstdCompressor() !== undefined
+
+  it('takes zstd-napi where it loads, else node:zlib', () => {
+    expect(implWith(undefined)).toBe(napi ? 'zstd-napi' : hasNodeZstd ? 'node:zlib' : 'none')
+  })
+
+  it('CKPT_ZSTD=node takes node:zlib where Node has it (else zstd-napi); another value is CKPT_BAD_ARGUMENT', () => {
+    expect(implWith('node')).toBe(hasNodeZstd ? 'node:zlib' : napi ? 'zstd-napi' : 'none')
+    expect(implWith('napi')).toBe(napi ? 'zstd-napi' : hasNodeZstd ? 'node:zlib' : 'none')
+    expect(implWith('lz4')).toBe('CKPT_BAD_ARGUMENT')
   })
 })
