@@ -155,7 +155,7 @@ export class Timeline {
   private trees = new Map<string, RegionTree>()
   private headCid: CidBytes | null
   private headManifest: Manifest | undefined
-  lastVtime: bigint | undefined
+  private latestVtime: bigint | undefined
   /** vtime of the newest checkpoint accepted (queued or done), for order checks at call time; never decreases */
   private acceptedVtime: bigint | undefined
   /**
@@ -170,6 +170,11 @@ export class Timeline {
   /** @internal the timeline's catalog record */
   record: TimelineRecord
 
+  /** vtime of the newest checkpoint committed on this timeline (undefined: none yet) */
+  get lastVtime(): bigint | undefined {
+    return this.latestVtime
+  }
+
   constructor(
     private readonly ctx: StoreContext,
     record: TimelineRecord,
@@ -178,7 +183,7 @@ export class Timeline {
     this.record = record
     this.headCid = head?.cid ?? null
     this.headManifest = head?.manifest
-    this.lastVtime = head?.vtime
+    this.latestVtime = head?.vtime
     this.acceptedVtime = head?.vtime
   }
 
@@ -229,10 +234,10 @@ export class Timeline {
    * newer than this handle's head, the head moves there and later dirty hints count from it.
    */
   headMoved(cid: CidBytes, vtime: bigint, manifest: Manifest): void {
-    if (this.lastVtime !== undefined && vtime <= this.lastVtime) return
+    if (this.latestVtime !== undefined && vtime <= this.latestVtime) return
     this.headCid = cid
     this.headManifest = manifest
-    this.lastVtime = vtime
+    this.latestVtime = vtime
     if (this.acceptedVtime === undefined || vtime > this.acceptedVtime) this.acceptedVtime = vtime
     this.trees.clear()
     for (const r of Object.keys(this.record.regions)) this.broken.set(r, `an import moved timeline ${this.name}'s head to vtime ${vtime}`)
@@ -374,7 +379,7 @@ export class Timeline {
     const blocks = repo.blocks
     const phases = { queued: performance.now() - t0 - pauseMs, chunks: 0, tree: 0, commit: 0 }
     this.refuseVoidHints(job)
-    const isNew = this.headCid === null && this.lastVtime === undefined && !(await repo.getTimeline(this.name))
+    const isNew = this.headCid === null && this.latestVtime === undefined && !(await repo.getTimeline(this.name))
     try {
       let tp = performance.now()
       const ingested = await this.ingest(job)
@@ -394,7 +399,7 @@ export class Timeline {
       phases.commit = performance.now() - tp
       this.headCid = made.cid
       this.headManifest = made.manifest
-      this.lastVtime = job.vtime
+      this.latestVtime = job.vtime
       for (const r of job.regions) if (r.source.kind !== 'copied') this.broken.delete(r.name)
       // durable: the spans this scan saw now describe the committed trees
       for (const [name, sp] of ingested.spanScans) {
