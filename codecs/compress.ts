@@ -56,7 +56,7 @@ export function zstdCompressor(): Compressor | undefined {
     // CKPT_ZSTD=node: node:zlib's zstd even where zstd-napi loads (CI runs Node 24's tests so)
     const which = process.env['CKPT_ZSTD']
     if (which !== undefined && which !== '' && which !== 'node' && which !== 'napi') {
-      throw new CkptError('CKPT_BAD_ARGUMENT', `CKPT_ZSTD must be node or napi, not ${JSON.stringify(which)}`, { CKPT_ZSTD: which })
+      throw new CkptError('CKPT_CODEC_UNAVAILABLE', `CKPT_ZSTD=${which} is not a zstd implementation (node or napi)`, { codec: 'zstd', CKPT_ZSTD: which })
     }
     zstd = (which === 'node' ? nodeZstdCompressor() ?? loadZstd() : loadZstd() ?? nodeZstdCompressor()) ?? null
   }

@@ -303,9 +303,9 @@ describe('CKPT_ZSTD picks the zstd implementation (a new process each: the choic
     expect(implWith(undefined)).toBe(napi ? 'zstd-napi' : hasNodeZstd ? 'node:zlib' : 'none')
   })
 
-  it('CKPT_ZSTD=node takes node:zlib where Node has it (else zstd-napi); another value is CKPT_BAD_ARGUMENT', () => {
+  it('CKPT_ZSTD=node takes node:zlib where Node has it (else zstd-napi); another value is CKPT_CODEC_UNAVAILABLE', () => {
     expect(implWith('node')).toBe(hasNodeZstd ? 'node:zlib' : napi ? 'zstd-napi' : 'none')
     expect(implWith('napi')).toBe(napi ? 'zstd-napi' : hasNodeZstd ? 'node:zlib' : 'none')
-    expect(implWith('lz4')).toBe('CKPT_BAD_ARGUMENT')
+    expect(implWith('lz4')).toBe('CKPT_CODEC_UNAVAILABLE')
   })
 })
