@@ -89,8 +89,13 @@ export function nodeZstdCompressor(): Compressor | undefined {
             impl: 'node:zlib',
             // the content size in the frame header, as zstd-napi's one-shot compress writes it
             compress: (data: Uint8Array) => z.zstdCompressSync!(data, { params: { [level]: 1 }, pledgedSrcSize: data.length }),
-            // maxOutputLength bounds memory on corrupt input, as the raw DCtx below does
-            decompress: (data: Uint8Array, rawLength: number) => z.zstdDecompressSync!(data, { maxOutputLength: Math.max(1, rawLength) }),
+            // maxOutputLength bounds memory on corrupt input, as the raw DCtx below does; node:zlib
+            // stops at the frame's end and ignores bytes after it, which zstd-napi refuses: so does this
+            decompress: (data: Uint8Array, rawLength: number) => {
+              const r = z.zstdDecompressSync!(data, { maxOutputLength: Math.max(1, rawLength), info: true }) as unknown as { buffer: Buffer; engine: { bytesWritten: number } }
+              if (r.engine.bytesWritten !== data.length) throw new Error(`${data.length - r.engine.bytesWritten} bytes after the end of the zstd frame`)
+              return r.buffer
+            },
           })
   }
   return nodeZstd ?? undefined
@@ -241,7 +246,12 @@ export function compressBlockInto(c: Compressor, data: Uint8Array, dst: Uint8Arr
 export function decompressBlock(code: number, bytes: Uint8Array, rawLength: number, into?: Uint8Array): Uint8Array {
   if (!(bytes instanceof Uint8Array)) throw new TypeError('decompressBlock: bytes must be a Uint8Array')
   if (!Number.isSafeInteger(rawLength) || rawLength < 0) throw new TypeError('decompressBlock: rawLength must be a non-negative integer')
-  const c = compressorFor(code)
+  return decompressWith(compressorFor(code), bytes, rawLength, into)
+}
+
+/** decompressBlock with a given compressor (an implementation of the codec), under the same contract. */
+export function decompressWith(c: Compressor, bytes: Uint8Array, rawLength: number, into?: Uint8Array): Uint8Array {
+  const code = c.code
   let out: Uint8Array
   try {
     out = c.decompress(bytes, rawLength, into && into.length === rawLength ? into : undefined)
