@@ -198,13 +198,22 @@ export function entryPayload(entry: Uint8Array, expect: ExpectedEntry, cidAt = 0
  * so they are not opened here.
  */
 export function openPayload(codec: number, payload: Uint8Array, rawLength: number, digest: Uint8Array, digestAt = 0, into?: Uint8Array): Uint8Array | EntryFault {
+  const raw = inflatePayload(codec, payload, rawLength, into)
+  return isFault(raw) ? raw : proveRaw(raw, digest, digestAt)
+}
+
+/** openPayload's first step: the payload decompressed (not proven yet: a reader that only wants some blocks looks first). */
+export function inflatePayload(codec: number, payload: Uint8Array, rawLength: number, into?: Uint8Array): Uint8Array | EntryFault {
   if (codec === AT_REST.nodeDelta) return { fault: 'CKPT_BAD_PACK', message: 'a node delta is opened through its chain' }
-  let raw: Uint8Array
   try {
-    raw = decompressBlock(codec, payload, rawLength, into)
+    return decompressBlock(codec, payload, rawLength, into)
   } catch (err) {
     return { fault: 'CKPT_BAD_PACK', message: (err as Error).message }
   }
+}
+
+/** openPayload's second step: `raw` when its BLAKE3 digest is the 32 bytes of `digest` at `digestAt`. */
+export function proveRaw(raw: Uint8Array, digest: Uint8Array, digestAt = 0): Uint8Array | EntryFault {
   const d = blake3(raw)
   for (let j = 0; j < 32; j++) if (d[j] !== digest[digestAt + j]) return { fault: 'CKPT_HASH_MISMATCH', message: 'block does not match its hash' }
   return raw

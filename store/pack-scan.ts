@@ -9,18 +9,12 @@ import fs from 'node:fs'
 import { preadUpTo } from '../codecs/bytes.js'
 import { crc32 } from 'node:zlib'
 import { CID_LENGTH } from '../codecs/cid.js'
-import { decodeFooter, ENTRY_HEADER_SIZE, FOOTER_SIZE, MAX_BLOCK_SIZE, MAX_ENTRY_KIND, PACK_HEADER_SIZE, PACK_MAGIC, PACK_VERSIONS, SEAL_MAGIC } from '../codecs/pack-format.js'
+import { decodeFooter, ENTRY_HEADER_SIZE, type EntryHeader, FOOTER_SIZE, MAX_BLOCK_SIZE, MAX_ENTRY_KIND, PACK_HEADER_SIZE, PACK_MAGIC, PACK_VERSIONS, SEAL_MAGIC } from '../codecs/pack-format.js'
 
-export interface ScannedEntry {
+/** An intact entry found by a scan: its header's fields (kind: ENTRY_KIND) and where it is. */
+export interface ScannedEntry extends Omit<EntryHeader, 'crc'> {
   offset: number
-  storedLength: number
-  rawLength: number
-  codec: number
-  depth: number
-  /** ENTRY_KIND: a block, a manifest block, or a catalog record */
-  kind: number
-  /** the CID, the payload and the whole entry (header and payload): views, valid until the next event (copy what you keep) */
-  cid: Uint8Array
+  /** the CID (header), the payload and the whole entry (header and payload): views, valid until the next event (copy what you keep) */
   payload: Uint8Array
   bytes: Uint8Array
 }

@@ -17,7 +17,7 @@ import { decodeLocation, encodeLocation, encodePackRecord, type BlockLocation, t
 import { catalogKvOps } from './catalog.js'
 import { blockKey, checkpointKey as checkpointKeyOf, checkpointRecordKey, jsonValue, manifestKey, META_CATALOG, metaKey, packKey, recordKey, refKey as refKeyOf, removedKey, removedRange, timelineKey as timelineKeyOf } from './keys.js'
 import type { KV, KVOp } from './kv.js'
-import { decodeEntryHeader, ENTRY_HEADER_SIZE, ENTRY_KIND, isFault, openPayload } from '../codecs/pack-format.js'
+import { decodeEntryHeader, ENTRY_HEADER_SIZE, ENTRY_KIND, inflatePayload, isFault, openPayload, proveRaw } from '../codecs/pack-format.js'
 import { scanPack, type PackReader, type ScannedEntry } from './pack-scan.js'
 
 /** Where a rebuild reads packs: numbered files, each as a reader. */
@@ -65,9 +65,9 @@ export interface RebuildSummary {
 export function manifestOf(e: { codec: number; rawLength: number; payload: Uint8Array; cid: Uint8Array }): Manifest | undefined {
   if (e.cid[1] !== DAG_CBOR || e.codec === AT_REST.nodeDelta) return undefined
   try {
-    const raw = openPayload(e.codec, e.payload, e.rawLength, e.cid, 4)
-    // a manifest is a CBOR map (major type 5); tree nodes are arrays
-    if (isFault(raw) || raw[0]! >> 5 !== 5) return undefined
+    const raw = inflatePayload(e.codec, e.payload, e.rawLength)
+    // a manifest is a CBOR map (major type 5); tree nodes are arrays, not worth hashing
+    if (isFault(raw) || raw[0]! >> 5 !== 5 || isFault(proveRaw(raw, e.cid, 4))) return undefined
     return decodeManifest(raw)
   } catch {
     return undefined

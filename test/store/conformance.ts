@@ -89,6 +89,14 @@ function harness(s: Subject): Harness {
 export function runRepositoryConformance(name: string, makeSubject: () => Subject): void {
   const subject = makeSubject()
   const backend = harness(subject)
+  /** Runs check on repo, and again on it reopened where the backend persists; returns the open one. */
+  const checkAcrossReopen = async (repo: Repository, check: (r: Repository) => Promise<void>): Promise<Repository> => {
+    await check(repo)
+    if (!backend.reopen) return repo
+    const again = await backend.reopen(repo)
+    await check(again)
+    return again
+  }
   describe(`repository conformance: ${name}`, () => {
     for (const { name: codecName, c } of CODECS) {
       it.skipIf(c === undefined)(`put/has/get round-trip with the ${codecName} at-rest codec`, async () => {
@@ -465,11 +473,7 @@ export function runRepositoryConformance(name: string, makeSubject: () => Subjec
           expect(bytesEqual(r.blocks.get(e!.cid), m)).toBe(true)
           expect(hex((await r.getRef('r'))!)).toBe(hex(cid))
         }
-        await check(repo)
-        if (backend.reopen) {
-          repo = await backend.reopen(repo)
-          await check(repo)
-        }
+        repo = await checkAcrossReopen(repo, check)
       } finally {
         await repo.close()
       }
@@ -499,11 +503,7 @@ export function runRepositoryConformance(name: string, makeSubject: () => Subjec
           expect(await collect(r.timelines())).toEqual([])
           expect(await collect(r.blocks.list())).toEqual([])
         }
-        await check(repo)
-        if (backend.reopen) {
-          repo = await backend.reopen(repo)
-          await check(repo)
-        }
+        repo = await checkAcrossReopen(repo, check)
       } finally {
         await repo.close()
       }
