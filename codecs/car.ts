@@ -87,8 +87,6 @@ export class CarReader {
   private readonly it: AsyncIterator<Uint8Array>
   /** CARv2: where the v1 payload ends (stream offset), else Infinity */
   private limit = Infinity
-  /** offset of the v1 payload in the stream (0 for a v1 file) */
-  private base = 0
   version = 1
 
   constructor(source: AsyncIterable<Uint8Array>) {
@@ -188,7 +186,6 @@ export class CarReader {
       }
       await this.skip(dataOffset - this.pos, 'the CARv2 padding')
       this.version = 2
-      this.base = dataOffset
       this.limit = dataOffset + dataSize
     }
     const at = this.pos

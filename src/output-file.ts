@@ -118,10 +118,6 @@ const partial = new Set<string>()
 /** The temporary name a file is written under before it is renamed over `target` (store/replace-file.ts). */
 export { partialName }
 
-/** Temporary files (and directories) of this process that exist now: what a signal handler removes. */
-export function partialFiles(): string[] {
-  return [...partial]
-}
 
 /** Registers a temporary file or directory for removePartialFiles(). */
 export function trackPartial(p: string): void {

@@ -4,7 +4,7 @@
  * CatalogOps, each commit's list also written as a catalog record in the packs: replaying the records
  * in seq order onto an empty catalog gives these very keys and values back.
  */
-import { cidEquals, cidToString, type CidBytes } from '../codecs/cid.js'
+import { cidEquals, type CidBytes } from '../codecs/cid.js'
 import { timelineJson, type CatalogOp } from '../codecs/catalog-record.js'
 import { checkpointKey, checkpointKeyVtime, checkpointRecordKey, dec, enc, refKey, removedKey, removedRange, timelineKey, allCheckpointsRange, checkpointKeyTimeline, timelineRange, refRange, parseJson } from './keys.js'
 import type { KV, KVOp } from './kv.js'
@@ -129,27 +129,4 @@ export async function catalogSnapshotOps(kv: KV): Promise<{ ops: CatalogOp[]; sk
   return { ops, skipped }
 }
 
-/** Removed checkpoints still in the index ('x'): their manifests are garbage gc may collect. */
-export async function removedPlace(kv: KVReader, cid: CidBytes): Promise<{ timeline: string; vtime: bigint } | undefined> {
-  const v = await kv.get(removedKey(cid))
-  if (!v) return undefined
-  try {
-    const r = parseJson<{ timeline: string; vtime: string }>(v)
-    return { timeline: r.timeline, vtime: BigInt(r.vtime) }
-  } catch {
-    return undefined
-  }
-}
 
-/** A short description of an op, for messages. */
-export function describeOp(o: CatalogOp): string {
-  switch (o.op) {
-    case 'timeline':
-      return `timeline ${o.record.name}`
-    case 'add':
-    case 'drop':
-      return `${o.op} ${o.timeline}@${o.vtime} ${cidToString(o.cid)}`
-    case 'ref':
-      return `ref ${o.name} ${o.cid ? cidToString(o.cid) : '(deleted)'}`
-  }
-}
