@@ -34,6 +34,11 @@ export type CkptErrorCode =
   | 'CKPT_PERMISSION'
   | 'CKPT_READ_ONLY'
   | 'CKPT_CATALOG_SUSPECT'
+  | 'CKPT_BAD_REMOTE'
+  | 'CKPT_REMOTE_UNAVAILABLE'
+  | 'CKPT_REMOTE_AUTH'
+  | 'CKPT_REMOTE_CONFLICT'
+  | 'CKPT_REMOTE_LOCKED'
 
 export class CkptError extends Error {
   readonly code: CkptErrorCode
