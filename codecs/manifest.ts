@@ -1,11 +1,15 @@
 /**
  * The checkpoint manifest: one dag-cbor block per checkpoint, the root an IPLD tool walks from.
- * Format version 1 (SPEC.md §3.3):
- *   { v: 1, timeline: string, lineage: string (32 hex digits), vtime: uint64, wall: uint (ms since epoch),
- *     parent: CID | null,
+ * Format version 2 (SPEC.md §3.3), what ckpt writes:
+ *   { v: 2, timeline: string, lineage: string (32 hex digits), vtime: uint64, wall: uint (ms since epoch),
+ *     parentCid: bytes (a CID's 36 bytes) | null,
  *     meta: { string: string },
  *     regions: { name: { size: uint, chunk: uint, fanout: uint, root: CID | null } },
  *     blobs:   { name: { size: uint, chunks: [[CID, uint], ...] } } }
+ * Version 1, still read (stores and bundles written before version 2), is the same map with
+ * `parent: CID | null` (a link, tag 42) in place of `parentCid`. Version 2 keeps the history as the
+ * parent CID's bytes — a byte string, not a link — so an IPLD walker (a pin, a dag export) reaches
+ * only the checkpoint's own blocks: a checkpoint is a complete DAG on its own.
  * Generic dag-cbor is fine here: one manifest per checkpoint, a few hundred bytes.
  *
  * decodeManifest is the one judge of a manifest: import, verify, show, log, restore all decode through
@@ -13,7 +17,8 @@
  * details.reason). It checks every constraint of SPEC.md §3.3 — names by the rule of codecs/names.ts,
  * numbers in range, CIDs of the right kind, exactly the listed fields — so whatever it returns is safe
  * to use: a Geometry can be built from every region, a Date from `wall`, a file name from a region or
- * blob name. encodeManifest refuses (CKPT_BAD_ARGUMENT) to write a manifest the decoder would refuse.
+ * blob name. Both versions decode to the same Manifest (the parent as CID bytes). encodeManifest
+ * refuses (CKPT_BAD_ARGUMENT) to write a manifest the decoder would refuse.
  */
 import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
@@ -21,7 +26,10 @@ import { CID_LENGTH, DAG_CBOR, fromCID, RAW, toCID, type CidBytes } from './cid.
 import { CkptError } from './errors.js'
 import { nameProblem, quoteName } from './names.js'
 
-export const MANIFEST_VERSION = 1
+/** the manifest version ckpt writes */
+export const MANIFEST_VERSION = 2
+/** the manifest versions ckpt reads: 1 (`parent`, a link) and 2 (`parentCid`, the parent's CID as bytes) */
+export type ManifestVersion = 1 | 2
 export const LINEAGE_RE = /^[0-9a-f]{32}$/
 /** vtime is an unsigned 64-bit integer */
 export const MAX_MANIFEST_VTIME = 0xffffffffffffffffn
@@ -66,13 +74,22 @@ export interface Manifest {
   blobs: Record<string, BlobRoot>
 }
 
-const TOP_KEYS = ['blobs', 'lineage', 'meta', 'parent', 'regions', 'timeline', 'v', 'vtime', 'wall']
+/** the top-level keys of each version: version 2 has `parentCid` (bytes) where version 1 has `parent` (a link) */
+const TOP_KEYS: Record<ManifestVersion, string[]> = {
+  1: ['blobs', 'lineage', 'meta', 'parent', 'regions', 'timeline', 'v', 'vtime', 'wall'],
+  2: ['blobs', 'lineage', 'meta', 'parentCid', 'regions', 'timeline', 'v', 'vtime', 'wall'],
+}
 const REGION_KEYS = ['chunk', 'fanout', 'root', 'size']
 const BLOB_KEYS = ['chunks', 'size']
 
-export function encodeManifest(m: Manifest): Uint8Array {
+/**
+ * The manifest's dag-cbor bytes, in version 2 (what ckpt writes). `version` 1 writes the old form (the
+ * parent as a link); only tests and fixtures ask for it.
+ */
+export function encodeManifest(m: Manifest, version: ManifestVersion = MANIFEST_VERSION): Uint8Array {
   const problem = manifestProblem(m)
   if (problem !== undefined) throw new CkptError('CKPT_BAD_ARGUMENT', `refusing to write an invalid manifest: ${problem}`, { reason: problem })
+  if (version !== 1 && version !== 2) throw new CkptError('CKPT_BAD_ARGUMENT', `manifest version ${String(version)} cannot be written`)
   const regions: Record<string, unknown> = {}
   for (const [name, r] of Object.entries(m.regions)) {
     regions[name] = { size: r.size, chunk: r.chunkSize, fanout: r.fanout, root: r.root ? toCID(r.root) : null }
@@ -81,13 +98,15 @@ export function encodeManifest(m: Manifest): Uint8Array {
   for (const [name, b] of Object.entries(m.blobs)) {
     blobs[name] = { size: b.size, chunks: b.chunks.map((c) => [toCID(c.cid), c.length]) }
   }
+  // the parent: version 2 its CID's bytes (a byte string generic walkers do not follow), version 1 a link
+  const parent = version === 1 ? { parent: m.parent ? toCID(m.parent) : null } : { parentCid: m.parent ? Uint8Array.from(m.parent) : null }
   return dagCbor.encode({
-    v: MANIFEST_VERSION,
+    v: version,
     timeline: m.timeline,
     lineage: m.lineage,
     vtime: m.vtime <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(m.vtime) : m.vtime,
     wall: m.wall,
-    parent: m.parent ? toCID(m.parent) : null,
+    ...parent,
     meta: m.meta,
     regions,
     blobs,
@@ -145,6 +164,14 @@ function cidOrNull(x: unknown, what: string): CidBytes | null {
   }
 }
 
+/** Version 2's parentCid: null, or the 36 bytes of a CIDv1 dag-cbor BLAKE3-256 (a byte string, not a link). */
+function cidBytesOrNull(x: unknown, what: string): CidBytes | null {
+  if (x === null) return null
+  if (!(x instanceof Uint8Array)) throw bad(`${what} is not a byte string (${describe(x)})`)
+  if (!isCid(x, DAG_CBOR)) throw bad(`${what} is not the ${CID_LENGTH} bytes of a CIDv1 dag-cbor BLAKE3-256`)
+  return Uint8Array.from(x)
+}
+
 /** "\x69__proto__": the CBOR text string `__proto__` (the only key cborg's plain objects can hide). */
 const PROTO_KEY = Buffer.from([0x69, ...Buffer.from('__proto__')])
 
@@ -157,8 +184,9 @@ export function decodeManifest(bytes: Uint8Array): Manifest {
   }
   if (!isPlainMap(o)) throw bad('not a map')
   if (!Object.hasOwn(o, 'v')) throw bad('the manifest lacks the field v')
-  if (o.v !== MANIFEST_VERSION) throw new CkptError('CKPT_VERSION', `manifest version ${describe(o.v)} is not supported`)
-  const top = map(o, 'the manifest', TOP_KEYS)
+  if (o.v !== 1 && o.v !== 2) throw new CkptError('CKPT_VERSION', `manifest version ${describe(o.v)} is not supported`)
+  const version: ManifestVersion = o.v
+  const top = map(o, 'the manifest', TOP_KEYS[version])
   // a "__proto__" key with a string or number value vanishes on decoding: the bytes would say more
   // than the decoded manifest. Rare in honest bytes (a meta text holding it): then compare exactly.
   if (Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).indexOf(PROTO_KEY) >= 0) {
@@ -206,7 +234,7 @@ export function decodeManifest(bytes: Uint8Array): Manifest {
     lineage: top.lineage,
     vtime,
     wall: top.wall,
-    parent: cidOrNull(top.parent, 'parent'),
+    parent: version === 1 ? cidOrNull(top.parent, 'parent') : cidBytesOrNull(top.parentCid, 'parentCid'),
     meta,
     regions,
     blobs,

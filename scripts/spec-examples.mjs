@@ -61,19 +61,14 @@ export function build() {
   const entry = Buffer.alloc(ENTRY_HEADER_SIZE + delta.length)
   writeEntry(entry, 0, v2Cid, AT_REST.nodeDelta, 1, v2Bytes.length, delta, ENTRY_KIND.block)
 
-  const manifest = encodeManifest({
-    timeline: 'run',
-    lineage: '0123456789abcdef0123456789abcdef',
-    vtime: 10000000n,
-    wall: 1767225600000,
-    parent: null,
-    meta: { label: 'boot' },
-    regions: { ram: { size: 4 * CHUNK, chunkSize: CHUNK, fanout: 256, root: v2Cid } },
-    blobs: {},
-  })
+  // the timeline's first checkpoint (vtime 0, ram the version-1 node), then the example: its child
+  const ramOf = (root) => ({ ram: { size: 4 * CHUNK, chunkSize: CHUNK, fanout: 256, root } })
+  const first = { timeline: 'run', lineage: '0123456789abcdef0123456789abcdef', vtime: 0n, wall: 1767225590000, parent: null, meta: {}, regions: ramOf(v1Cid), blobs: {} }
+  const parentCid = cborCid(encodeManifest(first))
+  const manifest = encodeManifest({ ...first, vtime: 10000000n, wall: 1767225600000, parent: parentCid, meta: { label: 'boot' }, regions: ramOf(v2Cid) })
   const manifestCid = cborCid(manifest)
   const carHeader = encodeCarHeader([manifestCid])
-  return { a, b, c, v1, v2, v1Bytes, v2Bytes, v1Cid, v2Cid, delta, entry: new Uint8Array(entry), manifest, manifestCid, carHeader }
+  return { a, b, c, v1, v2, v1Bytes, v2Bytes, v1Cid, v2Cid, delta, entry: new Uint8Array(entry), parentCid, manifest, manifestCid, carHeader }
 }
 
 const hex = (b) => Buffer.from(b).toString('hex')
@@ -102,6 +97,22 @@ function nodeRows(bytes, slotLabels) {
   })
   if (p !== bytes.length) throw new Error('node rows do not cover the node')
   return rows
+}
+
+/** The manifest's rows: the map up to `parentCid`, then that field (its CID as a byte string, not a link), then any rest. */
+function manifestRows(m, parentCid) {
+  const key = Buffer.from([0x69, ...Buffer.from('parentCid')])
+  const k = Buffer.from(m).indexOf(key)
+  const p = k + key.length
+  if (k < 0 || m[p] !== 0x58 || m[p + 1] !== 36 || Buffer.compare(m.subarray(p + 2, p + 38), parentCid) !== 0) throw new Error('the manifest example has no parentCid byte string')
+  return [
+    [m.subarray(0, k), `the manifest (${m.length} bytes of dag-cbor), up to parentCid`],
+    [m.subarray(k, p), 'text(9) "parentCid"'],
+    [m.subarray(p, p + 2), 'byte string, 36 bytes (no tag 42: not a link)'],
+    [m.subarray(p + 2, p + 6), 'CIDv1, dag-cbor, BLAKE3 (0x1e), 32-byte digest'],
+    [m.subarray(p + 6, p + 38), 'BLAKE3 of the parent: the manifest at vtime 0'],
+    ...(p + 38 < m.length ? [[m.subarray(p + 38), 'the rest of the map']] : []),
+  ]
 }
 
 /** The examples, in SPEC.md's order: name -> rows of [bytes, label]. */
@@ -149,7 +160,7 @@ export function examples(x = build()) {
     'tree-node': nodeRows(x.v1Bytes, ['4096 × 0x61', null, '4096 × 0x62', null]),
     'node-delta': deltaRows,
     'pack-entry': entryRows,
-    manifest: [[m, `the manifest (${m.length} bytes of dag-cbor)`]],
+    manifest: manifestRows(m, x.parentCid),
     'bundle-header': carRows,
   }
 }

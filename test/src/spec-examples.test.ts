@@ -97,8 +97,13 @@ describe('SPEC.md worked examples', () => {
   it('manifest: the dag-cbor map of SPEC.md, the region root being the pack entry node', () => {
     const m = bytes('manifest')
     const v = dagCbor.decode(m) as Record<string, unknown>
-    expect(Object.keys(v).sort()).toEqual(['blobs', 'lineage', 'meta', 'parent', 'regions', 'timeline', 'v', 'vtime', 'wall'])
-    expect(v).toMatchObject({ v: 1, timeline: 'run', vtime: 10_000_000, parent: null, meta: { label: 'boot' }, blobs: {} })
+    expect(Object.keys(v).sort()).toEqual(['blobs', 'lineage', 'meta', 'parentCid', 'regions', 'timeline', 'v', 'vtime', 'wall'])
+    expect(v).toMatchObject({ v: 2, timeline: 'run', vtime: 10_000_000, meta: { label: 'boot' }, blobs: {} })
+    // the parent: a byte string (not a tag-42 link) holding the CID of the timeline's first manifest
+    expect(v.parentCid).toBeInstanceOf(Uint8Array)
+    expect(CID.asCID(v.parentCid)).toBeNull()
+    const first = dagCbor.encode({ ...v, vtime: 0, wall: 1767225590000, meta: {}, parentCid: null, regions: { ram: { ...(v.regions as { ram: object }).ram, root: CID.decode(cidOf(0x71, bytes('tree-node'))) } } })
+    expect(hex(v.parentCid as Uint8Array)).toBe(hex(cidOf(0x71, first)))
     const ram = (v.regions as Record<string, { size: number; chunk: number; fanout: number; root: CID }>).ram!
     expect([ram.size, ram.chunk, ram.fanout]).toEqual([16384, 4096, 256])
     expect(ram.root.bytes).toEqual(bytes('pack-entry').subarray(12, 48))
