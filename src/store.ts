@@ -12,6 +12,9 @@ import { Repository, type OpenNote, type RepositoryOptions, type TimelineRecord 
 import type { StoreContext } from './context.js'
 import { diffManifests, type DiffEntry } from './diff.js'
 import { collectGarbage, type GcOptions, type GcSummary } from './gc.js'
+import { remoteUrl } from './remote.js'
+import { pull, type PullOptions, type PullSummary } from './remote-pull.js'
+import { push, type PushOptions, type PushSummary } from './remote-push.js'
 import { deleteRef, forkTimeline, removeCheckpoints, setRef, setTimelinePolicy, thinTimeline, uncatalogued, type ThinResult } from './lifecycle.js'
 import { Pipeline } from './pipeline/queue.js'
 import { WorkerPool } from './pipeline/worker-pool.js'
@@ -185,6 +188,23 @@ export class CkptStore {
   /** Reclaims blocks no checkpoint, ref or open timeline reaches (SPEC.md, "Garbage collection"). */
   gc(opts: GcOptions = {}): Promise<GcSummary> {
     return collectGarbage(this.ctx, opts)
+  }
+
+  /**
+   * Sends checkpoints to a remote (a URL, or the name of one of this store's remotes): the given
+   * timelines or checkpoints (and their history on their timeline), by default every timeline
+   * (SPEC.md §22.4). A vtime the remote has with another checkpoint is a conflict, reported in the
+   * summary; nothing of this store changes.
+   */
+  push(remote: string, refs?: string[], opts: PushOptions = {}): Promise<PushSummary> {
+    this.checkOpen()
+    return push(this.ctx, remoteUrl(this.dir, remote), refs, opts)
+  }
+
+  /** Takes checkpoints from a remote; `lazy`: only their catalog and index, blocks fetched when read (SPEC.md §22.5). */
+  pull(remote: string, refs?: string[], opts: PullOptions = {}): Promise<PullSummary> {
+    this.checkOpen()
+    return pull(this.ctx, remoteUrl(this.dir, remote), refs, opts)
   }
 
   /**

@@ -31,68 +31,9 @@ import {
 } from '../codecs/pack-format.js'
 import type { BlockReader, BlockWriter, PackIO } from './interface.js'
 
-export interface BlockLocation {
-  pack: number
-  /** offset of the entry header in the pack */
-  offset: number
-  storedLength: number
-  rawLength: number
-  codec: number
-  /** delta chain length for nodeDelta entries, 0 otherwise */
-  depth: number
-}
-
-export interface PackRecord {
-  committedLength: number
-  sealed: boolean
-  /** a damaged pack a repair took out of use: never appended to, no footer expected; gc rewrites it */
-  retired?: boolean
-  entries: number
-}
-
-export const LOCATION_SIZE = 22
-
-export { encodePackRecord, decodePackRecord }
-
-export function encodeLocation(l: BlockLocation): Uint8Array {
-  const v = allocBytes(LOCATION_SIZE)
-  const b = Buffer.from(v.buffer, v.byteOffset, LOCATION_SIZE)
-  b.writeUInt32LE(l.pack, 0)
-  b.writeUInt32LE(l.offset % 0x100000000, 4)
-  b.writeUInt32LE(Math.floor(l.offset / 0x100000000), 8)
-  b.writeUInt32LE(l.storedLength, 12)
-  b.writeUInt32LE(l.rawLength, 16)
-  b[20] = l.codec
-  b[21] = l.depth
-  return b
-}
-
-export function decodeLocation(v: Uint8Array): BlockLocation {
-  if (v.length !== LOCATION_SIZE) throw new CkptError('CKPT_BAD_INDEX', `index value has ${v.length} bytes, expected ${LOCATION_SIZE}`)
-  const b = Buffer.from(v.buffer, v.byteOffset, v.byteLength)
-  return {
-    pack: b.readUInt32LE(0),
-    offset: b.readUInt32LE(4) + b.readUInt32LE(8) * 0x100000000,
-    storedLength: b.readUInt32LE(12),
-    rawLength: b.readUInt32LE(16),
-    codec: b[20]!,
-    depth: b[21]!,
-  }
-}
-
-function encodePackRecord(r: PackRecord): Uint8Array {
-  const b = Buffer.alloc(13)
-  b.writeBigUInt64LE(BigInt(r.committedLength), 0)
-  b[8] = r.retired ? 2 : r.sealed ? 1 : 0
-  b.writeUInt32LE(r.entries, 9)
-  return b
-}
-
-function decodePackRecord(v: Uint8Array): PackRecord {
-  if (v.length !== 13) throw new CkptError('CKPT_BAD_INDEX', 'bad pack record in the index')
-  const b = Buffer.from(v.buffer, v.byteOffset, v.byteLength)
-  return { committedLength: Number(b.readBigUInt64LE(0)), sealed: b[8] === 1, retired: b[8] === 2, entries: b.readUInt32LE(9) }
-}
+import { decodeLocation, decodePackRecord, encodeLocation, encodePackRecord, type BlockLocation, type PackRecord } from './location.js'
+import type { RemoteBlocks } from './remote/remote-blocks.js'
+export { decodeLocation, decodePackRecord, encodeLocation, encodePackRecord, LOCATION_SIZE, type BlockLocation, type PackRecord } from './location.js'
 
 export interface BlockStoreOptions {
   /** a pack is sealed once it reaches this size (default 64 MiB) */
@@ -263,6 +204,19 @@ export class BlockStore implements BlockReader, BlockWriter {
     return v === undefined ? undefined : decodeLocation(v)
   }
 
+  /** Blocks known from remotes (a lazy pull): read through their cache where the store has no copy. */
+  remote: RemoteBlocks | undefined
+
+  /** Where a block can be read: this store's packs, else a remote's (never written to the index). */
+  find(cid: CidBytes): BlockLocation | undefined {
+    return this.locate(cid) ?? this.remote?.locate(cid)
+  }
+
+  /** The local file holding a pack's bytes (a remote pack's cache file), if there is one. */
+  filePath(pack: number): string | undefined {
+    return this.remote?.isRemote(pack) ? this.remote.filePath(pack) : this.io.filePath(pack)
+  }
+
   /** Locations of many blocks in one index call; undefined where missing. */
   async locateMany(cids: CidBytes[]): Promise<(BlockLocation | undefined)[]> {
     const out: (BlockLocation | undefined)[] = new Array(cids.length)
@@ -274,7 +228,19 @@ export class BlockStore implements BlockReader, BlockWriter {
     }
     const vals = await this.kv.getMany(ask.map((i) => blockKey(cids[i]!)))
     for (let k = 0; k < ask.length; k++) out[ask[k]!] = vals[k] === undefined ? undefined : decodeLocation(vals[k]!)
+    if (this.remote) await this.locateRemote(cids, out)
     return out
+  }
+
+  /** locateMany's misses, looked up on the remotes; what they give is fetched into their cache before the caller reads it. */
+  private async locateRemote(cids: CidBytes[], out: (BlockLocation | undefined)[]): Promise<void> {
+    const remote: BlockLocation[] = []
+    for (let k = 0; k < out.length; k++) {
+      if (out[k]) continue
+      const r = this.remote!.locate(cids[k]!)
+      if (r) remote.push((out[k] = r))
+    }
+    if (remote.length) await this.remote!.prefetch(remote)
   }
 
   /** Whether an entry is still only in the write buffer (not yet in its pack file). */
@@ -287,6 +253,10 @@ export class BlockStore implements BlockReader, BlockWriter {
    * entry pointing anywhere else is damage, CKPT_BAD_INDEX, not a read to attempt.
    */
   checkLocation(cid: CidBytes, loc: BlockLocation): void {
+    if (this.remote?.isRemote(loc.pack)) {
+      if (loc.offset + ENTRY_HEADER_SIZE + loc.storedLength <= this.remote.size(loc.pack)) return
+      throw new CkptError('CKPT_BAD_REMOTE', `a remote index segment places ${cidToString(cid)} past the end of ${this.remote.describe(loc.pack)}`, { cid: cidToString(cid) })
+    }
     const rec = this.packs.get(loc.pack)
     const end = loc.offset + ENTRY_HEADER_SIZE + loc.storedLength
     const inBuffer = loc.pack === this.openPack && loc.offset >= this.bufStart && end <= this.bufStart + this.bufLen
@@ -308,6 +278,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     this.checkLocation(cid, loc)
     let entry: Uint8Array
     const size = ENTRY_HEADER_SIZE + loc.storedLength
+    if (this.remote?.isRemote(loc.pack)) return this.readRemote(cid, loc)
     if (loc.pack === this.openPack && loc.offset >= this.bufStart) {
       // a copy: the write buffer is reused once flushed, and callers may keep what they read
       const at = loc.offset - this.bufStart
@@ -321,6 +292,25 @@ export class BlockStore implements BlockReader, BlockWriter {
     const payload = entryPayload(entry, { cid, storedLength: loc.storedLength, rawLength: loc.rawLength, codec: loc.codec })
     if (isFault(payload)) throw entryError(payload, cid, loc)
     return payload
+  }
+
+  /**
+   * A block's payload from a remote pack, through its cache; an entry that is not the block the
+   * segment promises (a hole or damage in the cache, or damage on the remote) is fetched once more
+   * before the read fails. A block that then fails its hash check is never returned (finishRead).
+   */
+  private readRemote(cid: CidBytes, loc: BlockLocation): Uint8Array {
+    const remote = this.remote!
+    const size = ENTRY_HEADER_SIZE + loc.storedLength
+    for (let attempt = 0; ; attempt++) {
+      const payload = entryPayload(remote.read(loc.pack, loc.offset, size), { cid, storedLength: loc.storedLength, rawLength: loc.rawLength, codec: loc.codec })
+      if (!isFault(payload)) {
+        if (attempt > 0 || loc.codec === AT_REST.nodeDelta || !isFault(openPayload(loc.codec, payload, loc.rawLength, cid, 4))) return payload
+      } else if (attempt > 0) {
+        throw new CkptError('CKPT_HASH_MISMATCH', `block ${cidToString(cid)} is damaged on the remote (${remote.describe(loc.pack)}, offset ${loc.offset}): ${payload.message}`, { cid: cidToString(cid), remote: remote.describe(loc.pack), offset: loc.offset })
+      }
+      remote.invalidate(loc.pack, loc.offset, size)
+    }
   }
 
   /**
@@ -535,7 +525,7 @@ export class BlockStore implements BlockReader, BlockWriter {
 
   /** The at-rest payload of a block (no decompression, no verification). */
   readStored(cid: CidBytes): { loc: BlockLocation; payload: Uint8Array } {
-    const loc = this.locate(cid)
+    const loc = this.find(cid)
     if (!loc) throw new CkptError('CKPT_NOT_FOUND', `block ${cidToString(cid)} is not in the store`, { cid: cidToString(cid) })
     return { loc, payload: this.readAt(cid, loc) }
   }
@@ -545,7 +535,7 @@ export class BlockStore implements BlockReader, BlockWriter {
    * a read never returns wrong bytes; a damaged block fails with CKPT_HASH_MISMATCH naming it.
    */
   get(cid: CidBytes): Uint8Array {
-    const loc = this.locate(cid)
+    const loc = this.find(cid)
     if (!loc) throw new CkptError('CKPT_NOT_FOUND', `block ${cidToString(cid)} is not in the store`, { cid: cidToString(cid) })
     if (loc.codec === AT_REST.nodeDelta) return this.getNodeBytes(cid).bytes
     // the payload is consumed right here, so it may live in reused memory; the result may not
@@ -643,6 +633,7 @@ export class BlockStore implements BlockReader, BlockWriter {
 
   close(): void {
     this.io.close()
+    this.remote?.close()
   }
 }
 

@@ -26,7 +26,7 @@ export function planReads(blocks: BlockStore, cids: readonly CidBytes[], locs: r
   // pack paths once per pack, not per block
   const paths = new Map<number, string | undefined>()
   const pathOf = (pack: number) => {
-    if (!paths.has(pack)) paths.set(pack, blocks.io.filePath(pack))
+    if (!paths.has(pack)) paths.set(pack, blocks.filePath(pack))
     return paths.get(pack)
   }
   for (let k = 0; k < n; k++) blocks.checkLocation(cids[k]!, locs[k]!)

@@ -19,6 +19,7 @@ import { encodeRecord, type CatalogOp, type TimelineRecord, type RegionSpec } fr
 import { CID_LENGTH, cidBytes, DAG_CBOR, type CidBytes } from '../codecs/cid.js'
 import { compressBlock } from '../codecs/compress.js'
 import { CkptError, fsError } from '../codecs/errors.js'
+import { RemoteBlocks } from './remote/remote-blocks.js'
 import { BlockStore, type BlockStoreOptions } from './block-store.js'
 import { catalogKvOps, catalogSnapshotOps } from './catalog.js'
 import {
@@ -236,6 +237,7 @@ export class Repository implements Catalog {
     let blocks: BlockStore
     try {
       blocks = await BlockStore.open(kv, io, opts)
+      blocks.remote = RemoteBlocks.load(dir, { readOnly: opts.readOnly === true })
     } catch (err) {
       // release the index (and its lock) so the caller may retry or repair
       io.close()

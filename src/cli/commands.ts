@@ -11,7 +11,10 @@ import { gc } from './commands/gc.js'
 import { importCmd } from './commands/import.js'
 import { init } from './commands/init.js'
 import { log } from './commands/log.js'
+import { pull } from './commands/pull.js'
+import { push } from './commands/push.js'
 import { ref } from './commands/ref.js'
+import { remote } from './commands/remote.js'
 import { repair } from './commands/repair.js'
 import { restore } from './commands/restore.js'
 import { rm } from './commands/rm.js'
@@ -71,4 +74,7 @@ export const COMMANDS: ReadonlyMap<string, Command> = new Map([
   ['fork', fork],
   ['ref', ref],
   ['gc', gc],
+  ['remote', remote],
+  ['push', push],
+  ['pull', pull],
 ])

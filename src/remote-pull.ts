@@ -1,0 +1,226 @@
+/**
+ * pull (SPEC.md §22.5): a remote's checkpoints of some timelines into this store.
+ *
+ *   catalog    the timelines' catalog segments: their checkpoints and the index segments they need
+ *   index      those segments (and their deps), checked against their names, kept in the store
+ *   blocks     full: every block those segments list that the store lacks, fetched pack by pack and
+ *              verified before it is stored; lazy: none (they are read through the remote's cache
+ *              when first needed, RemoteBlocks)
+ *   manifests  the new checkpoints' manifests, verified and stored (a lazy pull too: log, show and
+ *              seek then need no remote)
+ *   commit     one catalog commit makes the checkpoints visible, after everything they need
+ */
+import { cidKey, cidToString, parseCid, type CidBytes } from '../codecs/cid.js'
+import { compressBlock } from '../codecs/compress.js'
+import { CkptError } from '../codecs/errors.js'
+import { decodeManifest, type Manifest } from '../codecs/manifest.js'
+import { entryPayload, ENTRY_HEADER_SIZE, ENTRY_KIND, isFault, openPayload } from '../codecs/pack-format.js'
+import { packKey, segmentEntry, timelineKey, type SegmentEntry } from '../codecs/remote-format.js'
+import { RemoteBlocks } from '../store/index.js'
+import { catalogOps } from './bundle-catalog.js'
+import type { StoreContext } from './context.js'
+import { checkName, toVtime } from './refs.js'
+import { openRemote, type OpenedRemote } from './remote.js'
+import { catalogSegments, fetchSegments, remoteCheckpoints } from './remote-push.js'
+
+export interface PullOptions {
+  /** copy only the catalog and the index; blocks are fetched when read */
+  lazy?: boolean
+  signal?: AbortSignal
+  onProgress?: (p: { phase: 'catalog' | 'index' | 'blocks' | 'manifests'; done: number; total: number }) => void
+  env?: Record<string, string | undefined>
+}
+
+export interface PullSummary {
+  remote: string
+  lazy: boolean
+  timelines: { name: string; added: number; present: number }[]
+  /** blocks copied into the store's packs (a full pull), and their stored bytes */
+  blocks: number
+  bytes: number
+  segments: number
+  requests: { gets: number; lists: number; heads: number }
+  bytesIn: number
+  ms: number
+}
+
+/** Stored bytes a pull stages before it commits them (a crash loses at most this much work). */
+const COMMIT_EVERY = 64 << 20
+/** whole packs fetched at once by a full pull */
+const PACKS_IN_FLIGHT = 3
+
+export async function pull(ctx: StoreContext, url: string, refs: readonly string[] | undefined, opts: PullOptions = {}): Promise<PullSummary> {
+  const t0 = performance.now()
+  const r = await openRemote(url, { create: false, env: opts.env })
+  try {
+    return await ctx.exclusive(() => pullFrom(ctx, r, refs, opts, t0))
+  } finally {
+    await r.objects.close()
+  }
+}
+
+/** REFs of a pull: TIMELINE or TIMELINE@VTIME (up to VTIME); none: every timeline of the remote. */
+async function wanted(r: OpenedRemote, refs: readonly string[] | undefined, signal?: AbortSignal): Promise<Map<string, bigint | undefined>> {
+  const out = new Map<string, bigint | undefined>()
+  if (!refs || refs.length === 0) {
+    for await (const o of r.objects.list('tl/', { signal })) out.set(decodeURIComponent(o.key.slice(3)), undefined)
+    return out
+  }
+  for (const ref of refs) {
+    const at = ref.lastIndexOf('@')
+    const name = checkName('timeline', at < 0 ? ref : ref.slice(0, at))
+    const v = at < 0 ? undefined : toVtime(ref.slice(at + 1))
+    const was = out.get(name)
+    out.set(name, out.has(name) && (was === undefined || v === undefined) ? undefined : v === undefined ? undefined : was !== undefined && was > v ? was : v)
+  }
+  return out
+}
+
+async function pullFrom(ctx: StoreContext, r: OpenedRemote, refs: readonly string[] | undefined, opts: PullOptions, t0: number): Promise<PullSummary> {
+  const { signal } = opts
+  const { repo } = ctx
+  const table = (repo.blocks.remote ??= RemoteBlocks.empty(ctx.dir))
+  table.register(r.config.id, r.url)
+  const names = await wanted(r, refs, signal)
+  const roots: { timeline: string; vtime: bigint; cid: CidBytes }[] = []
+  const indexes = new Set<string>()
+  const present = new Map<string, number>()
+  let done = 0
+  for (const [name, upTo] of names) {
+    opts.onProgress?.({ phase: 'catalog', done: done++, total: names.size })
+    if (!(await r.objects.head(timelineKey(name), { signal }))) throw new CkptError('CKPT_NOT_FOUND', `${r.url} has no timeline ${name}`, { remote: r.url, timeline: name })
+    const segs = await catalogSegments(r, name, signal)
+    for (const { seg } of segs) for (const i of seg.indexes) indexes.add(i)
+    present.set(name, 0)
+    for (const [v, cid] of remoteCheckpoints(segs)) {
+      const vtime = BigInt(v)
+      if (upTo !== undefined && vtime > upTo) continue
+      const here = await repo.seek(name, vtime)
+      if (here && here.vtime === vtime && cidToString(here.cid) === cid) {
+        present.set(name, present.get(name)! + 1)
+        continue
+      }
+      roots.push({ timeline: name, vtime, cid: parseCid(cid) })
+    }
+  }
+  opts.onProgress?.({ phase: 'index', done: 0, total: indexes.size })
+  const closure = await fetchClosure(r, table, [...indexes], signal)
+  const copied = opts.lazy ? { blocks: 0, bytes: 0 } : await copyBlocks(ctx, r, table, closure, opts)
+  const manifests = await takeManifests(ctx, roots, opts)
+  const catalog = await catalogOps(repo, manifests, roots.map((x) => x.cid), {})
+  await repo.commit(catalog.ops)
+  await ctx.timelinesChanged(catalog.timelines)
+  const added = new Map<string, number>()
+  for (const x of roots) added.set(x.timeline, (added.get(x.timeline) ?? 0) + 1)
+  const st = r.objects.stats
+  return {
+    remote: r.url,
+    lazy: opts.lazy === true,
+    timelines: [...names.keys()].map((name) => ({ name, added: added.get(name) ?? 0, present: present.get(name) ?? 0 })),
+    blocks: copied.blocks,
+    bytes: copied.bytes,
+    segments: closure.length,
+    requests: { gets: st.gets, lists: st.lists, heads: st.heads },
+    bytesIn: st.bytesIn,
+    ms: Math.round(performance.now() - t0),
+  }
+}
+
+/** The segments named and everything they reach (their deps, transitively), fetched where new. */
+async function fetchClosure(r: OpenedRemote, table: RemoteBlocks, names: string[], signal?: AbortSignal): Promise<string[]> {
+  const all = new Set<string>()
+  let wave = names
+  while (wave.length) {
+    for (const n of wave) all.add(n)
+    await fetchSegments(r, table, wave, signal)
+    const next = new Set<string>()
+    for (const n of wave) for (const d of table.depsOf(n)) if (!all.has(d)) next.add(d)
+    wave = [...next]
+  }
+  return [...all].sort()
+}
+
+/**
+ * The new checkpoints' manifests, read through the remote (one coalesced prefetch), each verified
+ * against its CID, checked to be the checkpoint the catalog says, and staged in this store.
+ */
+async function takeManifests(ctx: StoreContext, roots: { timeline: string; vtime: bigint; cid: CidBytes }[], opts: PullOptions): Promise<Map<string, Manifest>> {
+  const blocks = ctx.repo.blocks
+  const out = new Map<string, Manifest>()
+  opts.onProgress?.({ phase: 'manifests', done: 0, total: roots.length })
+  const locs = await blocks.locateMany(roots.map((x) => x.cid))
+  for (let k = 0; k < roots.length; k++) {
+    const { timeline, vtime, cid } = roots[k]!
+    if (!locs[k]) throw new CkptError('CKPT_REMOTE_UNAVAILABLE', `checkpoint ${cidToString(cid)} (${timeline}@${vtime}) is in the remote's catalog but in none of its index segments`, { cid: cidToString(cid), timeline })
+    const bytes = blocks.get(cid)
+    const m = decodeManifest(bytes)
+    if (m.timeline !== timeline || m.vtime !== vtime) {
+      throw new CkptError('CKPT_BAD_REMOTE', `the remote's catalog puts ${cidToString(cid)} at ${timeline}@${vtime}, its manifest says ${m.timeline}@${m.vtime}`, { cid: cidToString(cid) })
+    }
+    out.set(cidKey(cid), m)
+    if (!blocks.has(cid)) {
+      const c = compressBlock(blocks.compressor, bytes)
+      blocks.put(cid, c.code, c.bytes, bytes.length, { kind: ENTRY_KIND.manifest })
+    }
+  }
+  return out
+}
+
+/**
+ * A full pull's blocks: every block the segments list that the store lacks, fetched a whole pack at
+ * a time (a few at once), each entry checked and its block re-hashed before it is staged; committed
+ * every 64 MiB (blocks nothing references yet: a crash leaves them to gc).
+ */
+async function copyBlocks(ctx: StoreContext, r: OpenedRemote, table: RemoteBlocks, segments: string[], opts: PullOptions): Promise<{ blocks: number; bytes: number }> {
+  const { repo } = ctx
+  const blocks = repo.blocks
+  const byPack = new Map<string, { size: number; entries: SegmentEntry[] }>()
+  const seen = new Set<string>()
+  for (const name of segments) {
+    const seg = table.segment(name)!
+    for (let k = 0; k < seg.count; k++) {
+      const e = segmentEntry(seg, k)
+      const key = cidKey(e.cid)
+      // manifests are staged with the catalog commit that lists them (takeManifests), never before
+      if (e.kind === ENTRY_KIND.manifest || seen.has(key) || blocks.has(e.cid)) continue
+      seen.add(key)
+      const p = seg.packs[e.pack]!
+      let slot = byPack.get(p.hash)
+      if (!slot) byPack.set(p.hash, (slot = { size: p.size, entries: [] }))
+      slot.entries.push({ ...e, cid: e.cid.slice() })
+    }
+  }
+  const packs = [...byPack]
+  const fetches: Promise<Uint8Array>[] = []
+  const fetch = (k: number) => {
+    const [hash] = packs[k]!
+    const p = r.objects.get(packKey(hash), { signal: opts.signal }).then((b) => {
+      if (!b) throw new CkptError('CKPT_REMOTE_UNAVAILABLE', `pack ${packKey(hash)} is missing from ${r.url}`, { remote: r.url, key: packKey(hash) })
+      return b
+    })
+    p.catch(() => {})
+    fetches[k] = p
+  }
+  for (let k = 0; k < Math.min(PACKS_IN_FLIGHT, packs.length); k++) fetch(k)
+  let count = 0
+  let bytes = 0
+  for (let k = 0; k < packs.length; k++) {
+    opts.onProgress?.({ phase: 'blocks', done: k, total: packs.length })
+    const data = await fetches[k]!
+    if (k + PACKS_IN_FLIGHT < packs.length) fetch(k + PACKS_IN_FLIGHT)
+    const [hash, { entries }] = packs[k]!
+    for (const e of entries.sort((a, b) => a.offset - b.offset)) {
+      const payload = entryPayload(data.subarray(e.offset, e.offset + ENTRY_HEADER_SIZE + e.storedLength), e)
+      const ok = isFault(payload) ? payload : openPayload(e.codec, payload, e.rawLength, e.cid, 4)
+      if (isFault(ok)) {
+        throw new CkptError('CKPT_HASH_MISMATCH', `block ${cidToString(e.cid)} is damaged on the remote (${packKey(hash)}, offset ${e.offset}): ${ok.message}`, { cid: cidToString(e.cid), remote: r.url, key: packKey(hash), offset: e.offset })
+      }
+      blocks.put(e.cid, e.codec, payload as Uint8Array, e.rawLength, { kind: e.kind === ENTRY_KIND.manifest ? ENTRY_KIND.manifest : ENTRY_KIND.block })
+      count++
+      bytes += e.storedLength
+    }
+    fetches[k] = undefined as unknown as Promise<Uint8Array>
+    if (blocks.stagedBytes >= COMMIT_EVERY) await repo.commit()
+  }
+  return { blocks: count, bytes }
+}

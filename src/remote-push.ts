@@ -1,0 +1,421 @@
+/**
+ * push (SPEC.md §22.4): the checkpoints of some timelines that a remote lacks, and the blocks they
+ * need that it lacks, in the write order that keeps a remote valid at every moment:
+ *
+ *   1. packs     new packs of the blocks the remote's index does not list (content-named: a retry
+ *                writes the same name, a crash leaves at most unreferenced packs)
+ *   2. index     one segment listing them, with its deps (the segments its blocks reach into)
+ *   3. catalog   per timeline: its record (once), a claim per checkpoint (create-only: the first
+ *                pusher of a vtime wins, the other gets CKPT_REMOTE_CONFLICT), then a catalog
+ *                segment naming the claimed checkpoints and the index segments they need. A reader
+ *                sees a checkpoint only through a catalog segment, so only complete ones.
+ */
+import { cidKey, cidToString, type CidBytes } from '../codecs/cid.js'
+import { blake3 } from '../codecs/blake3.js'
+import { AT_REST, compressBlock } from '../codecs/compress.js'
+import { CkptError } from '../codecs/errors.js'
+import type { Manifest } from '../codecs/manifest.js'
+import { encodeFooter, encodePackHeader, ENTRY_HEADER_SIZE, ENTRY_KIND, PACK_HEADER_SIZE, writeEntry } from '../codecs/pack-format.js'
+import {
+  catalogKey,
+  catalogPrefix,
+  claimKey,
+  claimPrefix,
+  decodeCatalogSegment,
+  decodeJson,
+  encodeJson,
+  encodeSegment,
+  packKey,
+  parseCatalogKey,
+  segmentKey,
+  timelineKey,
+  toHex,
+  type CatalogSegment,
+  type SegmentEntry,
+} from '../codecs/remote-format.js'
+import { RemoteBlocks, type CheckpointEntry, type ObjectStore, type TimelineRecord } from '../store/index.js'
+import type { StoreContext } from './context.js'
+import { changedSlots, childCid } from './node-compare.js'
+import { Geometry } from './region-tree.js'
+import { baseRoot } from './bundle-shared.js'
+import { openRemote, type OpenedRemote } from './remote.js'
+import { selectCheckpoints } from './remote-select.js'
+
+/** A new pack is closed at this size (kopia: 20–40 MB; big enough for few PUTs, small enough to fetch ranges of). */
+export const REMOTE_PACK_TARGET = 32 << 20
+/** packs uploading at once */
+const PACKS_IN_FLIGHT = 3
+/** claims made at once (a conflict stops the timeline after its batch) */
+const CLAIM_BATCH = 16
+
+export interface PushOptions {
+  signal?: AbortSignal
+  onProgress?: (p: { phase: 'index' | 'walk' | 'packs' | 'catalog'; done: number; total: number }) => void
+  env?: Record<string, string | undefined>
+}
+
+export interface PushConflict {
+  timeline: string
+  vtime: string
+  local: string
+  remote: string
+}
+
+export interface PushSummary {
+  remote: string
+  /** per timeline: checkpoints now on the remote from this push, and those it had already */
+  timelines: { name: string; pushed: number; present: number; conflict?: PushConflict }[]
+  conflicts: PushConflict[]
+  blocks: number
+  packs: number
+  packBytes: number
+  /** the index segment written (none when every block was there) */
+  segment?: string
+  requests: { puts: number; gets: number; lists: number; heads: number }
+  bytesOut: number
+  ms: number
+}
+
+/** What a push learnt of a remote's index: the segments this store knows, fetched when new. */
+export async function syncRemoteIndex(ctx: StoreContext, r: OpenedRemote, signal?: AbortSignal): Promise<RemoteBlocks> {
+  const blocks = ctx.repo.blocks
+  const table = (blocks.remote ??= RemoteBlocks.empty(ctx.dir))
+  table.register(r.config.id, r.url)
+  const names: string[] = []
+  for await (const o of r.objects.list('index/', { signal })) {
+    const name = o.key.slice('index/'.length)
+    if (/^[0-9a-f]{64}$/.test(name) && !table.hasSegment(name)) names.push(name)
+  }
+  await fetchSegments(r, table, names, signal)
+  return table
+}
+
+/** Fetches index segments (several at once), checks each against its name, saves it in the store. */
+export async function fetchSegments(r: OpenedRemote, table: RemoteBlocks, names: readonly string[], signal?: AbortSignal): Promise<void> {
+  let next = 0
+  const one = async () => {
+    while (next < names.length) {
+      const name = names[next++]!
+      if (table.hasSegment(name)) continue
+      const bytes = await r.objects.get(segmentKey(name), { signal })
+      if (!bytes) throw new CkptError('CKPT_REMOTE_UNAVAILABLE', `index segment ${name} is missing from ${r.url}`, { remote: r.url, key: segmentKey(name) })
+      if (toHex(blake3(bytes)) !== name) throw new CkptError('CKPT_HASH_MISMATCH', `index segment ${name} on ${r.url} does not match its name`, { remote: r.url, key: segmentKey(name) })
+      table.saveSegment(r.config.id, name, bytes)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(8, names.length) }, one))
+}
+
+/** The catalog segments of a timeline on the remote (each fetched once, then read from the store's copy). */
+export async function catalogSegments(r: OpenedRemote, timeline: string, signal?: AbortSignal): Promise<{ key: string; seg: CatalogSegment }[]> {
+  const keys: string[] = []
+  for await (const o of r.objects.list(catalogPrefix(timeline), { signal })) if (parseCatalogKey(o.key)) keys.push(o.key)
+  const out: { key: string; seg: CatalogSegment }[] = new Array(keys.length)
+  let next = 0
+  const one = async () => {
+    while (next < keys.length) {
+      const k = next++
+      const bytes = await r.objects.get(keys[k]!, { signal })
+      if (!bytes) continue // removed by a compaction since the listing: its successor lists the same
+      out[k] = { key: keys[k]!, seg: decodeCatalogSegment(bytes, keys[k]!) }
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(16, keys.length) }, one))
+  return out.filter((x) => x !== undefined)
+}
+
+/** The remote's checkpoints of a timeline, by vtime (text), from its catalog segments. */
+export function remoteCheckpoints(segs: { key: string; seg: CatalogSegment }[]): Map<string, string> {
+  const at = new Map<string, string>()
+  for (const { key, seg } of segs) {
+    for (const c of seg.checkpoints) {
+      const was = at.get(c.vtime)
+      if (was && was !== c.cid) throw new CkptError('CKPT_BAD_REMOTE', `the remote's catalog names two checkpoints at vtime ${c.vtime} of ${seg.timeline} (${key})`, { key })
+      at.set(c.vtime, c.cid)
+    }
+  }
+  return at
+}
+
+export async function push(ctx: StoreContext, url: string, refs: readonly string[] | undefined, opts: PushOptions = {}): Promise<PushSummary> {
+  const t0 = performance.now()
+  const r = await openRemote(url, { create: true, env: opts.env })
+  try {
+    return await ctx.exclusive(() => pushTo(ctx, r, refs, opts, t0))
+  } finally {
+    await r.objects.close()
+  }
+}
+
+async function pushTo(ctx: StoreContext, r: OpenedRemote, refs: readonly string[] | undefined, opts: PushOptions, t0: number): Promise<PushSummary> {
+  const { signal } = opts
+  const selected = await selectCheckpoints(ctx, refs)
+  opts.onProgress?.({ phase: 'index', done: 0, total: 1 })
+  const table = await syncRemoteIndex(ctx, r, signal)
+  const plans: TimelinePlan[] = []
+  for (const [name, entries] of selected) plans.push(await planTimeline(ctx, r, name, entries, signal))
+  const walk = new PushWalk(ctx, table, r.config.id)
+  const todo = plans.flatMap((p) => p.toClaim.concat(p.toComplete))
+  for (let k = 0; k < todo.length; k++) {
+    signal?.throwIfAborted()
+    opts.onProgress?.({ phase: 'walk', done: k, total: todo.length })
+    await walk.checkpoint(todo[k]!)
+  }
+  const packs = await uploadPacks(ctx, r, walk, opts)
+  let segment: string | undefined
+  if (packs.entries.length) {
+    const bytes = encodeSegment(packs.list, [...walk.deps].sort(), packs.entries)
+    segment = toHex(blake3(bytes))
+    await r.objects.put(segmentKey(segment), bytes, { signal })
+    table.saveSegment(r.config.id, segment, bytes)
+  }
+  const indexes = [...new Set([...(segment ? [segment] : []), ...walk.deps])].sort()
+  const summary: PushSummary['timelines'] = []
+  const conflicts: PushConflict[] = []
+  for (let k = 0; k < plans.length; k++) {
+    opts.onProgress?.({ phase: 'catalog', done: k, total: plans.length })
+    const res = await writeCatalog(r, plans[k]!, indexes, signal)
+    summary.push(res)
+    if (res.conflict) conflicts.push(res.conflict)
+  }
+  const st = r.objects.stats
+  return {
+    remote: r.url,
+    timelines: summary,
+    conflicts,
+    blocks: packs.entries.length,
+    packs: packs.list.length,
+    packBytes: packs.list.reduce((n, p) => n + p.size, 0),
+    ...(segment ? { segment } : {}),
+    requests: { puts: st.puts, gets: st.gets, lists: st.lists, heads: st.heads },
+    bytesOut: st.bytesOut,
+    ms: Math.round(performance.now() - t0),
+  }
+}
+
+interface TimelinePlan {
+  name: string
+  record: TimelineRecord
+  /** on the remote: none yet (its record is written first) */
+  newTimeline: boolean
+  /** checkpoints the remote lacks, in vtime order */
+  toClaim: CheckpointEntry[]
+  /** checkpoints claimed by this store's earlier push that no catalog segment lists yet (a push that stopped) */
+  toComplete: CheckpointEntry[]
+  present: number
+  /** the remote has another checkpoint here: the timeline is pushed up to it only */
+  conflict?: PushConflict
+}
+
+async function planTimeline(ctx: StoreContext, r: OpenedRemote, name: string, entries: CheckpointEntry[], signal?: AbortSignal): Promise<TimelinePlan> {
+  const record = (await ctx.repo.getTimeline(name))!
+  const there = await r.objects.get(timelineKey(name), { signal })
+  if (there) {
+    const rec = decodeJson(there, timelineKey(name))
+    if (rec.lineage !== record.lineage) {
+      const first = entries[0]
+      const conflict = { timeline: name, vtime: first ? first.vtime.toString() : '0', local: `lineage ${record.lineage}`, remote: `lineage ${String(rec.lineage)}` }
+      return { name, record, newTimeline: false, toClaim: [], toComplete: [], present: 0, conflict }
+    }
+  }
+  const listed = remoteCheckpoints(await catalogSegments(r, name, signal))
+  const claimed = new Set<string>()
+  for await (const o of r.objects.list(claimPrefix(name), { signal })) claimed.add(o.key)
+  const plan: TimelinePlan = { name, record, newTimeline: !there, toClaim: [], toComplete: [], present: 0 }
+  for (const e of entries) {
+    const v = e.vtime.toString()
+    const cid = cidToString(e.cid)
+    const theirs = listed.get(v)
+    if (theirs === cid) {
+      plan.present++
+      continue
+    }
+    if (theirs === undefined && !claimed.has(claimKey(name, e.vtime))) {
+      plan.toClaim.push(e)
+      continue
+    }
+    // claimed but not catalogued (a push that stopped), or catalogued as another checkpoint
+    const claim = theirs ?? (await readClaim(r, name, e.vtime, signal))
+    if (claim === cid) plan.toComplete.push(e)
+    else {
+      plan.conflict = { timeline: name, vtime: v, local: cid, remote: claim ?? '?' }
+      break
+    }
+  }
+  return plan
+}
+
+async function readClaim(r: OpenedRemote, name: string, vtime: bigint, signal?: AbortSignal): Promise<string | undefined> {
+  const b = await r.objects.get(claimKey(name, vtime), { signal })
+  if (!b) return undefined
+  const v = decodeJson(b, claimKey(name, vtime))
+  return typeof v.cid === 'string' ? v.cid : undefined
+}
+
+/**
+ * The blocks of the checkpoints pushed that the remote lacks, in post-order (a node after its
+ * children). A subtree whose root the remote lists is skipped whole: the segment that lists it, and
+ * that segment's deps, reach every block below it (they become this push's deps).
+ */
+class PushWalk {
+  /** blocks to upload, in order, with their entry kind */
+  readonly blocks: { cid: CidBytes; kind: number }[] = []
+  readonly deps = new Set<string>()
+  private readonly taken = new Set<string>()
+  private readonly last = new Map<string, Manifest>()
+
+  constructor(
+    private readonly ctx: StoreContext,
+    private readonly table: RemoteBlocks,
+    private readonly id: string,
+  ) {}
+
+  /** true: the block still has to be seen to (neither on the remote nor taken) */
+  private need(cid: CidBytes): boolean {
+    const key = cidKey(cid)
+    if (this.taken.has(key)) return false
+    const seg = this.table.segmentOf(this.id, cid)
+    if (seg) {
+      if (!this.deps.has(seg)) {
+        this.deps.add(seg)
+        for (const d of this.table.depsOf(seg)) this.deps.add(d)
+      }
+      return false
+    }
+    this.taken.add(key)
+    return true
+  }
+
+  private tree(cid: CidBytes | null, base: CidBytes | null, level: number): void {
+    if (!cid || (base && cidKey(cid) === cidKey(base)) || !this.need(cid)) return
+    const blocks = this.ctx.repo.blocks
+    const e = blocks.getNode(cid)
+    const be = base ? blocks.getNode(base) : undefined
+    const same = be !== undefined && be.count === e.count
+    for (const s of changedSlots(e, be)) {
+      if (!e.codecs[s]) continue
+      const c = childCid(e, s)
+      if (level === 1) {
+        if (this.need(c)) this.blocks.push({ cid: c, kind: ENTRY_KIND.block })
+      } else this.tree(c, same && be!.codecs[s] ? childCid(be!, s) : null, level - 1)
+    }
+    this.blocks.push({ cid, kind: ENTRY_KIND.block })
+  }
+
+  async checkpoint(e: CheckpointEntry): Promise<void> {
+    const m = await this.ctx.manifestOf(e.cid)
+    // the previous checkpoint of the timeline walked here: everything equal to it is seen to
+    const base = this.last.get(e.timeline)
+    if (this.need(e.cid)) {
+      for (const name of Object.keys(m.regions).sort()) {
+        const reg = m.regions[name]!
+        const geo = new Geometry(reg.size, reg.chunkSize, reg.fanout)
+        this.tree(reg.root, baseRoot(base, name, reg), geo.height)
+      }
+      for (const name of Object.keys(m.blobs).sort()) for (const c of m.blobs[name]!.chunks) if (this.need(c.cid)) this.blocks.push({ cid: c.cid, kind: ENTRY_KIND.block })
+      this.blocks.push({ cid: e.cid, kind: ENTRY_KIND.manifest })
+    }
+    this.last.set(e.timeline, m)
+  }
+}
+
+/** Frames the walk's blocks into packs of ~32 MiB and uploads them, a few at once. */
+async function uploadPacks(ctx: StoreContext, r: OpenedRemote, walk: PushWalk, opts: PushOptions): Promise<{ list: { hash: string; size: number }[]; entries: SegmentEntry[] }> {
+  const blocks = ctx.repo.blocks
+  const list: { hash: string; size: number }[] = []
+  const entries: SegmentEntry[] = []
+  const inFlight = new Set<Promise<void>>()
+  let buf = Buffer.allocUnsafe(REMOTE_PACK_TARGET + (1 << 20))
+  let at = 0
+  let count = 0
+  let packEntries: SegmentEntry[] = []
+  const start = () => {
+    buf.set(encodePackHeader(0), 0)
+    at = PACK_HEADER_SIZE
+    count = 0
+    packEntries = []
+  }
+  const finish = async () => {
+    if (count === 0) return
+    buf.set(encodeFooter(count, at), at)
+    const bytes = buf.subarray(0, at + 32)
+    const hash = toHex(blake3(bytes))
+    const idx = list.push({ hash, size: bytes.length }) - 1
+    for (const e of packEntries) entries.push({ ...e, pack: idx })
+    while (inFlight.size >= PACKS_IN_FLIGHT) await Promise.race(inFlight)
+    const p = r.objects.put(packKey(hash), bytes, { signal: opts.signal }).then(() => void inFlight.delete(p))
+    inFlight.add(p)
+    buf = Buffer.allocUnsafe(REMOTE_PACK_TARGET + (1 << 20))
+    start()
+  }
+  start()
+  for (let k = 0; k < walk.blocks.length; k++) {
+    if (k % 4096 === 0) opts.onProgress?.({ phase: 'packs', done: k, total: walk.blocks.length })
+    const { cid, kind } = walk.blocks[k]!
+    let { loc, payload } = blocks.readStored(cid)
+    let codec = loc.codec
+    let rawLength = loc.rawLength
+    if (codec === AT_REST.nodeDelta) {
+      // a remote pack holds whole blocks: a node stored as a delta goes as itself
+      const raw = blocks.getNodeBytes(cid, false).bytes
+      const c = compressBlock(blocks.compressor, raw)
+      ;({ code: codec, bytes: payload } = c)
+      rawLength = raw.length
+    }
+    if (at + ENTRY_HEADER_SIZE + payload.length + 32 > buf.length) {
+      await finish()
+      if (ENTRY_HEADER_SIZE + payload.length + 32 + PACK_HEADER_SIZE > buf.length) buf = Buffer.allocUnsafe(PACK_HEADER_SIZE + ENTRY_HEADER_SIZE + payload.length + 32)
+      start()
+    }
+    packEntries.push({ cid, pack: 0, offset: at, storedLength: payload.length, rawLength, codec, kind })
+    at += writeEntry(buf, at, cid, codec, 0, rawLength, payload, kind)
+    count++
+    if (at >= REMOTE_PACK_TARGET) await finish()
+  }
+  await finish()
+  await Promise.all(inFlight)
+  return { list, entries }
+}
+
+/** The catalog step of one timeline: its record, its claims, then the catalog segment that lists them. */
+async function writeCatalog(r: OpenedRemote, plan: TimelinePlan, indexes: string[], signal?: AbortSignal): Promise<PushSummary['timelines'][number]> {
+  const { name } = plan
+  let conflict = plan.conflict
+  if (plan.newTimeline && (plan.toClaim.length || plan.toComplete.length)) {
+    const rec = encodeJson({ name, lineage: plan.record.lineage, regions: plan.record.regions, created: plan.record.created, ...(plan.record.forkedFrom ? { forkedFrom: plan.record.forkedFrom } : {}) })
+    if (!(await r.objects.put(timelineKey(name), rec, { ifNoneMatch: true, signal }))) {
+      const there = decodeJson((await r.objects.get(timelineKey(name), { signal }))!, timelineKey(name))
+      if (there.lineage !== plan.record.lineage) {
+        const c = { timeline: name, vtime: '0', local: `lineage ${plan.record.lineage}`, remote: `lineage ${String(there.lineage)}` }
+        return { name, pushed: 0, present: plan.present, conflict: c }
+      }
+    }
+  }
+  const listed: CheckpointEntry[] = [...plan.toComplete]
+  for (let k = 0; k < plan.toClaim.length && !conflict; k += CLAIM_BATCH) {
+    const batch = plan.toClaim.slice(k, k + CLAIM_BATCH)
+    const won = await Promise.all(
+      batch.map((e) => r.objects.put(claimKey(name, e.vtime), encodeJson({ cid: cidToString(e.cid), at: Date.now() }), { ifNoneMatch: true, signal })),
+    )
+    for (let j = 0; j < batch.length; j++) {
+      const e = batch[j]!
+      if (won[j]) {
+        listed.push(e)
+        continue
+      }
+      const theirs = await readClaim(r, name, e.vtime, signal)
+      if (theirs === cidToString(e.cid)) listed.push(e)
+      else if (!conflict) conflict = { timeline: name, vtime: e.vtime.toString(), local: cidToString(e.cid), remote: theirs ?? '?' }
+    }
+  }
+  // only what precedes the first conflict is listed: a timeline on the remote has no gaps of this store's making
+  const upTo = conflict ? BigInt(conflict.vtime) : undefined
+  const final = listed.filter((e) => upTo === undefined || e.vtime < upTo).sort((a, b) => (a.vtime < b.vtime ? -1 : a.vtime > b.vtime ? 1 : 0))
+  if (final.length) {
+    const seg: CatalogSegment = { ckpt: 'remote-catalog', v: 1, timeline: name, checkpoints: final.map((e) => ({ vtime: e.vtime.toString(), cid: cidToString(e.cid) })), indexes }
+    const bytes = encodeJson(seg)
+    await r.objects.put(catalogKey(name, final[0]!.vtime, final[final.length - 1]!.vtime, toHex(blake3(bytes))), bytes, { signal })
+  }
+  return { name, pushed: final.length - plan.toComplete.length, present: plan.present + plan.toComplete.length, ...(conflict ? { conflict } : {}) }
+}
+
