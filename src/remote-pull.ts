@@ -80,7 +80,7 @@ async function pullFrom(ctx: StoreContext, r: OpenedRemote, refs: readonly strin
   const { signal } = opts
   const { repo } = ctx
   const table = (repo.blocks.remote ??= RemoteBlocks.empty(ctx.dir))
-  table.register(r.config.id, r.url)
+  table.register(r.config.id, r.url, r.env)
   const names = await wanted(r, refs, signal)
   const roots: { timeline: string; vtime: bigint; cid: CidBytes }[] = []
   const indexes = new Set<string>()

@@ -80,7 +80,7 @@ export interface PushSummary {
 export async function syncRemoteIndex(ctx: StoreContext, r: OpenedRemote, signal?: AbortSignal): Promise<RemoteBlocks> {
   const blocks = ctx.repo.blocks
   const table = (blocks.remote ??= RemoteBlocks.empty(ctx.dir))
-  table.register(r.config.id, r.url)
+  table.register(r.config.id, r.url, r.env)
   const names: string[] = []
   for await (const o of r.objects.list('index/', { signal })) {
     const name = o.key.slice('index/'.length)

@@ -67,6 +67,7 @@ export function remoteUrl(dir: string, remote: string): string {
 
 export interface OpenedRemote {
   url: string
+  env?: Record<string, string | undefined>
   objects: ObjectStore
   config: RemoteConfig
 }
@@ -85,7 +86,7 @@ export async function openRemote(url: string, opts: { create: boolean; env?: Rec
       bytes = await objects.get(CONFIG_KEY)
     }
     if (!bytes) throw new CkptError('CKPT_BAD_REMOTE', `${url} is not a ckpt remote (it has no ${CONFIG_KEY}; a first push makes one)`, { remote: url })
-    return { url, objects, config: decodeConfig(bytes) }
+    return { url, env: opts.env, objects, config: decodeConfig(bytes) }
   } catch (err) {
     await objects.close()
     throw err

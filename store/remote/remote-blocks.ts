@@ -33,6 +33,8 @@ interface RemoteSource {
   id: string
   url: string
   dir: string
+  /** where AWS_* come from (default process.env; never written anywhere) */
+  env?: Record<string, string | undefined>
   store?: Promise<ObjectStore>
   reader?: SyncRangeReader
 }
@@ -109,8 +111,11 @@ export class RemoteBlocks {
     return s
   }
 
-  /** Registers a remote (its id and URL) so its segments can be saved; returns its directory. */
-  register(id: string, url: string): string {
+  /**
+   * Registers a remote (its id and URL) so its segments can be saved; returns its directory. `env`:
+   * where this process's reads of it take AWS_* from (default process.env).
+   */
+  register(id: string, url: string, env?: Record<string, string | undefined>): string {
     const dir = path.join(this.root, id)
     fs.mkdirSync(path.join(dir, 'index'), { recursive: true })
     fs.mkdirSync(path.join(dir, 'cache'), { recursive: true })
@@ -122,8 +127,10 @@ export class RemoteBlocks {
     } catch {}
     if (old !== text) fs.writeFileSync(file, text)
     const s = this.sources.get(id)
-    if (s) s.url = url
-    else this.sources.set(id, { id, url, dir })
+    if (s) {
+      s.url = url
+      if (env) s.env = env
+    } else this.sources.set(id, { id, url, dir, env })
     return dir
   }
 
@@ -268,7 +275,7 @@ export class RemoteBlocks {
   }
 
   private store(source: RemoteSource): Promise<ObjectStore> {
-    return (source.store ??= openObjectStore(source.url))
+    return (source.store ??= openObjectStore(source.url, { env: source.env }))
   }
 
   /** Extents [first, last] of a pack, fetched whole (one GET), written to the cache. */
@@ -302,7 +309,7 @@ export class RemoteBlocks {
       while (y < last && !this.present(p, y + 1)) y++
       const start = x * EXTENT
       const end = Math.min(p.size, (y + 1) * EXTENT)
-      const reader = (p.source.reader ??= openSyncReader(p.source.url))
+      const reader = (p.source.reader ??= openSyncReader(p.source.url, { env: p.source.env }))
       this.fill(p, x, y, reader.read(packKey(p.hash), start, end - start))
       x = y
     }
