@@ -73,7 +73,7 @@ async function withHelia<T>(f: (helia: TestHelia) => Promise<T>): Promise<T> {
 describe('IPFS: a checkpoint is a complete DAG on its own', () => {
   it('the manifests ckpt writes hold the parent as bytes (version 2): to dag-cbor, no link to the parent', async () => {
     const reader = await CarReader.fromBytes(await bundle([cids[3]!]))
-    const m = dagCbor.decode<Record<string, unknown>>((await reader.get(cids[3]!))!.bytes)
+    const m = dagCbor.decode<Record<string, unknown>>((await reader.get(cids[3]! as never))!.bytes) // as never: @ipld/car has its own multiformats
     expect(m.v).toBe(2)
     expect(m.parent).toBeUndefined()
     expect(CID.decode(m.parentCid as Uint8Array).equals(cids[2])).toBe(true)
@@ -139,7 +139,7 @@ describe('IPFS: a checkpoint is a complete DAG on its own', () => {
   it('Helia takes a block that does not match its CID; ckpt import refuses it (CKPT_HASH_MISMATCH)', async () => {
     const reader = await CarReader.fromBytes(await bundle([cids[3]!]))
     const { CarWriter } = await import('@ipld/car')
-    const { writer, out } = CarWriter.create([cids[3]!])
+    const { writer, out } = CarWriter.create([cids[3]! as never])
     const parts: Uint8Array[] = []
     const collected = (async () => {
       for await (const p of out) parts.push(p)
