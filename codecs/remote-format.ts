@@ -207,6 +207,8 @@ export interface CatalogSegment {
   timeline: string
   checkpoints: RemoteCheckpoint[]
   indexes: string[]
+  /** checkpoints removed from the timeline (thinning): not listed, and never pushed again */
+  dropped?: RemoteCheckpoint[]
 }
 
 export function encodeJson(v: unknown): Uint8Array {
@@ -225,6 +227,10 @@ export function decodeJson(bytes: Uint8Array, key: string): Record<string, unkno
   return v as Record<string, unknown>
 }
 
+function isCheckpoint(c: unknown): boolean {
+  return typeof c === 'object' && c !== null && typeof (c as RemoteCheckpoint).vtime === 'string' && /^\d{1,20}$/.test((c as RemoteCheckpoint).vtime) && typeof (c as RemoteCheckpoint).cid === 'string'
+}
+
 export function decodeCatalogSegment(bytes: Uint8Array, key: string): CatalogSegment {
   const v = decodeJson(bytes, key)
   const ok =
@@ -232,9 +238,10 @@ export function decodeCatalogSegment(bytes: Uint8Array, key: string): CatalogSeg
     v.v === 1 &&
     typeof v.timeline === 'string' &&
     Array.isArray(v.checkpoints) &&
-    v.checkpoints.every((c: unknown) => typeof c === 'object' && c !== null && typeof (c as RemoteCheckpoint).vtime === 'string' && /^\d{1,20}$/.test((c as RemoteCheckpoint).vtime) && typeof (c as RemoteCheckpoint).cid === 'string') &&
+    v.checkpoints.every(isCheckpoint) &&
     Array.isArray(v.indexes) &&
-    v.indexes.every((h: unknown) => typeof h === 'string' && HASH_HEX.test(h))
+    v.indexes.every((h: unknown) => typeof h === 'string' && HASH_HEX.test(h)) &&
+    (v.dropped === undefined || (Array.isArray(v.dropped) && v.dropped.every(isCheckpoint)))
   if (!ok) throw bad(`remote object ${key} is not a catalog segment`, { key })
   return v as unknown as CatalogSegment
 }

@@ -15,7 +15,7 @@ import { blake3 } from '../codecs/blake3.js'
 import { AT_REST, compressBlock } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import type { Manifest } from '../codecs/manifest.js'
-import { encodeFooter, encodePackHeader, ENTRY_HEADER_SIZE, ENTRY_KIND, PACK_HEADER_SIZE, writeEntry } from '../codecs/pack-format.js'
+import { ENTRY_KIND } from '../codecs/pack-format.js'
 import {
   catalogKey,
   catalogPrefix,
@@ -25,26 +25,24 @@ import {
   decodeJson,
   encodeJson,
   encodeSegment,
-  packKey,
   parseCatalogKey,
   segmentKey,
   timelineKey,
   toHex,
   type CatalogSegment,
   type SegmentEntry,
+  type SegmentPack,
 } from '../codecs/remote-format.js'
-import { RemoteBlocks, type CheckpointEntry, type ObjectStore, type TimelineRecord } from '../store/index.js'
+import { RemoteBlocks, type CheckpointEntry, type TimelineRecord } from '../store/index.js'
 import type { StoreContext } from './context.js'
 import { changedSlots, childCid } from './node-compare.js'
 import { Geometry } from './region-tree.js'
 import { baseRoot } from './bundle-shared.js'
 import { openRemote, type OpenedRemote } from './remote.js'
 import { selectCheckpoints } from './remote-select.js'
+import { RemotePackWriter } from './remote-pack-writer.js'
+import { doomedObjects } from './remote-gc-state.js'
 
-/** A new pack is closed at this size (kopia: 20–40 MB; big enough for few PUTs, small enough to fetch ranges of). */
-export const REMOTE_PACK_TARGET = 32 << 20
-/** packs uploading at once */
-const PACKS_IN_FLIGHT = 3
 /** claims made at once (a conflict stops the timeline after its batch) */
 const CLAIM_BATCH = 16
 
@@ -124,7 +122,7 @@ export async function catalogSegments(r: OpenedRemote, timeline: string, signal?
   return out.filter((x) => x !== undefined)
 }
 
-/** The remote's checkpoints of a timeline, by vtime (text), from its catalog segments. */
+/** The remote's checkpoints of a timeline, by vtime (text), from its catalog segments: those listed and not dropped. */
 export function remoteCheckpoints(segs: { key: string; seg: CatalogSegment }[]): Map<string, string> {
   const at = new Map<string, string>()
   for (const { key, seg } of segs) {
@@ -134,7 +132,15 @@ export function remoteCheckpoints(segs: { key: string; seg: CatalogSegment }[]):
       at.set(c.vtime, c.cid)
     }
   }
+  for (const [v, cid] of droppedCheckpoints(segs)) if (at.get(v) === cid) at.delete(v)
   return at
+}
+
+/** Checkpoints a thinning of the remote dropped, by vtime (text). */
+export function droppedCheckpoints(segs: { key: string; seg: CatalogSegment }[]): Map<string, string> {
+  const out = new Map<string, string>()
+  for (const { seg } of segs) for (const c of seg.dropped ?? []) out.set(c.vtime, c.cid)
+  return out
 }
 
 export async function push(ctx: StoreContext, url: string, refs: readonly string[] | undefined, opts: PushOptions = {}): Promise<PushSummary> {
@@ -154,7 +160,7 @@ async function pushTo(ctx: StoreContext, r: OpenedRemote, refs: readonly string[
   const table = await syncRemoteIndex(ctx, r, signal)
   const plans: TimelinePlan[] = []
   for (const [name, entries] of selected) plans.push(await planTimeline(ctx, r, name, entries, signal))
-  const walk = new PushWalk(ctx, table, r.config.id)
+  const walk = new PushWalk(ctx, table, r.config.id, await doomedObjects(r, signal))
   const todo = plans.flatMap((p) => p.toClaim.concat(p.toComplete))
   for (let k = 0; k < todo.length; k++) {
     signal?.throwIfAborted()
@@ -218,7 +224,9 @@ async function planTimeline(ctx: StoreContext, r: OpenedRemote, name: string, en
       return { name, record, newTimeline: false, toClaim: [], toComplete: [], present: 0, conflict }
     }
   }
-  const listed = remoteCheckpoints(await catalogSegments(r, name, signal))
+  const segs = await catalogSegments(r, name, signal)
+  const listed = remoteCheckpoints(segs)
+  const dropped = droppedCheckpoints(segs)
   const claimed = new Set<string>()
   for await (const o of r.objects.list(claimPrefix(name), { signal })) claimed.add(o.key)
   const plan: TimelinePlan = { name, record, newTimeline: !there, toClaim: [], toComplete: [], present: 0 }
@@ -226,7 +234,8 @@ async function planTimeline(ctx: StoreContext, r: OpenedRemote, name: string, en
     const v = e.vtime.toString()
     const cid = cidToString(e.cid)
     const theirs = listed.get(v)
-    if (theirs === cid) {
+    // a checkpoint the remote thinned away is not pushed again
+    if (theirs === cid || dropped.get(v) === cid) {
       plan.present++
       continue
     }
@@ -268,13 +277,15 @@ class PushWalk {
     private readonly ctx: StoreContext,
     private readonly table: RemoteBlocks,
     private readonly id: string,
+    /** segments and packs a remote gc is about to delete (never depended on: their blocks go again) */
+    private readonly doomed: ReadonlySet<string>,
   ) {}
 
   /** true: the block still has to be seen to (neither on the remote nor taken) */
   private need(cid: CidBytes): boolean {
     const key = cidKey(cid)
     if (this.taken.has(key)) return false
-    const seg = this.table.segmentOf(this.id, cid)
+    const seg = this.table.segmentOf(this.id, cid, this.doomed)
     if (seg) {
       if (!this.deps.has(seg)) {
         this.deps.add(seg)
@@ -320,61 +331,22 @@ class PushWalk {
 }
 
 /** Frames the walk's blocks into packs of ~32 MiB and uploads them, a few at once. */
-async function uploadPacks(ctx: StoreContext, r: OpenedRemote, walk: PushWalk, opts: PushOptions): Promise<{ list: { hash: string; size: number }[]; entries: SegmentEntry[] }> {
+async function uploadPacks(ctx: StoreContext, r: OpenedRemote, walk: PushWalk, opts: PushOptions): Promise<{ list: SegmentPack[]; entries: SegmentEntry[] }> {
   const blocks = ctx.repo.blocks
-  const list: { hash: string; size: number }[] = []
-  const entries: SegmentEntry[] = []
-  const inFlight = new Set<Promise<void>>()
-  let buf = Buffer.allocUnsafe(REMOTE_PACK_TARGET + (1 << 20))
-  let at = 0
-  let count = 0
-  let packEntries: SegmentEntry[] = []
-  const start = () => {
-    buf.set(encodePackHeader(0), 0)
-    at = PACK_HEADER_SIZE
-    count = 0
-    packEntries = []
-  }
-  const finish = async () => {
-    if (count === 0) return
-    buf.set(encodeFooter(count, at), at)
-    const bytes = buf.subarray(0, at + 32)
-    const hash = toHex(blake3(bytes))
-    const idx = list.push({ hash, size: bytes.length }) - 1
-    for (const e of packEntries) entries.push({ ...e, pack: idx })
-    while (inFlight.size >= PACKS_IN_FLIGHT) await Promise.race(inFlight)
-    const p = r.objects.put(packKey(hash), bytes, { signal: opts.signal }).then(() => void inFlight.delete(p))
-    inFlight.add(p)
-    buf = Buffer.allocUnsafe(REMOTE_PACK_TARGET + (1 << 20))
-    start()
-  }
-  start()
+  const out = new RemotePackWriter(r.objects, opts.signal)
   for (let k = 0; k < walk.blocks.length; k++) {
     if (k % 4096 === 0) opts.onProgress?.({ phase: 'packs', done: k, total: walk.blocks.length })
     const { cid, kind } = walk.blocks[k]!
-    let { loc, payload } = blocks.readStored(cid)
-    let codec = loc.codec
-    let rawLength = loc.rawLength
-    if (codec === AT_REST.nodeDelta) {
+    const { loc, payload } = blocks.readStored(cid)
+    if (loc.codec === AT_REST.nodeDelta) {
       // a remote pack holds whole blocks: a node stored as a delta goes as itself
       const raw = blocks.getNodeBytes(cid, false).bytes
       const c = compressBlock(blocks.compressor, raw)
-      ;({ code: codec, bytes: payload } = c)
-      rawLength = raw.length
-    }
-    if (at + ENTRY_HEADER_SIZE + payload.length + 32 > buf.length) {
-      await finish()
-      if (ENTRY_HEADER_SIZE + payload.length + 32 + PACK_HEADER_SIZE > buf.length) buf = Buffer.allocUnsafe(PACK_HEADER_SIZE + ENTRY_HEADER_SIZE + payload.length + 32)
-      start()
-    }
-    packEntries.push({ cid, pack: 0, offset: at, storedLength: payload.length, rawLength, codec, kind })
-    at += writeEntry(buf, at, cid, codec, 0, rawLength, payload, kind)
-    count++
-    if (at >= REMOTE_PACK_TARGET) await finish()
+      await out.add(cid, c.code, raw.length, c.bytes, kind)
+    } else await out.add(cid, loc.codec, loc.rawLength, payload, kind)
   }
-  await finish()
-  await Promise.all(inFlight)
-  return { list, entries }
+  await out.finish()
+  return { list: out.packs, entries: out.entries }
 }
 
 /** The catalog step of one timeline: its record, its claims, then the catalog segment that lists them. */

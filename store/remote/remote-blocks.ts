@@ -191,12 +191,20 @@ export class RemoteBlocks {
   }
 
   /** The segment of remote `id` that lists `cid` (the newest), or undefined: what a push asks ("has the remote this block?"). */
-  segmentOf(id: string, cid: Uint8Array): string | undefined {
+  segmentOf(id: string, cid: Uint8Array, avoid?: ReadonlySet<string>): string | undefined {
     for (let k = this.segments.length - 1; k >= 0; k--) {
       const s = this.segments[k]!
-      if (s.source.id === id && findInSegment(s.seg, cid) >= 0) return s.name
+      if (s.source.id !== id || avoid?.has(s.name)) continue
+      const i = findInSegment(s.seg, cid)
+      // `avoid` names segments and packs a remote gc is about to delete: never depended on
+      if (i >= 0 && !(avoid && avoid.has(s.seg.packs[segmentEntry(s.seg, i).pack]!.hash))) return s.name
     }
     return undefined
+  }
+
+  /** The names of the known segments of remote `id`, oldest first. */
+  segmentNamesOf(id: string): string[] {
+    return this.segments.filter((s) => s.source.id === id).map((s) => s.name)
   }
 
   /** A known segment, decoded (undefined when unknown). */
