@@ -7,8 +7,9 @@
 //   chunk(bytes)            a raw block
 //   node(slots)             a tree node: slots are entities, null (a hole) or lit(x) (any value as it is)
 //   value(v)                any dag-cbor value as a block (entities inside become links)
-//   manifest(fields)        a manifest: fields as written (entities inside become links; `parent` too,
-//                           but the parent is history, not content, so its blocks are not emitted)
+//   manifest(fields)        a manifest: fields as written (entities inside become links; a version-1
+//                           `parent` too, a version-2 `parentCid: cidOf(m)` the bytes of m's CID; the
+//                           parent is history, not content, so its blocks are not emitted)
 // encodeCar() turns a list of root manifests into CAR bytes, computing every CID from the bytes it
 // links (so a changed chunk changes its leaf, the leaf its parents, ... and the manifest), emitting
 // each block once in post-order. A mutation builds changed copies of the entities on one path and
@@ -60,6 +61,8 @@ export const value = (v) => ({ t: 'value', v })
 export const manifest = (f) => ({ t: 'manifest', f })
 /** any value, written as it is (a CID object, bytes, a number...) */
 export const lit = (x) => ({ lit: x })
+/** the 36 bytes of an entity's CID, as a byte string (not a link): a version-2 manifest's parentCid */
+export const cidOf = (e) => ({ cidOf: e })
 
 const blocks = new WeakMap()
 
@@ -71,10 +74,21 @@ function isLit(x) {
   return x !== null && typeof x === 'object' && Object.hasOwn(x, 'lit') && Object.keys(x).length === 1
 }
 
+function isCidOf(x) {
+  return x !== null && typeof x === 'object' && Object.hasOwn(x, 'cidOf') && Object.keys(x).length === 1
+}
+
+/** The manifest entity a manifest's fields name as parent (version 1 `parent`, version 2 `parentCid`), if any. */
+function parentOf(f) {
+  const p = isCidOf(f.parentCid) ? f.parentCid.cidOf : f.parent
+  return p && isEntity(p) && p.t === 'manifest' ? p : undefined
+}
+
 /** The dag-cbor data model value of a field: entities become CID links, lit() unwraps. */
 function resolve(x) {
   if (x === null || typeof x !== 'object') return x
   if (isLit(x)) return x.lit
+  if (isCidOf(x)) return Uint8Array.from(blockOf(x.cidOf).cid)
   if (isEntity(x)) return CID.decode(blockOf(x).cid)
   if (x instanceof Uint8Array || CID.asCID(x)) return x
   if (Array.isArray(x)) return x.map(resolve)
@@ -106,7 +120,7 @@ export function blockOf(e) {
 export function childrenOf(e) {
   const out = []
   const scan = (x) => {
-    if (x === null || typeof x !== 'object' || isLit(x) || x instanceof Uint8Array || CID.asCID(x)) return
+    if (x === null || typeof x !== 'object' || isLit(x) || isCidOf(x) || x instanceof Uint8Array || CID.asCID(x)) return
     if (isEntity(x)) {
       out.push(x)
       return
@@ -117,7 +131,7 @@ export function childrenOf(e) {
   if (e.t === 'node') e.slots.forEach(scan)
   else if (e.t === 'value') scan(e.v)
   else if (e.t === 'manifest') {
-    for (const k of Object.keys(e.f)) if (k !== 'parent') scan(e.f[k])
+    for (const k of Object.keys(e.f)) if (k !== 'parent' && k !== 'parentCid') scan(e.f[k])
   }
   return out
 }
@@ -223,8 +237,10 @@ export const MEM = { size: 40 * 4096 + 123, chunk: 4096, fanout: 256 }
 /**
  * The valid bundles the fuzzer mutates, all from `rng` (same seed, same bytes):
  * - `run`: timeline fz/run, four checkpoints (parent chain) of regions ram (4 KiB pages, a short last
- *   chunk, a three-level tree) and disk (64 KiB clusters), blob cpu in some, labels;
- * - `other`: timeline other, one checkpoint of a 256-fan-out region (one leaf) with a short last chunk.
+ *   chunk, a three-level tree) and disk (64 KiB clusters), blob cpu in some, labels; manifest version 2
+ *   (the parent as parentCid bytes), as ckpt writes;
+ * - `other`: timeline other, one checkpoint of a 256-fan-out region (one leaf) with a short last chunk;
+ *   manifest version 1 (the parent a link), as older stores hold.
  * Bundles: `full` (all five), `single` (one checkpoint), `thin` (run 2..3 without what run 0..1
  * reach; `base` is the bundle of run 0..1 to import first).
  */
@@ -265,12 +281,12 @@ export function scenarios(rng) {
   for (let k = 0; k < 4; k++) {
     run.push(
       manifest({
-        v: 1,
+        v: 2,
         timeline: 'fz/run',
         lineage: LINEAGE,
         vtime: 1000 * (k + 1),
         wall: 1_700_000_000_000 + k,
-        parent: k === 0 ? null : run[k - 1],
+        parentCid: k === 0 ? null : cidOf(run[k - 1]),
         meta: k % 2 === 0 ? { label: `step ${k}` } : {},
         regions: {
           ram: { size: RAM.size, chunk: RAM.chunk, fanout: RAM.fanout, root: tree(states[k].ram, RAM.fanout) },
@@ -351,11 +367,11 @@ export function replaceManifest(roots, old, next) {
   const fix = (m) => {
     if (swapped.has(m)) return swapped.get(m)
     if (m.t !== 'manifest') return m
-    const p = m.f.parent
-    if (p && isEntity(p) && p.t === 'manifest') {
+    const p = parentOf(m.f)
+    if (p) {
       const np = fix(p)
       if (np !== p) {
-        const n = manifest({ ...m.f, parent: np })
+        const n = manifest(isCidOf(m.f.parentCid) ? { ...m.f, parentCid: cidOf(np) } : { ...m.f, parent: np })
         swapped.set(m, n)
         return n
       }

@@ -21,7 +21,7 @@ export const HOSTILE_NAMES = [
 ]
 
 const FIELD_VALUES = {
-  v: [2, 0, '1', null, 1.5, -1, [1]],
+  v: [3, 1, 2, 0, '1', null, 1.5, -1, [1]],
   lineage: ['', 'ABCDEF0123456789ABCDEF0123456789', 'x', 5, null, '0123456789abcdef0123456789abcde', '0123456789abcdef0123456789abcdef0', B.OTHER_LINEAGE],
   vtime: [-1, 0, 1, 2 ** 53 - 1, 2 ** 53, 2n ** 64n - 1n, 2n ** 63n, -(2n ** 64n), 1.5, '5', null, [], 1e300],
   wall: [-1, 0, 8.64e15, 8.64e15 + 1, 2 ** 53 - 1, 2 ** 53, 1.5, '2024', null, 2n ** 64n - 1n, 1e300, -8.64e15, 1],
@@ -60,6 +60,18 @@ function pickKey(rng, o) {
   return keys.length ? rng.pick(keys) : undefined
 }
 
+/** A version-2 parentCid that is not the bytes of a dag-cbor CID (or a link, or the bytes of an absent one). */
+function hostileParentBytes(rng, sc) {
+  const k = rng.int(0, 7)
+  if (k === 0) return B.lit(randomCid(rng, B.RAW))
+  if (k === 1) return B.lit(randomCid(rng, B.DAG_CBOR)) // well-formed, of no checkpoint here: history only
+  if (k === 2) return B.lit(B.sha256Cid(B.DAG_CBOR, rng.bytes(10)).bytes)
+  if (k === 3) return B.lit(rng.bytes(rng.pick([0, 1, 35, 37, 40])))
+  if (k === 4) return B.lit(Uint8Array.of(0, ...randomCid(rng, B.DAG_CBOR)))
+  if (k === 5) return B.cidOf(rng.pick(sc.pages))
+  return hostileLink(rng, sc)
+}
+
 /** Mutations of one manifest's fields (a copy: the scenario's entities never change). */
 const MANIFEST_MUTATIONS = {
   v: (rng, f) => `v=${show((f.v = rng.pick(FIELD_VALUES.v)))}`,
@@ -72,8 +84,20 @@ const MANIFEST_MUTATIONS = {
   wall: (rng, f) => `wall=${show((f.wall = rng.pick(FIELD_VALUES.wall)))}`,
   parent: (rng, f, sc) => {
     const k = rng.int(0, 4)
-    f.parent = k === 0 ? null : k === 1 ? rng.pick(sc.run) : hostileLink(rng, sc)
+    // version 2: parentCid, the parent CID's bytes (a link there, or bytes of no dag-cbor CID, is refused)
+    if (Object.hasOwn(f, 'parentCid')) f.parentCid = k === 0 ? null : k === 1 ? B.cidOf(rng.pick(sc.run)) : hostileParentBytes(rng, sc)
+    else f.parent = k === 0 ? null : k === 1 ? rng.pick(sc.run) : hostileLink(rng, sc)
     return `parent=${k}`
+  },
+  /** the other version's parent field: a link under version 2, bytes under version 1, or both */
+  parentField: (rng, f, sc) => {
+    const link = rng.pick(sc.run)
+    const k = rng.int(0, 3)
+    if (k !== 1) delete f.parentCid
+    if (k !== 2) delete f.parent
+    if (k !== 1) f.parent = rng.chance(0.5) ? link : B.cidOf(link)
+    if (k !== 2) f.parentCid = rng.chance(0.5) ? B.cidOf(link) : link
+    return `parent field ${k}`
   },
   meta: (rng, f) => `meta=${show((f.meta = rng.pick(FIELD_VALUES.meta)))}`,
   regionsWhole: (rng, f) => `regions=${show((f.regions = rng.pick([{}, 'x', null, [], B.lit(cidObj(randomCid(rng, B.DAG_CBOR))), 5])))}`,
