@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import Ajv2020 from 'ajv/dist/2020.js'
 import type { ValidateFunction } from 'ajv'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -129,6 +129,9 @@ describe('schemas/cli', () => {
     expect(validator('log')([])).toBe(false)
     expect(validator('diff')({ kind: 'chunks', region: 'ram' })).toBe(false)
     expect(validator('seek')({ error: { code: 'CKPT_NOT_FOUND', message: 'none' } })).toBe(true)
+    expect(validator('push')({ remote: 'file:///r', timelines: [], conflicts: [] })).toBe(false)
+    expect(validator('pull')({ remote: 'file:///r', lazy: 'yes', timelines: [], blocks: 0, bytes: 0, segments: 0, requests: { gets: 0, lists: 0, heads: 0 }, bytesIn: 0, ms: 1 })).toBe(false)
+    expect(validator('remote')([{ name: 'team' }])).toBe(false)
   })
 })
 
@@ -172,6 +175,38 @@ describe('every --json output parses as its schema says and is valid', () => {
     const other = path.join(dir, 'other')
     expect(one(ckptJson(['import', '--store', other, car])).checkpoints).toBe(2)
     expect(one(ckptJson(['import', '--store', other, car])).alreadyPresent).toBe(2)
+  })
+
+  it('remote, push, pull (a file:// remote; a conflict is the summary, exit 1)', () => {
+    const url = pathToFileURL(path.join(dir, 'remote')).href
+    expect(one(ckptJson(['remote', '--store', store]))).toEqual([])
+    expect(one(ckptJson(['remote', '--store', store, 'add', 'team', url]))).toEqual({ name: 'team', url })
+    expect(one(ckptJson(['remote', '--store', store, 'add', 'gone', url]))).toEqual({ name: 'gone', url })
+    expect(one(ckptJson(['remote', '--store', store, 'remove', 'gone']))).toEqual({ removed: 'gone' })
+    expect(one(ckptJson(['remote', '--store', store, 'list']))).toEqual([{ name: 'team', url }])
+    expect(one(ckptJson(['remote', '--store', store, 'add', 'bad', 'ftp://x/y'], { status: 1 })).error.code).toBe('CKPT_BAD_REMOTE')
+    expect(one(ckptJson(['remote', '--store', store, 'add', 'team'], { status: 2 })).error.code).toBe('USAGE')
+    const pushed = one(ckptJson(['push', '--store', store, 'team']))
+    expect(pushed).toMatchObject({ remote: url, timelines: [{ name: 'vm', pushed: 2, present: 0 }], conflicts: [] })
+    expect(pushed.segment).toMatch(/^[0-9a-f]{64}$/)
+    const again = one(ckptJson(['push', '--store', store, url]))
+    expect(again).toMatchObject({ blocks: 0, timelines: [{ name: 'vm', pushed: 0, present: 2 }] })
+    expect(again).not.toHaveProperty('segment')
+    expect(one(ckptJson(['push', '--store', store, 'nobody'], { status: 1 })).error.code).toBe('CKPT_NOT_FOUND')
+    expect(one(ckptJson(['push', '--store', store], { status: 2 })).error.code).toBe('USAGE')
+    const full = one(ckptJson(['pull', '--store', path.join(dir, 'pulled'), url]))
+    expect(full).toMatchObject({ lazy: false, timelines: [{ name: 'vm', added: 2, present: 0 }] })
+    expect(full.blocks).toBeGreaterThan(0)
+    expect(one(ckptJson(['pull', '--store', path.join(dir, 'lazy'), url, 'vm@0', '--lazy']))).toMatchObject({ lazy: true, blocks: 0, timelines: [{ name: 'vm', added: 1 }] })
+    expect(one(ckptJson(['pull', '--store', path.join(dir, 'lazy'), url, 'nothing-here'], { status: 1 })).error.code).toBe('CKPT_NOT_FOUND')
+    // another store's timeline vm is another timeline (another lineage): its push conflicts, and says so in its summary
+    const rival = path.join(dir, 'rival')
+    const add = spawnSync(process.execPath, [CLI, 'add', '--store', rival, '--timeline', 'vm', '--vtime', '0', `cpu=${cpu}`], { encoding: 'utf8' })
+    expect(add.status, add.stderr).toBe(0)
+    const c = ckptJson(['push', '--store', rival, url], { status: 1 })
+    expect(c.stderr).toMatch(/CKPT_REMOTE_CONFLICT/)
+    expect(one(c).conflicts).toHaveLength(1)
+    expect(one(c).timelines[0].conflict).toMatchObject({ timeline: 'vm', vtime: '0', remote: expect.stringMatching(/^lineage [0-9a-f]+$/) })
   })
 
   it('ref (an empty list is []), fork, thin, rm, gc', () => {
