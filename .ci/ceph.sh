@@ -37,10 +37,12 @@ elapsed() { awk "BEGIN{printf \"%.1f\", $(date +%s.%N) - $t0}"; }
 
 port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 rgw_up() { curl -s -o /dev/null -m 2 "http://127.0.0.1:$rgw_port/"; }
-# a pid file's process is alive and is one of ours (not a process that got the pid of a dead daemon)
+# a process is running (a zombie is not: the daemons are reparented to PID 1, which may reap late)
+running() { local st; st=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) && [ -n "$st" ] && [ "$st" != Z ]; }
+# a pid file's process is running and is one of ours (not a process that got the pid of a dead daemon)
 pid_alive() {
   local pid
-  [ -f "$1" ] && pid=$(cat "$1") && [ -n "$pid" ] || return 1
+  [ -f "$1" ] && pid=$(cat "$1") && [ -n "$pid" ] && running "$pid" || return 1
   case $(cat "/proc/$pid/comm" 2>/dev/null) in ceph-mon | ceph-osd | radosgw) return 0 ;; *) return 1 ;; esac
 }
 
@@ -52,7 +54,7 @@ stop() {
     pid_alive "$f" || continue
     pid=$(cat "$f")
     kill -9 "$pid" 2>/dev/null || true
-    for n in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for n in $(seq 1 50); do running "$pid" || break; sleep 0.1; done
   done
   # only a directory this script made (it has ceph.conf or nothing at all) is removed
   if [ -f "$conf" ] || [ -z "$(ls -A "$dir" 2>/dev/null)" ]; then rm -rf "$dir"; fi
@@ -155,6 +157,8 @@ auth allow insecure global id reclaim = false
 mon warn on insecure global id reclaim allowed = false
 
 [mon]
+; commit map changes (pool creations, the OSD's boot) after 0.1 s, not 1 s
+paxos propose interval = 0.1
 mon data = $dir/mon/\$id
 mon cluster log file = $dir/log/cluster.log
 
@@ -168,6 +172,9 @@ osd max object size = 1073741824
 rgw frontends = beast endpoint=127.0.0.1:$rgw_port tcp_nodelay=1
 rgw data = $dir/rgw
 rgw enable usage log = false
+; deleted objects' data (it is RAM) freed after a minute, not after two hours
+rgw gc obj min wait = 60
+rgw gc processor period = 60
 EOF
   # every key in one keyring: the monitor imports them all at mkfs, so no `ceph auth add` round trips
   ceph-authtool --create-keyring "$dir/keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
@@ -185,6 +192,10 @@ EOF
   ceph --connect-timeout 30 mon stat >/dev/null 2>>"$dir/log/ceph-cli.log" || fail "the monitor does not answer"
   took "monitor up"
 
+
+  local osd_uuid
+  osd_uuid=$(uuidgen 2>/dev/null || cat /proc/sys/kernel/random/uuid)
+  [ "$(ceph osd new "$osd_uuid" 0 2>>"$dir/log/ceph-cli.log")" = 0 ] || fail "ceph osd new did not give id 0"
   # every pool radosgw uses, made now while the OSD starts: radosgw would make each on first use, at
   # ~2 s a pool (its own four at startup, the bucket pools at a test's first CreateBucket and PutObject)
   local pool_names=(.rgw.root default.rgw.control default.rgw.meta default.rgw.log
@@ -196,10 +207,6 @@ EOF
     wait
   ) >>"$dir/log/ceph-cli.log" 2>&1 &
   local pools=$!
-
-  local osd_uuid
-  osd_uuid=$(uuidgen 2>/dev/null || cat /proc/sys/kernel/random/uuid)
-  [ "$(ceph osd new "$osd_uuid" 0 2>>"$dir/log/ceph-cli.log")" = 0 ] || fail "ceph osd new did not give id 0"
   ceph-osd -i 0 --mkfs --osd-uuid "$osd_uuid" 2>>"$dir/log/mkfs.log" >/dev/null || fail "ceph-osd --mkfs failed"
   ceph-osd -i 0 2>>"$dir/log/daemons.stderr" || fail "ceph-osd did not start"
   local n
