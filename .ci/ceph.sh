@@ -8,8 +8,9 @@
 #                           CKPT_TEST_S3_URL); does nothing if the cluster in DIR already answers
 #   .ci/ceph.sh stop DIR    kills the daemons named by DIR/run/*.pid and removes DIR
 #
-# Ports (fixed; start fails if one is taken): monitor 3300 (msgr2) and 6789 (msgr1), radosgw 7480
-# (CKPT_CEPH_RGW_PORT overrides), OSD somewhere in 6800-7300. docs/ci-ceph.md says more.
+# Ports on 127.0.0.1: radosgw 7480 and the monitor 3300 (msgr2 only), or the next free ones if another
+# cluster holds those (CKPT_CEPH_RGW_PORT / CKPT_CEPH_MON_PORT: exactly that port, or fail); the OSD takes
+# free ones in 6800-7300. DIR/env names the gateway's. docs/ci-ceph.md says more.
 set -euo pipefail
 
 usage() { echo "usage: $0 start|stop|status DIR" >&2; exit 2; }
@@ -20,6 +21,7 @@ mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
 
 rgw_port=${CKPT_CEPH_RGW_PORT:-7480}
+mon_port=${CKPT_CEPH_MON_PORT:-3300}
 mem_bytes=${CKPT_CEPH_MEMSTORE_BYTES:-$((4 * 1024 * 1024 * 1024))}
 conf=$dir/ceph.conf
 export CEPH_CONF=$conf
@@ -40,6 +42,16 @@ rgw_up() { curl -s -o /dev/null -m 2 "http://127.0.0.1:$rgw_port/"; }
 # a process is running (a zombie is not: the daemons are reparented to PID 1, which may reap late)
 running() { local st; st=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) && [ -n "$st" ] && [ "$st" != Z ]; }
 # a pid file's process is running and is one of ours (not a process that got the pid of a dead daemon)
+# the first free port from $1 on (only $1 when $2 says the user chose it)
+free_port() {
+  local p=$1 last=$(($1 + 99))
+  [ "$2" = chosen ] && last=$1
+  while [ "$p" -le "$last" ]; do
+    port_taken "$p" || { echo "$p"; return 0; }
+    p=$((p + 1))
+  done
+  return 1
+}
 pid_alive() {
   local pid
   [ -f "$1" ] && pid=$(cat "$1") && [ -n "$pid" ] && running "$pid" || return 1
@@ -107,6 +119,8 @@ EOF
 }
 
 start() {
+  # a cluster that runs in DIR already: its gateway's port is in DIR/env
+  [ -f "$dir/env" ] && rgw_port=$(sed -n 's|.*AWS_ENDPOINT_URL_S3=http://127.0.0.1:\([0-9]*\).*|\1|p' "$dir/env")
   if [ -f "$dir/env" ] && pid_alive "$dir/run/mon.a.pid" && pid_alive "$dir/run/osd.0.pid" \
       && pid_alive "$dir/run/client.rgw.ckpt.pid" && rgw_up; then
     echo "ceph: already running in $dir (radosgw on 127.0.0.1:$rgw_port); source $dir/env"
@@ -115,10 +129,10 @@ start() {
   # leftovers of a half-started or crashed cluster in this DIR go first
   if [ -f "$conf" ]; then stop; mkdir -p "$dir"; fi
   install_packages
-  local p
-  for p in 3300 6789 "$rgw_port"; do
-    port_taken "$p" && fail "127.0.0.1:$p is taken (another cluster still running? .ci/ceph.sh stop ITS_DIR, or ps aux | grep ceph-)"
-  done
+  rgw_port=$(free_port "${CKPT_CEPH_RGW_PORT:-7480}" "${CKPT_CEPH_RGW_PORT:+chosen}") \
+    || fail "no free port for radosgw from ${CKPT_CEPH_RGW_PORT:-7480} (ps aux | grep radosgw: clusters left running?)"
+  mon_port=$(free_port "${CKPT_CEPH_MON_PORT:-3300}" "${CKPT_CEPH_MON_PORT:+chosen}") \
+    || fail "no free port for the monitor from ${CKPT_CEPH_MON_PORT:-3300} (ps aux | grep ceph-mon: clusters left running?)"
 
   mkdir -p "$dir/run" "$dir/log" "$dir/mon/a" "$dir/osd/0"
   local fsid
@@ -126,7 +140,8 @@ start() {
   cat >"$conf" <<EOF
 [global]
 fsid = $fsid
-mon host = [v2:127.0.0.1:3300,v1:127.0.0.1:6789]
+mon host = [v2:127.0.0.1:$mon_port]
+ms bind msgr1 = false
 public addr = 127.0.0.1
 cluster addr = 127.0.0.1
 ms bind ipv6 = false
@@ -184,7 +199,7 @@ EOF
     --cap mon 'allow profile osd' --cap osd 'allow *' --cap mgr 'allow profile osd' >/dev/null
   ceph-authtool "$dir/keyring" --gen-key -n client.rgw.ckpt \
     --cap mon 'allow rw' --cap osd 'allow rwx' --cap mgr 'allow rw' >/dev/null
-  monmaptool --create --fsid "$fsid" --addv a '[v2:127.0.0.1:3300,v1:127.0.0.1:6789]' "$dir/monmap" >/dev/null
+  monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$mon_port]" "$dir/monmap" >/dev/null
   ceph-mon --mkfs -i a --monmap "$dir/monmap" --keyring "$dir/keyring" 2>>"$dir/log/mkfs.log" || fail "ceph-mon --mkfs failed"
   took "config, keys, mon mkfs"
 
