@@ -13,8 +13,10 @@ import type { StoreContext } from './context.js'
 import { diffManifests, type DiffEntry } from './diff.js'
 import { collectGarbage, type GcOptions, type GcSummary } from './gc.js'
 import { remoteUrl } from './remote.js'
+import { gcRemote, thinRemote, type RemoteGcOptions, type RemoteGcSummary } from './remote-gc.js'
 import { pull, type PullOptions, type PullSummary } from './remote-pull.js'
 import { push, type PushOptions, type PushSummary } from './remote-push.js'
+import { verifyRemote, type RemoteFinding, type RemoteVerifyOptions, type RemoteVerifySummary } from './remote-verify.js'
 import { deleteRef, forkTimeline, removeCheckpoints, setRef, setTimelinePolicy, thinTimeline, uncatalogued, type ThinResult } from './lifecycle.js'
 import { Pipeline } from './pipeline/queue.js'
 import { WorkerPool } from './pipeline/worker-pool.js'
@@ -205,6 +207,28 @@ export class CkptStore {
   pull(remote: string, refs?: string[], opts: PullOptions = {}): Promise<PullSummary> {
     this.checkOpen()
     return pull(this.ctx, remoteUrl(this.dir, remote), refs, opts)
+  }
+
+  /**
+   * Checks a remote (a URL, or the name of one of this store's remotes): its format object, index
+   * segments, packs' sizes and catalog; with `deep` (or a `sample` of the packs) every block too. Yields
+   * every finding, then returns the summary; never changes the remote (SPEC.md §22).
+   */
+  verifyRemote(remote: string, opts: RemoteVerifyOptions = {}): AsyncGenerator<RemoteFinding, RemoteVerifySummary> {
+    this.checkOpen()
+    return verifyRemote(remoteUrl(this.dir, remote), opts)
+  }
+
+  /** gc of a remote, under its lock, with this store as the cache its tree nodes are read through (SPEC.md §22.7). */
+  gcRemote(remote: string, opts: RemoteGcOptions = {}): Promise<RemoteGcSummary> {
+    this.checkOpen()
+    return gcRemote(this.ctx, remoteUrl(this.dir, remote), opts)
+  }
+
+  /** Thins a remote's timeline by a policy: the checkpoints dropped are no longer pulled; gc reclaims them. */
+  thinRemote(remote: string, timeline: string, policy: string, opts: { dryRun?: boolean; env?: Record<string, string | undefined> } = {}): Promise<{ kept: { vtime: string; cid: string }[]; dropped: { vtime: string; cid: string }[] }> {
+    this.checkOpen()
+    return thinRemote(remoteUrl(this.dir, remote), timeline, policy, opts)
   }
 
   /**

@@ -4,13 +4,13 @@ import { COMMON, parse, required, storeDir } from '../args.js'
 import { UsageError } from '../errors.js'
 import { checkPolicy, EXISTING, json, JSON_HELP, line, noPositionals, POLICY_HELP, READ, STORE_HELP, withStore, type Command } from '../shared.js'
 
-const OPTIONS = { ...COMMON, timeline: { type: 'string' }, policy: { type: 'string' }, saved: { type: 'boolean' }, 'dry-run': { type: 'boolean' } } as const
+const OPTIONS = { ...COMMON, timeline: { type: 'string' }, policy: { type: 'string' }, saved: { type: 'boolean' }, 'dry-run': { type: 'boolean' }, remote: { type: 'string' } } as const
 
 const entry = (e: { timeline: string; vtime: bigint; cid: { toString(): string } }) => ({ timeline: e.timeline, vtime: e.vtime, cid: e.cid.toString() })
 
 export const thin: Command = {
   summary: "drop a timeline's checkpoints that a retention policy does not keep",
-  help: `usage: ckpt thin --store DIR --timeline NAME (--policy SPEC | --saved) [--dry-run] [--json]
+  help: `usage: ckpt thin --store DIR --timeline NAME (--policy SPEC | --saved) [--remote REMOTE] [--dry-run] [--json]
 
 Removes from the catalog the checkpoints of timeline NAME that the policy does not keep; their blocks
 stay until ckpt gc. Prints how many were kept and dropped (--json: {policy, kept, dropped, dryRun}
@@ -22,6 +22,8 @@ ${STORE_HELP}
   --timeline NAME    the timeline
   --policy SPEC      the policy to apply (once; ckpt add --policy makes a timeline thin itself)
   --saved            apply the policy the timeline carries
+  --remote REMOTE    thin the timeline on a remote (a name or URL) instead: the checkpoints dropped
+                     are no longer pulled and never pushed again; ckpt gc REMOTE reclaims them
   --dry-run          only say what would be dropped
 ${JSON_HELP}
 
@@ -39,6 +41,14 @@ examples:
     const spec = values.policy === undefined ? undefined : await checkPolicy(values.policy, 'thin')
     if (spec === null) throw new UsageError('--policy none drops nothing; give a policy', 'thin')
     const dryRun = values['dry-run'] === true
+    if (values.remote !== undefined) {
+      if (spec === undefined) throw new UsageError('thinning a remote needs --policy SPEC', 'thin')
+      const t = await withStore(dir, READ, (store) => store.thinRemote(values.remote!, name, spec, { dryRun }))
+      const as = (c: { vtime: string; cid: string }) => ({ timeline: name, vtime: c.vtime, cid: c.cid })
+      if (values.json) json({ policy: spec, dryRun, kept: t.kept.map(as), dropped: t.dropped.map(as) })
+      else line(`${dryRun ? 'would keep' : 'kept'} ${t.kept.length}, ${dryRun ? 'would drop' : 'dropped'} ${t.dropped.length} checkpoint${t.dropped.length === 1 ? '' : 's'} of ${name} on ${values.remote}${!dryRun && t.dropped.length ? '; next: ckpt gc REMOTE reclaims the space' : ''}`)
+      return
+    }
     const r = await withStore(dir, dryRun ? READ : EXISTING, async (store) => {
       let policy = spec
       if (policy === undefined) {
