@@ -6,6 +6,7 @@
  */
 import crypto from 'node:crypto'
 import fs from 'node:fs'
+import net from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openObjectStore, openSyncReader, parseRemoteUrl } from '../../store/remote/object-store.js'
@@ -126,6 +127,34 @@ describe.skipIf(!built)(`s3rver${built ? '' : ' (skipped: no dist/; npm run buil
       expect((await caught(() => r.read('k', 0, 10))).code).toBe('CKPT_REMOTE_UNAVAILABLE')
       r.close()
       expect(Date.now() - t0).toBeLessThan(20_000)
+    })
+
+    it('a server that accepts and never answers is CKPT_REMOTE_UNAVAILABLE after the timeouts (store and sync reader)', async () => {
+      const sockets = new Set<net.Socket>()
+      const silent = net.createServer((c) => {
+        sockets.add(c)
+        c.on('error', () => undefined)
+      })
+      await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r))
+      const port = (silent.address() as net.AddressInfo).port
+      try {
+        const env = { ...s3!.env, AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${port}` }
+        const t0 = Date.now()
+        const s = await openObjectStore('s3://bucket/p', { env, socketTimeoutMs: 300, maxAttempts: 2 })
+        const err = await caught(() => s.get('k'))
+        expect(err.code).toBe('CKPT_REMOTE_UNAVAILABLE')
+        expect(err.details).toMatchObject({ url: 's3://bucket/p', key: 'k', op: 'get' })
+        await s.close()
+        const r = openSyncReader('s3://bucket/p', { env, socketTimeoutMs: 60_000, syncTimeoutMs: 500 })
+        const err2 = await caught(() => r.read('k', 0, 1))
+        expect(err2.code).toBe('CKPT_REMOTE_UNAVAILABLE')
+        expect(err2.message).toMatch(/no answer within/)
+        r.close()
+        expect(Date.now() - t0).toBeLessThan(15_000)
+      } finally {
+        for (const c of sockets) c.destroy()
+        await new Promise((r) => silent.close(r))
+      }
     })
 
     it('a bucket that does not exist is CKPT_BAD_REMOTE', async () => {
