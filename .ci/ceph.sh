@@ -17,7 +17,10 @@ usage() { echo "usage: $0 start|stop|status DIR" >&2; exit 2; }
 [ $# -eq 2 ] || usage
 cmd=$1
 dir=$2
-mkdir -p "$dir"
+if [ "$cmd" = start ]; then mkdir -p "$dir"; elif [ ! -d "$dir" ]; then
+  [ "$cmd" = stop ] && { echo "ceph: no $dir, nothing to stop"; exit 0; }
+  echo "ceph: no $dir" >&2; exit 1
+fi
 dir=$(cd "$dir" && pwd)
 
 rgw_port=${CKPT_CEPH_RGW_PORT:-7480}
@@ -41,7 +44,6 @@ port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 rgw_up() { curl -s -o /dev/null -m 2 "http://127.0.0.1:$rgw_port/"; }
 # a process is running (a zombie is not: the daemons are reparented to PID 1, which may reap late)
 running() { local st; st=$(cut -d' ' -f3 "/proc/$1/stat" 2>/dev/null) && [ -n "$st" ] && [ "$st" != Z ]; }
-# a pid file's process is running and is one of ours (not a process that got the pid of a dead daemon)
 # the first free port from $1 on (only $1 when $2 says the user chose it)
 free_port() {
   local p=$1 last=$(($1 + 99))
@@ -52,22 +54,27 @@ free_port() {
   done
   return 1
 }
+# a pid file's process is running and is one of ours (not a process that got the pid of a dead daemon)
 pid_alive() {
   local pid
   [ -f "$1" ] && pid=$(cat "$1") && [ -n "$pid" ] && running "$pid" || return 1
   case $(cat "/proc/$pid/comm" 2>/dev/null) in ceph-mon | ceph-osd | radosgw) return 0 ;; *) return 1 ;; esac
 }
 
-stop() {
+# SIGKILL: the data is thrown away anyway, a clean shutdown takes ~2 s a daemon, and memstore's
+# would first write all the OSD's objects out to DIR
+kill_daemons() {
   local f pid n
-  # SIGKILL: the data is thrown away anyway, a clean shutdown takes ~2 s a daemon, and memstore's
-  # would first write all the OSD's objects out to DIR
   for f in "$dir/run/client.rgw.ckpt.pid" "$dir/run/osd.0.pid" "$dir/run/mon.a.pid"; do
     pid_alive "$f" || continue
     pid=$(cat "$f")
     kill -9 "$pid" 2>/dev/null || true
     for n in $(seq 1 50); do running "$pid" || break; sleep 0.1; done
   done
+}
+
+stop() {
+  kill_daemons
   # only a directory this script made (it has ceph.conf or nothing at all) is removed
   if [ -f "$conf" ] || [ -z "$(ls -A "$dir" 2>/dev/null)" ]; then rm -rf "$dir"; fi
 }
@@ -80,6 +87,8 @@ fail() {
     echo "---- tail of $f" >&2
     tail -n 25 "$f" >&2
   done
+  # no half-started cluster left running; its files stay in DIR for a look (start or stop removes them)
+  kill_daemons
   exit 1
 }
 
@@ -207,18 +216,17 @@ EOF
   ceph --connect-timeout 30 mon stat >/dev/null 2>>"$dir/log/ceph-cli.log" || fail "the monitor does not answer"
   took "monitor up"
 
-
   local osd_uuid
   osd_uuid=$(uuidgen 2>/dev/null || cat /proc/sys/kernel/random/uuid)
-  [ "$(ceph osd new "$osd_uuid" 0 2>>"$dir/log/ceph-cli.log")" = 0 ] || fail "ceph osd new did not give id 0"
+  [ "$(timeout 60 ceph osd new "$osd_uuid" 0 2>>"$dir/log/ceph-cli.log")" = 0 ] || fail "ceph osd new did not give id 0"
   # every pool radosgw uses, made now while the OSD starts: radosgw would make each on first use, at
   # ~2 s a pool (its own four at startup, the bucket pools at a test's first CreateBucket and PutObject)
   local pool_names=(.rgw.root default.rgw.control default.rgw.meta default.rgw.log
     default.rgw.buckets.index default.rgw.buckets.non-ec default.rgw.buckets.data)
   (
-    for pool in "${pool_names[@]}"; do ceph osd pool create "$pool" 8 8 replicated --autoscale-mode=off & done
+    for pool in "${pool_names[@]}"; do timeout 60 ceph osd pool create "$pool" 8 8 replicated --autoscale-mode=off & done
     wait
-    for pool in "${pool_names[@]}"; do ceph osd pool application enable "$pool" rgw & done
+    for pool in "${pool_names[@]}"; do timeout 60 ceph osd pool application enable "$pool" rgw & done
     wait
   ) >>"$dir/log/ceph-cli.log" 2>&1 &
   local pools=$!
@@ -226,13 +234,13 @@ EOF
   ceph-osd -i 0 2>>"$dir/log/daemons.stderr" || fail "ceph-osd did not start"
   local n
   for n in $(seq 1 120); do
-    ceph osd dump 2>/dev/null | grep -q '^osd\.0 up' && break
+    timeout 10 ceph osd dump 2>/dev/null | grep -q '^osd\.0 up' && break
     [ "$n" = 120 ] && fail "osd.0 not up after 60 s"
     sleep 0.5
   done
   took "osd up"
   wait "$pools" || fail "could not create the pools"
-  [ "$(ceph osd pool ls 2>/dev/null | grep -c rgw)" = ${#pool_names[@]} ] || fail "pools are missing: $(ceph osd pool ls | tr '\n' ' ')"
+  [ "$(timeout 10 ceph osd pool ls 2>/dev/null | grep -c rgw)" = ${#pool_names[@]} ] || fail "pools are missing"
   took "pools"
 
   radosgw -n client.rgw.ckpt 2>>"$dir/log/daemons.stderr" || fail "radosgw did not start"
@@ -252,6 +260,6 @@ EOF
 case $cmd in
   start) start ;;
   stop) stop; echo "ceph: stopped, $dir removed" ;;
-  status) CEPH_ARGS="--connect-timeout 5" ceph -s ;;
+  status) ceph --connect-timeout 5 -s ;;
   *) usage ;;
 esac
