@@ -16,6 +16,7 @@
  *
  * Memory: the index segments (60 B per block) and a CID table over them (12 B per block).
  */
+import fs from 'node:fs'
 import { blake3 } from '../codecs/blake3.js'
 import { cidBytes, cidCodec, cidToString, DAG_CBOR, parseCid, type CidBytes } from '../codecs/cid.js'
 import { CkptError, isCkptError } from '../codecs/errors.js'
@@ -23,7 +24,7 @@ import { decodeManifest } from '../codecs/manifest.js'
 import { decodeFooter, decodePackHeader, entryCrcOk, entryPayload, ENTRY_HEADER_SIZE, ENTRY_KIND, FOOTER_SIZE, isFault, openPayload, PACK_HEADER_SIZE } from '../codecs/pack-format.js'
 import { CONFIG_KEY, decodeCatalogSegment, decodeConfig, decodeJson, decodeSegment, HASH_HEX, packKey, segmentEntry, segmentKey, SEGMENT_ENTRY_SIZE, toHex, type Segment } from '../codecs/remote-format.js'
 import { decodeNode } from '../codecs/tree-node.js'
-import { openObjectStore, type ObjectStore, type Severity } from '../store/index.js'
+import { openObjectStore, parseRemoteUrl, type ObjectStore, type Severity } from '../store/index.js'
 
 /**
  * format/index: bad-format-object (ckpt-remote.json does not decode), stray-object (a key that is no
@@ -125,6 +126,8 @@ export async function* verifyRemote(url: string, opts: RemoteVerifyOptions = {})
   const { sample } = opts
   if (sample !== undefined && !(typeof sample === 'number' && sample > 0 && sample <= 100)) throw new CkptError('CKPT_BAD_ARGUMENT', 'sample must be a percentage above 0 and at most 100', { sample })
   if (opts.deep && opts.sample !== undefined) throw new CkptError('CKPT_BAD_ARGUMENT', 'give deep or sample, not both')
+  const u = parseRemoteUrl(url) // a directory that is not there is no remote: opening one would make it
+  if (u.scheme === 'file' && !fs.existsSync(u.path!)) throw new CkptError('CKPT_BAD_REMOTE', `${url} is not a ckpt remote (no such directory)`, { remote: url })
   const objects = await openObjectStore(url, { env: opts.env })
   try {
     const v = new RemoteVerifier(objects, opts)

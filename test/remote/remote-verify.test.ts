@@ -11,7 +11,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import Ajv2020 from 'ajv/dist/2020.js'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { blake3 } from '../../codecs/blake3.js'
-import { catalogKey, claimKey, decodeSegment, encodeJson, segmentEntry, toHex } from '../../codecs/remote-format.js'
+import { cidToString } from '../../codecs/cid.js'
+import { catalogKey, claimKey, decodeSegment, encodeJson, encodeSegment, segmentEntry, segmentKey, toHex, type CatalogSegment } from '../../codecs/remote-format.js'
 import { openStore, verifyRemote, type CkptStore, type RemoteFinding, type RemoteVerifyOptions, type RemoteVerifySummary } from '../../src/index.js'
 import { openObjectStore, type ObjectStore } from '../../store/index.js'
 import { ensureBucket, externalS3, startS3rver, type TestS3 } from '../helpers/s3-server.js'
@@ -62,6 +63,7 @@ function suite(name: string, target: () => Target, skip?: string): void {
       const t = target()
       const { url, store, objects } = await pushed(t)
       try {
+        const before = await keysUnder(objects, '')
         const s = await collect(url, { env: t.env })
         expect(s.findings).toEqual([])
         expect(s.summary).toMatchObject({ clean: true, ok: true, errors: 0, warnings: 0, segments: 2, timelines: 2, checkpoints: 7, claims: 7, dataPacks: 0 })
@@ -80,6 +82,8 @@ function suite(name: string, target: () => Target, skip?: string): void {
         let r = await it.next()
         while (!r.done) r = await it.next()
         expect(r.value).toMatchObject({ clean: true, dataPacks: 1 })
+        // verify only reads
+        expect(await keysUnder(objects, '')).toEqual(before)
       } finally {
         await objects.close()
         await store.close()
@@ -176,10 +180,47 @@ function suite(name: string, target: () => Target, skip?: string): void {
       }
     }, 120_000)
 
-    it('not a ckpt remote: CKPT_BAD_REMOTE', async () => {
+    it('a DAG with a hole: --deep finds the node that links a block no index segment lists', async () => {
       const t = target()
-      const e = await caught(() => collect(t.url(), { env: t.env }))
+      const url = t.url()
+      const store = await openStore(tmpStorePath('ckpt-verify-remote-'))
+      const objects = await openObjectStore(url, { env: t.env })
+      try {
+        await record(store, 'run', 2, 14)
+        await store.push(url, undefined, { env: t.env })
+        // the segment again without one raw chunk's entry, and the catalog segments naming it instead
+        const old = (await keysUnder(objects, 'index/'))[0]!.key.slice(6)
+        const seg = decodeSegment((await objects.get(segmentKey(old)))!)
+        const all = Array.from({ length: seg.count }, (_, k) => segmentEntry(seg, k))
+        const dropped = all.find((e) => e.cid[1] === 0x55)!
+        const bytes = encodeSegment(seg.packs, seg.deps, all.filter((e) => e !== dropped))
+        const name = toHex(blake3(bytes))
+        await objects.put(segmentKey(name), bytes)
+        await objects.delete(segmentKey(old))
+        for (const o of await keysUnder(objects, 'cs/')) {
+          const c = JSON.parse(Buffer.from((await objects.get(o.key))!).toString()) as CatalogSegment
+          const b = encodeJson({ ...c, indexes: c.indexes.map((i) => (i === old ? name : i)) })
+          const vt = c.checkpoints.map((x) => BigInt(x.vtime))
+          await objects.delete(o.key)
+          await objects.put(catalogKey(c.timeline, vt[0]!, vt.at(-1)!, toHex(blake3(b))), b)
+        }
+        expect((await collect(url, { env: t.env })).findings).toEqual([])
+        const d = await collect(url, { env: t.env, deep: true })
+        const lost = cidToString(dropped.cid)
+        expect(d.findings).toEqual([expect.objectContaining({ kind: 'missing-link', cid: lost, severity: 'error', phase: 'data' })])
+        expect(d.findings[0]!.key).toMatch(/^packs\//)
+      } finally {
+        await objects.close()
+        await store.close()
+      }
+    }, 120_000)
+
+    it('not a ckpt remote: CKPT_BAD_REMOTE (and a directory that is not there is not made)', async () => {
+      const t = target()
+      const url = t.url()
+      const e = await caught(() => collect(url, { env: t.env }))
       expect(e.code).toBe('CKPT_BAD_REMOTE')
+      if (url.startsWith('file:')) expect(fs.existsSync(fileURLToPath(url))).toBe(false)
     }, 60_000)
 
     it('the CLI: exit 0 clean, 1 on errors, 3 for no ckpt remote; a named remote; --json lines valid against the schema', async () => {
@@ -212,6 +253,13 @@ function suite(name: string, target: () => Target, skip?: string): void {
         const none = run([t.url(), '--json'])
         expect(none.status, none.stderr).toBe(3)
         expect(JSON.parse(none.stdout.trim())).toEqual({ error: { code: 'CKPT_BAD_REMOTE', message: expect.any(String) } })
+        if (url.startsWith('s3:')) {
+          // a server that is not there: CKPT_REMOTE_UNAVAILABLE, exit 3
+          const env = { ...process.env, ...t.env, AWS_ENDPOINT_URL_S3: 'http://127.0.0.1:1', AWS_ENDPOINT_URL: '', CKPT_STORE: '' }
+          const down = spawnSync(process.execPath, [CLI, 'verify', url, '--json'], { encoding: 'utf8', env })
+          expect(down.status, down.stderr).toBe(3)
+          expect(JSON.parse(down.stdout.trim()).error.code).toBe('CKPT_REMOTE_UNAVAILABLE')
+        }
         expect(run([url, '--deep', '--sample', '5']).status).toBe(2)
         expect(run([url, 'run']).status).toBe(2)
       } finally {
