@@ -87,7 +87,7 @@ export async function gcRemote(ctx: StoreContext, url: string, opts: RemoteGcOpt
   if (!(threshold >= 0 && threshold <= 1)) throw new CkptError('CKPT_BAD_ARGUMENT', 'gc threshold must be between 0 and 1', { threshold })
   if (!(margin >= 0)) throw new CkptError('CKPT_BAD_ARGUMENT', 'gc margin must be a duration of 0 or more', { margin })
   const t0 = performance.now()
-  const r = await openRemote(url, { create: false, env: opts.env })
+  const r = await openRemote(url, { create: false, env: opts.env, ...ctx.repo.blocks.remote?.capability(url) })
   try {
     return await ctx.exclusive(async () => {
       const release = opts.dryRun ? async () => {} : await takeLock(r, opts.signal)
@@ -98,6 +98,7 @@ export async function gcRemote(ctx: StoreContext, url: string, opts: RemoteGcOpt
       }
     })
   } finally {
+    ctx.repo.blocks.remote?.learn(r.config.id, { conditionalCreate: r.objects.conditionalCreateKnown })
     await r.objects.close()
   }
 }

@@ -51,10 +51,11 @@ const PACKS_IN_FLIGHT = 3
 
 export async function pull(ctx: StoreContext, url: string, refs: readonly string[] | undefined, opts: PullOptions = {}): Promise<PullSummary> {
   const t0 = performance.now()
-  const r = await openRemote(url, { create: false, env: opts.env })
+  const r = await openRemote(url, { create: false, env: opts.env, ...ctx.repo.blocks.remote?.capability(url) })
   try {
     return await ctx.exclusive(() => pullFrom(ctx, r, refs, opts, t0))
   } finally {
+    ctx.repo.blocks.remote?.learn(r.config.id, { conditionalCreate: r.objects.conditionalCreateKnown })
     await r.objects.close()
   }
 }

@@ -145,10 +145,11 @@ export function droppedCheckpoints(segs: { key: string; seg: CatalogSegment }[])
 
 export async function push(ctx: StoreContext, url: string, refs: readonly string[] | undefined, opts: PushOptions = {}): Promise<PushSummary> {
   const t0 = performance.now()
-  const r = await openRemote(url, { create: true, env: opts.env })
+  const r = await openRemote(url, { create: true, env: opts.env, ...ctx.repo.blocks.remote?.capability(url) })
   try {
     return await ctx.exclusive(() => pushTo(ctx, r, refs, opts, t0))
   } finally {
+    ctx.repo.blocks.remote?.learn(r.config.id, { conditionalCreate: r.objects.conditionalCreateKnown })
     await r.objects.close()
   }
 }

@@ -76,8 +76,8 @@ export interface OpenedRemote {
  * Opens a remote: its object store and format object. `create`: a remote without one gets one
  * (created once: two first pushes racing agree on the winner's).
  */
-export async function openRemote(url: string, opts: { create: boolean; env?: Record<string, string | undefined> }): Promise<OpenedRemote> {
-  const objects = await openObjectStore(url, { env: opts.env })
+export async function openRemote(url: string, opts: { create: boolean; env?: Record<string, string | undefined>; conditionalCreate?: boolean }): Promise<OpenedRemote> {
+  const objects = await openObjectStore(url, { env: opts.env, conditionalCreate: opts.conditionalCreate })
   try {
     let bytes = await objects.get(CONFIG_KEY)
     if (!bytes && opts.create) {

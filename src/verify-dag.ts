@@ -15,7 +15,7 @@ import type { NodeEntries } from '../codecs/tree-node.js'
 import { checkCatalogAgainstRecords, ENTRY_HEADER_SIZE, readCatalog, type CatalogItem, type CheckpointRef, type Finding, type FindingKind, type TimelineRecord } from '../store/index.js'
 import { changedSlots, childCid, sameDigest } from './node-compare.js'
 import { Geometry } from './region-tree.js'
-import type { VerifyState } from './verify-state.js'
+import { REMOTE_ONLY, type VerifyState } from './verify-state.js'
 
 export class DagWalk {
   constructor(private readonly s: VerifyState) {}
@@ -54,7 +54,7 @@ export class DagWalk {
         if (d && !d.checkpoints.some((x) => x.cid === ref.cid)) d.checkpoints.push(ref)
       }
       let m: Manifest | undefined
-      if (this.s.present(c.cid) < 0) {
+      if (this.s.present(c.cid) === -1) {
         hurt(c.cid)
         if (!impactOnly && this.s.table.find(c.cid) < 0) {
           yield this.s.emit({ phase: 'dag', kind: 'dangling-catalog-entry', severity: 'error', message: `catalog entry ${c.timeline}@${c.vtime} points at ${ref.cid}, which is not in the store`, cid: ref.cid, checkpoints: [ref] })
@@ -91,8 +91,8 @@ export class DagWalk {
           let total = 0
           for (const ch of blob.chunks) {
             const i = this.s.present(ch.cid)
-            if (i < 0) hurt(ch.cid)
-            else if (this.s.table.raw[i] !== ch.length) {
+            if (i === -1) hurt(ch.cid)
+            else if (i >= 0 && this.s.table.raw[i] !== ch.length) {
               this.s.markDamaged(ch.cid, 'bad-manifest', `blob ${name} of ${ref.cid} says its chunk ${cidToString(ch.cid)} has ${ch.length} bytes, the store has ${this.s.table.raw[i]}`)
               hurt(ch.cid)
             }
@@ -181,6 +181,8 @@ export class DagWalk {
       return true
     }
     const at = this.s.present(cid)
+    // a subtree a lazy pull left on a remote is not checked here (verify REMOTE checks it)
+    if (at === REMOTE_ONLY) return false
     if (at < 0) {
       hurt(cid)
       this.s.dirtyNodes.add(k)
@@ -239,6 +241,7 @@ export class DagWalk {
       return false
     }
     const i = this.s.present(child)
+    if (i === REMOTE_ONLY) return true
     if (i < 0) {
       hurt(copyOf(child))
       return false

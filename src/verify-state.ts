@@ -14,6 +14,9 @@ import type { WorkerPool } from './pipeline/worker-pool.js'
 import type { StoreContext } from './context.js'
 import type { VerifyOptions } from './verify.js'
 
+/** present(): a block only a remote holds */
+export const REMOTE_ONLY = -2
+
 export class VerifyState implements PackCheckState, CatalogCheckState {
   readonly table = new IndexTable()
   /** damaged or missing blocks -> the checkpoints found to reach them */
@@ -64,10 +67,20 @@ export class VerifyState implements PackCheckState, CatalogCheckState {
   readonly unindexed = new Map<string, { cid: CidBytes; pack: number; offset: number }>()
   unindexedCount = 0
 
-  /** Whether an intact block of this CID is indexed; damaged and missing ones are recorded. */
+  /** blocks a lazy pull left on a remote (not checked here: `ckpt verify REMOTE` checks them) */
+  remoteOnly = 0
+
+  /**
+   * Whether an intact block of this CID is indexed (its table index); damaged and missing ones are
+   * recorded (-1). A block only a remote holds (a lazy pull) is REMOTE_ONLY: present, not checked.
+   */
   present(cid: CidBytes): number {
     const i = this.table.find(cid)
     if (i < 0) {
+      if (this.repo.blocks.remote?.locate(cid)) {
+        this.remoteOnly++
+        return REMOTE_ONLY
+      }
       this.markDamaged(cid, 'missing-block', `block ${cidToString(cid)} is not in the store`)
       return -1
     }

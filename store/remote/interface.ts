@@ -43,6 +43,8 @@ export interface ObjectStore {
    * creates with link(2)). false (s3rver): the check is a HEAD before the PUT, a race can slip through.
    */
   readonly conditionalCreate: boolean
+  /** what a probe of the server found, when one ran (s3): a caller may pass it to the next open */
+  readonly conditionalCreateKnown?: boolean
   readonly stats: ObjectStoreStats
   /** The object's bytes (or the range); undefined when it is missing. */
   get(key: string, opts?: GetOptions): Promise<Uint8Array | undefined>

@@ -22,6 +22,8 @@ export interface OpenObjectStoreOptions {
   connectTimeoutMs?: number
   /** s3: ms a connection may sit idle within a request (default 60,000) */
   socketTimeoutMs?: number
+  /** s3: whether the server enforces If-None-Match, as a probe found earlier (skips the probe) */
+  conditionalCreate?: boolean
 }
 
 /** The object store at `url`; CKPT_BAD_REMOTE for a URL that names none. */

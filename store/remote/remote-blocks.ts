@@ -46,6 +46,8 @@ interface CachedPack {
   fd: number
   have: Uint8Array
   haveFd: number
+  /** extents held in memory instead, when the cache file cannot be written (a read-only medium) */
+  mem?: Map<number, Uint8Array>
 }
 
 export interface RemoteLocation extends BlockLocation {
@@ -120,18 +122,43 @@ export class RemoteBlocks {
     fs.mkdirSync(path.join(dir, 'index'), { recursive: true })
     fs.mkdirSync(path.join(dir, 'cache'), { recursive: true })
     const file = path.join(dir, 'remote.json')
-    const text = JSON.stringify({ id, url }) + '\n'
-    let old: string | undefined
+    let old: Record<string, unknown> = {}
     try {
-      old = fs.readFileSync(file, 'utf8')
+      old = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>
     } catch {}
-    if (old !== text) fs.writeFileSync(file, text)
+    // a capability learnt of another URL's server does not carry over
+    const next = old.url === url ? { ...old, id, url } : { id, url }
+    if (JSON.stringify(next) !== JSON.stringify(old)) fs.writeFileSync(file, JSON.stringify(next) + '\n')
     const s = this.sources.get(id)
     if (s) {
       s.url = url
       if (env) s.env = env
     } else this.sources.set(id, { id, url, dir, env })
     return dir
+  }
+
+  /** What this store learnt of the server at `url` (a probe's finding), if anything. */
+  capability(url: string): { conditionalCreate?: boolean } {
+    for (const src of this.sources.values()) {
+      if (src.url !== url) continue
+      try {
+        const v = JSON.parse(fs.readFileSync(path.join(src.dir, 'remote.json'), 'utf8')) as { conditionalCreate?: unknown }
+        if (typeof v.conditionalCreate === 'boolean') return { conditionalCreate: v.conditionalCreate }
+      } catch {}
+    }
+    return {}
+  }
+
+  /** Keeps what a probe found of remote `id`'s server, so the next open need not probe again. */
+  learn(id: string, found: { conditionalCreate?: boolean }): void {
+    const src = this.sources.get(id)
+    if (!src || found.conditionalCreate === undefined || this.readOnly) return
+    const file = path.join(src.dir, 'remote.json')
+    try {
+      const v = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>
+      if (v.conditionalCreate === found.conditionalCreate) return
+      fs.writeFileSync(file, JSON.stringify({ ...v, conditionalCreate: found.conditionalCreate }) + '\n')
+    } catch {}
   }
 
   hasSegment(name: string): boolean {
@@ -237,17 +264,23 @@ export class RemoteBlocks {
     return `${p.source.url.replace(/\/$/, '')}/${packKey(p.hash)}`
   }
 
-  /** The cache file of a remote pack: complete where a prefetch or read filled it. */
-  filePath(pack: number): string {
+  /** The cache file of a remote pack (complete where a prefetch or read filled it); undefined when the cache is in memory. */
+  filePath(pack: number): string | undefined {
     const p = this.open(this.pack(pack))
-    return path.join(p.source.dir, 'cache', p.hash)
+    return p.mem ? undefined : path.join(p.source.dir, 'cache', p.hash)
   }
 
   private open(p: CachedPack): CachedPack {
-    if (p.fd >= 0) return p
+    if (p.fd >= 0 || p.mem) return p
     const file = path.join(p.source.dir, 'cache', p.hash)
-    fs.mkdirSync(path.dirname(file), { recursive: true })
-    p.fd = fs.openSync(file, this.readOnly ? (fs.existsSync(file) ? 'r' : 'w+') : fs.existsSync(file) ? 'r+' : 'w+')
+    try {
+      fs.mkdirSync(path.dirname(file), { recursive: true })
+      p.fd = fs.openSync(file, fs.existsSync(file) ? 'r+' : 'w+')
+    } catch {
+      // a read-only medium (or another user's store): this process keeps what it fetches in memory
+      p.mem = new Map()
+      return p
+    }
     if (fs.fstatSync(p.fd).size !== p.size) {
       fs.ftruncateSync(p.fd, p.size)
       p.have.fill(0)
@@ -279,7 +312,7 @@ export class RemoteBlocks {
       else p.have[x >> 3]! &= ~(1 << (x & 7))
       list.writeUInt32LE(on ? x : (x | 0x80000000) >>> 0, (x - first) * 4)
     }
-    fs.writeSync(p.haveFd, list)
+    if (p.haveFd >= 0) fs.writeSync(p.haveFd, list)
   }
 
   private store(source: RemoteSource): Promise<ObjectStore> {
@@ -296,6 +329,11 @@ export class RemoteBlocks {
         key: packKey(p.hash),
         offset: start,
       })
+    }
+    if (p.mem) {
+      for (let x = first; x <= last; x++) p.mem.set(x, bytes.slice((x - first) * EXTENT, (x - first + 1) * EXTENT))
+      this.mark(p, first, last, true)
+      return
     }
     try {
       fs.writeSync(p.fd, bytes, 0, bytes.length, start)
@@ -322,7 +360,16 @@ export class RemoteBlocks {
       x = y
     }
     const out = Buffer.allocUnsafe(length)
-    fs.readSync(p.fd, out, 0, length, offset)
+    if (!p.mem) {
+      fs.readSync(p.fd, out, 0, length, offset)
+      return out
+    }
+    for (let x = first; x <= last; x++) {
+      const ext = p.mem.get(x)!
+      const from = Math.max(offset, x * EXTENT)
+      const to = Math.min(offset + length, (x + 1) * EXTENT)
+      out.set(ext.subarray(from - x * EXTENT, to - x * EXTENT), from - offset)
+    }
     return out
   }
 
@@ -375,6 +422,7 @@ export class RemoteBlocks {
       if (p.fd >= 0) fs.closeSync(p.fd)
       if (p.haveFd >= 0) fs.closeSync(p.haveFd)
       p.fd = p.haveFd = -1
+      p.mem = undefined
     }
     for (const s of this.sources.values()) {
       s.reader?.close()

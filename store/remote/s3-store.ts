@@ -38,6 +38,8 @@ export interface S3StoreOptions {
   connectTimeoutMs?: number
   /** ms a connection may sit idle in a request (default 60,000) */
   socketTimeoutMs?: number
+  /** whether the server enforces If-None-Match, when an earlier probe found out (no probe then) */
+  conditionalCreate?: boolean
 }
 
 /** bodies above this go in parts */
@@ -147,7 +149,14 @@ export class S3ObjectStore implements ObjectStore {
   static async open(url: string, bucket: string, prefix: string, opts: S3StoreOptions = {}): Promise<S3ObjectStore> {
     const s = s3Settings(url, bucket, prefix, opts.env ?? process.env)
     const lib = await loadS3Sdk()
-    return new S3ObjectStore(url, s, await makeS3Client(s, opts), lib)
+    const store = new S3ObjectStore(url, s, await makeS3Client(s, opts), lib)
+    store.honoured = opts.conditionalCreate
+    return store
+  }
+
+  /** What the probe found (undefined: no conditional put yet, nothing known) — callers may keep it for the next open. */
+  get conditionalCreateKnown(): boolean | undefined {
+    return this.honoured
   }
 
   /** true until a probe shows the server ignores If-None-Match (then conditional puts are HEAD + PUT) */
