@@ -49,10 +49,9 @@ export interface RemoteFinding {
   phase: 'format' | 'index' | 'catalog' | 'data'
   kind: RemoteFindingKind
   severity: Severity
-  /** the object the finding is about */
+  /** the object the finding is about, and a byte offset in it */
   key: string
   message: string
-  /** a byte offset in that object */
   offset?: number
   cid?: string
   timeline?: string
@@ -233,6 +232,9 @@ class RemoteVerifier {
   private readonly timelines = new Set<string>()
   /** timeline -> vtime (decimal text) -> CID text, from the catalog segments */
   private readonly catalog = new Map<string, Map<string, string>>()
+  /** NAME@VTIME of the checkpoints catalog segments drop (thinning), and catalogued ones that cannot be read */
+  private readonly dropped = new Set<string>()
+  private readonly unreadable: Emit[] = []
   private readonly n = { checkpoints: 0, claims: 0, pendingClaims: 0, unreferencedSegments: 0, unreferencedPacks: 0, unreferencedBytes: 0, dataPacks: 0, dataBlocks: 0, dataBytes: 0 }
 
   constructor(
@@ -346,15 +348,12 @@ class RemoteVerifier {
     this.segIndex.set(name, this.segments.length)
     this.segments.push({ name, seg })
     for (const p of seg.packs) {
-      const first = !this.listedPacks.has(p.hash)
+      if (this.listedPacks.has(p.hash)) continue
       this.listedPacks.add(p.hash)
       const size = this.packs.get(p.hash)
-      if (!first) continue
-      if (size === undefined) yield this.emit({ kind: 'missing-pack', severity: 'error', key: packKey(p.hash), message: `pack ${packKey(p.hash)} is missing (index segment ${name} lists it)` })
-      else if (size !== p.size) {
-        const kind = size < p.size ? 'truncated-pack' : 'pack-size-mismatch'
-        yield this.emit({ kind, severity: 'error', key: packKey(p.hash), message: `pack ${packKey(p.hash)} has ${size} bytes, index segment ${name} says ${p.size}` })
-      }
+      const kind = size === undefined ? 'missing-pack' : size < p.size ? 'truncated-pack' : 'pack-size-mismatch'
+      const message = size === undefined ? `pack ${packKey(p.hash)} is missing (index segment ${name} lists it)` : `pack ${packKey(p.hash)} has ${size} bytes, index segment ${name} says ${p.size}`
+      if (size !== p.size) yield this.emit({ kind, severity: 'error', key: packKey(p.hash), message })
     }
     let bad = 0
     let first: { pack: string; offset: number } | undefined
@@ -365,9 +364,7 @@ class RemoteVerifier {
       bad++
       first ??= { pack: p.hash, offset: e.offset }
     }
-    if (first) {
-      yield this.emit({ kind: 'bad-index-entry', severity: 'error', key, message: `${bad} entr${bad === 1 ? 'y' : 'ies'} of index segment ${name} lie outside their pack (the first: ${packKey(first.pack)} at ${first.offset})`, offset: first.offset })
-    }
+    if (first) yield this.emit({ kind: 'bad-index-entry', severity: 'error', key, message: `${bad} entr${bad === 1 ? 'y' : 'ies'} of index segment ${name} lie outside their pack (the first: ${packKey(first.pack)} at ${first.offset})` })
   }
 
   /** A segment and every segment it reaches through deps (those on the remote and intact). */
@@ -439,6 +436,9 @@ class RemoteVerifier {
       }
       yield* this.catalogSegment(k, bytes)
     }
+    // a checkpoint a thinning dropped is no longer the timeline's: it need not be readable
+    for (const f of this.unreadable) if (!this.dropped.has(`${f.timeline}@${f.vtime}`)) yield this.emit(f)
+    for (const [name, at] of this.catalog) for (const v of at.keys()) if (!this.dropped.has(`${name}@${v}`)) this.n.checkpoints++
   }
 
   /** One catalog segment: its decoding and name, the index segments it names, its checkpoints' manifests. */
@@ -463,10 +463,10 @@ class RemoteVerifier {
       for (const c of this.closure(i)) closure.add(c)
     }
     for (const c of closure) this.reachedSegments.add(c)
+    for (const d of seg.dropped ?? []) this.dropped.add(`${name}@${d.vtime}`)
     let at = this.catalog.get(name)
     if (!at) this.catalog.set(name, (at = new Map()))
     for (const c of seg.checkpoints) {
-      this.n.checkpoints++
       let cid: CidBytes
       try {
         cid = parseCid(c.cid)
@@ -475,15 +475,11 @@ class RemoteVerifier {
         continue
       }
       const was = at.get(c.vtime)
-      if (was !== undefined && was !== c.cid) {
-        yield this.emit({ kind: 'catalog-conflict', severity: 'error', key, message: `catalog segment ${key} puts ${c.cid} at ${name}@${c.vtime}, an earlier catalog segment ${was}`, cid: c.cid, timeline: name, vtime: c.vtime })
-      }
+      if (was !== undefined && was !== c.cid) yield this.emit({ kind: 'catalog-conflict', severity: 'error', key, message: `catalog segment ${key} puts ${c.cid} at ${name}@${c.vtime}, an earlier catalog segment ${was}`, cid: c.cid, timeline: name, vtime: c.vtime })
       if (was === undefined) at.set(c.vtime, c.cid)
       const where = this.locate(cid, closure)
-      if (where !== 'here') {
-        const why = where === 'nowhere' ? 'no index segment lists its manifest' : 'its manifest is listed only in index segments this catalog segment does not name or reach'
-        yield this.emit({ kind: 'missing-checkpoint', severity: 'error', key, message: `checkpoint ${name}@${c.vtime} (${c.cid}) cannot be read: ${why}`, cid: c.cid, timeline: name, vtime: c.vtime })
-      }
+      const why = where === 'nowhere' ? 'no index segment lists its manifest' : 'its manifest is listed only in index segments this catalog segment does not name or reach'
+      if (where !== 'here') this.unreadable.push({ kind: 'missing-checkpoint', severity: 'error', key, message: `checkpoint ${name}@${c.vtime} (${c.cid}) cannot be read: ${why}`, cid: c.cid, timeline: name, vtime: c.vtime })
     }
   }
 
@@ -498,7 +494,7 @@ class RemoteVerifier {
       this.n.claims++
       const vtime = BigInt('0x' + m[2]).toString()
       claimed.add(`${name}@${vtime}`)
-      if (!this.catalog.get(name)?.has(vtime)) pending.push({ key: o.key, name, vtime })
+      if (!this.catalog.get(name)?.has(vtime) && !this.dropped.has(`${name}@${vtime}`)) pending.push({ key: o.key, name, vtime })
     }
     for await (const [c, bytes] of inOrder(pending, OBJECTS_IN_FLIGHT, (x) => this.get(x.key))) {
       if (!bytes) continue

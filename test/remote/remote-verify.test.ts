@@ -215,6 +215,25 @@ function suite(name: string, target: () => Target, skip?: string): void {
       }
     }, 120_000)
 
+    it('after a thinning and a gc the remote verifies clean: dropped checkpoints are no pending claims', async () => {
+      const t = target()
+      const { url, store, objects } = await pushed(t)
+      try {
+        const th = await store.thinRemote(url, 'run', 'last=2', { env: t.env })
+        expect(th.dropped.length).toBe(3)
+        const a = await collect(url, { env: t.env, deep: true })
+        expect(a.findings).toEqual([])
+        expect(a.summary).toMatchObject({ clean: true, checkpoints: 4, claims: 7 })
+        await store.gcRemote(url, { margin: 0, env: t.env })
+        const b = await collect(url, { env: t.env, deep: true })
+        expect(b.findings).toEqual([])
+        expect(b.summary).toMatchObject({ clean: true, checkpoints: 4, claims: 7 })
+      } finally {
+        await objects.close()
+        await store.close()
+      }
+    }, 120_000)
+
     it('not a ckpt remote: CKPT_BAD_REMOTE (and a directory that is not there is not made)', async () => {
       const t = target()
       const url = t.url()
