@@ -11,7 +11,7 @@
  *   - pushing again from the same store succeeds without a conflict: every claim the killed push
  *     made is its own and is completed (counted as present), the rest are pushed;
  *   - a full pull into a fresh store then gives every checkpoint, each restoring byte-identical.
- * Half the trials push onto a remote that already has the first two checkpoints (an incremental
+ * About half the trials push onto a remote that already has the first two checkpoints (an incremental
  * push killed).
  */
 import { spawn } from 'node:child_process'

@@ -77,12 +77,12 @@ const saved: Record<string, string | undefined> = {}
 
 /** GETs of pack objects so far */
 const gets = () => Atomics.load(proxy!.counts, 1)
-/** Waits until no request reached the proxy for 150 ms (a read's background prefetch has ended). */
+/** Waits until no request reached the proxy for 250 ms (a read's background prefetch has ended). */
 async function quiet(): Promise<void> {
   let was = -1
   for (let now = Atomics.load(proxy!.counts, 0); now !== was; now = Atomics.load(proxy!.counts, 0)) {
     was = now
-    await sleep(150)
+    await sleep(250)
   }
 }
 
