@@ -16,7 +16,7 @@
  *             a fresh mark still finds it unneeded: a push that ran during an earlier gc and made
  *             something live again keeps it
  */
-import { cidKey, cidToString, parseCid, type CidBytes } from '../codecs/cid.js'
+import { cidKey, cidToString, parseCid } from '../codecs/cid.js'
 import { blake3 } from '../codecs/blake3.js'
 import { CkptError } from '../codecs/errors.js'
 import { entryPayload, ENTRY_HEADER_SIZE, isFault, openPayload } from '../codecs/pack-format.js'
@@ -34,11 +34,11 @@ import {
 } from '../codecs/remote-format.js'
 import type { RemoteBlocks } from '../store/index.js'
 import type { StoreContext } from './context.js'
-import { childCid } from './node-compare.js'
-import { Geometry } from './region-tree.js'
 import { openRemote, type OpenedRemote } from './remote.js'
 import { proposeDeletions, readDoomed, takeLock, type Doomed } from './remote-gc-state.js'
 import { RemotePackWriter } from './remote-pack-writer.js'
+import { mark } from './remote-mark.js'
+import { remoteRefs } from './remote-refs.js'
 import { catalogSegments, droppedCheckpoints, remoteCheckpoints, syncRemoteIndex } from './remote-push.js'
 import { parsePolicy, planKeep } from './policy.js'
 
@@ -162,47 +162,6 @@ async function collect(ctx: StoreContext, r: OpenedRemote, opts: RemoteGcOptions
   }
   summary.deleted = await carryOut(ctx, r, pending.filter((d) => d.at + opts.margin <= now), opts)
   return { ...summary, ms: Math.round(performance.now() - t0) }
-}
-
-/** Every block the checkpoints reach (manifests, tree nodes, chunks, blob chunks), as CID keys. */
-async function mark(ctx: StoreContext, roots: CidBytes[], opts: RemoteGcOptions): Promise<Set<string>> {
-  const blocks = ctx.repo.blocks
-  const live = new Set<string>()
-  await blocks.locateMany(roots)
-  for (let k = 0; k < roots.length; k++) {
-    opts.signal?.throwIfAborted()
-    opts.onProgress?.({ phase: 'mark', done: k, total: roots.length })
-    const root = roots[k]!
-    if (live.has(cidKey(root))) continue
-    live.add(cidKey(root))
-    const m = await ctx.manifestOf(root)
-    for (const b of Object.values(m.blobs)) for (const c of b.chunks) live.add(cidKey(c.cid))
-    for (const reg of Object.values(m.regions)) {
-      if (!reg.root) continue
-      let level = new Geometry(reg.size, reg.chunkSize, reg.fanout).height
-      let wave: CidBytes[] = live.has(cidKey(reg.root)) ? [] : [reg.root]
-      for (const c of wave) live.add(cidKey(c))
-      while (wave.length) {
-        // the level's nodes in one go: their remote ranges are fetched together
-        await blocks.locateMany(wave)
-        const next: CidBytes[] = []
-        for (const cid of wave) {
-          const e = blocks.getNode(cid)
-          for (let s = 0; s < e.count; s++) {
-            if (!e.codecs[s]) continue
-            const c = childCid(e, s)
-            const key = cidKey(c)
-            if (live.has(key)) continue
-            live.add(key)
-            if (level > 1) next.push(c)
-          }
-        }
-        wave = next
-        level--
-      }
-    }
-  }
-  return live
 }
 
 interface Chosen {
@@ -335,22 +294,27 @@ async function carryOut(ctx: StoreContext, r: OpenedRemote, due: Doomed[], opts:
   const usable = table.segmentNamesOf(r.config.id).filter((n) => !dueSegments.has(n) || needed.has(n))
   const inUse = new Set([...choose(table, usable, live, listed, new Set(due.flatMap((d) => d.packs))).values()].map((c) => c.pack))
   const covered = (t: TimelineState, c: RemoteCheckpoint) => keptCatalogs.some((k) => k.t === t && [...k.seg.checkpoints, ...(k.seg.dropped ?? [])].some((x) => x.vtime === c.vtime && x.cid === c.cid))
+  const gone = new Set<string>()
+  const remove = async (key: string): Promise<boolean> => {
+    // two proposals may name one object: it is deleted (and counted) once
+    if (gone.has(key)) return false
+    gone.add(key)
+    await r.objects.delete(key)
+    return true
+  }
   for (const d of due) {
     for (const key of d.catalogs) {
       const t = timelines.find((x) => x.segs.some((s) => s.key === key))
       const seg = t?.segs.find((s) => s.key === key)?.seg
       if (t && seg && ![...seg.checkpoints, ...(seg.dropped ?? [])].every((c) => covered(t, c))) continue
-      await r.objects.delete(key)
-      deleted.catalogs++
+      if (await remove(key)) deleted.catalogs++
     }
     for (const name of d.segments) {
       if (needed.has(name)) continue
-      await r.objects.delete(segmentKey(name))
-      deleted.segments++
+      if (await remove(segmentKey(name))) deleted.segments++
     }
     for (const hash of d.packs) {
-      if (inUse.has(hash)) continue
-      await r.objects.delete(packKey(hash))
+      if (inUse.has(hash) || !(await remove(packKey(hash)))) continue
       deleted.packs++
       deleted.bytes += listed.get(hash) ?? 0
     }
@@ -362,13 +326,16 @@ async function carryOut(ctx: StoreContext, r: OpenedRemote, due: Doomed[], opts:
 /**
  * Thins a remote's timeline by a policy (SPEC.md §13): the checkpoints it drops are listed in a new
  * catalog segment's `dropped` (no longer pulled, never pushed again); gc then reclaims their blocks.
+ * Checkpoints the remote's refs name are kept; labels (a manifest's meta) are not looked at.
  */
 export async function thinRemote(url: string, timeline: string, spec: string, opts: { dryRun?: boolean; env?: Record<string, string | undefined>; signal?: AbortSignal } = {}): Promise<{ kept: RemoteCheckpoint[]; dropped: RemoteCheckpoint[] }> {
   const policy = parsePolicy(spec)
   const r = await openRemote(url, { create: false, env: opts.env })
   try {
     const segs = await catalogSegments(r, timeline, opts.signal)
-    const list = [...remoteCheckpoints(segs)].map(([vtime, cid]) => ({ vtime: BigInt(vtime), cid })).sort((a, b) => (a.vtime < b.vtime ? -1 : 1))
+    // a checkpoint one of the remote's refs names is kept (as thin keeps pinned ones here)
+    const pinned = new Set((await remoteRefs(r, opts.signal)).map((x) => x.cid))
+    const list = [...remoteCheckpoints(segs)].map(([vtime, cid]) => ({ vtime: BigInt(vtime), cid, protected: pinned.has(cid) })).sort((a, b) => (a.vtime < b.vtime ? -1 : 1))
     if (!list.length) throw new CkptError('CKPT_NOT_FOUND', `${r.url} has no checkpoints of ${timeline}`, { timeline })
     const keep = planKeep(list, policy)
     const as = (x: { vtime: bigint; cid: string }): RemoteCheckpoint => ({ vtime: x.vtime.toString(), cid: x.cid })

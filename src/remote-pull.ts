@@ -15,13 +15,15 @@ import { compressBlock } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { decodeManifest, type Manifest } from '../codecs/manifest.js'
 import { entryPayload, ENTRY_HEADER_SIZE, ENTRY_KIND, isFault, openPayload } from '../codecs/pack-format.js'
-import { packKey, segmentEntry, timelineKey, type SegmentEntry } from '../codecs/remote-format.js'
-import { RemoteBlocks } from '../store/index.js'
+import { decodeJson, packKey, segmentEntry, timelineKey, type SegmentEntry } from '../codecs/remote-format.js'
+import { RemoteBlocks, type TimelineRecord } from '../store/index.js'
 import { catalogOps } from './bundle-catalog.js'
 import type { StoreContext } from './context.js'
 import { checkName, toVtime } from './refs.js'
 import { openRemote, type OpenedRemote } from './remote.js'
 import { catalogSegments, fetchSegments, remoteCheckpoints } from './remote-push.js'
+import { mark } from './remote-mark.js'
+import { pullRefs, readRemoteRef, remoteRefs, type RemoteRef } from './remote-refs.js'
 
 export interface PullOptions {
   /** copy only the catalog and the index; blocks are fetched when read */
@@ -35,6 +37,8 @@ export interface PullSummary {
   remote: string
   lazy: boolean
   timelines: { name: string; added: number; present: number }[]
+  /** refs set here (the remote's refs naming checkpoints this store now has, where it had none of that name) */
+  refs: string[]
   /** blocks copied into the store's packs (a full pull), and their stored bytes */
   blocks: number
   bytes: number
@@ -61,13 +65,20 @@ export async function pull(ctx: StoreContext, url: string, refs: readonly string
 }
 
 /** REFs of a pull: TIMELINE or TIMELINE@VTIME (up to VTIME); none: every timeline of the remote. */
-async function wanted(r: OpenedRemote, refs: readonly string[] | undefined, signal?: AbortSignal): Promise<Map<string, bigint | undefined>> {
+async function wanted(r: OpenedRemote, refs: readonly string[] | undefined, named: RemoteRef[], signal?: AbortSignal): Promise<Map<string, bigint | undefined>> {
   const out = new Map<string, bigint | undefined>()
   if (!refs || refs.length === 0) {
     for await (const o of r.objects.list('tl/', { signal })) out.set(decodeURIComponent(o.key.slice(3)), undefined)
+    named.push(...(await remoteRefs(r, signal)))
     return out
   }
-  for (const ref of refs) {
+  for (let ref of refs) {
+    if (ref.startsWith('ref:')) {
+      const v = await readRemoteRef(r, checkName('ref', ref.slice(4)), signal)
+      if (!v) throw new CkptError('CKPT_NOT_FOUND', `${r.url} has no ref named ${ref.slice(4)}`, { remote: r.url, ref })
+      named.push(v)
+      ref = `${v.timeline}@${v.vtime}`
+    }
     const at = ref.lastIndexOf('@')
     const name = checkName('timeline', at < 0 ? ref : ref.slice(0, at))
     const v = at < 0 ? undefined : toVtime(ref.slice(at + 1))
@@ -82,14 +93,18 @@ async function pullFrom(ctx: StoreContext, r: OpenedRemote, refs: readonly strin
   const { repo } = ctx
   const table = (repo.blocks.remote ??= RemoteBlocks.empty(ctx.dir))
   table.register(r.config.id, r.url, r.env)
-  const names = await wanted(r, refs, signal)
+  const named: RemoteRef[] = []
+  const names = await wanted(r, refs, named, signal)
   const roots: { timeline: string; vtime: bigint; cid: CidBytes }[] = []
   const indexes = new Set<string>()
   const present = new Map<string, number>()
+  const records = new Map<string, Record<string, unknown>>()
   let done = 0
   for (const [name, upTo] of names) {
     opts.onProgress?.({ phase: 'catalog', done: done++, total: names.size })
-    if (!(await r.objects.head(timelineKey(name), { signal }))) throw new CkptError('CKPT_NOT_FOUND', `${r.url} has no timeline ${name}`, { remote: r.url, timeline: name })
+    const rec = await r.objects.get(timelineKey(name), { signal })
+    if (!rec) throw new CkptError('CKPT_NOT_FOUND', `${r.url} has no timeline ${name}`, { remote: r.url, timeline: name })
+    records.set(name, decodeJson(rec, timelineKey(name)))
     const segs = await catalogSegments(r, name, signal)
     for (const { seg } of segs) for (const i of seg.indexes) indexes.add(i)
     present.set(name, 0)
@@ -106,11 +121,22 @@ async function pullFrom(ctx: StoreContext, r: OpenedRemote, refs: readonly strin
   }
   opts.onProgress?.({ phase: 'index', done: 0, total: indexes.size })
   const closure = await fetchClosure(r, table, [...indexes], signal)
-  const copied = opts.lazy ? { blocks: 0, bytes: 0 } : await copyBlocks(ctx, r, table, closure, opts)
+  // a full pull copies what the new checkpoints reach and the store lacks (not whole segments)
+  const reach = opts.lazy ? undefined : await mark(ctx, roots.map((x) => x.cid), { signal })
+  const copied = reach ? await copyBlocks(ctx, r, table, closure, reach, opts) : { blocks: 0, bytes: 0 }
   const manifests = await takeManifests(ctx, roots, opts)
   const catalog = await catalogOps(repo, manifests, roots.map((x) => x.cid), {})
+  // a timeline new here keeps what the remote's record says of it: when it was made, what it was forked from
+  for (const op of catalog.ops) {
+    if (op.op !== 'timeline') continue
+    const there = records.get(op.record.name)
+    if (typeof there?.created === 'number') op.record.created = there.created
+    const f = there?.forkedFrom as TimelineRecord['forkedFrom'] | undefined
+    if (f && typeof f.timeline === 'string' && typeof f.vtime === 'string' && typeof f.cid === 'string') op.record.forkedFrom = { timeline: f.timeline, vtime: f.vtime, cid: f.cid }
+  }
   await repo.commit(catalog.ops)
   await ctx.timelinesChanged(catalog.timelines)
+  const refsSet = await pullRefs(ctx, named)
   const added = new Map<string, number>()
   for (const x of roots) added.set(x.timeline, (added.get(x.timeline) ?? 0) + 1)
   const st = r.objects.stats
@@ -118,6 +144,7 @@ async function pullFrom(ctx: StoreContext, r: OpenedRemote, refs: readonly strin
     remote: r.url,
     lazy: opts.lazy === true,
     timelines: [...names.keys()].map((name) => ({ name, added: added.get(name) ?? 0, present: present.get(name) ?? 0 })),
+    refs: refsSet,
     blocks: copied.blocks,
     bytes: copied.bytes,
     segments: closure.length,
@@ -172,7 +199,7 @@ async function takeManifests(ctx: StoreContext, roots: { timeline: string; vtime
  * a time (a few at once), each entry checked and its block re-hashed before it is staged; committed
  * every 64 MiB (blocks nothing references yet: a crash leaves them to gc).
  */
-async function copyBlocks(ctx: StoreContext, r: OpenedRemote, table: RemoteBlocks, segments: string[], opts: PullOptions): Promise<{ blocks: number; bytes: number }> {
+async function copyBlocks(ctx: StoreContext, r: OpenedRemote, table: RemoteBlocks, segments: string[], reach: Set<string>, opts: PullOptions): Promise<{ blocks: number; bytes: number }> {
   const { repo } = ctx
   const blocks = repo.blocks
   const byPack = new Map<string, { size: number; entries: SegmentEntry[] }>()
@@ -183,7 +210,7 @@ async function copyBlocks(ctx: StoreContext, r: OpenedRemote, table: RemoteBlock
       const e = segmentEntry(seg, k)
       const key = cidKey(e.cid)
       // manifests are staged with the catalog commit that lists them (takeManifests), never before
-      if (e.kind === ENTRY_KIND.manifest || seen.has(key) || blocks.has(e.cid)) continue
+      if (e.kind === ENTRY_KIND.manifest || !reach.has(key) || seen.has(key) || blocks.has(e.cid)) continue
       seen.add(key)
       const p = seg.packs[e.pack]!
       let slot = byPack.get(p.hash)

@@ -42,6 +42,7 @@ import { openRemote, type OpenedRemote } from './remote.js'
 import { selectCheckpoints } from './remote-select.js'
 import { RemotePackWriter } from './remote-pack-writer.js'
 import { doomedObjects } from './remote-gc-state.js'
+import { pushRefs } from './remote-refs.js'
 
 /** claims made at once (a conflict stops the timeline after its batch) */
 const CLAIM_BATCH = 16
@@ -64,6 +65,8 @@ export interface PushSummary {
   /** per timeline: checkpoints now on the remote from this push, and those it had already */
   timelines: { name: string; pushed: number; present: number; conflict?: PushConflict }[]
   conflicts: PushConflict[]
+  /** refs sent (those whose checkpoints are on the remote and whose value there differed) */
+  refs: string[]
   blocks: number
   packs: number
   packBytes: number
@@ -179,17 +182,22 @@ async function pushTo(ctx: StoreContext, r: OpenedRemote, refs: readonly string[
   const indexes = [...new Set([...(segment ? [segment] : []), ...walk.deps])].sort()
   const summary: PushSummary['timelines'] = []
   const conflicts: PushConflict[] = []
+  const onRemote = new Map<string, Set<string>>()
   for (let k = 0; k < plans.length; k++) {
     opts.onProgress?.({ phase: 'catalog', done: k, total: plans.length })
     const res = await writeCatalog(r, plans[k]!, indexes, signal)
-    summary.push(res)
-    if (res.conflict) conflicts.push(res.conflict)
+    onRemote.set(plans[k]!.name, new Set([...plans[k]!.there, ...res.listed]))
+    summary.push(res.summary)
+    if (res.summary.conflict) conflicts.push(res.summary.conflict)
   }
+  const only = refs && refs.length ? new Set(refs.filter((x) => x.startsWith('ref:')).map((x) => x.slice(4))) : undefined
+  const refsSent = await pushRefs(ctx, r, (tl, _v, cid) => onRemote.get(tl)?.has(cid) === true, only, signal)
   const st = r.objects.stats
-  return {
+  const result: PushSummary = {
     remote: r.url,
     timelines: summary,
     conflicts,
+    refs: refsSent,
     blocks: packs.entries.length,
     packs: packs.list.length,
     packBytes: packs.list.reduce((n, p) => n + p.size, 0),
@@ -198,6 +206,15 @@ async function pushTo(ctx: StoreContext, r: OpenedRemote, refs: readonly string[
     bytesOut: st.bytesOut,
     ms: Math.round(performance.now() - t0),
   }
+  if (conflicts.length) {
+    const c = conflicts[0]!
+    throw new CkptError(
+      'CKPT_REMOTE_CONFLICT',
+      `${conflicts.length === 1 ? 'a timeline conflicts' : `${conflicts.length} timelines conflict`} with ${r.url}: ${c.timeline} has ${c.remote} at vtime ${c.vtime} there, ${c.local} here; the timeline was pushed up to it, the others whole (details.summary)`,
+      { conflicts, summary: result },
+    )
+  }
+  return result
 }
 
 interface TimelinePlan {
@@ -210,6 +227,8 @@ interface TimelinePlan {
   /** checkpoints claimed by this store's earlier push that no catalog segment lists yet (a push that stopped) */
   toComplete: CheckpointEntry[]
   present: number
+  /** CIDs (text) of this timeline the remote lists already */
+  there: string[]
   /** the remote has another checkpoint here: the timeline is pushed up to it only */
   conflict?: PushConflict
 }
@@ -222,7 +241,7 @@ async function planTimeline(ctx: StoreContext, r: OpenedRemote, name: string, en
     if (rec.lineage !== record.lineage) {
       const first = entries[0]
       const conflict = { timeline: name, vtime: first ? first.vtime.toString() : '0', local: `lineage ${record.lineage}`, remote: `lineage ${String(rec.lineage)}` }
-      return { name, record, newTimeline: false, toClaim: [], toComplete: [], present: 0, conflict }
+      return { name, record, newTimeline: false, toClaim: [], toComplete: [], present: 0, there: [], conflict }
     }
   }
   const segs = await catalogSegments(r, name, signal)
@@ -230,7 +249,7 @@ async function planTimeline(ctx: StoreContext, r: OpenedRemote, name: string, en
   const dropped = droppedCheckpoints(segs)
   const claimed = new Set<string>()
   for await (const o of r.objects.list(claimPrefix(name), { signal })) claimed.add(o.key)
-  const plan: TimelinePlan = { name, record, newTimeline: !there, toClaim: [], toComplete: [], present: 0 }
+  const plan: TimelinePlan = { name, record, newTimeline: !there, toClaim: [], toComplete: [], present: 0, there: [] }
   for (const e of entries) {
     const v = e.vtime.toString()
     const cid = cidToString(e.cid)
@@ -238,6 +257,7 @@ async function planTimeline(ctx: StoreContext, r: OpenedRemote, name: string, en
     // a checkpoint the remote thinned away is not pushed again
     if (theirs === cid || dropped.get(v) === cid) {
       plan.present++
+      if (theirs === cid) plan.there.push(cid)
       continue
     }
     if (theirs === undefined && !claimed.has(claimKey(name, e.vtime))) {
@@ -351,7 +371,7 @@ async function uploadPacks(ctx: StoreContext, r: OpenedRemote, walk: PushWalk, o
 }
 
 /** The catalog step of one timeline: its record, its claims, then the catalog segment that lists them. */
-async function writeCatalog(r: OpenedRemote, plan: TimelinePlan, indexes: string[], signal?: AbortSignal): Promise<PushSummary['timelines'][number]> {
+async function writeCatalog(r: OpenedRemote, plan: TimelinePlan, indexes: string[], signal?: AbortSignal): Promise<{ summary: PushSummary['timelines'][number]; listed: string[] }> {
   const { name } = plan
   let conflict = plan.conflict
   if (plan.newTimeline && (plan.toClaim.length || plan.toComplete.length)) {
@@ -360,7 +380,7 @@ async function writeCatalog(r: OpenedRemote, plan: TimelinePlan, indexes: string
       const there = decodeJson((await r.objects.get(timelineKey(name), { signal }))!, timelineKey(name))
       if (there.lineage !== plan.record.lineage) {
         const c = { timeline: name, vtime: '0', local: `lineage ${plan.record.lineage}`, remote: `lineage ${String(there.lineage)}` }
-        return { name, pushed: 0, present: plan.present, conflict: c }
+        return { summary: { name, pushed: 0, present: plan.present, conflict: c }, listed: [] }
       }
     }
   }
@@ -380,6 +400,12 @@ async function writeCatalog(r: OpenedRemote, plan: TimelinePlan, indexes: string
       if (theirs === cidToString(e.cid)) listed.push(e)
       else if (!conflict) conflict = { timeline: name, vtime: e.vtime.toString(), local: cidToString(e.cid), remote: theirs ?? '?' }
     }
+    if (conflict) {
+      // claims this push won past the conflict are its own and will not be listed: taken back, so
+      // they block no one (nobody else can hold a claim this push created)
+      const at = BigInt(conflict.vtime)
+      for (let j = 0; j < batch.length; j++) if (won[j] && batch[j]!.vtime > at) await r.objects.delete(claimKey(name, batch[j]!.vtime))
+    }
   }
   // only what precedes the first conflict is listed: a timeline on the remote has no gaps of this store's making
   const upTo = conflict ? BigInt(conflict.vtime) : undefined
@@ -389,6 +415,9 @@ async function writeCatalog(r: OpenedRemote, plan: TimelinePlan, indexes: string
     const bytes = encodeJson(seg)
     await r.objects.put(catalogKey(name, final[0]!.vtime, final[final.length - 1]!.vtime, toHex(blake3(bytes))), bytes, { signal })
   }
-  return { name, pushed: final.length - plan.toComplete.length, present: plan.present + plan.toComplete.length, ...(conflict ? { conflict } : {}) }
+  return {
+    summary: { name, pushed: final.length - plan.toComplete.length, present: plan.present + plan.toComplete.length, ...(conflict ? { conflict } : {}) },
+    listed: final.map((e) => cidToString(e.cid)),
+  }
 }
 

@@ -303,7 +303,17 @@ export class BlockStore implements BlockReader, BlockWriter {
     const remote = this.remote!
     const size = ENTRY_HEADER_SIZE + loc.storedLength
     for (let attempt = 0; ; attempt++) {
-      const payload = entryPayload(remote.read(loc.pack, loc.offset, size), { cid, storedLength: loc.storedLength, rawLength: loc.rawLength, codec: loc.codec })
+      let entry: Uint8Array
+      try {
+        entry = remote.read(loc.pack, loc.offset, size)
+      } catch (err) {
+        // the block the read was for is what the caller needs to hear about
+        if (err instanceof CkptError && err.code === 'CKPT_REMOTE_UNAVAILABLE') {
+          throw new CkptError(err.code, `block ${cidToString(cid)} cannot be read from the remote: ${err.message}`, { ...err.details, cid: cidToString(cid) }, err)
+        }
+        throw err
+      }
+      const payload = entryPayload(entry, { cid, storedLength: loc.storedLength, rawLength: loc.rawLength, codec: loc.codec })
       if (!isFault(payload)) {
         if (attempt > 0 || loc.codec === AT_REST.nodeDelta || !isFault(openPayload(loc.codec, payload, loc.rawLength, cid, 4))) return payload
       } else if (attempt > 0) {

@@ -144,3 +144,31 @@ describe('remote gc', () => {
     }
   }, 60_000)
 })
+
+describe('remote refs', () => {
+  it('push sends the refs naming pushed checkpoints; pull sets them; ref:NAME pulls its timeline up to it; thin --remote keeps what a ref names', async () => {
+    const url = newRemote()
+    const a = await openStore(tmpStorePath('ckpt-rref-a-'))
+    const b = await openStore(tmpStorePath('ckpt-rref-b-'))
+    const c = await openStore(tmpStorePath('ckpt-rref-c-'))
+    try {
+      const rec = await record(a, 'run', 4, 21)
+      await a.setRef('crash', rec.states[1]!.cid)
+      const s = await a.push(url)
+      expect(s.refs).toEqual(['crash'])
+      expect((await a.push(url)).refs).toEqual([])
+      const p = await b.pull(url)
+      expect(p.refs).toEqual(['crash'])
+      expect((await b.resolve('ref:crash')).toString()).toBe(rec.states[1]!.cid)
+      const q = await c.pull(url, ['ref:crash'])
+      expect(q.timelines).toEqual([{ name: 'run', added: 2, present: 0 }])
+      expect((await c.resolve('ref:crash')).toString()).toBe(rec.states[1]!.cid)
+      const t = await a.thinRemote(url, 'run', 'last=1')
+      expect(t.kept.map((x) => x.cid)).toEqual([rec.states[1]!.cid, rec.states[3]!.cid])
+    } finally {
+      await a.close()
+      await b.close()
+      await c.close()
+    }
+  }, 60_000)
+})

@@ -180,7 +180,9 @@ export function runRemoteSuite(name: string, target: () => RemoteTarget | undefi
         const rb2 = await record(b, 'other', 2, 6)
         const sa = await a.push(url, ['shared'], { env: t.env })
         expect(sa.conflicts).toEqual([])
-        const sb = await b.push(url, undefined, { env: t.env })
+        const err = await caught(() => b.push(url, undefined, { env: t.env }))
+        expect(err.code).toBe('CKPT_REMOTE_CONFLICT')
+        const sb = err.details!.summary as Awaited<ReturnType<CkptStore['push']>>
         expect(sb.conflicts).toHaveLength(1)
         expect(sb.conflicts[0]).toMatchObject({ timeline: 'shared' })
         expect(sb.timelines.find((x) => x.name === 'other')).toMatchObject({ pushed: 2 })

@@ -1,4 +1,6 @@
 /** `ckpt push`: send checkpoints to a remote. */
+import { isCkptError } from '../../../codecs/errors.js'
+import type { PushSummary } from '../../remote-push.js'
 import { COMMON, QUIET, parse, storeDir } from '../args.js'
 import { EXIT } from '../errors.js'
 import { humanBytes } from '../format.js'
@@ -39,7 +41,11 @@ examples:
     const progress = new Progress('ckpt push', Progress.wanted(values))
     try {
       const s = await withStore(dir, { mustExist: true, threads: 0, dedupFilter: false }, (store) =>
-        store.push(remote, refs, { onProgress: (p) => progress.amount(p.phase === 'packs' ? 'uploading' : p.phase, p.done, p.total, p.phase === 'packs' ? 'blocks' : 'steps') }),
+        store.push(remote, refs, { onProgress: (p) => progress.amount(p.phase === 'packs' ? 'uploading' : p.phase, p.done, p.total, p.phase === 'packs' ? 'blocks' : 'steps') }).catch((err: unknown) => {
+          // a conflict still pushed what it could: its summary is the output, the exit status says 1
+          if (isCkptError(err, 'CKPT_REMOTE_CONFLICT')) return err.details.summary as PushSummary
+          throw err
+        }),
       )
       progress.end()
       if (values.json) json(s)
@@ -49,7 +55,7 @@ examples:
       }
       if (s.conflicts.length) {
         const c = s.conflicts[0]!
-        note(`ckpt: CKPT_REMOTE_CONFLICT: ${plural(s.conflicts.length, 'timeline')} conflict with the remote: ${c.timeline} has ${c.remote} at vtime ${c.vtime} there, ${c.local} here (pull it under another name, or fork)`)
+        note(`ckpt: CKPT_REMOTE_CONFLICT: ${plural(s.conflicts.length, 'timeline')} conflict with the remote: ${c.timeline} has ${c.remote} at vtime ${c.vtime} there, ${c.local} here (fork it here under another name, ckpt fork, and push that; the other timelines were pushed)`)
         return EXIT.DATA
       }
       return EXIT.OK
