@@ -197,7 +197,7 @@ describe('ckpt remote, push, pull on a file:// remote', () => {
   // `remote add` fails with a raw ENOENT on remotes.json.ckpt-partial-PID (exit 1) and `remote list`
   // prints nothing and exits 0; on any directory that is not a store, `remote add` writes remotes.json
   // there. Every other command says CKPT_BAD_STORE, exit 3.
-  it.fails('remote on a directory that is not a store is CKPT_BAD_STORE (exit 3), like every other command, and writes nothing there', () => {
+  it('remote on a directory that is not a store is CKPT_BAD_STORE (exit 3), like every other command, and writes nothing there', () => {
     const missing = path.join(dir, 'no-store')
     expectError(ckpt('remote', '--store', missing, 'list'), 3, 'CKPT_BAD_STORE')
     expectError(ckpt('remote', '--store', missing, 'add', 'team', url), 3, 'CKPT_BAD_STORE')

@@ -252,7 +252,7 @@ describe('lazy reads, counted at the server (s3rver behind a counting proxy)', (
   // BUG: RemoteBlocks.fill (store/remote/remote-blocks.ts) throws CKPT_REMOTE_UNAVAILABLE with the pack
   // key and byte range only ({remote, key, offset}); BlockStore.readRemote (store/block-store.ts) lets
   // it through without the CID it was reading, so the error does not name the block (issue 12, item 4)
-  it.fails('with the remote gone, the CKPT_REMOTE_UNAVAILABLE of a block never read names it (its CID in the message or details)', async () => {
+  it('with the remote gone, the CKPT_REMOTE_UNAVAILABLE of a block never read names it (its CID in the message or details)', async () => {
     const { store: c } = await orphaned()
     try {
       const e = await caught(() => c.readChunk(cid, 'ram', NEVER))

@@ -1,7 +1,7 @@
 /** `ckpt remote`: name remotes of a store (names and URLs; credentials come from the environment). */
 import { COMMON, parse, storeDir } from '../args.js'
 import { UsageError } from '../errors.js'
-import { json, JSON_HELP, line, STORE_HELP, type Command } from '../shared.js'
+import { json, JSON_HELP, line, READ, STORE_HELP, withStore, type Command } from '../shared.js'
 
 const OPTIONS = { ...COMMON } as const
 
@@ -30,6 +30,8 @@ examples:
     const dir = storeDir(values.store, 'remote')
     const { addRemote, listRemotes, removeRemote } = await import('../../remote.js')
     const [verb = 'list', ...rest] = positionals
+    // a store that is not there (or not a store) is said as such, exit 3, as by every other command
+    await withStore(dir, READ, async () => {})
     if (verb === 'add') {
       if (rest.length !== 2) throw new UsageError('remote add takes NAME URL', 'remote')
       const r = addRemote(dir, rest[0]!, rest[1]!)
