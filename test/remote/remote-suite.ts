@@ -12,6 +12,8 @@ export interface RemoteTarget {
   /** a fresh, empty remote URL for each call */
   url(): string
   env: Record<string, string | undefined>
+  /** the server enforces create-only puts (If-None-Match), so racing pushers can be tested; s3rver does not */
+  conditional?: boolean
   /** the object store of a URL, to count requests or damage objects */
   objects?(url: string): Promise<import('../../store/index.js').ObjectStore>
 }
@@ -192,6 +194,37 @@ export function runRemoteSuite(name: string, target: () => RemoteTarget | undefi
       } finally {
         await a.close()
         await b.close()
+        await d.close()
+      }
+    }, 120_000)
+
+    it('two pushers racing for the same vtimes: exactly one wins each, the other is told, and a pull gets one whole history', async () => {
+      const t = target()!
+      if (!t.conditional) return
+      const url = t.url()
+      const stores = [await openStore(tmpStorePath('ckpt-race-a-')), await openStore(tmpStorePath('ckpt-race-b-'))]
+      const d = await openStore(tmpStorePath('ckpt-race-d-'))
+      try {
+        // one history on both (B pulled A's first checkpoint), then different checkpoints at the same vtimes
+        const base = await record(stores[0]!, 'shared', 1, 30)
+        await stores[0]!.push(url, undefined, { env: t.env })
+        await stores[1]!.pull(url, undefined, { env: t.env })
+        const recs = [base, await record(stores[0]!, 'shared', 3, 31, 10), await record(stores[1]!, 'shared', 3, 32, 10)]
+        const results = await Promise.allSettled(stores.map((s) => s.push(url, undefined, { env: t.env })))
+        const won = results.filter((x) => x.status === 'fulfilled')
+        const lost = results.filter((x) => x.status === 'rejected') as PromiseRejectedResult[]
+        expect(won.length + lost.length).toBe(2)
+        for (const l of lost) expect((l.reason as { code?: string }).code).toBe('CKPT_REMOTE_CONFLICT')
+        expect(lost.length).toBeGreaterThanOrEqual(1)
+        await d.pull(url, undefined, { env: t.env })
+        const got: string[] = []
+        for await (const e of d.log('shared')) got.push(e.cid.toString())
+        // every checkpoint pulled is one store's, at its vtime, and restores byte-identical
+        const all = new Map(recs.flatMap((r) => r.states.map((s) => [s.cid, s] as const)))
+        expect(got.length).toBeGreaterThan(0)
+        await expectSame(d, got.map((c) => all.get(c)!))
+      } finally {
+        for (const s of stores) await s.close()
         await d.close()
       }
     }, 120_000)
