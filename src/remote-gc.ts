@@ -103,11 +103,11 @@ export async function gcRemote(ctx: StoreContext, url: string, opts: RemoteGcOpt
   }
 }
 
-async function readTimelines(r: OpenedRemote, signal?: AbortSignal): Promise<TimelineState[]> {
+async function readTimelines(r: OpenedRemote, signal?: AbortSignal, keep?: RemoteBlocks): Promise<TimelineState[]> {
   const out: TimelineState[] = []
   for await (const o of r.objects.list('tl/', { signal })) {
     const name = decodeURIComponent(o.key.slice(3))
-    const segs = await catalogSegments(r, name, signal)
+    const segs = await catalogSegments(r, name, signal, keep)
     out.push({ name, segs, live: remoteCheckpoints(segs), dropped: droppedCheckpoints(segs) })
   }
   return out
@@ -120,7 +120,7 @@ async function collect(ctx: StoreContext, r: OpenedRemote, opts: RemoteGcOptions
   const id = r.config.id
   const listed = new Map<string, number>()
   for await (const o of r.objects.list('packs/', { signal })) listed.set(o.key.slice(o.key.lastIndexOf('/') + 1), o.size)
-  const timelines = await readTimelines(r, signal)
+  const timelines = await readTimelines(r, signal, ctx.repo.blocks.remote)
   const pending = await readDoomed(r, signal)
   const doomedPacks = new Set(pending.flatMap((d) => d.packs))
   const roots = timelines.flatMap((t) => [...t.live.values()].map(parseCid))
@@ -282,7 +282,7 @@ async function carryOut(ctx: StoreContext, r: OpenedRemote, due: Doomed[], opts:
   opts.onProgress?.({ phase: 'delete', done: 0, total: due.length })
   // the remote as it is now, after this run's writes
   const table = await syncRemoteIndex(ctx, r, opts.signal)
-  const timelines = await readTimelines(r, opts.signal)
+  const timelines = await readTimelines(r, opts.signal, ctx.repo.blocks.remote)
   const dueCatalogs = new Set(due.flatMap((d) => d.catalogs))
   const dueSegments = new Set(due.flatMap((d) => d.segments))
   const keptCatalogs = timelines.flatMap((t) => t.segs.filter((s) => !dueCatalogs.has(s.key)).map((s) => ({ t, ...s })))

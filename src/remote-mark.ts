@@ -12,6 +12,17 @@ import { Geometry } from './region-tree.js'
 export async function mark(ctx: StoreContext, roots: CidBytes[], opts: { signal?: AbortSignal; onProgress?: (p: { phase: 'mark'; done: number; total: number }) => void }): Promise<Set<string>> {
   const blocks = ctx.repo.blocks
   const live = new Set<string>()
+  // every checkpoint's trees at once, a level at a time: each level is one coalesced prefetch
+  const waves = new Map<number, CidBytes[]>()
+  const add = (level: number, cid: CidBytes) => {
+    const key = cidKey(cid)
+    if (live.has(key)) return
+    live.add(key)
+    if (level === 0) return
+    let w = waves.get(level)
+    if (!w) waves.set(level, (w = []))
+    w.push(cid)
+  }
   await blocks.locateMany(roots)
   for (let k = 0; k < roots.length; k++) {
     opts.signal?.throwIfAborted()
@@ -20,32 +31,18 @@ export async function mark(ctx: StoreContext, roots: CidBytes[], opts: { signal?
     if (live.has(cidKey(root))) continue
     live.add(cidKey(root))
     const m = await ctx.manifestOf(root)
-    for (const b of Object.values(m.blobs)) for (const c of b.chunks) live.add(cidKey(c.cid))
-    for (const reg of Object.values(m.regions)) {
-      if (!reg.root) continue
-      let level = new Geometry(reg.size, reg.chunkSize, reg.fanout).height
-      let wave: CidBytes[] = live.has(cidKey(reg.root)) ? [] : [reg.root]
-      for (const c of wave) live.add(cidKey(c))
-      while (wave.length) {
-        // the level's nodes in one go: their remote ranges are fetched together
-        await blocks.locateMany(wave)
-        const next: CidBytes[] = []
-        for (const cid of wave) {
-          const e = blocks.getNode(cid)
-          for (let s = 0; s < e.count; s++) {
-            if (!e.codecs[s]) continue
-            const c = childCid(e, s)
-            const key = cidKey(c)
-            if (live.has(key)) continue
-            live.add(key)
-            if (level > 1) next.push(c)
-          }
-        }
-        wave = next
-        level--
-      }
+    for (const b of Object.values(m.blobs)) for (const c of b.chunks) add(0, c.cid)
+    for (const reg of Object.values(m.regions)) if (reg.root) add(new Geometry(reg.size, reg.chunkSize, reg.fanout).height, reg.root)
+  }
+  for (let level = Math.max(0, ...waves.keys()); level >= 1; level--) {
+    const wave = waves.get(level) ?? []
+    waves.delete(level)
+    opts.signal?.throwIfAborted()
+    await blocks.locateMany(wave)
+    for (const cid of wave) {
+      const e = blocks.getNode(cid)
+      for (let s = 0; s < e.count; s++) if (e.codecs[s]) add(level - 1, childCid(e, s))
     }
   }
   return live
 }
-

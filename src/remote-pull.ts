@@ -105,7 +105,7 @@ async function pullFrom(ctx: StoreContext, r: OpenedRemote, refs: readonly strin
     const rec = await r.objects.get(timelineKey(name), { signal })
     if (!rec) throw new CkptError('CKPT_NOT_FOUND', `${r.url} has no timeline ${name}`, { remote: r.url, timeline: name })
     records.set(name, decodeJson(rec, timelineKey(name)))
-    const segs = await catalogSegments(r, name, signal)
+    const segs = await catalogSegments(r, name, signal, table)
     for (const { seg } of segs) for (const i of seg.indexes) indexes.add(i)
     present.set(name, 0)
     for (const [v, cid] of remoteCheckpoints(segs)) {

@@ -108,7 +108,7 @@ export async function fetchSegments(r: OpenedRemote, table: RemoteBlocks, names:
 }
 
 /** The catalog segments of a timeline on the remote (each fetched once, then read from the store's copy). */
-export async function catalogSegments(r: OpenedRemote, timeline: string, signal?: AbortSignal): Promise<{ key: string; seg: CatalogSegment }[]> {
+export async function catalogSegments(r: OpenedRemote, timeline: string, signal?: AbortSignal, keep?: RemoteBlocks): Promise<{ key: string; seg: CatalogSegment }[]> {
   const keys: string[] = []
   for await (const o of r.objects.list(catalogPrefix(timeline), { signal })) if (parseCatalogKey(o.key)) keys.push(o.key)
   const out: { key: string; seg: CatalogSegment }[] = new Array(keys.length)
@@ -116,9 +116,17 @@ export async function catalogSegments(r: OpenedRemote, timeline: string, signal?
   const one = async () => {
     while (next < keys.length) {
       const k = next++
-      const bytes = await r.objects.get(keys[k]!, { signal })
+      const key = keys[k]!
+      // a catalog segment's key names its hash: a copy kept from an earlier push or pull that still hashes to it is it
+      const kept = keep?.keptObject(r.config.id, key)
+      if (kept && toHex(blake3(kept)).startsWith(key.slice(-16))) {
+        out[k] = { key, seg: decodeCatalogSegment(kept, key) }
+        continue
+      }
+      const bytes = await r.objects.get(key, { signal })
       if (!bytes) continue // removed by a compaction since the listing: its successor lists the same
-      out[k] = { key: keys[k]!, seg: decodeCatalogSegment(bytes, keys[k]!) }
+      out[k] = { key, seg: decodeCatalogSegment(bytes, key) }
+      keep?.keepObject(r.config.id, key, bytes)
     }
   }
   await Promise.all(Array.from({ length: Math.min(16, keys.length) }, one))
@@ -244,7 +252,7 @@ async function planTimeline(ctx: StoreContext, r: OpenedRemote, name: string, en
       return { name, record, newTimeline: false, toClaim: [], toComplete: [], present: 0, there: [], conflict }
     }
   }
-  const segs = await catalogSegments(r, name, signal)
+  const segs = await catalogSegments(r, name, signal, ctx.repo.blocks.remote)
   const listed = remoteCheckpoints(segs)
   const dropped = droppedCheckpoints(segs)
   const claimed = new Set<string>()

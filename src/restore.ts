@@ -54,6 +54,28 @@ export function walkLeaves(blocks: BlockStore, geo: Geometry, root: CidBytes | n
 }
 
 /**
+ * A tree a lazy pull left on a remote: its nodes' ranges are fetched a level at a time (each level
+ * one coalesced prefetch, several GETs in flight) before walkLeaves reads them one by one.
+ */
+export async function prefetchTree(blocks: BlockStore, geo: Geometry, root: CidBytes | null): Promise<void> {
+  if (!blocks.remote || !root) return
+  let wave: CidBytes[] = [root]
+  for (let level = geo.height; wave.length; level--) {
+    await blocks.locateMany(wave)
+    if (level === 1) return
+    const next: CidBytes[] = []
+    for (const cid of wave) {
+      const e = nodeEntries(blocks, cid)
+      for (let s = 0; s < e.count; s++) {
+        const c = childCid(e, s)
+        if (c) next.push(c)
+      }
+    }
+    wave = next
+  }
+}
+
+/**
  * Leaf nodes by leaf index, per region root, with their chunks' locations fetched in one index call:
  * random reads in one checkpoint then cost a pack read, a decompression and a hash, no index lookup.
  */
@@ -569,6 +591,7 @@ export async function restoreRegion(
   try {
     o.check(blocks, geo, root)
     const leaves: { j: number; e: NodeEntries | null }[] = []
+    await prefetchTree(blocks, geo, root)
     walkLeaves(blocks, geo, root, (j, e) => leaves.push({ j, e }))
     await o.open(geo.size)
     const writer = new RegionWriter(geo, o)

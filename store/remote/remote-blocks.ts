@@ -162,6 +162,32 @@ export class RemoteBlocks {
     } catch {}
   }
 
+  /**
+   * An immutable object of remote `id` kept in the store (a catalog segment: its key names its hash),
+   * so a later push or pull need not fetch it again; undefined when not kept.
+   */
+  keptObject(id: string, key: string): Uint8Array | undefined {
+    const src = this.sources.get(id)
+    if (!src) return undefined
+    try {
+      return fs.readFileSync(path.join(src.dir, 'objects', encodeURIComponent(key)))
+    } catch {
+      return undefined
+    }
+  }
+
+  keepObject(id: string, key: string, bytes: Uint8Array): void {
+    const src = this.sources.get(id)
+    if (!src || this.readOnly) return
+    const dir = path.join(src.dir, 'objects')
+    try {
+      fs.mkdirSync(dir, { recursive: true })
+      const file = path.join(dir, encodeURIComponent(key))
+      fs.writeFileSync(`${file}.partial-${process.pid}`, bytes)
+      fs.renameSync(`${file}.partial-${process.pid}`, file)
+    } catch {}
+  }
+
   hasSegment(name: string): boolean {
     return this.segmentNames.has(name)
   }
