@@ -20,7 +20,9 @@
  *            and that are not in it (closed: a dep's own deps are listed too)
  *   entries  entryCount × 60 B, sorted by CID bytes, each CID once:
  *            36 B CID | u32 pack (index into packs) | u64 offset of the entry header in the pack
- *            | u32 storedLength | u32 rawLength | u8 codec | u8 kind | u16 zero
+ *            | u32 storedLength | u32 rawLength | u8 codec | u8 kind | u8 depth | u8 flags
+ *            (depth: the delta chain length of a node delta, codec 3, whose base is another CID; else 0.
+ *            flags bit 0, BASE_ONLY: a tree node kept only as a delta base by a gc: its subtree may be gone)
  */
 import { CkptError } from './errors.js'
 import { CID_LENGTH } from './cid.js'
@@ -79,7 +81,16 @@ export interface SegmentEntry {
   rawLength: number
   codec: number
   kind: number
+  /** delta chain length of a node delta (codec 3), else 0 */
+  depth?: number
+  /** ENTRY_FLAGS bits */
+  flags?: number
 }
+
+export const ENTRY_FLAGS = {
+  /** a tree node a gc kept only as the base of a live node delta: readable, but its subtree may be gone */
+  baseOnly: 1,
+} as const
 
 export interface Segment {
   packs: SegmentPack[]
@@ -134,6 +145,8 @@ export function encodeSegment(packs: SegmentPack[], deps: string[], entries: Seg
     b.writeUInt32LE(e.rawLength, at + 52)
     b[at + 56] = e.codec
     b[at + 57] = e.kind
+    b[at + 58] = e.depth ?? 0
+    b[at + 59] = e.flags ?? 0
     at += SEGMENT_ENTRY_SIZE
   }
   return new Uint8Array(b.buffer, b.byteOffset, b.byteLength)
@@ -177,6 +190,8 @@ export function segmentEntry(s: Segment, k: number): SegmentEntry {
     rawLength: b.readUInt32LE(52),
     codec: b[56]!,
     kind: b[57]!,
+    depth: b[58]!,
+    flags: b[59]!,
   }
 }
 

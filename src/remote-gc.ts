@@ -19,7 +19,9 @@
 import { cidKey, cidToString, parseCid } from '../codecs/cid.js'
 import { blake3 } from '../codecs/blake3.js'
 import { CkptError } from '../codecs/errors.js'
-import { entryPayload, ENTRY_HEADER_SIZE, isFault, openPayload } from '../codecs/pack-format.js'
+import { AT_REST } from '../codecs/compress.js'
+import { deltaBaseCid } from '../codecs/node-delta.js'
+import { entryCrcOk, entryPayload, ENTRY_HEADER_SIZE, isFault, openPayload } from '../codecs/pack-format.js'
 import {
   catalogKey,
   encodeJson,
@@ -28,6 +30,7 @@ import {
   segmentEntry,
   segmentKey,
   toHex,
+  ENTRY_FLAGS,
   type CatalogSegment,
   type RemoteCheckpoint,
   type SegmentEntry,
@@ -126,7 +129,7 @@ async function collect(ctx: StoreContext, r: OpenedRemote, opts: RemoteGcOptions
   const roots = timelines.flatMap((t) => [...t.live.values()].map(parseCid))
   const live = await mark(ctx, roots, opts)
   const segNames = table.segmentNamesOf(id)
-  const chosen = choose(table, segNames, live, listed, doomedPacks)
+  const chosen = await withDeltaBases(table, segNames, live, listed, doomedPacks)
   if (chosen.size < live.size) {
     throw new CkptError('CKPT_BAD_REMOTE', `${live.size - chosen.size} live blocks of ${r.url} are in no pack it has; gc deletes nothing (ckpt verify ${r.url})`, { remote: r.url, missing: live.size - chosen.size })
   }
@@ -189,6 +192,32 @@ function choose(table: RemoteBlocks, names: string[], live: Set<string>, listed:
   return chosen
 }
 
+/**
+ * choose(), with the base of every live node delta (codec 3) live too, transitively: a node stored as
+ * a change of another is read through it. The deltas' payloads are read through the cache (one prefetch a round).
+ */
+async function withDeltaBases(table: RemoteBlocks, names: string[], live: Set<string>, listed: Map<string, number>, doomedPacks: Set<string>, baseOnly = new Set<string>()): Promise<Map<string, Chosen>> {
+  const done = new Set<string>()
+  for (;;) {
+    const chosen = choose(table, names, live, listed, doomedPacks)
+    const todo = [...chosen].filter(([k, c]) => c.entry.codec === AT_REST.nodeDelta && !done.has(k))
+    if (!todo.length) {
+      // a compacted segment says which nodes are there only as bases (their subtrees may go)
+      for (const [k, c] of chosen) if (baseOnly.has(k)) c.entry.flags = ENTRY_FLAGS.baseOnly
+      return chosen
+    }
+    const locs = todo.map(([, c]) => table.locationIn(c.pack, c.entry))
+    await table.prefetch(locs)
+    for (let k = 0; k < todo.length; k++) {
+      done.add(todo[k]![0])
+      const l = locs[k]!
+      const key = cidKey(deltaBaseCid(table.read(l.pack, l.offset + ENTRY_HEADER_SIZE, l.storedLength)))
+      if (!live.has(key)) baseOnly.add(key)
+      live.add(key)
+    }
+  }
+}
+
 interface PackPlan {
   liveBytes: Map<string, number>
   kept: string[]
@@ -229,17 +258,19 @@ async function rewrite(r: OpenedRemote, table: RemoteBlocks, timelines: Timeline
     if (!data) throw new CkptError('CKPT_REMOTE_UNAVAILABLE', `pack ${packKey(hash)} went missing during gc`, { key: packKey(hash) })
     for (const c of list.sort((a, b) => a.entry.offset - b.entry.offset)) {
       const e = c.entry
-      const payload = entryPayload(data.subarray(e.offset, e.offset + ENTRY_HEADER_SIZE + e.storedLength), e)
-      const ok = isFault(payload) ? payload : openPayload(e.codec, payload, e.rawLength, e.cid, 4)
-      if (isFault(ok)) throw new CkptError('CKPT_HASH_MISMATCH', `block ${cidToString(e.cid)} is damaged in ${packKey(hash)} (offset ${e.offset}): gc stops before copying it`, { key: packKey(hash), offset: e.offset })
-      await out.add(e.cid, e.codec, e.rawLength, payload as Uint8Array, e.kind)
+      const ent = data.subarray(e.offset, e.offset + ENTRY_HEADER_SIZE + e.storedLength)
+      const payload = entryPayload(ent, e)
+      // a node delta is checked by its CRC (its content is proven through its chain when read)
+      const bad = isFault(payload) || (e.codec === AT_REST.nodeDelta ? !entryCrcOk(ent, payload) : isFault(openPayload(e.codec, payload, e.rawLength, e.cid, 4)))
+      if (bad) throw new CkptError('CKPT_HASH_MISMATCH', `block ${cidToString(e.cid)} is damaged in ${packKey(hash)} (offset ${e.offset}): gc stops before copying it`, { key: packKey(hash), offset: e.offset })
+      await out.add(e.cid, e.codec, e.rawLength, payload as Uint8Array, e.kind, e.depth ?? 0)
     }
   }
   await out.finish()
   const packs = [...out.packs]
   const index = new Map<string, number>()
   packs.forEach((p, i) => index.set(p.hash, i))
-  const entries: SegmentEntry[] = out.entries.slice()
+  const entries: SegmentEntry[] = out.entries.map((e) => ({ ...e, flags: chosen.get(cidKey(e.cid))?.entry.flags ?? 0 }))
   for (const c of chosen.values()) {
     if (repack.has(c.pack)) continue
     let i = index.get(c.pack)
@@ -292,7 +323,7 @@ async function carryOut(ctx: StoreContext, r: OpenedRemote, due: Doomed[], opts:
   for await (const o of r.objects.list('packs/', { signal: opts.signal })) listed.set(o.key.slice(o.key.lastIndexOf('/') + 1), o.size)
   const live = await mark(ctx, timelines.flatMap((t) => [...t.live.values()].map(parseCid)), opts)
   const usable = table.segmentNamesOf(r.config.id).filter((n) => !dueSegments.has(n) || needed.has(n))
-  const inUse = new Set([...choose(table, usable, live, listed, new Set(due.flatMap((d) => d.packs))).values()].map((c) => c.pack))
+  const inUse = new Set([...(await withDeltaBases(table, usable, live, listed, new Set(due.flatMap((d) => d.packs)))).values()].map((c) => c.pack))
   const covered = (t: TimelineState, c: RemoteCheckpoint) => keptCatalogs.some((k) => k.t === t && [...k.seg.checkpoints, ...(k.seg.dropped ?? [])].some((x) => x.vtime === c.vtime && x.cid === c.cid))
   const gone = new Set<string>()
   const remove = async (key: string): Promise<boolean> => {

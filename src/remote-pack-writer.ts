@@ -29,14 +29,14 @@ export class RemotePackWriter {
   ) {}
 
   /** Adds an entry (an at-rest payload under its codec); may wait for an upload to make room. */
-  async add(cid: Uint8Array, codec: number, rawLength: number, payload: Uint8Array, kind: number): Promise<void> {
+  async add(cid: Uint8Array, codec: number, rawLength: number, payload: Uint8Array, kind: number, depth = 0): Promise<void> {
     const size = ENTRY_HEADER_SIZE + payload.length
     if (this.at + size + FOOTER_SIZE > this.buf.length) {
       await this.close()
       if (PACK_HEADER_SIZE + size + FOOTER_SIZE > this.buf.length) this.buf = Buffer.allocUnsafe(PACK_HEADER_SIZE + size + FOOTER_SIZE)
     }
-    this.pending.push({ cid, pack: 0, offset: this.at, storedLength: payload.length, rawLength, codec, kind })
-    this.at += writeEntry(this.buf, this.at, cid, codec, 0, rawLength, payload, kind)
+    this.pending.push({ cid, pack: 0, offset: this.at, storedLength: payload.length, rawLength, codec, kind, depth })
+    this.at += writeEntry(this.buf, this.at, cid, codec, depth, rawLength, payload, kind)
     if (this.at >= REMOTE_PACK_TARGET) await this.close()
   }
 

@@ -11,10 +11,11 @@
  *   commit     one catalog commit makes the checkpoints visible, after everything they need
  */
 import { cidKey, cidToString, parseCid, type CidBytes } from '../codecs/cid.js'
-import { compressBlock } from '../codecs/compress.js'
+import { AT_REST, compressBlock } from '../codecs/compress.js'
+import { deltaBaseCid } from '../codecs/node-delta.js'
 import { CkptError } from '../codecs/errors.js'
 import { decodeManifest, type Manifest } from '../codecs/manifest.js'
-import { entryPayload, ENTRY_HEADER_SIZE, ENTRY_KIND, isFault, openPayload } from '../codecs/pack-format.js'
+import { entryCrcOk, entryPayload, ENTRY_HEADER_SIZE, ENTRY_KIND, isFault, openPayload } from '../codecs/pack-format.js'
 import { decodeJson, packKey, segmentEntry, timelineKey, type SegmentEntry } from '../codecs/remote-format.js'
 import { RemoteBlocks, type TimelineRecord } from '../store/index.js'
 import { catalogOps } from './bundle-catalog.js'
@@ -57,7 +58,15 @@ export async function pull(ctx: StoreContext, url: string, refs: readonly string
   const t0 = performance.now()
   const r = await openRemote(url, { create: false, env: opts.env, ...ctx.repo.blocks.remote?.capability(url) })
   try {
-    return await ctx.exclusive(() => pullFrom(ctx, r, refs, opts, t0))
+    return await ctx.exclusive(async () => {
+      try {
+        return await pullFrom(ctx, r, refs, opts, t0)
+      } catch (err) {
+        // what was staged and not committed goes: nothing of a failed pull becomes visible
+        ctx.repo.blocks.abort()
+        throw err
+      }
+    })
   } finally {
     ctx.repo.blocks.remote?.learn(r.config.id, { conditionalCreate: r.objects.conditionalCreateKnown })
     await r.objects.close()
@@ -237,16 +246,31 @@ async function copyBlocks(ctx: StoreContext, r: OpenedRemote, table: RemoteBlock
     const data = await fetches[k]!
     if (k + PACKS_IN_FLIGHT < packs.length) fetch(k + PACKS_IN_FLIGHT)
     const [hash, { entries }] = packs[k]!
+    const deltas: Uint8Array[] = []
     for (const e of entries.sort((a, b) => a.offset - b.offset)) {
-      const payload = entryPayload(data.subarray(e.offset, e.offset + ENTRY_HEADER_SIZE + e.storedLength), e)
-      const ok = isFault(payload) ? payload : openPayload(e.codec, payload, e.rawLength, e.cid, 4)
+      const ent = data.subarray(e.offset, e.offset + ENTRY_HEADER_SIZE + e.storedLength)
+      const payload = entryPayload(ent, e)
+      const delta = e.codec === AT_REST.nodeDelta
+      // a node delta is proven through its chain once staged (below); every other block here
+      const ok = isFault(payload) ? payload : delta ? (entryCrcOk(ent, payload) ? payload : { fault: 'CKPT_BAD_PACK' as const, message: 'the entry fails its checksum' }) : openPayload(e.codec, payload, e.rawLength, e.cid, 4)
       if (isFault(ok)) {
         throw new CkptError('CKPT_HASH_MISMATCH', `block ${cidToString(e.cid)} is damaged on the remote (${packKey(hash)}, offset ${e.offset}): ${ok.message}`, { cid: cidToString(e.cid), remote: r.url, key: packKey(hash), offset: e.offset })
       }
-      blocks.put(e.cid, e.codec, payload as Uint8Array, e.rawLength, { kind: e.kind === ENTRY_KIND.manifest ? ENTRY_KIND.manifest : ENTRY_KIND.block })
+      const stored = payload as Uint8Array
+      if (delta && !blocks.has(deltaBaseCid(stored))) {
+        // its base is not here (nothing the taken checkpoints reach): the node is stored whole
+        const raw = blocks.getNodeBytes(e.cid, false).bytes
+        const c = compressBlock(blocks.compressor, raw)
+        blocks.put(e.cid, c.code, c.bytes, raw.length)
+      } else {
+        blocks.put(e.cid, e.codec, stored, e.rawLength, { kind: e.kind === ENTRY_KIND.manifest ? ENTRY_KIND.manifest : ENTRY_KIND.block, depth: e.depth ?? 0 })
+        if (delta) deltas.push(e.cid)
+      }
       count++
       bytes += e.storedLength
     }
+    // node deltas staged from this pack, each resolved through its chain and re-hashed
+    for (const cid of deltas) blocks.getNodeBytes(cid, false)
     fetches[k] = undefined as unknown as Promise<Uint8Array>
     if (blocks.stagedBytes >= COMMIT_EVERY) await repo.commit()
   }

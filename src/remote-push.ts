@@ -13,6 +13,7 @@
 import { cidKey, cidToString, type CidBytes } from '../codecs/cid.js'
 import { blake3 } from '../codecs/blake3.js'
 import { AT_REST, compressBlock } from '../codecs/compress.js'
+import { deltaBaseCid } from '../codecs/node-delta.js'
 import { CkptError } from '../codecs/errors.js'
 import type { Manifest } from '../codecs/manifest.js'
 import { ENTRY_KIND } from '../codecs/pack-format.js'
@@ -311,10 +312,10 @@ class PushWalk {
   ) {}
 
   /** true: the block still has to be seen to (neither on the remote nor taken) */
-  private need(cid: CidBytes): boolean {
+  private need(cid: CidBytes, subtree = false): boolean {
     const key = cidKey(cid)
     if (this.taken.has(key)) return false
-    const seg = this.table.segmentOf(this.id, cid, this.doomed)
+    const seg = this.table.segmentOf(this.id, cid, this.doomed, { subtree })
     if (seg) {
       if (!this.deps.has(seg)) {
         this.deps.add(seg)
@@ -326,8 +327,20 @@ class PushWalk {
     return true
   }
 
+  /** A node delta's base can be read on the remote: it goes in this push, or a segment this push may depend on lists it (a dep then). */
+  reaches(base: CidBytes): boolean {
+    if (this.taken.has(cidKey(base))) return true
+    const seg = this.table.segmentOf(this.id, base, this.doomed)
+    if (!seg) return false
+    if (!this.deps.has(seg)) {
+      this.deps.add(seg)
+      for (const d of this.table.depsOf(seg)) this.deps.add(d)
+    }
+    return true
+  }
+
   private tree(cid: CidBytes | null, base: CidBytes | null, level: number): void {
-    if (!cid || (base && cidKey(cid) === cidKey(base)) || !this.need(cid)) return
+    if (!cid || (base && cidKey(cid) === cidKey(base)) || !this.need(cid, true)) return
     const blocks = this.ctx.repo.blocks
     const e = blocks.getNode(cid)
     const be = base ? blocks.getNode(base) : undefined
@@ -367,8 +380,11 @@ async function uploadPacks(ctx: StoreContext, r: OpenedRemote, walk: PushWalk, o
     if (k % 4096 === 0) opts.onProgress?.({ phase: 'packs', done: k, total: walk.blocks.length })
     const { cid, kind } = walk.blocks[k]!
     const { loc, payload } = blocks.readStored(cid)
-    if (loc.codec === AT_REST.nodeDelta) {
-      // a remote pack holds whole blocks: a node stored as a delta goes as itself
+    if (loc.codec === AT_REST.nodeDelta && walk.reaches(deltaBaseCid(payload))) {
+      // a node stored as a change of another goes as it is when its base is on the remote or goes too
+      await out.add(cid, loc.codec, loc.rawLength, payload, kind, loc.depth)
+    } else if (loc.codec === AT_REST.nodeDelta) {
+      // its base is neither: it goes as itself
       const raw = blocks.getNodeBytes(cid, false).bytes
       const c = compressBlock(blocks.compressor, raw)
       await out.add(cid, c.code, raw.length, c.bytes, kind)

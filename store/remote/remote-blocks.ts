@@ -14,7 +14,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { CkptError, fsError } from '../../codecs/errors.js'
-import { decodeSegment, findInSegment, packKey, segmentEntry, type Segment } from '../../codecs/remote-format.js'
+import { decodeSegment, ENTRY_FLAGS, findInSegment, packKey, segmentEntry, type Segment } from '../../codecs/remote-format.js'
 import type { BlockLocation } from '../block-store.js'
 import type { ObjectStore, SyncRangeReader } from './interface.js'
 import { openObjectStore, openSyncReader } from './object-store.js'
@@ -239,19 +239,23 @@ export class RemoteBlocks {
       const i = findInSegment(s.seg, cid)
       if (i < 0) continue
       const e = segmentEntry(s.seg, i)
-      return { pack: REMOTE_PACK_BASE + s.slots[e.pack]!, offset: e.offset, storedLength: e.storedLength, rawLength: e.rawLength, codec: e.codec, depth: 0, kind: e.kind }
+      return { pack: REMOTE_PACK_BASE + s.slots[e.pack]!, offset: e.offset, storedLength: e.storedLength, rawLength: e.rawLength, codec: e.codec, depth: e.depth ?? 0, kind: e.kind }
     }
     return undefined
   }
 
   /** The segment of remote `id` that lists `cid` (the newest), or undefined: what a push asks ("has the remote this block?"). */
-  segmentOf(id: string, cid: Uint8Array, avoid?: ReadonlySet<string>): string | undefined {
+  segmentOf(id: string, cid: Uint8Array, avoid?: ReadonlySet<string>, opts: { subtree?: boolean } = {}): string | undefined {
     for (let k = this.segments.length - 1; k >= 0; k--) {
       const s = this.segments[k]!
       if (s.source.id !== id || avoid?.has(s.name)) continue
       const i = findInSegment(s.seg, cid)
-      // `avoid` names segments and packs a remote gc is about to delete: never depended on
-      if (i >= 0 && !(avoid && avoid.has(s.seg.packs[segmentEntry(s.seg, i).pack]!.hash))) return s.name
+      if (i < 0) continue
+      const e = segmentEntry(s.seg, i)
+      // `avoid` names segments and packs a remote gc is about to delete: never depended on; a node
+      // kept only as a delta base (its subtree may be gone) is no proof the remote has what it links
+      if (avoid?.has(s.seg.packs[e.pack]!.hash) || (opts.subtree && (e.flags ?? 0) & ENTRY_FLAGS.baseOnly)) continue
+      return s.name
     }
     return undefined
   }
@@ -269,6 +273,13 @@ export class RemoteBlocks {
   /** A known segment's deps (the segments its blocks reach into), or [] when unknown. */
   depsOf(name: string): string[] {
     return this.segments.find((s) => s.name === name)?.seg.deps ?? []
+  }
+
+  /** Where an entry of a remote pack (by hash) can be read here: a location in that pack (its hash must be known). */
+  locationIn(hash: string, e: { offset: number; storedLength: number; rawLength: number; codec: number; depth?: number }): BlockLocation {
+    const slot = this.slotOf.get(hash)
+    if (slot === undefined) throw new CkptError('CKPT_BAD_INDEX', `remote pack ${hash} is in no known segment`)
+    return { pack: REMOTE_PACK_BASE + slot, offset: e.offset, storedLength: e.storedLength, rawLength: e.rawLength, codec: e.codec, depth: e.depth ?? 0 }
   }
 
   isRemote(pack: number): boolean {

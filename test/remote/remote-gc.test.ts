@@ -3,6 +3,7 @@
  * push that runs between two gcs losing nothing.
  */
 import { afterAll, describe, expect, it } from 'vitest'
+import { randomBytes } from 'node:crypto'
 import { pathToFileURL } from 'node:url'
 import { openObjectStore, type ObjectStore } from '../../store/index.js'
 import { openStore } from '../../src/index.js'
@@ -38,7 +39,7 @@ describe('remote gc', () => {
       const ram = Buffer.from(rec.states.at(-1)!.ram)
       const states = [...rec.states]
       for (let k = 0; k < 4; k++) {
-        for (let p = 0; p < 128; p++) ram.fill(k * 7 + p, p * 4096, p * 4096 + 4096)
+        for (let p = 0; p < 128; p++) ram.set(randomBytes(4096), p * 4096)
         const c = await tl.checkpoint({ vtime: BigInt(100 + k) * 1_000_000n, regions: { ram: { data: ram, dirty: Array.from({ length: 128 }, (_, p) => p) } } })
         states.push({ vtime: BigInt(100 + k) * 1_000_000n, cid: c.cid.toString(), ram: Buffer.from(ram), disk: states[0]!.disk })
         await a.push(url)
@@ -61,6 +62,15 @@ describe('remote gc', () => {
       for await (const x of o.list('gc/')) rest.push(x.key)
       for await (const x of o.list('locks/')) rest.push(x.key)
       expect(rest).toEqual([])
+      // the compacted remote verifies clean, block by block (node deltas and the nodes kept as their bases included)
+      const it = g.verifyRemote(url, { deep: true })
+      let v = await it.next()
+      const findings: string[] = []
+      while (!v.done) {
+        findings.push(`${v.value.kind}: ${v.value.message}`)
+        v = await it.next()
+      }
+      expect(findings.filter((f) => !f.startsWith('stray-object'))).toEqual([])
       const p = await b.pull(url)
       expect(p.timelines).toEqual([{ name: 'run', added: 2, present: 0 }])
       await expectSame(b, states.slice(-2))
