@@ -146,6 +146,16 @@ async function pullFrom(ctx: StoreContext, r: OpenedRemote, refs: readonly strin
   await repo.commit(catalog.ops)
   await ctx.timelinesChanged(catalog.timelines)
   const refsSet = await pullRefs(ctx, named)
+  if (opts.lazy) {
+    // the tree nodes of each timeline's newest checkpoint come now (a level at a time, in coalesced
+    // ranges): a first page read there then waits for its chunk alone, not for every node above it
+    const newest = new Map<string, { vtime: bigint; cid: CidBytes }>()
+    for (const x of roots) {
+      const was = newest.get(x.timeline)
+      if (!was || was.vtime < x.vtime) newest.set(x.timeline, x)
+    }
+    await mark(ctx, [...newest.values()].map((x) => x.cid), { signal })
+  }
   const added = new Map<string, number>()
   for (const x of roots) added.set(x.timeline, (added.get(x.timeline) ?? 0) + 1)
   const st = r.objects.stats

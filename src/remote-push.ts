@@ -10,7 +10,7 @@
  *                segment naming the claimed checkpoints and the index segments they need. A reader
  *                sees a checkpoint only through a catalog segment, so only complete ones.
  */
-import { cidKey, cidToString, type CidBytes } from '../codecs/cid.js'
+import { cidKey, cidToString, DAG_CBOR, type CidBytes } from '../codecs/cid.js'
 import { blake3 } from '../codecs/blake3.js'
 import { AT_REST, compressBlock } from '../codecs/compress.js'
 import { deltaBaseCid } from '../codecs/node-delta.js'
@@ -327,16 +327,24 @@ class PushWalk {
     return true
   }
 
-  /** A node delta's base can be read on the remote: it goes in this push, or a segment this push may depend on lists it (a dep then). */
-  reaches(base: CidBytes): boolean {
-    if (this.taken.has(cidKey(base))) return true
+  /** delta chain length of the node deltas this push sent, by CID key */
+  readonly sentDepth = new Map<string, number>()
+
+  /**
+   * The delta chain length a node delta's base has on the remote, when it can be read there: it went
+   * in this push, or a segment this push may depend on lists it (a dep then); -1 when neither.
+   */
+  baseDepth(base: CidBytes): number {
+    const sent = this.sentDepth.get(cidKey(base))
+    if (sent !== undefined) return sent
+    if (this.taken.has(cidKey(base))) return -1 // goes later in this push: not known yet
     const seg = this.table.segmentOf(this.id, base, this.doomed)
-    if (!seg) return false
+    if (!seg) return -1
     if (!this.deps.has(seg)) {
       this.deps.add(seg)
       for (const d of this.table.depsOf(seg)) this.deps.add(d)
     }
-    return true
+    return this.table.locate(base)?.depth ?? 0
   }
 
   private tree(cid: CidBytes | null, base: CidBytes | null, level: number): void {
@@ -372,6 +380,13 @@ class PushWalk {
   }
 }
 
+/**
+ * The longest node-delta chain a push makes on a remote: a lazy reader resolves a chain one entry
+ * after another, each possibly a round trip, so chains stay short there (4: a node is whole every
+ * fifth version at most), where local ones may be 32 long.
+ */
+export const REMOTE_MAX_DEPTH = 4
+
 /** Frames the walk's blocks into packs of ~32 MiB and uploads them, a few at once. */
 async function uploadPacks(ctx: StoreContext, r: OpenedRemote, walk: PushWalk, opts: PushOptions): Promise<{ list: SegmentPack[]; entries: SegmentEntry[] }> {
   const blocks = ctx.repo.blocks
@@ -380,15 +395,23 @@ async function uploadPacks(ctx: StoreContext, r: OpenedRemote, walk: PushWalk, o
     if (k % 4096 === 0) opts.onProgress?.({ phase: 'packs', done: k, total: walk.blocks.length })
     const { cid, kind } = walk.blocks[k]!
     const { loc, payload } = blocks.readStored(cid)
-    if (loc.codec === AT_REST.nodeDelta && walk.reaches(deltaBaseCid(payload))) {
-      // a node stored as a change of another goes as it is when its base is on the remote or goes too
-      await out.add(cid, loc.codec, loc.rawLength, payload, kind, loc.depth)
+    const depth = loc.codec === AT_REST.nodeDelta ? walk.baseDepth(deltaBaseCid(payload)) + 1 : 0
+    if (depth > 0 && depth <= REMOTE_MAX_DEPTH) {
+      // a node stored as a change of another goes as it is when its base is on the remote or went
+      // before it, and the chain a reader resolves there stays short (each hop may be a round trip)
+      await out.add(cid, loc.codec, loc.rawLength, payload, kind, depth)
+      walk.sentDepth.set(cidKey(cid), depth)
     } else if (loc.codec === AT_REST.nodeDelta) {
-      // its base is neither: it goes as itself
+      // otherwise it goes as itself
       const raw = blocks.getNodeBytes(cid, false).bytes
       const c = compressBlock(blocks.compressor, raw)
       await out.add(cid, c.code, raw.length, c.bytes, kind)
-    } else await out.add(cid, loc.codec, loc.rawLength, payload, kind)
+      walk.sentDepth.set(cidKey(cid), 0)
+    } else {
+      await out.add(cid, loc.codec, loc.rawLength, payload, kind)
+      // a whole tree node: a later delta of it starts a chain here
+      if (cid[1] === DAG_CBOR) walk.sentDepth.set(cidKey(cid), 0)
+    }
   }
   await out.finish()
   return { list: out.packs, entries: out.entries }
