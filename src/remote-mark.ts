@@ -4,6 +4,9 @@
  * remote ranges fetched together (one coalesced prefetch).
  */
 import { cidKey, type CidBytes } from '../codecs/cid.js'
+import { AT_REST } from '../codecs/compress.js'
+import { deltaBaseCid } from '../codecs/node-delta.js'
+import type { BlockStore } from '../store/index.js'
 import type { StoreContext } from './context.js'
 import { childCid } from './node-compare.js'
 import { Geometry } from './region-tree.js'
@@ -39,10 +42,29 @@ export async function mark(ctx: StoreContext, roots: CidBytes[], opts: { signal?
     waves.delete(level)
     opts.signal?.throwIfAborted()
     await blocks.locateMany(wave)
+    await prefetchChains(blocks, wave)
     for (const cid of wave) {
       const e = blocks.getNode(cid)
       for (let s = 0; s < e.count; s++) if (e.codecs[s]) add(level - 1, childCid(e, s))
     }
   }
   return live
+}
+
+/**
+ * The delta chains of nodes a remote holds, fetched a hop at a time for all of them (their payloads
+ * name their bases): reading the nodes then costs no round trip per hop.
+ */
+export async function prefetchChains(blocks: BlockStore, cids: readonly CidBytes[]): Promise<void> {
+  let todo = cids
+  for (let hop = 0; hop < 64 && todo.length; hop++) {
+    const next: CidBytes[] = []
+    for (const cid of todo) {
+      const loc = blocks.find(cid)
+      if (!loc || loc.codec !== AT_REST.nodeDelta || !blocks.remote?.isRemote(loc.pack)) continue
+      next.push(deltaBaseCid(blocks.readStored(cid).payload))
+    }
+    if (next.length) await blocks.locateMany(next)
+    todo = next
+  }
 }

@@ -9,6 +9,7 @@ import { promisify } from 'node:util'
 import { cidBytes, cidCodec, cidToString, RAW, type CidBytes } from '../codecs/cid.js'
 import { CkptError, fsError } from '../codecs/errors.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
+import { prefetchChains } from './remote-mark.js'
 import { hashMismatch, planReads, type BlockLocation, type BlockStore } from '../store/index.js'
 import { runBatches } from './pipeline/batches.js'
 import type { ReadTask } from './pipeline/tasks.js'
@@ -62,6 +63,7 @@ export async function prefetchTree(blocks: BlockStore, geo: Geometry, root: CidB
   let wave: CidBytes[] = [root]
   for (let level = geo.height; wave.length; level--) {
     await blocks.locateMany(wave)
+    await prefetchChains(blocks, wave)
     if (level === 1) return
     const next: CidBytes[] = []
     for (const cid of wave) {
