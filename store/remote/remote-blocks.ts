@@ -23,6 +23,8 @@ import { openObjectStore, openSyncReader } from './object-store.js'
 export const REMOTE_PACK_BASE = 0xc0000000
 /** The cache's unit: a read fetches the 64 KiB extents it touches (SPEC.md §22.6). */
 export const EXTENT = 64 << 10
+/** A synchronous read also fetches up to this many missing extents after what it needs. */
+const READ_AHEAD = 2
 /** A prefetch joins missing extents into GETs of at most this much. */
 const MAX_RUN = 8 << 20
 /** GETs a prefetch keeps in flight. */
@@ -387,10 +389,13 @@ export class RemoteBlocks {
     if (offset + length > p.size) throw new CkptError('CKPT_BAD_INDEX', `a read past the end of remote pack ${p.hash}`, { offset, length })
     const first = Math.floor(offset / EXTENT)
     const last = Math.floor((offset + length - 1) / EXTENT)
+    // a missing run is read with up to READ_AHEAD extents after it: the neighbours of a page (16
+    // pages of 4 KiB and their headers span ~66 KiB) then come in the same GET
+    const limit = Math.min(Math.ceil(p.size / EXTENT) - 1, last + READ_AHEAD)
     for (let x = first; x <= last; x++) {
       if (this.present(p, x)) continue
       let y = x
-      while (y < last && !this.present(p, y + 1)) y++
+      while (y < limit && !this.present(p, y + 1)) y++
       const start = x * EXTENT
       const end = Math.min(p.size, (y + 1) * EXTENT)
       const reader = (p.source.reader ??= openSyncReader(p.source.url, { env: p.source.env }))
