@@ -182,3 +182,37 @@ describe('remote refs', () => {
     }
   }, 60_000)
 })
+
+describe('remote operations take an AbortSignal', () => {
+  it('an aborted push or pull stops with the abort, leaves the remote valid, and the next one completes', async () => {
+    const url = newRemote()
+    const a = await openStore(tmpStorePath('ckpt-rabort-a-'))
+    const b = await openStore(tmpStorePath('ckpt-rabort-b-'))
+    try {
+      const rec = await record(a, 'run', 3, 41)
+      const phases: string[] = []
+      const ac = new AbortController()
+      const e = await caught(() =>
+        a.push(url, undefined, {
+          signal: ac.signal,
+          onProgress: (p) => {
+            phases.push(p.phase)
+            if (p.phase === 'walk') ac.abort()
+          },
+        }),
+      )
+      expect(e.name).toBe('AbortError')
+      expect(phases).toContain('walk')
+      const s = await a.push(url)
+      expect(s.timelines[0]).toMatchObject({ pushed: 3 })
+      const pulled = new AbortController()
+      pulled.abort()
+      expect((await caught(() => b.pull(url, undefined, { signal: pulled.signal }))).name).toBe('AbortError')
+      expect((await b.pull(url)).timelines[0]).toMatchObject({ added: 3 })
+      await expectSame(b, rec.states)
+    } finally {
+      await a.close()
+      await b.close()
+    }
+  }, 60_000)
+})
