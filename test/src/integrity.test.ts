@@ -242,7 +242,10 @@ describe('injected faults: found, never wrong bytes, healed', () => {
         let v: { findings: Finding[]; summary: VerifySummary }
         try {
           v = await runVerify(store, { deep: true })
-          expect(detected(v.findings), `findings: ${v.findings.map((f) => `${f.kind}@${f.pack}:${f.offset}+${f.length}`).join(' ')}`).toBe(true)
+          // found by verify, or by the open itself: a writer that finds its index stale rebuilds it from
+          // the packs (which of LevelDB's records a flip hits depends on how its files were compacted)
+          const healedAtOpen = store.openNotes.some((n) => n.kind === 'index-rebuilt')
+          expect(healedAtOpen || detected(v.findings), `findings: ${v.findings.map((f) => `${f.kind}@${f.pack}:${f.offset}+${f.length}`).join(' ')}; open notes: ${store.openNotes.map((n) => n.kind).join(' ')}`).toBe(true)
           // never wrong bytes; the checkpoints that fail to read are exactly those verify names
           const failing = new Set<string>()
           for (const c of cids) {
