@@ -18,7 +18,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { openStore, type Checkpoint } from '../src/index.js'
 import { openObjectStore } from '../store/index.js'
-import { startS3rver, type TestS3 } from '../test/helpers/s3-server.js'
+import { ensureBucket, startS3rver, type TestS3 } from '../test/helpers/s3-server.js'
 import { IdealSize } from './ideal.js'
 import { deletePrefix, runSim, type SimResult } from './remote-sim.js'
 import { fmtBytes, median, MiB, peakRssMiB, quantile, table } from './stats.js'
@@ -52,21 +52,7 @@ const endpoint = process.env.AWS_ENDPOINT_URL_S3 || process.env.AWS_ENDPOINT_URL
 if (endpoint && process.env.AWS_ACCESS_KEY_ID && (await answers(endpoint))) {
   server = 'ceph'
   env = { ...process.env }
-  const { S3Client, CreateBucketCommand } = await import('@aws-sdk/client-s3')
-  // the pinned SDK warns on Node 20 that its later releases need Node 22 (as store/remote/s3-store.ts, silenced)
-  const emit = process.emitWarning
-  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
-    if (!String(warning).includes('NodeVersionSupportWarning')) (emit as (...a: unknown[]) => void).call(process, warning, ...rest)
-  }) as typeof process.emitWarning
-  const client = new S3Client({ region: env.AWS_REGION || 'us-east-1', endpoint, forcePathStyle: true, credentials: { accessKeyId: env.AWS_ACCESS_KEY_ID!, secretAccessKey: env.AWS_SECRET_ACCESS_KEY! } })
-  try {
-    await client.send(new CreateBucketCommand({ Bucket: bucket }))
-  } catch (err) {
-    const name = (err as { name?: string }).name
-    if (name !== 'BucketAlreadyOwnedByYou' && name !== 'BucketAlreadyExists') throw err
-  } finally {
-    client.destroy()
-  }
+  await ensureBucket(`s3://${bucket}`, env)
 } else {
   server = 's3rver'
   s3rver = await startS3rver()

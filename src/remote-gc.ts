@@ -42,7 +42,7 @@ import { proposeDeletions, readDoomed, takeLock, type Doomed } from './remote-gc
 import { RemotePackWriter } from './remote-pack-writer.js'
 import { mark } from './remote-mark.js'
 import { remoteRefs } from './remote-refs.js'
-import { catalogSegments, droppedCheckpoints, remoteCheckpoints, syncRemoteIndex } from './remote-push.js'
+import { catalogSegments, droppedCheckpoints, remoteCheckpoints, syncRemoteIndex } from './remote-catalog.js'
 import { parsePolicy, planKeep } from './policy.js'
 
 export interface RemoteGcOptions {

@@ -22,7 +22,7 @@ import { catalogOps } from './bundle-catalog.js'
 import type { StoreContext } from './context.js'
 import { checkName, toVtime } from './refs.js'
 import { openRemote, type OpenedRemote } from './remote.js'
-import { catalogSegments, fetchSegments, remoteCheckpoints } from './remote-push.js'
+import { catalogSegments, fetchSegments, remoteCheckpoints } from './remote-catalog.js'
 import { mark } from './remote-mark.js'
 import { pullRefs, readRemoteRef, remoteRefs, type RemoteRef } from './remote-refs.js'
 

@@ -11,6 +11,8 @@ import path from 'node:path'
 import { createRequire } from 'node:module'
 import { Worker } from 'node:worker_threads'
 
+import { loadS3Sdk, makeS3Client, s3Settings } from '../../store/remote/s3-store.js'
+
 const require = createRequire(import.meta.url)
 
 export interface TestS3 {
@@ -106,19 +108,12 @@ export function externalS3(): { url: string; env: Record<string, string> } | und
   return { url: url.replace(/\/+$/, ''), env }
 }
 
-/** CreateBucket for an external server's URL; an existing bucket is fine. */
-export async function ensureBucket(url: string, env: Record<string, string>): Promise<void> {
-  const { S3Client, CreateBucketCommand } = await import('@aws-sdk/client-s3')
+/** CreateBucket for an S3 URL (s3://BUCKET/…); an existing bucket is fine. The client is the store's own (store/remote/s3-store.ts). */
+export async function ensureBucket(url: string, env: Record<string, string | undefined>): Promise<void> {
   const bucket = /^s3:\/\/([^/]+)/.exec(url)?.[1]
-  if (!bucket) throw new Error(`CKPT_TEST_S3_URL is not s3://BUCKET/PREFIX: ${url}`)
-  const endpoint = env.AWS_ENDPOINT_URL_S3 || env.AWS_ENDPOINT_URL || undefined
-  const client = new S3Client({
-    region: env.AWS_REGION || 'us-east-1',
-    endpoint,
-    forcePathStyle: endpoint !== undefined,
-    credentials: { accessKeyId: env.AWS_ACCESS_KEY_ID!, secretAccessKey: env.AWS_SECRET_ACCESS_KEY!, sessionToken: env.AWS_SESSION_TOKEN || undefined },
-    ignoreConfiguredEndpointUrls: true,
-  })
+  if (!bucket) throw new Error(`not s3://BUCKET/PREFIX: ${url}`)
+  const { CreateBucketCommand } = await loadS3Sdk()
+  const client = await makeS3Client(s3Settings(url, bucket, '', env), {})
   try {
     await client.send(new CreateBucketCommand({ Bucket: bucket }))
   } catch (err) {

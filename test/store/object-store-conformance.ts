@@ -6,6 +6,7 @@
 import crypto from 'node:crypto'
 import { describe, expect, it } from 'vitest'
 import type { ObjectStore, SyncRangeReader } from '../../store/remote/interface.js'
+import { caught } from '../helpers/tmp.js'
 
 export interface ConformanceOptions {
   /** what conditionalCreate should say once a conditional put has run (s3rver ignores If-None-Match: false) */
@@ -56,14 +57,6 @@ async function withStore<T>(open: () => Promise<ObjectStore>, fn: (s: ObjectStor
   }
 }
 
-async function caught(fn: () => unknown): Promise<{ code?: string; message: string; details?: Record<string, unknown> }> {
-  try {
-    await fn()
-  } catch (err) {
-    return err as { code?: string; message: string }
-  }
-  throw new Error('expected an error, got none')
-}
 
 export function runObjectStoreConformance(name: string, open: () => Promise<ObjectStore>, opts: ConformanceOptions): void {
   describe(`object store conformance: ${name}`, () => {

@@ -11,19 +11,11 @@ import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openObjectStore, openSyncReader, parseRemoteUrl } from '../../store/remote/object-store.js'
 import { ensureBucket, externalS3, startS3rver, type TestS3 } from '../helpers/s3-server.js'
-import { removeTmpDirs, tmpDir } from '../helpers/tmp.js'
+import { caught, removeTmpDirs, tmpDir } from '../helpers/tmp.js'
 import { runObjectStoreConformance } from './object-store-conformance.js'
 
 afterAll(() => removeTmpDirs())
 
-async function caught(fn: () => unknown): Promise<{ code?: string; message: string; details?: Record<string, unknown> }> {
-  try {
-    await fn()
-  } catch (err) {
-    return err as { code?: string; message: string }
-  }
-  throw new Error('expected an error, got none')
-}
 
 describe('remote URLs', () => {
   it('parses s3://BUCKET/PREFIX, file:///DIR and memory://NAME', () => {
