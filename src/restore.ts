@@ -157,7 +157,7 @@ function zeroFill(out: Uint8Array, from: number, to: number): void {
   for (let at = from; at < to; at += ZEROS.length) out.set(ZEROS.subarray(0, Math.min(ZEROS.length, to - at)), at)
 }
 
-interface Job {
+export interface Job {
   /** position among the region's jobs (a stream writes them in this order) */
   seq: number
   chunks: number[]
@@ -556,7 +556,7 @@ function regionJobs(
 }
 
 /** A job's chunks read and verified on the pool (a regular file or a shared buffer written by the workers themselves). */
-async function readJob(blocks: BlockStore, pool: WorkerPool, geo: Geometry, job: Job, direct: Uint8Array | string | undefined): Promise<Uint8Array | undefined> {
+export async function readJob(blocks: BlockStore, pool: WorkerPool, geo: Geometry, job: Job, direct: Uint8Array | string | undefined): Promise<Uint8Array | undefined> {
   for (let k = 0; k < job.chunks.length; k++) {
     const len = job.locs[k]!.rawLength
     if (len !== geo.chunkLength(job.chunks[k]!)) {

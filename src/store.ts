@@ -11,6 +11,7 @@ import { decodeManifest, type Manifest } from '../codecs/manifest.js'
 import { Repository, type OpenNote, type RepositoryOptions, type TimelineRecord } from '../store/index.js'
 import type { StoreContext } from './context.js'
 import { diffManifests, type DiffEntry } from './diff.js'
+import { firstChange, history, type HistoryEntry, type HistoryOptions, type HistorySelector } from './history.js'
 import { collectGarbage, type GcOptions, type GcSummary } from './gc.js'
 import { remoteUrl } from './remote.js'
 import { gcRemote, thinRemote, type RemoteGcOptions, type RemoteGcSummary } from './remote-gc.js'
@@ -333,6 +334,23 @@ export class CkptStore {
     const ma = await this.manifestBytes(a)
     const mb = await this.manifestBytes(b)
     yield* diffManifests(this.repo.blocks, ma, mb)
+  }
+
+  /**
+   * At which checkpoints of a timeline the content of a chunk (an index) or a byte range
+   * ({ offset, length }) of a region changed: the first checkpoint of the window as the baseline, then
+   * each change, oldest first (newest first with `reverse`). Found by bisection: O(log n) tree reads
+   * per change; `exact` compares every consecutive pair instead (SPEC.md §23.3).
+   */
+  history(timeline: string, region: string, sel: HistorySelector, opts: HistoryOptions = {}): AsyncIterable<HistoryEntry> {
+    this.checkOpen()
+    return history(this.ctx, timeline, region, sel, opts)
+  }
+
+  /** The first checkpoint after `after` (vtime) whose selected bytes differ from those at `after`, by bisection (or `exact`). */
+  firstChange(timeline: string, region: string, sel: HistorySelector, opts: Omit<HistoryOptions, 'reverse' | 'limit'> = {}): Promise<HistoryEntry | undefined> {
+    this.checkOpen()
+    return firstChange(this.ctx, timeline, region, sel, opts)
   }
 
   /** Checkpoints of one timeline (or all), oldest first. */
