@@ -28,6 +28,8 @@ import { readChunk, restoreFrom, type RegionSink, type RestoreResult } from './r
 import { storeStats, type StoreStats } from './stats.js'
 import type { Timeline, RegionConfig } from './timeline.js'
 import { TimelineRegistry } from './timelines.js'
+import { restoreDifference, type RestoreOptions, type TravelResult } from './travel.js'
+import { openCursor, type Cursor, type CursorOptions } from './cursor.js'
 import type { LogEntry } from './types.js'
 
 export type { LogEntry } from './types.js'
@@ -298,8 +300,30 @@ export class CkptStore {
    * as zeros), or a sink written front to back. Every stored chunk is re-hashed against its CID on the
    * way. The result tells the region's size from the bytes of stored chunks written (holes excluded).
    */
-  async restore(ref: string | CID, region: string, out: Uint8Array | string | RegionSink): Promise<RestoreResult> {
-    return restoreFrom(this.ctx, ref, region, out)
+  async restore(ref: string | CID, region: string, out: Uint8Array | string | RegionSink): Promise<RestoreResult>
+  /**
+   * Restore by difference (SPEC.md §23.1): `out` (a buffer, or an existing file or block device of the
+   * region's size) holds checkpoint `from`'s region plus the chunks listed in `dirty`; only the chunks
+   * whose CIDs differ between `from` and `ref`, and the dirty ones, are written, each verified. `check`
+   * hashes the destination's chunks instead and writes every one that is not `ref`'s.
+   */
+  async restore(ref: string | CID, region: string, out: Uint8Array | string, opts: RestoreOptions): Promise<TravelResult>
+  async restore(ref: string | CID, region: string, out: Uint8Array | string | RegionSink, opts?: RestoreOptions): Promise<RestoreResult | TravelResult> {
+    if (opts === undefined || (opts.from === undefined && !opts.check && opts.dirty === undefined)) return restoreFrom(this.ctx, ref, region, out)
+    if (opts === null || typeof opts !== 'object') throw new CkptError('CKPT_BAD_ARGUMENT', 'restore options must be an object')
+    if (!(out instanceof Uint8Array) && typeof out !== 'string') {
+      throw new CkptError('CKPT_BAD_ARGUMENT', 'a restore by difference writes into a buffer or a file in place, not a stream')
+    }
+    return restoreDifference(this.ctx, ref, region, out, opts)
+  }
+
+  /**
+   * A cursor over a timeline for a debugger (SPEC.md §23.2): a live buffer per region and the current
+   * checkpoint's blobs; goto(ref | vtime) writes only what differs from where the buffers stand.
+   */
+  async cursor(timeline: string, opts: CursorOptions = {}): Promise<Cursor> {
+    this.checkOpen()
+    return openCursor(this.ctx, timeline, opts)
   }
 
   /** One chunk of a region, read lazily (a zero-filled buffer for a hole). */

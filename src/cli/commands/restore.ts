@@ -7,7 +7,17 @@ import { UsageError } from '../errors.js'
 import { partialBytes, Progress } from '../progress.js'
 import { json, JSON_HELP, line, oneRef, plural, QUIET_HELP, REF_HELP, STORE_HELP, withStore, writeStdout, type Command } from '../shared.js'
 
-const OPTIONS = { ...COMMON, ...QUIET, region: { type: 'string' }, blob: { type: 'string' }, all: { type: 'boolean' }, out: { type: 'string' } } as const
+const OPTIONS = {
+  ...COMMON,
+  ...QUIET,
+  region: { type: 'string' },
+  blob: { type: 'string' },
+  all: { type: 'boolean' },
+  out: { type: 'string' },
+  from: { type: 'string' },
+  dirty: { type: 'string' },
+  check: { type: 'boolean' },
+} as const
 
 const OPEN = { mustExist: true, readOnly: true }
 
@@ -64,6 +74,22 @@ interface One {
   name: string
   /** '-' for stdout, else absolute */
   out: string
+  /** a restore by difference: the file holds this checkpoint's region (plus the dirty chunks) */
+  travel?: { from?: string; dirty?: number[]; check?: boolean }
+}
+
+/** --dirty LIST: chunk indexes and ranges, "3,10-12" (a range's end included). */
+export function parseChunkList(text: string): number[] {
+  const out: number[] = []
+  for (const part of text.split(',')) {
+    const m = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(part)
+    if (!m) throw new UsageError(`--dirty takes chunk indexes and ranges like 3,10-12, not ${JSON.stringify(part)}`, 'restore')
+    const a = Number(m[1])
+    const b = m[2] === undefined ? a : Number(m[2])
+    if (!Number.isSafeInteger(a) || !Number.isSafeInteger(b) || b < a || b - a > 1 << 26) throw new UsageError(`--dirty range ${part.trim()} is not a range of chunk indexes`, 'restore')
+    for (let i = a; i <= b; i++) out.push(i)
+  }
+  return out
 }
 
 /** A region or blob of a checkpoint to `what.out`; resolves to what the output line says. */
@@ -86,6 +112,11 @@ async function restoreOne(dir: string, ref: string, what: One, progress: Progres
     const spec = m.regions[what.name]
     if (!spec) throw new CkptError('CKPT_UNKNOWN_REGION', `checkpoint has no region ${what.name}`, { region: what.name })
     progress.amount(phase, 0, spec.size, 'B', toStdout || !progress.enabled ? undefined : measureFile(files, what.out, spec.size))
+    if (what.travel) {
+      const from = what.travel.from !== undefined ? (await store.resolve(what.travel.from)).toString() : undefined
+      const t = await store.restore(cid, what.name, what.out, { ...what.travel, ...(from !== undefined ? { from } : {}) })
+      return { ...head, target: what.out, size: spec.size, bytes: t.bytesWritten, chunks: t.chunksWritten, travel: { ...t, from } }
+    }
     let res: { bytesWritten: number; chunksWritten: number }
     if (toStdout) {
       // stdout: front to back, holes as zeros, no buffer or temporary file
@@ -101,6 +132,7 @@ async function restoreOne(dir: string, ref: string, what: One, progress: Progres
 export const restore: Command = {
   summary: 'write a region (or a blob) of a checkpoint to a file',
   help: `usage: ckpt restore --store DIR REF --region NAME --out FILE [--quiet] [--json]
+       ckpt restore --store DIR REF --region NAME --out FILE --from REF2 [--dirty LIST] [--check] [--json]
        ckpt restore --store DIR REF --blob NAME --out FILE [--quiet] [--json]
        ckpt restore --store DIR REF --all --out DIR [--quiet] [--json]
 
@@ -114,6 +146,12 @@ signal leaves no partial file), after checking that the file system has room for
 symlink is followed and its target written so (the link stays); a block device is written in place
 (holes as zeros); a FIFO or character device (/dev/null) front to back; a directory is refused.
 
+With --from REF2, FILE already holds REF2's region (a file restored earlier, or a block device): it
+is rewritten in place, only the chunks that differ between REF2 and REF, plus the chunks listed in
+--dirty (written since), each verified. --check hashes every chunk of FILE instead of trusting it and
+writes each one that is not REF's (with or without --from). In-place writes are not atomic: a
+failure part-way leaves FILE holding a mix; run it again to finish.
+
 ${REF_HELP}
 
 ${STORE_HELP}
@@ -121,13 +159,17 @@ ${STORE_HELP}
   --blob NAME        the blob to extract
   --all              every region and blob, into the directory --out names
   --out FILE         where to write (- for stdout)
+  --from REF2        FILE holds REF2's region: write only what differs (in place)
+  --dirty LIST       with --from: chunks written to FILE since, e.g. 3,10-12
+  --check            hash FILE's chunks and write every one that is not REF's
 ${QUIET_HELP}
 ${JSON_HELP} (not with --out -)
 
 examples:
   ckpt restore --store s vm1@5000 --region ram --out ram.bin
   ckpt restore --store s vm1@5000 --all --out vm1-5000/
-  ckpt restore --store s vm1 --blob cpu --out - | xxd | head`,
+  ckpt restore --store s vm1 --blob cpu --out - | xxd | head
+  ckpt restore --store s vm1@4000 --region ram --out ram.bin --from vm1@5000 --json`,
   options: OPTIONS,
   json: 'document',
   async run(argv) {
@@ -145,6 +187,11 @@ examples:
     // a directory is refused before the store is opened
     if (!toStdout) (await import('../../output-file.js')).resolveOutput(outPath)
     const what: One = values.region !== undefined ? { kind: 'region', name: values.region, out: outPath } : { kind: 'blob', name: values.blob!, out: outPath }
+    if (values.from !== undefined || values.dirty !== undefined || values.check) {
+      if (what.kind !== 'region' || toStdout) throw new UsageError('--from, --dirty and --check rewrite a region\'s file in place: give --region and a file', 'restore')
+      if (values.dirty !== undefined && values.from === undefined) throw new UsageError('--dirty lists chunks written since --from: give --from too', 'restore')
+      what.travel = { ...(values.from !== undefined ? { from: values.from } : {}), ...(values.dirty !== undefined ? { dirty: parseChunkList(values.dirty) } : {}), ...(values.check ? { check: true } : {}) }
+    }
 
     const progress = new Progress('ckpt restore', Progress.wanted(values))
     try {
@@ -153,6 +200,17 @@ examples:
       progress.end()
       if (toStdout) return
       const other = r.target !== outPath
+      const t = 'travel' in r ? r.travel : undefined
+      if (t) {
+        const from = t.from !== undefined ? { from: t.from } : {}
+        if (values.json) {
+          json({ cid: r.cid, timeline: r.timeline, vtime: r.vtime, region: r.name, out: outPath, ...from, mode: t.mode, size: r.size, bytesWritten: t.bytesWritten, chunksWritten: t.chunksWritten, holesWritten: t.holes, written: t.written, ...(t.mismatched !== undefined ? { mismatched: t.mismatched } : {}) })
+        } else {
+          const extra = t.mismatched !== undefined ? `; ${plural(t.mismatched, 'chunk')} of the file were not what it was said to hold` : ''
+          line(`region ${r.name} of ${r.timeline}@${r.vtime} ${r.cid} -> ${outPath} (${t.mode}: ${plural(t.chunksWritten, 'chunk')} and ${plural(t.holes, 'hole')} written in ${plural(t.written.length, 'run')}${extra})`)
+        }
+        return
+      }
       if (values.json) {
         json({ cid: r.cid, timeline: r.timeline, vtime: r.vtime, [r.kind]: r.name, out: outPath, ...(other ? { target: r.target } : {}), size: r.size, bytesWritten: r.bytes, chunksWritten: r.chunks })
       } else {
