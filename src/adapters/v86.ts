@@ -12,15 +12,20 @@
  *   disk images given to v86 as buffers (v86 puts their whole contents in every state);
  * - blob `v86`: a small JSON descriptor (format, length, which buffers went where);
  * - blob `v86.head`: the state's first bytes verbatim: v86's 16-byte header, the info JSON, its padding;
- * - blob `v86.bufs`: every other buffer (the RAM bitmap included), concatenated in buffer-id order.
+ * - blob `v86.bufs`: every other buffer (the RAM bitmap included), concatenated in buffer-id order;
+ * - blob `v86.clock` (optional): the deterministic driver's clock state (v86-clock.ts), for replay.
  *
  * This module does not import v86: an emulator is anything with save_state() / restore_state().
  */
 import { CkptError } from '../../codecs/errors.js'
 import type { CkptStore } from '../store.js'
 import type { Checkpoint, CheckpointInput, RegionConfig, RegionInput, Timeline } from '../timeline.js'
+import type { JumpResult } from '../travel.js'
 import type { CID } from 'multiformats/cid'
 import { refreshChunks } from './shadow.js'
+import { parseV86Clock, type V86Clock, type V86ClockState } from './v86-clock.js'
+
+export { v86Clock, parseV86Clock, type V86Clock, type V86ClockState } from './v86-clock.js'
 
 /** What the adapter needs of a v86 emulator (the `V86` class of the `v86` package fits). */
 export interface V86Emulator {
@@ -56,7 +61,7 @@ export const V86_PAGE_BUFFERS: readonly { region: string; path: readonly number[
   { region: 'cdrom', path: [85, 1, 0, 28, 1], chunkSize: 65536 },
 ]
 /** blob names */
-export const V86_BLOBS = { descriptor: 'v86', head: 'v86.head', bufs: 'v86.bufs' } as const
+export const V86_BLOBS = { descriptor: 'v86', head: 'v86.head', bufs: 'v86.bufs', clock: 'v86.clock' } as const
 const RAM = 'ram'
 
 /** The `v86` descriptor blob (UTF-8 JSON, keys in this order). */
@@ -74,8 +79,8 @@ export interface V86Descriptor {
 
 /** The parts of a state: what a checkpoint stores (regions at full size, blobs). */
 export interface V86Parts {
-  regions: Record<string, Uint8Array>
-  blobs: Record<string, Uint8Array>
+  regions: Readonly<Record<string, Uint8Array>>
+  blobs: Readonly<Record<string, Uint8Array>>
 }
 
 function bad(message: string, details: Record<string, unknown> = {}): CkptError {
@@ -381,6 +386,8 @@ export interface SaveV86Options {
   meta?: Record<string, string>
   /** false: scan every page instead of passing dirty hints (default true) */
   dirtyHints?: boolean
+  /** the deterministic driver of the emulator (v86Clock()): its state, taken with the emulator's, goes to blob `v86.clock` */
+  clock?: V86Clock
 }
 
 export interface V86CheckpointInfo {
@@ -424,8 +431,9 @@ function trackOf(tl: Timeline): Track {
 export async function saveV86(timeline: Timeline, emulator: V86Emulator, vtime: bigint | number, opts: SaveV86Options = {}): Promise<V86Checkpoint> {
   if (typeof emulator?.save_state !== 'function') throw new TypeError('emulator must have save_state()')
   const t0 = performance.now()
+  const clock = opts.clock?.bytes()
   const state = await emulator.save_state()
-  return saveState(timeline, state, vtime, opts, performance.now() - t0)
+  return saveState(timeline, state, vtime, clock ? { ...opts, clock: undefined, blobs: { ...opts.blobs, [V86_BLOBS.clock]: clock } } : opts, performance.now() - t0, !!clock)
 }
 
 /**
@@ -436,12 +444,13 @@ export async function saveV86(timeline: Timeline, emulator: V86Emulator, vtime: 
  * timeline's head is not the adapter's last checkpoint (another writer, a failure), it scans in full.
  */
 export function saveV86State(timeline: Timeline, state: ArrayBuffer | Uint8Array, vtime: bigint | number, opts: SaveV86Options = {}): Promise<V86Checkpoint> {
-  return saveState(timeline, state, vtime, opts, 0)
+  const clock = opts.clock?.bytes()
+  return saveState(timeline, state, vtime, clock ? { ...opts, clock: undefined, blobs: { ...opts.blobs, [V86_BLOBS.clock]: clock } } : opts, 0, !!clock)
 }
 
-function saveState(tl: Timeline, state: ArrayBuffer | Uint8Array, vtime: bigint | number, opts: SaveV86Options, saveMs: number): Promise<V86Checkpoint> {
+function saveState(tl: Timeline, state: ArrayBuffer | Uint8Array, vtime: bigint | number, opts: SaveV86Options, saveMs: number, clock = false): Promise<V86Checkpoint> {
   const track = trackOf(tl)
-  const run = track.chain.then(() => commit(tl, track, state, vtime, opts, saveMs))
+  const run = track.chain.then(() => commit(tl, track, state, vtime, opts, saveMs, clock))
   track.chain = run.catch(() => {})
   return run
 }
@@ -490,7 +499,7 @@ function unpackRam(p: Parsed, ram: Uint8Array, present: Uint8Array, hints: boole
   return { dirtyPages, nPresent }
 }
 
-async function commit(tl: Timeline, track: Track, state: ArrayBuffer | Uint8Array, vtime: bigint | number, opts: SaveV86Options, saveMs: number): Promise<V86Checkpoint> {
+async function commit(tl: Timeline, track: Track, state: ArrayBuffer | Uint8Array, vtime: bigint | number, opts: SaveV86Options, saveMs: number, clock: boolean): Promise<V86Checkpoint> {
   const t0 = performance.now()
   const p = parseState(state)
   const cfg = tl.record.regions
@@ -503,6 +512,7 @@ async function commit(tl: Timeline, track: Track, state: ArrayBuffer | Uint8Arra
     })
   }
   for (const name of Object.keys(opts.blobs ?? {})) {
+    if (clock && name === V86_BLOBS.clock) continue
     if (name === V86_BLOBS.descriptor || name.startsWith('v86.')) throw new CkptError('CKPT_BAD_ARGUMENT', `blob ${name} is the adapter's own`, { blob: name })
   }
   // page buffers go to regions the timeline has at their size, the rest into v86.bufs
@@ -583,6 +593,21 @@ function pageChunks(pages: number[], chunkSize: number): number[] {
 export interface RestoreV86Options {
   /** a scratch buffer of the guest's memory size for RAM (default: a new SharedArrayBuffer-backed one) */
   scratch?: Uint8Array
+  /** the deterministic driver: bound to `emulator` at the checkpoint's clock state (blob `v86.clock`) before restore_state */
+  clock?: V86Clock
+}
+
+/** The clock state a checkpoint stored, bound to the emulator (before its restore_state: set_tsc reads the clock). */
+function bindClock(clock: V86Clock, emulator: V86Emulator, bytes: Uint8Array | undefined, where: string): V86ClockState {
+  if (!bytes) throw new CkptError('CKPT_NOT_FOUND', `${where} holds no clock state (blob ${V86_BLOBS.clock}): it was saved without a clock`)
+  let st: V86ClockState
+  try {
+    st = parseV86Clock(bytes)
+  } catch (err) {
+    throw new CkptError('CKPT_BAD_STATE', `blob ${V86_BLOBS.clock} of ${where} is not a clock state`, {}, err)
+  }
+  clock.bind(emulator, st)
+  return st
 }
 
 /**
@@ -609,6 +634,42 @@ export async function restoreV86(store: CkptStore, ref: string | CID, emulator?:
   await store.restore(cid, d.ram.region, scratch)
   a.fillRam(scratch)
   const out = a.out
+  if (emulator && opts.clock) bindClock(opts.clock, emulator, m.blobs[V86_BLOBS.clock] ? await store.readBlob(cid, V86_BLOBS.clock) : undefined, `checkpoint ${cid}`)
   if (emulator) await emulator.restore_state(out.buffer as ArrayBuffer)
   return out
+}
+
+/** What gotoV86 needs of a cursor (store.cursor(timeline) fits). */
+export interface V86Cursor {
+  readonly regions: Readonly<Record<string, Uint8Array>>
+  readonly blobs: Readonly<Record<string, Uint8Array>>
+  goto(target: string | CID | bigint | number): Promise<JumpResult>
+}
+
+export interface V86Jump extends JumpResult {
+  /** the state the cursor now holds (its `.buffer` is what restore_state took) */
+  state: Uint8Array
+  /** the checkpoint's clock state, bound to the emulator (with `clock`) */
+  clock?: V86ClockState
+  /** ms: the cursor's jump (JumpResult.ms), joining the state, the emulator's restore_state */
+  v86: { joinMs: number; restoreMs: number }
+}
+
+/**
+ * Moves a cursor over a timeline of v86 checkpoints to `target` (a reference, or a vtime: the
+ * checkpoint at or before it) and loads the state into `emulator` when given, the clock bound first
+ * when given. The cursor's buffers are its own (the emulator keeps its memory), so nothing needs
+ * marking dirty between jumps: a jump reads only the chunks that differ; building the state and
+ * restore_state() copy the whole state.
+ */
+export async function gotoV86(cursor: V86Cursor, target: string | CID | bigint | number, emulator?: V86Emulator, opts: { clock?: V86Clock } = {}): Promise<V86Jump> {
+  if (emulator !== undefined && typeof emulator?.restore_state !== 'function') throw new TypeError('emulator must have restore_state()')
+  const jump = await cursor.goto(target)
+  const t0 = performance.now()
+  const state = joinV86State({ regions: cursor.regions, blobs: cursor.blobs })
+  const t1 = performance.now()
+  const where = `checkpoint ${jump.to.cid}`
+  const clock = emulator && opts.clock ? bindClock(opts.clock, emulator, cursor.blobs[V86_BLOBS.clock], where) : undefined
+  if (emulator) await emulator.restore_state(state.buffer as ArrayBuffer)
+  return { ...jump, state, ...(clock ? { clock } : {}), v86: { joinMs: t1 - t0, restoreMs: performance.now() - t1 } }
 }

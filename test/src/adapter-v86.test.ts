@@ -7,16 +7,11 @@
  * $V86_GUEST_DIR): fetched with `node scripts/fetch-guest.mjs --bios-only` when missing; without apt
  * those tests are skipped with a message.
  */
-import { spawnSync } from 'node:child_process'
-import fs from 'node:fs'
-import path from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { installVirtualClock, type ClockState, type VirtualClock } from '../helpers/v86-clock.js'
+import { v86Clock, type V86Clock } from '../../src/adapters/v86.js'
 import { openStore, restoreV86, saveV86, saveV86State, splitV86State, joinV86State, v86Regions, type CkptStore, type V86Checkpoint } from '../../src/index.js'
 import { bytesEqual, caught, removeTmpDirs, tmpStorePath } from '../helpers/tmp.js'
-
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+import { bootBiosGuest, noBios as biosMissing } from '../helpers/v86-guest.js'
 
 // ------------------------------------------------------------------------------------------------
 // synthetic states, laid out exactly as v86's save_state() does (STATE_VERSION 6)
@@ -255,32 +250,8 @@ describe('v86 states in a store', () => {
 // ------------------------------------------------------------------------------------------------
 // real states: v86 running SeaBIOS, booting the boot sector from a floppy
 
-const GUEST = process.env.V86_GUEST_DIR ?? path.join(ROOT, '.guest')
-const BIOS = ['bios.bin', 'vgabios-stdvga.bin']
-
-function ensureBios(): string | undefined {
-  const have = () => BIOS.every((f) => fs.existsSync(path.join(GUEST, f)))
-  if (have()) return undefined
-  const r = spawnSync(process.execPath, [path.join(ROOT, 'scripts/fetch-guest.mjs'), GUEST, '--bios-only'], { encoding: 'utf8', timeout: 180_000 })
-  if (have()) return undefined
-  const said = (r.stderr ?? '').split('\n').filter((l) => l.startsWith('fetch-guest:')).pop()
-  return `no SeaBIOS in ${GUEST} and scripts/fetch-guest.mjs --bios-only failed: ${said ?? r.error?.message ?? (r.stderr ?? '').trim().split('\n').pop()}`
-}
-const noBios = ensureBios()
+const noBios = biosMissing()
 if (noBios) console.warn(`SKIPPING the v86 emulator tests: ${noBios}`)
-
-// test/fixtures/v86-boot.S, assembled: 172 bytes of code, then zeros, then the 55 aa signature
-const BOOT_SECTOR = (() => {
-  const code = Buffer.from(
-    'fa31c08ed88ed0bc007cfb31edc7060006000045b90040e2fe89e883e00fc1e0080500108ec031ff89e8b90008fcf3abbea67cac84c07405e82e00ebf6b9040089ebc1c30488d8240f04303c3976020407e81500e2ecb00de80e00b00ae80900f7c5070075adf4ebaa50bafd03eca82074fb58baf803ee3c0d742a3c0a74260657bf00b88ec78b3e0006d1e7b4072689055f07ff060006813e0006d0077206c70600060000c37469636b2000',
-    'hex',
-  )
-  const s = new Uint8Array(512)
-  s.set(code)
-  s[510] = 0x55
-  s[511] = 0xaa
-  return s
-})()
 
 const WARMUP = 150
 const EVERY = 30
@@ -296,7 +267,7 @@ function vgaText(state: Uint8Array): string {
 }
 
 describe.skipIf(!!noBios)('v86 emulator: SeaBIOS + a boot sector, deterministic', () => {
-  let clock: VirtualClock
+  let clock: V86Clock
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   let V86: any
   let store: CkptStore
@@ -305,47 +276,26 @@ describe.skipIf(!!noBios)('v86 emulator: SeaBIOS + a boot sector, deterministic'
   const serialAt: number[] = []
   let serialA = ''
   let packGrowth: number[] = []
-  const file = (f: string) => new Uint8Array(fs.readFileSync(path.join(GUEST, f))).buffer
-  const options = () => {
-    const fda = new Uint8Array(1474560)
-    fda.set(BOOT_SECTOR)
-    return {
-      wasm_path: path.join(ROOT, 'node_modules/v86/build/v86.wasm'),
-      memory_size: 32 << 20,
-      vga_memory_size: 2 << 20,
-      bios: { buffer: file('bios.bin') },
-      vga_bios: { buffer: file('vgabios-stdvga.bin') },
-      fda: { buffer: fda.buffer },
-      autostart: false,
-      disable_jit: true,
-      preserve_mac_from_state_image: true,
-    }
-  }
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  const boot = async (): Promise<any> => {
-    const e = new V86(options())
-    await new Promise<void>((r) => e.add_listener('emulator-ready', () => r()))
-    return e
-  }
+  const boot = (): Promise<any> => bootBiosGuest(V86)
 
   beforeAll(async () => {
-    clock = installVirtualClock() // before v86 loads: it binds performance.now at import
+    clock = v86Clock() // before v86 loads: it binds performance.now at import
     V86 = (await import('v86')).V86
     store = await openStore(tmpStorePath('ckpt-v86-'), { threads: 1 })
     const A = await boot()
     clock.bind(A)
     A.add_listener('serial0-output-byte', (b: number) => (serialA += String.fromCharCode(b)))
-    for (let i = 0; i < WARMUP; i++) clock.step(A)
+    for (let i = 0; i < WARMUP; i++) clock.step()
     // saveV86 with the emulator, through a wrapper that keeps a copy of each state for the checks
     const spy = { save_state: async () => { const s = await A.save_state(); raw.push(new Uint8Array(s.slice(0))); return s }, restore_state: () => {} }
     const first = new Uint8Array(await A.save_state())
     const tl = await store.timeline('bios', { regions: v86Regions(first) })
     for (let k = 0; k < CHECKPOINTS; k++) {
-      if (k > 0) for (let i = 0; i < EVERY; i++) clock.step(A)
-      const st: ClockState = clock.state()
+      if (k > 0) for (let i = 0; i < EVERY; i++) clock.step()
       const before = (await store.stats()).packBytes
       serialAt.push(serialA.length)
-      cks.push(await saveV86(tl, spy, st.instr, { blobs: { clock: new TextEncoder().encode(JSON.stringify(st)) } }))
+      cks.push(await saveV86(tl, spy, clock.state().instr, { clock }))
       packGrowth.push((await store.stats()).packBytes - before)
     }
     await A.destroy()
@@ -385,13 +335,12 @@ describe.skipIf(!!noBios)('v86 emulator: SeaBIOS + a boot sector, deterministic'
 
   it('a restored checkpoint continues exactly like the uninterrupted run (state, serial, screen)', async () => {
     const B = await boot()
-    const st = JSON.parse(new TextDecoder().decode(await store.readBlob(cks[MID]!.cid, 'clock'))) as ClockState
-    clock.bind(B, st) // before restore_state: its set_tsc() reads the clock
     let serialB = ''
     B.add_listener('serial0-output-byte', (b: number) => (serialB += String.fromCharCode(b)))
-    const back = await restoreV86(store, cks[MID]!.cid, B)
+    const back = await restoreV86(store, cks[MID]!.cid, B, { clock }) // binds the clock at the checkpoint's state, then restore_state
+    expect(clock.state().steps).toBe(WARMUP + MID * EVERY)
     expect(bytesEqual(back, raw[MID]!)).toBe(true)
-    for (let i = 0; i < (CHECKPOINTS - 1 - MID) * EVERY; i++) clock.step(B)
+    for (let i = 0; i < (CHECKPOINTS - 1 - MID) * EVERY; i++) clock.step()
     expect(clock.state().instr).toBe(Number(cks.at(-1)!.vtime))
     const end = new Uint8Array(await B.save_state())
     await B.destroy()
