@@ -17,6 +17,7 @@ import type { BlockLocation, BlockStore } from '../store/index.js'
 import type { StoreContext } from './context.js'
 import type { HashTask } from './pipeline/tasks.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
+import { sameDigest } from './node-compare.js'
 import { Geometry } from './region-tree.js'
 import { nodeEntries, prefetchTree, readJob, walkLeaves, type Job, type RestoreResult } from './restore.js'
 import type { LogEntry } from './types.js'
@@ -81,28 +82,38 @@ function same(a: CidBytes | null, b: CidBytes | null): boolean {
 export function changedChunks(blocks: BlockStore, geo: Geometry, rootA: CidBytes | null, rootB: CidBytes | null, forced: readonly number[]): Changes {
   const out: Changes = { idx: [], cids: [] }
   let f = 0
+  const emit = (i: number, e: NodeEntries | null, s: number) => {
+    out.idx.push(i)
+    out.cids.push(slotCid(e, s))
+  }
+  /** the leaf's slots to write: those whose digests differ (compared as words, no CIDs built) and the forced ones */
+  const leaf = (first: number, ea: NodeEntries | null, eb: NodeEntries | null, n: number) => {
+    for (let s = 0; s < n; s++) {
+      const i = first + s
+      let take = f < forced.length && forced[f] === i
+      if (take) f++
+      else if (ea !== eb) take = ea === null || eb === null ? slotCid(ea, s) !== null || slotCid(eb, s) !== null : ea.codecs[s] !== eb.codecs[s] || (eb.codecs[s] !== 0 && !sameDigest(ea.digests, eb.digests, s))
+      if (take) emit(i, eb, s)
+    }
+  }
   const walk = (level: number, index: number, ca: CidBytes | null, cb: CidBytes | null, span: number) => {
     const first = index * span
-    const end = first + span
-    const hasForced = f < forced.length && forced[f]! < end
+    const hasForced = f < forced.length && forced[f]! < first + span
     if (!hasForced && same(ca, cb)) return
-    if (level === 0) {
-      out.idx.push(index)
-      out.cids.push(cb)
-      if (hasForced) f++
-      return
-    }
     const eb = cb ? nodeEntries(blocks, cb) : null
     const ea = same(ca, cb) ? eb : ca ? nodeEntries(blocks, ca) : null
     const n = geo.nodeCount(level, index)
+    if (level === 1) return leaf(first, ea, eb, n)
     const child = span / geo.fanout
     for (let s = 0; s < n; s++) {
-      // skip children with nothing to do without building their CIDs
       const cFirst = first + s * child
-      if (ea === eb && !(f < forced.length && forced[f]! < cFirst + child)) continue
+      const forcedBelow = f < forced.length && forced[f]! < cFirst + child
+      // children with nothing to do are skipped without building their CIDs
+      if (!forcedBelow && (ea === eb || (ea !== null && eb !== null && ea.codecs[s] === eb.codecs[s] && (eb.codecs[s] === 0 || sameDigest(ea.digests, eb.digests, s))))) continue
       walk(level - 1, index * geo.fanout + s, slotCid(ea, s), slotCid(eb, s), child)
     }
   }
+  if (geo.height === 0) return out
   walk(geo.height, 0, rootA, rootB, geo.fanout ** geo.height)
   return out
 }

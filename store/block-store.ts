@@ -77,6 +77,13 @@ export class BlockStore implements BlockReader, BlockWriter {
   readonly damagedPacks = new Set<number>()
   /** verified, decoded tree nodes by CID (immutable: a CID names one content forever) */
   private readonly nodeCache = new Map<string, NodeEntries>()
+  /**
+   * Keys of nodeCache entries rebuilt as intermediate versions of a delta chain and not hashed yet:
+   * they serve as bases (the node asked for is always hashed, so a wrong base cannot pass), and are
+   * hashed before being returned themselves. Going back through a timeline then rebuilds each version
+   * once, not once per chain that passes through it.
+   */
+  private readonly unverified = new Set<string>()
   private openPack = -1
   private last: BlockLocation | undefined
   private stagedEntries = 0
@@ -222,7 +229,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     const out: (BlockLocation | undefined)[] = new Array(cids.length)
     const ask: number[] = []
     for (let i = 0; i < cids.length; i++) {
-      const s = this.staged.get(cidKey(cids[i]!))
+      const s = this.staged.size > 0 ? this.staged.get(cidKey(cids[i]!)) : undefined
       if (s) out[i] = s
       else ask.push(i)
     }
@@ -337,7 +344,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     const at = this.reserve(ENTRY_HEADER_SIZE + payload.length)
     writeEntry(this.buf, at, cid, codec, depth, rawLength, payload, kind)
     this.stage(cid, at, payload.length, { rawLength, codec, depth, kind }, true)
-    if (opts.replace) this.nodeCache.delete(cidKey(cid))
+    if (opts.replace) this.dropNode(cidKey(cid))
     return true
   }
 
@@ -374,7 +381,7 @@ export class BlockStore implements BlockReader, BlockWriter {
   setNodeCacheSize(entries: number): number {
     const was = this.nodeCacheMax
     this.nodeCacheMax = Math.max(16, entries)
-    while (this.nodeCache.size > this.nodeCacheMax) this.nodeCache.delete(this.nodeCache.keys().next().value!)
+    while (this.nodeCache.size > this.nodeCacheMax) this.dropNode(this.nodeCache.keys().next().value!)
     return was
   }
 
@@ -585,8 +592,40 @@ export class BlockStore implements BlockReader, BlockWriter {
    * node is re-encoded and hashed: a damaged base cannot yield a node that matches its CID.
    */
   getNode(cid: CidBytes): NodeEntries {
-    const hit = this.nodeCache.get(cidKey(cid))
-    return hit ?? this.getNodeBytes(cid).entries
+    const key = cidKey(cid)
+    const hit = this.touch(key)
+    if (hit && (!this.unverified.has(key) || this.verifyCached(key, cid, hit))) return hit
+    return this.getNodeBytes(cid).entries
+  }
+
+  /** A cached intermediate version hashed against its CID: true when it matches (now verified), else dropped. */
+  private verifyCached(key: string, cid: CidBytes, entries: NodeEntries): boolean {
+    this.unverified.delete(key)
+    if (cidEquals(blake3(encodeNode(entries)), cidDigest(cid))) return true
+    this.nodeCache.delete(key)
+    return false
+  }
+
+  private keepIntermediate(key: string, entries: NodeEntries): void {
+    if (this.nodeCache.has(key)) return
+    if (this.nodeCache.size >= this.nodeCacheMax) this.dropNode(this.nodeCache.keys().next().value!)
+    this.nodeCache.set(key, entries)
+    this.unverified.add(key)
+  }
+
+  /** A cached node, moved to the young end (the cache evicts the least recently used). */
+  private touch(key: string): NodeEntries | undefined {
+    const hit = this.nodeCache.get(key)
+    if (hit !== undefined) {
+      this.nodeCache.delete(key)
+      this.nodeCache.set(key, hit)
+    }
+    return hit
+  }
+
+  private dropNode(key: string): void {
+    this.nodeCache.delete(key)
+    this.unverified.delete(key)
   }
 
   /**
@@ -597,8 +636,8 @@ export class BlockStore implements BlockReader, BlockWriter {
   getNodeBytes(cid: CidBytes, cache = true): { entries: NodeEntries; bytes: Uint8Array } {
     const key = cidKey(cid)
     const hit = this.nodeCache.get(key)
-    if (hit) return { entries: hit, bytes: encodeNode(hit) }
-    const { loc, entries } = this.resolveNode(cid, 0)
+    if (hit && (!this.unverified.has(key) || this.verifyCached(key, cid, hit))) return { entries: hit, bytes: encodeNode(hit) }
+    const { loc, entries } = this.resolveNode(cid, 0, cache)
     const bytes = encodeNode(entries)
     if (!cidEquals(blake3(bytes), cidDigest(cid))) throw hashMismatch(cid, loc)
     if (cache) this.cacheNode(key, entries)
@@ -606,16 +645,19 @@ export class BlockStore implements BlockReader, BlockWriter {
   }
 
   private cacheNode(key: string, entries: NodeEntries): void {
-    if (this.nodeCache.has(key)) return
-    if (this.nodeCache.size >= this.nodeCacheMax) this.nodeCache.delete(this.nodeCache.keys().next().value!)
+    if (this.nodeCache.has(key)) {
+      this.unverified.delete(key)
+      return
+    }
+    if (this.nodeCache.size >= this.nodeCacheMax) this.dropNode(this.nodeCache.keys().next().value!)
     this.nodeCache.set(key, entries)
   }
 
-  private resolveNode(cid: CidBytes, hops: number): { loc: BlockLocation; entries: NodeEntries } {
+  private resolveNode(cid: CidBytes, hops: number, keep: boolean): { loc: BlockLocation; entries: NodeEntries } {
     if (cidCodec(cid) !== DAG_CBOR) throw new CkptError('CKPT_BAD_NODE', `${cidToString(cid)} is not a dag-cbor node`, { cid: cidToString(cid) })
     // a cached base ends the chain without a read (its location only serves error messages of the
     // node asked for, which is never a hit: getNodeBytes looked first)
-    const hit = hops > 0 ? this.nodeCache.get(cidKey(cid)) : undefined
+    const hit = hops > 0 ? this.touch(cidKey(cid)) : undefined
     if (hit) return { loc: CACHED, entries: hit }
     const { loc, payload } = this.readStored(cid)
     if (loc.codec !== AT_REST.nodeDelta) {
@@ -628,12 +670,15 @@ export class BlockStore implements BlockReader, BlockWriter {
         if (!cidEquals(blake3(raw), cidDigest(cid))) throw hashMismatch(cid, loc)
         throw err
       }
+      if (keep && hops > 0) this.keepIntermediate(cidKey(cid), entries)
       return { loc, entries }
     }
     if (hops > 255) throw new CkptError('CKPT_BAD_NODE', `delta chain of ${cidToString(cid)} is too long`, { cid: cidToString(cid) })
-    const base = this.resolveNode(deltaBaseCid(payload), hops + 1).entries
+    const base = this.resolveNode(deltaBaseCid(payload), hops + 1, keep).entries
     // applyNodeDelta builds a new node, so a cached base is never modified
-    return { loc, entries: applyNodeDelta(base, payload) }
+    const entries = applyNodeDelta(base, payload)
+    if (keep && hops > 0) this.keepIntermediate(cidKey(cid), entries)
+    return { loc, entries }
   }
 
   /** Every indexed CID, in index order (no JS set of everything: streamed from LevelDB). */
