@@ -76,7 +76,8 @@ export function v86Clock(): V86Clock {
     last = c
     return icount
   }
-  const vnow = () => instr() / IPS_PER_MS + idle
+  let pinned: number | undefined
+  const vnow = () => pinned ?? instr() / IPS_PER_MS + idle
   const xs = () => {
     seed ^= seed << 13
     seed ^= seed >>> 17
@@ -101,6 +102,29 @@ export function v86Clock(): V86Clock {
   Object.defineProperty(globalThis, 'performance', { value: vperf, configurable: true, writable: true })
   virtual(true)
   let early = true
+  /**
+   * The TSC made a function of the virtual clock alone. v86's rdtsc keeps statics outside the state:
+   * (1) a workaround for coarse browser clocks gives a reading equal to the last one an "extra" of up
+   * to tsc_resolution - 1 ticks (the smallest step it ever saw): two readings one tick apart set the
+   * resolution to 1, and the extra is 0 from then on; (2) set_tsc() (restore_state) computes the new
+   * offset from a reading that has the old offset already subtracted, so a restored TSC is the saved
+   * one plus the old offset: set_tsc() to the current reading makes the offset 0.
+   */
+  const resetTsc = (c: Emu) => {
+    const read = () => {
+      c.store_current_tsc()
+      return [c.current_tsc[0] as number, c.current_tsc[1] as number] as const
+    }
+    try {
+      pinned = 0.5 / 1e6
+      read()
+      pinned = 1.5 / 1e6
+      const [lo, hi] = read()
+      c.set_tsc(lo, hi) // reads the same value again: extra 0, offset 0
+    } finally {
+      pinned = undefined
+    }
+  }
   installed = {
     bind(e, st = {}) {
       if (!e?.v86?.cpu?.instruction_counter) throw new TypeError('v86Clock: bind() takes a v86 emulator (V86) whose wasm is loaded (after emulator-ready)')
@@ -116,6 +140,7 @@ export function v86Clock(): V86Clock {
       idle = st.idle ?? 0
       steps = st.steps ?? 0
       seed = st.seed ?? SEED
+      resetTsc(cpu)
     },
     state: () => ({ steps, instr: instr(), idle, seed }),
     step() {
@@ -134,4 +159,34 @@ export function v86Clock(): V86Clock {
     },
   }
   return installed
+}
+
+/** CPU fields v86 0.5.462's set_state() assigns instead of copying into wasm memory (state[86..88]) */
+const DETACHED = ['last_result', 'fpu_status_word', 'mxcsr'] as const
+const LAST_VIRT_EIP = 18
+
+/**
+ * emulator.restore_state(state), then what v86 0.5.462 leaves out: set_state() replaces the views
+ * `last_result`, `fpu_status_word` and `mxcsr` with the state's arrays instead of copying them into
+ * wasm memory (the CPU would run on with the old values, and every later save_state() would report
+ * the restored ones); and the restore's TLB flush drops the cached page of the instruction pointer
+ * (`last_virt_eip`, state[18]), which the state holds valid. Both are put right, so a state saved
+ * right after is the state restored. Emulators without `v86.cpu` just get restore_state().
+ */
+export async function restoreV86Emulator(emulator: Emu, state: Uint8Array): Promise<void> {
+  const cpu = emulator?.v86?.cpu
+  const views = cpu ? DETACHED.map((k) => [k, cpu[k]] as const) : []
+  await emulator.restore_state(state.buffer)
+  if (!cpu) return
+  for (const [k, view] of views) {
+    const now = cpu[k]
+    if (now === view || !ArrayBuffer.isView(now)) continue
+    // v86's views are proxies that make a typed array over wasm memory at each access
+    for (let i = 0; i < (now as Int32Array).length; i++) view[i] = (now as Int32Array)[i]
+    cpu[k] = view
+  }
+  const dv = new DataView(state.buffer, state.byteOffset, state.byteLength)
+  const info = JSON.parse(new TextDecoder().decode(state.subarray(16, 16 + dv.getInt32(12, true)))) as { state: unknown[] }
+  const eip = info.state[LAST_VIRT_EIP]
+  if (typeof eip === 'number' && cpu.last_virt_eip) cpu.last_virt_eip[0] = eip
 }

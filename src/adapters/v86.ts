@@ -23,9 +23,9 @@ import type { Checkpoint, CheckpointInput, RegionConfig, RegionInput, Timeline }
 import type { JumpResult } from '../travel.js'
 import type { CID } from 'multiformats/cid'
 import { refreshChunks } from './shadow.js'
-import { parseV86Clock, type V86Clock, type V86ClockState } from './v86-clock.js'
+import { parseV86Clock, restoreV86Emulator, type V86Clock, type V86ClockState } from './v86-clock.js'
 
-export { v86Clock, parseV86Clock, type V86Clock, type V86ClockState } from './v86-clock.js'
+export { v86Clock, parseV86Clock, restoreV86Emulator, type V86Clock, type V86ClockState } from './v86-clock.js'
 
 /** What the adapter needs of a v86 emulator (the `V86` class of the `v86` package fits). */
 export interface V86Emulator {
@@ -635,7 +635,7 @@ export async function restoreV86(store: CkptStore, ref: string | CID, emulator?:
   a.fillRam(scratch)
   const out = a.out
   if (emulator && opts.clock) bindClock(opts.clock, emulator, m.blobs[V86_BLOBS.clock] ? await store.readBlob(cid, V86_BLOBS.clock) : undefined, `checkpoint ${cid}`)
-  if (emulator) await emulator.restore_state(out.buffer as ArrayBuffer)
+  if (emulator) await restoreV86Emulator(emulator, out)
   return out
 }
 
@@ -670,6 +670,6 @@ export async function gotoV86(cursor: V86Cursor, target: string | CID | bigint |
   const t1 = performance.now()
   const where = `checkpoint ${jump.to.cid}`
   const clock = emulator && opts.clock ? bindClock(opts.clock, emulator, cursor.blobs[V86_BLOBS.clock], where) : undefined
-  if (emulator) await emulator.restore_state(state.buffer as ArrayBuffer)
+  if (emulator) await restoreV86Emulator(emulator, state)
   return { ...jump, state, ...(clock ? { clock } : {}), v86: { joinMs: t1 - t0, restoreMs: performance.now() - t1 } }
 }
