@@ -10,9 +10,9 @@ import { cidBytes, cidCodec, cidToString, RAW, type CidBytes } from '../codecs/c
 import { CkptError, fsError } from '../codecs/errors.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
 import { prefetchChains } from './remote-mark.js'
-import { hashMismatch, planReads, type BlockLocation, type BlockStore } from '../store/index.js'
+import type { BlockLocation, BlockStore } from '../store/index.js'
 import { runBatches } from './pipeline/batches.js'
-import type { ReadTask } from './pipeline/tasks.js'
+import { groupedJobs, orderedJobs, readFailure, readJob, readTask, type Job, type Leaf } from './restore-jobs.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
 import {
   checkDeviceSize,
@@ -32,6 +32,8 @@ import {
 } from './output-file.js'
 import { Geometry } from './region-tree.js'
 import type { StoreContext } from './context.js'
+
+export { readJob, type Job } from './restore-jobs.js'
 
 /** Decoded, verified tree node by CID (cached by the block store). */
 export function nodeEntries(blocks: BlockStore, cid: CidBytes): NodeEntries {
@@ -157,44 +159,6 @@ function zeroFill(out: Uint8Array, from: number, to: number): void {
   for (let at = from; at < to; at += ZEROS.length) out.set(ZEROS.subarray(0, Math.min(ZEROS.length, to - at)), at)
 }
 
-export interface Job {
-  /** position among the region's jobs (a stream writes them in this order) */
-  seq: number
-  chunks: number[]
-  cids: CidBytes[]
-  locs: BlockLocation[]
-  raw: number
-}
-
-/**
- * The worker task for a job: the block store plans where its entries are read (pack files the workers
- * pread themselves, or payloads read here: store/read-plan.ts); the worker decompresses straight into
- * the destination and re-hashes.
- */
-function readTask(blocks: BlockStore, geo: Geometry | undefined, job: Job, out: Uint8Array | string | undefined): ReadTask {
-  const n = job.cids.length
-  const t: ReadTask = {
-    op: 'read',
-    ...planReads(blocks, job.cids, job.locs),
-    storedLengths: new Uint32Array(n),
-    codes: new Uint8Array(n),
-    rawLengths: new Uint32Array(n),
-    cids: new Uint8Array(n * 36),
-    outOffsets: new Float64Array(n),
-  }
-  for (let k = 0; k < n; k++) {
-    const loc = job.locs[k]!
-    t.storedLengths[k] = loc.storedLength
-    t.codes[k] = loc.codec
-    t.rawLengths[k] = loc.rawLength
-    t.cids.set(job.cids[k]!, k * 36)
-    t.outOffsets[k] = geo ? job.chunks[k]! * geo.chunkSize : 0
-  }
-  if (typeof out === 'string') t.outFile = out
-  else if (out && out.buffer instanceof SharedArrayBuffer) t.out = out
-  return t
-}
-
 /**
  * Blocks at known locations, read, decompressed and verified on the worker pool; their bytes
  * concatenated in order (the caller knows each one's raw length from its location).
@@ -204,15 +168,6 @@ export async function readBlocks(blocks: BlockStore, pool: WorkerPool, cids: Cid
   const r = await pool.run(readTask(blocks, undefined, job, undefined))
   if (r.bad >= 0) throw readFailure(r, cids[r.bad]!, locs[r.bad]!)
   return r.data!
-}
-
-function readFailure(r: { code?: string; message?: string }, cid: CidBytes, loc: BlockLocation): CkptError {
-  if (r.code === 'CKPT_HASH_MISMATCH') return hashMismatch(cid, loc)
-  return new CkptError((r.code as 'CKPT_BAD_PACK' | undefined) ?? 'CKPT_BAD_PACK', `block ${cidToString(cid)}: ${r.message}`, {
-    cid: cidToString(cid),
-    pack: loc.pack,
-    offset: loc.offset,
-  })
 }
 
 /** A destination written front to back (stdout): restoreRegion calls write in order, awaiting each call. */
@@ -495,80 +450,6 @@ class RegionWriter {
 }
 
 /**
- * The region's read jobs of ~2 MiB of chunks, in order, from its leaves; a leaf's chunk locations come
- * from one index call. Holes go to `zero` as they are passed.
- */
-function regionJobs(
-  blocks: BlockStore,
-  geo: Geometry,
-  leaves: { j: number; e: NodeEntries | null }[],
-  zero: (from: number, to: number) => Promise<void>,
-): () => Promise<Job | undefined> {
-  let leafAt = 0
-  let seq = 0
-  const pending: Job[] = []
-  const newJob = (): Job => ({ seq: 0, chunks: [], cids: [], locs: [], raw: 0 })
-  const queue = (j: Job) => {
-    j.seq = seq++
-    pending.push(j)
-  }
-  let job = newJob()
-  return async () => {
-    while (pending.length === 0 && leafAt < leaves.length) {
-      const { j, e } = leaves[leafAt++]!
-      const first = j * geo.fanout
-      if (!e) {
-        await zero(first * geo.chunkSize, Math.min(geo.size, (first + geo.nodeCount(1, j)) * geo.chunkSize))
-        continue
-      }
-      const idx: number[] = []
-      const cids: CidBytes[] = []
-      for (let s = 0; s < e.count; s++) {
-        const i = first + s
-        const c = childCid(e, s)
-        if (!c) {
-          await zero(i * geo.chunkSize, i * geo.chunkSize + geo.chunkLength(i))
-          continue
-        }
-        idx.push(i)
-        cids.push(c)
-      }
-      const locs = await blocks.locateMany(cids)
-      for (let k = 0; k < cids.length; k++) {
-        const loc = locs[k]
-        if (!loc) throw new CkptError('CKPT_NOT_FOUND', `chunk ${idx[k]} (${cidToString(cids[k]!)}) is missing from the store`, { cid: cidToString(cids[k]!), index: idx[k] })
-        job.chunks.push(idx[k]!)
-        job.cids.push(cids[k]!)
-        job.locs.push(loc)
-        job.raw += loc.rawLength
-        if (job.raw >= 2 << 20) {
-          queue(job)
-          job = newJob()
-        }
-      }
-    }
-    if (pending.length === 0 && job.chunks.length > 0) {
-      queue(job)
-      job = newJob()
-    }
-    return pending.shift()
-  }
-}
-
-/** A job's chunks read and verified on the pool (a regular file or a shared buffer written by the workers themselves). */
-export async function readJob(blocks: BlockStore, pool: WorkerPool, geo: Geometry, job: Job, direct: Uint8Array | string | undefined): Promise<Uint8Array | undefined> {
-  for (let k = 0; k < job.chunks.length; k++) {
-    const len = job.locs[k]!.rawLength
-    if (len !== geo.chunkLength(job.chunks[k]!)) {
-      throw new CkptError('CKPT_BAD_NODE', `chunk ${job.chunks[k]} has ${len} bytes, expected ${geo.chunkLength(job.chunks[k]!)}`, { index: job.chunks[k] })
-    }
-  }
-  const r = await pool.run(readTask(blocks, geo, job, direct))
-  if (r.bad >= 0) throw readFailure(r, job.cids[r.bad]!, job.locs[r.bad]!)
-  return r.data
-}
-
-/**
  * Materialises a region into `out`: a buffer of the region's size, a sink written front to back, or a
  * path written by the rules of src/output-file.ts (SPEC.md, "Output files"):
  *  - a regular file or nothing: written sparse (holes are not written) under TARGET.ckpt-partial-PID,
@@ -592,7 +473,7 @@ export async function restoreRegion(
   let chunksWritten = 0
   try {
     o.check(blocks, geo, root)
-    const leaves: { j: number; e: NodeEntries | null }[] = []
+    const leaves: Leaf[] = []
     await prefetchTree(blocks, geo, root)
     walkLeaves(blocks, geo, root, (j, e) => leaves.push({ j, e }))
     await o.open(geo.size)
@@ -603,7 +484,11 @@ export async function restoreRegion(
       chunksWritten += job.chunks.length
       return data
     }
-    await runBatches(pool, regionJobs(blocks, geo, leaves, (from, to) => writer.zero(from, to)), (job) => writer.finish(job, () => read(job)))
+    // a destination written at offsets takes each distinct chunk once, copied where it repeats
+    const zero = (from: number, to: number) => writer.zero(from, to)
+    const shared = o.mode === 'buffer' && o.buffer!.buffer instanceof SharedArrayBuffer
+    const jobs = o.mode === 'stream' ? orderedJobs(blocks, geo, leaves, zero) : groupedJobs(blocks, geo, leaves, zero, shared)
+    await runBatches(pool, jobs, (job) => writer.finish(job, () => read(job)))
     await writer.end()
     await o.commit()
   } catch (err) {

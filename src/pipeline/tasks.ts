@@ -6,11 +6,11 @@ import fs from 'node:fs'
 import { blake3 } from '../../codecs/blake3.js'
 import { CkptError } from '../../codecs/errors.js'
 import { cidBytes, RAW } from '../../codecs/cid.js'
-import { ENTRY_HEADER_SIZE, entryPayload, isFault, openPayload, writeEntryHeader } from '../../codecs/pack-format.js'
-import { preadUpTo } from '../../codecs/bytes.js'
+import { ENTRY_HEADER_SIZE, writeEntryHeader } from '../../codecs/pack-format.js'
 import { encodeNode } from '../../codecs/tree-node.js'
 import { AT_REST, compressBlockInto, compressorFor, maxBlockPayload } from '../../codecs/compress.js'
 import { viewMayHave, type FingerprintView } from '../../codecs/fingerprint.js'
+import { readEntries } from './read-entries.js'
 
 /**
  * Chunk bytes come either in `data` (shared memory) or, for files, as `file` + `fileOffset`: the
@@ -145,6 +145,13 @@ export interface ReadTask {
   outFile?: string
   /** only check (decompress into scratch and re-hash); nothing is returned but the verdict */
   verifyOnly?: boolean
+  /**
+   * Per entry: -1, or the index of an earlier entry with the same CID (and location), whose proven
+   * bytes it takes: a chunk that repeats in a region is read, decompressed and hashed once.
+   */
+  same?: Int32Array
+  /** hole runs [from, to) of `out` to zero-fill, as pairs */
+  zeros?: Float64Array
 }
 export interface ReadResult {
   /** index of the first failing entry, or -1 */
@@ -423,94 +430,6 @@ function packedOffsets(lengths: Uint32Array): Uint32Array {
   const o = new Uint32Array(lengths.length)
   for (let i = 1; i < lengths.length; i++) o[i] = o[i - 1]! + lengths[i - 1]!
   return o
-}
-
-/** a coalesced read spans at most this much, and skips at most RUN_GAP bytes between two entries */
-const RUN_MAX = 4 << 20
-const RUN_GAP = 16 << 10
-
-
-let outScratch = Buffer.allocUnsafe(1 << 20)
-
-function readEntries(t: ReadTask): ReadResult {
-  // a pack file that cannot be opened (deleted, unreadable) fails the first entry in it
-  const fds = (t.files ?? []).map((f) => {
-    try {
-      return fs.openSync(f, 'r')
-    } catch {
-      return -1
-    }
-  })
-  let outFd: number | undefined
-  let collected: Uint8Array | undefined
-  let at = 0
-  try {
-    if (t.outFile) outFd = fs.openSync(t.outFile, 'r+')
-    if (!t.out && !t.outFile && !t.verifyOnly) {
-      let total = 0
-      for (let i = 0; i < t.rawLengths.length; i++) total += t.rawLengths[i]!
-      collected = new Uint8Array(total)
-    }
-    // entries close together in one pack are read with one pread (a checkpoint's chunks mostly sit
-    // side by side): [runStart, runStart + runGot) of the file is in scratch, for entries up to runLast
-    let runLast = -1
-    let runStart = 0
-    let runGot = 0
-    for (let i = 0; i < t.offsets.length; i++) {
-      const c = i * 36
-      let payload: Uint8Array
-      if (t.payloads) payload = t.payloads.subarray(t.offsets[i]!, t.offsets[i]! + t.storedLengths[i]!)
-      else {
-        if (i > runLast) {
-          let j = i
-          let end = t.offsets[i]! + ENTRY_HEADER_SIZE + t.storedLengths[i]!
-          while (j + 1 < t.offsets.length && t.fileIdx![j + 1] === t.fileIdx![i]) {
-            const next = t.offsets[j + 1]!
-            const nextEnd = next + ENTRY_HEADER_SIZE + t.storedLengths[j + 1]!
-            if (next < end || next - end > RUN_GAP || nextEnd - t.offsets[i]! > RUN_MAX) break
-            j++
-            end = nextEnd
-          }
-          runStart = t.offsets[i]!
-          if (scratch.length < end - runStart) scratch = Buffer.allocUnsafe(end - runStart)
-          const fd = fds[t.fileIdx![i]!]!
-          if (fd < 0) return { bad: i, code: 'CKPT_BAD_PACK', message: `pack file ${t.files![t.fileIdx![i]!]} is missing or unreadable` }
-          try {
-            runGot = preadUpTo(fd, scratch.subarray(0, end - runStart), runStart)
-          } catch (err) {
-            return { bad: i, code: 'CKPT_BAD_PACK', message: `pack ${t.files![t.fileIdx![i]!]} cannot be read: ${(err as Error).message}` }
-          }
-          runLast = j
-        }
-        const rel = t.offsets[i]! - runStart
-        const size = ENTRY_HEADER_SIZE + t.storedLengths[i]!
-        if (rel + size > runGot) {
-          return { bad: i, code: 'CKPT_BAD_PACK', message: `pack ${t.files![t.fileIdx![i]!]} is truncated at offset ${runStart + runGot}` }
-        }
-        const got = entryPayload(scratch.subarray(rel, rel + size), { cid: t.cids, storedLength: t.storedLengths[i]!, rawLength: t.rawLengths[i]!, codec: t.codes[i]! }, c)
-        if (isFault(got)) return { bad: i, code: got.fault, message: got.message }
-        payload = got
-      }
-      // decompress straight into the destination: no allocation, no copy
-      const n = t.rawLengths[i]!
-      let into: Uint8Array
-      if (t.out) into = t.out.subarray(t.outOffsets[i]!, t.outOffsets[i]! + n)
-      else if (collected) into = collected.subarray(at, at + n)
-      else {
-        if (outScratch.length < n) outScratch = Buffer.allocUnsafe(n)
-        into = outScratch.subarray(0, n)
-      }
-      const raw = openPayload(t.codes[i]!, payload, n, t.cids, c + 4, into)
-      if (isFault(raw)) return { bad: i, code: raw.fault, message: raw.message }
-      if (raw !== into) into.set(raw)
-      if (outFd !== undefined) fs.writeSync(outFd, into, 0, n, t.outOffsets[i]!)
-      at += n
-    }
-  } finally {
-    for (const fd of fds) if (fd >= 0) fs.closeSync(fd)
-    if (outFd !== undefined) fs.closeSync(outFd)
-  }
-  return { bad: -1, data: collected }
 }
 
 /** ArrayBuffers a result can hand back without copying (never shared memory). */
