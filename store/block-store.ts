@@ -608,6 +608,9 @@ export class BlockStore implements BlockReader, BlockWriter {
 
   private keepIntermediate(key: string, entries: NodeEntries): void {
     if (this.nodeCache.has(key)) return
+    // intermediate versions take at most half the cache, the oldest going first: a walk of many
+    // leaves with long chains (a restore) must not evict the leaves it walked before
+    if (this.unverified.size >= this.nodeCacheMax >> 1) this.dropNode(this.unverified.values().next().value!)
     if (this.nodeCache.size >= this.nodeCacheMax) this.dropNode(this.nodeCache.keys().next().value!)
     this.nodeCache.set(key, entries)
     this.unverified.add(key)
