@@ -128,10 +128,11 @@ export class Cursor {
     this.state = 'unknown'
     const blocks = this.ctx.repo.blocks
     const regions: Record<string, JumpRegion> = {}
-    for (const [name, p] of this.parts) {
+    // the regions at once: one region's reads overlap another's tree walk
+    const jumps = [...this.parts].map(async ([name, p]) => {
       const root = m.regions[name]!.root
       const rootA = before ? before.regions[name]!.root : wasZero ? null : undefined
-      if (rootA === undefined && !this.opts.check && this.opts.at === undefined && !this.opts.buffers) {
+      if (rootA === undefined && !this.opts.check && !this.opts.buffers) {
         const r = await restoreRegion(blocks, this.ctx.pool, p.geo, root, p.buffer)
         regions[name] = { chunksWritten: p.geo.chunks, bytesWritten: r.bytesWritten }
       } else {
@@ -139,8 +140,10 @@ export class Cursor {
         const r = await travelRegion(blocks, this.ctx.pool, p.geo, rootA, root, p.dirty, { buffer: p.buffer }, check)
         regions[name] = { chunksWritten: r.chunksWritten + r.holes, bytesWritten: r.bytesWritten, ...(r.mismatched !== undefined ? { mismatched: r.mismatched } : {}) }
       }
-      p.dirty = []
-    }
+    })
+    const failed = (await Promise.allSettled(jumps)).find((r) => r.status === 'rejected')
+    if (failed) throw (failed as PromiseRejectedResult).reason
+    for (const p of this.parts.values()) p.dirty = []
     const blobsChanged = this.readBlobs(before, m)
     this.here = { cid, m }
     this.state = 'at'

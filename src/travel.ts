@@ -77,15 +77,20 @@ function same(a: CidBytes | null, b: CidBytes | null): boolean {
 
 /**
  * The chunks where trees A and B differ, plus the `forced` ones (sorted, unique), with B's CIDs: a
- * walk that descends only where the CIDs differ or a forced chunk lies below.
+ * walk that descends only where the CIDs differ or a forced chunk lies below. `afterLeaf`, when given,
+ * is called after each leaf with what was found so far; a promise it returns is awaited (the caller
+ * starts reading found chunks while the walk goes on).
  */
-export function changedChunks(blocks: BlockStore, geo: Geometry, rootA: CidBytes | null, rootB: CidBytes | null, forced: readonly number[]): Changes {
+export async function changedChunks(
+  blocks: BlockStore,
+  geo: Geometry,
+  rootA: CidBytes | null,
+  rootB: CidBytes | null,
+  forced: readonly number[],
+  afterLeaf?: (found: Changes) => Promise<void> | undefined,
+): Promise<Changes> {
   const out: Changes = { idx: [], cids: [] }
   let f = 0
-  const emit = (i: number, e: NodeEntries | null, s: number) => {
-    out.idx.push(i)
-    out.cids.push(slotCid(e, s))
-  }
   /** the leaf's slots to write: those whose digests differ (compared as words, no CIDs built) and the forced ones */
   const leaf = (first: number, ea: NodeEntries | null, eb: NodeEntries | null, n: number) => {
     for (let s = 0; s < n; s++) {
@@ -93,28 +98,35 @@ export function changedChunks(blocks: BlockStore, geo: Geometry, rootA: CidBytes
       let take = f < forced.length && forced[f] === i
       if (take) f++
       else if (ea !== eb) take = ea === null || eb === null ? slotCid(ea, s) !== null || slotCid(eb, s) !== null : ea.codecs[s] !== eb.codecs[s] || (eb.codecs[s] !== 0 && !sameDigest(ea.digests, eb.digests, s))
-      if (take) emit(i, eb, s)
+      if (take) {
+        out.idx.push(i)
+        out.cids.push(slotCid(eb, s))
+      }
     }
   }
-  const walk = (level: number, index: number, ca: CidBytes | null, cb: CidBytes | null, span: number) => {
+  const walk = async (level: number, index: number, ca: CidBytes | null, cb: CidBytes | null, span: number): Promise<void> => {
     const first = index * span
     const hasForced = f < forced.length && forced[f]! < first + span
     if (!hasForced && same(ca, cb)) return
     const eb = cb ? nodeEntries(blocks, cb) : null
     const ea = same(ca, cb) ? eb : ca ? nodeEntries(blocks, ca) : null
     const n = geo.nodeCount(level, index)
-    if (level === 1) return leaf(first, ea, eb, n)
+    if (level === 1) {
+      leaf(first, ea, eb, n)
+      const p = afterLeaf?.(out)
+      if (p) await p
+      return
+    }
     const child = span / geo.fanout
     for (let s = 0; s < n; s++) {
       const cFirst = first + s * child
       const forcedBelow = f < forced.length && forced[f]! < cFirst + child
       // children with nothing to do are skipped without building their CIDs
       if (!forcedBelow && (ea === eb || (ea !== null && eb !== null && ea.codecs[s] === eb.codecs[s] && (eb.codecs[s] === 0 || sameDigest(ea.digests, eb.digests, s))))) continue
-      walk(level - 1, index * geo.fanout + s, slotCid(ea, s), slotCid(eb, s), child)
+      await walk(level - 1, index * geo.fanout + s, slotCid(ea, s), slotCid(eb, s), child)
     }
   }
-  if (geo.height === 0) return out
-  walk(geo.height, 0, rootA, rootB, geo.fanout ** geo.height)
+  await walk(geo.height, 0, rootA, rootB, geo.fanout ** geo.height)
   return out
 }
 
@@ -162,6 +174,9 @@ function writeZeros(d: Dest, geo: Geometry, i: number): void {
     o += n
   }
 }
+
+/** Chunks found by a walk that are sent to be read while it goes on. */
+const STREAM_BATCH = 256
 
 /** Jobs of about `target` raw bytes: small jumps still use both workers, large ones keep jobs ~1 MiB. */
 function splitJobs(idx: number[], cids: CidBytes[], locs: BlockLocation[], threads: number): Job[] {
@@ -375,19 +390,45 @@ export async function travelRegion(
   check: boolean,
 ): Promise<TravelResult> {
   await prefetchTree(blocks, geo, rootB)
-  let ch: Changes
+  let ch: Changes = { idx: [], cids: [] }
   let mismatched: number | undefined
   if (check) {
     ch = await differingChunks(blocks, pool, geo, rootB, d)
     if (rootA !== undefined) {
-      const expected = new Set(changedChunks(blocks, geo, rootA, rootB, forced).idx)
+      const expected = new Set((await changedChunks(blocks, geo, rootA, rootB, forced)).idx)
       mismatched = ch.idx.filter((i) => !expected.has(i)).length
     } else mismatched = ch.idx.length
   } else {
     if (rootA === undefined) throw new CkptError('CKPT_BAD_ARGUMENT', 'a restore by difference needs `from` or `check`')
-    ch = changedChunks(blocks, geo, rootA, rootB, forced)
   }
-  const w = await writeChunks(blocks, pool, geo, ch, d)
+  // the chunks found are read while the walk goes on, a batch at a time (the walk yields to the
+  // event loop after each batch, so index lookups and the workers start on it)
+  const w = { stored: 0, holes: 0, bytes: 0 }
+  const writes: Promise<void>[] = []
+  let sent = 0
+  const send = (found: Changes) => {
+    const part = { idx: found.idx.slice(sent), cids: found.cids.slice(sent) }
+    sent = found.idx.length
+    const p = writeChunks(blocks, pool, geo, part, d).then((r) => {
+      w.stored += r.stored
+      w.holes += r.holes
+      w.bytes += r.bytes
+    })
+    p.catch(() => {})
+    writes.push(p)
+  }
+  if (check) send(ch)
+  else {
+    ch = await changedChunks(blocks, geo, rootA!, rootB, forced, (found) => {
+      if (found.idx.length - sent < STREAM_BATCH) return undefined
+      send(found)
+      return new Promise<void>((resolve) => setImmediate(resolve))
+    })
+    send(ch)
+  }
+  // every batch settles before a failure is reported: no worker writes into the destination afterwards
+  const failed = (await Promise.allSettled(writes)).find((r) => r.status === 'rejected')
+  if (failed) throw (failed as PromiseRejectedResult).reason
   if (d.fd !== undefined && (w.stored || w.holes)) fs.fdatasyncSync(d.fd)
   return {
     mode: check ? 'checked' : 'difference',
