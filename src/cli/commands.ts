@@ -4,10 +4,12 @@
  */
 import os from 'node:os'
 import { add } from './commands/add.js'
+import { cat } from './commands/cat.js'
 import { diff } from './commands/diff.js'
 import { exportCmd } from './commands/export.js'
 import { fork } from './commands/fork.js'
 import { gc } from './commands/gc.js'
+import { history } from './commands/history.js'
 import { importCmd } from './commands/import.js'
 import { init } from './commands/init.js'
 import { log } from './commands/log.js'
@@ -63,7 +65,9 @@ export const COMMANDS: ReadonlyMap<string, Command> = new Map([
   ['show', show],
   ['seek', seek],
   ['restore', removingPartialsOnSignals(restore)],
+  ['cat', cat],
   ['diff', diff],
+  ['history', history],
   ['stats', stats],
   ['export', removingPartialsOnSignals(exportCmd)],
   ['import', importCmd],

@@ -161,6 +161,23 @@ describe('every --json output parses as its schema says and is valid', () => {
     expect(one(ckptJson(['stats', '--store', store]))).toMatchObject({ checkpoints: 2, timelines: 1 })
   })
 
+  it('history (lines) and cat (a document)', () => {
+    const h = ckptJson(['history', '--store', store, 'vm', '--region', 'ram', '--chunk', '0']).values as any[]
+    expect(h.map((e) => [e.vtime, e.cid, e.previous?.cid ?? null])).toEqual([['0', cid0, null], ['10', cid1, cid0]])
+    expect(h[1].chunks).toEqual([{ index: 0, before: h[0].chunks[0].after, after: expect.stringMatching(/^bafkr4i/) }])
+    expect(ckptJson(['history', '--store', store, 'vm', '--region', 'ram', '--offset', '0', '--length', '8k', '--exact', '--reverse', '--limit', '1']).values).toMatchObject([{ vtime: '10', chunks: [{ index: 0 }] }])
+    expect(ckptJson(['history', '--store', store, 'vm', '--region', 'ram', '--chunk', '0', '--first']).values).toMatchObject([{ vtime: '10', previous: { vtime: '0', cid: cid0 } }])
+    expect(ckptJson(['history', '--store', store, 'vm', '--region', 'ram', '--chunk', '5', '--first']).stdout).toBe('')
+    expect(ckptJson(['history', '--store', store, 'nothing-here', '--region', 'ram', '--chunk', '0'], { status: 1 }).values).toEqual([{ error: expect.objectContaining({ code: 'CKPT_NOT_FOUND' }) }])
+    expect(ckptJson(['history', '--store', store, 'vm', '--region', 'ram', '--chunk', '16'], { status: 1 }).values).toEqual([{ error: expect.objectContaining({ code: 'CKPT_OUT_OF_RANGE' }) }])
+    expect(ckptJson(['history', '--store', store, 'vm', '--region', 'ram'], { status: 2 }).values).toEqual([{ error: expect.objectContaining({ code: 'USAGE' }) }])
+    const c = one(ckptJson(['cat', '--store', store, 'vm', '--region', 'ram', '--offset', '0x10', '--length', '32']))
+    expect(c).toMatchObject({ cid: cid1, region: 'ram', offset: 16, length: 32 })
+    expect(Buffer.from(c.data, 'base64')).toEqual(fs.readFileSync(ram).subarray(16, 48))
+    expect(one(ckptJson(['cat', '--store', store, 'vm@0', '--blob', 'cpu']))).toEqual({ cid: cid0, blob: 'cpu', offset: 0, length: 10, data: Buffer.from('cpu state\n').toString('base64') })
+    expect(one(ckptJson(['cat', '--store', store, 'vm', '--region', 'ram', '--offset', '64k', '--length', '1'], { status: 1 })).error.code).toBe('CKPT_OUT_OF_RANGE')
+  })
+
   it('restore: a region, a blob, --all', () => {
     expect(one(ckptJson(['restore', '--store', store, 'vm', '--region', 'ram', '--out', path.join(dir, 'r.bin')]))).toMatchObject({ region: 'ram', size: 64 << 10, bytesWritten: 16 << 10 })
     expect(one(ckptJson(['restore', '--store', store, 'vm', '--blob', 'cpu', '--out', path.join(dir, 'c.bin')]))).toMatchObject({ blob: 'cpu', size: 10 })
