@@ -58,10 +58,12 @@ export function parseV86Clock(bytes: Uint8Array): V86ClockState {
 
 /**
  * The process's v86 clock (one per process: it owns the globals described above). Call it before v86
- * is imported; later calls return the same clock.
+ * is imported; later calls return the same clock. The guest's wall clock (Date.now, which v86's RTC
+ * reads) is `epochMs` (default 2025-01-01) plus the virtual ms.
  */
-export function v86Clock(): V86Clock {
+export function v86Clock(opts: { epochMs?: number } = {}): V86Clock {
   if (installed) return installed
+  const epoch = opts.epochMs ?? EPOCH_MS
   const real = { performance: globalThis.performance, dateNow: Date.now, random: Math.random, getRandomValues: globalThis.crypto.getRandomValues }
   let cpu: Emu = null
   let last = 0
@@ -85,7 +87,7 @@ export function v86Clock(): V86Clock {
     return seed >>> 0
   }
   const vperf = { now: vnow, timeOrigin: 0, mark() {}, measure() {} }
-  const vdate = () => EPOCH_MS + Math.floor(vnow())
+  const vdate = () => epoch + Math.floor(vnow())
   const vrandom = () => xs() / 2 ** 32
   const vbytes = (<T extends ArrayBufferView | null>(a: T): T => {
     if (a) {
