@@ -80,18 +80,15 @@ export async function prefetchTree(blocks: BlockStore, geo: Geometry, root: CidB
 }
 
 /**
- * Leaf nodes by leaf index, per region root, with their chunks' locations fetched in one index call:
- * random reads in one checkpoint then cost a pack read, a decompression and a hash, no index lookup.
+ * Leaf nodes by leaf index, per region root, with the locations of the chunks read so far: a chunk
+ * read again costs a pack read, a decompression and a hash, no index lookup.
  */
 interface CachedLeaf {
   entries: NodeEntries | null
-  /** chunk locations by slot, fetched a window at a time */
+  /** chunk locations by slot, each looked up at the slot's first read */
   locs: (BlockLocation | undefined)[]
-  windows: Set<number>
 }
 
-/** Slots whose locations are fetched together: small windows keep a first read cheap (a 256-key getMany costs ~1 ms). */
-const LOC_WINDOW = 16
 const leafCache = new WeakMap<Uint8Array, Map<number, CachedLeaf>>()
 
 function leafOf(blocks: BlockStore, geo: Geometry, root: CidBytes, j: number): CachedLeaf {
@@ -104,7 +101,7 @@ function leafOf(blocks: BlockStore, geo: Geometry, root: CidBytes, j: number): C
       const span = geo.fanout ** (level - 2)
       cid = childCid(nodeEntries(blocks, cid), Math.floor(j / span) % geo.fanout)
     }
-    leaf = { entries: cid ? nodeEntries(blocks, cid) : null, locs: [], windows: new Set() }
+    leaf = { entries: cid ? nodeEntries(blocks, cid) : null, locs: [] }
     if (m.size >= 1024) m.clear()
     m.set(j, leaf)
   }
@@ -117,30 +114,10 @@ export async function readChunk(blocks: BlockStore, geo: Geometry, root: CidByte
   const cid = leaf?.entries ? childCid(leaf.entries, slot) : null
   if (!cid) return new Uint8Array(geo.chunkLength(i))
   if (cidCodec(cid) !== RAW) throw new CkptError('CKPT_BAD_NODE', `leaf slot of chunk ${i} links a non-raw block`, { index: i })
-  const w = Math.floor(slot / LOC_WINDOW)
+  // one synchronous index lookup (~3-7 us) at a slot's first read: fetching a window of neighbours
+  // in one getMany cost more on this thread (~3 us a key to convert) than it saved, ~80 us per window
   let loc = leaf!.locs[slot]
-  if (!leaf!.windows.has(w)) {
-    // this chunk's location now, with one synchronous lookup (~7 us); its neighbours' in the
-    // background, in one index call, for the reads that follow (awaiting that call here would put
-    // a thread-pool round trip, 100-400 us, on every first read of a window)
-    leaf!.windows.add(w)
-    loc = blocks.locate(cid)
-    const slots: number[] = []
-    const cids: CidBytes[] = []
-    for (let s = w * LOC_WINDOW; s < Math.min(leaf!.entries!.count, (w + 1) * LOC_WINDOW); s++) {
-      const c = childCid(leaf!.entries!, s)
-      if (c && s !== slot) {
-        slots.push(s)
-        cids.push(c)
-      }
-    }
-    leaf!.locs[slot] = loc
-    const entry = leaf!
-    blocks.locateMany(cids).then(
-      (locs) => slots.forEach((s, k) => (entry.locs[s] ??= locs[k])),
-      () => entry.windows.delete(w),
-    )
-  }
+  if (!loc) leaf!.locs[slot] = loc = blocks.locate(cid)
   const bytes = blocks.getAt(cid, loc)
   if (bytes.length !== geo.chunkLength(i)) {
     throw new CkptError('CKPT_BAD_NODE', `chunk ${i} has ${bytes.length} bytes, expected ${geo.chunkLength(i)}`, { cid: cidToString(cid), index: i })

@@ -5,7 +5,7 @@
  * reference them; only then do the blocks count as stored (SPEC.md §7).
  */
 import { copyOf } from '../codecs/bytes.js'
-import { blake3 } from '../codecs/blake3.js'
+import { blake3, blake3Equals } from '../codecs/blake3.js'
 import { CID_LENGTH, cidCodec, cidDigest, cidEquals, cidKey, cidToString, DAG_CBOR, type CidBytes } from '../codecs/cid.js'
 import { AT_REST, decompressBlock, defaultCompressor, type Compressor } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
@@ -18,6 +18,7 @@ import type { KV, KVOp } from './kv.js'
 import {
   decodePackHeader,
   entryPayload,
+  inflatePayload,
   isFault,
   openPayload,
   type EntryFault,
@@ -577,7 +578,8 @@ export class BlockStore implements BlockReader, BlockWriter {
 
   private finishRead(cid: CidBytes, loc: BlockLocation, payload: Uint8Array): Uint8Array {
     const into = allocBytes(loc.rawLength)
-    let raw = openPayload(loc.codec, payload, loc.rawLength, cid, 4, into)
+    let raw = inflatePayload(loc.codec, payload, loc.rawLength, into)
+    if (!isFault(raw) && !blake3Equals(raw, cid, 4)) raw = { fault: 'CKPT_HASH_MISMATCH', message: 'block does not match its hash' }
     if (isFault(raw)) throw entryError(raw, cid, loc)
     if (raw.buffer === this.scratch.buffer) {
       // identity returns the payload itself: copy it out of the scratch
