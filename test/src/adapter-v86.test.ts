@@ -8,7 +8,7 @@
  * those tests are skipped with a message.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { v86Clock, type V86Clock } from '../../src/adapters/v86.js'
+import { gotoV86, v86Clock, type V86Clock } from '../../src/adapters/v86.js'
 import { openStore, restoreV86, saveV86, saveV86State, splitV86State, joinV86State, v86Regions, type CkptStore, type V86Checkpoint } from '../../src/index.js'
 import { bytesEqual, caught, removeTmpDirs, tmpStorePath } from '../helpers/tmp.js'
 import { bootBiosGuest, noBios as biosMissing } from '../helpers/v86-guest.js'
@@ -221,6 +221,38 @@ describe('v86 states in a store', () => {
     const e = await saveV86State(tl, s(6, [6]), 5, { dirtyHints: false })
     expect(e.v86.dirty).toBeNull()
     expect(bytesEqual(await restoreV86(store, e.cid), s(6, [6]))).toBe(true)
+  })
+
+  it('gotoV86 moves a cursor and loads the joined state; a clock needs the checkpoint\'s v86.clock blob', async () => {
+    const s = (salt: number, pages: number[]) => synthState(32, pagesOf(pages, salt), salt)
+    const states = [s(1, [1, 2]), s(2, [1, 3]), s(3, [4])]
+    const tl = await store.timeline('goto', { regions: v86Regions(states[0]!) })
+    for (let i = 0; i < states.length; i++) await saveV86State(tl, states[i]!, (i + 1) * 10)
+    const cur = await store.cursor('goto')
+    let got: ArrayBuffer | undefined
+    const emu = { save_state: async () => new ArrayBuffer(0), restore_state: (b: ArrayBuffer) => void (got = b) }
+    for (const [target, k] of [[25, 1], [30, 2], [10, 0], [`goto@20`, 1]] as const) {
+      const j = await gotoV86(cur, target, emu)
+      expect(bytesEqual(j.state, states[k]!), `goto ${target}`).toBe(true)
+      expect(got).toBe(j.state.buffer)
+      expect(j.to.vtime).toBe(BigInt((k + 1) * 10))
+    }
+    // the same checkpoint again: nothing written
+    const again = await gotoV86(cur, 20)
+    expect(Object.values(again.regions).every((r) => r.chunksWritten === 0)).toBe(true)
+    expect(again.blobsChanged).toEqual([])
+    // saved without a clock: a clock cannot be bound
+    const fakeClock = { bind() {}, state: () => ({ steps: 0, instr: 0, idle: 0, seed: 1 }), step: () => 0, bytes: () => new Uint8Array() }
+    expect((await caught(() => gotoV86(cur, 10, emu, { clock: fakeClock }))).code).toBe('CKPT_NOT_FOUND')
+    // a clock's state is stored as blob v86.clock and bound before restore_state
+    const bound: unknown[] = []
+    const clock = { ...fakeClock, bind: (_e: unknown, st: unknown) => void bound.push(st), bytes: () => new TextEncoder().encode('{"steps":7,"instr":8,"idle":0.5,"seed":9}') }
+    await saveV86State(tl, states[0]!, 40, { clock })
+    const j = await gotoV86(cur, 40, emu, { clock })
+    expect(j.clock).toEqual({ steps: 7, instr: 8, idle: 0.5, seed: 9 })
+    expect(bound).toEqual([j.clock])
+    expect(bytesEqual(await restoreV86(store, 'goto@40', emu, { clock }), states[0]!)).toBe(true)
+    expect(bound.length).toBe(2)
   })
 
   it('errors: a corrupt or truncated state stores nothing; wrong timeline; not a v86 checkpoint; damaged blobs', async () => {
