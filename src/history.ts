@@ -53,7 +53,7 @@ export interface HistoryEntry {
   chunks: { index: number; before: CID | null; after: CID | null }[]
   /**
    * Set when this checkpoint's region does not have the timeline's shape: `missing` (its manifest
-   * lacks the region) or `resized` (another size, chunk size or fan-out). Such a checkpoint counts as
+   * lacks the region) or `resized` (another size or chunk size). Such a checkpoint counts as
    * a change, listing every selected chunk with `after` null; the checkpoint after it that has the
    * shape again lists them all with `before` null. Catalogued timelines keep one shape, so only a
    * damaged or hand-made catalog shows it.
