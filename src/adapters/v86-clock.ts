@@ -57,6 +57,31 @@ export function parseV86Clock(bytes: Uint8Array): V86ClockState {
 }
 
 /**
+ * The TSC made a function of the virtual clock alone. v86's rdtsc keeps statics outside the state:
+ * (1) a workaround for coarse browser clocks gives a reading equal to the last one an "extra" of up
+ * to tsc_resolution - 1 ticks (the smallest step it ever saw): two readings one tick apart set the
+ * resolution to 1, and the extra is 0 from then on; (2) set_tsc() (restore_state) computes the new
+ * offset from a reading that has the old offset already subtracted, so a restored TSC is the saved
+ * one plus the old offset: set_tsc() to the current reading makes the offset 0. `pin` fixes the
+ * virtual clock at a value (undefined: runs again).
+ */
+function resetTsc(c: Emu, pin: (ms: number | undefined) => void): void {
+  const read = () => {
+    c.store_current_tsc()
+    return [c.current_tsc[0] as number, c.current_tsc[1] as number] as const
+  }
+  try {
+    pin(0.5 / 1e6)
+    read()
+    pin(1.5 / 1e6)
+    const [lo, hi] = read()
+    c.set_tsc(lo, hi) // reads the same value again: extra 0, offset 0
+  } finally {
+    pin(undefined)
+  }
+}
+
+/**
  * The process's v86 clock (one per process: it owns the globals described above). Call it before v86
  * is imported; later calls return the same clock. The guest's wall clock (Date.now, which v86's RTC
  * reads) is `epochMs` (default 2025-01-01) plus the virtual ms.
@@ -104,29 +129,6 @@ export function v86Clock(opts: { epochMs?: number } = {}): V86Clock {
   Object.defineProperty(globalThis, 'performance', { value: vperf, configurable: true, writable: true })
   virtual(true)
   let early = true
-  /**
-   * The TSC made a function of the virtual clock alone. v86's rdtsc keeps statics outside the state:
-   * (1) a workaround for coarse browser clocks gives a reading equal to the last one an "extra" of up
-   * to tsc_resolution - 1 ticks (the smallest step it ever saw): two readings one tick apart set the
-   * resolution to 1, and the extra is 0 from then on; (2) set_tsc() (restore_state) computes the new
-   * offset from a reading that has the old offset already subtracted, so a restored TSC is the saved
-   * one plus the old offset: set_tsc() to the current reading makes the offset 0.
-   */
-  const resetTsc = (c: Emu) => {
-    const read = () => {
-      c.store_current_tsc()
-      return [c.current_tsc[0] as number, c.current_tsc[1] as number] as const
-    }
-    try {
-      pinned = 0.5 / 1e6
-      read()
-      pinned = 1.5 / 1e6
-      const [lo, hi] = read()
-      c.set_tsc(lo, hi) // reads the same value again: extra 0, offset 0
-    } finally {
-      pinned = undefined
-    }
-  }
   installed = {
     bind(e, st = {}) {
       if (!e?.v86?.cpu?.instruction_counter) throw new TypeError('v86Clock: bind() takes a v86 emulator (V86) whose wasm is loaded (after emulator-ready)')
@@ -142,7 +144,7 @@ export function v86Clock(opts: { epochMs?: number } = {}): V86Clock {
       idle = st.idle ?? 0
       steps = st.steps ?? 0
       seed = st.seed ?? SEED
-      resetTsc(cpu)
+      resetTsc(cpu, (v) => (pinned = v))
     },
     state: () => ({ steps, instr: instr(), idle, seed }),
     step() {
