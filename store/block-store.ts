@@ -13,6 +13,7 @@ import { applyNodeDelta, deltaBaseCid } from '../codecs/node-delta.js'
 import { decodeNode, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
 import { allocBytes } from './alloc.js'
 import { FingerprintSet, type FingerprintView } from './fingerprint-set.js'
+import { NodeCache } from './node-cache.js'
 import { blockKey, blockKeyCid, blockRange, manifestKey, packKey, packKeyNo, packRange } from './keys.js'
 import type { KV, KVOp } from './kv.js'
 import {
@@ -76,15 +77,8 @@ export class BlockStore implements BlockReader, BlockWriter {
   private readonly packs = new Map<number, PackRecord>()
   /** unsealed packs found shorter than their committed length at open: never appended to */
   readonly damagedPacks = new Set<number>()
-  /** verified, decoded tree nodes by CID (immutable: a CID names one content forever) */
-  private readonly nodeCache = new Map<string, NodeEntries>()
-  /**
-   * Keys of nodeCache entries rebuilt as intermediate versions of a delta chain and not hashed yet:
-   * they serve as bases (the node asked for is always hashed, so a wrong base cannot pass), and are
-   * hashed before being returned themselves. Going back through a timeline then rebuilds each version
-   * once, not once per chain that passes through it.
-   */
-  private readonly unverified = new Set<string>()
+  /** decoded tree nodes by CID (immutable: a CID names one content forever), and delta chains' intermediate versions */
+  private readonly nodeCache: NodeCache
   private openPack = -1
   private last: BlockLocation | undefined
   private stagedEntries = 0
@@ -94,7 +88,6 @@ export class BlockStore implements BlockReader, BlockWriter {
   private bufLen = 0
   private blockCount = 0
   private readonly packTarget: number
-  private nodeCacheMax: number
 
   private constructor(
     private readonly kv: KV,
@@ -102,7 +95,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     opts: BlockStoreOptions,
   ) {
     this.packTarget = opts.packTargetSize ?? 64 << 20
-    this.nodeCacheMax = opts.nodeCacheEntries ?? 2048
+    this.nodeCache = new NodeCache(opts.nodeCacheEntries ?? 2048)
     this.useFilter = opts.dedupFilter !== false
     this.readOnly = opts.readOnly === true
     this.comp = opts.compressor
@@ -345,7 +338,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     const at = this.reserve(ENTRY_HEADER_SIZE + payload.length)
     writeEntry(this.buf, at, cid, codec, depth, rawLength, payload, kind)
     this.stage(cid, at, payload.length, { rawLength, codec, depth, kind }, true)
-    if (opts.replace) this.dropNode(cidKey(cid))
+    if (opts.replace) this.nodeCache.drop(cidKey(cid))
     return true
   }
 
@@ -380,10 +373,7 @@ export class BlockStore implements BlockReader, BlockWriter {
 
   /** Resizes the decoded-node cache (gc walks with a small one); returns the previous size. */
   setNodeCacheSize(entries: number): number {
-    const was = this.nodeCacheMax
-    this.nodeCacheMax = Math.max(16, entries)
-    while (this.nodeCache.size > this.nodeCacheMax) this.dropNode(this.nodeCache.keys().next().value!)
-    return was
+    return this.nodeCache.resize(entries)
   }
 
   isStaged(cid: CidBytes): boolean {
@@ -594,43 +584,7 @@ export class BlockStore implements BlockReader, BlockWriter {
    * node is re-encoded and hashed: a damaged base cannot yield a node that matches its CID.
    */
   getNode(cid: CidBytes): NodeEntries {
-    const key = cidKey(cid)
-    const hit = this.touch(key)
-    if (hit && (!this.unverified.has(key) || this.verifyCached(key, cid, hit))) return hit
-    return this.getNodeBytes(cid).entries
-  }
-
-  /** A cached intermediate version hashed against its CID: true when it matches (now verified), else dropped. */
-  private verifyCached(key: string, cid: CidBytes, entries: NodeEntries): boolean {
-    this.unverified.delete(key)
-    if (cidEquals(blake3(encodeNode(entries)), cidDigest(cid))) return true
-    this.nodeCache.delete(key)
-    return false
-  }
-
-  private keepIntermediate(key: string, entries: NodeEntries): void {
-    if (this.nodeCache.has(key)) return
-    // intermediate versions take at most half the cache, the oldest going first: a walk of many
-    // leaves with long chains (a restore) must not evict the leaves it walked before
-    if (this.unverified.size >= this.nodeCacheMax >> 1) this.dropNode(this.unverified.values().next().value!)
-    if (this.nodeCache.size >= this.nodeCacheMax) this.dropNode(this.nodeCache.keys().next().value!)
-    this.nodeCache.set(key, entries)
-    this.unverified.add(key)
-  }
-
-  /** A cached node, moved to the young end (the cache evicts the least recently used). */
-  private touch(key: string): NodeEntries | undefined {
-    const hit = this.nodeCache.get(key)
-    if (hit !== undefined) {
-      this.nodeCache.delete(key)
-      this.nodeCache.set(key, hit)
-    }
-    return hit
-  }
-
-  private dropNode(key: string): void {
-    this.nodeCache.delete(key)
-    this.unverified.delete(key)
+    return this.nodeCache.get(cidKey(cid), cid) ?? this.getNodeBytes(cid).entries
   }
 
   /**
@@ -640,29 +594,20 @@ export class BlockStore implements BlockReader, BlockWriter {
    */
   getNodeBytes(cid: CidBytes, cache = true): { entries: NodeEntries; bytes: Uint8Array } {
     const key = cidKey(cid)
-    const hit = this.nodeCache.get(key)
-    if (hit && (!this.unverified.has(key) || this.verifyCached(key, cid, hit))) return { entries: hit, bytes: encodeNode(hit) }
+    const hit = this.nodeCache.get(key, cid)
+    if (hit) return { entries: hit, bytes: encodeNode(hit) }
     const { loc, entries } = this.resolveNode(cid, 0, cache)
     const bytes = encodeNode(entries)
     if (!cidEquals(blake3(bytes), cidDigest(cid))) throw hashMismatch(cid, loc)
-    if (cache) this.cacheNode(key, entries)
+    if (cache) this.nodeCache.set(key, entries)
     return { entries, bytes }
-  }
-
-  private cacheNode(key: string, entries: NodeEntries): void {
-    if (this.nodeCache.has(key)) {
-      this.unverified.delete(key)
-      return
-    }
-    if (this.nodeCache.size >= this.nodeCacheMax) this.dropNode(this.nodeCache.keys().next().value!)
-    this.nodeCache.set(key, entries)
   }
 
   private resolveNode(cid: CidBytes, hops: number, keep: boolean): { loc: BlockLocation; entries: NodeEntries } {
     if (cidCodec(cid) !== DAG_CBOR) throw new CkptError('CKPT_BAD_NODE', `${cidToString(cid)} is not a dag-cbor node`, { cid: cidToString(cid) })
     // a cached base ends the chain without a read (its location only serves error messages of the
     // node asked for, which is never a hit: getNodeBytes looked first)
-    const hit = hops > 0 ? this.touch(cidKey(cid)) : undefined
+    const hit = hops > 0 ? this.nodeCache.base(cidKey(cid)) : undefined
     if (hit) return { loc: CACHED, entries: hit }
     const { loc, payload } = this.readStored(cid)
     if (loc.codec !== AT_REST.nodeDelta) {
@@ -675,14 +620,14 @@ export class BlockStore implements BlockReader, BlockWriter {
         if (!cidEquals(blake3(raw), cidDigest(cid))) throw hashMismatch(cid, loc)
         throw err
       }
-      if (keep && hops > 0) this.keepIntermediate(cidKey(cid), entries)
+      if (keep && hops > 0) this.nodeCache.keep(cidKey(cid), entries)
       return { loc, entries }
     }
     if (hops > 255) throw new CkptError('CKPT_BAD_NODE', `delta chain of ${cidToString(cid)} is too long`, { cid: cidToString(cid) })
     const base = this.resolveNode(deltaBaseCid(payload), hops + 1, keep).entries
     // applyNodeDelta builds a new node, so a cached base is never modified
     const entries = applyNodeDelta(base, payload)
-    if (keep && hops > 0) this.keepIntermediate(cidKey(cid), entries)
+    if (keep && hops > 0) this.nodeCache.keep(cidKey(cid), entries)
     return { loc, entries }
   }
 
