@@ -5,7 +5,9 @@
  *
  * The selection is compared between two checkpoints along the path from the region root: a node (or a
  * chunk) with the same CID at both ends means everything under it is equal, so the descent stops there
- * without reading further; only the subtrees that cover the selection are entered. Bisection compares
+ * without reading further; only the subtrees that cover the selection are entered. A chunk a byte
+ * range covers only in part is, where its CIDs differ, read at both ends and compared on the selected
+ * bytes: a write elsewhere in the page is not a change of those bytes. Bisection compares
  * the two ends of an interval of checkpoints and splits it only when they differ: O(log n) comparisons
  * per change found. Its one blind spot: a change undone within an interval (A -> B -> A) leaves equal
  * ends, so it is not seen; `exact` compares every consecutive pair (O(n)) and sees everything.
@@ -158,6 +160,11 @@ interface Selection {
   last: number
   size: number
   chunkSize: number
+  /** the selected bytes [from, to): a chunk they cover only in part is compared on those bytes */
+  from: number
+  to: number
+  /** chunk bytes read for such comparisons, by CID */
+  bytes: Map<string, Uint8Array>
 }
 
 function selection(view: TimelineView, timeline: string, region: string, sel: HistorySelector): Selection {
@@ -167,7 +174,7 @@ function selection(view: TimelineView, timeline: string, region: string, sel: Hi
   if (typeof sel === 'number') {
     if (!Number.isInteger(sel)) throw new CkptError('CKPT_BAD_ARGUMENT', `a chunk index must be an integer, not ${sel}`, { region, index: sel })
     if (sel < 0 || sel >= chunks) throw new CkptError('CKPT_OUT_OF_RANGE', `chunk ${sel} is outside region ${region} (0..${chunks - 1})`, { region, index: sel })
-    return { first: sel, last: sel, size: spec.size, chunkSize: spec.chunkSize }
+    return { first: sel, last: sel, size: spec.size, chunkSize: spec.chunkSize, from: sel * spec.chunkSize, to: Math.min(spec.size, (sel + 1) * spec.chunkSize), bytes: new Map() }
   }
   if (typeof sel !== 'object' || sel === null) throw new TypeError('a history selector is a chunk index or { offset, length }')
   const { offset, length = 1 } = sel
@@ -177,7 +184,7 @@ function selection(view: TimelineView, timeline: string, region: string, sel: Hi
   if (offset + length > spec.size) {
     throw new CkptError('CKPT_OUT_OF_RANGE', `bytes ${offset}..${offset + length - 1} are outside region ${region} (${spec.size} B)`, { region, offset, length, size: spec.size })
   }
-  return { first: Math.floor(offset / spec.chunkSize), last: Math.floor((offset + length - 1) / spec.chunkSize), size: spec.size, chunkSize: spec.chunkSize }
+  return { first: Math.floor(offset / spec.chunkSize), last: Math.floor((offset + length - 1) / spec.chunkSize), size: spec.size, chunkSize: spec.chunkSize, from: offset, to: offset + length, bytes: new Map() }
 }
 
 function optionalVtime(v: unknown, what: string): bigint | undefined {
@@ -334,16 +341,47 @@ function nodeOf(blocks: BlockStore, cid: CidBytes | null): NodeEntries | null {
   return cid ? blocks.getNode(cid) : null
 }
 
+/** A chunk's bytes (verified; zeros for a hole), kept a while for the comparisons that follow. */
+function chunkBytes(blocks: BlockStore, sel: Selection, cid: CidBytes | null, length: number): Uint8Array {
+  if (!cid) return new Uint8Array(length)
+  const key = cidKey(cid)
+  let b = sel.bytes.get(key)
+  if (!b) {
+    b = blocks.get(cid)
+    if (sel.bytes.size >= 256) sel.bytes.delete(sel.bytes.keys().next().value!)
+    sel.bytes.set(key, b)
+  }
+  return b
+}
+
+/**
+ * Chunk `index` holds the same selected bytes in a and b, whose CIDs differ: true only when the
+ * selection covers part of the chunk and that part is equal (the chunks are read and verified).
+ */
+function partSame(blocks: BlockStore, sel: Selection, index: number, a: CidBytes | null, b: CidBytes | null): boolean {
+  const start = index * sel.chunkSize
+  const end = Math.min(sel.size, start + sel.chunkSize)
+  const from = Math.max(start, sel.from) - start
+  const to = Math.min(end, sel.to) - start
+  if (from === 0 && to === end - start) return false
+  const ba = chunkBytes(blocks, sel, a, end - start)
+  const bb = chunkBytes(blocks, sel, b, end - start)
+  if (ba.length < to || bb.length < to) return false
+  for (let k = from; k < to; k++) if (ba[k] !== bb[k]) return false
+  return true
+}
+
 /** `ta`, `tb`: the nodes of a and b when the caller has them (the roots). */
 function subtreeSame(blocks: BlockStore, geo: Geometry, sel: Selection, level: number, index: number, a: CidBytes | null, b: CidBytes | null, ta?: NodeEntries | null, tb?: NodeEntries | null): boolean {
   if (sameCid(a, b)) return true
-  if (level === 0) return false
+  if (level === 0) return partSame(blocks, sel, index, a, b)
   const ea = ta !== undefined ? ta : nodeOf(blocks, a)
   const eb = tb !== undefined ? tb : nodeOf(blocks, b)
   const [from, to] = slotRange(geo, sel, level, index)
   for (let s = from; s <= to; s++) {
     if (sameSlot(ea, eb, s)) continue
-    if (level === 1) return false
+    if (level === 1 && !partSame(blocks, sel, index * geo.fanout + s, slotCid(ea, s), slotCid(eb, s))) return false
+    if (level === 1) continue
     if (!subtreeSame(blocks, geo, sel, level - 1, index * geo.fanout + s, slotCid(ea, s), slotCid(eb, s))) return false
   }
   return true
@@ -363,7 +401,7 @@ function subtreeChanges(
 ): void {
   if (sameCid(a, b)) return
   if (level === 0) {
-    out.push({ index, before: a, after: b })
+    if (!partSame(blocks, sel, index, a, b)) out.push({ index, before: a, after: b })
     return
   }
   const ea = ta !== undefined ? ta : nodeOf(blocks, a)

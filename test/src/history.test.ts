@@ -53,7 +53,11 @@ async function build(store: CkptStore, name: string, n: number, rng: Rng, edits?
       const r = rng.float()
       if (r < 0.2) content = Buffer.alloc(len)
       else if (r < 0.4 && old.length) content = rng.pick(old)
-      else content = Buffer.from(rng.bytes(len))
+      else if (r < 0.55) {
+        // one byte of the chunk changes: a byte range elsewhere in it must not see a change
+        content = Buffer.from(ram.subarray(i * CHUNK, i * CHUNK + len))
+        content[rng.int(0, len)] = rng.int(1, 256)
+      } else content = Buffer.from(rng.bytes(len))
       ram.set(content, i * CHUNK)
       old.push(content)
       past.set(i, old)
@@ -82,21 +86,30 @@ interface Point {
   cid: string
   /** the selected chunks' CIDs as computed from their bytes (null: a hole) */
   chunks: (string | null)[]
+  /** per selected chunk, the selected bytes in it (hex): what a change is judged on */
+  parts: string[]
 }
 
 /** Every checkpoint of the timeline with its selected chunks, read one by one (readChunk). */
 async function points(store: CkptStore, name: string, sel: HistorySelector): Promise<Point[]> {
   const [first, last] = chunkRange(sel)
+  const [from, to] = typeof sel === 'number' ? [sel * CHUNK, Math.min(SIZE, (sel + 1) * CHUNK)] : [sel.offset, sel.offset + (sel.length ?? 1)]
   const out: Point[] = []
   for await (const e of store.log(name)) {
     const chunks: (string | null)[] = []
-    for (let i = first; i <= last; i++) chunks.push(chunkCid(await store.readChunk(e.cid, 'ram', i)))
-    out.push({ vtime: e.vtime, cid: e.cid.toString(), chunks })
+    const parts: string[] = []
+    for (let i = first; i <= last; i++) {
+      const bytes = await store.readChunk(e.cid, 'ram', i)
+      chunks.push(chunkCid(bytes))
+      parts.push(Buffer.from(bytes.subarray(Math.max(from, i * CHUNK) - i * CHUNK, Math.min(to, (i + 1) * CHUNK) - i * CHUNK)).toString('hex'))
+    }
+    out.push({ vtime: e.vtime, cid: e.cid.toString(), chunks, parts })
   }
   return out
 }
 
-const same = (a: Point, b: Point) => a.chunks.every((c, k) => c === b.chunks[k])
+/** equal selected bytes (a chunk changed outside the selection is not a change) */
+const same = (a: Point, b: Point) => a.parts.every((c, k) => c === b.parts[k])
 
 /** What history must say: the baseline, then the changes (every consecutive pair when exact; else the bisection on the bytes). */
 function expected(all: Point[], sel: HistorySelector, opts: HistoryOptions = {}): { vtime: bigint; cid: string; previous: string | null; chunks: { index: number; before: string | null; after: string | null }[] }[] {
@@ -121,8 +134,9 @@ function expected(all: Point[], sel: HistorySelector, opts: HistoryOptions = {})
     cid: w[i]!.cid,
     previous: prev === null ? null : w[prev]!.cid,
     chunks: w[i]!.chunks
-      .map((c, k) => ({ index: first + k, before: prev === null ? null : w[prev]!.chunks[k]!, after: c }))
-      .filter((c) => prev === null || c.before !== c.after),
+      .map((c, k) => ({ index: first + k, before: prev === null ? null : w[prev]!.chunks[k]!, after: c, differs: prev === null || w[prev]!.parts[k] !== w[i]!.parts[k] }))
+      .filter((c) => c.differs)
+      .map(({ index, before, after }) => ({ index, before, after })),
   })
   let out = [entry(0, null), ...changes.map((i) => entry(i, i - 1))]
   if (opts.reverse) out = [...out.slice(1).reverse(), out[0]!]
@@ -243,7 +257,10 @@ describe('history and firstChange against brute force', () => {
             vtime: all[hit]!.vtime,
             cid: all[hit]!.cid,
             previous: all[hit - 1]!.cid,
-            chunks: all[hit]!.chunks.map((c, j) => ({ index: chunkRange(sel)[0] + j, before: all[hit - 1]!.chunks[j]!, after: c })).filter((c) => c.before !== c.after),
+            chunks: all[hit]!.chunks
+              .map((c, j) => ({ index: chunkRange(sel)[0] + j, before: all[hit - 1]!.chunks[j]!, after: c, differs: all[hit - 1]!.parts[j] !== all[hit]!.parts[j] }))
+              .filter((c) => c.differs)
+              .map(({ index, before, after }) => ({ index, before, after })),
           })
           // the checkpoint before it holds the baseline's bytes
           expect(same(all[hit - 1]!, all[base]!), what).toBe(true)
