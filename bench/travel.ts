@@ -8,20 +8,20 @@
  *
  * TRAVEL_CHECKPOINTS (default 2000) sets the timeline's length; TRAVEL_STORE=DIR TRAVEL_TIMELINE=NAME
  * reuse a timeline built earlier (e.g. by `npm run demo`) instead of building one; TRAVEL_JUMPS
- * (default 1000) and TRAVEL_FULL (default 20) the number of jumps and of full-restore samples.
+ * (default 1000) and TRAVEL_FULL (default 40) the number of jumps and of full-restore samples.
  */
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { openStore, type CkptStore, type LogEntry } from '../src/index.js'
-import { median, MiB, peakRssMiB, quantile, table } from './stats.js'
-import { Rng, Workload } from './workload.js'
+import { median, peakRssMiB, quantile, table } from './stats.js'
+import { buildDemoTimeline, measureHistory } from './travel-history.js'
+import { Rng } from './workload.js'
 
 const COUNT = Number(process.env.TRAVEL_CHECKPOINTS ?? 2000)
 const JUMPS = Number(process.env.TRAVEL_JUMPS ?? 1000)
-const FULL = Number(process.env.TRAVEL_FULL ?? 20)
+const FULL = Number(process.env.TRAVEL_FULL ?? 40)
 const REPLAY_PAGES = 200
-const STEP_NS = 10_000_000n
 const t0 = performance.now()
 const secs = () => ((performance.now() - t0) / 1000).toFixed(0) + ' s'
 
@@ -36,18 +36,8 @@ async function timeline(): Promise<{ store: CkptStore; name: string; dir: string
   }
   const dir = fs.mkdtempSync(path.join(process.env.BENCH_DIR ?? os.tmpdir(), 'ckpt-travel-'))
   const store = await openStore(path.join(dir, 'store'))
-  const w = new Workload({ dirtyPages: 300, dirtyClusters: 4, seed: 2026 })
   const name = 'demo'
-  const tl = await store.timeline(name, { regions: { ram: { size: w.ram.length, chunkSize: 4096 }, disk: { size: w.disk.length, chunkSize: 65536 } } })
-  let pending: Promise<unknown> = tl.checkpoint({ vtime: 0n, regions: { ram: { data: w.ram, stable: true }, disk: { data: w.disk, stable: true } }, blobs: { cpu: Buffer.from('cpu at step 0') } })
-  await pending
-  for (let k = 1; k < COUNT; k++) {
-    const d = w.next()
-    pending = tl.checkpoint({ vtime: BigInt(k) * STEP_NS, regions: { ram: { data: w.ram, dirty: d.pages }, disk: { data: w.disk, dirty: d.clusters } }, blobs: { cpu: Buffer.from(`cpu at step ${k}`) } })
-    if (k % 4 === 0) await pending
-    if (k % 200 === 0) console.log(`  building the timeline: ${k}/${COUNT} checkpoints, ${secs()}`)
-  }
-  await pending
+  await buildDemoTimeline(store, name, COUNT, (line) => console.log(`${line} (${secs()})`))
   return { store, name, dir, temp: true }
 }
 
@@ -118,14 +108,7 @@ for (const j of sample) {
 const wholeMs = median(fullMs)
 
 // --- history of random pages over the whole timeline ---
-let hist: { history: { p50: number; p99: number }; firstChange: { p50: number; p99: number }; changesPerQuery: number } | undefined
-try {
-  const mod: string = './travel-history.js'
-  const { measureHistory } = (await import(mod)) as { measureHistory: (s: CkptStore, t: string, o: { queries: number; seed?: number }) => Promise<NonNullable<typeof hist>> }
-  hist = await measureHistory(store, name, { queries: 100, seed: 7 })
-} catch (err) {
-  console.log(`  history: not measured (${(err as Error).message})`)
-}
+const hist = await measureHistory(store, name, { queries: 100, seed: 7 })
 
 const near = jumps.filter((j) => j.distance >= 1 && j.distance <= 10)
 const p50near = median(near.map((j) => j.ms))
@@ -145,7 +128,7 @@ t('full restore of the same jumps (today), median', `${wholeMs.toFixed(0)} ms ($
 t('neighbour jump against full restore', `${ratio.toFixed(0)}x faster`, '>= 50x', ratio >= 50)
 t('any jump, p99', `${quantile(jumps.map((j) => j.ms), 0.99).toFixed(1)} ms`, '<= 100 ms', quantile(jumps.map((j) => j.ms), 0.99) <= 100)
 t('whole restore of 768 MiB into buffers, median', `${wholeMs.toFixed(0)} ms (${(768 / (wholeMs / 1000)).toFixed(0)} MiB/s)`, '<= 500 ms', wholeMs <= 500)
-if (hist) {
+{
   t('history of one page over the timeline, p50 / p99', `${hist.history.p50.toFixed(2)} / ${hist.history.p99.toFixed(2)} ms (${hist.changesPerQuery.toFixed(1)} changes per page)`, '<= 5 ms p50', hist.history.p50 <= 5)
   t('firstChange over the timeline, p50 / p99', `${hist.firstChange.p50.toFixed(2)} / ${hist.firstChange.p99.toFixed(2)} ms`, '<= 2 ms p50', hist.firstChange.p50 <= 2)
 }
@@ -155,4 +138,3 @@ console.log(`\n${n} checkpoints; peak RSS ${peakRssMiB().toFixed(0)} MiB; ${secs
 await store.close()
 if (temp && !process.env.TRAVEL_KEEP) fs.rmSync(dir, { recursive: true, force: true })
 else console.log(`store kept: ${dir}`)
-void MiB
