@@ -27,34 +27,31 @@ export interface Job {
 const JOB_BYTES = 2 << 20
 /** distinct chunks whose locations one index call fetches (the next batch's call is made in advance) */
 const LOOKUP_BATCH = 2048
-
-const sameCid = (a: CidBytes, b: CidBytes) => {
-  if (a === b) return true
-  for (let i = 35; i >= 0; i--) if (a[i] !== b[i]) return false
-  return true
-}
+const LOOKUP_FIRST = 256
 
 /**
- * For each CID, the index of the first one equal to it (itself when it is the first). An open-addressing
- * table keyed by 4 bytes of the digest (uniformly random), checked against the whole CID.
+ * For each of the n CIDs packed 36 bytes apart, the index of the first one equal to it (itself when it
+ * is the first). An open-addressing table keyed by 4 bytes of the digest (uniformly random), checked
+ * against the whole CID.
  */
-export function firstOccurrences(cids: readonly CidBytes[]): Int32Array {
-  const n = cids.length
+export function firstOccurrences(packed: Uint8Array, n: number): Int32Array {
   const first = new Int32Array(n)
   let size = 16
   while (size < n * 2) size *= 2
   const mask = size - 1
   const table = new Int32Array(size).fill(-1)
   for (let k = 0; k < n; k++) {
-    const c = cids[k]!
-    let s = (c[4]! | (c[5]! << 8) | (c[6]! << 16) | (c[7]! << 24)) & mask
+    const c = k * 36
+    let s = (packed[c + 4]! | (packed[c + 5]! << 8) | (packed[c + 6]! << 16) | (packed[c + 7]! << 24)) & mask
     for (;;) {
       const e = table[s]!
       if (e < 0) {
         table[s] = first[k] = k
         break
       }
-      if (sameCid(cids[e]!, c)) {
+      let j = 35
+      for (const d = e * 36; j >= 0 && packed[d + j] === packed[c + j]; ) j--
+      if (j < 0) {
         first[k] = e
         break
       }
@@ -66,11 +63,11 @@ export function firstOccurrences(cids: readonly CidBytes[]): Int32Array {
 
 const sameLoc = (a: BlockLocation, b: BlockLocation) => a === b || (a.pack === b.pack && a.offset === b.offset && a.storedLength === b.storedLength)
 
-/** ReadTask.same for a job: undefined when no chunk repeats an earlier one of the job. */
-function sameEntries(job: Job): Int32Array | undefined {
+/** ReadTask.same for a job whose CIDs are packed in `cids`: undefined when no chunk repeats an earlier one. */
+function sameEntries(job: Job, cids: Uint8Array): Int32Array | undefined {
   const n = job.cids.length
   if (n < 2) return undefined
-  const first = firstOccurrences(job.cids)
+  const first = firstOccurrences(cids, n)
   let any = false
   for (let k = 0; k < n; k++) {
     const f = first[k]!
@@ -106,7 +103,7 @@ export function readTask(blocks: BlockStore, geo: Geometry | undefined, job: Job
     t.cids.set(job.cids[k]!, k * 36)
     t.outOffsets[k] = geo ? job.chunks[k]! * geo.chunkSize : 0
   }
-  const same = sameEntries(job)
+  const same = sameEntries(job, t.cids)
   if (same) t.same = same
   if (job.zeros?.length) {
     if (!(out instanceof Uint8Array) || !(out.buffer instanceof SharedArrayBuffer)) throw new TypeError('zero runs need a destination in shared memory')
@@ -146,28 +143,67 @@ export interface Leaf {
   e: NodeEntries | null
 }
 
-/** The stored chunks of the leaves, in order, with their CIDs; holes go to `zero` as they are passed. */
-async function regionChunks(geo: Geometry, leaves: Leaf[], zero: (from: number, to: number) => Promise<void>): Promise<{ idx: number[]; cids: CidBytes[] }> {
-  const idx: number[] = []
-  const cids: CidBytes[] = []
+/** A region's stored chunks: their indexes, and their CIDs packed 36 bytes apart. */
+interface Chunks {
+  n: number
+  idx: Int32Array
+  packed: Uint8Array
+}
+
+/**
+ * The stored chunks of the leaves, in order; holes go to `zero` as they are passed. The CIDs are
+ * packed, not one array each (39,000 of them cost ~20 ms to allocate and fill one by one).
+ */
+async function regionChunks(geo: Geometry, leaves: Leaf[], zero: (from: number, to: number) => Promise<void> | void): Promise<Chunks> {
+  let max = 0
+  for (const { e } of leaves) if (e) max += e.count
+  const idx = new Int32Array(max)
+  const packed = new Uint8Array(max * 36)
+  let n = 0
+  // holes go to `zero` in runs (a call, and an await, per hole chunk cost ~8 ms for workload S's RAM)
+  let holeFrom = -1
+  let holeTo = -1
+  const hole = async (from: number, to: number) => {
+    if (from === holeTo) holeTo = to
+    else {
+      if (holeFrom >= 0) await zero(holeFrom, holeTo)
+      holeFrom = from
+      holeTo = to
+    }
+  }
   for (const { j, e } of leaves) {
     const first = j * geo.fanout
     if (!e) {
-      await zero(first * geo.chunkSize, Math.min(geo.size, (first + geo.nodeCount(1, j)) * geo.chunkSize))
+      await hole(first * geo.chunkSize, Math.min(geo.size, (first + geo.nodeCount(1, j)) * geo.chunkSize))
       continue
     }
+    const d = e.digests
     for (let s = 0; s < e.count; s++) {
       const i = first + s
       if (!e.codecs[s]) {
-        await zero(i * geo.chunkSize, i * geo.chunkSize + geo.chunkLength(i))
+        const from = i * geo.chunkSize
+        if (from === holeTo) holeTo = from + geo.chunkLength(i)
+        else await hole(from, from + geo.chunkLength(i))
         continue
       }
-      idx.push(i)
-      cids.push(cidBytes(e.codecs[s]!, e.digests.subarray(s * 32, s * 32 + 32)))
+      idx[n] = i
+      const c = n * 36
+      packed[c] = 0x01
+      packed[c + 1] = e.codecs[s]!
+      packed[c + 2] = CID_PREFIX[2]!
+      packed[c + 3] = CID_PREFIX[3]!
+      for (let b = 0, from = s * 32; b < 32; b++) packed[c + 4 + b] = d[from + b]!
+      n++
     }
   }
-  return { idx, cids }
+  if (holeFrom >= 0) await zero(holeFrom, holeTo)
+  return { n, idx, packed }
 }
+
+/** the multihash bytes every CID here carries (BLAKE3, 32 bytes): taken from cidBytes itself */
+const CID_PREFIX = cidBytes(0x55, new Uint8Array(32))
+
+const cidAt = (c: Chunks, k: number): CidBytes => c.packed.subarray(k * 36, k * 36 + 36)
 
 function missing(i: number, cid: CidBytes): CkptError {
   return new CkptError('CKPT_NOT_FOUND', `chunk ${i} (${cidToString(cid)}) is missing from the store`, { cid: cidToString(cid), index: i })
@@ -221,7 +257,7 @@ export function groupedJobs(
   zero: (from: number, to: number) => Promise<void>,
   zeroInJobs = false,
 ): () => Promise<Job | undefined> {
-  let chunks: { idx: number[]; cids: CidBytes[] } | undefined
+  let chunks: Chunks | undefined
   /** distinct chunks by first occurrence, and per chunk the next one with its CID (-1: none) */
   const distinct: number[] = []
   let nextSame: Int32Array = new Int32Array(0)
@@ -238,16 +274,18 @@ export function groupedJobs(
     pending.push(job)
     job = newJob()
   }
+  // the first batch small: the workers start sooner
+  const batchSize = () => (batchAt === 0 ? LOOKUP_FIRST : LOOKUP_BATCH)
   const startLookup = () => {
-    const part = distinct.slice(batchAt, batchAt + LOOKUP_BATCH)
-    return part.length ? blocks.locateMany(part.map((k) => chunks!.cids[k]!)) : undefined
+    const part = distinct.slice(batchAt, batchAt + batchSize())
+    return part.length ? blocks.locateMany(part.map((k) => cidAt(chunks!, k))) : undefined
   }
   const prepare = async () => {
-    chunks = await regionChunks(geo, leaves, zeroInJobs ? async (from, to) => holes.add(from, to) : zero)
-    const first = firstOccurrences(chunks.cids)
-    nextSame = new Int32Array(first.length).fill(-1)
-    const tail = new Int32Array(first.length)
-    for (let k = 0; k < first.length; k++) {
+    chunks = await regionChunks(geo, leaves, zeroInJobs ? (from, to) => holes.add(from, to) : zero)
+    const first = firstOccurrences(chunks.packed, chunks.n)
+    nextSame = new Int32Array(chunks.n).fill(-1)
+    const tail = new Int32Array(chunks.n)
+    for (let k = 0; k < chunks.n; k++) {
       const f = first[k]!
       if (f === k) {
         distinct.push(k)
@@ -260,14 +298,16 @@ export function groupedJobs(
     lookup = startLookup()
   }
   const take = (locs: (BlockLocation | undefined)[], part: number[]) => {
-    const { idx, cids } = chunks!
-    for (let b = 0; b < part.length; b++) if (!locs[b]) throw missing(idx[part[b]!]!, cids[part[b]!]!)
+    const c = chunks!
+    for (let b = 0; b < part.length; b++) if (!locs[b]) throw missing(c.idx[part[b]!]!, cidAt(c, part[b]!))
     const order = Array.from(part.keys()).sort((a, b) => locs[a]!.pack - locs[b]!.pack || locs[a]!.offset - locs[b]!.offset)
     for (const b of order) {
       const loc = locs[b]!
+      // the chunks with one CID share its bytes (a view of the packed CIDs)
+      const cid = cidAt(c, part[b]!)
       for (let k = part[b]!; k >= 0; k = nextSame[k]!) {
-        job.chunks.push(idx[k]!)
-        job.cids.push(cids[k]!)
+        job.chunks.push(c.idx[k]!)
+        job.cids.push(cid)
         job.locs.push(loc)
       }
       job.raw += loc.rawLength
@@ -277,11 +317,14 @@ export function groupedJobs(
   return async () => {
     if (!chunks) await prepare()
     while (pending.length === 0 && lookup) {
-      const part = distinct.slice(batchAt, batchAt + LOOKUP_BATCH)
+      const part = distinct.slice(batchAt, batchAt + batchSize())
       const locs = await lookup
+      const firstBatch = batchAt === 0
       batchAt += part.length
       lookup = startLookup()
       take(locs, part)
+      // the first batch goes out at once, whatever its size
+      if (firstBatch && job.chunks.length > 0) queue()
     }
     // the last chunks; then jobs of holes alone, if more are left than the jobs took
     if (pending.length === 0 && (job.chunks.length > 0 || (zeroInJobs && !holes.empty))) queue()
@@ -305,7 +348,9 @@ export function orderedJobs(blocks: BlockStore, geo: Geometry, leaves: Leaf[], z
   let job = newJob()
   return async () => {
     while (pending.length === 0 && leafAt < leaves.length) {
-      const { idx, cids } = await regionChunks(geo, [leaves[leafAt++]!], zero)
+      const c = await regionChunks(geo, [leaves[leafAt++]!], zero)
+      const idx = c.idx
+      const cids = Array.from({ length: c.n }, (_, k) => cidAt(c, k))
       const locs = cids.length ? await blocks.locateMany(cids) : []
       for (let k = 0; k < cids.length; k++) {
         const loc = locs[k]
