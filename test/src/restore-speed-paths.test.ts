@@ -98,6 +98,24 @@ describe('restore of a region whose chunks repeat', () => {
     expect(Buffer.concat(s.chunks).equals(img)).toBe(true)
   })
 
+  it('a region of holes only, and one with a few chunks, zero-fill old content in a shared buffer', async () => {
+    const dir = tmp()
+    const store = await openStore(path.join(dir, 's'))
+    stores.push(store)
+    const size = 24 << 20 // more holes than the jobs take at once (8 MiB each)
+    const tl = await store.timeline('t', { regions: { a: { size, chunkSize: PAGE }, b: { size, chunkSize: PAGE } } })
+    const b = Buffer.alloc(size)
+    b.fill(7, 5 * PAGE, 6 * PAGE)
+    b.fill(9, size - PAGE, size)
+    const c = await tl.checkpoint({ vtime: 0, regions: { a: { data: Buffer.alloc(size) }, b: { data: b } } })
+    for (const [name, want] of [['a', Buffer.alloc(size)], ['b', b]] as const) {
+      const out = Buffer.from(new SharedArrayBuffer(size))
+      out.fill(0xee)
+      await store.restore(c.cid, name, out)
+      expect(out.equals(want)).toBe(true)
+    }
+  })
+
   it('readJob with repeated chunks and an arbitrary subset writes each chunk where it belongs', async () => {
     const { dir, img, store } = await setup(512, 40)
     const ctx = store.context()
