@@ -28,6 +28,8 @@ const JOB_BYTES = 2 << 20
 /** distinct chunks whose locations one index call fetches (the next batch's call is made in advance) */
 const LOOKUP_BATCH = 2048
 const LOOKUP_FIRST = 256
+/** copies of a repeated chunk that weigh in a job as much as decompressing and hashing it once */
+const COPY_SHARE = 8
 
 /**
  * For each of the n CIDs packed 36 bytes apart, the index of the first one equal to it (itself when it
@@ -305,12 +307,22 @@ export function groupedJobs(
       const loc = locs[b]!
       // the chunks with one CID share its bytes (a view of the packed CIDs)
       const cid = cidAt(c, part[b]!)
+      // a job counts the bytes it decompresses and a share for its copies; a chunk repeated very
+      // often (a region filled with one pattern) is spread over several jobs, each decoding it once
+      let copies = 0
+      job.raw += loc.rawLength
       for (let k = part[b]!; k >= 0; k = nextSame[k]!) {
         job.chunks.push(c.idx[k]!)
         job.cids.push(cid)
         job.locs.push(loc)
+        if (++copies % COPY_SHARE === 0) {
+          job.raw += loc.rawLength
+          if (job.raw >= JOB_BYTES && nextSame[k]! >= 0) {
+            queue()
+            job.raw += loc.rawLength
+          }
+        }
       }
-      job.raw += loc.rawLength
       if (job.raw >= JOB_BYTES) queue()
     }
   }

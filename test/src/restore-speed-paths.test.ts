@@ -116,6 +116,31 @@ describe('restore of a region whose chunks repeat', () => {
     }
   })
 
+  it('a region of one repeated page (spread over several jobs) restores exactly into memory, a file and a stream', async () => {
+    const dir = tmp()
+    const store = await openStore(path.join(dir, 's'))
+    stores.push(store)
+    const size = 64 << 20
+    const img = Buffer.alloc(size)
+    const page = Buffer.alloc(PAGE)
+    const r0 = rng(3)
+    for (let i = 0; i < PAGE; i += 4) page.writeUInt32LE(r0(), i)
+    for (let p = 0; p < size / PAGE; p++) if (p % 97 !== 0) page.copy(img, p * PAGE)
+    img.fill(1, 10 * PAGE, 11 * PAGE)
+    const tl = await store.timeline('t', { regions: { r: { size, chunkSize: PAGE } } })
+    const c = await tl.checkpoint({ vtime: 0, regions: { r: { data: img } } })
+    const shared = Buffer.from(new SharedArrayBuffer(size))
+    const r = await store.restore(c.cid, 'r', shared)
+    expect(shared.equals(img)).toBe(true)
+    expect(r.chunksWritten).toBe(size / PAGE - Math.ceil(size / PAGE / 97))
+    const file = path.join(dir, 'r.img')
+    await store.restore(c.cid, 'r', file)
+    expect(fs.readFileSync(file).equals(img)).toBe(true)
+    const s = sink()
+    await store.restore(c.cid, 'r', s)
+    expect(Buffer.concat(s.chunks).equals(img)).toBe(true)
+  })
+
   it('readJob with repeated chunks and an arbitrary subset writes each chunk where it belongs', async () => {
     const { dir, img, store } = await setup(512, 40)
     const ctx = store.context()
