@@ -132,7 +132,8 @@ export class Cursor {
     const jumps = [...this.parts].map(async ([name, p]) => {
       const root = m.regions[name]!.root
       const rootA = before ? before.regions[name]!.root : wasZero ? null : undefined
-      if (rootA === undefined && !this.opts.check && !this.opts.buffers) {
+      // fresh or unknown buffers of its own: a whole restore (the restore path reads each distinct chunk once)
+      if ((rootA === undefined || wasZero) && !this.opts.check && !this.opts.buffers) {
         const r = await restoreRegion(blocks, this.ctx.pool, p.geo, root, p.buffer)
         regions[name] = { chunksWritten: p.geo.chunks, bytesWritten: r.bytesWritten }
       } else {
