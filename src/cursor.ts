@@ -24,6 +24,8 @@ export interface CursorOptions {
   buffers?: Record<string, Uint8Array>
   /** the checkpoint `buffers` hold */
   at?: unknown
+  /** only these regions (default: all of the timeline's) */
+  regions?: readonly string[]
 }
 
 /** a region of the cursor: its buffer and shape, and the chunks written since the last goto */
@@ -51,12 +53,16 @@ export class Cursor {
     shapes: Map<string, Geometry>,
     private readonly opts: CursorOptions,
   ) {
+    for (const name of opts.regions ?? []) {
+      if (!shapes.has(name)) throw new CkptError('CKPT_UNKNOWN_REGION', `timeline ${timeline} has no region ${name}`, { region: name })
+    }
     for (const [name, geo] of shapes) {
+      if (opts.regions && !opts.regions.includes(name)) continue
       const given = opts.buffers?.[name]
       if (given !== undefined && (!(given instanceof Uint8Array) || given.length !== geo.size)) {
         throw new CkptError('CKPT_WRONG_SIZE', `buffer for region ${name} must be a Uint8Array of ${geo.size} bytes`, { region: name })
       }
-      const buffer = given ?? new Uint8Array(new SharedArrayBuffer(geo.size))
+      const buffer = given ?? allocate(name, geo.size)
       this.parts.set(name, { geo, buffer, dirty: [] })
     }
     for (const name of Object.keys(opts.buffers ?? {})) {
@@ -196,11 +202,23 @@ export class Cursor {
   }
 }
 
+/** Shared memory for a region: a size the process cannot allocate is said as such. */
+function allocate(region: string, size: number): Uint8Array {
+  try {
+    return new Uint8Array(new SharedArrayBuffer(size))
+  } catch (err) {
+    throw new CkptError('CKPT_BAD_ARGUMENT', `cannot allocate ${size} bytes for region ${region}: open the cursor with { regions } or with buffers of your own`, { region, size }, err)
+  }
+}
+
 /** A cursor over a timeline, its regions shaped as in the timeline's latest checkpoint. */
 export async function openCursor(ctx: StoreContext, timeline: string, opts: CursorOptions = {}): Promise<Cursor> {
   ctx.checkOpen()
   const name = checkName('timeline', timeline)
   if (opts === null || typeof opts !== 'object') throw new CkptError('CKPT_BAD_ARGUMENT', 'cursor options must be an object')
+  if (opts.regions !== undefined && (!Array.isArray(opts.regions) || opts.regions.some((r) => typeof r !== 'string'))) {
+    throw new CkptError('CKPT_BAD_ARGUMENT', 'cursor option regions must be an array of region names')
+  }
   const latest = await ctx.repo.seek(name, 0xffffffffffffffffn)
   if (!latest) throw new CkptError('CKPT_NOT_FOUND', `timeline ${name} has no checkpoints`, { timeline: name })
   const m = await ctx.manifestOf(latest.cid)

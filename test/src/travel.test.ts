@@ -225,6 +225,17 @@ describe('cursor', () => {
     expect(r.regions.ram!.mismatched).toBeGreaterThan(1000)
   })
 
+  it('a cursor over some regions only', async () => {
+    const cur = await store.cursor('t', { regions: ['disk'] })
+    expect(Object.keys(cur.regions)).toEqual(['disk'])
+    await cur.goto(snaps[9]!.cid)
+    const r = await cur.goto(snaps[7]!.cid)
+    expect(Object.keys(r.regions)).toEqual(['disk'])
+    expect(bytesEqual(cur.regions.disk!, snaps[7]!.regions.disk)).toBe(true)
+    expect((await caught(() => store.cursor('t', { regions: ['vram'] }))).code).toBe('CKPT_UNKNOWN_REGION')
+    expect((await caught(() => store.cursor('t', { regions: 'ram' as never }))).code).toBe('CKPT_BAD_ARGUMENT')
+  })
+
   it('errors: unknown timeline, no checkpoint at a vtime, wrong buffers, unknown region, bad dirty chunks: refused before anything is written', async () => {
     expect((await caught(() => store.cursor('nope'))).code).toBe('CKPT_NOT_FOUND')
     expect((await caught(() => store.cursor('t', { buffers: { ram: new Uint8Array(10) } }))).code).toBe('CKPT_WRONG_SIZE')
