@@ -2,7 +2,7 @@
  * `npm run demo`: the main job on the default store (./ckpt-store, or CKPT_STORE). Simulates an emulator
  * with 256 MiB of RAM and a 512 MiB disk taking 2,000 checkpoints 10 ms of virtual time apart, with a
  * hot set, zero pages, and code- and text-like pages; restores a few checkpoints and checks them
- * byte-identical; prints a summary. Each run adds a new timeline; the workload is deterministic, so a
+ * byte-identical; steps a cursor back 10 checkpoints and asks a page's history; prints a summary. Each run adds a new timeline; the workload is deterministic, so a
  * second run dedups against the first.
  */
 import fs from 'node:fs'
@@ -37,6 +37,8 @@ const commit: number[] = []
 let logical = 0
 let newStored = 0
 let meta = 0
+/** a page the guest wrote in its last step: the demo asks for its history */
+let lastPage = 0
 
 const first = await tl.checkpoint({
   vtime: 0n,
@@ -51,6 +53,7 @@ let pending = Promise.resolve()
 for (let k = 1; k < COUNT; k++) {
   // the guest runs for 10 ms: some pages and clusters change
   const d = w.next()
+  lastPage = d.pages[0] ?? lastPage
   const t = performance.now()
   const ck = tl.checkpoint({
     vtime: BigInt(k) * STEP_NS,
@@ -88,6 +91,17 @@ for (const [k, want] of keep) {
   console.log(`  restore checkpoint ${k} (${want.cid.slice(0, 16)}…): ${same ? 'byte-identical' : 'DIFFERENT'}; seek(+5 ms) ${seekOk ? 'finds it' : 'WRONG'}`)
   if (same && seekOk) ok++
 }
+// time travel: a cursor steps back from the end a checkpoint at a time, writing only what differs
+const cur = await store.cursor(name)
+await cur.goto(name)
+const jumps: number[] = []
+for (let k = 1; k <= 10; k++) jumps.push((await cur.goto(BigInt(COUNT - 1 - k) * STEP_NS)).ms)
+const back = cur.current!
+const th = performance.now()
+let changes = -1 // the first entry is the baseline
+for await (const _ of store.history(name, 'ram', lastPage)) changes++
+console.log(`  cursor: 10 steps back one checkpoint at a time, median ${median(jumps).toFixed(1)} ms a jump (now at vtime ${back.vtime})`)
+console.log(`  history: RAM page ${lastPage} changed at ${changes} checkpoints (${(performance.now() - th).toFixed(1)} ms to find them)`)
 const s = await store.stats()
 await store.close()
 const du = (d: string): number =>
