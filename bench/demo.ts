@@ -101,7 +101,7 @@ const th = performance.now()
 let changes = -1 // the first entry is the baseline
 for await (const _ of store.history(name, 'ram', lastPage)) changes++
 console.log(`  cursor: 10 steps back one checkpoint at a time, median ${median(jumps).toFixed(1)} ms a jump (now at vtime ${back.vtime})`)
-console.log(`  history: RAM page ${lastPage} changed at ${changes} checkpoint${changes === 1 ? "" : "s"} (${(performance.now() - th).toFixed(1)} ms to find them)`)
+console.log(`  history: RAM page ${lastPage} changed at ${changes} checkpoint${changes === 1 ? '' : 's'} (${(performance.now() - th).toFixed(1)} ms to find them)`)
 const s = await store.stats()
 await store.close()
 const du = (d: string): number =>
