@@ -144,7 +144,8 @@ export class Cursor {
         regions[name] = { chunksWritten: p.geo.chunks, bytesWritten: r.bytesWritten }
       } else {
         const check = this.opts.check === true || rootA === undefined
-        const r = await travelRegion(blocks, this.ctx.pool, p.geo, rootA, root, p.dirty, { buffer: p.buffer }, check)
+        // dirty() may have been called several times: one sorted list without repeats
+        const r = await travelRegion(blocks, this.ctx.pool, p.geo, rootA, root, dirtyList(p.dirty, p.geo, name), { buffer: p.buffer }, check)
         regions[name] = { chunksWritten: r.chunksWritten + r.holes, bytesWritten: r.bytesWritten, ...(r.mismatched !== undefined ? { mismatched: r.mismatched } : {}) }
       }
     })

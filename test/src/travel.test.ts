@@ -198,6 +198,8 @@ describe('cursor', () => {
     const diff = differing(snaps[15]!.regions.ram, snaps[14]!.regions.ram, 512).length
     expect(r.regions.ram!.chunksWritten).toBeGreaterThanOrEqual(diff)
     expect(r.regions.ram!.chunksWritten).toBeLessThan(200)
+    // several calls, out of order and repeating: one sorted set
+    cur.dirty('ram', [9])
     cur.dirty('ram', [7, 7, 9])
     cur.regions.ram!.fill(0xee, 7 * 512, 8 * 512)
     cur.regions.ram!.fill(0xee, 9 * 512, 10 * 512)
