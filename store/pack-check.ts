@@ -76,6 +76,11 @@ for await (const [k, v] of s.repo.rawRange(blockRange)) {
     yield s.emit({ phase: 'structure', kind: 'bad-index-value', severity: 'error', message: `index entry ${name ?? Buffer.from(k).toString('hex').slice(0, 80)} holds no valid block location`, cid: name })
   }
 }
+// the other key families (catalog, refs, records, metadata) read once end to end: LevelDB damage
+// anywhere in the index is found (corrupt-index), not only where the later checks happen to read
+for (const range of [{ gte: new Uint8Array(0), lt: blockRange.gte }, { gte: blockRange.lt, lt: Uint8Array.of(0xff, 0xff, 0xff, 0xff) }]) {
+  for await (const _ of s.repo.rawRange(range)) void _
+}
 }
 
 /** One pack scanned front to back against the table. */
