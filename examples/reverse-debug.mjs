@@ -42,8 +42,6 @@ const machine = () => ({
   vga_bios: { buffer: file('vgabios-stdvga.bin') },
 })
 const ready = (e) => new Promise((r) => e.add_listener('emulator-ready', r))
-// the adapter's driver pieces: from the package once its index exports them, else from this checkout's build
-const adapter = ckpt.gotoV86 ? ckpt : await import('../dist/src/adapters/v86.js')
 
 if (process.argv.includes('--boot-child')) await bootChild(arg('--boot-child'))
 else await main()
@@ -105,7 +103,7 @@ async function main() {
 
   // the driver before v86 is loaded (v86 binds performance.now when it loads); the guest's wall
   // clock goes on from the child's
-  const { v86Clock, gotoV86, restoreV86Emulator } = adapter
+  const { v86Clock, gotoV86, restoreV86Emulator } = ckpt
   const clock = v86Clock({ epochMs: boot.dateNow - boot.perfNow })
   const { V86 } = await import('v86')
   const emu = new V86({ ...machine(), autostart: false, disable_jit: true, preserve_mac_from_state_image: true })

@@ -1,26 +1,17 @@
 /**
  * Differences between two checkpoints, in O(changed subtrees): equal CIDs end the descent.
  */
-import { cidBytes, cidEquals, type CidBytes } from '../codecs/cid.js'
+import { cidEquals, type CidBytes } from '../codecs/cid.js'
 import type { Manifest } from '../codecs/manifest.js'
-import type { NodeEntries } from '../codecs/tree-node.js'
 import type { BlockStore } from '../store/index.js'
 import { Geometry } from './region-tree.js'
+import { sameCid as same, slotCid as slot } from './node-compare.js'
 import { nodeEntries } from './restore.js'
 
 export type DiffEntry =
   | { kind: 'chunks'; region: string; start: number; end: number; chunkSize: number }
   | { kind: 'region-added' | 'region-removed' | 'region-resized'; region: string }
   | { kind: 'blob-added' | 'blob-removed' | 'blob-changed'; blob: string }
-
-function slot(e: NodeEntries | null, s: number): CidBytes | null {
-  if (!e || s >= e.count || !e.codecs[s]) return null
-  return cidBytes(e.codecs[s]!, e.digests.subarray(s * 32, s * 32 + 32))
-}
-
-function same(a: CidBytes | null, b: CidBytes | null): boolean {
-  return a === null ? b === null : b !== null && cidEquals(a, b)
-}
 
 export function* diffManifests(blocks: BlockStore, a: Manifest, b: Manifest): Generator<DiffEntry> {
   const names = [...new Set([...Object.keys(a.regions), ...Object.keys(b.regions)])].sort()

@@ -17,13 +17,13 @@
  * a query after a commit reads it again, others cost no catalog read.
  */
 import type { CID } from 'multiformats/cid'
-import { cidBytes, cidKey, toCID, type CidBytes } from '../codecs/cid.js'
+import { cidKey, toCID, type CidBytes } from '../codecs/cid.js'
 import { CkptError } from '../codecs/errors.js'
 import type { Manifest } from '../codecs/manifest.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
 import type { BlockStore, Repository, TimelineRecord } from '../store/index.js'
 import type { StoreContext } from './context.js'
-import { sameDigest } from './node-compare.js'
+import { sameCid, sameDigest, slotCid } from './node-compare.js'
 import { checkName, toVtime } from './refs.js'
 import { Geometry } from './region-tree.js'
 
@@ -305,19 +305,6 @@ class Probe {
     if (s.kind === 'ok' && s.root) subtreeChunks(this.blocks, s.geo, this.sel, s.geo.height, 0, s.root, out, this.top(s))
     return out
   }
-}
-
-function sameCid(a: CidBytes | null, b: CidBytes | null): boolean {
-  if (a === null || b === null) return a === b
-  if (a.length !== b.length) return false
-  for (let k = 0; k < a.length; k++) if (a[k] !== b[k]) return false
-  return true
-}
-
-/** The CID linked in slot s of a node (null: a hole or no node). */
-function slotCid(e: NodeEntries | null, s: number): CidBytes | null {
-  if (!e || s >= e.count || !e.codecs[s]) return null
-  return cidBytes(e.codecs[s]!, e.digests.subarray(s * 32, s * 32 + 32))
 }
 
 /** Slot s holds the same link (or hole) in both nodes; a missing node is all holes. */

@@ -3,7 +3,19 @@
  * both are 4-byte aligned (decoded nodes always are). Exports, imports and verify walk a checkpoint
  * against the previous one and look only at what changed.
  */
+import { cidBytes, cidEquals, type CidBytes } from '../codecs/cid.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
+
+/** The CID linked in slot s of a node, or null (a hole, a slot past the node's end, or no node). */
+export function slotCid(e: NodeEntries | null, s: number): CidBytes | null {
+  if (!e || s >= e.count || !e.codecs[s]) return null
+  return cidBytes(e.codecs[s]!, e.digests.subarray(s * 32, s * 32 + 32))
+}
+
+/** Two links (or holes) are the same. */
+export function sameCid(a: CidBytes | null, b: CidBytes | null): boolean {
+  return a === null ? b === null : b !== null && cidEquals(a, b)
+}
 
 /** Slots where `a` differs from `b` (all of a's slots without a comparable b), increasing. */
 export function changedSlots(a: NodeEntries, b: NodeEntries | undefined): number[] {

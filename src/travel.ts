@@ -9,7 +9,7 @@
  */
 import fs from 'node:fs'
 import type { CID } from 'multiformats/cid'
-import { cidBytes, cidCodec, cidEquals, cidToString, RAW, type CidBytes } from '../codecs/cid.js'
+import { cidCodec, cidEquals, cidToString, RAW, type CidBytes } from '../codecs/cid.js'
 import { CkptError, fsError } from '../codecs/errors.js'
 import type { Manifest } from '../codecs/manifest.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
@@ -17,7 +17,7 @@ import type { BlockLocation, BlockStore } from '../store/index.js'
 import type { StoreContext } from './context.js'
 import type { HashTask } from './pipeline/tasks.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
-import { sameDigest } from './node-compare.js'
+import { sameCid as same, sameDigest, slotCid } from './node-compare.js'
 import { Geometry } from './region-tree.js'
 import { nodeEntries, prefetchTree, readJob, walkLeaves, type Job, type RestoreResult } from './restore.js'
 import type { LogEntry } from './types.js'
@@ -64,15 +64,6 @@ export interface JumpResult {
 interface Changes {
   idx: number[]
   cids: (CidBytes | null)[]
-}
-
-function slotCid(e: NodeEntries | null, s: number): CidBytes | null {
-  if (!e || s >= e.count || !e.codecs[s]) return null
-  return cidBytes(e.codecs[s]!, e.digests.subarray(s * 32, s * 32 + 32))
-}
-
-function same(a: CidBytes | null, b: CidBytes | null): boolean {
-  return a === null ? b === null : b !== null && cidEquals(a, b)
 }
 
 /**
