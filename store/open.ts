@@ -308,7 +308,15 @@ export async function rebuildIndex(
     }
   }
   if (got.error) throw got.error
-  const kv = got.kv!
+  const held = got.kv!
+  // the new index is built in a directory of its own, never over the old one's files: LevelDB reads
+  // without checking its blocks' checksums, so damage it did not report (a flipped sequence number,
+  // a key) could otherwise shadow what the rebuild writes. The old index stays whole and locked until
+  // the new one is complete; a crash before the swap leaves it as it was (and index.new is redone).
+  const freshDir = `${indexDir}.new`
+  fs.rmSync(freshDir, { recursive: true, force: true })
+  const kv = await LevelKV.open(freshDir, { create: true })
+  let built = false
   try {
     const summary = await rebuildInPlace(kv, openPacks, version, { old: got.old, onProgress: opts.onProgress })
     let adoptedNow = 0
@@ -317,9 +325,38 @@ export async function rebuildIndex(
       if (adoptedNow > 0) summary.needsSnapshot = true
     }
     if (summary.needsSnapshot) await kv.batch([{ type: 'put', key: metaKey(META_NEEDS_SNAPSHOT), value: jsonValue(true) }], { sync: true })
+    built = true
     return { ...summary, recovered, setAside, adoptedNow }
   } finally {
     await kv.close()
+    try {
+      if (built) swapIndex(indexDir, freshDir)
+    } finally {
+      await held.close()
+      if (!built) fs.rmSync(freshDir, { recursive: true, force: true })
+    }
+  }
+}
+
+/** The rebuilt index (freshDir) takes the place of the old one, which is then deleted. */
+function swapIndex(indexDir: string, freshDir: string): void {
+  const old = `${indexDir}.old-${Date.now()}`
+  try {
+    fs.renameSync(indexDir, old)
+    fs.renameSync(freshDir, indexDir)
+    syncDir(path.dirname(indexDir))
+  } catch (err) {
+    throw fsError(err, 'cannot put the rebuilt index in place', { dir: indexDir })
+  }
+  fs.rmSync(old, { recursive: true, force: true })
+}
+
+function syncDir(dir: string): void {
+  const fd = fs.openSync(dir, 'r')
+  try {
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
   }
 }
 
