@@ -1,7 +1,8 @@
 /**
  * A small pool of worker threads for hashing and compression, sized in one place (default: one per core,
- * at most 4). Tasks carry views of SharedArrayBuffers where they can, so chunks cross to a worker without
- * a copy. Where workers cannot start (no compiled worker script, e.g. a TypeScript-only run), tasks run
+ * at most 4), started only once the work done so far pays for them (INLINE_BYTES). Tasks carry views of
+ * SharedArrayBuffers where they can, so chunks cross to a worker without a copy. Until the workers are
+ * ready, and where they cannot start (no compiled worker script, e.g. a TypeScript-only run), tasks run
  * inline on the calling thread: same functions, same results.
  */
 import fs from 'node:fs'
@@ -24,19 +25,67 @@ function workerScript(): string | undefined {
   return candidates.find((p) => fs.existsSync(p))
 }
 
+/**
+ * Bytes of task work (chunks hashed, compressed, read or node digests) the calling thread does itself
+ * before the pool starts its workers. A worker costs ~50-100 ms of CPU to start (a Node isolate that
+ * loads the hashing and compression modules) while one core hashes ~1 GB/s: a small checkpoint or
+ * restore (one `ckpt add` of a few MiB) is done before its workers would be ready. CKPT_INLINE_BYTES
+ * overrides it (0: start the workers with the first task, as before).
+ */
+export const INLINE_BYTES = 16 << 20
+
+function inlineBudget(): number {
+  const v = process.env.CKPT_INLINE_BYTES
+  const n = v === undefined || v === '' ? NaN : Number(v)
+  return Number.isFinite(n) && n >= 0 ? n : INLINE_BYTES
+}
+
+/** The bytes a task works on, counted against the inline budget. */
+export function taskBytes(task: Task): number {
+  let n = 0
+  if (task.op === 'nodes') return task.digests.length
+  const lengths = task.op === 'read' ? task.rawLengths : task.lengths
+  for (let i = 0; i < lengths.length; i++) n += lengths[i]!
+  return n
+}
+
 export class WorkerPool {
   private readonly workers: Worker[] = []
   private readonly load: number[] = []
   private readonly pending = new Map<number, Pending>()
   private readonly owner = new Map<number, number>()
   private nextId = 1
-  private ready: Promise<void> = Promise.resolve()
+  private readonly script: string | undefined
+  /** undefined: not started; else resolves once every worker is ready */
+  private ready: Promise<void> | undefined
+  private isReady = false
+  private startError: unknown
+  private inlineLeft: number
+  /** inlineBytes 0: every task waits for the workers (none runs inline meanwhile) */
+  private readonly eager: boolean
 
-  constructor(readonly size = Math.min(4, Math.max(1, os.availableParallelism()))) {
-    const script = size > 0 && process.env.CKPT_WORKERS !== '0' ? workerScript() : undefined
-    if (!script) return
+  /**
+   * `size` workers at most (0: every task runs on the calling thread). They start lazily: tasks run
+   * inline until `inlineBytes` of work has been done (or start() is called), then on the workers
+   * once they are ready; until then, inline still. inlineBytes 0 starts them now and every task waits
+   * for them (as a pool did before the lazy start). Same functions, same results either way.
+   */
+  constructor(
+    readonly size = Math.min(4, Math.max(1, os.availableParallelism())),
+    inlineBytes = inlineBudget(),
+  ) {
+    this.script = size > 0 && process.env.CKPT_WORKERS !== '0' ? workerScript() : undefined
+    this.inlineLeft = inlineBytes
+    this.eager = inlineBytes <= 0
+    if (this.script && this.eager) this.start()
+  }
+
+  /** Starts the workers now (a caller that knows a large job is coming); no-op without a worker script. */
+  start(): void {
+    if (!this.script || this.ready) return
+    const script = this.script
     const readies: Promise<void>[] = []
-    for (let i = 0; i < size; i++) {
+    for (let i = 0; i < this.size; i++) {
       const w = new Worker(script)
       w.unref()
       readies.push(
@@ -51,33 +100,45 @@ export class WorkerPool {
           w.once('error', reject)
         }),
       )
-      w.on('message', (m: { id?: number; result?: TaskResult; error?: { message: string; code?: string } }) => {
-        if (m.id === undefined) return
-        const p = this.pending.get(m.id)
-        if (!p) return
-        this.pending.delete(m.id)
-        this.load[this.owner.get(m.id)!]!--
-        this.owner.delete(m.id)
-        if (m.error) {
-          // a CKPT_* code as it is; an OS error (the worker reads and writes files) said as what it is
-          const code = m.error.code
-          if (code?.startsWith('CKPT_')) p.reject(new CkptError(code as never, m.error.message))
-          else if (errnoCode({ code }) === 'CKPT_IO') p.reject(new CkptError('CKPT_IO', m.error.message, code ? { errno: code } : {}))
-          else p.reject(fsError({ code }, m.error.message.replace(/^E[A-Z]+: /, '').replace(/^[a-z ]+, /, ''), code ? { errno: code } : {}))
-        }
-        else p.resolve(m.result!)
-      })
+      w.on('message', (m: { id?: number; result?: TaskResult; error?: { message: string; code?: string } }) => this.settle(m))
       w.on('error', (err) => {
         for (const [id, p] of this.pending) if (this.owner.get(id) === i) p.reject(err)
       })
       this.workers.push(w)
       this.load.push(0)
     }
-    this.ready = Promise.all(readies).then(() => undefined)
+    this.ready = Promise.all(readies).then(
+      () => void (this.isReady = true),
+      (err) => {
+        this.startError = err
+      },
+    )
   }
 
+  private settle(m: { id?: number; result?: TaskResult; error?: { message: string; code?: string } }): void {
+    if (m.id === undefined) return
+    const p = this.pending.get(m.id)
+    if (!p) return
+    this.pending.delete(m.id)
+    this.load[this.owner.get(m.id)!]!--
+    this.owner.delete(m.id)
+    if (m.error) {
+      // a CKPT_* code as it is; an OS error (the worker reads and writes files) said as what it is
+      const code = m.error.code
+      if (code?.startsWith('CKPT_')) p.reject(new CkptError(code as never, m.error.message))
+      else if (errnoCode({ code }) === 'CKPT_IO') p.reject(new CkptError('CKPT_IO', m.error.message, code ? { errno: code } : {}))
+      else p.reject(fsError({ code }, m.error.message.replace(/^E[A-Z]+: /, '').replace(/^[a-z ]+, /, ''), code ? { errno: code } : {}))
+    } else p.resolve(m.result!)
+  }
+
+  /** the workers this pool has or will start (0: every task runs on the calling thread) */
   get threads(): number {
-    return this.workers.length
+    return this.script ? this.size : 0
+  }
+
+  /** whether the workers are running (tests, benches) */
+  get started(): boolean {
+    return this.isReady
   }
 
   /** `transfer`: buffers of the task the caller gives up (moved to the worker instead of copied) */
@@ -86,8 +147,16 @@ export class WorkerPool {
   run(task: ReadTask, transfer?: ArrayBuffer[]): Promise<ReadResult>
   run(task: NodeHashTask, transfer?: ArrayBuffer[]): Promise<NodeHashResult>
   async run(task: Task, transfer?: ArrayBuffer[]): Promise<TaskResult> {
-    if (this.workers.length === 0) return runTask(task)
-    await this.ready
+    if (!this.isReady && this.eager && this.ready) await this.ready
+    if (!this.isReady) {
+      if (this.startError) throw this.startError
+      if (!this.ready && this.script) {
+        this.inlineLeft -= taskBytes(task)
+        if (this.inlineLeft < 0) this.start()
+      }
+      // not started, or starting (their start costs what this task would): on this thread
+      return runTask(task)
+    }
     let best = 0
     for (let i = 1; i < this.load.length; i++) if (this.load[i]! < this.load[best]!) best = i
     const id = this.nextId++
@@ -102,5 +171,6 @@ export class WorkerPool {
   async close(): Promise<void> {
     await Promise.all(this.workers.map((w) => w.terminate()))
     this.workers.length = 0
+    this.isReady = false
   }
 }

@@ -9,7 +9,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { describe, expect, it } from 'vitest'
 import { COMMANDS } from '../../src/cli/commands.js'
-import { generalHelp, synopsis } from '../../src/cli/main.js'
+import { generalHelp, synopsis } from '../../src/cli/help.js'
 import { usageLines } from '../../src/cli/shared.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')

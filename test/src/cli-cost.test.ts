@@ -1,0 +1,192 @@
+/**
+ * What a single small `ckpt` process no longer pays for, and that it changes nothing else:
+ * - the worker pool starts its threads only once INLINE_BYTES of work has been done on the calling
+ *   thread (or at once with CKPT_INLINE_BYTES=0): the main-thread path and the worker path, and a
+ *   checkpoint that switches from one to the other midway, give the same roots and restore the same bytes;
+ * - the CLI loads a command's module only when it runs (src/cli/registry.ts): the lazy table lists the
+ *   commands of the help table in its order, and errors keep their codes and exit statuses.
+ * Needs the build (the worker script and the CLI are run from dist/).
+ */
+import { spawnSync } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { afterEach, describe, expect, it } from 'vitest'
+import { openStore, type CkptStore } from '../../src/index.js'
+import { COMMANDS } from '../../src/cli/commands.js'
+import { COMMAND_NAMES, loadCommand } from '../../src/cli/registry.js'
+import { INLINE_BYTES, taskBytes, WorkerPool } from '../../src/pipeline/worker-pool.js'
+import type { HashTask } from '../../src/pipeline/tasks.js'
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+const CLI = path.join(ROOT, 'dist/src/cli.js')
+
+const dirs: string[] = []
+const stores: CkptStore[] = []
+const pools: WorkerPool[] = []
+function tmp(): string {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'ckpt-cost-'))
+  dirs.push(d)
+  return d
+}
+const savedEnv = process.env.CKPT_INLINE_BYTES
+afterEach(async () => {
+  if (savedEnv === undefined) delete process.env.CKPT_INLINE_BYTES
+  else process.env.CKPT_INLINE_BYTES = savedEnv
+  for (const s of stores.splice(0)) await s.close()
+  for (const p of pools.splice(0)) await p.close()
+  for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true })
+})
+
+function pattern(size: number, seed: number): Buffer {
+  const b = Buffer.alloc(size)
+  let x = seed * 2654435761
+  for (let i = 0; i < size; i += 4) {
+    x = (x ^ (x << 13)) >>> 0
+    x = (x ^ (x >>> 17)) >>> 0
+    x = (x ^ (x << 5)) >>> 0
+    b.writeUInt32LE(x, i)
+  }
+  for (let p = 0; p < size / 4096; p += 3) b.fill(0, p * 4096, p * 4096 + 4096)
+  return b
+}
+
+function hashTask(data: Uint8Array, chunk: number): HashTask {
+  const n = Math.ceil(data.length / chunk)
+  const offsets = new Uint32Array(n)
+  const lengths = new Uint32Array(n)
+  for (let k = 0; k < n; k++) {
+    offsets[k] = k * chunk
+    lengths[k] = Math.min(chunk, data.length - k * chunk)
+  }
+  const shared = new Uint8Array(new SharedArrayBuffer(data.length))
+  shared.set(data)
+  return { op: 'hash', data: shared, offsets, lengths }
+}
+
+describe('worker pool: lazy start', () => {
+  it('runs small work on the calling thread and starts its workers once the inline budget is spent', async () => {
+    expect(fs.existsSync(path.join(ROOT, 'dist/src/pipeline/worker.js')), 'npm run build first').toBe(true)
+    const data = pattern(1 << 20, 1)
+    const pool = new WorkerPool(2, 3 << 20)
+    pools.push(pool)
+    expect(pool.threads).toBe(2)
+    const inline = await pool.run(hashTask(data, 4096))
+    expect(pool.started).toBe(false)
+    expect(taskBytes(hashTask(data, 4096))).toBe(data.length)
+    // three more MiB spend the budget: the workers start, tasks keep running inline until they are ready
+    for (let i = 0; i < 3; i++) await pool.run(hashTask(data, 4096))
+    for (let i = 0; i < 200 && !pool.started; i++) {
+      await pool.run(hashTask(data.subarray(0, 4096), 4096))
+      await new Promise((r) => setTimeout(r, 10))
+    }
+    expect(pool.started).toBe(true)
+    const onWorker = await pool.run(hashTask(data, 4096))
+    expect(Buffer.from(onWorker.digests).equals(Buffer.from(inline.digests))).toBe(true)
+    expect(Buffer.from(onWorker.zero).equals(Buffer.from(inline.zero))).toBe(true)
+  })
+
+  it('starts at once with CKPT_INLINE_BYTES=0; never without threads', async () => {
+    process.env.CKPT_INLINE_BYTES = '0'
+    const eager = new WorkerPool(2)
+    pools.push(eager)
+    await eager.run(hashTask(pattern(4096, 2), 4096))
+    expect(eager.started).toBe(true)
+    const none = new WorkerPool(0)
+    pools.push(none)
+    expect(none.threads).toBe(0)
+    await none.run(hashTask(pattern(1 << 20, 2), 4096))
+    expect(none.started).toBe(false)
+    expect(INLINE_BYTES).toBeGreaterThan(1 << 20)
+  })
+
+  it('gives the same roots and restores the same bytes inline, on workers from the start, and switching midway', async () => {
+    const ram = pattern(6 << 20, 3)
+    const file = path.join(tmp(), 'disk.img')
+    fs.writeFileSync(file, pattern(40 * 65536 + 1000, 4)) // a short last cluster
+    const results: string[][] = []
+    // budget: inline throughout, workers from the first task, workers starting during the first checkpoint
+    for (const budget of [String(1 << 30), '0', String(2 << 20)]) {
+      process.env.CKPT_INLINE_BYTES = budget
+      const store = await openStore(tmp(), { threads: 2 })
+      stores.push(store)
+      const tl = await store.timeline('t', { regions: { ram: { size: ram.length }, disk: { size: fs.statSync(file).size, chunkSize: 65536 } } })
+      const a = await tl.checkpoint({ vtime: 0, regions: { ram: { data: ram }, disk: { data: file } } })
+      const r2 = Buffer.from(ram)
+      r2.fill(1, 0, 4096)
+      r2.fill(2, 5 << 20, (5 << 20) + 8192)
+      const b = await tl.checkpoint({ vtime: 1, regions: { ram: { data: r2, dirty: [0, 1280, 1281] } } })
+      const roots = async (ref: typeof a.cid) => {
+        const m = await store.manifest(ref)
+        return [m.regions.ram!.root, m.regions.disk!.root].map((r) => (r ? r.toString() : 'zero'))
+      }
+      results.push([...(await roots(a.cid)), ...(await roots(b.cid))])
+      const out = Buffer.alloc(ram.length)
+      await store.restore(b.cid, 'ram', out)
+      expect(out.equals(r2)).toBe(true)
+      const outFile = path.join(tmp(), 'restored.img')
+      await store.restore(a.cid, 'disk', outFile)
+      expect(fs.readFileSync(outFile).equals(fs.readFileSync(file))).toBe(true)
+    }
+    expect(results[1]).toEqual(results[0])
+    expect(results[2]).toEqual(results[0])
+  })
+})
+
+describe('CLI: one command module per process', () => {
+  it('the lazy table names the commands of the help table, in its order, each loading that command', async () => {
+    expect(COMMAND_NAMES).toEqual([...COMMANDS.keys()])
+    for (const name of COMMAND_NAMES) {
+      const c = await loadCommand(name)
+      expect(c?.help, name).toBe(COMMANDS.get(name)!.help)
+      expect(c?.json, name).toBe(COMMANDS.get(name)!.json)
+    }
+    expect(await loadCommand('nope')).toBeUndefined()
+  })
+
+  function ckpt(...args: string[]) {
+    return spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8' })
+  }
+
+  it('errors keep their codes and exit statuses', () => {
+    expect(fs.existsSync(CLI), 'npm run build first').toBe(true)
+    const store = path.join(tmp(), 's')
+    expect(ckpt('init', '--store', store).status).toBe(0)
+    let r = ckpt('add', '--store', store, '--timeline', 't', '--vtime', '0', 'ram=/nonexistent/ram.bin', '--json')
+    expect(r.status).toBe(1)
+    expect(JSON.parse(r.stdout).error.code).toBe('CKPT_NOT_FOUND')
+    r = ckpt('frobnicate')
+    expect(r.status).toBe(2)
+    expect(r.stderr).toMatch(/unknown command "frobnicate"/)
+    r = ckpt('help', 'frobnicate')
+    expect(r.status).toBe(2)
+    r = ckpt('log', '--store', path.join(tmp(), 'missing'), '--json')
+    expect(r.status).toBe(3)
+    expect(JSON.parse(r.stdout).error.code).toMatch(/^CKPT_/)
+    r = ckpt('add', '--store', store, '--bogus')
+    expect(r.status).toBe(2)
+    r = ckpt('restore', '--help')
+    expect(r.status).toBe(0)
+    expect(r.stdout).toMatch(/^usage: ckpt restore /)
+    r = ckpt('help', 'add')
+    expect(r.status).toBe(0)
+    expect(r.stdout).toBe(COMMANDS.get('add')!.help + '\n')
+  })
+
+  it('a small add and a restore of it work end to end (inline hashing in the CLI)', () => {
+    const d = tmp()
+    const store = path.join(d, 's')
+    const img = path.join(d, 'ram.bin')
+    const bytes = pattern(1 << 20, 9)
+    fs.writeFileSync(img, bytes)
+    expect(ckpt('add', '--store', store, '--timeline', 't', '--vtime', '0', `ram=${img}`).status).toBe(0)
+    bytes.fill(5, 0, 4096)
+    fs.writeFileSync(img, bytes)
+    expect(ckpt('add', '--store', store, '--timeline', 't', '--vtime', '1', `ram=${img}`).status).toBe(0)
+    const outDir = path.join(d, 'out')
+    const r = ckpt('restore', '--store', store, 't@1', '--all', '--out', outDir)
+    expect(r.status, r.stderr).toBe(0)
+    expect(fs.readFileSync(path.join(outDir, 'ram')).equals(bytes)).toBe(true)
+  })
+})
