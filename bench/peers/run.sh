@@ -1,46 +1,34 @@
 #!/usr/bin/env bash
-# bench/peers/run.sh — ckpt side by side with restic, borg, casync, QEMU qcow2 chains and zstd, in one run
-# on one machine, through the shared harness (../shared/peers, or PEERS_DIR). `npm run bench:peers`.
-#   1. copies the harness to bench/results/tmp/peers-harness and adds ckpt's plug-in (bench/peers/ckpt.sh);
-#   2. makes the synthetic default series as a lazy recipe (make-synthetic.py --lazy; SERIES_ARGS to change);
-#   3. run-peers.sh over TOOLS -> bench/results/peers.tsv (+ peers.ingest.tsv);
-#   4. the same series through the library with dirty-page hints (dist/bench/peers-hints.js), rows appended;
-#   5. bench/results/peers.md (table, targets) and peers.svg (chart) from the TSVs.
-# Env: PEERS_DIR, SERIES_ARGS (default: the harness's defaults), TOOLS, WORK (default /tmp/peers-work),
-#      HINTS=0 skips step 4, REPORT_ONLY=1 only redoes step 5.
-set -euo pipefail
+# bench/peers/run.sh — `npm run bench:peers`: ckpt side by side with restic, borg, casync, QEMU qcow2
+# backing chains and zstd, in one run on one machine, with the project's own harness (bench/peers/*.ts,
+# built into dist/bench/peers by `npm run build`). For each series:
+#   1. dist/bench/peers/run.js: every tool over the synthetic series -> bench/results/peers[-small].tsv
+#      (+ .ingest.tsv, .env); a tool that is not installed is skipped with a line saying how to install it;
+#   2. dist/bench/peers-hints.js: the same series through the library with dirty hints, one row appended;
+# then 3. dist/bench/peers-report.js: bench/results/peers.md (both series' tables, targets) and peers.svg.
+# Env: PEERS_SERIES=both|small|default (default both; the small series first: 30 × 192 MiB, minutes;
+#      the default one is 100 × 768 MiB, hours with every tool), TOOLS="ideal ckpt qemu-chain ..." (a
+#      subset, in this order), HINTS=0 skips step 2, REPORT_ONLY=1 only redoes step 3; WORK, STAGE,
+#      KEEP_REPOS, MIN_FREE_GB, PEERS_CORPUS as in bench/peers/run.ts.
+# Tools: apt-get install -y restic borgbackup casync qemu-utils time zstd
+set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-PEERS_DIR=${PEERS_DIR:-$ROOT/../shared/peers}
 OUTDIR=$ROOT/bench/results
-OUT=$OUTDIR/peers.tsv
-export WORK=${WORK:-/tmp/peers-work}
-report() { node "$ROOT/dist/bench/peers-report.js" "$OUT" "$OUTDIR/peers.md" "$OUTDIR/peers.svg"; }
-[ "${REPORT_ONLY:-0}" = 1 ] && { report; exit 0; }
-[ -x "$PEERS_DIR/run-peers.sh" ] || { echo "bench:peers: no harness at $PEERS_DIR (set PEERS_DIR to the peers/ folder)" >&2; exit 2; }
-missing=""
-for c in restic borg casync qemu-img zstd /usr/bin/time; do command -v "$c" >/dev/null || missing+=" $c"; done
-/usr/bin/python3 -c 'import numpy, zstandard' 2>/dev/null || missing+=" python3-numpy/python3-zstandard"
-if [ -n "$missing" ]; then
-  echo "bench:peers: missing$missing; install with:" >&2
-  echo "  apt-get update && apt-get install -y restic borgbackup casync qemu-utils time zstd python3-zstandard python3-numpy" >&2
-  exit 2
-fi
-H=$OUTDIR/tmp/peers-harness
-rm -rf "$H"; mkdir -p "$H"
-cp -r "$PEERS_DIR"/. "$H"/
-rm -rf "$H/results"
-cp "$ROOT"/bench/peers/*.sh "$H/tools/" && rm -f "$H/tools/run.sh"
-export CKPT_CLI=$ROOT/dist/src/cli.js
-# shellcheck disable=SC2086
-SERIES=$(/usr/bin/python3 "$H/make-synthetic.py" --lazy ${SERIES_ARGS:-})
-echo "bench:peers: series $SERIES" >&2
-export TOOLS=${TOOLS:-"ideal ckpt qemu-chain qemu-chain-4k borg-fixed4k borg restic casync zstd-countonly"}
-{ echo "# machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME"), node $(node --version), $(date -u +%FT%TZ)"
-  echo "# restic: $(restic version 2>&1 | head -n 1)"
-  for c in borg casync qemu-img zstd; do echo "# $c: $($c --version 2>&1 | head -n 1)"; done
-  echo "# series: $SERIES"; } > "$OUTDIR/peers.env"
-"$H/run-peers.sh" "$SERIES" "$OUT"
-if [ "${HINTS:-1}" = 1 ]; then
-  node "$ROOT/dist/bench/peers-hints.js" "$SERIES" "$H" "$OUT"
-fi
+report() { node "$ROOT/dist/bench/peers-report.js" "$OUTDIR"; }
+[ "${REPORT_ONLY:-0}" = 1 ] && { report; exit $?; }
+case ${PEERS_SERIES:-both} in
+  both) LIST="small default" ;;
+  small|default|tiny) LIST=$PEERS_SERIES ;;
+  *) echo "bench:peers: PEERS_SERIES must be both, small or default (got '$PEERS_SERIES')" >&2; exit 2 ;;
+esac
+[ -f "$ROOT/dist/bench/peers/run.js" ] || { echo "bench:peers: run npm run build first" >&2; exit 2; }
+for s in $LIST; do
+  case $s in default) OUT=$OUTDIR/peers.tsv ;; *) OUT=$OUTDIR/peers-$s.tsv ;; esac
+  node "$ROOT/dist/bench/peers/run.js" --series "$s" --out "$OUT" ${TOOLS:+--tools "$TOOLS"}
+  rc=$?; [ $rc -eq 2 ] && exit 2
+  [ $rc -eq 0 ] || echo "bench:peers: the $s series' run exited $rc" >&2
+  if [ "${HINTS:-1}" = 1 ]; then
+    node "$ROOT/dist/bench/peers-hints.js" --series "$s" "$OUT" || echo "bench:peers: the library run (dirty hints) failed" >&2
+  fi
+done
 report
