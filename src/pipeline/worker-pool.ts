@@ -147,7 +147,12 @@ export class WorkerPool {
   run(task: ReadTask, transfer?: ArrayBuffer[]): Promise<ReadResult>
   run(task: NodeHashTask, transfer?: ArrayBuffer[]): Promise<NodeHashResult>
   async run(task: Task, transfer?: ArrayBuffer[]): Promise<TaskResult> {
-    if (!this.isReady && this.eager && this.ready) await this.ready
+    if (!this.isReady && this.ready) {
+      // starting: inline tasks run back to back without yielding to the event loop, so look at it
+      // now, or the workers' "ready" would wait until the whole job had been done here
+      if (this.eager) await this.ready
+      else await new Promise<void>((resolve) => setImmediate(resolve))
+    }
     if (!this.isReady) {
       if (this.startError) throw this.startError
       if (!this.ready && this.script) {
