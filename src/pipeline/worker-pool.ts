@@ -7,6 +7,7 @@
  */
 import fs from 'node:fs'
 import os from 'node:os'
+import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import { CkptError, errnoCode, fsError } from '../../codecs/errors.js'
@@ -17,11 +18,16 @@ interface Pending {
   reject: (e: Error) => void
 }
 
+/**
+ * The compiled worker script: worker.js beside this module (dist/src/pipeline/), or, when this code is
+ * part of a bundle (a chunk of some other name), the bundle's worker.js beside that chunk; from the
+ * TypeScript sources, the build's.
+ */
 function workerScript(): string | undefined {
   const here = fileURLToPath(import.meta.url)
-  const candidates = here.endsWith('.js')
-    ? [here.replace(/worker-pool\.js$/, 'worker.js')]
-    : [fileURLToPath(new URL('../../dist/src/pipeline/worker.js', import.meta.url))]
+  const candidates = here.endsWith('.ts')
+    ? [fileURLToPath(new URL('../../dist/src/pipeline/worker.js', import.meta.url))]
+    : [here.endsWith('worker-pool.js') ? here.replace(/worker-pool\.js$/, 'worker.js') : path.join(path.dirname(here), 'worker.js')]
   return candidates.find((p) => fs.existsSync(p))
 }
 
