@@ -8,8 +8,9 @@
  *   mark    from the roots (every catalog entry, every ref, the heads of open timeline handles) the
  *           DAG is walked into a SeenSet (exact in memory up to a cap, then a temporary LevelDB), each
  *           checkpoint against the previous one of its timeline so shared subtrees are not walked
- *           again. A live node stored as a delta of a dead base is stored anew (or, in a dry run,
- *           its chain of bases is kept live and counted);
+ *           again. A live node stored as a delta of a dead base is staged anew (not in a dry run),
+ *           and its chain of bases is marked apart: pack gc keeps the one or the other, whichever
+ *           reclaims more;
  *   packs   the store's pack gc (store/pack-gc.ts): sweep the index, snapshot the catalog, rewrite
  *           or delete the packs due.
  *
@@ -86,10 +87,14 @@ export async function collectGarbage(ctx: StoreContext, opts: GcOptions = {}): P
         const names = lost.first.map(cidToString)
         throw suspect(ctx, `${lost.count} checkpoint${lost.count === 1 ? '' : 's'} stored in the packs (${names.join(', ')}${lost.count > names.length ? ', …' : ''}) ${lost.count === 1 ? 'is' : 'are'} in no timeline and no removal record explains ${lost.count === 1 ? 'it' : 'them'}`, { checkpoints: names, count: lost.count })
       }
-      // the nodes stored anew are durable, and the index names them, before anything is deleted
-      if (marker.reencoded > 0) await repo.commitWith([])
       const tMark = performance.now() - t0
-      const packs = await repo.collectPacks({ isLive: marker.isLive, isBaseOnly: marker.isBaseOnly, threshold, maxUnused, dryRun, onProgress: opts.onProgress })
+      // the nodes stored anew are staged, not committed: pack gc commits them (durable, indexed) before
+      // it deletes anything, or drops them when keeping their delta bases reclaims more
+      const onStagedDropped = () => {
+        marker.reencoded = 0
+        marker.reencodedBytes = 0
+      }
+      const packs = await repo.collectPacks({ isLive: marker.isLive, isBaseOnly: marker.isBaseOnly, threshold, maxUnused, dryRun, onProgress: opts.onProgress, onStagedDropped })
       const { rewriteMs, ...rest } = packs
       return {
         roots,
@@ -100,6 +105,8 @@ export async function collectGarbage(ctx: StoreContext, opts: GcOptions = {}): P
         ms: { mark: tMark, sweep: performance.now() - t0 - tMark, rewrite: rewriteMs },
       }
     } finally {
+      // a gc that failed leaves nothing staged behind for the next commit to take along
+      if (repo.blocks.stagedEntryCount > 0) repo.blocks.abort()
       await marker.close()
     }
   })
@@ -201,7 +208,9 @@ class Marker {
     const blocks = this.blocks
     const loc = blocks.locate(cid)
     const deadBase = loc !== undefined && loc.codec === AT_REST.nodeDelta && !this.live.has(deltaBaseCid(blocks.readAt(cid, loc, true)))
-    if (deadBase && this.dryRun) this.markChain(cid)
+    // its chain of bases is marked (live until pack gc knows whether the node stored anew is kept),
+    // before it is stored anew: then it is located at its new copy
+    if (deadBase) this.markChain(cid)
     const e = blocks.getNode(cid)
     const be = base ? blocks.getNode(base) : undefined
     if (deadBase && !this.dryRun) this.reencode(cid, e, base, be)
@@ -213,7 +222,7 @@ class Marker {
     }
   }
 
-  /** A node kept alive keeps its delta chain's bases alive (a dry run: what gc would store anew). */
+  /** A node kept alive keeps its delta chain's bases alive, unless it is stored anew (and that kept). */
   private markChain(cid: CidBytes): void {
     let c: CidBytes | undefined = cid
     for (let hops = 0; c && hops < 300; hops++) {

@@ -23,6 +23,8 @@ export interface KV {
   /** Atomic; with sync the call resolves only once the batch is durable. */
   batch(ops: KVOp[], options?: { sync?: boolean }): Promise<void>
   iterate(range: KVRange): AsyncIterable<[Uint8Array, Uint8Array]>
+  /** Drops what deletions and overwrites left in the files (gc, after it moved or deleted many entries); optional. */
+  compact?(): Promise<void>
   close(): Promise<void>
 }
 

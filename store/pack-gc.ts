@@ -4,8 +4,15 @@
  *   sweep     one pass over the index takes dead blocks out of it and sums live bytes per pack;
  *   snapshot  the catalog is written to the packs as a snapshot when it changed since the last, so
  *             older catalog records are dead too (their bytes counted like dead blocks');
+ *   plan      the caller may have staged (not committed) nodes stored anew, so that the delta bases
+ *             of removed checkpoints can go: two plans are weighed, with them (the bases dead, the
+ *             nodes' old copies dead, their new bytes a cost) and without them (the bases live).
+ *             The one that reclaims more is carried out: the staged nodes are committed, or dropped.
+ *             When neither plan rewrites anything, nothing is written at all (no snapshot either):
+ *             a gc that reclaims nothing never makes the store grow;
  *   choose    a pack is due when nothing in it is live, its live share is under the threshold, or it
- *             is retired; then the deadest others while dead bytes left exceed maxUnused of live;
+ *             is retired; then the deadest others while dead bytes left exceed maxUnused of live.
+ *             The open pack is a pack like the others: when it is due it is sealed, then rewritten;
  *   rewrite   each due pack is read front to back and its live entries (blocks, the records from
  *             the snapshot on) are copied byte for byte into the open pack; a commit moves the index
  *             to the copies and drops the pack's record, and only then is its file deleted.
@@ -32,6 +39,11 @@ export interface PackGcOptions {
   maxUnused: number
   dryRun: boolean
   onProgress?: (p: { phase: 'sweep'; done: number; total: number }) => void
+  /**
+   * The caller's staged nodes (stored anew, not committed) were dropped: the plan that keeps their
+   * delta bases reclaims more (or nothing is reclaimed at all).
+   */
+  onStagedDropped?: () => void
 }
 
 export interface PackGcSummary {
@@ -80,7 +92,19 @@ const COLLECT_EVERY_ENTRIES = 1 << 16
 
 interface PackState {
   rec: PackRecord
+  /** entry bytes live whatever the plan */
   live: number
+  /** entry bytes live only while the staged nodes are not committed: delta bases, the nodes' old copies */
+  cond: number
+  /** entry bytes of the catalog records a snapshot now would leave live (for the plans) */
+  recLive: number
+}
+
+/** What a plan would do: the packs it rewrites or deletes, the dead bytes it leaves, the bytes it gains. */
+interface Plan {
+  chosen: number[]
+  deadKept: number
+  gain: number
 }
 
 export async function collectPacks(host: PackGcHost, opts: PackGcOptions): Promise<PackGcSummary> {
@@ -93,16 +117,32 @@ class PackCollector {
   private readonly s: PackGcSummary
   /** where the index places each live node, per pack (a node's other copies stay put) */
   private readonly liveNodesAt = new Map<number, Set<number>>()
+  /** the nodes live only without the staged ones (delta bases, the old copies of nodes stored anew), per pack */
+  private readonly condNodesAt = new Map<number, Set<number>>()
+  /** where the staged nodes are (the open pack) */
+  private readonly stagedNodesAt = new Map<number, Set<number>>()
+  /** index keys of the blocks live only as delta bases: deleted once the staged nodes are committed */
+  private baseKeys: Uint8Array[] = []
+  /** entry bytes of the staged nodes' old copies (liveBytes counts them until the plan is known) */
+  private stagedOld = 0
+  private stagedNew = 0
   /** the live records' keys by offset, per pack */
   private readonly liveRecordsAt = new Map<number, Map<number, Uint8Array>>()
   private snapshot = 0
+  /** whether the plan carried out drops the delta bases (the staged nodes committed) */
+  private basesDead = false
+  /** blocks live only as delta bases */
+  private bases = 0
+  /** whether the plan was carried out (the counts hold its choice) */
+  private carried = false
 
   constructor(
     private readonly host: PackGcHost,
     private readonly opts: PackGcOptions,
   ) {
     this.blocks = host.blocks
-    this.packs = new Map([...this.blocks.packRecords()].map(([n, r]) => [n, { rec: r, live: 0 }]))
+    // a pack the staged nodes started holds nothing committed yet: it joins once they are
+    this.packs = new Map([...this.blocks.packRecords()].filter(([, r]) => r.committedLength > 0 || r.sealed).map(([n, r]) => [n, { rec: r, live: 0, cond: 0, recLive: 0 }]))
     this.s = {
       liveBlocks: 0,
       liveBytes: 0,
@@ -116,7 +156,7 @@ class PackCollector {
       packsSkipped: 0,
       damagedLiveBlocks: 0,
       rewrittenBytes: 0,
-      bytesBefore: 0,
+      bytesBefore: [...this.packs.values()].reduce((n, p) => n + p.rec.committedLength, 0),
       bytesAfter: 0,
       reclaimedBytes: 0,
       deadBytes: 0,
@@ -132,38 +172,54 @@ class PackCollector {
   async run(): Promise<PackGcSummary> {
     const recordBytes0 = this.host.recordBytesWritten
     await this.sweep()
-    await this.snapshotAndRecords()
-    this.s.bytesBefore = [...this.packs.values()].reduce((n, p) => n + p.rec.committedLength, 0)
+    const willSnapshot = !this.opts.dryRun && this.host.catalogPosition !== undefined && this.host.catalogPosition.seq > (this.host.catalogPosition.snapshot ?? 0)
+    await this.recordsForPlans(willSnapshot)
+    const mode = this.weigh()
+    await this.carryOut(mode)
+    if (mode !== 'none' && willSnapshot) await this.writeSnapshot()
+    await this.records()
     this.s.deadBytes = [...this.packs.values()].reduce((n, p) => n + this.deadOf(p), 0)
-    const chosen = await this.choose()
+    const chosen = mode === 'none' ? this.keepAll() : await this.choose()
     const t = performance.now()
-    let freed: number
-    let newBytes: number
-    if (this.opts.dryRun) ({ freed, newBytes } = this.wouldRewrite(chosen))
-    else ({ freed, newBytes } = await this.rewrite(chosen))
+    let freed = 0
+    if (this.opts.dryRun) freed = this.wouldRewrite(chosen)
+    else if (chosen.length) freed = await this.rewrite(chosen)
     this.s.rewriteMs = performance.now() - t
     if (!this.opts.dryRun) this.deleteLeftovers()
+    // the index's files keep the entries gc deleted or moved until LevelDB compacts them: now, so the
+    // store is as small on disk as its packs say
+    if (!this.opts.dryRun && (chosen.length > 0 || this.s.deadBlocks > 0)) await this.host.kv.compact?.()
     const after = [...this.blocks.packRecords().values()].reduce((n, r) => n + r.committedLength, 0)
     this.s.packsAfter = this.opts.dryRun ? this.packs.size - this.s.packsDeleted : this.blocks.packRecords().size
     this.s.bytesAfter = this.opts.dryRun ? this.s.bytesBefore - freed + this.s.rewrittenBytes : after
-    this.s.reclaimedBytes = freed - newBytes
+    // what the store shrank by: the nodes stored anew and the snapshot gc wrote count against it
+    this.s.reclaimedBytes = this.s.bytesBefore - this.s.bytesAfter
     this.s.recordBytes = this.host.recordBytesWritten - recordBytes0
     return this.s
   }
 
   /** Entry bytes of a pack nothing live reaches (headers and footers count for neither). */
-  private deadOf(p: PackState): number {
-    return Math.max(0, p.rec.committedLength - PACK_HEADER_SIZE - (p.rec.sealed ? FOOTER_SIZE : 0) - p.live)
+  private deadOf(p: PackState, live = p.live): number {
+    return Math.max(0, p.rec.committedLength - PACK_HEADER_SIZE - (p.rec.sealed ? FOOTER_SIZE : 0) - live)
+  }
+
+  private nodeAt(m: Map<number, Set<number>>, pack: number, offset: number): void {
+    let at = m.get(pack)
+    if (!at) m.set(pack, (at = new Set()))
+    at.add(offset)
   }
 
   /**
    * One pass over the index: a dead block's entry goes (its bytes go when its pack is rewritten), so
    * nothing (a later checkpoint's dedup, verify) relies on a block whose delta base may be gone; live
    * bytes are summed per pack. A dead manifest keeps its listing and removal while its bytes are in a
-   * pack: a rebuild finds them there, and must know them removed.
+   * pack: a rebuild finds them there, and must know them removed. Blocks live only as delta bases,
+   * and the old copies of the nodes the caller staged anew, are set apart: which of them stay
+   * depends on the plan.
    */
   private async sweep(): Promise<void> {
     const { isLive, isBaseOnly, dryRun } = this.opts
+    const blocks = this.blocks
     let deadOps: KVOp[] = []
     let scanned = 0
     for await (const [k, v] of this.host.kv.iterate(blockRange)) {
@@ -182,39 +238,158 @@ class PackCollector {
         }
         continue
       }
+      const p = this.packs.get(loc.pack)
+      if (cid[1] === DAG_CBOR && isBaseOnly(cid)) {
+        // live only as the base of a live delta: needed while that delta is what the index holds
+        this.s.baseOnlyBytes += bytes
+        this.bases++
+        if (p) p.cond += bytes
+        this.nodeAt(this.condNodesAt, loc.pack, loc.offset)
+        if (!dryRun) this.baseKeys.push(Uint8Array.prototype.slice.call(k))
+        continue
+      }
       this.s.liveBlocks++
       this.s.liveBytes += bytes
-      if (cid[1] === DAG_CBOR) {
-        let at = this.liveNodesAt.get(loc.pack)
-        if (!at) this.liveNodesAt.set(loc.pack, (at = new Set()))
-        at.add(loc.offset)
-        this.s.liveNodeBytes += bytes
-        if (isBaseOnly(cid)) this.s.baseOnlyBytes += bytes
+      if (cid[1] !== DAG_CBOR) {
+        if (p) p.live += bytes
+        continue
       }
-      const p = this.packs.get(loc.pack)
-      if (p) p.live += bytes
+      this.s.liveNodeBytes += bytes
+      const staged = blocks.isStaged(cid) ? blocks.locate(cid) : undefined
+      if (staged) {
+        // stored anew by the caller (not committed): the old copy stays only if the new one is dropped
+        if (p) p.cond += bytes
+        this.nodeAt(this.condNodesAt, loc.pack, loc.offset)
+        this.nodeAt(this.stagedNodesAt, staged.pack, staged.offset)
+        this.stagedOld += bytes
+        this.stagedNew += ENTRY_HEADER_SIZE + staged.storedLength
+      } else {
+        if (p) p.live += bytes
+        this.nodeAt(this.liveNodesAt, loc.pack, loc.offset)
+      }
     }
     await this.host.kv.batch(deadOps, { sync: true })
   }
 
   /**
-   * The catalog as one snapshot in the packs, when it changed since the last: records older than the
-   * newest snapshot are dead (out of the index now, their bytes going with their packs), the others
-   * live bytes of their packs.
+   * The records' live bytes per pack as the plans see them: with a snapshot to write, every record
+   * there is now is dead once it is written; else those from the newest snapshot on are live.
    */
-  private async snapshotAndRecords(): Promise<void> {
-    const host = this.host
-    const blocks = this.blocks
-    this.snapshot = host.catalogPosition?.snapshot ?? 0
-    if (!this.opts.dryRun && host.catalogPosition && host.catalogPosition.seq > this.snapshot) {
-      this.snapshot = await host.writeSnapshot()
-      const open = blocks.openPackNo()
-      if (open >= 0) {
-        const p = this.packs.get(open)
-        if (p) p.rec = blocks.packRecords().get(open)!
-        else this.packs.set(open, { rec: blocks.packRecords().get(open)!, live: 0 })
+  private async recordsForPlans(willSnapshot: boolean): Promise<void> {
+    const from = willSnapshot ? Number.POSITIVE_INFINITY : (this.host.catalogPosition?.snapshot ?? 0)
+    for await (const [k, v] of this.host.kv.iterate(recordRange)) {
+      if (v.length !== 22 || recordKeySeq(k).seq < from) continue
+      const loc = decodeLocation(v)
+      const p = this.packs.get(loc.pack)
+      if (p) p.recLive += ENTRY_HEADER_SIZE + loc.storedLength
+    }
+  }
+
+  /**
+   * Packs due, in pack order, and what rewriting them gains, with the delta bases dead (the staged
+   * nodes committed: their bytes a cost) or live (dropped). Pure arithmetic.
+   */
+  private plan(basesDead: boolean): Plan {
+    const liveOf = (p: PackState) => p.live + p.recLive + (basesDead ? 0 : p.cond)
+    let liveBytes = this.s.liveBytes + this.s.liveRecordBytes
+    for (const p of this.packs.values()) liveBytes += p.recLive
+    if (!this.carried) liveBytes += basesDead ? this.stagedNew - this.stagedOld : this.s.baseOnlyBytes
+    const chosen: number[] = []
+    const kept: { n: number; dead: number }[] = []
+    let deadKept = 0
+    let gain = basesDead ? -this.stagedNew : 0
+    for (const [n, p] of [...this.packs].sort((x, y) => x[0] - y[0])) {
+      const live = liveOf(p)
+      const dead = this.deadOf(p, live)
+      if (this.due(p, live, dead) && (this.blocks.io.exists(n) || live === 0)) {
+        chosen.push(n)
+        gain += p.rec.committedLength - live
+      } else {
+        deadKept += dead
+        if (this.blocks.io.exists(n) && dead > 0) kept.push({ n, dead })
       }
     }
+    // too much dead left in packs above the threshold: the deadest of them go too
+    kept.sort((a, b) => b.dead - a.dead)
+    for (const k of kept) {
+      if (deadKept <= this.opts.maxUnused * liveBytes) break
+      chosen.push(k.n)
+      deadKept -= k.dead
+      gain += this.packs.get(k.n)!.rec.committedLength - liveOf(this.packs.get(k.n)!)
+    }
+    return { chosen: chosen.sort((a, b) => a - b), deadKept, gain }
+  }
+
+  /**
+   * Which plan is carried out: with the staged nodes ('dead': their delta bases go), without them
+   * ('live'), or none when neither rewrites a pack. A dry run stores nothing anew: its bases stay live.
+   */
+  private weigh(): 'dead' | 'live' | 'none' {
+    const live = this.plan(false)
+    if (this.opts.dryRun) return 'live'
+    const staged = this.blocks.stagedEntryCount > 0 || this.baseKeys.length > 0
+    const dead = staged ? this.plan(true) : live
+    if (dead.chosen.length && dead.gain >= live.gain) return 'dead'
+    if (live.chosen.length) return 'live'
+    return 'none'
+  }
+
+  /** The plan's effect on the index and the counts: staged nodes committed (bases unindexed) or dropped. */
+  private async carryOut(mode: 'dead' | 'live' | 'none'): Promise<void> {
+    this.basesDead = mode === 'dead'
+    if (this.basesDead) {
+      // the nodes stored anew are durable, and the index names them, before anything is deleted
+      if (this.blocks.stagedEntryCount > 0) await this.host.commitWith([])
+      this.refreshOpen()
+      for (const [n, at] of this.stagedNodesAt) for (const o of at) this.nodeAt(this.liveNodesAt, n, o)
+      const open = this.packs.get(this.blocks.openPackNo())
+      if (open) open.live += this.stagedNew
+      this.s.liveBytes += this.stagedNew - this.stagedOld
+      // then the bases no live node needs any more leave the index (a crash before: indexed garbage)
+      for (let i = 0; i < this.baseKeys.length; i += COMMIT_OPS) {
+        await this.host.kv.batch(this.baseKeys.slice(i, i + COMMIT_OPS).map((key) => ({ type: 'del' as const, key })), { sync: true })
+      }
+      this.s.deadBlocks += this.baseKeys.length
+    } else {
+      if (this.blocks.stagedEntryCount > 0 || this.stagedNew > 0) {
+        this.blocks.abort()
+        this.opts.onStagedDropped?.()
+      }
+      for (const [n, at] of this.condNodesAt) for (const o of at) this.nodeAt(this.liveNodesAt, n, o)
+      for (const p of this.packs.values()) p.live += p.cond
+      this.s.liveBytes += this.s.baseOnlyBytes
+      this.s.liveBlocks += this.bases
+    }
+    this.carried = true
+    for (const p of this.packs.values()) p.cond = 0
+    this.baseKeys = []
+    this.stagedNodesAt.clear()
+    this.condNodesAt.clear()
+  }
+
+  /** The open pack's record as the block store now has it (it may have been started, or grown, by gc's commits). */
+  private refreshOpen(): void {
+    const open = this.blocks.openPackNo()
+    const rec = open >= 0 ? this.blocks.packRecords().get(open) : undefined
+    if (!rec || rec.committedLength === 0) return
+    const p = this.packs.get(open)
+    if (p) p.rec = rec
+    else this.packs.set(open, { rec, live: 0, cond: 0, recLive: 0 })
+  }
+
+  /**
+   * The catalog as one snapshot in the packs (it changed since the last): records older than it are
+   * dead (out of the index now, their bytes going with their packs).
+   */
+  private async writeSnapshot(): Promise<void> {
+    await this.host.writeSnapshot()
+    this.refreshOpen()
+  }
+
+  /** The records from the newest snapshot on are live bytes of their packs; older ones leave the index. */
+  private async records(): Promise<void> {
+    const host = this.host
+    this.snapshot = host.catalogPosition?.snapshot ?? 0
     const deadOps: KVOp[] = []
     for await (const [k, v] of host.kv.iterate(recordRange)) {
       if (v.length !== 22) continue
@@ -231,48 +406,34 @@ class PackCollector {
       if (!at) this.liveRecordsAt.set(loc.pack, (at = new Map()))
       at.set(loc.offset, Uint8Array.prototype.slice.call(k))
     }
+    for (const p of this.packs.values()) p.recLive = 0
     await host.kv.batch(deadOps, { sync: true })
   }
 
-  private due(p: PackState): boolean {
-    const dead = this.deadOf(p)
-    return p.live === 0 || (dead > 0 && p.live / (p.live + dead) < this.opts.threshold) || p.rec.retired === true
+  private due(p: PackState, live = p.live, dead = this.deadOf(p)): boolean {
+    return live === 0 || (dead > 0 && live / (live + dead) < this.opts.threshold) || p.rec.retired === true
   }
 
-  /** The packs to rewrite or delete, in pack order. The open pack, when due, is sealed first. */
+  /** No pack is rewritten: every dead byte is kept. */
+  private keepAll(): number[] {
+    for (const p of this.packs.values()) this.s.deadBytesKept += this.deadOf(p)
+    return []
+  }
+
+  /** The packs to rewrite or delete, in pack order (the final plan). The open pack, when chosen, is sealed first. */
   private async choose(): Promise<number[]> {
-    const blocks = this.blocks
-    const open = blocks.openPackNo()
-    const op = this.packs.get(open)
-    if (op && this.due(op) && !this.opts.dryRun) {
-      await blocks.maybeSeal(true)
-      op.rec = blocks.packRecords().get(open)!
+    const { chosen, deadKept } = this.plan(this.basesDead)
+    this.s.deadBytesKept = deadKept
+    const open = this.blocks.openPackNo()
+    if (open >= 0 && chosen.includes(open) && !this.opts.dryRun) {
+      await this.blocks.maybeSeal(true)
+      this.packs.get(open)!.rec = this.blocks.packRecords().get(open)!
     }
-    const chosen: number[] = []
-    const kept: number[] = []
-    for (const [n, p] of [...this.packs].sort((x, y) => x[0] - y[0])) {
-      if (n === blocks.openPackNo() && !(this.opts.dryRun && this.due(p))) {
-        this.s.deadBytesKept += this.deadOf(p)
-        continue
-      }
-      if (this.due(p) && (blocks.io.exists(n) || p.live === 0)) chosen.push(n)
-      else {
-        this.s.deadBytesKept += this.deadOf(p)
-        if (blocks.io.exists(n) && this.deadOf(p) > 0) kept.push(n)
-      }
-    }
-    // too much dead left in packs above the threshold: the deadest of them go too
-    kept.sort((a, b) => this.deadOf(this.packs.get(b)!) - this.deadOf(this.packs.get(a)!))
-    for (const n of kept) {
-      if (this.s.deadBytesKept <= this.opts.maxUnused * this.s.liveBytes) break
-      chosen.push(n)
-      this.s.deadBytesKept -= this.deadOf(this.packs.get(n)!)
-    }
-    return chosen.sort((a, b) => a - b)
+    return chosen
   }
 
-  /** A dry run's figures for the chosen packs. */
-  private wouldRewrite(chosen: number[]): { freed: number; newBytes: number } {
+  /** A dry run's figures for the chosen packs: the bytes freed. */
+  private wouldRewrite(chosen: number[]): number {
     let freed = 0
     for (const n of chosen) {
       const p = this.packs.get(n)!
@@ -281,7 +442,7 @@ class PackCollector {
       this.s.rewrittenBytes += p.live
       freed += p.rec.committedLength
     }
-    return { freed, newBytes: this.s.rewrittenBytes }
+    return freed
   }
 
   /**
@@ -290,7 +451,7 @@ class PackCollector {
    * 16,384 operations, and after each pack) makes the copies durable and moves the index to them; a
    * pack's record goes in the commit after its last copy, and its file after that commit.
    */
-  private async rewrite(chosen: number[]): Promise<{ freed: number; newBytes: number }> {
+  private async rewrite(chosen: number[]): Promise<number> {
     const w = new Rewriter(this.host)
     let freed = 0
     let done = 0
@@ -309,7 +470,7 @@ class PackCollector {
       await w.commit()
       this.opts.onProgress?.({ phase: 'sweep', done: ++done, total: chosen.length })
     }
-    return { freed, newBytes: this.s.rewrittenBytes }
+    return freed
   }
 
   /** The live entries of one pack copied; whether the pack must stay (damage a live entry sits in). */
