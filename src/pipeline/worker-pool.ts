@@ -55,6 +55,64 @@ export function taskBytes(task: Task): number {
   return n
 }
 
+interface Spawned {
+  script: string
+  workers: Worker[]
+  /** one per worker: resolves on its "ready", rejects on an error before it */
+  readies: Promise<void>[]
+}
+
+function spawn(script: string, size: number): Spawned {
+  const workers: Worker[] = []
+  const readies: Promise<void>[] = []
+  for (let i = 0; i < size; i++) {
+    const w = new Worker(script)
+    w.unref()
+    readies.push(
+      new Promise<void>((resolve, reject) => {
+        const onMsg = (m: { ready?: boolean }) => {
+          if (m.ready) {
+            w.off('message', onMsg)
+            resolve()
+          }
+        }
+        w.on('message', onMsg)
+        w.once('error', reject)
+      }),
+    )
+    workers.push(w)
+  }
+  // a pool adopting them later handles a failure; until then it must not be unhandled
+  readies.forEach((r) => r.catch(() => {}))
+  return { script, workers, readies }
+}
+
+let prestarted: Spawned | undefined
+
+function takePrestarted(script: string, size: number): Spawned | undefined {
+  const p = prestarted
+  if (!p || p.script !== script || p.workers.length !== size) return undefined
+  prestarted = undefined
+  return p
+}
+
+/**
+ * Starts the workers of the next pool made in this process now, ahead of it: a caller that knows
+ * a large job is coming (ckpt add of a big image, before it loads the library and opens the store)
+ * overlaps their start (~50-100 ms of CPU each) with that work. The pool of `size` workers that is
+ * made next adopts them; unadopted, they keep no process alive.
+ */
+export function prestartWorkers(size = defaultPoolSize()): void {
+  if (prestarted || size <= 0 || process.env.CKPT_WORKERS === '0') return
+  const script = workerScript()
+  if (script) prestarted = spawn(script, size)
+}
+
+/** One worker per core, at most 4: the pool size CkptStore uses unless told otherwise. */
+export function defaultPoolSize(): number {
+  return Math.min(4, Math.max(1, os.availableParallelism()))
+}
+
 export class WorkerPool {
   private readonly workers: Worker[] = []
   private readonly load: number[] = []
@@ -77,42 +135,29 @@ export class WorkerPool {
    * for them (as a pool did before the lazy start). Same functions, same results either way.
    */
   constructor(
-    readonly size = Math.min(4, Math.max(1, os.availableParallelism())),
+    readonly size = defaultPoolSize(),
     inlineBytes = inlineBudget(),
   ) {
     this.script = size > 0 && process.env.CKPT_WORKERS !== '0' ? workerScript() : undefined
     this.inlineLeft = inlineBytes
     this.eager = inlineBytes <= 0
-    if (this.script && this.eager) this.start()
+    // workers a caller started ahead (prestartWorkers) are this pool's from the first task on
+    if (this.script && (this.eager || (prestarted?.script === this.script && prestarted.workers.length === size))) this.start()
   }
 
   /** Starts the workers now (a caller that knows a large job is coming); no-op without a worker script. */
   start(): void {
     if (!this.script || this.ready) return
-    const script = this.script
-    const readies: Promise<void>[] = []
-    for (let i = 0; i < this.size; i++) {
-      const w = new Worker(script)
-      w.unref()
-      readies.push(
-        new Promise<void>((resolve, reject) => {
-          const onMsg = (m: { ready?: boolean }) => {
-            if (m.ready) {
-              w.off('message', onMsg)
-              resolve()
-            }
-          }
-          w.on('message', onMsg)
-          w.once('error', reject)
-        }),
-      )
+    const spawned = takePrestarted(this.script, this.size) ?? spawn(this.script, this.size)
+    spawned.workers.forEach((w, i) => {
       w.on('message', (m: { id?: number; result?: TaskResult; error?: { message: string; code?: string } }) => this.settle(m))
       w.on('error', (err) => {
         for (const [id, p] of this.pending) if (this.owner.get(id) === i) p.reject(err)
       })
       this.workers.push(w)
       this.load.push(0)
-    }
+    })
+    const readies = spawned.readies
     this.ready = Promise.all(readies).then(
       () => void (this.isReady = true),
       (err) => {

@@ -16,7 +16,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { openStore, type CkptStore } from '../../src/index.js'
 import { COMMANDS } from '../../src/cli/commands.js'
 import { COMMAND_NAMES, loadCommand } from '../../src/cli/registry.js'
-import { INLINE_BYTES, taskBytes, WorkerPool } from '../../src/pipeline/worker-pool.js'
+import { INLINE_BYTES, prestartWorkers, taskBytes, WorkerPool } from '../../src/pipeline/worker-pool.js'
 import type { HashTask } from '../../src/pipeline/tasks.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
@@ -99,6 +99,24 @@ describe('worker pool: lazy start', () => {
     await none.run(hashTask(pattern(1 << 20, 2), 4096))
     expect(none.started).toBe(false)
     expect(INLINE_BYTES).toBeGreaterThan(1 << 20)
+  })
+
+  it('adopts workers started ahead (prestartWorkers): they serve the first tasks once ready', async () => {
+    delete process.env.CKPT_INLINE_BYTES
+    prestartWorkers(2)
+    const pool = new WorkerPool(2)
+    pools.push(pool)
+    const data = pattern(256 << 10, 7)
+    const inline = await pool.run(hashTask(data, 4096)) // inline or not: same digests
+    for (let i = 0; i < 200 && !pool.started; i++) await new Promise((r) => setTimeout(r, 10))
+    expect(pool.started).toBe(true)
+    const onWorker = await pool.run(hashTask(data, 4096))
+    expect(Buffer.from(onWorker.digests).equals(Buffer.from(inline.digests))).toBe(true)
+    // taken: the next pool starts its own, lazily
+    const next = new WorkerPool(2)
+    pools.push(next)
+    await next.run(hashTask(data, 4096))
+    expect(next.started).toBe(false)
   })
 
   it('gives the same roots and restores the same bytes inline, on workers from the start, and switching midway', async () => {

@@ -6,6 +6,9 @@ import { humanBytes } from '../format.js'
 import { Progress } from '../progress.js'
 import { checkPolicy, json, JSON_HELP, line, note, QUIET_HELP, STORE_HELP, withStore, type Command } from '../shared.js'
 
+/** Input at least this large starts the worker threads before the store is opened. */
+const PRESTART_BYTES = 64 << 20
+
 const OPTIONS = {
   ...COMMON,
   ...QUIET,
@@ -99,6 +102,9 @@ examples:
     const blobs = blobArgs(values.blob, readInputFile)
     // sizes before the store is opened (or created): a missing file stops here
     const total = regions.reduce((n, r) => n + inputFileSize(r.file), 0)
+    // a big scan will want the worker threads: start them now, while this thread loads the library
+    // and opens the store (a small add hashes on this thread and never starts them)
+    if (total >= PRESTART_BYTES) (await import('../../pipeline/worker-pool.js')).prestartWorkers()
 
     const progress = new Progress('ckpt add', Progress.wanted(values))
     try {
