@@ -7,9 +7,12 @@
  *   STAGE (tmpfs) just before it is ingested and deleted after (the middle and last ones are kept
  *   for the restore check). SERIES_DIR is a directory of checkpoint subdirectories (lexicographic
  *   order), each with the same files (written by synth.js, or your own).
- * Per tool (bench/peers/tools.ts): init; each checkpoint ingested by one process timed from outside
+ * Per tool (bench/peers/tools.ts): a fresh repository, init; each checkpoint ingested by one process timed from outside
  * (wall; CPU and max RSS from /usr/bin/time); repository bytes after each; a timed restore of the
  * last and the middle checkpoint, compared byte for byte with the source; a timed full verify.
+ * By default the tools are interleaved: each checkpoint is built once and ingested by every tool in
+ * turn (the order rotating), so that all see the same load of a shared machine (PEERS_INTERLEAVE=0:
+ * one tool after the other, one repository at a time on disk).
  * A tool that is not installed is skipped with a line saying how to install it; a tool that fails
  * gets a row with a note. Exit 2 only for a usage error.
  * Output: OUT.tsv (one row per tool), OUT.ingest.tsv (one row per ingest), OUT.env (machine, tool
@@ -44,6 +47,8 @@ export interface RunOptions {
   stage?: string
   keepRepos?: boolean
   minFreeGB?: number
+  /** every checkpoint through every tool in turn (default, PEERS_INTERLEAVE=0 to turn off), or one tool after the other */
+  interleave?: boolean
   log?: (line: string) => void
 }
 
@@ -162,7 +167,16 @@ function emptyRow(tool: string, count: number, note: string): Row {
   return { ...r, tool, checkpoints: String(count), note }
 }
 
-interface ToolRun {
+/** one tool's pass over the series: a plug-in run as processes, or the in-process `ideal` */
+interface Lane {
+  name: string
+  tool?: Tool
+  ideal?: IdealCounter
+  /** the row of a tool that could not run */
+  skipped?: Row
+  env: NodeJS.ProcessEnv
+  logFd: number
+  base: string
   walls: number[]
   cpu: number
   rssKb: number
@@ -170,33 +184,74 @@ interface ToolRun {
   ingestRows: string[]
 }
 
-/** init and every ingest of one tool; the source is left holding the middle and last checkpoints */
-function ingestAll(tool: Tool, src: Source, env: NodeJS.ProcessEnv, logFd: number, o: Required<Pick<RunOptions, 'minFreeGB' | 'log'>>): ToolRun {
-  const run: ToolRun = { walls: [], cpu: 0, rssKb: 0, note: '', ingestRows: [] }
-  const last = src.count - 1
-  const mid = Math.floor(last / 2)
-  if (tool.init && !phase(tool.init, [], env, logFd).ok) run.note = 'init failed'
-  for (let i = 0; i < src.count && !run.note; i++) {
-    const free = fs.statfsSync(env.REPO!)
-    if ((free.bavail * free.bsize) / 2 ** 30 < o.minFreeGB) {
-      run.note = `stopped at ${src.names[i]}: less than ${o.minFreeGB} GiB free`
-      break
-    }
-    const dir = src.get(i)
-    const p = phase(tool.ingest, [dir, src.names[i]!, String(i)], env, logFd)
-    src.drop(i, i === mid || i === last)
-    if (!p.ok) {
-      run.note = `ingest failed at ${src.names[i]}`
-      break
-    }
-    const size = repoBytes(tool, env)
-    run.walls.push(p.wall)
-    run.cpu += p.user + p.sys
-    run.rssKb = Math.max(run.rssKb, p.rssKb || 0)
-    run.ingestRows.push([tool.name, i, src.names[i], fmt(p.wall, 3), fmt(p.user, 2), fmt(p.sys, 2), fmt(p.rssKb, 0), size].join('\t'))
-    if (i % 10 === 0 || i === last) o.log(`${tool.name}: ingested ${src.names[i]} in ${p.wall.toFixed(3)} s, repo ${size} B`)
+type Opts = Required<RunOptions>
+
+/** a fresh repository and its init; or the row saying why the tool is skipped */
+function openLane(name: string, src: Source, o: Opts): Lane {
+  const base = path.join(o.work, name)
+  const lane: Lane = { name, env: {}, logFd: -1, base, walls: [], cpu: 0, rssKb: 0, note: '', ingestRows: [] }
+  const skip = (what: string, install: string) => {
+    o.log(`${name}: skipped, ${what} not found; install with: ${install}`)
+    lane.skipped = emptyRow(name, src.count, `skipped: not installed (${install})`)
+    return lane
   }
-  return run
+  if (name === 'ideal') {
+    const zstd = zstdLevel1()
+    if (!zstd) return skip('the optional package zstd-napi', 'npm install zstd-napi')
+    lane.ideal = new IdealCounter(zstd)
+    return lane
+  }
+  const tool = TOOLS.find((t) => t.name === name)!
+  lane.tool = tool
+  const missing = tool.needs.filter((c) => !installed(c))
+  if (tool.name === 'ckpt' && !fs.existsSync(cliPath)) missing.push(cliPath)
+  if (tool.name === 'casync' && !zstdLevel1()) missing.push('zstd-napi (npm install zstd-napi)')
+  if (missing.length) return skip(missing.join(', '), tool.install)
+  fs.rmSync(base, { recursive: true, force: true })
+  const last = src.count - 1
+  lane.env = {
+    ...process.env, REPO: path.join(base, 'repo'), TOOLWORK: path.join(base, 'aux'), NODE: process.execPath, CKPT_CLI: cliPath, PEERS_BIN: peersBin,
+    FILES: src.files.join(' '), RESTORE_IDX: `${Math.floor(last / 2)} ${last}`,
+  }
+  fs.mkdirSync(lane.env.REPO!, { recursive: true })
+  fs.mkdirSync(lane.env.TOOLWORK!, { recursive: true })
+  fs.mkdirSync(path.join(o.work, 'logs'), { recursive: true })
+  lane.logFd = fs.openSync(path.join(o.work, 'logs', `${name}.log`), 'w')
+  o.log(`${name}: start`)
+  if (tool.init && !phase(tool.init, [], lane.env, lane.logFd).ok) lane.note = 'init failed'
+  return lane
+}
+
+/** checkpoint i (in dir) into one lane, timed */
+function ingestLane(l: Lane, src: Source, i: number, dir: string, o: Opts): void {
+  if (l.skipped || l.note) return
+  let p: Phase
+  let size: number
+  if (l.ideal) {
+    const cpu0 = process.cpuUsage()
+    const t0 = performance.now()
+    l.ideal.add(dir, src.files)
+    const cpu = process.cpuUsage(cpu0)
+    p = { ok: true, wall: (performance.now() - t0) / 1000, user: cpu.user / 1e6, sys: cpu.system / 1e6, rssKb: NaN }
+    size = l.ideal.total
+  } else {
+    const free = fs.statfsSync(l.env.REPO!)
+    if ((free.bavail * free.bsize) / 2 ** 30 < o.minFreeGB) {
+      l.note = `stopped at ${src.names[i]}: less than ${o.minFreeGB} GiB free`
+      return
+    }
+    p = phase(l.tool!.ingest, [dir, src.names[i]!, String(i)], l.env, l.logFd)
+    if (!p.ok) {
+      l.note = `ingest failed at ${src.names[i]}`
+      return
+    }
+    size = repoBytes(l.tool!, l.env)
+  }
+  l.walls.push(p.wall)
+  l.cpu += p.user + p.sys
+  l.rssKb = Math.max(l.rssKb, p.rssKb || 0)
+  l.ingestRows.push([l.name, i, src.names[i], fmt(p.wall, 3), fmt(p.user, 2), fmt(p.sys, 2), fmt(p.rssKb, 0), size].join('\t'))
+  if (i % 10 === 0 || i === src.count - 1) o.log(`${l.name}: ingested ${src.names[i]} in ${p.wall.toFixed(3)} s, ${l.ideal ? 'ideal' : 'repo'} ${size} B`)
 }
 
 function repoBytes(tool: Tool, env: NodeJS.ProcessEnv): number {
@@ -221,53 +276,36 @@ function restoreCheck(tool: Tool, src: Source, i: number, env: NodeJS.ProcessEnv
   return { s: p.wall, ok }
 }
 
-function runTool(tool: Tool, series: SeriesSpec | string, o: Required<RunOptions>, detail: string[]): Row {
-  const count = typeof series === 'string' ? openSource(series, o.stage).count : series.count
-  const missing = tool.needs.filter((c) => !installed(c))
-  if (tool.name === 'ckpt' && !fs.existsSync(cliPath)) missing.push(cliPath)
-  if (tool.name === 'casync' && !zstdLevel1()) missing.push('zstd-napi (npm install zstd-napi)')
-  if (missing.length) {
-    o.log(`${tool.name}: skipped, ${missing.join(', ')} not found; install with: ${tool.install}`)
-    return emptyRow(tool.name, count, `skipped: not installed (${tool.install})`)
-  }
-  const base = path.join(o.work, tool.name)
-  fs.rmSync(base, { recursive: true, force: true })
-  const env: NodeJS.ProcessEnv = { ...process.env, REPO: path.join(base, 'repo'), TOOLWORK: path.join(base, 'aux'), NODE: process.execPath, CKPT_CLI: cliPath, PEERS_BIN: peersBin }
-  fs.mkdirSync(env.REPO!, { recursive: true })
-  fs.mkdirSync(env.TOOLWORK!, { recursive: true })
-  fs.mkdirSync(path.join(o.work, 'logs'), { recursive: true })
-  const logFd = fs.openSync(path.join(o.work, 'logs', `${tool.name}.log`), 'w')
-  const src = openSource(series, o.stage)
+/** the lane's row: its ingests summed up, a timed restore of the last and middle checkpoints, a timed verify */
+function closeLane(l: Lane, src: Source, o: Opts): Row {
+  if (l.skipped) return l.skipped
+  const tool = l.tool
   const last = src.count - 1
   const mid = Math.floor(last / 2)
-  Object.assign(env, { FILES: src.files.join(' '), RESTORE_IDX: `${mid} ${last}` })
   try {
-    o.log(`${tool.name}: start`)
-    const run = ingestAll(tool, src, env, logFd, o)
-    detail.push(...run.ingestRows)
-    const row = emptyRow(tool.name, src.count, run.note || '-')
-    summarize(row, run, repoBytes(tool, env))
-    if (!run.note && tool.restore) {
-      const rl = restoreCheck(tool, src, last, env, logFd)
-      const rm = restoreCheck(tool, src, mid, env, logFd)
+    const row = emptyRow(l.name, src.count, l.note || '-')
+    summarize(row, l, l.ideal ? l.ideal.total : repoBytes(tool!, l.env))
+    if (!tool) return row
+    if (!l.note && tool.restore) {
+      const rl = restoreCheck(tool, src, last, l.env, l.logFd)
+      const rm = restoreCheck(tool, src, mid, l.env, l.logFd)
       Object.assign(row, { restore_last_s: fmt(rl.s, 3), restore_mid_s: fmt(rm.s, 3), restore_ok: rl.ok && rm.ok ? 'yes' : 'no' })
-      o.log(`${tool.name}: restore last ${rl.s.toFixed(2)} s, middle ${rm.s.toFixed(2)} s, identical: ${row.restore_ok}`)
+      o.log(`${l.name}: restore last ${rl.s.toFixed(2)} s, middle ${rm.s.toFixed(2)} s, identical: ${row.restore_ok}`)
     }
-    if (!run.note && tool.verify) {
-      const v = phase(tool.verify, [], env, logFd)
+    if (!l.note && tool.verify) {
+      const v = phase(tool.verify, [], l.env, l.logFd)
       Object.assign(row, { verify_s: fmt(v.wall, 3), verify_ok: v.ok ? 'yes' : 'no' })
-      o.log(`${tool.name}: verify ${v.wall.toFixed(2)} s, ok: ${row.verify_ok}`)
+      o.log(`${l.name}: verify ${v.wall.toFixed(2)} s, ok: ${row.verify_ok}`)
     }
-    if (run.note) o.log(`${tool.name}: ${run.note} (see ${path.join(o.work, 'logs', `${tool.name}.log`)})`)
+    if (l.note) o.log(`${l.name}: ${l.note} (see ${path.join(o.work, 'logs', `${l.name}.log`)})`)
     return row
   } finally {
-    src.close()
-    fs.closeSync(logFd)
-    if (!o.keepRepos) fs.rmSync(base, { recursive: true, force: true })
+    if (l.logFd >= 0) fs.closeSync(l.logFd)
+    if (!o.keepRepos && tool) fs.rmSync(l.base, { recursive: true, force: true })
   }
 }
 
-function summarize(row: Row, run: ToolRun, bytes: number): void {
+function summarize(row: Row, run: Lane, bytes: number): void {
   const n = run.walls.length
   if (!n) return
   Object.assign(row, {
@@ -283,36 +321,28 @@ function summarize(row: Row, run: ToolRun, bytes: number): void {
   })
 }
 
-/** the `ideal` row, computed in this process (its times are the analysis's, not an ingest) */
-function runIdeal(series: SeriesSpec | string, o: Required<RunOptions>, detail: string[]): Row {
-  const zstd = zstdLevel1()
-  const src = openSource(series, o.stage)
-  if (!zstd) {
-    src.close()
-    o.log('ideal: skipped, the optional package zstd-napi is not installed; install with: npm install zstd-napi')
-    return emptyRow('ideal', src.count, 'skipped: not installed (npm install zstd-napi)')
-  }
-  const ideal = new IdealCounter(zstd)
-  const walls: number[] = []
-  const cpu0 = process.cpuUsage()
-  try {
-    for (let i = 0; i < src.count; i++) {
-      const dir = src.get(i)
-      const t0 = performance.now()
-      ideal.add(dir, src.files)
-      const wall = (performance.now() - t0) / 1000
-      src.drop(i, false)
-      walls.push(wall)
-      detail.push(['ideal', i, src.names[i], wall.toFixed(3), 'NA', 'NA', 'NA', ideal.total].join('\t'))
-      if (i % 10 === 0 || i === src.count - 1) o.log(`ideal: ${src.names[i]}, ${ideal.blocks} distinct blocks, ${ideal.total} B`)
+/**
+ * Every lane over the series. Interleaved (the default): each checkpoint is built once and ingested
+ * by every tool in turn, the order rotating by one each checkpoint, so that every tool sees the
+ * same load of a shared machine; all repositories exist at once. Sequential: one tool after the other.
+ */
+function runLanes(series: SeriesSpec | string, o: Opts, interleave: boolean, emit: (row: Row, lane: Lane) => void): void {
+  const groups = interleave ? [o.tools] : o.tools.map((t) => [t])
+  for (const names of groups) {
+    const src = openSource(series, o.stage)
+    try {
+      const lanes = names.map((n) => openLane(n, src, o))
+      const last = src.count - 1
+      for (let i = 0; i < src.count; i++) {
+        const dir = src.get(i)
+        for (let k = 0; k < lanes.length; k++) ingestLane(lanes[(i + k) % lanes.length]!, src, i, dir, o)
+        src.drop(i, i === last || i === Math.floor(last / 2))
+      }
+      for (const l of lanes) emit(closeLane(l, src, o), l)
+    } finally {
+      src.close()
     }
-  } finally {
-    src.close()
   }
-  const cpu = process.cpuUsage(cpu0)
-  const row = emptyRow('ideal', src.count, '-')
-  summarize(row, { walls, cpu: (cpu.user + cpu.system) / 1e6, rssKb: 0, note: '', ingestRows: [] }, ideal.total)
-  return row
 }
 
 function versions(): string[] {
@@ -339,25 +369,25 @@ export function runSeries(opts: RunOptions): Row[] {
     stage: process.env.STAGE ?? '/dev/shm/peers-stage',
     keepRepos: process.env.KEEP_REPOS === '1',
     minFreeGB: Number(process.env.MIN_FREE_GB ?? 4),
+    interleave: process.env.PEERS_INTERLEAVE !== '0',
     log: (l: string) => void process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${l}\n`),
     ...(Object.fromEntries(Object.entries(opts).filter(([, v]) => v !== undefined)) as unknown as RunOptions),
   }
   const base = o.out.replace(/\.tsv$/, '')
   fs.mkdirSync(path.dirname(o.out), { recursive: true })
   const describe = typeof o.series === 'string' ? `directory ${o.series}` : openSourceDescription(o.series)
-  fs.writeFileSync(`${base}.env`, [...versions(), `series: ${describe}`].map((l) => `# ${l}\n`).join(''))
+  const interleave = o.interleave
+  const mode = interleave ? 'interleaved: each checkpoint ingested by every tool in turn, the order rotating' : 'sequential: one tool after the other'
+  fs.writeFileSync(`${base}.env`, [...versions(), `series: ${describe}`, `mode: ${mode}`].map((l) => `# ${l}\n`).join(''))
   fs.writeFileSync(o.out, COLUMNS.join('\t') + '\n')
-  const detail: string[] = []
   fs.writeFileSync(`${base}.ingest.tsv`, INGEST_COLUMNS.join('\t') + '\n')
   const rows: Row[] = []
-  o.log(`series: ${describe}; tools: ${o.tools.join(' ')}`)
-  for (const name of o.tools) {
-    const tool = TOOLS.find((t) => t.name === name)
-    const row = name === 'ideal' ? runIdeal(o.series, o, detail) : tool ? runTool(tool, o.series, o, detail) : emptyRow(name, 0, 'unknown tool')
+  o.log(`series: ${describe}; tools: ${o.tools.join(' ')}${interleave ? ' (interleaved)' : ''}`)
+  runLanes(o.series, o, interleave, (row, lane) => {
     rows.push(row)
     fs.appendFileSync(o.out, COLUMNS.map((c) => row[c]).join('\t') + '\n')
-    if (detail.length) fs.appendFileSync(`${base}.ingest.tsv`, detail.splice(0).join('\n') + '\n')
-  }
+    if (lane.ingestRows.length) fs.appendFileSync(`${base}.ingest.tsv`, lane.ingestRows.join('\n') + '\n')
+  })
   return rows
 }
 
