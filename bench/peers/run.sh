@@ -9,7 +9,8 @@
 # Env: PEERS_SERIES=both|small|default (default both; the small series first: 30 × 192 MiB, minutes;
 #      the default one is 100 × 768 MiB, hours with every tool), TOOLS="ideal ckpt qemu-chain ..." (a
 #      subset, in this order), HINTS=0 skips step 2, REPORT_ONLY=1 only redoes step 3; WORK, STAGE,
-#      KEEP_REPOS, MIN_FREE_GB, PEERS_CORPUS as in bench/peers/run.ts.
+#      KEEP_REPOS, MIN_FREE_GB, PEERS_INTERLEAVE=0 (one tool after the other instead of every checkpoint
+#      through every tool in turn), PEERS_CORPUS as in bench/peers/run.ts.
 # Tools: apt-get install -y restic borgbackup casync qemu-utils time zstd
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
