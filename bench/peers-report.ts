@@ -64,8 +64,8 @@ const skipped = (r: Row) => (r.note ?? '').startsWith('skipped')
 function table(s: Series): string[] {
   const idealBytes = num(s.rows.find((r) => r.tool === 'ideal')?.repo_bytes)
   const md = [
-    '| tool | checkpoints | median ingest ms | p90 ingest ms | stored bytes | × ideal | restore last s | verify s | byte-identical |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---|',
+    '| tool | checkpoints | median ingest ms | p90 ingest ms | ingest CPU s per checkpoint | stored bytes | × ideal | restore last s | verify s | byte-identical |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---|',
   ]
   for (const r of s.rows.filter((x) => !skipped(x))) {
     const isIdeal = r.tool === 'ideal'
@@ -73,7 +73,7 @@ function table(s: Series): string[] {
     const verify = Number.isFinite(num(r.verify_s)) ? fmtS(num(r.verify_s)) + (VERIFY_NOTE[r.tool!] ?? '') + (r.verify_ok === 'no' ? ' FAILED' : '') : '—'
     const note = r.note && r.note !== '-' && !r.tool!.startsWith('ckpt-lib') ? ` (${r.note})` : ''
     md.push(
-      `| ${LABEL[r.tool!] ?? r.tool} | ${r.checkpoints} | ${isIdeal ? '—' : fmtInt(num(r.median_ingest_ms))} | ${isIdeal ? '—' : fmtInt(num(r.p90_ingest_ms))} | ${fmtInt(num(r.repo_bytes))} | ${Number.isFinite(ratio) ? ratio.toFixed(2) : '—'} | ${fmtS(num(r.restore_last_s))} | ${verify} | ${r.restore_ok === 'NA' || !r.restore_ok ? '—' : r.restore_ok}${note} |`,
+      `| ${LABEL[r.tool!] ?? r.tool} | ${r.checkpoints} | ${isIdeal ? '—' : fmtInt(num(r.median_ingest_ms))} | ${isIdeal ? '—' : fmtInt(num(r.p90_ingest_ms))} | ${isIdeal ? '—' : fmtS(num(r.ingest_cpu_s) / num(r.checkpoints))} | ${fmtInt(num(r.repo_bytes))} | ${Number.isFinite(ratio) ? ratio.toFixed(2) : '—'} | ${fmtS(num(r.restore_last_s))} | ${verify} | ${r.restore_ok === 'NA' || !r.restore_ok ? '—' : r.restore_ok}${note} |`,
     )
   }
   const skip = s.rows.filter(skipped)
@@ -116,7 +116,7 @@ for (const s of SERIES) {
   if (t.length) md.push('Targets (issue 14), same run:', '', ...t, '')
 }
 md.push(
-  'Times are medians of one process per checkpoint, timed from outside (the machine: 2 cores, shared with other work; times vary ±25 %, sizes are exact).',
+  'Ingest times are medians over the checkpoints, one process per checkpoint timed from outside (wall; CPU = user + system from /usr/bin/time, summed over the ingests, divided by their number). The machine has 2 cores and is shared with other work: wall times vary with its load (see the load average above; with the tools interleaved, every tool sees the same load); CPU seconds vary less; sizes are exact.',
   '',
   'Reproduce: `npm run bench:peers` (PEERS_SERIES=small|default|both, TOOLS=...; the peers: `apt-get install -y restic borgbackup casync qemu-utils time zstd`; see bench/peers/run.ts).',
   '',
