@@ -9,7 +9,8 @@
  * Each figure is the median of --runs (default 5) runs, ckpt and qemu-img alternating; wall time, CPU
  * (user+sys, /usr/bin/time) and peak RSS of the process. Results: bench/results/cli-cost.md.
  * Options: --runs N, --sizes 1,64,192,768, --series N (checkpoints before the timed ones, default 30),
- * --work DIR (default /tmp/ckpt-cli-cost, deleted at the end), --out FILE.
+ * --work DIR (default /tmp/ckpt-cli-cost, deleted at the end), --out FILE, --cli FILE (another build of
+ * the CLI, e.g. a bundle).
  */
 import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
@@ -19,7 +20,7 @@ import { fileURLToPath } from 'node:url'
 import { median } from './stats.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-const CLI = path.join(ROOT, 'dist/src/cli.js')
+let CLI = path.join(ROOT, 'dist/src/cli.js')
 const MiB = 1 << 20
 
 interface Args {
@@ -39,6 +40,7 @@ function parseArgs(argv: string[]): Args {
     else if (argv[i] === '--series') a.series = Number(v)
     else if (argv[i] === '--work') a.work = v!
     else if (argv[i] === '--out') a.out = v!
+    else if (argv[i] === '--cli') CLI = path.resolve(v!)
     else continue
     i++
   }
@@ -87,14 +89,20 @@ function makeImage(file: string, bytes: number): void {
   fs.closeSync(fd)
 }
 
-/** The next checkpoint's content: ~1% of the 4 KiB pages rewritten, in place. */
-function mutate(file: string, bytes: number): void {
+/**
+ * The next checkpoint's content, in place, at the harness's rate (bench/peers' default series: 1,000 of
+ * a 256 MiB RAM image's 4 KiB pages and 20 of a 512 MiB disk's 64 KiB clusters per step), scaled to
+ * the file's size: RAM files get pages rewritten, disk files clusters.
+ */
+function mutate(file: string, name: string, bytes: number): void {
+  const unit = name === 'ram' ? 4096 : 65536
+  const count = Math.max(name === 'ram' ? 4 : 1, Math.round(name === 'ram' ? (1000 * bytes) / (256 * MiB) : (20 * bytes) / (512 * MiB)))
   const fd = fs.openSync(file, 'r+')
-  const page = Buffer.alloc(4096)
-  const pages = bytes / 4096
-  for (let k = 0; k < Math.max(4, pages / 100); k++) {
-    fillPage(page, 0, 4096)
-    fs.writeSync(fd, page, 0, 4096, (rand() % pages) * 4096)
+  const piece = Buffer.alloc(unit)
+  const units = bytes / unit
+  for (let k = 0; k < count; k++) {
+    for (let p = 0; p < unit; p += 4096) fillPage(piece, p, 4096)
+    fs.writeSync(fd, piece, 0, unit, (rand() % units) * unit)
   }
   fs.closeSync(fd)
 }
@@ -235,13 +243,13 @@ function seriesRows(size: number, files: { name: string; file: string; bytes: nu
   const c = new Ckpt(path.join(a.work, 'series-ckpt'))
   const q = new QemuChain(path.join(a.work, 'series-qemu'))
   for (let i = 0; i < a.series; i++) {
-    if (i > 0) for (const f of files) mutate(f.file, f.bytes)
+    if (i > 0) for (const f of files) mutate(f.file, f.name, f.bytes)
     c.add(files, 'series')
     q.add(files, 'series')
   }
   const add: Row = { what: `add ${size} MiB, store of ${a.series}`, ckpt: [], qemu: [] }
   for (let i = 0; i < a.runs; i++) {
-    for (const f of files) mutate(f.file, f.bytes)
+    for (const f of files) mutate(f.file, f.name, f.bytes)
     add.ckpt.push(c.add(files, add.what))
     add.qemu.push(q.add(files, add.what))
   }
@@ -269,11 +277,11 @@ function report(rows: Row[], a: Args, load: [string, string], started: Date): st
   const lines = [
     '# `ckpt` process cost beside `qemu-img` (bench/cli-cost.ts, `npm run bench:cli`)',
     '',
-    `${started.toISOString()}; ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), node ${process.version}, ` +
+    `${started.toISOString()}; CLI ${path.relative(ROOT, CLI)}; ${os.cpus().length} cores (${os.cpus()[0]?.model ?? '?'}), node ${process.version}, ` +
       `${spawnSync('qemu-img', ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0]}. Median of ${a.runs} runs each, ckpt and qemu-img alternating; ` +
       `load average at start ${load[0]}, at end ${load[1]} (the machine is shared: wall times are noisy, CPU times less so).`,
     '',
-    'Images: pages 1/3 zero, 1/3 text, 1/3 random; each later checkpoint rewrites ~1% of the 4 KiB pages. Up to 64 MiB one RAM file',
+    'Images: pages 1/3 zero, 1/3 text, 1/3 random; each later checkpoint rewrites 1,000 pages per 256 MiB of RAM and 20 clusters per 512 MiB of disk (the peers series\' rate). Up to 64 MiB one RAM file',
     '(4 KiB chunks); 192 and 768 MiB are 1/3 RAM + 2/3 disk (64 KiB clusters), the small and default series of bench/peers.',
     `qemu-img: first checkpoint \`convert -O qcow2\`, later ones \`create -b RAW\` + \`rebase -b PREVIOUS\` (64 KiB clusters), restore \`convert -O raw\` of the top;`,
     'one process per step and file, summed (as the harness times it). ckpt: one `ckpt add` (all files), one `ckpt restore --all`.',
