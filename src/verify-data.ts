@@ -51,6 +51,12 @@ export class DataCheck {
     for (let i = 0; i < t.n; i++) {
       if (t.state[i] !== ENTRY_OK) continue
       if (pct < 100 && (t.cids[i * 36 + 8]! | (t.cids[i * 36 + 9]! << 8)) / 65536 >= pct / 100) continue
+      if (this.s.proven.has(i)) {
+        // read and re-hashed already, by the structure phase's scan of its pack
+        this.s.dataBlocks++
+        this.s.dataBytes += t.raw[i]!
+        continue
+      }
       ;(t.codec[i] === AT_REST.nodeDelta ? deltas : plain).push(i)
     }
     const byPlace = (a: number, b: number) => t.pack[a]! - t.pack[b]! || t.offset[a]! - t.offset[b]!

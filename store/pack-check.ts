@@ -13,7 +13,7 @@ import { decodeLocation, type PackRecord } from './block-store.js'
 import type { Finding, FindingKind } from './findings.js'
 import { ENTRY_BAD, ENTRY_OK, type IndexTable } from './index-table.js'
 import { blockKeyCid, blockRange } from './keys.js'
-import { scanPack } from './pack-scan.js'
+import { scanPack, type ScanEvent } from './pack-scan.js'
 import { recordOf } from './rebuild.js'
 import type { Repository } from './repository.js'
 
@@ -43,19 +43,56 @@ export interface PackCheckState {
   markDamaged(cid: CidBytes, kind: FindingKind, message: string, where?: { pack?: number; offset?: number }): void
   /** whether a block reads back right through the store's read path (which re-hashes) */
   contentIntact(cid: CidBytes): boolean
+  /**
+   * Optional: scans pack `n` elsewhere (verify: on a worker thread, while this one reads the index);
+   * undefined when it cannot (no worker, not a local file), and the scan runs here.
+   */
+  scanElsewhere?(n: number, opts: PackScanOptions): Promise<Iterable<ScanEvent>> | undefined
+  /** Optional: the block at table index i was proven (read and re-hashed) by the scan elsewhere */
+  markProven?(i: number): void
 }
+
+export interface PackScanOptions {
+  end?: number
+  sealed: boolean
+  footerOptional: boolean
+}
+
+/** packs scanned ahead of the one checked (each in flight holds one pack's columns and node payloads) */
+const SCAN_AHEAD = 3
 
 /** damaged byte ranges of one pack: an index entry in one is damage, otherwise they are garbage */
 type DamageRanges = { offset: number; length: number; truncated: boolean; cids: string[] }[]
 
 /** Phase 1: the findings of the packs against the index, in order. */
 export async function* checkPacks(s: PackCheckState): AsyncGenerator<Finding> {
-  yield* readIndex(s)
   const blocks = s.repo.blocks
   const records = [...blocks.packRecords()].sort((a, b) => a[0] - b[0])
+  // the first packs are scanned elsewhere while this thread reads the index
+  const ahead = new Map<number, Promise<Iterable<ScanEvent>> | undefined>()
+  const launch = (k: number) => {
+    const r = records[k]
+    if (!r || !s.scanElsewhere || !blocks.io.exists(r[0])) return
+    const p = s.scanElsewhere(r[0], scanOptions(r[1]))
+    p?.catch(() => {})
+    ahead.set(r[0], p)
+  }
+  for (let k = 0; k < SCAN_AHEAD; k++) launch(k)
+  yield* readIndex(s)
   const progress = { done: 0, total: records.reduce((n, [, r]) => n + r.committedLength, 0) }
   const damage = new Map<number, DamageRanges>()
-  for (const [n, rec] of records) yield* checkPack(s, n, rec, damage, progress)
+  for (let k = 0; k < records.length; k++) {
+    const [n, rec] = records[k]!
+    launch(k + SCAN_AHEAD)
+    let events: Iterable<ScanEvent> | undefined
+    try {
+      events = await ahead.get(n)
+    } catch {
+      // the scan elsewhere failed (a worker lost, a file that went away): here, saying why
+    }
+    ahead.delete(n)
+    yield* checkPack(s, n, rec, damage, progress, events)
+  }
   yield* strayPacks(s)
   yield* unmatchedEntries(s, damage)
   yield* damagedRanges(s, damage)
@@ -83,8 +120,20 @@ for (const range of [{ gte: new Uint8Array(0), lt: blockRange.gte }, { gte: bloc
 }
 }
 
-/** One pack scanned front to back against the table. */
-async function* checkPack(s: PackCheckState, n: number, rec: PackRecord, damage: Map<number, DamageRanges>, progress: { done: number; total: number }): AsyncGenerator<Finding> {
+function scanOptions(rec: PackRecord): PackScanOptions {
+  const sealed = rec.sealed && !rec.retired
+  return { end: sealed || rec.retired ? undefined : rec.committedLength, sealed, footerOptional: rec.retired === true }
+}
+
+/** One pack scanned front to back against the table (`scanned`: its events from a scan elsewhere). */
+async function* checkPack(
+  s: PackCheckState,
+  n: number,
+  rec: PackRecord,
+  damage: Map<number, DamageRanges>,
+  progress: { done: number; total: number },
+  scanned?: Iterable<ScanEvent>,
+): AsyncGenerator<Finding> {
   const blocks = s.repo.blocks
   if (!blocks.io.exists(n)) {
     yield s.emit({ phase: 'structure', kind: 'missing-pack', severity: 'error', message: `pack ${n} (${blocks.io.describe(n)}) is missing; its blocks are lost`, pack: n, path: blocks.io.describe(n) })
@@ -96,7 +145,7 @@ async function* checkPack(s: PackCheckState, n: number, rec: PackRecord, damage:
   damage.set(n, ranges)
   let intact = 0
   let footerCount: number | undefined
-  for (const ev of scanPack(blocks.io.reader(n), n, { end: sealed || rec.retired ? undefined : rec.committedLength, sealed, footerOptional: rec.retired })) {
+  for (const ev of scanned ?? scanPack(blocks.io.reader(n), n, scanOptions(rec))) {
     if (ev.kind === 'entry') {
       const e = ev.entry
       intact++
@@ -123,6 +172,7 @@ async function* checkPack(s: PackCheckState, n: number, rec: PackRecord, damage:
           yield s.emit({ phase: 'structure', kind: 'dangling-index-entry', severity: 'error', message: `the index entry of ${cidToString(e.cid)} disagrees with its pack entry (lengths or codec)`, cid: cidToString(e.cid), pack: n, offset: e.offset })
         } else {
           s.table.state[i] = ENTRY_OK
+          if (e.proven) s.markProven?.(i)
           // tree nodes and manifests are kept as read (small: mostly deltas), for the walk
           if (e.cid[1] === DAG_CBOR && s.keptBytes + e.storedLength <= KEEP_NODE_BYTES) {
             s.kept.set(i, copyOf(e.payload))

@@ -9,7 +9,8 @@ import fs from 'node:fs'
 import { preadUpTo } from '../codecs/bytes.js'
 import { crc32 } from 'node:zlib'
 import { CID_LENGTH } from '../codecs/cid.js'
-import { decodeFooter, ENTRY_HEADER_SIZE, type EntryHeader, FOOTER_SIZE, MAX_BLOCK_SIZE, MAX_ENTRY_KIND, PACK_HEADER_SIZE, PACK_MAGIC, PACK_VERSIONS, SEAL_MAGIC } from '../codecs/pack-format.js'
+import { AT_REST } from '../codecs/compress.js'
+import { decodeFooter, ENTRY_HEADER_SIZE, ENTRY_KIND, type EntryHeader, FOOTER_SIZE, isFault, MAX_BLOCK_SIZE, MAX_ENTRY_KIND, openPayload, PACK_HEADER_SIZE, PACK_MAGIC, PACK_VERSIONS, SEAL_MAGIC } from '../codecs/pack-format.js'
 
 /** An intact entry found by a scan: its header's fields (kind: ENTRY_KIND) and where it is. */
 export interface ScannedEntry extends Omit<EntryHeader, 'crc'> {
@@ -17,6 +18,8 @@ export interface ScannedEntry extends Omit<EntryHeader, 'crc'> {
   /** the CID (header), the payload and the whole entry (header and payload): views, valid until the next event (copy what you keep) */
   payload: Uint8Array
   bytes: Uint8Array
+  /** set by a scan elsewhere that proved the content (CompactScan.proven): it hashes to the CID */
+  proven?: boolean
 }
 
 export type ScanEvent =
@@ -209,6 +212,160 @@ class EntryWindow {
       cid: b.subarray(o + 12, o + 12 + CID_LENGTH),
       payload: b.subarray(o + ENTRY_HEADER_SIZE, o + ENTRY_HEADER_SIZE + stored),
       bytes: b.subarray(o, o + ENTRY_HEADER_SIZE + stored),
+    }
+  }
+}
+
+/**
+ * A scan's events in a form that crosses threads cheaply (verify scans packs on worker threads): the
+ * entries as columns, the payloads of the entries that are not raw chunks (tree nodes, manifests,
+ * catalog records: what the later phases read) concatenated, and the other events with the number of
+ * entries before each.
+ */
+export interface CompactScan {
+  count: number
+  offsets: Float64Array
+  stored: Uint32Array
+  raw: Uint32Array
+  codec: Uint8Array
+  depth: Uint8Array
+  kind: Uint8Array
+  /** CID_LENGTH bytes per entry */
+  cids: Uint8Array
+  /** where each entry's payload starts in `kept`, or -1 (a raw chunk: not kept) */
+  keptAt: Float64Array
+  kept: Uint8Array
+  others: { at: number; event: Exclude<ScanEvent, { kind: 'entry' }> }[]
+  /**
+   * with `prove`: 1 where the entry's content was decompressed and hashes to its CID (blocks stored
+   * whole; node deltas and catalog records are not proven here), else 0
+   */
+  proven?: Uint8Array
+}
+
+/** Scans a pack file (as scanPack) into a CompactScan. */
+export function scanPackCompact(file: string, packNo: number, opts: { end?: number; sealed?: boolean; footerOptional?: boolean; prove?: boolean } = {}): CompactScan {
+  let cap = 1024
+  let proven = opts.prove ? new Uint8Array(cap) : undefined
+  const scratch = new Map<number, Uint8Array>()
+  let n = 0
+  let cols = columns(cap)
+  let kept = new Uint8Array(1 << 20)
+  let keptLen = 0
+  const others: CompactScan['others'] = []
+  for (const ev of scanPack(fileReader(file), packNo, opts)) {
+    if (ev.kind !== 'entry') {
+      others.push({ at: n, event: ev })
+      continue
+    }
+    const e = ev.entry
+    if (n === cap) {
+      cap *= 2
+      const c = columns(cap)
+      c.offsets.set(cols.offsets)
+      c.stored.set(cols.stored)
+      c.raw.set(cols.raw)
+      c.codec.set(cols.codec)
+      c.depth.set(cols.depth)
+      c.kind.set(cols.kind)
+      c.cids.set(cols.cids)
+      c.keptAt.set(cols.keptAt)
+      cols = c
+      if (proven) {
+        const p = new Uint8Array(cap)
+        p.set(proven)
+        proven = p
+      }
+    }
+    cols.offsets[n] = e.offset
+    cols.stored[n] = e.storedLength
+    cols.raw[n] = e.rawLength
+    cols.codec[n] = e.codec
+    cols.depth[n] = e.depth
+    cols.kind[n] = e.kind
+    cols.cids.set(e.cid, n * CID_LENGTH)
+    cols.keptAt[n] = -1
+    if (e.cid[1] !== 0x55) {
+      if (keptLen + e.payload.length > kept.length) {
+        const k = new Uint8Array(Math.max(kept.length * 2, keptLen + e.payload.length))
+        k.set(kept.subarray(0, keptLen))
+        kept = k
+      }
+      kept.set(e.payload, keptLen)
+      cols.keptAt[n] = keptLen
+      keptLen += e.payload.length
+    }
+    if (proven && e.kind !== ENTRY_KIND.record && e.codec !== AT_REST.nodeDelta) proven[n] = prove(e, scratch) ? 1 : 0
+    n++
+  }
+  const cut = <T extends { subarray(a: number, b: number): T }>(a: T, per = 1): T => a.subarray(0, n * per)
+  return {
+    count: n,
+    offsets: cut(cols.offsets),
+    stored: cut(cols.stored),
+    raw: cut(cols.raw),
+    codec: cut(cols.codec),
+    depth: cut(cols.depth),
+    kind: cut(cols.kind),
+    cids: cut(cols.cids, CID_LENGTH),
+    keptAt: cut(cols.keptAt),
+    kept: kept.subarray(0, keptLen),
+    others,
+    proven: proven?.subarray(0, n),
+  }
+}
+
+/** Whether an entry's payload opens to bytes that hash to its CID (scratch: a buffer per raw length). */
+function prove(e: ScannedEntry, scratch: Map<number, Uint8Array>): boolean {
+  let into = scratch.get(e.rawLength)
+  if (!into && scratch.size < 8) scratch.set(e.rawLength, (into = new Uint8Array(e.rawLength)))
+  return !isFault(openPayload(e.codec, e.payload, e.rawLength, e.cid, 4, into))
+}
+
+function columns(cap: number) {
+  return {
+    offsets: new Float64Array(cap),
+    stored: new Uint32Array(cap),
+    raw: new Uint32Array(cap),
+    codec: new Uint8Array(cap),
+    depth: new Uint8Array(cap),
+    kind: new Uint8Array(cap),
+    cids: new Uint8Array(cap * CID_LENGTH),
+    keptAt: new Float64Array(cap),
+  }
+}
+
+/** The buffers of a CompactScan, to transfer rather than copy. */
+export function compactBuffers(c: CompactScan): ArrayBuffer[] {
+  return [c.offsets, c.stored, c.raw, c.codec, c.depth, c.kind, c.cids, c.keptAt, c.kept, ...(c.proven ? [c.proven] : [])].map((a) => a.buffer as ArrayBuffer)
+}
+
+/**
+ * The events of a CompactScan, as scanPack would have yielded them. Entries that are raw chunks carry
+ * an empty payload and `bytes` (their bytes stayed in the scanning thread).
+ */
+export function* compactEvents(c: CompactScan): Generator<ScanEvent> {
+  const empty = new Uint8Array(0)
+  let o = 0
+  for (let i = 0; i <= c.count; i++) {
+    while (o < c.others.length && c.others[o]!.at === i) yield c.others[o++]!.event
+    if (i === c.count) break
+    const at = c.keptAt[i]!
+    const payload = at < 0 ? empty : c.kept.subarray(at, at + c.stored[i]!)
+    yield {
+      kind: 'entry',
+      entry: {
+        offset: c.offsets[i]!,
+        storedLength: c.stored[i]!,
+        rawLength: c.raw[i]!,
+        codec: c.codec[i]!,
+        depth: c.depth[i]!,
+        kind: c.kind[i]!,
+        cid: c.cids.subarray(i * CID_LENGTH, (i + 1) * CID_LENGTH),
+        payload,
+        bytes: empty,
+        proven: c.proven?.[i] === 1,
+      },
     }
   }
 }

@@ -11,6 +11,7 @@ import { encodeNode } from '../../codecs/tree-node.js'
 import { AT_REST, compressBlockInto, compressorFor, maxBlockPayload } from '../../codecs/compress.js'
 import { viewMayHave, type FingerprintView } from '../../codecs/fingerprint.js'
 import { readEntries } from './read-entries.js'
+import { scanPackCompact, type CompactScan } from '../../store/worker-index.js'
 
 /**
  * Chunk bytes come either in `data` (shared memory) or, for files, as `file` + `fileOffset`: the
@@ -174,8 +175,20 @@ export interface NodeHashResult {
   hashes: Uint8Array
 }
 
-export type Task = HashTask | CompressTask | ReadTask | NodeHashTask
-export type TaskResult = HashResult | CompressResult | ReadResult | NodeHashResult
+/** Verify's structure phase: one pack file scanned (entries checked against their checksums), as columns. */
+export interface ScanTask {
+  op: 'scan'
+  file: string
+  packNo: number
+  end?: number
+  sealed?: boolean
+  footerOptional?: boolean
+  /** also decompress and re-hash every entry stored whole (verify --deep) */
+  prove?: boolean
+}
+
+export type Task = HashTask | CompressTask | ReadTask | NodeHashTask | ScanTask
+export type TaskResult = HashResult | CompressResult | ReadResult | NodeHashResult | CompactScan
 
 let scratch = Buffer.allocUnsafe(8 << 20)
 
@@ -290,6 +303,8 @@ export function runTask(t: Task): TaskResult {
     }
     case 'read':
       return readEntries(t)
+    case 'scan':
+      return scanPackCompact(t.file, t.packNo, { end: t.end, sealed: t.sealed, footerOptional: t.footerOptional, prove: t.prove })
     case 'nodes': {
       const hashes = new Uint8Array(t.counts.length * 32)
       let at = 0
@@ -436,7 +451,7 @@ function packedOffsets(lengths: Uint32Array): Uint32Array {
 export function transferables(r: TaskResult): ArrayBuffer[] {
   const list: ArrayBuffer[] = []
   for (const v of Object.values(r)) {
-    if (v instanceof Uint8Array || v instanceof Uint32Array) {
+    if (ArrayBuffer.isView(v)) {
       if (v.buffer instanceof ArrayBuffer && !list.includes(v.buffer)) list.push(v.buffer)
     }
   }
