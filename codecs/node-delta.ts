@@ -3,9 +3,24 @@
  * base). Nodes change a few slots per checkpoint, so a 10 KB node usually stores in well under 100
  * bytes. The block's CID is still the BLAKE3 of the full dag-cbor encoding (tree-node.ts).
  *
+ * Form 1 (every build writes and reads it):
+ *
  *   delta := baseCid(36 bytes) varint(newCount) varint(patchCount) patch*
  *   patch := varint(slot) u8(codec: 0 hole | 0x55 raw | 0x71 dag-cbor) [32-byte digest if codec != 0]
  *
+ * Form 2 (written where it is smaller; read by this build on): a zero byte after the base CID (form 1
+ * can never have one there: newCount >= 1 in its shortest varint), slots as gaps, and a link equal to
+ * an earlier patch's as a back-reference instead of its 32 bytes (a guest's page written with the same
+ * content in many places, the same subtree repeated):
+ *
+ *   delta2 := baseCid(36 bytes) 00 varint(newCount) varint(patchCount) patch2*
+ *   patch2 := varint(gap) u8(op) [32-byte digest if op is 0x55 or 0x71] [varint(back) if op is 0x01]
+ *
+ * - slot = previous patch's slot + 1 + gap (the first patch: gap = slot); op 0 is a hole, 0x55/0x71 a
+ *   link with its digest, 0x01 the same link (codec and digest) as the patch back + 1 places earlier,
+ *   which must be a link (0x55, 0x71 or 0x01 itself).
+ *
+ * Both forms:
  * - baseCid is a CIDv1 dag-cbor BLAKE3-256 (0x01 0x71 0x1e 0x20 + digest): the base node's id.
  * - varints are unsigned LEB128 in their shortest form; 1 <= newCount <= 65536, patchCount <= newCount.
  * - slots are strictly increasing and < newCount. Slot s of the result is the patch for s if any, else
@@ -60,21 +75,26 @@ function sameDigest(a: DataView, b: DataView, at: number): boolean {
 
 const view = (a: Uint8Array): DataView => new DataView(a.buffer, a.byteOffset, a.byteLength)
 
+/** Which form an encoder writes: 1, or 2 where it is smaller than form 1 (form 1 otherwise). */
+export type DeltaForm = 1 | 2
+
 /** A delta taking base to next, or undefined when the delta would not be smaller than maxBytes. */
-export function encodeNodeDelta(baseCid: Uint8Array, base: NodeEntries, next: NodeEntries, maxBytes: number): Uint8Array | undefined {
+export function encodeNodeDelta(baseCid: Uint8Array, base: NodeEntries, next: NodeEntries, maxBytes: number, form: DeltaForm = 1): Uint8Array | undefined {
   if (!(baseCid instanceof Uint8Array) || baseCid.length !== CID_LENGTH || !isBaseCid(baseCid)) {
     throw new TypeError('encodeNodeDelta: baseCid must be a 36-byte dag-cbor BLAKE3 CID')
   }
   checkEntries(base, 'encodeNodeDelta: base')
   checkEntries(next, 'encodeNodeDelta: next')
   if (typeof maxBytes !== 'number' || Number.isNaN(maxBytes)) throw new TypeError('encodeNodeDelta: maxBytes must be a number')
+  checkForm(form, 'encodeNodeDelta')
 
   const count = next.count
   const bd = view(base.digests)
   const nd = view(next.digests)
   const slots = new Int32Array(count)
   let patches = 0
-  // Size without the patchCount varint (at least 1 byte), checked as we go so a big diff stops early.
+  // Form-1 size without the patchCount varint (at least 1 byte), checked as we go so a big diff stops
+  // early in form 1 (form 2 may still fit where form 1 does not: it compares every slot).
   let size = CID_LENGTH + varintLength(count)
   for (let s = 0; s < count; s++) {
     const c = next.codecs[s]!
@@ -83,14 +103,108 @@ export function encodeNodeDelta(baseCid: Uint8Array, base: NodeEntries, next: No
     if (c !== 0 && c !== RAW && c !== DAG_CBOR) throw new TypeError(`encodeNodeDelta: next slot ${s} has codec ${c}`)
     slots[patches++] = s
     size += varintLength(s) + 1 + (c === 0 ? 0 : DIGEST_LENGTH)
-    if (size + 1 >= maxBytes) return undefined
+    if (form === 1 && size + 1 >= maxBytes) return undefined
   }
   size += varintLength(patches)
-  if (size >= maxBytes) return undefined
-  return writeDelta(baseCid, next, slots.subarray(0, patches), size)
+  return finish(baseCid, next, slots.subarray(0, patches), size, maxBytes, form)
 }
 
-/** Writes a delta of `size` bytes patching `slots` (sorted, unique) with next's entries. */
+function checkForm(form: unknown, fn: string): void {
+  if (form !== 1 && form !== 2) throw new TypeError(`${fn}: form must be 1 or 2`)
+}
+
+/** The delta in the form asked for (form 2 only where smaller than form 1, whose size is size1), or undefined when not under maxBytes. */
+function finish(baseCid: Uint8Array, next: NodeEntries, slots: ArrayLike<number>, size1: number, maxBytes: number, form: DeltaForm): Uint8Array | undefined {
+  if (form === 2) {
+    const plan = planForm2(next, slots)
+    if (plan.size < size1) return plan.size < maxBytes ? writeForm2(baseCid, next, slots, plan) : undefined
+  }
+  return size1 < maxBytes ? writeDelta(baseCid, next, slots, size1) : undefined
+}
+
+interface Form2Plan {
+  size: number
+  /** per patch: -1, or the back value of its reference to an earlier patch */
+  back: Int32Array
+}
+
+/**
+ * Form 2's size and back-references: a link equal to an earlier patch's refers to the latest such
+ * patch. Candidates are found by the digest's first 4 bytes and confirmed on all 32 (on a clash of
+ * the 4 bytes the later patch is written out, which is valid, only not the smallest).
+ */
+function planForm2(next: NodeEntries, slots: ArrayLike<number>): Form2Plan {
+  const n = slots.length
+  const back = new Int32Array(n).fill(-1)
+  const last = new Map<number, number>()
+  const heads = new Int32Array(n <= SCAN_PATCHES ? n : 0)
+  const dv = view(next.digests)
+  let size = CID_LENGTH + 1 + varintLength(next.count) + varintLength(n)
+  let prev = -1
+  for (let i = 0; i < n; i++) {
+    const s = slots[i]!
+    const c = next.codecs[s]!
+    size += varintLength(s - prev - 1) + 1
+    prev = s
+    if (c === 0) continue
+    const at = s * DIGEST_LENGTH
+    const key = dv.getInt32(at) ^ c
+    let j: number | undefined
+    if (n <= SCAN_PATCHES) {
+      // few patches: a backward scan is cheaper than a map
+      for (let k = i - 1; k >= 0 && j === undefined; k--) if (heads[k] === key) j = k
+      heads[i] = key
+    } else {
+      j = last.get(key)
+      last.set(key, i)
+    }
+    if (j !== undefined && next.codecs[slots[j]!] === c && sameAt(dv, slots[j]! * DIGEST_LENGTH, at)) {
+      back[i] = i - j - 1
+      size += varintLength(back[i]!)
+    } else size += DIGEST_LENGTH
+  }
+  return { size, back }
+}
+
+const SCAN_PATCHES = 16
+
+function sameAt(d: DataView, a: number, b: number): boolean {
+  for (let k = 0; k < DIGEST_LENGTH; k += 4) if (d.getInt32(a + k) !== d.getInt32(b + k)) return false
+  return true
+}
+
+function writeForm2(baseCid: Uint8Array, next: NodeEntries, slots: ArrayLike<number>, plan: Form2Plan): Uint8Array {
+  const out = new Uint8Array(plan.size)
+  out.set(baseCid, 0)
+  // out[CID_LENGTH] = 0: the form-2 marker
+  let p = writeVarint(out, CID_LENGTH + 1, next.count)
+  p = writeVarint(out, p, slots.length)
+  let prev = -1
+  for (let i = 0; i < slots.length; i++) {
+    const s = slots[i]!
+    p = writeVarint(out, p, s - prev - 1)
+    prev = s
+    const c = next.codecs[s]!
+    const b = plan.back[i]!
+    if (b >= 0) {
+      out[p++] = BACK_REF
+      p = writeVarint(out, p, b)
+    } else {
+      out[p++] = c
+      if (c !== 0) {
+        out.set(next.digests.subarray(s * DIGEST_LENGTH, (s + 1) * DIGEST_LENGTH), p)
+        p += DIGEST_LENGTH
+      }
+    }
+  }
+  if (p !== out.length) throw new Error(`node delta: form 2 wrote ${p} bytes, planned ${out.length}`)
+  return out
+}
+
+/** Form 2's op for a link equal to an earlier patch's. */
+const BACK_REF = 0x01
+
+/** Writes a form-1 delta of `size` bytes patching `slots` (sorted, unique) with next's entries. */
 function writeDelta(baseCid: Uint8Array, next: NodeEntries, slots: ArrayLike<number>, size: number): Uint8Array {
   const out = new Uint8Array(size)
   out.set(baseCid, 0)
@@ -114,18 +228,19 @@ function writeDelta(baseCid: Uint8Array, next: NodeEntries, slots: ArrayLike<num
  * track their changes: O(changes) instead of comparing whole nodes. A listed slot equal to the base's
  * is written anyway (harmless: applying it sets the same value).
  */
-export function encodeNodePatch(baseCid: Uint8Array, next: NodeEntries, slots: ArrayLike<number>, maxBytes: number): Uint8Array | undefined {
+export function encodeNodePatch(baseCid: Uint8Array, next: NodeEntries, slots: ArrayLike<number>, maxBytes: number, form: DeltaForm = 1): Uint8Array | undefined {
   if (!(baseCid instanceof Uint8Array) || baseCid.length !== CID_LENGTH || !isBaseCid(baseCid)) {
     throw new TypeError('encodeNodePatch: baseCid must be a 36-byte dag-cbor BLAKE3 CID')
   }
+  checkForm(form, 'encodeNodePatch')
   let size = CID_LENGTH + varintLength(next.count) + varintLength(slots.length)
   for (let i = 0; i < slots.length; i++) {
     const s = slots[i]!
     if (!(s < next.count) || (i > 0 && !(s > slots[i - 1]!))) throw new TypeError('encodeNodePatch: slots must be sorted, unique and < count')
     size += varintLength(s) + 1 + (next.codecs[s] === 0 ? 0 : DIGEST_LENGTH)
-    if (size >= maxBytes) return undefined
+    if (form === 1 && size >= maxBytes) return undefined
   }
-  return writeDelta(baseCid, next, slots, size)
+  return finish(baseCid, next, slots, size, maxBytes, form)
 }
 
 /** The base node's CID (a copy of the first 36 bytes), validated. */
@@ -189,6 +304,8 @@ export function readNodePatch(delta: Uint8Array): NodePatch {
     }
     throw bad(`${what} out of range`, p)
   }
+  const form2 = p < len && delta[p] === 0
+  if (form2) p++
   const count = varint('node count')
   if (count < 1 || count > MAX_NODE_COUNT) throw bad(`node count ${count} not in 1..${MAX_NODE_COUNT}`, CID_LENGTH)
   const patches = varint('patch count')
@@ -199,19 +316,28 @@ export function readNodePatch(delta: Uint8Array): NodePatch {
   let prev = -1
   for (let i = 0; i < patches; i++) {
     const at = p
-    const s = varint('slot')
+    const v = varint(form2 ? 'slot gap' : 'slot')
+    const s = form2 ? prev + 1 + v : v
     if (s <= prev || s >= count) throw bad(`slot ${s} out of order or >= ${count}`, at)
     prev = s
     if (p >= len) throw bad('truncated patch', p)
     const c = delta[p++]!
-    if (c === 0) digestAt.push(-1)
-    else if (c === RAW || c === DAG_CBOR) {
+    if (c === 0) {
+      codecs.push(0)
+      digestAt.push(-1)
+    } else if (c === RAW || c === DAG_CBOR) {
       if (p + DIGEST_LENGTH > len) throw bad('truncated digest', p)
+      codecs.push(c)
       digestAt.push(p)
       p += DIGEST_LENGTH
+    } else if (form2 && c === BACK_REF) {
+      const refAt = p
+      const j = i - 1 - varint('back-reference')
+      if (j < 0 || codecs[j] === 0) throw bad(`slot ${s} refers to ${j < 0 ? 'no earlier patch' : 'a hole'}`, refAt)
+      codecs.push(codecs[j]!)
+      digestAt.push(digestAt[j]!)
     } else throw bad(`slot ${s} has codec ${c}`, p - 1)
     slots.push(s)
-    codecs.push(c)
   }
   if (p !== len) throw bad(`${len - p} trailing bytes`, p)
   return { baseCid, count, slots, codecs, digestAt, delta }

@@ -7,13 +7,14 @@
  *
  * The tree kept for a timeline's head is mutable: setChunk() changes slots (copy-on-write per node), and
  * commit() writes only the nodes on paths from changed chunks to the root, each stored as a delta
- * against its previous version where that is smaller (SPEC.md, "Node deltas").
+ * against its previous version where that is smaller, or, once that version's chain is at its depth
+ * limit, against the node the chain starts from (SPEC.md, "Node deltas").
  */
 import { blake3 } from '../codecs/blake3.js'
 import { cidBytes, cidDigest, DAG_CBOR, RAW, type CidBytes } from '../codecs/cid.js'
 import { AT_REST, compressBlock } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
-import { encodeNodeDelta, encodeNodePatch } from '../codecs/node-delta.js'
+import { deltaBaseCid, encodeNodeDelta, encodeNodePatch } from '../codecs/node-delta.js'
 import { emptyNode, encodedNodeLength, encodeNode, MAX_NODE_COUNT, type NodeEntries } from '../codecs/tree-node.js'
 import type { BlockStore } from '../store/index.js'
 import type { LeafSet } from './pipeline/tasks.js'
@@ -21,6 +22,8 @@ import type { LeafSet } from './pipeline/tasks.js'
 export const DEFAULT_FANOUT = 256
 /** Longest delta chain before a node is stored whole again (bounds a cold read to this many reads). */
 export const MAX_DELTA_DEPTH = 32
+/** The node-delta form this build writes (SPEC.md, "Node deltas"): 2 where it is smaller than form 1. */
+export const NODE_DELTA_FORM = 2
 
 export class Geometry {
   readonly chunks: number
@@ -274,18 +277,51 @@ export function storeNode(
     const baseDepth = base.depth ?? blocks.locate(base.cid)?.depth ?? MAX_DELTA_DEPTH
     // nodes written together would all reach the limit together (a burst of whole-node writes):
     // a limit from 25 to 32 picked by the base's digest spreads them over eight checkpoints
-    if (baseDepth < MAX_DELTA_DEPTH - (base.cid[4]! & 7)) {
+    if (baseDepth < depthLimit(base.cid)) {
       const delta = base.slots
-        ? encodeNodePatch(base.cid, entries, base.slots, size >> 1)
-        : encodeNodeDelta(base.cid, base.entries ?? blocks.getNode(base.cid), entries, size >> 1)
+        ? encodeNodePatch(base.cid, entries, base.slots, size >> 1, NODE_DELTA_FORM)
+        : encodeNodeDelta(base.cid, base.entries ?? blocks.getNode(base.cid), entries, size >> 1, NODE_DELTA_FORM)
       if (delta) {
         blocks.put(cid, AT_REST.nodeDelta, delta, size, { depth: baseDepth + 1 })
         return { stored: delta.length, depth: baseDepth + 1 }
       }
+    } else {
+      const skip = skipDelta(blocks, cid, entries, size, base.cid)
+      if (skip) return skip
     }
   }
   const bytes = encodeNode(entries)
   const c = compressBlock(blocks.compressor, bytes)
   blocks.put(cid, c.code, c.bytes, bytes.length)
   return { stored: c.bytes.length, depth: 0 }
+}
+
+function depthLimit(base: CidBytes): number {
+  return MAX_DELTA_DEPTH - (base[4]! & 7)
+}
+
+/**
+ * A base whose chain reached its limit: the node is stored as a delta of the node that chain starts
+ * from (stored whole; an older version at the same position) where that is under half its size: a
+ * node that changes in the same few places stays a short chain instead of being stored whole again.
+ */
+function skipDelta(blocks: BlockStore, cid: CidBytes, entries: NodeEntries, size: number, base: CidBytes): { stored: number; depth: number } | undefined {
+  let start = base
+  try {
+    for (let hops = 0; hops <= MAX_DELTA_DEPTH; hops++) {
+      const loc = blocks.locate(start)
+      if (!loc) return undefined
+      if (loc.codec !== AT_REST.nodeDelta) {
+        if (hops === 0) return undefined
+        const delta = encodeNodeDelta(start, blocks.getNode(start), entries, size >> 1, NODE_DELTA_FORM)
+        if (!delta) return undefined
+        blocks.put(cid, AT_REST.nodeDelta, delta, size, { depth: 1 })
+        return { stored: delta.length, depth: 1 }
+      }
+      start = deltaBaseCid(blocks.readStored(start).payload)
+    }
+  } catch {
+    // a chain that cannot be read here (a lazily pulled one on a remote): the node is stored whole
+  }
+  return undefined
 }

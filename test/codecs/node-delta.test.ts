@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { cidBytes, DAG_CBOR, RAW } from '../../codecs/cid.js'
 import { CkptError } from '../../codecs/errors.js'
-import { applyNodeDelta, deltaBaseCid, encodeNodeDelta } from '../../codecs/node-delta.js'
+import { applyNodeDelta, deltaBaseCid, encodeNodeDelta, encodeNodePatch, readNodePatch } from '../../codecs/node-delta.js'
 import { emptyNode, encodedNodeLength, encodeNode, type NodeEntries } from '../../codecs/tree-node.js'
 import { hex } from '../helpers/bytes.js'
 import { mulberry32 } from '../helpers/rng.js'
@@ -183,6 +183,150 @@ describe('applyNodeDelta fuzz', () => {
       try {
         const n = applyNodeDelta(bases[j]!, bytes)
         encodeNode(n) // a result must be a valid node
+        accepted++
+      } catch (err) {
+        expect(err).toBeInstanceOf(CkptError)
+        expect((err as CkptError).code).toBe('CKPT_BAD_NODE')
+      }
+    }
+    expect(accepted).toBeGreaterThan(0)
+  })
+})
+
+describe('node deltas, form 2 (gaps and back-references)', () => {
+  /** next = base with `slots` set to links of a few repeated digests (as a guest writing one page content in many places). */
+  function repeated(next: Rng, base: NodeEntries, slots: number[], distinct: number): NodeEntries {
+    const n = mutate(next, base, base.count, 0)
+    const pool = Array.from({ length: distinct }, () => randomDigest(next))
+    for (const s of slots) {
+      n.codecs[s] = RAW
+      n.digests.set(pool[next() % distinct]!, s * 32)
+    }
+    return n
+  }
+
+  it('rebuild the next node exactly and are never larger than form 1 (seeded property test)', () => {
+    const next = mulberry32(0xf02)
+    for (let t = 0; t < 600; t++) {
+      const count = t < 5 ? [1, 2, 127, 128, 65536][t]! : 1 + (next() % 600)
+      const base = randomNode(next, count)
+      const baseCid = cidBytes(DAG_CBOR, randomDigest(next))
+      let newCount = count
+      if (next() % 4 === 0) newCount = Math.max(1, Math.min(65536, count + (next() % 400) - 200))
+      const k = [0, 1, 3, next() % (newCount + 1)][next() % 4]!
+      let target = mutate(next, base, newCount, k)
+      if (t % 2 === 1) target = repeated(next, target, Array.from({ length: k }, () => next() % newCount), 1 + (next() % 4))
+      const d1 = encodeNodeDelta(baseCid, base, target, Infinity)!
+      const d2 = encodeNodeDelta(baseCid, base, target, Infinity, 2)!
+      expect(d2.length).toBeLessThanOrEqual(d1.length)
+      expect(hex(deltaBaseCid(d2))).toBe(hex(baseCid))
+      expect(hex(encodeNode(applyNodeDelta(base, d2)))).toBe(hex(encodeNode(target)))
+      // maxBytes: undefined exactly when the chosen delta is not smaller
+      expect(encodeNodeDelta(baseCid, base, target, d2.length, 2)).toBeUndefined()
+      expect(hex(encodeNodeDelta(baseCid, base, target, d2.length + 1, 2)!)).toBe(hex(d2))
+      // a patch listing the changed slots gives the same bytes
+      const changed: number[] = []
+      for (let s = 0; s < newCount; s++) {
+        const b = s < base.count ? base.codecs[s]! : 0
+        if (target.codecs[s] !== b || (b !== 0 && hex(target.digests.subarray(s * 32, s * 32 + 32)) !== hex(base.digests.subarray(s * 32, s * 32 + 32)))) changed.push(s)
+      }
+      expect(hex(encodeNodePatch(baseCid, target, changed, Infinity, 2)!)).toBe(hex(d2))
+      // readNodePatch resolves back-references to the earlier patch's digest
+      const p = readNodePatch(d2)
+      expect(p.slots).toEqual(changed)
+      p.slots.forEach((s, i) => {
+        expect(p.codecs[i]).toBe(target.codecs[s])
+        if (p.codecs[i] !== 0) expect(hex(d2.subarray(p.digestAt[i]!, p.digestAt[i]! + 32))).toBe(hex(target.digests.subarray(s * 32, s * 32 + 32)))
+      })
+    }
+  })
+
+  it('store a repeated link in a byte or two', () => {
+    const next = mulberry32(11)
+    const base = randomNode(next, 256)
+    const d = randomDigest(next)
+    const target = mutate(next, base, 256, 0)
+    for (const s of [130, 131, 140, 200]) {
+      target.codecs[s] = RAW
+      target.digests.set(d, s * 32)
+    }
+    const delta = encodeNodeDelta(cidBytes(DAG_CBOR, randomDigest(next)), base, target, Infinity, 2)!
+    // 36 CID + marker + 2 count + 1 patch count + (2 gap + op + 32) + 3 × (1 gap + op + 1 back)
+    expect(delta.length).toBe(36 + 1 + 2 + 1 + 35 + 9)
+    expect(delta[36]).toBe(0)
+    expect(hex(encodeNode(applyNodeDelta(base, delta)))).toBe(hex(encodeNode(target)))
+  })
+
+  it('fall back to form 1 where form 2 saves nothing', () => {
+    const next = mulberry32(12)
+    const base = randomNode(next, 5)
+    const target = mutate(next, base, 5, 0)
+    target.codecs[1] = RAW
+    target.digests.set(randomDigest(next), 32)
+    const cid = cidBytes(DAG_CBOR, randomDigest(next))
+    expect(hex(encodeNodeDelta(cid, base, target, Infinity, 2)!)).toBe(hex(encodeNodeDelta(cid, base, target, Infinity)!))
+  })
+
+  it('form 1 deltas (what existing stores hold) still read: the worked example of SPEC.md', () => {
+    // SPEC.md §3.2: slot 1 becomes a raw link, slot 2 a hole, as written by builds before form 2
+    const digest = Array.from({ length: 32 }, (_, i) => i + 1)
+    const old = Uint8Array.from([...cidBytes(DAG_CBOR, new Uint8Array(32).fill(9)), 4, 2, 1, RAW, ...digest, 2, 0])
+    const base = emptyNode(4)
+    base.codecs[2] = RAW
+    base.digests.fill(7, 64, 96)
+    const n = applyNodeDelta(base, old)
+    expect([...n.codecs]).toEqual([0, RAW, 0, 0])
+    expect([...n.digests.subarray(32, 64)]).toEqual(digest)
+    expect(n.digests.subarray(64, 96).every((b) => b === 0)).toBe(true)
+  })
+
+  const base = emptyNode(4)
+  const cid = [...cidBytes(DAG_CBOR, new Uint8Array(32).fill(9))]
+  const digest = new Array(32).fill(5)
+  const ok2 = (rest: number[]): Uint8Array => Uint8Array.from([...cid, 0, ...rest])
+
+  it('accepts a well-formed one', () => {
+    // slots 1 (a link), 2 (the same link, back 0), 3 (a hole): gaps 1, 0, 0
+    const n = applyNodeDelta(base, ok2([6, 3, 1, RAW, ...digest, 0, 1, 0, 0, 0]))
+    expect(n.count).toBe(6)
+    expect([...n.codecs]).toEqual([0, RAW, RAW, 0, 0, 0])
+    expect([...n.digests.subarray(64, 96)]).toEqual(digest)
+  })
+
+  const cases: [string, Uint8Array][] = [
+    ['marker only', ok2([])],
+    ['count 0', ok2([0, 0])],
+    ['back-reference with no earlier patch', ok2([4, 1, 0, 1, 0])],
+    ['back-reference to a hole', ok2([4, 2, 0, 0, 0, 1, 0])],
+    ['back-reference too far', ok2([4, 2, 0, RAW, ...digest, 0, 1, 1])],
+    ['truncated back-reference', ok2([4, 2, 0, RAW, ...digest, 0, 1])],
+    ['non-minimal back-reference', ok2([4, 2, 0, RAW, ...digest, 0, 1, 0x80, 0])],
+    ['gap past the count', ok2([4, 1, 4, 0])],
+    ['second gap past the count', ok2([4, 2, 2, 0, 1, 0])],
+    ['unknown op', ok2([4, 1, 0, 2])],
+    ['trailing bytes', ok2([4, 1, 1, 0, 0])],
+  ]
+  for (const [name, delta] of cases) {
+    it(`rejects: ${name}`, () => expectBadNode(() => applyNodeDelta(base, delta)))
+  }
+
+  it('a form-1 encoder rejects a bad form', () => {
+    const n = emptyNode(1)
+    expect(() => encodeNodeDelta(Uint8Array.from(cid), n, n, 100, 3 as 1)).toThrow(TypeError)
+    expect(() => encodeNodePatch(Uint8Array.from(cid), n, [], 100, 0 as 1)).toThrow(TypeError)
+  })
+
+  it('mutated form-2 deltas give CKPT_BAD_NODE or a valid node', () => {
+    const next = mulberry32(199)
+    let accepted = 0
+    for (let i = 0; i < 1500; i++) {
+      const b = randomNode(next, 40 + (i % 200))
+      const target = repeated(next, b, Array.from({ length: 8 }, () => next() % b.count), 2)
+      const good = encodeNodeDelta(cidBytes(DAG_CBOR, randomDigest(next)), b, target, Infinity, 2)!
+      const bytes = Uint8Array.from(good)
+      bytes[37 + (next() % (bytes.length - 37))]! ^= 1 << next() % 8
+      try {
+        encodeNode(applyNodeDelta(b, bytes))
         accepted++
       } catch (err) {
         expect(err).toBeInstanceOf(CkptError)
