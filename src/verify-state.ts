@@ -9,8 +9,8 @@ import { AT_REST, decompressBlock } from '../codecs/compress.js'
 import { CkptError, isCkptError } from '../codecs/errors.js'
 import { applyNodeDelta, deltaBaseCid } from '../codecs/node-delta.js'
 import { decodeNode, type NodeEntries } from '../codecs/tree-node.js'
-import { ENTRY_HEADER_SIZE, ENTRY_OK, IndexTable, SeenSet, type CatalogCheckState, type CheckpointRef, type Finding, type FindingKind, type PackCheckState, type PackScanOptions, type Repository, compactEvents, type CompactScan, type ScanEvent } from '../store/index.js'
-import type { WorkerPool } from './pipeline/worker-pool.js'
+import { ENTRY_HEADER_SIZE, ENTRY_OK, IndexTable, SeenSet, type CatalogCheckState, type CheckpointRef, type Finding, type FindingKind, type PackCheckState, type PackScanOptions, type Repository, compactEvents, type ScanEvent } from '../store/index.js'
+import { inlineBudget, type WorkerPool } from './pipeline/worker-pool.js'
 import type { ScanTask } from './pipeline/tasks.js'
 import type { StoreContext } from './context.js'
 import type { VerifyOptions } from './verify.js'
@@ -55,15 +55,20 @@ export class VerifyState implements PackCheckState, CatalogCheckState {
 
   /** The structure phase's pack scans on the worker pool (local pack files only). */
   scanElsewhere(n: number, opts: PackScanOptions): Promise<Iterable<ScanEvent>> | undefined {
-    if (this.pool.threads === 0) return undefined
+    // a store of a few MiB is scanned here: starting the workers would cost more
+    this.packBytes ??= [...this.repo.blocks.packRecords().values()].reduce((sum, r) => sum + r.committedLength, 0)
+    if (this.pool.threads === 0 || this.packBytes < inlineBudget()) return undefined
     const file = this.repo.blocks.io.filePath(n)
     if (file === undefined) return undefined
     // verify --deep: the scan also re-hashes every block stored whole (the data phase skips those)
     const task: ScanTask = { op: 'scan', file, packNo: n, ...opts, prove: this.opts.deep === true }
-    // the pool's typed overloads name the ingest and restore tasks; a scan returns columns
-    const run = this.pool.run.bind(this.pool) as unknown as (t: ScanTask) => Promise<CompactScan>
-    return run(task).then(compactEvents)
+    return this.pool.whenRunning().then(async (running) => {
+      if (!running) throw new Error('no worker threads')
+      return compactEvents(await this.pool.run(task))
+    })
   }
+
+  private packBytes: number | undefined
 
   /** table indexes whose blocks the structure phase's scans proved (verify --deep) */
   readonly proven = new Set<number>()

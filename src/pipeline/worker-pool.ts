@@ -11,7 +11,8 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import { CkptError, errnoCode, fsError } from '../../codecs/errors.js'
-import { runTask, type CompressResult, type CompressTask, type HashResult, type HashTask, type NodeHashResult, type NodeHashTask, type ReadResult, type ReadTask, type Task, type TaskResult } from './tasks.js'
+import { runTask, type CompressResult, type CompressTask, type HashResult, type HashTask, type NodeHashResult, type NodeHashTask, type ReadResult, type ReadTask, type ScanTask, type Task, type TaskResult } from './tasks.js'
+import type { CompactScan } from '../../store/worker-index.js'
 
 interface Pending {
   resolve: (r: TaskResult) => void
@@ -40,7 +41,7 @@ function workerScript(): string | undefined {
  */
 export const INLINE_BYTES = 16 << 20
 
-function inlineBudget(): number {
+export function inlineBudget(): number {
   const v = process.env.CKPT_INLINE_BYTES
   const n = v === undefined || v === '' ? NaN : Number(v)
   return Number.isFinite(n) && n >= 0 ? n : INLINE_BYTES
@@ -50,6 +51,8 @@ function inlineBudget(): number {
 export function taskBytes(task: Task): number {
   let n = 0
   if (task.op === 'nodes') return task.digests.length
+  // a pack scan is sent only to running workers (verify starts them: whenRunning)
+  if (task.op === 'scan') return 0
   const lengths = task.op === 'read' ? task.rawLengths : task.lengths
   for (let i = 0; i < lengths.length; i++) n += lengths[i]!
   return n
@@ -197,6 +200,7 @@ export class WorkerPool {
   run(task: CompressTask, transfer?: ArrayBuffer[]): Promise<CompressResult>
   run(task: ReadTask, transfer?: ArrayBuffer[]): Promise<ReadResult>
   run(task: NodeHashTask, transfer?: ArrayBuffer[]): Promise<NodeHashResult>
+  run(task: ScanTask, transfer?: ArrayBuffer[]): Promise<CompactScan>
   async run(task: Task, transfer?: ArrayBuffer[]): Promise<TaskResult> {
     if (!this.isReady && this.ready) {
       // starting: inline tasks run back to back without yielding to the event loop, so look at it
@@ -222,6 +226,14 @@ export class WorkerPool {
       this.pending.set(id, { resolve, reject })
       this.workers[best]!.postMessage({ id, task }, transfer)
     })
+  }
+
+  /** Starts the workers (if they are not yet) and resolves once they run: false when this pool has none. */
+  async whenRunning(): Promise<boolean> {
+    if (!this.script) return false
+    this.start()
+    await this.ready
+    return this.isReady
   }
 
   async close(): Promise<void> {
