@@ -21,9 +21,12 @@ import { FilePackIO, type PackIO } from './pack-io.js'
 import { adoptOps, keepFromOldCatalog, manifestOf, packHealth, rebuildFromPacks, type RebuildSummary } from './rebuild.js'
 
 export const STORE_FORMAT = 'ckpt-store'
-/** the store format this build writes (2: catalog records in the packs); 1 is read, and upgraded by a writer */
-export const STORE_VERSION = 2
-export const STORE_VERSIONS: readonly number[] = [1, 2]
+/**
+ * the store format this build writes (2: catalog records in the packs; 3: node deltas may also be in
+ * form 2, SPEC.md §3.2); 1 and 2 are read, and upgraded by a writer
+ */
+export const STORE_VERSION = 3
+export const STORE_VERSIONS: readonly number[] = [1, 2, 3]
 
 export interface CatalogMeta {
   seq: number

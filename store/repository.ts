@@ -294,9 +294,12 @@ export class Repository implements Catalog {
       this.catalogSeq = 0
       await this.writeSnapshot()
     }
+    const from = this.formatVersion
     writeMarker(this.dir, STORE_VERSION)
     this.formatVersion = STORE_VERSION
-    this.notes.push({ kind: 'upgraded', message: `the store was upgraded to format ${STORE_VERSION}: its catalog is now also written in the packs` })
+    // 2 -> 3 changes nothing stored: it tells builds that read only form-1 node deltas to keep out
+    const what = from < 2 ? 'its catalog is now also written in the packs, and ' : ''
+    this.notes.push({ kind: 'upgraded', message: `the store was upgraded from format ${from} to ${STORE_VERSION}: ${what}tree node deltas may be written in form 2 (builds before format 3 refuse to open it)` })
   }
 
   /**
