@@ -79,6 +79,8 @@ interface NodeState {
   /** slots changed since `cid` (the delta against it lists just these) */
   changed?: Set<number>
   depth?: number
+  /** the whole-stored node `cid`'s delta chain starts from, when known (a skip base at the depth limit) */
+  start?: CidBytes
   dirty: boolean
   /** hash of the current entries computed elsewhere (a worker, with the chunks); null: all holes */
   preset?: Uint8Array | null
@@ -253,9 +255,10 @@ export class RegionTree {
   }
 
   private writeNode(cid: CidBytes, n: NodeState): number {
-    const base = n.cid && n.changed ? { cid: n.cid, depth: n.depth, slots: Uint32Array.from(n.changed).sort() } : undefined
+    const base = n.cid && n.changed ? { cid: n.cid, depth: n.depth, slots: Uint32Array.from(n.changed).sort(), start: n.start } : undefined
     const r = storeNode(this.blocks, cid, n.entries, base)
     n.depth = r.depth
+    n.start = r.start
     return r.stored
   }
 }
@@ -263,15 +266,17 @@ export class RegionTree {
 /**
  * Stores a tree node: as a delta against `base` (its previous version, already stored) where that is
  * under half the node's size and the base's chain is short enough, else whole (zstd). `base.slots`
- * lists the changed slots when the caller tracked them; otherwise the two nodes are compared.
- * Returns the stored payload size and the entry's delta depth.
+ * lists the changed slots when the caller tracked them; otherwise the two nodes are compared. When
+ * the base's chain is at its limit, a delta of the node the chain starts from (`base.start` when the
+ * caller tracked it, else found by walking the chain) is tried first (see chainStart).
+ * Returns the stored payload size, the entry's delta depth and the node its chain starts from.
  */
 export function storeNode(
   blocks: BlockStore,
   cid: CidBytes,
   entries: NodeEntries,
-  base?: { cid: CidBytes; depth?: number; slots?: ArrayLike<number>; entries?: NodeEntries },
-): { stored: number; depth: number } {
+  base?: { cid: CidBytes; depth?: number; slots?: ArrayLike<number>; entries?: NodeEntries; start?: CidBytes },
+): { stored: number; depth: number; start?: CidBytes } {
   const size = encodedNodeLength(entries)
   if (base) {
     const baseDepth = base.depth ?? blocks.locate(base.cid)?.depth ?? MAX_DELTA_DEPTH
@@ -283,17 +288,35 @@ export function storeNode(
         : encodeNodeDelta(base.cid, base.entries ?? blocks.getNode(base.cid), entries, size >> 1, NODE_DELTA_FORM)
       if (delta) {
         blocks.put(cid, AT_REST.nodeDelta, delta, size, { depth: baseDepth + 1 })
-        return { stored: delta.length, depth: baseDepth + 1 }
+        return { stored: delta.length, depth: baseDepth + 1, start: baseDepth === 0 ? base.cid : base.start }
       }
     } else {
-      const skip = skipDelta(blocks, cid, entries, size, base.cid)
-      if (skip) return skip
+      const start = base.start && isWhole(blocks, base.start) ? base.start : chainStart(blocks, base.cid)
+      const delta = start && skipDelta(blocks, start, entries, size)
+      if (delta) {
+        blocks.put(cid, AT_REST.nodeDelta, delta, size, { depth: 1 })
+        return { stored: delta.length, depth: 1, start }
+      }
     }
   }
   const bytes = encodeNode(entries)
   const c = compressBlock(blocks.compressor, bytes)
   blocks.put(cid, c.code, c.bytes, bytes.length)
-  return { stored: c.bytes.length, depth: 0 }
+  return { stored: c.bytes.length, depth: 0, start: cid }
+}
+
+/** Whether the store holds the node whole (a gc may have stored it anew, or dropped it, since it was tracked). */
+function isWhole(blocks: BlockStore, cid: CidBytes): boolean {
+  const loc = blocks.locate(cid)
+  return loc !== undefined && loc.codec !== AT_REST.nodeDelta
+}
+
+function skipDelta(blocks: BlockStore, start: CidBytes, entries: NodeEntries, size: number): Uint8Array | undefined {
+  try {
+    return encodeNodeDelta(start, blocks.getNode(start), entries, size >> 1, NODE_DELTA_FORM)
+  } catch {
+    return undefined // a start that does not read back (damaged): the node is stored whole
+  }
 }
 
 function depthLimit(base: CidBytes): number {
@@ -301,24 +324,19 @@ function depthLimit(base: CidBytes): number {
 }
 
 /**
- * A base whose chain reached its limit: the node is stored as a delta of the node that chain starts
- * from (stored whole; an older version at the same position) where that is under half its size: a
- * node that changes in the same few places stays a short chain instead of being stored whole again.
+ * The node a delta chain starts from (stored whole), or undefined when it cannot be told here. A node
+ * whose previous version's chain reached its depth limit is stored as a delta of that node (depth 1)
+ * where that is under half its size, instead of whole: a node that changes in the same few places
+ * stays a short chain instead of being stored whole every 25 to 32 versions.
  */
-function skipDelta(blocks: BlockStore, cid: CidBytes, entries: NodeEntries, size: number, base: CidBytes): { stored: number; depth: number } | undefined {
-  let start = base
+function chainStart(blocks: BlockStore, cid: CidBytes): CidBytes | undefined {
+  let at = cid
   try {
     for (let hops = 0; hops <= MAX_DELTA_DEPTH; hops++) {
-      const loc = blocks.locate(start)
+      const loc = blocks.locate(at)
       if (!loc) return undefined
-      if (loc.codec !== AT_REST.nodeDelta) {
-        if (hops === 0) return undefined
-        const delta = encodeNodeDelta(start, blocks.getNode(start), entries, size >> 1, NODE_DELTA_FORM)
-        if (!delta) return undefined
-        blocks.put(cid, AT_REST.nodeDelta, delta, size, { depth: 1 })
-        return { stored: delta.length, depth: 1 }
-      }
-      start = deltaBaseCid(blocks.readStored(start).payload)
+      if (loc.codec !== AT_REST.nodeDelta) return hops === 0 ? undefined : at
+      at = deltaBaseCid(blocks.readStored(at).payload)
     }
   } catch {
     // a chain that cannot be read here (a lazily pulled one on a remote): the node is stored whole
