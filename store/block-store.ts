@@ -462,7 +462,8 @@ export class BlockStore implements BlockReader, BlockWriter {
    * commit's own fsync still covers everything.
    */
   syncEarly(): Promise<void> {
-    if (this.openPack < 0 || this.bufStart + this.bufLen === 0) return Promise.resolve()
+    // nothing staged since the last commit (a checkpoint whose chunks were all known): no fdatasync
+    if (this.openPack < 0 || this.bufStart + this.bufLen === 0 || this.stagedEntries === 0) return Promise.resolve()
     this.flushBuffer()
     return this.io.syncAsync(this.openPack)
   }
