@@ -148,9 +148,11 @@ class Marker {
     // a store opened read-only (a dry run) is never written to: the sets spill to the system's temporary directory
     const name = `gc-${process.pid}-${Date.now().toString(36)}`
     const tmp = repo.memory ? undefined : repo.readOnly ? path.join(os.tmpdir(), `ckpt-${name}`) : path.join(repo.dir, 'tmp', name)
-    // sized for half the indexed blocks (an estimate; no pass over the index): a larger live set spills to disk (still exact)
-    const live = await SeenSet.create(tmp, repo.blocks.estimatedCount() >> 1)
-    const bases = await SeenSet.create(tmp && `${tmp}-bases`, 1024)
+    // sized for half the indexed blocks (an estimate; no pass over the index): the exact table grows
+    // up to 32 MiB, then a larger live set spills to disk (still exact)
+    const live = await SeenSet.create(tmp, repo.blocks.estimatedCount() >> 1, { grow: true })
+    // the delta bases of nodes stored anew: the table grows as they come
+    const bases = await SeenSet.create(tmp && `${tmp}-bases`, 1024, { grow: true })
     return new Marker(ctx, dryRun, live, bases)
   }
 
@@ -185,6 +187,8 @@ class Marker {
     }
     await this.live.flush(true)
     await this.bases.flush(true)
+    // what the walk left behind goes before the sweep makes its own garbage (peak RSS)
+    fullCollection()
     return roots.length
   }
 

@@ -88,7 +88,7 @@ const COMMIT_BYTES = 64 << 20
 /** index operations in one batch, at most */
 const COMMIT_OPS = 1 << 14
 /** index entries between two full V8 collections while the index is scanned */
-const COLLECT_EVERY_ENTRIES = 1 << 16
+const COLLECT_EVERY_ENTRIES = 1 << 15
 
 interface PackState {
   rec: PackRecord
@@ -122,7 +122,7 @@ class PackCollector {
   /** where the staged nodes are (the open pack) */
   private readonly stagedNodesAt = new Map<number, Set<number>>()
   /** index keys of the blocks live only as delta bases: deleted once the staged nodes are committed */
-  private baseKeys: Uint8Array[] = []
+  private baseKeys = new KeyList()
   /** entry bytes of the staged nodes' old copies (liveBytes counts them until the plan is known) */
   private stagedOld = 0
   private stagedNew = 0
@@ -175,7 +175,10 @@ class PackCollector {
     const willSnapshot = !this.opts.dryRun && this.host.catalogPosition !== undefined && this.host.catalogPosition.seq > (this.host.catalogPosition.snapshot ?? 0)
     await this.recordsForPlans(willSnapshot)
     const mode = this.weigh()
+    // the sweep's garbage goes before the commit of the staged nodes makes its own (peak RSS)
+    fullCollection()
     await this.carryOut(mode)
+    fullCollection()
     if (mode !== 'none' && willSnapshot) await this.writeSnapshot()
     await this.records()
     this.s.deadBytes = [...this.packs.values()].reduce((n, p) => n + this.deadOf(p), 0)
@@ -245,7 +248,7 @@ class PackCollector {
         this.bases++
         if (p) p.cond += bytes
         this.nodeAt(this.condNodesAt, loc.pack, loc.offset)
-        if (!dryRun) this.baseKeys.push(Uint8Array.prototype.slice.call(k))
+        if (!dryRun) this.baseKeys.push(k)
         continue
       }
       this.s.liveBlocks++
@@ -347,7 +350,7 @@ class PackCollector {
       this.s.liveBytes += this.stagedNew - this.stagedOld
       // then the bases no live node needs any more leave the index (a crash before: indexed garbage)
       for (let i = 0; i < this.baseKeys.length; i += COMMIT_OPS) {
-        await this.host.kv.batch(this.baseKeys.slice(i, i + COMMIT_OPS).map((key) => ({ type: 'del' as const, key })), { sync: true })
+        await this.host.kv.batch(this.baseKeys.slice(i, i + COMMIT_OPS).map((key) => ({ type: 'del' as const, key })), { sync: i + COMMIT_OPS >= this.baseKeys.length })
       }
       this.s.deadBlocks += this.baseKeys.length
     } else {
@@ -362,7 +365,7 @@ class PackCollector {
     }
     this.carried = true
     for (const p of this.packs.values()) p.cond = 0
-    this.baseKeys = []
+    this.baseKeys = new KeyList()
     this.stagedNodesAt.clear()
     this.condNodesAt.clear()
   }
@@ -544,6 +547,34 @@ class PackCollector {
       this.s.orphansRemoved++
     }
     this.host.leftovers = []
+  }
+}
+
+/** Index keys of one length (block keys), packed in one growing buffer: a few bytes each, not an object each. */
+class KeyList {
+  private buf = new Uint8Array(0)
+  private size = 0
+  private width = 0
+  length = 0
+
+  push(key: Uint8Array): void {
+    if (this.length === 0) this.width = key.length
+    if (key.length !== this.width) throw new Error('KeyList: keys of one length only')
+    if (this.size + key.length > this.buf.length) {
+      const next = new Uint8Array(Math.max(1 << 16, this.buf.length * 2))
+      next.set(this.buf.subarray(0, this.size))
+      this.buf = next
+    }
+    this.buf.set(key, this.size)
+    this.size += key.length
+    this.length++
+  }
+
+  /** Copies of keys [from, to). */
+  slice(from: number, to: number): Uint8Array[] {
+    const out: Uint8Array[] = []
+    for (let i = from; i < Math.min(to, this.length); i++) out.push(this.buf.slice(i * this.width, (i + 1) * this.width))
+    return out
   }
 }
 

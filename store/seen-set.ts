@@ -3,7 +3,8 @@
  * bundle already get?"). Memory stays bounded whatever the size, in two tiers:
  *
  * 1. an exact in-memory table of 128-bit digest prefixes (16 bytes a slot, at most half full), sized
- *    from the expected count and capped at 2^21 slots (32 MiB, a million entries);
+ *    from the expected count (with `grow`, doubled and rehashed when half full: a low estimate then
+ *    costs a rehash, not a spill to disk), capped at 2^21 slots (32 MiB, a million entries);
  * 2. once the table is half full, further CIDs go to a private temporary KV (LevelDB on disk, in a
  *    directory the set deletes when closed), with a fixed-size Bloom filter (at most 32 MiB) in front
  *    so that most CIDs never added are answered without a lookup.
@@ -28,8 +29,8 @@ const FLUSH_EVERY = 8192
 
 export class SeenSet {
   /** tier 1: 4 u32 words per slot (digest bytes 0..15); all zero = empty */
-  private readonly table: Uint32Array
-  private readonly slotMask: number
+  private table: Uint32Array
+  private slotMask: number
   private inTable = 0
   /** tier 2 */
   private bits: Uint32Array | undefined
@@ -43,6 +44,7 @@ export class SeenSet {
   private constructor(
     private readonly dir: string | undefined,
     expected: number,
+    private readonly grows: boolean,
   ) {
     let slots = 1 << 12
     while (slots < expected * 2 && slots < MAX_SLOTS) slots *= 2
@@ -56,9 +58,10 @@ export class SeenSet {
   /**
    * A new empty set expecting about `expected` entries. `dir`: where its temporary LevelDB may go
    * (removed on close); undefined keeps the second tier in memory too (unit tests, memory stores).
+   * `grow`: the table doubles when half full (up to its cap) before anything spills.
    */
-  static async create(dir: string | undefined, expected = 1 << 16): Promise<SeenSet> {
-    return new SeenSet(dir, expected)
+  static async create(dir: string | undefined, expected = 1 << 16, opts: { grow?: boolean } = {}): Promise<SeenSet> {
+    return new SeenSet(dir, expected, opts.grow === true)
   }
 
   get size(): number {
@@ -119,6 +122,10 @@ export class SeenSet {
     this.key(cid)
     const at = this.find()
     if (at >= 0) return
+    if (this.grows && (this.inTable + 1) * 2 > this.slotMask + 1 && this.slotMask + 1 < MAX_SLOTS && !this.bits) {
+      this.grow()
+      return this.add(cid)
+    }
     if ((this.inTable + 1) * 2 <= this.slotMask + 1) {
       const o = (-1 - at) * 4
       this.table[o] = this.k0
@@ -134,6 +141,27 @@ export class SeenSet {
     if (!this.pending.has(key)) {
       this.pending.set(key, copyOf(cid))
       this.spilled++
+    }
+  }
+
+  /** Doubles the table, every key rehashed into it. */
+  private grow(): void {
+    const old = this.table
+    this.table = new Uint32Array(old.length * 2)
+    this.slotMask = this.table.length / 4 - 1
+    const t = this.table
+    for (let o = 0; o < old.length; o += 4) {
+      const a = old[o]!
+      const b = old[o + 1]!
+      const c = old[o + 2]!
+      const d = old[o + 3]!
+      if (a === 0 && b === 0 && c === 0 && d === 0) continue
+      let i = (a ^ c) & this.slotMask
+      while (t[i * 4] !== 0 || t[i * 4 + 1] !== 0 || t[i * 4 + 2] !== 0 || t[i * 4 + 3] !== 0) i = (i + 1) & this.slotMask
+      t[i * 4] = a
+      t[i * 4 + 1] = b
+      t[i * 4 + 2] = c
+      t[i * 4 + 3] = d
     }
   }
 
