@@ -92,6 +92,20 @@ describe('runner', () => {
     expect(fs.existsSync(path.join(tmp, 'work', 'ckpt'))).toBe(false)
   })
 
+  it('skips a tool that is not installed, with the line that installs it', () => {
+    const path0 = process.env.PATH
+    const lines: string[] = []
+    process.env.PATH = path.join(tmp, 'no-such-bin')
+    try {
+      const rows = runSeries({ series: specOf('tiny', { corpusRoot }), tools: ['zstd'], out: path.join(tmp, 'res', 'skip.tsv'), work: path.join(tmp, 'work'), stage: path.join(tmp, 'stage'), log: (l) => lines.push(l) })
+      expect(rows).toHaveLength(1)
+      expect(rows[0]).toMatchObject({ tool: 'zstd', restore_ok: 'NA', note: 'skipped: not installed (apt-get install -y zstd)' })
+      expect(lines.join('\n')).toMatch(/zstd: skipped, zstd not found; install with: apt-get install -y zstd/)
+    } finally {
+      process.env.PATH = path0
+    }
+  })
+
   it('refuses a bad command line (exit 2 in the program)', () => {
     expect(parseArgs(['--series', 'nope', '--out', 'x.tsv'])).toBeUndefined()
     expect(parseArgs(['--series', 'small'])).toBeUndefined()
