@@ -202,21 +202,22 @@ export class WorkerPool {
   run(task: NodeHashTask, transfer?: ArrayBuffer[]): Promise<NodeHashResult>
   run(task: ScanTask, transfer?: ArrayBuffer[]): Promise<CompactScan>
   async run(task: Task, transfer?: ArrayBuffer[]): Promise<TaskResult> {
-    if (!this.isReady && this.ready) {
-      // starting: inline tasks run back to back without yielding to the event loop, so look at it
-      // now, or the workers' "ready" would wait until the whole job had been done here
-      if (this.eager) await this.ready
-      else await new Promise<void>((resolve) => setImmediate(resolve))
-    }
-    if (!this.isReady) {
-      if (this.startError) throw this.startError
-      if (!this.ready && this.script) {
-        this.inlineLeft -= taskBytes(task)
-        if (this.inlineLeft < 0) this.start()
+    if (!this.isReady && this.script) {
+      // a task that writes an output file waits for the workers: the main thread stays free for the
+      // signal handlers that remove a partial file (SIGINT, SIGTERM), however slow the writes are
+      const wait = this.eager || (task.op === 'read' && task.outFile !== undefined)
+      if (!this.ready) {
+        if (!wait) this.inlineLeft -= taskBytes(task)
+        if (wait || this.inlineLeft < 0) this.start()
       }
-      // not started, or starting (their start costs what this task would): on this thread
-      return runTask(task)
+      // inline tasks run back to back: look at the event loop before each (the workers' "ready",
+      // signals, timers) or it would wait until the whole job had been done here
+      if (wait) await this.ready
+      else await new Promise<void>((resolve) => setImmediate(resolve))
+      if (this.startError) throw this.startError
     }
+    // no workers (none, or not ready yet): on this thread
+    if (!this.isReady) return runTask(task)
     let best = 0
     for (let i = 1; i < this.load.length; i++) if (this.load[i]! < this.load[best]!) best = i
     const id = this.nextId++
