@@ -180,6 +180,10 @@ examples:
     if (picked !== 1) throw new UsageError('give one of --region NAME, --blob NAME or --all', 'restore')
     const out = required(values.out, '--out', 'restore')
     if (out === '') throw new UsageError('--out must not be empty', 'restore')
+    // regions restored to files are written on the worker threads (the pool never writes a file from
+    // the main thread): start them now, while this thread loads the library and opens the store
+    const travels = values.from !== undefined || values.dirty !== undefined || values.check === true
+    if (out !== '-' && (values.all || (values.region !== undefined && !travels))) (await import('../../pipeline/worker-pool.js')).prestartWorkers()
     if (values.all) return restoreAllTo(dir, ref, out, values)
     const toStdout = out === '-'
     if (toStdout && values.json) throw new UsageError('--json cannot be used with --out - (stdout carries the data)', 'restore')
