@@ -232,7 +232,8 @@ class Marker {
     for (let hops = 0; c && hops < 300; hops++) {
       const loc = this.blocks.locate(c)
       if (!loc || loc.codec !== AT_REST.nodeDelta) return
-      const base = deltaBaseCid(this.blocks.readAt(c, loc))
+      // read into reused memory (no allocation per base): the base's CID is copied out of it
+      const base = Uint8Array.prototype.slice.call(deltaBaseCid(this.blocks.readAt(c, loc, true))) as CidBytes
       if (this.isLive(base)) return
       this.bases.add(base)
       c = base

@@ -88,7 +88,7 @@ const COMMIT_BYTES = 64 << 20
 /** index operations in one batch, at most */
 const COMMIT_OPS = 1 << 14
 /** index entries between two full V8 collections while the index is scanned */
-const COLLECT_EVERY_ENTRIES = 1 << 15
+const COLLECT_EVERY_ENTRIES = 1 << 16
 
 interface PackState {
   rec: PackRecord
