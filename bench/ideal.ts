@@ -1,5 +1,5 @@
 /**
- * The "ideal" lower bound of issue 2 and ../shared/peers/ideal-size.py: distinct non-zero chunks of the
+ * The "ideal" lower bound of issue 2 (bench/peers/ideal.ts computes the same for the peers series): distinct non-zero chunks of the
  * series so far (4 KiB pages of RAM, 64 KiB clusters of disk), each compressed on its own with zstd -1.
  * Uses the project's public codecs for hashing and compression (zstd level 1 when it loads).
  */

@@ -92,7 +92,7 @@ async function prefixBytes(url: string): Promise<{ bytes: number; objects: numbe
   return { bytes, objects }
 }
 
-// --- restic, the peer (as ../shared/peers/tools/restic.sh: a fixed password, one snapshot per checkpoint) ---
+// --- restic, the peer (as bench/peers/tools.ts runs it: a fixed password, one snapshot per checkpoint) ---
 const resticOn = process.env.BENCH_RESTIC !== '0' && spawnSync('restic', ['version']).status === 0
 const resticDir = path.join(root, 'restic-src')
 const resticEnv = {
@@ -150,7 +150,7 @@ let recordMs = 0
     recordMs += performance.now() - t
     cids.push(ck.cid)
     if (resticOk) {
-      // the checkpoint's images as files, as ../shared/peers/ gives them to restic
+      // the checkpoint's images as files, as bench/peers/ gives them to restic
       if (!d) {
         fs.writeFileSync(path.join(resticDir, 'ram.bin'), w.ram)
         fs.writeFileSync(path.join(resticDir, 'disk.raw'), w.disk)

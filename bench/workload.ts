@@ -3,7 +3,7 @@
  * disk image that evolve step by step. Per step, `dirtyPages` 4 KiB RAM pages (80% of them in a hot 10%
  * of RAM) and `dirtyClusters` 64 KiB disk clusters get new contents: 40% zero, 30% bytes of real binaries
  * (files under /usr/lib), 20% text, 10% random. The initial images hold the same mix in every page and
- * cluster. Mirrors ../shared/peers/make-synthetic.py (not byte-identical: its own PRNG and corpus walk).
+ * cluster. The peers harness's series (bench/peers/synth.ts) follows the same recipe (not byte-identical: its own PRNG and corpus walk).
  */
 import fs from 'node:fs'
 import path from 'node:path'
