@@ -246,12 +246,11 @@ export interface CompactScan {
 /** Scans a pack file (as scanPack) into a CompactScan. */
 export function scanPackCompact(file: string, packNo: number, opts: { end?: number; sealed?: boolean; footerOptional?: boolean; prove?: boolean } = {}): CompactScan {
   let cap = 1024
-  let proven = opts.prove ? new Uint8Array(cap) : undefined
-  const scratch = new Map<number, Uint8Array>()
-  let n = 0
   let cols = columns(cap)
-  let kept = new Uint8Array(1 << 20)
+  let n = 0
+  let kept: Uint8Array = new Uint8Array(1 << 20)
   let keptLen = 0
+  const scratch = new Map<number, Uint8Array>()
   const others: CompactScan['others'] = []
   for (const ev of scanPack(fileReader(file), packNo, opts)) {
     if (ev.kind !== 'entry') {
@@ -259,24 +258,7 @@ export function scanPackCompact(file: string, packNo: number, opts: { end?: numb
       continue
     }
     const e = ev.entry
-    if (n === cap) {
-      cap *= 2
-      const c = columns(cap)
-      c.offsets.set(cols.offsets)
-      c.stored.set(cols.stored)
-      c.raw.set(cols.raw)
-      c.codec.set(cols.codec)
-      c.depth.set(cols.depth)
-      c.kind.set(cols.kind)
-      c.cids.set(cols.cids)
-      c.keptAt.set(cols.keptAt)
-      cols = c
-      if (proven) {
-        const p = new Uint8Array(cap)
-        p.set(proven)
-        proven = p
-      }
-    }
+    if (n === cap) cols = columns((cap *= 2), cols)
     cols.offsets[n] = e.offset
     cols.stored[n] = e.storedLength
     cols.raw[n] = e.rawLength
@@ -286,33 +268,16 @@ export function scanPackCompact(file: string, packNo: number, opts: { end?: numb
     cols.cids.set(e.cid, n * CID_LENGTH)
     cols.keptAt[n] = -1
     if (e.cid[1] !== 0x55) {
-      if (keptLen + e.payload.length > kept.length) {
-        const k = new Uint8Array(Math.max(kept.length * 2, keptLen + e.payload.length))
-        k.set(kept.subarray(0, keptLen))
-        kept = k
-      }
+      if (keptLen + e.payload.length > kept.length) kept = grown(kept, Math.max(kept.length * 2, keptLen + e.payload.length))
       kept.set(e.payload, keptLen)
       cols.keptAt[n] = keptLen
       keptLen += e.payload.length
     }
-    if (proven && e.kind !== ENTRY_KIND.record && e.codec !== AT_REST.nodeDelta) proven[n] = prove(e, scratch) ? 1 : 0
+    if (opts.prove && e.kind !== ENTRY_KIND.record && e.codec !== AT_REST.nodeDelta) cols.proven[n] = prove(e, scratch) ? 1 : 0
     n++
   }
-  const cut = <T extends { subarray(a: number, b: number): T }>(a: T, per = 1): T => a.subarray(0, n * per)
-  return {
-    count: n,
-    offsets: cut(cols.offsets),
-    stored: cut(cols.stored),
-    raw: cut(cols.raw),
-    codec: cut(cols.codec),
-    depth: cut(cols.depth),
-    kind: cut(cols.kind),
-    cids: cut(cols.cids, CID_LENGTH),
-    keptAt: cut(cols.keptAt),
-    kept: kept.subarray(0, keptLen),
-    others,
-    proven: proven?.subarray(0, n),
-  }
+  const c = columns(n, cols)
+  return { count: n, ...c, kept: kept.subarray(0, keptLen), others, proven: opts.prove ? c.proven : undefined }
 }
 
 /** Whether an entry's payload opens to bytes that hash to its CID (scratch: a buffer per raw length). */
@@ -322,8 +287,21 @@ function prove(e: ScannedEntry, scratch: Map<number, Uint8Array>): boolean {
   return !isFault(openPayload(e.codec, e.payload, e.rawLength, e.cid, 4, into))
 }
 
-function columns(cap: number) {
-  return {
+interface Columns {
+  offsets: Float64Array
+  stored: Uint32Array
+  raw: Uint32Array
+  codec: Uint8Array
+  depth: Uint8Array
+  kind: Uint8Array
+  cids: Uint8Array
+  keptAt: Float64Array
+  proven: Uint8Array
+}
+
+/** The entry columns for `cap` entries, holding the first entries of `from` (cut or grown to fit). */
+function columns(cap: number, from?: Columns): Columns {
+  const cols: Columns = {
     offsets: new Float64Array(cap),
     stored: new Uint32Array(cap),
     raw: new Uint32Array(cap),
@@ -332,12 +310,16 @@ function columns(cap: number) {
     kind: new Uint8Array(cap),
     cids: new Uint8Array(cap * CID_LENGTH),
     keptAt: new Float64Array(cap),
+    proven: new Uint8Array(cap),
   }
+  if (from) for (const k of Object.keys(cols) as (keyof Columns)[]) cols[k].set(from[k].subarray(0, cols[k].length) as never)
+  return cols
 }
 
-/** The buffers of a CompactScan, to transfer rather than copy. */
-export function compactBuffers(c: CompactScan): ArrayBuffer[] {
-  return [c.offsets, c.stored, c.raw, c.codec, c.depth, c.kind, c.cids, c.keptAt, c.kept, ...(c.proven ? [c.proven] : [])].map((a) => a.buffer as ArrayBuffer)
+function grown(a: Uint8Array, size: number): Uint8Array {
+  const b = new Uint8Array(size)
+  b.set(a)
+  return b
 }
 
 /**
