@@ -11,3 +11,17 @@ export async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
 export function hex(b: Uint8Array): string {
   return Buffer.from(b).toString('hex')
 }
+
+/** `size` deterministic pseudo-random bytes (xorshift32 from `seed`), every third 4 KiB page zero (holes). */
+export function pattern(size: number, seed: number): Buffer {
+  const b = Buffer.alloc(size)
+  let x = seed * 2654435761
+  for (let i = 0; i < size; i += 4) {
+    x = (x ^ (x << 13)) >>> 0
+    x = (x ^ (x >>> 17)) >>> 0
+    x = (x ^ (x << 5)) >>> 0
+    b.writeUInt32LE(x, i)
+  }
+  for (let p = 0; p < size / 4096; p += 3) b.fill(0, p * 4096, p * 4096 + 4096)
+  return b
+}

@@ -18,6 +18,7 @@ import { COMMANDS } from '../../src/cli/commands.js'
 import { COMMAND_NAMES, loadCommand } from '../../src/cli/registry.js'
 import { INLINE_BYTES, prestartWorkers, taskBytes, WorkerPool } from '../../src/pipeline/worker-pool.js'
 import type { HashTask } from '../../src/pipeline/tasks.js'
+import { pattern } from '../helpers/bytes.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const CLI = path.join(ROOT, 'dist/src/cli.js')
@@ -38,19 +39,6 @@ afterEach(async () => {
   for (const p of pools.splice(0)) await p.close()
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true })
 })
-
-function pattern(size: number, seed: number): Buffer {
-  const b = Buffer.alloc(size)
-  let x = seed * 2654435761
-  for (let i = 0; i < size; i += 4) {
-    x = (x ^ (x << 13)) >>> 0
-    x = (x ^ (x >>> 17)) >>> 0
-    x = (x ^ (x << 5)) >>> 0
-    b.writeUInt32LE(x, i)
-  }
-  for (let p = 0; p < size / 4096; p += 3) b.fill(0, p * 4096, p * 4096 + 4096)
-  return b
-}
 
 function hashTask(data: Uint8Array, chunk: number): HashTask {
   const n = Math.ceil(data.length / chunk)

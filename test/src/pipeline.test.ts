@@ -3,6 +3,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import { openStore, type CkptStore } from '../../src/index.js'
+import { pattern } from '../helpers/bytes.js'
 
 const dirs: string[] = []
 const stores: CkptStore[] = []
@@ -15,20 +16,6 @@ afterEach(async () => {
   for (const s of stores.splice(0)) await s.close()
   for (const d of dirs.splice(0)) fs.rmSync(d, { recursive: true, force: true })
 })
-
-function pattern(size: number, seed: number): Buffer {
-  const b = Buffer.alloc(size)
-  let x = seed * 2654435761
-  for (let i = 0; i < size; i += 4) {
-    x = (x ^ (x << 13)) >>> 0
-    x = (x ^ (x >>> 17)) >>> 0
-    x = (x ^ (x << 5)) >>> 0
-    b.writeUInt32LE(x, i)
-  }
-  // every third page zero: holes
-  for (let p = 0; p < size / 4096; p += 3) b.fill(0, p * 4096, p * 4096 + 4096)
-  return b
-}
 
 describe('copy-then-resume', () => {
   it('copies dirty chunks before checkpoint() returns: later writes do not leak into it', async () => {
