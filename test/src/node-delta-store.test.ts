@@ -63,11 +63,7 @@ it('a long history of one node: form-2 deltas, chains kept short without whole r
 
   store = await openStore(dir, { threads: 1 })
   try {
-    for (let k = 0; k < K; k++) {
-      const back = new Uint8Array(CHUNK * CHUNKS)
-      await store.restore(cps[k]!, 'r', back)
-      expect(Buffer.from(back).equals(Buffer.from(image(k))), `checkpoint ${k}`).toBe(true)
-    }
+    await expectRestores(store, cps, 0, K)
     expect(await clean(store)).toBe(true)
   } finally {
     await store.close()
@@ -86,13 +82,18 @@ it('the chain starts stay stored through thinning and gc', async () => {
   await store.close()
   store = await openStore(dir, { threads: 1 })
   try {
-    for (let k = 65; k < 70; k++) {
-      const back = new Uint8Array(CHUNK * CHUNKS)
-      await store.restore(cps[k]!, 'r', back)
-      expect(Buffer.from(back).equals(Buffer.from(image(k))), `checkpoint ${k}`).toBe(true)
-    }
+    await expectRestores(store, cps, 65, 70)
     expect(await clean(store)).toBe(true)
   } finally {
     await store.close()
   }
 })
+
+/** Checkpoints [from, to) of `cps` restore to the images they were made of. */
+async function expectRestores(store: CkptStore, cps: string[], from: number, to: number): Promise<void> {
+  for (let k = from; k < to; k++) {
+    const back = new Uint8Array(CHUNK * CHUNKS)
+    await store.restore(cps[k]!, 'r', back)
+    expect(Buffer.from(back).equals(Buffer.from(image(k))), `checkpoint ${k}`).toBe(true)
+  }
+}
