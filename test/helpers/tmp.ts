@@ -33,3 +33,13 @@ export async function caught(fn: () => unknown): Promise<{ code?: string; detail
   }
   throw new Error('expected an error, got none')
 }
+
+/** Bytes of every file under dir: what a store takes on disk. */
+export function dirBytes(dir: string): number {
+  let n = 0
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name)
+    n += e.isDirectory() ? dirBytes(p) : fs.statSync(p).size
+  }
+  return n
+}

@@ -14,7 +14,7 @@ import { blake3 } from '@noble/hashes/blake3.js'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openStore, verifyStore, type CkptStore } from '../../src/index.js'
 import { makeRng } from '../helpers/rng.js'
-import { removeTmpDirs, tmpDir } from '../helpers/tmp.js'
+import { dirBytes, removeTmpDirs, tmpDir } from '../helpers/tmp.js'
 
 afterAll(removeTmpDirs)
 
@@ -23,16 +23,6 @@ const PAGE = 4096
 const MS = 1_000_000n
 
 const hex = (b: Uint8Array) => Buffer.from(blake3(b)).toString('hex')
-
-/** Bytes of every file under dir: what the store takes on disk. */
-function dirBytes(dir: string): number {
-  let n = 0
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name)
-    n += e.isDirectory() ? dirBytes(p) : fs.statSync(p).size
-  }
-  return n
-}
 
 /** `steps` checkpoints 10 ms apart of an image of `pages` random pages, `dirty` pages rewritten each step (dirty hints); returns each CID's image digest. */
 async function record(dir: string, pages: number, steps: number, dirty: number, seed: number): Promise<Map<string, string>> {

@@ -24,7 +24,7 @@ import { openStore, type CkptStore, type Finding, type VerifySummary } from '../
 import { LevelKV } from '../../store/level-kv.js'
 import { makeRng, type Rng } from '../helpers/rng.js'
 import { runVerify } from '../helpers/verify.js'
-import { removeTmpDirs, tmpDir } from '../helpers/tmp.js'
+import { dirBytes, removeTmpDirs, tmpDir } from '../helpers/tmp.js'
 import { mountTmpfs, unmountTmpfs } from '../helpers/tmpfs.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
@@ -395,15 +395,6 @@ function mountLossTmpfs(sizeMiB: number): string | undefined {
 function unmount(mnt: string): void {
   unmountTmpfs(mnt)
   mounts.splice(mounts.indexOf(mnt), 1)
-}
-
-function dirBytes(dir: string): number {
-  let n = 0
-  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
-    const p = path.join(dir, e.name)
-    n += e.isDirectory() ? dirBytes(p) : fs.statSync(p).size
-  }
-  return n
 }
 
 // ------------------------------------------------------------------------------------ the matrix
