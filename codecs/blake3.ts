@@ -50,13 +50,33 @@ function checkName(name: unknown): asserts name is BackendName {
   if (!PREFERENCE.includes(name as BackendName)) throw new TypeError(`unknown BLAKE3 backend: ${String(name)}`)
 }
 
+/**
+ * @napi-rs/blake-hash's own loader asks process.report.getReport() whether the C library is musl,
+ * which costs 20-40 ms in every thread that loads it (a third of a small `ckpt add`). npm installs
+ * only the platform package that fits this machine, so that package is tried first, directly; the
+ * loader is the fallback (a platform package that does not load, e.g. glibc's on musl, throws).
+ */
+function loadNapiModule(): unknown {
+  const require = createRequire(import.meta.url)
+  if (process.platform === 'linux' && (process.arch === 'x64' || process.arch === 'arm64')) {
+    for (const libc of ['gnu', 'musl']) {
+      try {
+        return require(`@napi-rs/blake-hash-linux-${process.arch}-${libc}`)
+      } catch {
+        // not installed here, or not loadable: try the next
+      }
+    }
+  }
+  return require('@napi-rs/blake-hash')
+}
+
 export function loadBackendSync(name: 'napi' | 'noble'): Blake3Backend | undefined {
   checkName(name)
   if (name === 'noble') return noble
   if (name !== 'napi') throw new TypeError(`BLAKE3 backend ${name} cannot load synchronously`)
   try {
     // createRequire so a missing or broken native binary is a catchable error, not an import failure.
-    const mod = createRequire(import.meta.url)('@napi-rs/blake-hash') as {
+    const mod = loadNapiModule() as {
       blake3?: (input: Uint8Array) => Uint8Array
       Blake3Hasher?: new () => { reset(): void; update(input: Uint8Array): unknown; digest(format: string): string }
     }
