@@ -48,10 +48,12 @@ export interface IngestStats {
   newStoredBytes: number
   /** full scans: 64 KiB spans found equal to the scan cache, whose chunks were not hashed one by one */
   spansUnchanged: number
+  /** full scans: tree leaves taken from the leaf file (SPEC §18.1) instead of rebuilt from the packs */
+  leavesFromFile: number
 }
 
 export function emptyStats(): IngestStats {
-  return { chunks: 0, zeroChunks: 0, unchangedChunks: 0, dedupChunks: 0, newChunks: 0, newRawBytes: 0, newStoredBytes: 0, spansUnchanged: 0 }
+  return { chunks: 0, zeroChunks: 0, unchangedChunks: 0, dedupChunks: 0, newChunks: 0, newRawBytes: 0, newStoredBytes: 0, spansUnchanged: 0, leavesFromFile: 0 }
 }
 
 /**

@@ -10,7 +10,7 @@
  * against its previous version where that is smaller, or, once that version's chain is at its depth
  * limit, against the node the chain starts from (SPEC.md, "Node deltas").
  */
-import { blake3 } from '../codecs/blake3.js'
+import { blake3, blake3Equals } from '../codecs/blake3.js'
 import { cidBytes, cidDigest, DAG_CBOR, RAW, type CidBytes } from '../codecs/cid.js'
 import { AT_REST, compressBlock } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
@@ -94,6 +94,10 @@ export interface TreeCommitStats {
 export class RegionTree {
   private readonly levels: Map<number, NodeState>[] = []
   private rootCid: CidBytes | null
+  /** every chunk's link as a leaf file says (seedChunks), for leaves not yet read */
+  private seed: { codecs: Uint8Array; digests: Uint8Array } | undefined
+  /** leaves taken from the seed so far */
+  seededLeaves = 0
 
   constructor(
     private readonly blocks: BlockStore,
@@ -120,7 +124,9 @@ export class RegionTree {
     }
     const count = this.geo.nodeCount(level, index)
     let entries: NodeEntries
-    if (cid) {
+    const seeded = cid && level === 1 && this.seed ? this.seeded(index, count, cid) : undefined
+    if (seeded) entries = seeded
+    else if (cid) {
       // a private copy: the tree mutates its head nodes, the store's cache must stay as stored
       const e = this.blocks.getNode(cid)
       entries = { count: e.count, codecs: e.codecs.slice(), digests: e.digests.slice() }
@@ -131,6 +137,47 @@ export class RegionTree {
     const st: NodeState = { entries, cid, dirty: false }
     this.levels[level]!.set(index, st)
     return st
+  }
+
+  /**
+   * Leaves for this tree from a table of every chunk's link (a leaf file, §18.1): a leaf read later
+   * is taken from it when the entries hash to the CID its parent holds, and read from the store
+   * otherwise. Saves rebuilding each leaf from its delta chain; a wrong table costs only the hashing.
+   */
+  seedChunks(table: { codecs: Uint8Array; digests: Uint8Array }): void {
+    if (table.codecs.length === this.geo.itemsAt(0) && table.digests.length === table.codecs.length * 32) this.seed = table
+  }
+
+  private seeded(index: number, count: number, cid: CidBytes): NodeEntries | undefined {
+    const from = index * this.geo.fanout
+    const entries = { count, codecs: this.seed!.codecs.slice(from, from + count), digests: this.seed!.digests.slice(from * 32, (from + count) * 32) }
+    if (!blake3Equals(encodeNode(entries), cidDigest(cid))) return undefined
+    this.seededLeaves++
+    return entries
+  }
+
+  /**
+   * Every chunk's link (0 or its codec, and its digest) as this tree holds it, for a leaf file; undefined
+   * when a leaf that is not a hole has not been read (nothing is read for it here).
+   */
+  chunkTable(): { codecs: Uint8Array; digests: Uint8Array } | undefined {
+    const F = this.geo.fanout
+    const n = this.geo.itemsAt(0)
+    const codecs = new Uint8Array(n)
+    const digests = new Uint8Array(n * 32)
+    for (let j = 0; j * F < n; j++) {
+      const st = this.levels[1]!.get(j)
+      if (st) {
+        codecs.set(st.entries.codecs.subarray(0, st.entries.count), j * F)
+        digests.set(st.entries.digests.subarray(0, st.entries.count * 32), j * F * 32)
+        continue
+      }
+      // not read: a hole if its parent (in memory) says so, else unknown here
+      if (this.geo.height === 1) return undefined
+      const parent = this.levels[2]!.get(Math.floor(j / F))
+      if (!parent || parent.entries.codecs[j % F]) return undefined
+    }
+    return { codecs, digests }
   }
 
   /** The chunk's digest (32 bytes, a view) or undefined for a hole. */

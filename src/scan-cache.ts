@@ -13,6 +13,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { blake3 } from '../codecs/blake3.js'
 import { cidEquals, type CidBytes } from '../codecs/cid.js'
+import { decodeChunkTable, encodeChunkTable, type ChunkTable } from '../codecs/leaf-table.js'
 import { decodeSpanTable, encodeSpanTable, SPAN_SIZE, spanCount, type SpanTable } from '../codecs/scan-cache.js'
 import { replaceFileSync } from '../store/index.js'
 import type { Geometry } from './region-tree.js'
@@ -23,6 +24,11 @@ export const SCAN_DIR = 'scan'
 export function scanCachePath(storeDir: string, timeline: string, region: string): string {
   const key = blake3(Buffer.from(`${timeline}\0${region}`, 'utf8'))
   return path.join(storeDir, SCAN_DIR, `${Buffer.from(key.subarray(0, 16)).toString('hex')}.spans`)
+}
+
+/** The leaf file of a timeline's region (§18.1): the span file's name with `.leaves` for `.spans`. */
+export function leafFilePath(storeDir: string, timeline: string, region: string): string {
+  return scanCachePath(storeDir, timeline, region).replace(/\.spans$/, '.leaves')
 }
 
 export class ScanCache {
@@ -60,6 +66,32 @@ export class ScanCache {
     try {
       fs.mkdirSync(path.dirname(file), { recursive: true })
       replaceFileSync(file, (tmp) => fs.writeFileSync(tmp, encodeSpanTable(t, this.key)), `${file}.tmp`)
+    } catch {}
+  }
+
+  /**
+   * The chunk links of the tree `root` of this geometry from the region's leaf file, or undefined. Not
+   * trusted: RegionTree.seedChunks checks each leaf it takes against its CID.
+   */
+  leaves(region: string, geo: Geometry, root: CidBytes | null): ChunkTable | undefined {
+    if (!root || !this.dir) return undefined
+    let t: ChunkTable | undefined
+    try {
+      t = decodeChunkTable(fs.readFileSync(leafFilePath(this.dir, this.timeline, region)))
+    } catch {
+      return undefined
+    }
+    if (!t || t.size !== geo.size || t.chunkSize !== geo.chunkSize || t.fanout !== geo.fanout) return undefined
+    return cidEquals(t.root, root) ? t : undefined
+  }
+
+  /** Writes the region's leaf file (after the checkpoint is durable; no fsync). Never fails: the file is optional. */
+  saveLeaves(region: string, t: ChunkTable): void {
+    if (!this.dir) return
+    const file = leafFilePath(this.dir, this.timeline, region)
+    try {
+      fs.mkdirSync(path.dirname(file), { recursive: true })
+      replaceFileSync(file, (tmp) => fs.writeFileSync(tmp, encodeChunkTable(t)), `${file}.tmp`)
     } catch {}
   }
 }

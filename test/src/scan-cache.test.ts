@@ -11,7 +11,7 @@ import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
 import { memoryBackend, openStore, type CkptStore } from '../../src/index.js'
 import { decodeSpanTable, encodeSpanTable, SPAN_SIZE, spanTableSum } from '../../codecs/scan-cache.js'
 import { blake3 } from '../../codecs/blake3.js'
-import { scanCachePath, SCAN_DIR } from '../../src/scan-cache.js'
+import { leafFilePath, scanCachePath, SCAN_DIR } from '../../src/scan-cache.js'
 import { makeRng, type Rng } from '../helpers/rng.js'
 import { removeTmpDirs, tmpDir } from '../helpers/tmp.js'
 
@@ -20,7 +20,7 @@ afterEach(() => {
   vi.restoreAllMocks()
 })
 
-const CLI = fileURLToPath(new URL('../../dist/src/cli.js', import.meta.url))
+const CLI = fileURLToPath(new URL('../../dist/cli/ckpt.js', import.meta.url))
 
 function randomImage(rng: Rng, size: number, chunkSize: number): Buffer {
   const b = Buffer.alloc(size)
@@ -491,6 +491,9 @@ describe('scan cache: lifecycle', () => {
     const b = add(1)
     expect(b.stats.spansUnchanged).toBe(liveSpans(fs.readFileSync(file)))
     expect(b.stats.unchangedChunks + b.stats.zeroChunks).toBe(b.stats.chunks)
-    expect(fs.readdirSync(path.join(store, SCAN_DIR))).toEqual([path.basename(scanCachePath(store, 't', 'ram'))])
+    // the second process took the tree's leaves (20 spans of 16 pages: 320 chunks, fan-out 256: two) from the leaf file
+    expect(a.stats.leavesFromFile).toBe(0)
+    expect(b.stats.leavesFromFile).toBe(2)
+    expect(fs.readdirSync(path.join(store, SCAN_DIR)).sort()).toEqual([path.basename(leafFilePath(store, 't', 'ram')), path.basename(scanCachePath(store, 't', 'ram'))].sort())
   })
 })
