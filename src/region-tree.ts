@@ -311,6 +311,28 @@ export class RegionTree {
 }
 
 /**
+ * Offers the block store the leaves of the tree `root` as a table of every chunk's link says they are
+ * (a leaf file, §18.1), for a walk that will read them (a restore): each is hashed against its CID
+ * when first read (BlockStore.offerNode), so a wrong table costs only the hashing. Reads the levels
+ * above the leaves (one node for a region of up to 256 leaves).
+ */
+export function offerLeaves(blocks: BlockStore, geo: Geometry, root: CidBytes | null, table: { codecs: Uint8Array; digests: Uint8Array }): void {
+  if (!root || table.codecs.length !== geo.itemsAt(0) || table.digests.length !== table.codecs.length * 32) return
+  const F = geo.fanout
+  const offer = (j: number, cid: CidBytes) => {
+    const count = geo.nodeCount(1, j)
+    const from = j * F
+    blocks.offerNode(cid, { count, codecs: table.codecs.slice(from, from + count), digests: table.digests.slice(from * 32, (from + count) * 32) })
+  }
+  const visit = (level: number, index: number, cid: CidBytes) => {
+    if (level === 1) return offer(index, cid)
+    const e = blocks.getNode(cid)
+    for (let s = 0; s < e.count; s++) if (e.codecs[s]) visit(level - 1, index * F + s, cidBytes(DAG_CBOR, e.digests.subarray(s * 32, s * 32 + 32)))
+  }
+  visit(geo.height, 0, root)
+}
+
+/**
  * Stores a tree node: as a delta against `base` (its previous version, already stored) where that is
  * under half the node's size and the base's chain is short enough, else whole (zstd). `base.slots`
  * lists the changed slots when the caller tracked them; otherwise the two nodes are compared. When

@@ -13,7 +13,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { blake3 } from '../codecs/blake3.js'
 import { cidEquals, type CidBytes } from '../codecs/cid.js'
-import { decodeChunkTable, encodeChunkTable, type ChunkTable } from '../codecs/leaf-table.js'
+import { decodeChunkTable, encodeChunkTable, LEAF_HEADER_SIZE, type ChunkTable } from '../codecs/leaf-table.js'
 import { decodeSpanTable, encodeSpanTable, SPAN_SIZE, spanCount, type SpanTable } from '../codecs/scan-cache.js'
 import { replaceFileSync } from '../store/index.js'
 import type { Geometry } from './region-tree.js'
@@ -29,6 +29,39 @@ export function scanCachePath(storeDir: string, timeline: string, region: string
 /** The leaf file of a timeline's region (§18.1): the span file's name with `.leaves` for `.spans`. */
 export function leafFilePath(storeDir: string, timeline: string, region: string): string {
   return scanCachePath(storeDir, timeline, region).replace(/\.spans$/, '.leaves')
+}
+
+/**
+ * The leaf file, of any timeline, whose tree is `root` of this geometry (a restore knows the tree, not
+ * the timeline): only the headers of the store's leaf files are read until one names `root`. Not trusted
+ * (see offerLeaves); undefined when there is none or it is damaged.
+ */
+export function leafTableFor(storeDir: string, geo: Geometry, root: CidBytes | null): ChunkTable | undefined {
+  if (!root) return undefined
+  const dir = path.join(storeDir, SCAN_DIR)
+  let names: string[]
+  try {
+    names = fs.readdirSync(dir).filter((n) => n.endsWith('.leaves'))
+  } catch {
+    return undefined
+  }
+  const head = Buffer.alloc(LEAF_HEADER_SIZE)
+  for (const name of names) {
+    const file = path.join(dir, name)
+    try {
+      const fd = fs.openSync(file, 'r')
+      try {
+        if (fs.readSync(fd, head, 0, LEAF_HEADER_SIZE, 0) !== LEAF_HEADER_SIZE || !cidEquals(head.subarray(32, 32 + root.length), root)) continue
+      } finally {
+        fs.closeSync(fd)
+      }
+      const t = decodeChunkTable(fs.readFileSync(file))
+      if (t && t.size === geo.size && t.chunkSize === geo.chunkSize && t.fanout === geo.fanout && cidEquals(t.root, root)) return t
+    } catch {
+      // unreadable: as if absent
+    }
+  }
+  return undefined
 }
 
 export class ScanCache {

@@ -581,6 +581,14 @@ export class BlockStore implements BlockReader, BlockWriter {
   }
 
   /**
+   * A node's entries as a leaf file (§18.1) says they are: kept unproven, hashed against `cid` when
+   * getNode() first asks (dropped on mismatch): saves a chain's rebuilding, never changes what is read.
+   */
+  offerNode(cid: CidBytes, entries: NodeEntries): void {
+    this.nodeCache.keep(cidKey(cid), entries)
+  }
+
+  /**
    * A tree node, decoded and verified. A delta chain is resolved in decoded form and only its final
    * node is re-encoded and hashed: a damaged base cannot yield a node that matches its CID.
    */

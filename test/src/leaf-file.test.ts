@@ -7,8 +7,9 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
-import { afterAll, describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it, vi } from 'vitest'
 import { openStore } from '../../src/index.js'
+import { BlockStore } from '../../store/index.js'
 import { blake3 } from '../../codecs/blake3.js'
 import { decodeChunkTable, encodeChunkTable, LEAF_HEADER_SIZE } from '../../codecs/leaf-table.js'
 import { leafFilePath } from '../../src/scan-cache.js'
@@ -171,5 +172,45 @@ describe('leaf files', () => {
     }
     expect(decodeChunkTable(bytes.subarray(0, bytes.length - 1))).toBeUndefined()
     expect(decodeChunkTable(Buffer.concat([bytes, Buffer.alloc(1)]))).toBeUndefined()
+  })
+})
+
+describe('leaf files in a restore', () => {
+  it('a restore of a tree with a leaf file reads none of its leaves from the packs, and a lying file changes no byte', async () => {
+    const { dir, rng, ram, disk, scan } = await setup()
+    dirty(rng, ram, 4096, 9)
+    const { c } = await scan(1)
+    const restoreCounting = async () => {
+      const spy = vi.spyOn(BlockStore.prototype, 'getNodeBytes')
+      const st = await openStore(dir)
+      try {
+        const outRam = Buffer.alloc(RAM)
+        const outDisk = Buffer.alloc(DISK)
+        await st.restore(c.cid, 'ram', outRam)
+        await st.restore(c.cid, 'disk', outDisk)
+        return { reads: spy.mock.calls.length, identical: outRam.equals(ram) && outDisk.equals(disk) }
+      } finally {
+        spy.mockRestore()
+        await st.close()
+      }
+    }
+    const withFile = await restoreCounting()
+    expect(withFile.identical).toBe(true)
+    // the ram root (above its two leaves) alone; the disk's single leaf is its root, offered too
+    expect(withFile.reads).toBe(1)
+    // a file whose second RAM leaf lies: that leaf is read from the packs, the bytes are still right
+    const file = leafFilePath(dir, 't', 'ram')
+    const t = decodeChunkTable(fs.readFileSync(file))!
+    t.digests.copyWithin(400 * 32, 401 * 32, 402 * 32)
+    t.codecs[400] = 0x55
+    fs.writeFileSync(file, encodeChunkTable(t))
+    const lying = await restoreCounting()
+    expect(lying.identical).toBe(true)
+    expect(lying.reads).toBe(2)
+    fs.rmSync(file)
+    fs.rmSync(leafFilePath(dir, 't', 'disk'))
+    const without = await restoreCounting()
+    expect(without.identical).toBe(true)
+    expect(without.reads).toBe(4) // ram root, its two leaves, the disk's root
   })
 })
