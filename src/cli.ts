@@ -2,7 +2,12 @@
 /**
  * The `ckpt` command (package.json "bin"): a thin shell over the library, see src/cli/main.ts.
  */
-import { main } from './cli/main.js'
+import module from 'node:module'
+
+// Node >= 22.1: V8's on-disk compile cache, so a later `ckpt` process skips parsing and compiling the
+// modules it loads (Node 20 has no such cache; there this is a no-op). Before main is imported.
+;(module as { enableCompileCache?: () => unknown }).enableCompileCache?.()
+const { main } = await import('./cli/main.js')
 
 // a closed pipe (`ckpt log | head -1`) is not an error of ours
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
