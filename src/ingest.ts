@@ -15,9 +15,9 @@ import type { BlockStore } from '../store/index.js'
 import { acquireSlab, releaseSlab } from './pipeline/slabs.js'
 import { COMPRESSED, type HashResult } from './pipeline/tasks.js'
 import { ENTRY_HEADER_SIZE } from '../codecs/pack-format.js'
-import type { WorkerPool } from './pipeline/worker-pool.js'
+import { PRESCAN_SPANS, prescanOf, type WorkerPool } from './pipeline/worker-pool.js'
 import type { Geometry, RegionTree } from './region-tree.js'
-import type { SpanTable } from '../codecs/scan-cache.js'
+import { SPAN_SIZE, type SpanTable } from '../codecs/scan-cache.js'
 
 /** ~1 MiB of chunks per task: large enough to amortise a postMessage, small enough to spread. */
 export const BATCH_BYTES = 1 << 20
@@ -116,6 +116,22 @@ export function markOwnedLeaves(batches: ChunkBatch[], fanout: number): void {
 }
 
 /**
+ * The prescanned digests and zero flags (prescanFiles) of a file batch's 64 KiB spans, where its
+ * file was prescanned at the region's size and its chunks tile spans (chunks of 64 KiB, or smaller
+ * ones scanned by spans): undefined otherwise, or when a piece of the prescan failed.
+ */
+async function prescanned(b: ChunkBatch, geo: Geometry, bySpans: boolean): Promise<{ digests: Uint8Array; zero: Uint8Array } | undefined> {
+  const pre = prescanOf(b.file!, geo.size)
+  const at = b.fileOffset ?? 0
+  if (!pre || at % SPAN_SIZE !== 0 || !(geo.chunkSize === SPAN_SIZE || (bySpans && SPAN_SIZE % geo.chunkSize === 0))) return undefined
+  const s0 = at / SPAN_SIZE
+  const count = Math.ceil((b.indexes.length * geo.chunkSize) / SPAN_SIZE)
+  const ok = await Promise.all(pre.pieces.slice(Math.floor(s0 / PRESCAN_SPANS), Math.floor((s0 + count - 1) / PRESCAN_SPANS) + 1))
+  if (!ok.every(Boolean)) return undefined
+  return { digests: pre.digests.slice(s0 * 32, (s0 + count) * 32), zero: pre.zero.slice(s0, s0 + count) }
+}
+
+/**
  * Hashes, dedups, compresses and stores one batch; updates the tree. `speculative` (dirty-hint
  * batches, mostly new content): the worker compresses changed chunks in the same round trip; otherwise
  * (full scans, mostly unchanged) only chunks found new are compressed, in a second task.
@@ -163,9 +179,10 @@ export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: Re
     cachedSpans = spans!.cached.digests.slice(span.s0 * 32, (span.s0 + span.count) * 32)
     cachedZero = spans!.cached.zero.slice(span.s0, span.s0 + span.count)
   }
+  const known = b.file ? await prescanned(b, tree.geo, span !== undefined) : undefined
   const h = await pool.run({
     op: 'hash', data: b.data, file: b.file, fileOffset: b.fileOffset, offsets: b.offsets, lengths: b.lengths,
-    spanChunks: span ? spans!.per : undefined, cachedSpans, cachedZero,
+    spanChunks: span ? spans!.per : undefined, cachedSpans, cachedZero, knownSpans: known?.digests, knownZero: known?.zero,
   })
   if (span && h.spanDigests && h.spanZero) {
     spans!.out.digests.set(h.spanDigests, span.s0 * 32)

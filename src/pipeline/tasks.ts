@@ -62,6 +62,14 @@ export interface HashTask {
   /** 32 bytes per span of this task */
   cachedSpans?: Uint8Array
   cachedZero?: Uint8Array
+  /**
+   * File scans whose 64 KiB spans were hashed ahead (the CLI's prescan, while the library loaded):
+   * per span of this task (SPAN_SIZE bytes from its first chunk, which starts one) the digest and 1
+   * where the span is all zero. The worker then reads only the spans it must hash chunk by chunk (a
+   * non-zero span that differs from `cachedSpans`); a chunk that is a whole span takes its digest.
+   */
+  knownSpans?: Uint8Array
+  knownZero?: Uint8Array
 }
 
 export interface LeafSet {
@@ -329,6 +337,7 @@ const PIECE = 256 << 10
  * File input is read in pieces of whole spans of about PIECE bytes, each processed as it arrives.
  */
 function scan(t: HashTask, digests: Uint8Array, zero: Uint8Array): HashResult {
+  if (t.knownSpans && t.knownZero && t.file) return scanKnown(t, digests, zero)
   const n = t.offsets.length
   const per = t.spanChunks && t.spanChunks > 1 ? t.spanChunks : 1
   const spans = Math.ceil(n / per)
@@ -358,6 +367,58 @@ function scan(t: HashTask, digests: Uint8Array, zero: Uint8Array): HashResult {
     }
   } finally {
     fs.closeSync(fd)
+  }
+  return r
+}
+
+/** scan() with the spans' digests and zero flags given (knownSpans): the same result, fewer bytes read. */
+function scanKnown(t: HashTask, digests: Uint8Array, zero: Uint8Array): HashResult {
+  const n = t.offsets.length
+  const per = t.spanChunks && t.spanChunks > 1 ? t.spanChunks : 1
+  const spans = Math.ceil(n / per)
+  const r: HashResult = { digests, zero }
+  if (per > 1) {
+    r.spanDigests = new Uint8Array(spans * 32)
+    r.spanZero = new Uint8Array(spans)
+    if (t.cachedSpans) r.unchanged = new Uint8Array(n)
+    r.spansUnchanged = 0
+  }
+  const known = t.knownSpans!
+  let fd = -1
+  try {
+    for (let s = 0; s < spans; s++) {
+      const first = s * per
+      const last = Math.min(n, first + per) - 1
+      if (t.knownZero![s]) {
+        if (per > 1) r.spanZero![s] = 1
+        zero.fill(1, first, last + 1)
+        continue
+      }
+      const d = known.subarray(s * 32, s * 32 + 32)
+      if (per === 1) {
+        digests.set(d, first * 32)
+        continue
+      }
+      r.spanDigests!.set(d, s * 32)
+      if (r.unchanged && !t.cachedZero![s] && sameDigest(d, t.cachedSpans!, s * 32)) {
+        r.unchanged.fill(1, first, last + 1)
+        r.spansUnchanged!++
+        continue
+      }
+      const base = t.offsets[first]!
+      const end = t.offsets[last]! + t.lengths[last]!
+      if (fd < 0) fd = fs.openSync(t.file!, 'r')
+      if (scratch.length < end - base) scratch = Buffer.allocUnsafe(end - base)
+      const view = scratch.subarray(0, end - base)
+      preadAll(fd, view, (t.fileOffset ?? 0) + base)
+      for (let i = first; i <= last; i++) {
+        const c = view.subarray(t.offsets[i]! - base, t.offsets[i]! + t.lengths[i]! - base)
+        if (isZero(c)) zero[i] = 1
+        else digests.set(blake3(c), i * 32)
+      }
+    }
+  } finally {
+    if (fd >= 0) fs.closeSync(fd)
   }
   return r
 }
