@@ -3,11 +3,11 @@
  * threads (worker.ts) or inline on the calling thread when workers are unavailable; same code either way.
  */
 import fs from 'node:fs'
-import { blake3 } from '../../codecs/blake3.js'
+import { blake3, blake3Into } from '../../codecs/blake3.js'
 import { CkptError } from '../../codecs/errors.js'
-import { cidBytes, RAW } from '../../codecs/cid.js'
+import { BLAKE3, DIGEST_LENGTH, RAW } from '../../codecs/cid.js'
 import { ENTRY_HEADER_SIZE, writeEntryHeader } from '../../codecs/pack-format.js'
-import { encodeNode } from '../../codecs/tree-node.js'
+import { encodeNodeInto } from '../../codecs/tree-node.js'
 import { AT_REST, compressBlockInto, compressorFor, maxBlockPayload } from '../../codecs/compress.js'
 import { viewMayHave, type FingerprintView } from '../../codecs/fingerprint.js'
 import { readEntries } from './read-entries.js'
@@ -216,9 +216,21 @@ function input(t: { data?: Uint8Array; file?: string; fileOffset?: number; offse
   return scratch.subarray(0, end)
 }
 
-function sameDigest(a: Uint8Array, b: Uint8Array, at: number): boolean {
-  for (let j = 0; j < 32; j++) if (a[j] !== b[at + j]) return false
+function sameDigest(a: Uint8Array, b: Uint8Array, at: number, aAt = 0): boolean {
+  for (let j = 0; j < 32; j++) if (a[aAt + j] !== b[at + j]) return false
   return true
+}
+
+/** a raw block's CID for the entry headers: the prefix once, the digest copied in per chunk */
+const rawCid = Uint8Array.of(0x01, RAW, BLAKE3, DIGEST_LENGTH, ...new Uint8Array(DIGEST_LENGTH))
+
+/** reused for encoding nodes to hash (a leaf of 256 links is 10.5 KB) */
+let nodeScratch = new Uint8Array(16 << 10)
+
+function hashNodeInto(e: { count: number; codecs: Uint8Array; digests: Uint8Array }, out: Uint8Array, at: number): void {
+  const bytes = encodeNodeInto(e, nodeScratch)
+  if (bytes.buffer !== nodeScratch.buffer) nodeScratch = new Uint8Array(bytes.length)
+  blake3Into(bytes, out, at)
 }
 
 const ZERO = new Uint8Array(1 << 20)
@@ -258,17 +270,17 @@ export function runTask(t: Task): TaskResult {
           zero[i] = 1
           continue
         }
-        const d = blake3(c)
-        digests.set(d, i * 32)
-        if (t.previous && sameDigest(d, t.previous, i * 32)) continue
+        blake3Into(c, digests, i * 32)
+        if (t.previous && sameDigest(digests, t.previous, i * 32, i * 32)) continue
         if (t.hashOnly?.[i]) continue
-        if (t.known && viewMayHave(t.known, d)) {
+        if (t.known && viewMayHave(t.known, digests, i * 32)) {
           compressed[i] = KNOWN
           continue
         }
         // a complete pack entry: the main thread only copies it into the pack
         const r = compressBlockInto(compressor, c, out, at + ENTRY_HEADER_SIZE)
-        const size = writeEntryHeader(out, at, cidBytes(RAW, d), r.code, 0, c.length, r.length)
+        rawCid.set(digests.subarray(i * 32, i * 32 + 32), 4)
+        const size = writeEntryHeader(out, at, rawCid, r.code, 0, c.length, r.length)
         outLengths[i] = size
         codes[i] = r.code
         compressed[i] = COMPRESSED
@@ -310,8 +322,7 @@ export function runTask(t: Task): TaskResult {
       let at = 0
       for (let k = 0; k < t.counts.length; k++) {
         const count = t.counts[k]!
-        const e = { count, codecs: t.codecs.subarray(at, at + count), digests: t.digests.subarray(at * 32, (at + count) * 32) }
-        hashes.set(blake3(encodeNode(e)), k * 32)
+        hashNodeInto({ count, codecs: t.codecs.subarray(at, at + count), digests: t.digests.subarray(at * 32, (at + count) * 32) }, hashes, k * 32)
         at += count
       }
       return { hashes }
@@ -375,9 +386,8 @@ function scanRange(t: HashTask, r: HashResult, per: number, data: Uint8Array, ba
         zero.fill(1, first, last + 1)
         continue
       }
-      const d = blake3(span)
-      r.spanDigests!.set(d, s * 32)
-      if (r.unchanged && !t.cachedZero![s] && sameDigest(d, t.cachedSpans!, s * 32)) {
+      blake3Into(span, r.spanDigests!, s * 32)
+      if (r.unchanged && !t.cachedZero![s] && sameDigest(r.spanDigests!, t.cachedSpans!, s * 32, s * 32)) {
         r.unchanged.fill(1, first, last + 1)
         r.spansUnchanged!++
         continue
@@ -386,7 +396,7 @@ function scanRange(t: HashTask, r: HashResult, per: number, data: Uint8Array, ba
     for (let i = first; i <= last; i++) {
       const c = data.subarray(t.offsets[i]! - base, t.offsets[i]! + t.lengths[i]! - base)
       if (isZero(c)) zero[i] = 1
-      else digests.set(blake3(c), i * 32)
+      else blake3Into(c, digests, i * 32)
     }
   }
 }
@@ -418,7 +428,7 @@ function hashLeaves(l: LeafSet, indexes: Uint32Array, digests: Uint8Array, zero:
     for (let s = 0; s < count && !live; s++) live = codecs[s] !== 0
     if (!live) continue
     leafLive[j] = 1
-    leafHashes.set(blake3(encodeNode({ count, codecs, digests: l.digests.subarray(j * F * 32, (j * F + count) * 32) })), j * 32)
+    hashNodeInto({ count, codecs, digests: l.digests.subarray(j * F * 32, (j * F + count) * 32) }, leafHashes, j * 32)
   }
   return { leafHashes, leafLive }
 }
