@@ -134,9 +134,11 @@ export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: Re
     let bound = 0
     for (let k = 0; k < b.lengths.length; k++) bound += ENTRY_HEADER_SIZE + maxBlockPayload(comp, b.lengths[k]!)
     const out = acquireSlab(bound)
-    const leaves = b.ownedLeaves ? tree.leafSet(b.indexes, b.ownedLeaves[0], b.ownedLeaves[1]) : undefined
+    // the worker also makes the owned leaves' deltas: the commit then only places them
+    const leaves = b.ownedLeaves ? tree.leafSet(b.indexes, b.ownedLeaves[0], b.ownedLeaves[1], true) : undefined
     const transfer = [previous!.buffer as ArrayBuffer]
     if (leaves) transfer.push(leaves.codecs.buffer as ArrayBuffer, leaves.digests.buffer as ArrayBuffer, leaves.counts.buffer as ArrayBuffer)
+    if (leaves?.bases) transfer.push(leaves.bases.buffer as ArrayBuffer)
     try {
       const h = await pool.run(
         {
@@ -146,7 +148,7 @@ export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: Re
         transfer,
       )
       await placeSpeculative(blocks, tree, b, h as Required<typeof h>, stats)
-      if (leaves && h.leafHashes) tree.presetLeaves(leaves.numbers, h.leafHashes, h.leafLive!)
+      if (leaves && h.leafHashes) tree.presetLeaves(leaves.numbers, h.leafHashes, h.leafLive!, h.leafDeltaLengths && h.leafDeltas ? { lengths: h.leafDeltaLengths, bytes: h.leafDeltas } : undefined)
       return
     } finally {
       releaseSlab(out)

@@ -84,6 +84,12 @@ interface NodeState {
   dirty: boolean
   /** hash of the current entries computed elsewhere (a worker, with the chunks); null: all holes */
   preset?: Uint8Array | null
+  /**
+   * with `preset`: the node's delta against `cid`, made elsewhere with the hash (see leafSet), and the
+   * depth of `cid`'s chain it was planned on
+   */
+  presetDelta?: Uint8Array
+  plannedDepth?: number
 }
 
 export interface TreeCommitStats {
@@ -144,7 +150,7 @@ export class RegionTree {
    * Copies of the leaves (level-1 nodes) numbered [from, to) that `indexes` (sorted) touch, for a worker
    * to update with those chunks and hash (see presetLeaves).
    */
-  leafSet(indexes: Uint32Array, from: number, to: number): LeafSet | undefined {
+  leafSet(indexes: Uint32Array, from: number, to: number, deltas = false): LeafSet | undefined {
     const F = this.geo.fanout
     const numbers: number[] = []
     for (let k = 0; k < indexes.length; k++) {
@@ -159,11 +165,25 @@ export class RegionTree {
       codecs: new Uint8Array(numbers.length * F),
       digests: new Uint8Array(numbers.length * F * 32),
     }
+    if (deltas) {
+      set.bases = new Uint8Array(numbers.length * 36)
+      set.deltaForm = NODE_DELTA_FORM
+    }
     numbers.forEach((leaf, j) => {
-      const e = this.node(1, leaf).entries
+      const n = this.node(1, leaf)
+      const e = n.entries
       set.counts[j] = e.count
       set.codecs.set(e.codecs, j * F)
       set.digests.set(e.digests, j * F * 32)
+      // the delta writeNode would make, planned now: against the stored version, while its chain is short enough
+      n.plannedDepth = undefined
+      if (set.bases && n.cid && !n.dirty) {
+        const depth = n.depth ?? this.blocks.locate(n.cid)?.depth ?? MAX_DELTA_DEPTH
+        if (depth < depthLimit(n.cid)) {
+          set.bases.set(n.cid, j * 36)
+          n.plannedDepth = depth
+        }
+      }
     })
     return set
   }
@@ -172,10 +192,17 @@ export class RegionTree {
    * Records leaf hashes a worker computed from leafSet() copies plus the same chunk changes this tree
    * has since received through setChunk(); any later change to such a leaf drops its preset hash.
    */
-  presetLeaves(numbers: Uint32Array, hashes: Uint8Array, live: Uint8Array): void {
+  presetLeaves(numbers: Uint32Array, hashes: Uint8Array, live: Uint8Array, deltas?: { lengths: Uint32Array; bytes: Uint8Array }): void {
+    let at = 0
     for (let j = 0; j < numbers.length; j++) {
       const n = this.node(1, numbers[j]!)
-      if (n.dirty) n.preset = live[j] ? hashes.slice(j * 32, j * 32 + 32) : null
+      const len = deltas ? deltas.lengths[j]! : 0
+      if (n.dirty) {
+        n.preset = live[j] ? hashes.slice(j * 32, j * 32 + 32) : null
+        if (len > 0 && n.preset && n.plannedDepth !== undefined) n.presetDelta = deltas!.bytes.slice(at, at + len)
+      }
+      n.plannedDepth = n.presetDelta ? n.plannedDepth : undefined
+      at += len
     }
   }
 
@@ -199,6 +226,7 @@ export class RegionTree {
       n.dirty = true
     }
     n.preset = undefined
+    n.presetDelta = undefined
     n.changed!.add(slot)
     if (digest === undefined) {
       e.codecs[slot] = 0
@@ -249,12 +277,22 @@ export class RegionTree {
         n.changed = undefined
         n.dirty = false
         n.preset = undefined
+        n.presetDelta = undefined
+        n.plannedDepth = undefined
       }
     }
     return stats
   }
 
   private writeNode(cid: CidBytes, n: NodeState): number {
+    if (n.presetDelta && n.plannedDepth !== undefined && n.cid) {
+      // made with the leaf's hash by the worker: what storeNode would write (a delta of the changed slots)
+      const depth = n.plannedDepth + 1
+      this.blocks.put(cid, AT_REST.nodeDelta, n.presetDelta, encodedNodeLength(n.entries), { depth })
+      n.start = n.plannedDepth === 0 ? n.cid : n.start
+      n.depth = depth
+      return n.presetDelta.length
+    }
     const base = n.cid && n.changed ? { cid: n.cid, depth: n.depth, slots: Uint32Array.from(n.changed).sort(), start: n.start } : undefined
     const r = storeNode(this.blocks, cid, n.entries, base)
     n.depth = r.depth
