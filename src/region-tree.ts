@@ -90,6 +90,8 @@ interface NodeState {
    */
   presetDelta?: Uint8Array
   plannedDepth?: number
+  /** with `presetDelta`: the node's encoded size (the entry's raw length) */
+  presetSize?: number
 }
 
 export interface TreeCommitStats {
@@ -148,9 +150,11 @@ export class RegionTree {
 
   /**
    * Copies of the leaves (level-1 nodes) numbered [from, to) that `indexes` (sorted) touch, for a worker
-   * to update with those chunks and hash (see presetLeaves).
+   * to update with those chunks and hash (see presetLeaves); with `deltas`, each with the base its delta
+   * is to be made against. Its arrays are views of one block: `alloc`'s (reused shared memory, the
+   * caller's to release: releaseSlab(set.counts)) or a new one.
    */
-  leafSet(indexes: Uint32Array, from: number, to: number, deltas = false): LeafSet | undefined {
+  leafSet(indexes: Uint32Array, from: number, to: number, deltas = false, alloc?: (bytes: number) => Uint8Array): LeafSet | undefined {
     const F = this.geo.fanout
     const numbers: number[] = []
     for (let k = 0; k < indexes.length; k++) {
@@ -158,15 +162,18 @@ export class RegionTree {
       if (leaf >= from && leaf < to && numbers.at(-1) !== leaf) numbers.push(leaf)
     }
     if (numbers.length === 0) return undefined
-    const set: LeafSet = {
-      fanout: F,
-      numbers: Uint32Array.from(numbers),
-      counts: new Uint32Array(numbers.length),
-      codecs: new Uint8Array(numbers.length * F),
-      digests: new Uint8Array(numbers.length * F * 32),
-    }
+    const L = numbers.length
+    // counts first (4-byte aligned), then codecs, digests and bases; slots past a leaf's count are never read
+    const size = 4 * L + L * F + L * F * 32 + (deltas ? L * 36 : 0)
+    const block = alloc ? alloc(size) : new Uint8Array(size)
+    const buf = block.buffer
+    let at = block.byteOffset
+    const counts = new Uint32Array(buf, at, L)
+    at += 4 * L
+    const set: LeafSet = { fanout: F, numbers: Uint32Array.from(numbers), counts, codecs: new Uint8Array(buf, at, L * F), digests: new Uint8Array(buf, at + L * F, L * F * 32) }
+    at += L * F + L * F * 32
     if (deltas) {
-      set.bases = new Uint8Array(numbers.length * 36)
+      set.bases = new Uint8Array(buf, at, L * 36)
       set.deltaForm = NODE_DELTA_FORM
     }
     numbers.forEach((leaf, j) => {
@@ -177,7 +184,9 @@ export class RegionTree {
       set.digests.set(e.digests, j * F * 32)
       // the delta writeNode would make, planned now: against the stored version, while its chain is short enough
       n.plannedDepth = undefined
-      if (set.bases && n.cid && !n.dirty) {
+      if (!set.bases) return
+      set.bases.fill(0, j * 36, j * 36 + 36)
+      if (n.cid && !n.dirty) {
         const depth = n.depth ?? this.blocks.locate(n.cid)?.depth ?? MAX_DELTA_DEPTH
         if (depth < depthLimit(n.cid)) {
           set.bases.set(n.cid, j * 36)
@@ -192,14 +201,17 @@ export class RegionTree {
    * Records leaf hashes a worker computed from leafSet() copies plus the same chunk changes this tree
    * has since received through setChunk(); any later change to such a leaf drops its preset hash.
    */
-  presetLeaves(numbers: Uint32Array, hashes: Uint8Array, live: Uint8Array, deltas?: { lengths: Uint32Array; bytes: Uint8Array }): void {
+  presetLeaves(numbers: Uint32Array, hashes: Uint8Array, live: Uint8Array, deltas?: { lengths: Uint32Array; bytes: Uint8Array; sizes: Uint32Array }): void {
     let at = 0
     for (let j = 0; j < numbers.length; j++) {
       const n = this.node(1, numbers[j]!)
       const len = deltas ? deltas.lengths[j]! : 0
       if (n.dirty) {
         n.preset = live[j] ? hashes.slice(j * 32, j * 32 + 32) : null
-        if (len > 0 && n.preset && n.plannedDepth !== undefined) n.presetDelta = deltas!.bytes.slice(at, at + len)
+        if (len > 0 && n.preset && n.plannedDepth !== undefined) {
+          n.presetDelta = deltas!.bytes.subarray(at, at + len)
+          n.presetSize = deltas!.sizes[j]!
+        }
       }
       n.plannedDepth = n.presetDelta ? n.plannedDepth : undefined
       at += len
@@ -288,7 +300,7 @@ export class RegionTree {
     if (n.presetDelta && n.plannedDepth !== undefined && n.cid) {
       // made with the leaf's hash by the worker: what storeNode would write (a delta of the changed slots)
       const depth = n.plannedDepth + 1
-      this.blocks.put(cid, AT_REST.nodeDelta, n.presetDelta, encodedNodeLength(n.entries), { depth })
+      this.blocks.put(cid, AT_REST.nodeDelta, n.presetDelta, n.presetSize!, { depth })
       n.start = n.plannedDepth === 0 ? n.cid : n.start
       n.depth = depth
       return n.presetDelta.length
