@@ -307,6 +307,9 @@ export class RegionTree {
     }
     const base = n.cid && n.changed ? { cid: n.cid, depth: n.depth, slots: Uint32Array.from(n.changed).sort(), start: n.start } : undefined
     const r = storeNode(this.blocks, cid, n.entries, base)
+    // a node stored whole starts the chains of its next versions, which read it again at their depth
+    // limit (a delta against it): kept decoded rather than read back, decompressed and re-hashed
+    if (r.depth === 0) this.blocks.cacheNode(cid, { count: n.entries.count, codecs: n.entries.codecs.slice(), digests: n.entries.digests.slice() })
     n.depth = r.depth
     n.start = r.start
     return r.stored

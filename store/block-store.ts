@@ -72,6 +72,8 @@ export class BlockStore implements BlockReader, BlockWriter {
   private readonly filter = new FingerprintSet()
   private readonly staged = new Map<string, BlockLocation>()
   private readonly stagedCids: CidBytes[] = []
+  /** where each of stagedCids went, in order (a CID staged twice, a replace: the later one stands, as in `staged`) */
+  private readonly stagedLocs: BlockLocation[] = []
   /** manifests among the staged blocks: the commit lists them under 'M' */
   private readonly stagedManifests: CidBytes[] = []
   private readonly packs = new Map<number, PackRecord>()
@@ -411,6 +413,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     if (e.kind !== ENTRY_KIND.record) {
       this.staged.set(cidKey(cid), loc)
       this.stagedCids.push(cid)
+      this.stagedLocs.push(loc)
       if (this.useFilter) this.filter.add(cidDigest(cid))
       if (list && e.kind === ENTRY_KIND.manifest) this.stagedManifests.push(cid)
     }
@@ -477,9 +480,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     // fdatasync on libuv's pool: it covers the data and the file's new length, and keeps this thread free
     await this.io.syncAsync(this.openPack)
     const ops: KVOp[] = []
-    for (const cid of this.stagedCids) {
-      ops.push({ type: 'put', key: blockKey(cid), value: encodeLocation(this.staged.get(cidKey(cid))!) })
-    }
+    for (let i = 0; i < this.stagedCids.length; i++) ops.push({ type: 'put', key: blockKey(this.stagedCids[i]!), value: encodeLocation(this.stagedLocs[i]!) })
     for (const cid of this.stagedManifests) ops.push({ type: 'put', key: manifestKey(cid), value: new Uint8Array(0) })
     const next = { committedLength: this.bufStart, sealed: false, entries: rec.entries + this.stagedEntries }
     ops.push({ type: 'put', key: packKey(this.openPack), value: encodePackRecord(next) })
@@ -496,6 +497,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     this.stagedEntries = 0
     this.staged.clear()
     this.stagedCids.length = 0
+    this.stagedLocs.length = 0
     this.stagedManifests.length = 0
   }
 
@@ -505,6 +507,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     const rec = this.packs.get(this.openPack)!
     this.staged.clear()
     this.stagedCids.length = 0
+    this.stagedLocs.length = 0
     this.stagedManifests.length = 0
     this.stagedEntries = 0
     this.bufLen = 0
@@ -586,6 +589,11 @@ export class BlockStore implements BlockReader, BlockWriter {
    */
   getNode(cid: CidBytes): NodeEntries {
     return this.nodeCache.get(cidKey(cid), cid) ?? this.getNodeBytes(cid).entries
+  }
+
+  /** Keeps a node just stored, decoded, for its chain's later versions: `entries` are what `cid` names (hashed by the caller) and stay unchanged. */
+  cacheNode(cid: CidBytes, entries: NodeEntries): void {
+    this.nodeCache.set(cidKey(cid), entries)
   }
 
   /**
