@@ -72,15 +72,14 @@ export class BlockStore implements BlockReader, BlockWriter {
   private readonly filter = new FingerprintSet()
   private readonly staged = new Map<string, BlockLocation>()
   private readonly stagedCids: CidBytes[] = []
-  /** where each of stagedCids went, in order (a CID staged twice, a replace: the later one stands, as in `staged`) */
-  private readonly stagedLocs: BlockLocation[] = []
+  private readonly stagedLocs: BlockLocation[] = [] // where each of stagedCids went, in order (a CID staged twice: the later stands, as in `staged`)
   /** manifests among the staged blocks: the commit lists them under 'M' */
   private readonly stagedManifests: CidBytes[] = []
   private readonly packs = new Map<number, PackRecord>()
   /** unsealed packs found shorter than their committed length at open: never appended to */
   readonly damagedPacks = new Set<number>()
   /** decoded tree nodes by CID (immutable: a CID names one content forever), and delta chains' intermediate versions */
-  private readonly nodeCache: NodeCache
+  readonly nodeCache: NodeCache
   private openPack = -1
   private last: BlockLocation | undefined
   private stagedEntries = 0
@@ -496,8 +495,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     if (this.blockCount >= 0) this.blockCount += this.stagedCids.length
     this.stagedEntries = 0
     this.staged.clear()
-    this.stagedCids.length = 0
-    this.stagedLocs.length = 0
+    this.stagedLocs.length = this.stagedCids.length = 0
     this.stagedManifests.length = 0
   }
 
@@ -506,8 +504,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     if (this.openPack < 0) return
     const rec = this.packs.get(this.openPack)!
     this.staged.clear()
-    this.stagedCids.length = 0
-    this.stagedLocs.length = 0
+    this.stagedLocs.length = this.stagedCids.length = 0
     this.stagedManifests.length = 0
     this.stagedEntries = 0
     this.bufLen = 0
@@ -589,11 +586,6 @@ export class BlockStore implements BlockReader, BlockWriter {
    */
   getNode(cid: CidBytes): NodeEntries {
     return this.nodeCache.get(cidKey(cid), cid) ?? this.getNodeBytes(cid).entries
-  }
-
-  /** Keeps a node just stored, decoded, for its chain's later versions: `entries` are what `cid` names (hashed by the caller) and stay unchanged. */
-  cacheNode(cid: CidBytes, entries: NodeEntries): void {
-    this.nodeCache.set(cidKey(cid), entries)
   }
 
   /**

@@ -47,6 +47,12 @@ export class NodeCache {
     this.nodes.set(key, entries)
   }
 
+  /** A node its caller has just hashed (a tree node it stored whole): replaces any unproven version. */
+  proven(key: string, entries: NodeEntries): void {
+    this.drop(key)
+    this.set(key, entries)
+  }
+
   /** An intermediate version of a delta chain, not hashed. */
   keep(key: string, entries: NodeEntries): void {
     if (this.nodes.has(key)) return
