@@ -11,7 +11,7 @@
  * limit, against the node the chain starts from (SPEC.md, "Node deltas").
  */
 import { blake3 } from '../codecs/blake3.js'
-import { cidBytes, cidDigest, cidKey, DAG_CBOR, RAW, type CidBytes } from '../codecs/cid.js'
+import { cidBytes, cidDigest, DAG_CBOR, RAW, type CidBytes } from '../codecs/cid.js'
 import { AT_REST, compressBlock } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { deltaBaseCid, encodeNodeDelta, encodeNodePatch } from '../codecs/node-delta.js'
@@ -309,7 +309,7 @@ export class RegionTree {
     const r = storeNode(this.blocks, cid, n.entries, base)
     // a node stored whole starts the chains of its next versions, which read it again at their depth
     // limit (a delta against it): kept decoded rather than read back, decompressed and re-hashed
-    if (r.depth === 0) this.blocks.nodeCache.proven(cidKey(cid), { count: n.entries.count, codecs: n.entries.codecs.slice(), digests: n.entries.digests.slice() })
+    if (r.depth === 0) this.blocks.nodeCache.proven(cid, { count: n.entries.count, codecs: n.entries.codecs.slice(), digests: n.entries.digests.slice() })
     n.depth = r.depth
     n.start = r.start
     return r.stored
