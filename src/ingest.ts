@@ -137,37 +137,35 @@ async function prescanned(b: ChunkBatch, geo: Geometry, bySpans: boolean): Promi
  * (full scans, mostly unchanged) only chunks found new are compressed, in a second task.
  */
 export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: RegionTree, b: ChunkBatch, stats: IngestStats, speculative = false, spans?: SpanScan): Promise<void> {
-  let previous: Uint8Array | undefined
   if (speculative) {
-    previous = new Uint8Array(b.indexes.length * 32)
+    // the task's inputs and the payloads live in reused shared memory: fresh buffers per task
+    // (~2.5 MB of leaf copies per workload-S checkpoint) would make V8 run collections for their
+    // external memory every few checkpoints
+    const previous = acquireSlab(b.indexes.length * 32).fill(0)
     for (let k = 0; k < b.indexes.length; k++) {
       const d = tree.chunkDigest(b.indexes[k]!)
       if (d) previous.set(d, k * 32)
     }
-  }
-  if (speculative) {
-    // payloads come back in reused shared memory: fresh buffers per task would make V8 run full
-    // collections for their external memory every few checkpoints
     const comp = blocks.compressor
     let bound = 0
     for (let k = 0; k < b.lengths.length; k++) bound += ENTRY_HEADER_SIZE + maxBlockPayload(comp, b.lengths[k]!)
     const out = acquireSlab(bound)
-    const leaves = b.ownedLeaves ? tree.leafSet(b.indexes, b.ownedLeaves[0], b.ownedLeaves[1]) : undefined
-    const transfer = [previous!.buffer as ArrayBuffer]
-    if (leaves) transfer.push(leaves.codecs.buffer as ArrayBuffer, leaves.digests.buffer as ArrayBuffer, leaves.counts.buffer as ArrayBuffer)
+    // the worker also makes the owned leaves' deltas: the commit then only places them
+    const leaves = b.ownedLeaves ? tree.leafSet(b.indexes, b.ownedLeaves[0], b.ownedLeaves[1], true, acquireSlab) : undefined
     try {
       const h = await pool.run(
         {
           op: 'hash', data: b.data, file: b.file, fileOffset: b.fileOffset, offsets: b.offsets, lengths: b.lengths,
           compress: true, codec: blocks.compressor.code, previous, known: blocks.filterView(), out, leaves, indexes: leaves ? b.indexes : undefined,
         },
-        transfer,
       )
       await placeSpeculative(blocks, tree, b, h as Required<typeof h>, stats)
-      if (leaves && h.leafHashes) tree.presetLeaves(leaves.numbers, h.leafHashes, h.leafLive!)
+      if (leaves && h.leafHashes) tree.presetLeaves(leaves.numbers, h.leafHashes, h.leafLive!, h.leafDeltaLengths && h.leafDeltas && h.leafSizes ? { lengths: h.leafDeltaLengths, bytes: h.leafDeltas, sizes: h.leafSizes } : undefined)
       return
     } finally {
       releaseSlab(out)
+      releaseSlab(previous)
+      if (leaves) releaseSlab(leaves.counts)
     }
   }
   // spans: a full scan's batches are consecutive chunks starting on a span boundary

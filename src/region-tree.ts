@@ -84,6 +84,14 @@ interface NodeState {
   dirty: boolean
   /** hash of the current entries computed elsewhere (a worker, with the chunks); null: all holes */
   preset?: Uint8Array | null
+  /**
+   * with `preset`: the node's delta against `cid`, made elsewhere with the hash (see leafSet), and the
+   * depth of `cid`'s chain it was planned on
+   */
+  presetDelta?: Uint8Array
+  plannedDepth?: number
+  /** with `presetDelta`: the node's encoded size (the entry's raw length) */
+  presetSize?: number
 }
 
 export interface TreeCommitStats {
@@ -189,9 +197,11 @@ export class RegionTree {
 
   /**
    * Copies of the leaves (level-1 nodes) numbered [from, to) that `indexes` (sorted) touch, for a worker
-   * to update with those chunks and hash (see presetLeaves).
+   * to update with those chunks and hash (see presetLeaves); with `deltas`, each with the base its delta
+   * is to be made against. Its arrays are views of one block: `alloc`'s (reused shared memory, the
+   * caller's to release: releaseSlab(set.counts)) or a new one.
    */
-  leafSet(indexes: Uint32Array, from: number, to: number): LeafSet | undefined {
+  leafSet(indexes: Uint32Array, from: number, to: number, deltas = false, alloc?: (bytes: number) => Uint8Array): LeafSet | undefined {
     const F = this.geo.fanout
     const numbers: number[] = []
     for (let k = 0; k < indexes.length; k++) {
@@ -199,18 +209,37 @@ export class RegionTree {
       if (leaf >= from && leaf < to && numbers.at(-1) !== leaf) numbers.push(leaf)
     }
     if (numbers.length === 0) return undefined
-    const set: LeafSet = {
-      fanout: F,
-      numbers: Uint32Array.from(numbers),
-      counts: new Uint32Array(numbers.length),
-      codecs: new Uint8Array(numbers.length * F),
-      digests: new Uint8Array(numbers.length * F * 32),
+    const L = numbers.length
+    // counts first (4-byte aligned), then codecs, digests and bases; slots past a leaf's count are never read
+    const size = 4 * L + L * F + L * F * 32 + (deltas ? L * 36 : 0)
+    const block = alloc ? alloc(size) : new Uint8Array(size)
+    const buf = block.buffer
+    let at = block.byteOffset
+    const counts = new Uint32Array(buf, at, L)
+    at += 4 * L
+    const set: LeafSet = { fanout: F, numbers: Uint32Array.from(numbers), counts, codecs: new Uint8Array(buf, at, L * F), digests: new Uint8Array(buf, at + L * F, L * F * 32) }
+    at += L * F + L * F * 32
+    if (deltas) {
+      set.bases = new Uint8Array(buf, at, L * 36)
+      set.deltaForm = NODE_DELTA_FORM
     }
     numbers.forEach((leaf, j) => {
-      const e = this.node(1, leaf).entries
+      const n = this.node(1, leaf)
+      const e = n.entries
       set.counts[j] = e.count
       set.codecs.set(e.codecs, j * F)
       set.digests.set(e.digests, j * F * 32)
+      // the delta writeNode would make, planned now: against the stored version, while its chain is short enough
+      n.plannedDepth = undefined
+      if (!set.bases) return
+      set.bases.fill(0, j * 36, j * 36 + 36)
+      if (n.cid && !n.dirty) {
+        const depth = n.depth ?? this.blocks.locate(n.cid)?.depth ?? MAX_DELTA_DEPTH
+        if (depth < depthLimit(n.cid)) {
+          set.bases.set(n.cid, j * 36)
+          n.plannedDepth = depth
+        }
+      }
     })
     return set
   }
@@ -219,10 +248,20 @@ export class RegionTree {
    * Records leaf hashes a worker computed from leafSet() copies plus the same chunk changes this tree
    * has since received through setChunk(); any later change to such a leaf drops its preset hash.
    */
-  presetLeaves(numbers: Uint32Array, hashes: Uint8Array, live: Uint8Array): void {
+  presetLeaves(numbers: Uint32Array, hashes: Uint8Array, live: Uint8Array, deltas?: { lengths: Uint32Array; bytes: Uint8Array; sizes: Uint32Array }): void {
+    let at = 0
     for (let j = 0; j < numbers.length; j++) {
       const n = this.node(1, numbers[j]!)
-      if (n.dirty) n.preset = live[j] ? hashes.slice(j * 32, j * 32 + 32) : null
+      const len = deltas ? deltas.lengths[j]! : 0
+      if (n.dirty) {
+        n.preset = live[j] ? hashes.slice(j * 32, j * 32 + 32) : null
+        if (len > 0 && n.preset && n.plannedDepth !== undefined) {
+          n.presetDelta = deltas!.bytes.subarray(at, at + len)
+          n.presetSize = deltas!.sizes[j]!
+        }
+      }
+      n.plannedDepth = n.presetDelta ? n.plannedDepth : undefined
+      at += len
     }
   }
 
@@ -246,6 +285,7 @@ export class RegionTree {
       n.dirty = true
     }
     n.preset = undefined
+    n.presetDelta = undefined
     n.changed!.add(slot)
     if (digest === undefined) {
       e.codecs[slot] = 0
@@ -296,14 +336,27 @@ export class RegionTree {
         n.changed = undefined
         n.dirty = false
         n.preset = undefined
+        n.presetDelta = undefined
+        n.plannedDepth = undefined
       }
     }
     return stats
   }
 
   private writeNode(cid: CidBytes, n: NodeState): number {
+    if (n.presetDelta && n.plannedDepth !== undefined && n.cid) {
+      // made with the leaf's hash by the worker: what storeNode would write (a delta of the changed slots)
+      const depth = n.plannedDepth + 1
+      this.blocks.put(cid, AT_REST.nodeDelta, n.presetDelta, n.presetSize!, { depth })
+      n.start = n.plannedDepth === 0 ? n.cid : n.start
+      n.depth = depth
+      return n.presetDelta.length
+    }
     const base = n.cid && n.changed ? { cid: n.cid, depth: n.depth, slots: Uint32Array.from(n.changed).sort(), start: n.start } : undefined
     const r = storeNode(this.blocks, cid, n.entries, base)
+    // a node stored whole starts the chains of its next versions, which read it again at their depth
+    // limit (a delta against it): kept decoded rather than read back, decompressed and re-hashed
+    if (r.depth === 0) this.blocks.nodeCache.proven(cid, { count: n.entries.count, codecs: n.entries.codecs.slice(), digests: n.entries.digests.slice() })
     n.depth = r.depth
     n.start = r.start
     return r.stored

@@ -72,13 +72,14 @@ export class BlockStore implements BlockReader, BlockWriter {
   private readonly filter = new FingerprintSet()
   private readonly staged = new Map<string, BlockLocation>()
   private readonly stagedCids: CidBytes[] = []
+  private readonly stagedLocs: BlockLocation[] = [] // where each of stagedCids went, in order (a CID staged twice: the later stands, as in `staged`)
   /** manifests among the staged blocks: the commit lists them under 'M' */
   private readonly stagedManifests: CidBytes[] = []
   private readonly packs = new Map<number, PackRecord>()
   /** unsealed packs found shorter than their committed length at open: never appended to */
   readonly damagedPacks = new Set<number>()
   /** decoded tree nodes by CID (immutable: a CID names one content forever), and delta chains' intermediate versions */
-  private readonly nodeCache: NodeCache
+  readonly nodeCache: NodeCache
   private openPack = -1
   private last: BlockLocation | undefined
   private stagedEntries = 0
@@ -411,6 +412,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     if (e.kind !== ENTRY_KIND.record) {
       this.staged.set(cidKey(cid), loc)
       this.stagedCids.push(cid)
+      this.stagedLocs.push(loc)
       if (this.useFilter) this.filter.add(cidDigest(cid))
       if (list && e.kind === ENTRY_KIND.manifest) this.stagedManifests.push(cid)
     }
@@ -477,9 +479,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     // fdatasync on libuv's pool: it covers the data and the file's new length, and keeps this thread free
     await this.io.syncAsync(this.openPack)
     const ops: KVOp[] = []
-    for (const cid of this.stagedCids) {
-      ops.push({ type: 'put', key: blockKey(cid), value: encodeLocation(this.staged.get(cidKey(cid))!) })
-    }
+    for (let i = 0; i < this.stagedCids.length; i++) ops.push({ type: 'put', key: blockKey(this.stagedCids[i]!), value: encodeLocation(this.stagedLocs[i]!) })
     for (const cid of this.stagedManifests) ops.push({ type: 'put', key: manifestKey(cid), value: new Uint8Array(0) })
     const next = { committedLength: this.bufStart, sealed: false, entries: rec.entries + this.stagedEntries }
     ops.push({ type: 'put', key: packKey(this.openPack), value: encodePackRecord(next) })
@@ -495,7 +495,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     if (this.blockCount >= 0) this.blockCount += this.stagedCids.length
     this.stagedEntries = 0
     this.staged.clear()
-    this.stagedCids.length = 0
+    this.stagedLocs.length = this.stagedCids.length = 0
     this.stagedManifests.length = 0
   }
 
@@ -504,7 +504,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     if (this.openPack < 0) return
     const rec = this.packs.get(this.openPack)!
     this.staged.clear()
-    this.stagedCids.length = 0
+    this.stagedLocs.length = this.stagedCids.length = 0
     this.stagedManifests.length = 0
     this.stagedEntries = 0
     this.bufLen = 0
