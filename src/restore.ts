@@ -148,6 +148,21 @@ export async function readBlocks(blocks: BlockStore, pool: WorkerPool, cids: Cid
   return r.data!
 }
 
+/**
+ * Blocks at known locations, read, decompressed and verified on the worker pool, each placed at its
+ * offset in `out` (plain memory: moved to the worker and back, never copied). Resolves to `out`'s
+ * bytes, in the view the worker handed back: the caller's view is detached once a worker has it.
+ */
+export async function readBlocksInto(blocks: BlockStore, pool: WorkerPool, cids: CidBytes[], locs: BlockLocation[], out: Uint8Array, outOffsets: Float64Array): Promise<Uint8Array> {
+  const job: Job = { seq: 0, chunks: [], cids, locs, raw: 0 }
+  const t = readTask(blocks, undefined, job, undefined)
+  t.outOffsets = outOffsets
+  t.out = out
+  const r = await pool.run(t, out.buffer instanceof ArrayBuffer ? [out.buffer] : undefined)
+  if (r.bad >= 0) throw readFailure(r, cids[r.bad]!, locs[r.bad]!)
+  return r.data!
+}
+
 /** A destination written front to back (stdout): restoreRegion calls write in order, awaiting each call. */
 export interface RegionSink {
   write(bytes: Uint8Array): Promise<void>

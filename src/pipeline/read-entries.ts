@@ -151,7 +151,8 @@ function readInto(t: ReadTask, fds: number[]): ReadResult {
   for (; next < n; next++) if (same && same[next]! >= 0) copySame(t, same, next, pos, collected)
   if (t.outFile) writeStaged(t, pos)
   if (t.zeros && t.out) fillZeros(t.out, t.zeros)
-  return { bad: -1, data: t.outFile ? undefined : collected }
+  // a destination in plain memory was moved here: it goes back as the result
+  return { bad: -1, data: t.outFile ? undefined : (collected ?? (t.out && !(t.out.buffer instanceof SharedArrayBuffer) ? t.out : undefined)) }
 }
 
 /** Entry i repeats entry same[i]: its bytes, already proven, copied to where i goes. */

@@ -150,6 +150,7 @@ export interface ReadTask {
   cids: Uint8Array
   /** where each chunk goes in `out` or `outFile` */
   outOffsets: Float64Array
+  /** shared memory; or plain memory moved to the worker, which hands it back as ReadResult.data */
   out?: Uint8Array
   outFile?: string
   /** only check (decompress into scratch and re-hash); nothing is returned but the verdict */
@@ -167,7 +168,7 @@ export interface ReadResult {
   bad: number
   code?: 'CKPT_HASH_MISMATCH' | 'CKPT_BAD_INDEX' | 'CKPT_BAD_PACK'
   message?: string
-  /** when neither out nor outFile was given: the chunks, concatenated in entry order */
+  /** when neither out nor outFile was given: the chunks, concatenated in entry order; `out` when it is plain memory */
   data?: Uint8Array
 }
 
