@@ -86,27 +86,43 @@ export function encodedNodeLength(n: NodeEntries): number {
 /** The exact dag-cbor bytes of the node. */
 export function encodeNode(n: NodeEntries): Uint8Array {
   const links = checkEntries(n, 'encodeNode')
+  const out = new Uint8Array(headerLength(n.count) + links * LINK_LENGTH + (n.count - links))
+  writeNode(n, out, 0)
+  return out
+}
+
+/**
+ * encodeNode's bytes written into `out` at `at` (which must hold encodedNodeLength(n) bytes there;
+ * every byte of that range is written); returns where they end.
+ */
+export function encodeNodeInto(n: NodeEntries, out: Uint8Array, at: number): number {
+  const links = checkEntries(n, 'encodeNodeInto')
+  const end = at + headerLength(n.count) + links * LINK_LENGTH + (n.count - links)
+  if (!Number.isInteger(at) || at < 0 || end > out.length) throw new RangeError('encodeNodeInto: the node does not fit at that offset')
+  writeNode(n, out, at)
+  return end
+}
+
+function writeNode(n: NodeEntries, out: Uint8Array, at: number): void {
   const { count, codecs, digests } = n
-  const out = new Uint8Array(headerLength(count) + links * LINK_LENGTH + (count - links))
   const src = view(digests)
   const dst = view(out)
-  let p: number
+  let p = at
   if (count < 24) {
-    out[0] = 0x80 | count
-    p = 1
+    out[p++] = 0x80 | count
   } else if (count < 256) {
-    out[0] = 0x98
-    out[1] = count
-    p = 2
+    out[p++] = 0x98
+    out[p++] = count
   } else if (count < 65536) {
-    out[0] = 0x99
-    out[1] = count >>> 8
-    out[2] = count & 0xff
-    p = 3
+    out[p++] = 0x99
+    out[p++] = count >>> 8
+    out[p++] = count & 0xff
   } else {
-    out[0] = 0x9a
-    out[2] = 1 // 65536 = 00 01 00 00
-    p = 5
+    out[p++] = 0x9a
+    out[p++] = 0
+    out[p++] = 1 // 65536 = 00 01 00 00
+    out[p++] = 0
+    out[p++] = 0
   }
   for (let i = 0; i < count; i++) {
     const codec = codecs[i]!
@@ -118,7 +134,7 @@ export function encodeNode(n: NodeEntries): Uint8Array {
     out[p + 1] = 0x2a
     out[p + 2] = 0x58
     out[p + 3] = 0x25
-    // out[p + 4] = 0x00: identity multibase prefix, already zero
+    out[p + 4] = 0x00 // identity multibase prefix
     out[p + 5] = 0x01
     out[p + 6] = codec
     out[p + 7] = BLAKE3
@@ -126,7 +142,6 @@ export function encodeNode(n: NodeEntries): Uint8Array {
     copyDigest(src, i * DIGEST_LENGTH, dst, p + LINK_HEAD)
     p += LINK_LENGTH
   }
-  return out
 }
 
 function bad(message: string, offset: number): CkptError {

@@ -13,6 +13,7 @@ import { encodeCarHeader, varintLength, writeVarint } from '../codecs/car.js'
 import { cidEquals, cidKey, cidToString, type CidBytes } from '../codecs/cid.js'
 import { CkptError } from '../codecs/errors.js'
 import type { Manifest } from '../codecs/manifest.js'
+import { encodedNodeLength, type NodeEntries } from '../codecs/tree-node.js'
 import { SeenSet, type BlockLocation, type BlockStore } from '../store/index.js'
 import type { StoreContext } from './context.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
@@ -155,7 +156,8 @@ interface ExportBatch {
 class ExportPlanner {
   private cids: CidBytes[] = []
   private raw = 0
-  private after: { cid: CidBytes; bytes: Uint8Array }[] = []
+  /** blocks after the chunks: manifests (bytes) and tree nodes (entries, encoded by the worker) */
+  private after: { cid: CidBytes; bytes?: Uint8Array; entries?: NodeEntries; length?: number }[] = []
   private afterBytes = 0
 
   constructor(
@@ -201,10 +203,11 @@ class ExportPlanner {
       size += varintLength(n) + n
       bytes += locs[k]!.rawLength
     }
-    for (const b of after) {
-      const n = b.cid.length + b.bytes.length
+    const lengths = after.map((b) => (b.bytes ? b.bytes.length : b.length!))
+    for (let j = 0; j < after.length; j++) {
+      const n = after[j]!.cid.length + lengths[j]!
       size += varintLength(n) + n
-      bytes += b.bytes.length
+      bytes += lengths[j]!
     }
     // every byte of it is written before it is handed on (a failed read drops it)
     const buf = Buffer.allocUnsafeSlow(size)
@@ -218,13 +221,23 @@ class ExportPlanner {
       outOffsets[k] = at += cid.length
       at += locs[k]!.rawLength
     }
-    for (const b of after) {
-      at = writeVarint(piece, at, b.cid.length + b.bytes.length)
+    // tree nodes are encoded (and proven against their CIDs) by the worker, manifests copied here
+    const nodes = { cids: [] as CidBytes[], entries: [] as NodeEntries[], offsets: new Float64Array(after.length) }
+    for (let j = 0; j < after.length; j++) {
+      const b = after[j]!
+      at = writeVarint(piece, at, b.cid.length + lengths[j]!)
       piece.set(b.cid, at)
-      piece.set(b.bytes, at + b.cid.length)
-      at += b.cid.length + b.bytes.length
+      at += b.cid.length
+      if (b.bytes) piece.set(b.bytes, at)
+      else {
+        nodes.offsets[nodes.cids.length] = at
+        nodes.cids.push(b.cid)
+        nodes.entries.push(b.entries!)
+      }
+      at += lengths[j]!
     }
-    const data = cids.length ? readBlocksInto(this.blocks, this.pool, cids, locs as BlockLocation[], piece, outOffsets) : Promise.resolve(piece)
+    nodes.offsets = nodes.offsets.subarray(0, nodes.cids.length)
+    const data = cids.length || nodes.cids.length ? readBlocksInto(this.blocks, this.pool, cids, locs as BlockLocation[], piece, outOffsets, nodes) : Promise.resolve(piece)
     return { data, blocks: cids.length + after.length, bytes }
   }
 
@@ -239,14 +252,22 @@ class ExportPlanner {
     this.afterBytes += bytes.length
   }
 
+  private node(cid: CidBytes, entries: NodeEntries): void {
+    const length = encodedNodeLength(entries)
+    this.after.push({ cid, entries, length })
+    this.afterBytes += length
+  }
+
   /**
    * A tree's blocks in post-order; subtrees already taken are skipped whole, and so is every slot
    * equal to the same slot of `base` (the same place in a checkpoint whose DAG is all marked).
    */
   private async *tree(cid: CidBytes | null, base: CidBytes | null, geo: Geometry, level: number): AsyncIterable<ExportBatch> {
     if (!cid || (base && cidEquals(cid, base)) || !this.take(cid)) return
-    const { entries: e, bytes } = this.blocks.getNodeBytes(cid)
-    const be = base ? this.blocks.getNode(base) : undefined
+    // as stored, not hashed here: the worker that encodes the node into the bundle proves it, and
+    // a base is a node of a checkpoint already in the bundle (proven so) or marked from `since`
+    const e = this.blocks.getNodeUnproven(cid)
+    const be = base ? this.blocks.getNodeUnproven(base) : undefined
     const sameShape = be !== undefined && be.count === e.count
     for (const s of changedSlots(e, be)) {
       if (!e.codecs[s]) continue
@@ -255,7 +276,7 @@ class ExportPlanner {
       else yield* this.tree(c, sameShape && be!.codecs[s] ? childCid(be!, s) : null, geo, level - 1)
       if (this.full()) yield await this.batch()
     }
-    this.block(cid, bytes)
+    this.node(cid, e)
   }
 
   async *plan(roots: CidBytes[], manifests: Manifest[]): AsyncIterable<ExportBatch> {

@@ -162,9 +162,19 @@ export interface ReadTask {
   same?: Int32Array
   /** hole runs [from, to) of `out` to zero-fill, as pairs */
   zeros?: Float64Array
+  /**
+   * With `out`: tree nodes to encode (dag-cbor) into it, each at nodeOffsets[k], and hash against
+   * its 36-byte CID in nodeCids (a mismatch is ReadResult.bad = entries + k). Node k has
+   * nodeCounts[k] slots; their codecs and digests are concatenated.
+   */
+  nodeCounts?: Uint32Array
+  nodeCodecs?: Uint8Array
+  nodeDigests?: Uint8Array
+  nodeCids?: Uint8Array
+  nodeOffsets?: Float64Array
 }
 export interface ReadResult {
-  /** index of the first failing entry, or -1 */
+  /** index of the first failing entry (past the entries: tree node bad - entries, ReadTask.nodeCounts), or -1 */
   bad: number
   code?: 'CKPT_HASH_MISMATCH' | 'CKPT_BAD_INDEX' | 'CKPT_BAD_PACK'
   message?: string

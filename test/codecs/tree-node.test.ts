@@ -3,7 +3,7 @@ import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
 import { describe, expect, it } from 'vitest'
 import { CkptError } from '../../codecs/errors.js'
-import { decodeNode, emptyNode, encodedNodeLength, encodeNode, nodeLinkCount, type NodeEntries } from '../../codecs/tree-node.js'
+import { decodeNode, emptyNode, encodedNodeLength, encodeNode, encodeNodeInto, nodeLinkCount, type NodeEntries } from '../../codecs/tree-node.js'
 import { hex } from '../helpers/bytes.js'
 import { mulberry32 } from '../helpers/rng.js'
 
@@ -177,5 +177,26 @@ describe('decodeNode fuzz', () => {
     }
     // flips inside digests stay valid, so some mutations must decode
     expect(accepted).toBeGreaterThan(0)
+  })
+})
+
+describe('encodeNodeInto', () => {
+  it('writes encodeNode\'s bytes at any offset, nothing outside them', () => {
+    const rand = mulberry32(77)
+    for (const count of [1, 23, 24, 255, 256, 4096, 65535, 65536]) {
+      const n = emptyNode(count)
+      for (let s = 0; s < count; s++) {
+        const r = rand()
+        if (r < 0.3) continue
+        n.codecs[s] = r < 0.8 ? 0x55 : 0x71
+        for (let b = 0; b < 32; b++) n.digests[s * 32 + b] = Math.floor(rand() * 256)
+      }
+      const want = encodeNode(n)
+      const out = new Uint8Array(want.length + 10).fill(0xee)
+      expect(encodeNodeInto(n, out, 7)).toBe(7 + want.length)
+      expect(hex(out.subarray(7, 7 + want.length))).toBe(hex(want))
+      expect([...out.subarray(0, 7), ...out.subarray(7 + want.length)].every((b) => b === 0xee)).toBe(true)
+      expect(() => encodeNodeInto(n, out, 11)).toThrow(RangeError)
+    }
   })
 })
