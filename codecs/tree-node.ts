@@ -148,8 +148,28 @@ function bad(message: string, offset: number): CkptError {
   return new CkptError('CKPT_BAD_NODE', `tree node: ${message} at byte ${offset}`, { offset })
 }
 
-/** Strict inverse of encodeNode: any other byte sequence is CKPT_BAD_NODE. */
-export function decodeNode(bytes: Uint8Array): NodeEntries {
+/**
+ * The slot count a node's array header states (what decodeNode's columns need), or 0 where the bytes
+ * cannot start a node. Only a size hint: decodeNode decides.
+ */
+export function nodeSlotCount(bytes: Uint8Array): number {
+  const h = bytes[0]
+  if (h === undefined) return 0
+  if (h > 0x80 && h < 0x98) return h & 0x1f
+  if (h === 0x98 && bytes.length >= 2) return bytes[1]!
+  if (h === 0x99 && bytes.length >= 3) return (bytes[1]! << 8) | bytes[2]!
+  if (h === 0x9a && bytes.length >= 5) {
+    const n = ((bytes[1]! << 24) | (bytes[2]! << 16) | (bytes[3]! << 8) | bytes[4]!) >>> 0
+    return n <= MAX_NODE_COUNT ? n : 0
+  }
+  return 0
+}
+
+/**
+ * Strict inverse of encodeNode: any other byte sequence is CKPT_BAD_NODE. `into`: all-zero columns
+ * of nodeSlotCount(bytes) slots to decode into (no allocation; a failed decode may leave bytes in them).
+ */
+export function decodeNode(bytes: Uint8Array, into?: { codecs: Uint8Array; digests: Uint8Array }): NodeEntries {
   if (!(bytes instanceof Uint8Array)) throw new TypeError('decodeNode: bytes must be a Uint8Array')
   const len = bytes.length
   if (len === 0) throw bad('empty block', 0)
@@ -180,8 +200,9 @@ export function decodeNode(bytes: Uint8Array): NodeEntries {
   if (headerLength(count) !== p) throw bad(`non-minimal array length ${count}`, 0)
   if (len < p + count) throw bad(`truncated: ${count} slots need at least ${p + count} bytes, got ${len}`, len)
 
-  const codecs = new Uint8Array(count)
-  const digests = new Uint8Array(count * DIGEST_LENGTH)
+  if (into && (into.codecs.length !== count || into.digests.length !== count * DIGEST_LENGTH)) throw new TypeError(`decodeNode: the columns must hold ${count} slots`)
+  const codecs = into ? into.codecs : new Uint8Array(count)
+  const digests = into ? into.digests : new Uint8Array(count * DIGEST_LENGTH)
   const src = view(bytes)
   const dst = view(digests)
   for (let i = 0; i < count; i++) {

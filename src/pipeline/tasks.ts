@@ -7,7 +7,7 @@ import { blake3 } from '../../codecs/blake3.js'
 import { CkptError } from '../../codecs/errors.js'
 import { cidBytes, RAW } from '../../codecs/cid.js'
 import { ENTRY_HEADER_SIZE, writeEntryHeader } from '../../codecs/pack-format.js'
-import { encodeNode } from '../../codecs/tree-node.js'
+import { decodeNode, encodeNode, nodeSlotCount } from '../../codecs/tree-node.js'
 import { AT_REST, compressBlockInto, compressorFor, maxBlockPayload } from '../../codecs/compress.js'
 import { viewMayHave, type FingerprintView } from '../../codecs/fingerprint.js'
 import { readEntries } from './read-entries.js'
@@ -42,6 +42,11 @@ export interface HashTask {
   known?: FingerprintView
   /** With `compress`: chunks (1) to hash but not compress */
   hashOnly?: Uint8Array
+  /**
+   * With `hashOnly`: such blocks that are tree nodes are decoded too (decodeNode, strict), into the
+   * result's node columns (a bundle import's dag-cbor blocks)
+   */
+  decodeNodes?: boolean
   /** With `compress`: shared memory for the payloads (reused by the caller; saves a fresh buffer per task) */
   out?: Uint8Array
   /**
@@ -108,6 +113,13 @@ export interface HashResult {
   unchanged?: Uint8Array
   /** spans found equal to their cached digest */
   spansUnchanged?: number
+  /**
+   * with `decodeNodes`: per block, the slot count of the tree node it decodes as (0: not a node); the
+   * nodes' codecs and digests, concatenated in block order
+   */
+  nodeCounts?: Uint32Array
+  nodeCodecs?: Uint8Array
+  nodeDigests?: Uint8Array
 }
 
 export interface CompressTask {
@@ -295,6 +307,7 @@ export function runTask(t: Task): TaskResult {
       }
       const r: HashResult = { digests, zero, compressed, out: out.subarray(0, at), outLengths, codes }
       if (t.leaves && t.indexes) Object.assign(r, hashLeaves(t.leaves, t.indexes, digests, zero))
+      if (t.decodeNodes && t.hashOnly) Object.assign(r, decodeNodes(t, data))
       return r
     }
     case 'compress': {
@@ -520,6 +533,36 @@ function packedOffsets(lengths: Uint32Array): Uint32Array {
 }
 
 /** ArrayBuffers a result can hand back without copying (never shared memory). */
+/** HashTask.decodeNodes: the hash-only blocks that decode as tree nodes, as columns (HashResult.nodeCounts). */
+function decodeNodes(t: HashTask, data: Uint8Array): { nodeCounts: Uint32Array; nodeCodecs: Uint8Array; nodeDigests: Uint8Array } {
+  const n = t.offsets.length
+  const block = (i: number) => data.subarray(t.offsets[i]!, t.offsets[i]! + t.lengths[i]!)
+  let slots = 0
+  for (let i = 0; i < n; i++) if (t.hashOnly![i]) slots += nodeSlotCount(block(i))
+  const nodeCounts = new Uint32Array(n)
+  const nodeCodecs = new Uint8Array(slots)
+  const nodeDigests = new Uint8Array(slots * 32)
+  let at = 0
+  for (let i = 0; i < n; i++) {
+    if (!t.hashOnly![i]) continue
+    const b = block(i)
+    const count = nodeSlotCount(b)
+    if (count === 0) continue
+    const into = { codecs: nodeCodecs.subarray(at, at + count), digests: nodeDigests.subarray(at * 32, (at + count) * 32) }
+    try {
+      decodeNode(b, into)
+    } catch {
+      // not a tree node: its columns are cleared for the next one
+      into.codecs.fill(0)
+      into.digests.fill(0)
+      continue
+    }
+    nodeCounts[i] = count
+    at += count
+  }
+  return { nodeCounts, nodeCodecs, nodeDigests }
+}
+
 export function transferables(r: TaskResult): ArrayBuffer[] {
   const list: ArrayBuffer[] = []
   for (const v of Object.values(r)) {

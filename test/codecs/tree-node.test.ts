@@ -3,7 +3,7 @@ import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
 import { describe, expect, it } from 'vitest'
 import { CkptError } from '../../codecs/errors.js'
-import { decodeNode, emptyNode, encodedNodeLength, encodeNode, encodeNodeInto, nodeLinkCount, type NodeEntries } from '../../codecs/tree-node.js'
+import { decodeNode, emptyNode, encodedNodeLength, encodeNode, encodeNodeInto, nodeLinkCount, nodeSlotCount, type NodeEntries } from '../../codecs/tree-node.js'
 import { hex } from '../helpers/bytes.js'
 import { mulberry32 } from '../helpers/rng.js'
 
@@ -198,5 +198,29 @@ describe('encodeNodeInto', () => {
       expect([...out.subarray(0, 7), ...out.subarray(7 + want.length)].every((b) => b === 0xee)).toBe(true)
       expect(() => encodeNodeInto(n, out, 11)).toThrow(RangeError)
     }
+  })
+})
+
+describe('decodeNode into columns', () => {
+  it('gives what decodeNode gives, in the columns nodeSlotCount sizes; nodeSlotCount is 0 for what cannot start a node', () => {
+    const rand = mulberry32(78)
+    for (const count of [1, 23, 24, 255, 256, 65536]) {
+      const n = emptyNode(count)
+      for (let s = 0; s < count; s++) {
+        if (rand() < 0.4) continue
+        n.codecs[s] = 0x55
+        for (let b = 0; b < 32; b++) n.digests[s * 32 + b] = Math.floor(rand() * 256)
+      }
+      const bytes = encodeNode(n)
+      expect(nodeSlotCount(bytes)).toBe(count)
+      const codecs = new Uint8Array(count + 8)
+      const digests = new Uint8Array((count + 8) * 32)
+      const e = decodeNode(bytes, { codecs: codecs.subarray(4, 4 + count), digests: digests.subarray(128, 128 + count * 32) })
+      expect(hex(e.codecs)).toBe(hex(n.codecs))
+      expect(hex(e.digests)).toBe(hex(n.digests))
+      expect(e.codecs.buffer).toBe(codecs.buffer)
+      expect(() => decodeNode(bytes, { codecs: new Uint8Array(count + 1), digests: new Uint8Array((count + 1) * 32) })).toThrow(TypeError)
+    }
+    for (const b of [[], [0x80], [0xa1, 0x61], [0x98], [0x9a, 0, 1, 0, 1]]) expect(nodeSlotCount(Uint8Array.from(b))).toBe(0)
   })
 })
