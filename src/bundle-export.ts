@@ -22,6 +22,7 @@ import { Geometry } from './region-tree.js'
 import { readBlocksInto } from './restore.js'
 import type { CkptStore } from './store.js'
 import { baseRoot, tmpSetDir } from './bundle-shared.js'
+import { RecentNodes } from './bundle-import-util.js'
 
 export interface ExportOptions {
   /** checkpoints the receiver already has: nothing reachable from them goes into the bundle */
@@ -159,6 +160,7 @@ class ExportPlanner {
   /** blocks after the chunks: manifests (bytes) and tree nodes (entries, encoded by the worker) */
   private after: { cid: CidBytes; bytes?: Uint8Array; entries?: NodeEntries; length?: number }[] = []
   private afterBytes = 0
+  private readonly recent = new RecentNodes()
 
   constructor(
     private readonly blocks: BlockStore,
@@ -241,6 +243,20 @@ class ExportPlanner {
     return { data, blocks: cids.length + after.length, bytes }
   }
 
+  /**
+   * A node to export, as stored: not hashed here (the worker that encodes it into the bundle proves
+   * it). The last two checkpoints' nodes stay at hand as bases; the store's node cache is offered
+   * each one, so the next version's delta chain ends there.
+   */
+  private nodeOf(cid: CidBytes): NodeEntries {
+    const r = this.recent.get(cid)
+    if (r) return r
+    const e = this.blocks.resolveNode(cid, 0, true).entries
+    this.blocks.offerNode(cid, e)
+    this.recent.set(cid, e)
+    return e
+  }
+
   private chunk(cid: CidBytes, length: number): void {
     if (!this.take(cid)) return
     this.cids.push(cid)
@@ -266,8 +282,9 @@ class ExportPlanner {
     if (!cid || (base && cidEquals(cid, base)) || !this.take(cid)) return
     // as stored, not hashed here: the worker that encodes the node into the bundle proves it, and
     // a base is a node of a checkpoint already in the bundle (proven so) or marked from `since`
-    const e = this.blocks.getNodeUnproven(cid)
-    const be = base ? this.blocks.getNodeUnproven(base) : undefined
+    const e = this.nodeOf(cid)
+    // a base not at hand is read through the node cache (proven there, a rare case)
+    const be = base ? (this.recent.get(base) ?? this.blocks.getNode(base)) : undefined
     const sameShape = be !== undefined && be.count === e.count
     for (const s of changedSlots(e, be)) {
       if (!e.codecs[s]) continue
@@ -285,6 +302,7 @@ class ExportPlanner {
       const m = manifests[r]!
       const manifestNew = !this.seen.has(root)
       const base = this.bases.pick(m)
+      this.recent.rotate()
       for (const name of Object.keys(m.regions).sort()) {
         const reg = m.regions[name]!
         const geo = new Geometry(reg.size, reg.chunkSize, reg.fanout)
