@@ -78,7 +78,10 @@ export interface CarSection {
  * sections() until it ends. Views it returns are valid until the next call.
  */
 export class CarReader {
-  private buf = new Uint8Array(0)
+  /** the bytes being read: the reader's own buffer, or a chunk of the source read in place (borrowed) */
+  private buf: Uint8Array = new Uint8Array(0)
+  private owned: Uint8Array = new Uint8Array(0)
+  private borrowed = false
   private start = 0
   private end = 0
   /** stream offset of buf[start] */
@@ -100,6 +103,8 @@ export class CarReader {
 
   private async fill(n: number): Promise<boolean> {
     while (this.end - this.start < n && !this.done) {
+      // a borrowed chunk is the source's only until the next pull: what is left of it is copied first
+      if (this.borrowed) this.keepRest()
       let r: IteratorResult<Uint8Array>
       try {
         r = await this.it.next()
@@ -115,6 +120,14 @@ export class CarReader {
       if (!(chunk instanceof Uint8Array)) throw new TypeError('a bundle source must yield Uint8Array chunks')
       if (chunk.length === 0) continue
       const have = this.end - this.start
+      if (have === 0) {
+        // nothing pending: sections are read where the chunk is, no copy
+        this.buf = chunk
+        this.start = 0
+        this.end = chunk.length
+        this.borrowed = true
+        continue
+      }
       if (this.start > 0 && this.buf.length - have >= chunk.length && this.end + chunk.length > this.buf.length) {
         this.buf.copyWithin(0, this.start, this.end)
         this.end = have
@@ -123,7 +136,7 @@ export class CarReader {
       if (this.end + chunk.length > this.buf.length) {
         const next = new Uint8Array(Math.max(have + chunk.length, Math.min(2 * this.buf.length, have + chunk.length + (4 << 20)), 64 << 10))
         next.set(this.buf.subarray(this.start, this.end))
-        this.buf = next
+        this.buf = this.owned = next
         this.end = have
         this.start = 0
       }
@@ -131,6 +144,17 @@ export class CarReader {
       this.end += chunk.length
     }
     return this.end - this.start >= n
+  }
+
+  /** The unread rest of a borrowed chunk, moved into the reader's own buffer. */
+  private keepRest(): void {
+    const have = this.end - this.start
+    if (this.owned.length < have) this.owned = new Uint8Array(Math.max(have, 64 << 10))
+    this.owned.set(this.buf.subarray(this.start, this.end), 0)
+    this.buf = this.owned
+    this.start = 0
+    this.end = have
+    this.borrowed = false
   }
 
   private take(n: number): Uint8Array {

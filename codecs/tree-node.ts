@@ -87,48 +87,56 @@ export function encodedNodeLength(n: NodeEntries): number {
 export function encodeNode(n: NodeEntries): Uint8Array {
   const links = checkEntries(n, 'encodeNode')
   const out = new Uint8Array(headerLength(n.count) + links * LINK_LENGTH + (n.count - links))
-  writeNode(n, out)
+  writeNode(n, out, 0)
   return out
 }
 
 /**
- * encodeNode() into `out` from its start when it has room (encodedNodeLength(n) bytes), else into a
- * new array; returns the bytes written, a view of `out` or that array. For hashing many nodes
+ * encodeNode's bytes written into `out` at `at` (which must hold encodedNodeLength(n) bytes there;
+ * every byte of that range is written); returns where they end.
+ */
+export function encodeNodeInto(n: NodeEntries, out: Uint8Array, at: number): number {
+  const links = checkEntries(n, 'encodeNodeInto')
+  const end = at + headerLength(n.count) + links * LINK_LENGTH + (n.count - links)
+  if (!Number.isInteger(at) || at < 0 || end > out.length) throw new RangeError('encodeNodeInto: the node does not fit at that offset')
+  writeNode(n, out, at)
+  return end
+}
+
+/**
+ * encodeNode() into `scratch` from its start when it has room (encodedNodeLength(n) bytes), else into a
+ * new array; returns the bytes written, a view of `scratch` or that array. For hashing many nodes
  * without an array each (the workers' leaves).
  */
-export function encodeNodeInto(n: NodeEntries, out: Uint8Array): Uint8Array {
-  const links = checkEntries(n, 'encodeNodeInto')
+export function encodeNodeScratch(n: NodeEntries, scratch: Uint8Array): Uint8Array {
+  const links = checkEntries(n, 'encodeNodeScratch')
   const size = headerLength(n.count) + links * LINK_LENGTH + (n.count - links)
-  const into = out.length >= size ? out.subarray(0, size) : new Uint8Array(size)
-  writeNode(n, into)
+  const into = scratch.length >= size ? scratch.subarray(0, size) : new Uint8Array(size)
+  writeNode(n, into, 0)
   return into
 }
 
-/** Writes the checked node's encoding over all of `out` (exactly its length; prior contents ignored). */
-function writeNode(n: NodeEntries, out: Uint8Array): void {
+/** Writes the checked node's encoding into `out` from `at` (encodedNodeLength(n) bytes; prior contents ignored). */
+function writeNode(n: NodeEntries, out: Uint8Array, at: number): void {
   const { count, codecs, digests } = n
   const src = view(digests)
   const dst = view(out)
-  let p: number
+  let p = at
   if (count < 24) {
-    out[0] = 0x80 | count
-    p = 1
+    out[p++] = 0x80 | count
   } else if (count < 256) {
-    out[0] = 0x98
-    out[1] = count
-    p = 2
+    out[p++] = 0x98
+    out[p++] = count
   } else if (count < 65536) {
-    out[0] = 0x99
-    out[1] = count >>> 8
-    out[2] = count & 0xff
-    p = 3
+    out[p++] = 0x99
+    out[p++] = count >>> 8
+    out[p++] = count & 0xff
   } else {
-    out[0] = 0x9a
-    out[1] = 0
-    out[2] = 1 // 65536 = 00 01 00 00
-    out[3] = 0
-    out[4] = 0
-    p = 5
+    out[p++] = 0x9a
+    out[p++] = 0
+    out[p++] = 1 // 65536 = 00 01 00 00
+    out[p++] = 0
+    out[p++] = 0
   }
   for (let i = 0; i < count; i++) {
     const codec = codecs[i]!
@@ -154,8 +162,28 @@ function bad(message: string, offset: number): CkptError {
   return new CkptError('CKPT_BAD_NODE', `tree node: ${message} at byte ${offset}`, { offset })
 }
 
-/** Strict inverse of encodeNode: any other byte sequence is CKPT_BAD_NODE. */
-export function decodeNode(bytes: Uint8Array): NodeEntries {
+/**
+ * The slot count a node's array header states (what decodeNode's columns need), or 0 where the bytes
+ * cannot start a node. Only a size hint: decodeNode decides.
+ */
+export function nodeSlotCount(bytes: Uint8Array): number {
+  const h = bytes[0]
+  if (h === undefined) return 0
+  if (h > 0x80 && h < 0x98) return h & 0x1f
+  if (h === 0x98 && bytes.length >= 2) return bytes[1]!
+  if (h === 0x99 && bytes.length >= 3) return (bytes[1]! << 8) | bytes[2]!
+  if (h === 0x9a && bytes.length >= 5) {
+    const n = ((bytes[1]! << 24) | (bytes[2]! << 16) | (bytes[3]! << 8) | bytes[4]!) >>> 0
+    return n <= MAX_NODE_COUNT ? n : 0
+  }
+  return 0
+}
+
+/**
+ * Strict inverse of encodeNode: any other byte sequence is CKPT_BAD_NODE. `into`: all-zero columns
+ * of nodeSlotCount(bytes) slots to decode into (no allocation; a failed decode may leave bytes in them).
+ */
+export function decodeNode(bytes: Uint8Array, into?: { codecs: Uint8Array; digests: Uint8Array }): NodeEntries {
   if (!(bytes instanceof Uint8Array)) throw new TypeError('decodeNode: bytes must be a Uint8Array')
   const len = bytes.length
   if (len === 0) throw bad('empty block', 0)
@@ -186,8 +214,9 @@ export function decodeNode(bytes: Uint8Array): NodeEntries {
   if (headerLength(count) !== p) throw bad(`non-minimal array length ${count}`, 0)
   if (len < p + count) throw bad(`truncated: ${count} slots need at least ${p + count} bytes, got ${len}`, len)
 
-  const codecs = new Uint8Array(count)
-  const digests = new Uint8Array(count * DIGEST_LENGTH)
+  if (into && (into.codecs.length !== count || into.digests.length !== count * DIGEST_LENGTH)) throw new TypeError(`decodeNode: the columns must hold ${count} slots`)
+  const codecs = into ? into.codecs : new Uint8Array(count)
+  const digests = into ? into.digests : new Uint8Array(count * DIGEST_LENGTH)
   const src = view(bytes)
   const dst = view(digests)
   for (let i = 0; i < count; i++) {

@@ -7,21 +7,22 @@
  * blocks. `since` leaves out every block reachable from checkpoints the receiver already has. Memory
  * stays bounded: the "already in the bundle" set is a SeenSet (Bloom filter + temporary LevelDB).
  */
-import { copyOf } from '../codecs/bytes.js'
 import type { CID } from 'multiformats/cid'
 import { compressBundle, defaultBundleCompression, type BundleCompression } from '../codecs/bundle-compress.js'
-import { encodeCarHeader, writeVarint } from '../codecs/car.js'
+import { encodeCarHeader, varintLength, writeVarint } from '../codecs/car.js'
 import { cidEquals, cidKey, cidToString, type CidBytes } from '../codecs/cid.js'
 import { CkptError } from '../codecs/errors.js'
 import type { Manifest } from '../codecs/manifest.js'
+import { encodedNodeLength, type NodeEntries } from '../codecs/tree-node.js'
 import { SeenSet, type BlockLocation, type BlockStore } from '../store/index.js'
 import type { StoreContext } from './context.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
 import { changedSlots, childCid } from './node-compare.js'
 import { Geometry } from './region-tree.js'
-import { readBlocks } from './restore.js'
+import { readBlocksInto } from './restore.js'
 import type { CkptStore } from './store.js'
 import { baseRoot, tmpSetDir } from './bundle-shared.js'
+import { RecentNodes } from './bundle-import-util.js'
 
 export interface ExportOptions {
   /** checkpoints the receiver already has: nothing reachable from them goes into the bundle */
@@ -49,9 +50,7 @@ export interface ExportSummary extends ExportProgress {
 
 export type BundleStream = AsyncIterable<Uint8Array> & { summary: Promise<ExportSummary> }
 
-/** Output is handed on in pieces of about this size. */
-const OUT_CHUNK = 1 << 20
-/** Chunk reads in flight ahead of the output (each ~2 MiB). */
+/** Pieces of the CAR (each ~1-2 MiB) being read ahead of the output. */
 const READ_AHEAD = 4
 const JOB_BYTES = 1 << 20
 
@@ -91,10 +90,11 @@ async function* carStream(
     const bases = new MarkedBases()
     for (const s of opts.since ?? []) await markReachable(ctx, blocks, seen, bases, await ctx.resolve(s))
 
-    const out = new CarOutput(stats, opts.onProgress)
-    yield* out.emit(encodeCarHeader(roots))
-    // planned output, in order: batches of chunks being read by a worker, each followed by blocks
-    // (nodes, manifests) whose own children are in it or in earlier batches
+    const header = encodeCarHeader(roots)
+    stats.carBytes += header.length
+    yield header
+    // planned output, in order: pieces of the CAR, each ~1 MiB of chunks (read, verified and placed
+    // by a worker) followed by blocks (nodes, manifests) whose own children are in it or earlier
     const queue: ExportBatch[] = []
     const planner = new ExportPlanner(blocks, pool, seen, bases, stats)
     const it = planner.plan(roots, manifests)[Symbol.asyncIterator]()
@@ -111,16 +111,13 @@ async function* carStream(
       }
       const item = queue.shift()
       if (!item) break
-      const data = await item.data
-      let at = 0
-      for (let k = 0; k < item.cids.length; k++) {
-        const n = item.locs[k]!.rawLength
-        yield* out.emitBlock(item.cids[k]!, data.subarray(at, at + n))
-        at += n
-      }
-      for (const b of item.after) yield* out.emitBlock(b.cid, b.bytes)
+      const piece = await item.data
+      stats.blocks += item.blocks
+      stats.bytes += item.bytes
+      stats.carBytes += piece.length
+      opts.onProgress?.({ blocks: stats.blocks, bytes: stats.bytes })
+      yield piece
     }
-    yield* out.end()
     await seen.flush(true)
     done({ ...stats, roots: roots.map(cidToString), compression })
   } catch (err) {
@@ -145,74 +142,12 @@ async function resolveRoots(ctx: StoreContext, refs: (string | CID)[]): Promise<
   return roots
 }
 
-/** The CAR's bytes, gathered into pieces of about OUT_CHUNK; counts what it writes into `stats`. */
-class CarOutput {
-  private out = new Uint8Array(OUT_CHUNK + 64)
-  private outLen = 0
-
-  constructor(
-    private readonly stats: { blocks: number; bytes: number; carBytes: number },
-    private readonly onProgress?: (p: ExportProgress) => void,
-  ) {}
-
-  *emit(bytes: Uint8Array): Generator<Uint8Array> {
-    const stats = this.stats
-    stats.carBytes += bytes.length
-    if (this.outLen + bytes.length > this.out.length) {
-      if (this.outLen > 0) {
-        yield this.out.subarray(0, this.outLen)
-        this.out = new Uint8Array(OUT_CHUNK + 64)
-        this.outLen = 0
-        this.onProgress?.({ blocks: stats.blocks, bytes: stats.bytes })
-      }
-      if (bytes.length > this.out.length) {
-        yield copyOf(bytes)
-        this.onProgress?.({ blocks: stats.blocks, bytes: stats.bytes })
-        return
-      }
-    }
-    this.out.set(bytes, this.outLen)
-    this.outLen += bytes.length
-    if (this.outLen >= OUT_CHUNK) {
-      yield this.out.subarray(0, this.outLen)
-      this.out = new Uint8Array(OUT_CHUNK + 64)
-      this.outLen = 0
-      this.onProgress?.({ blocks: stats.blocks, bytes: stats.bytes })
-    }
-  }
-
-  *emitBlock(cid: CidBytes, bytes: Uint8Array): Generator<Uint8Array> {
-    const stats = this.stats
-    stats.blocks++
-    stats.bytes += bytes.length
-    // the section prefix goes straight into the output buffer: no allocation per block
-    const n = cid.length + bytes.length
-    if (this.outLen + 8 + cid.length > this.out.length) {
-      yield this.out.subarray(0, this.outLen)
-      this.out = new Uint8Array(OUT_CHUNK + 64)
-      this.outLen = 0
-    }
-    const start = this.outLen
-    this.outLen = writeVarint(this.out, this.outLen, n)
-    this.out.set(cid, this.outLen)
-    this.outLen += cid.length
-    stats.carBytes += this.outLen - start
-    yield* this.emit(bytes)
-  }
-
-  /** What is left in the buffer. */
-  *end(): Generator<Uint8Array> {
-    if (this.outLen > 0) yield this.out.subarray(0, this.outLen)
-  }
-}
-
 interface ExportBatch {
-  cids: CidBytes[]
-  locs: BlockLocation[]
-  /** the chunks' bytes, concatenated (read and verified on a worker) */
+  /** the piece of the CAR: its sections, whole (chunks placed by a worker once read and verified) */
   data: Promise<Uint8Array>
-  /** blocks to write after the chunks */
-  after: { cid: CidBytes; bytes: Uint8Array }[]
+  /** blocks in it, and their bytes */
+  blocks: number
+  bytes: number
 }
 
 /**
@@ -222,8 +157,10 @@ interface ExportBatch {
 class ExportPlanner {
   private cids: CidBytes[] = []
   private raw = 0
-  private after: { cid: CidBytes; bytes: Uint8Array }[] = []
+  /** blocks after the chunks: manifests (bytes) and tree nodes (entries, encoded by the worker) */
+  private after: { cid: CidBytes; bytes?: Uint8Array; entries?: NodeEntries; length?: number }[] = []
   private afterBytes = 0
+  private readonly recent = new RecentNodes()
 
   constructor(
     private readonly blocks: BlockStore,
@@ -255,12 +192,69 @@ class ExportPlanner {
     this.after = []
     this.afterBytes = 0
     await this.seen.flush()
-    if (cids.length === 0) return { cids, locs: [], data: Promise.resolve(new Uint8Array(0)), after }
-    const locs = await this.blocks.locateMany(cids)
+    const locs = cids.length ? await this.blocks.locateMany(cids) : []
     for (let k = 0; k < locs.length; k++) {
       if (!locs[k]) throw new CkptError('CKPT_NOT_FOUND', `block ${cidToString(cids[k]!)} is missing from the store`, { cid: cidToString(cids[k]!) })
     }
-    return { cids, locs: locs as BlockLocation[], data: readBlocks(this.blocks, this.pool, cids, locs as BlockLocation[]), after }
+    // the piece's layout: every section's prefix (length varint, CID) and the blocks after the chunks
+    // are written here; the worker decompresses each chunk straight to its place
+    let size = 0
+    let bytes = 0
+    for (let k = 0; k < cids.length; k++) {
+      const n = cids[k]!.length + locs[k]!.rawLength
+      size += varintLength(n) + n
+      bytes += locs[k]!.rawLength
+    }
+    const lengths = after.map((b) => (b.bytes ? b.bytes.length : b.length!))
+    for (let j = 0; j < after.length; j++) {
+      const n = after[j]!.cid.length + lengths[j]!
+      size += varintLength(n) + n
+      bytes += lengths[j]!
+    }
+    // every byte of it is written before it is handed on (a failed read drops it)
+    const buf = Buffer.allocUnsafeSlow(size)
+    const piece = new Uint8Array(buf.buffer, buf.byteOffset, size)
+    const outOffsets = new Float64Array(cids.length)
+    let at = 0
+    for (let k = 0; k < cids.length; k++) {
+      const cid = cids[k]!
+      at = writeVarint(piece, at, cid.length + locs[k]!.rawLength)
+      piece.set(cid, at)
+      outOffsets[k] = at += cid.length
+      at += locs[k]!.rawLength
+    }
+    // tree nodes are encoded (and proven against their CIDs) by the worker, manifests copied here
+    const nodes = { cids: [] as CidBytes[], entries: [] as NodeEntries[], offsets: new Float64Array(after.length) }
+    for (let j = 0; j < after.length; j++) {
+      const b = after[j]!
+      at = writeVarint(piece, at, b.cid.length + lengths[j]!)
+      piece.set(b.cid, at)
+      at += b.cid.length
+      if (b.bytes) piece.set(b.bytes, at)
+      else {
+        nodes.offsets[nodes.cids.length] = at
+        nodes.cids.push(b.cid)
+        nodes.entries.push(b.entries!)
+      }
+      at += lengths[j]!
+    }
+    nodes.offsets = nodes.offsets.subarray(0, nodes.cids.length)
+    const data = cids.length || nodes.cids.length ? readBlocksInto(this.blocks, this.pool, cids, locs as BlockLocation[], piece, outOffsets, nodes) : Promise.resolve(piece)
+    return { data, blocks: cids.length + after.length, bytes }
+  }
+
+  /**
+   * A node to export, as stored: not hashed here (the worker that encodes it into the bundle proves
+   * it). The last two checkpoints' nodes stay at hand as bases; the store's node cache is offered
+   * each one, so the next version's delta chain ends there.
+   */
+  private nodeOf(cid: CidBytes): NodeEntries {
+    const r = this.recent.get(cid)
+    if (r) return r
+    const e = this.blocks.resolveNode(cid, 0, true).entries
+    this.blocks.offerNode(cid, e)
+    this.recent.set(cid, e)
+    return e
   }
 
   private chunk(cid: CidBytes, length: number): void {
@@ -274,14 +268,23 @@ class ExportPlanner {
     this.afterBytes += bytes.length
   }
 
+  private node(cid: CidBytes, entries: NodeEntries): void {
+    const length = encodedNodeLength(entries)
+    this.after.push({ cid, entries, length })
+    this.afterBytes += length
+  }
+
   /**
    * A tree's blocks in post-order; subtrees already taken are skipped whole, and so is every slot
    * equal to the same slot of `base` (the same place in a checkpoint whose DAG is all marked).
    */
   private async *tree(cid: CidBytes | null, base: CidBytes | null, geo: Geometry, level: number): AsyncIterable<ExportBatch> {
     if (!cid || (base && cidEquals(cid, base)) || !this.take(cid)) return
-    const { entries: e, bytes } = this.blocks.getNodeBytes(cid)
-    const be = base ? this.blocks.getNode(base) : undefined
+    // as stored, not hashed here: the worker that encodes the node into the bundle proves it, and
+    // a base is a node of a checkpoint already in the bundle (proven so) or marked from `since`
+    const e = this.nodeOf(cid)
+    // a base not at hand is read through the node cache (proven there, a rare case)
+    const be = base ? (this.recent.get(base) ?? this.blocks.getNode(base)) : undefined
     const sameShape = be !== undefined && be.count === e.count
     for (const s of changedSlots(e, be)) {
       if (!e.codecs[s]) continue
@@ -290,7 +293,7 @@ class ExportPlanner {
       else yield* this.tree(c, sameShape && be!.codecs[s] ? childCid(be!, s) : null, geo, level - 1)
       if (this.full()) yield await this.batch()
     }
-    this.block(cid, bytes)
+    this.node(cid, e)
   }
 
   async *plan(roots: CidBytes[], manifests: Manifest[]): AsyncIterable<ExportBatch> {
@@ -299,6 +302,7 @@ class ExportPlanner {
       const m = manifests[r]!
       const manifestNew = !this.seen.has(root)
       const base = this.bases.pick(m)
+      this.recent.rotate()
       for (const name of Object.keys(m.regions).sort()) {
         const reg = m.regions[name]!
         const geo = new Geometry(reg.size, reg.chunkSize, reg.fanout)

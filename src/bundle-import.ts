@@ -321,6 +321,8 @@ class Importer {
       compress: true,
       codec: this.comp.code,
       hashOnly,
+      // tree nodes decoded there too: the main thread only files them
+      decodeNodes: true,
       known: this.blocks.filterView(),
       out,
     })
@@ -350,6 +352,7 @@ class Importer {
     h: Required<HashResult>,
   ): Promise<void> {
     let at = 0
+    let slot = 0
     for (let k = 0; k < b.cids.length; k++) {
       const cid = b.cids[k]!
       const len = h.compressed[k] === COMPRESSED ? h.outLengths[k]! : 0
@@ -365,7 +368,13 @@ class Importer {
         })
       }
       if (cidCodecOf(cid) !== RAW) {
-        await this.dagCbor(cid, bytes, b.offsets[k]!)
+        // the worker's decoding (views of its columns, which the nodes keep), or null: not a tree node
+        const count = h.nodeCounts ? h.nodeCounts[k]! : -1
+        let node: NodeEntries | null | undefined
+        if (count > 0) node = { count, codecs: h.nodeCodecs!.subarray(slot, slot + count), digests: h.nodeDigests!.subarray(slot * 32, (slot + count) * 32) }
+        else if (count === 0) node = null
+        slot += Math.max(0, count)
+        await this.dagCbor(cid, bytes, b.offsets[k]!, node)
         continue
       }
       if (h.compressed[k] === COMPRESSED) this.placed(this.blocks.putEntry(cid, entry, b.lengths[k]!, h.codes[k]!), len - ENTRY_HEADER_SIZE)
@@ -394,7 +403,7 @@ class Importer {
    * node waits for its manifest; a manifest that is no root is not stored (nothing would catalogue
    * it); anything else is kept as it is.
    */
-  private async dagCbor(cid: CidBytes, block: Uint8Array, offset: number): Promise<void> {
+  private async dagCbor(cid: CidBytes, block: Uint8Array, offset: number, decoded?: NodeEntries | null): Promise<void> {
     const key = cidKey(cid)
     if (this.roots.has(key)) {
       if (this.manifests.has(key)) {
@@ -417,10 +426,13 @@ class Importer {
     const first = block[0]
     // a tree node is a CBOR array (major type 4), a manifest a map (major type 5)
     if (first !== undefined && first >> 5 === 4) {
-      let entries: NodeEntries | undefined
-      try {
-        entries = decodeNode(block)
-      } catch {}
+      // decoded on the worker already (null: it is no tree node), else here
+      let entries: NodeEntries | undefined = decoded ?? undefined
+      if (decoded === undefined) {
+        try {
+          entries = decodeNode(block)
+        } catch {}
+      }
       if (entries) {
         if (this.blocks.has(cid)) {
           this.summary.presentBlocks++

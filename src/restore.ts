@@ -148,6 +148,56 @@ export async function readBlocks(blocks: BlockStore, pool: WorkerPool, cids: Cid
   return r.data!
 }
 
+/**
+ * Blocks at known locations, read, decompressed and verified on the worker pool, each placed at its
+ * offset in `out` (plain memory: moved to the worker and back, never copied). Resolves to `out`'s
+ * bytes, in the view the worker handed back: the caller's view is detached once a worker has it.
+ */
+export async function readBlocksInto(
+  blocks: BlockStore,
+  pool: WorkerPool,
+  cids: CidBytes[],
+  locs: BlockLocation[],
+  out: Uint8Array,
+  outOffsets: Float64Array,
+  nodes?: { cids: CidBytes[]; entries: NodeEntries[]; offsets: Float64Array },
+): Promise<Uint8Array> {
+  const job: Job = { seq: 0, chunks: [], cids, locs, raw: 0 }
+  const t = readTask(blocks, undefined, job, undefined)
+  t.outOffsets = outOffsets
+  t.out = out
+  if (nodes && nodes.cids.length) {
+    // tree nodes too: encoded into `out` by the worker and hashed there against their CIDs
+    const n = nodes.cids.length
+    let slots = 0
+    for (const e of nodes.entries) slots += e.count
+    t.nodeCounts = new Uint32Array(n)
+    t.nodeCodecs = new Uint8Array(slots)
+    t.nodeDigests = new Uint8Array(slots * 32)
+    t.nodeCids = new Uint8Array(n * 36)
+    t.nodeOffsets = nodes.offsets
+    slots = 0
+    for (let k = 0; k < n; k++) {
+      const e = nodes.entries[k]!
+      t.nodeCounts[k] = e.count
+      t.nodeCodecs.set(e.codecs, slots)
+      t.nodeDigests.set(e.digests, slots * 32)
+      t.nodeCids.set(nodes.cids[k]!, k * 36)
+      slots += e.count
+    }
+  }
+  // moved, not copied: `out` comes back as the result; the node columns are this task's alone
+  const transfer = out.buffer instanceof ArrayBuffer ? [out.buffer] : []
+  if (t.nodeCounts) transfer.push(...[t.nodeCounts, t.nodeCodecs!, t.nodeDigests!, t.nodeCids!].map((a) => a.buffer as ArrayBuffer))
+  const r = await pool.run(t, transfer)
+  if (r.bad >= cids.length && nodes) {
+    const cid = nodes.cids[r.bad - cids.length]!
+    throw new CkptError('CKPT_HASH_MISMATCH', `tree node ${cidToString(cid)} does not match its hash`, { cid: cidToString(cid) })
+  }
+  if (r.bad >= 0) throw readFailure(r, cids[r.bad]!, locs[r.bad]!)
+  return r.data!
+}
+
 /** A destination written front to back (stdout): restoreRegion calls write in order, awaiting each call. */
 export interface RegionSink {
   write(bytes: Uint8Array): Promise<void>

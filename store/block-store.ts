@@ -612,10 +612,10 @@ export class BlockStore implements BlockReader, BlockWriter {
     return { entries, bytes }
   }
 
-  private resolveNode(cid: CidBytes, hops: number, keep: boolean): { loc: BlockLocation; entries: NodeEntries } {
+  /** A node's entries rebuilt from its entry (and delta chain), NOT hashed: the caller proves them (getNode does; an export's worker hashes what it encodes). */
+  resolveNode(cid: CidBytes, hops: number, keep: boolean): { loc: BlockLocation; entries: NodeEntries } {
     if (cidCodec(cid) !== DAG_CBOR) throw new CkptError('CKPT_BAD_NODE', `${cidToString(cid)} is not a dag-cbor node`, { cid: cidToString(cid) })
-    // a cached base ends the chain without a read (its location only serves error messages of the
-    // node asked for, which is never a hit: getNodeBytes looked first)
+    // a cached base ends the chain without a read (CACHED's location is never in an error: hop 0 never hits)
     const hit = hops > 0 ? this.nodeCache.base(cidKey(cid)) : undefined
     if (hit) return { loc: CACHED, entries: hit }
     const { loc, payload } = this.readStored(cid)

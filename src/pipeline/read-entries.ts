@@ -8,6 +8,7 @@ import fs from 'node:fs'
 import { preadUpTo } from '../../codecs/bytes.js'
 import { blake3Equals } from '../../codecs/blake3.js'
 import { ENTRY_HEADER_SIZE, inflatePayload, isFault } from '../../codecs/pack-format.js'
+import { encodeNodeInto } from '../../codecs/tree-node.js'
 import type { ReadResult, ReadTask } from './tasks.js'
 
 /**
@@ -151,7 +152,25 @@ function readInto(t: ReadTask, fds: number[]): ReadResult {
   for (; next < n; next++) if (same && same[next]! >= 0) copySame(t, same, next, pos, collected)
   if (t.outFile) writeStaged(t, pos)
   if (t.zeros && t.out) fillZeros(t.out, t.zeros)
-  return { bad: -1, data: t.outFile ? undefined : collected }
+  const badNode = t.nodeCounts && t.out ? encodeNodes(t, t.out) : -1
+  if (badNode >= 0) return { bad: n + badNode, code: 'CKPT_HASH_MISMATCH', message: 'tree node does not match its hash' }
+  // a destination in plain memory was moved here: it goes back as the result
+  return { bad: -1, data: t.outFile ? undefined : (collected ?? (t.out && !(t.out.buffer instanceof SharedArrayBuffer) ? t.out : undefined)) }
+}
+
+/** The task's tree nodes encoded into `out`, each hashed against its CID: the first that fails, or -1. */
+function encodeNodes(t: ReadTask, out: Uint8Array): number {
+  const counts = t.nodeCounts!
+  let slot = 0
+  for (let k = 0; k < counts.length; k++) {
+    const count = counts[k]!
+    const e = { count, codecs: t.nodeCodecs!.subarray(slot, slot + count), digests: t.nodeDigests!.subarray(slot * 32, (slot + count) * 32) }
+    slot += count
+    const at = t.nodeOffsets![k]!
+    const end = encodeNodeInto(e, out, at)
+    if (!blake3Equals(out.subarray(at, end), t.nodeCids!, k * 36 + 4)) return k
+  }
+  return -1
 }
 
 /** Entry i repeats entry same[i]: its bytes, already proven, copied to where i goes. */

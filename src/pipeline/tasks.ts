@@ -7,7 +7,7 @@ import { blake3, blake3Into } from '../../codecs/blake3.js'
 import { CkptError } from '../../codecs/errors.js'
 import { BLAKE3, DIGEST_LENGTH, RAW } from '../../codecs/cid.js'
 import { ENTRY_HEADER_SIZE, writeEntryHeader } from '../../codecs/pack-format.js'
-import { encodeNodeInto } from '../../codecs/tree-node.js'
+import { decodeNode, encodeNode, encodeNodeScratch, nodeSlotCount } from '../../codecs/tree-node.js'
 import { encodeNodePatch, type DeltaForm } from '../../codecs/node-delta.js'
 import { AT_REST, compressBlockInto, compressorFor, maxBlockPayload } from '../../codecs/compress.js'
 import { viewMayHave, type FingerprintView } from '../../codecs/fingerprint.js'
@@ -43,6 +43,11 @@ export interface HashTask {
   known?: FingerprintView
   /** With `compress`: chunks (1) to hash but not compress */
   hashOnly?: Uint8Array
+  /**
+   * With `hashOnly`: such blocks that are tree nodes are decoded too (decodeNode, strict), into the
+   * result's node columns (a bundle import's dag-cbor blocks)
+   */
+  decodeNodes?: boolean
   /** With `compress`: shared memory for the payloads (reused by the caller; saves a fresh buffer per task) */
   out?: Uint8Array
   /**
@@ -124,6 +129,13 @@ export interface HashResult {
   unchanged?: Uint8Array
   /** spans found equal to their cached digest */
   spansUnchanged?: number
+  /**
+   * with `decodeNodes`: per block, the slot count of the tree node it decodes as (0: not a node); the
+   * nodes' codecs and digests, concatenated in block order
+   */
+  nodeCounts?: Uint32Array
+  nodeCodecs?: Uint8Array
+  nodeDigests?: Uint8Array
 }
 
 export interface CompressTask {
@@ -166,6 +178,7 @@ export interface ReadTask {
   cids: Uint8Array
   /** where each chunk goes in `out` or `outFile` */
   outOffsets: Float64Array
+  /** shared memory; or plain memory moved to the worker, which hands it back as ReadResult.data */
   out?: Uint8Array
   outFile?: string
   /** only check (decompress into scratch and re-hash); nothing is returned but the verdict */
@@ -177,13 +190,23 @@ export interface ReadTask {
   same?: Int32Array
   /** hole runs [from, to) of `out` to zero-fill, as pairs */
   zeros?: Float64Array
+  /**
+   * With `out`: tree nodes to encode (dag-cbor) into it, each at nodeOffsets[k], and hash against
+   * its 36-byte CID in nodeCids (a mismatch is ReadResult.bad = entries + k). Node k has
+   * nodeCounts[k] slots; their codecs and digests are concatenated.
+   */
+  nodeCounts?: Uint32Array
+  nodeCodecs?: Uint8Array
+  nodeDigests?: Uint8Array
+  nodeCids?: Uint8Array
+  nodeOffsets?: Float64Array
 }
 export interface ReadResult {
-  /** index of the first failing entry, or -1 */
+  /** index of the first failing entry (past the entries: tree node bad - entries, ReadTask.nodeCounts), or -1 */
   bad: number
   code?: 'CKPT_HASH_MISMATCH' | 'CKPT_BAD_INDEX' | 'CKPT_BAD_PACK'
   message?: string
-  /** when neither out nor outFile was given: the chunks, concatenated in entry order */
+  /** when neither out nor outFile was given: the chunks, concatenated in entry order; `out` when it is plain memory */
   data?: Uint8Array
 }
 
@@ -252,7 +275,7 @@ const rawCid = Uint8Array.of(0x01, RAW, BLAKE3, DIGEST_LENGTH, ...new Uint8Array
 let nodeScratch = new Uint8Array(16 << 10)
 
 function hashNodeInto(e: { count: number; codecs: Uint8Array; digests: Uint8Array }, out: Uint8Array, at: number): void {
-  const bytes = encodeNodeInto(e, nodeScratch)
+  const bytes = encodeNodeScratch(e, nodeScratch)
   if (bytes.buffer !== nodeScratch.buffer) nodeScratch = new Uint8Array(bytes.length)
   blake3Into(bytes, out, at)
 }
@@ -312,6 +335,7 @@ export function runTask(t: Task): TaskResult {
       }
       const r: HashResult = { digests, zero, compressed, out: out.subarray(0, at), outLengths, codes }
       if (t.leaves && t.indexes) Object.assign(r, hashLeaves(t.leaves, t.indexes, digests, zero))
+      if (t.decodeNodes && t.hashOnly) Object.assign(r, decodeNodes(t, data))
       return r
     }
     case 'compress': {
@@ -528,7 +552,7 @@ function hashLeaves(l: LeafSet, indexes: Uint32Array, digests: Uint8Array, zero:
     if (!live) continue
     leafLive[j] = 1
     const e = { count, codecs, digests: l.digests.subarray(j * F * 32, (j * F + count) * 32) }
-    const bytes = encodeNodeInto(e, nodeScratch)
+    const bytes = encodeNodeScratch(e, nodeScratch)
     if (bytes.buffer !== nodeScratch.buffer) nodeScratch = new Uint8Array(bytes.length)
     blake3Into(bytes, leafHashes, j * 32)
     if (!l.bases || l.bases[j * 36] === 0 || firstChanged![j] === firstChanged![j + 1]) continue
@@ -574,6 +598,36 @@ function packedOffsets(lengths: Uint32Array): Uint32Array {
 }
 
 /** ArrayBuffers a result can hand back without copying (never shared memory). */
+/** HashTask.decodeNodes: the hash-only blocks that decode as tree nodes, as columns (HashResult.nodeCounts). */
+function decodeNodes(t: HashTask, data: Uint8Array): { nodeCounts: Uint32Array; nodeCodecs: Uint8Array; nodeDigests: Uint8Array } {
+  const n = t.offsets.length
+  const block = (i: number) => data.subarray(t.offsets[i]!, t.offsets[i]! + t.lengths[i]!)
+  let slots = 0
+  for (let i = 0; i < n; i++) if (t.hashOnly![i]) slots += nodeSlotCount(block(i))
+  const nodeCounts = new Uint32Array(n)
+  const nodeCodecs = new Uint8Array(slots)
+  const nodeDigests = new Uint8Array(slots * 32)
+  let at = 0
+  for (let i = 0; i < n; i++) {
+    if (!t.hashOnly![i]) continue
+    const b = block(i)
+    const count = nodeSlotCount(b)
+    if (count === 0) continue
+    const into = { codecs: nodeCodecs.subarray(at, at + count), digests: nodeDigests.subarray(at * 32, (at + count) * 32) }
+    try {
+      decodeNode(b, into)
+    } catch {
+      // not a tree node: its columns are cleared for the next one
+      into.codecs.fill(0)
+      into.digests.fill(0)
+      continue
+    }
+    nodeCounts[i] = count
+    at += count
+  }
+  return { nodeCounts, nodeCodecs, nodeDigests }
+}
+
 export function transferables(r: TaskResult): ArrayBuffer[] {
   const list: ArrayBuffer[] = []
   for (const v of Object.values(r)) {

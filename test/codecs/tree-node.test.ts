@@ -3,7 +3,7 @@ import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
 import { describe, expect, it } from 'vitest'
 import { CkptError } from '../../codecs/errors.js'
-import { decodeNode, emptyNode, encodedNodeLength, encodeNode, encodeNodeInto, nodeLinkCount, type NodeEntries } from '../../codecs/tree-node.js'
+import { decodeNode, emptyNode, encodedNodeLength, encodeNode, encodeNodeInto, encodeNodeScratch, nodeLinkCount, nodeSlotCount, type NodeEntries } from '../../codecs/tree-node.js'
 import { hex } from '../helpers/bytes.js'
 import { mulberry32 } from '../helpers/rng.js'
 
@@ -69,19 +69,19 @@ describe('tree node encoding matches @ipld/dag-cbor', () => {
     }
   })
 
-  it('encodeNodeInto writes the same bytes over a dirty buffer, or into a new array when it is too small', () => {
+  it('encodeNodeScratch writes the same bytes over a dirty buffer, or into a new array when it is too small', () => {
     const next = mulberry32(0x1470)
     const scratch = new Uint8Array(12 << 10)
     for (const count of [1, 23, 24, 256, 300, 65536]) {
       for (const share of [0, 0.4, 1]) {
         const node = randomNode(next, count, share)
         scratch.fill(0xee)
-        const bytes = encodeNodeInto(node, scratch)
+        const bytes = encodeNodeScratch(node, scratch)
         expect(hex(bytes)).toBe(hex(encodeNode(node)))
         expect(bytes.buffer === scratch.buffer).toBe(encodedNodeLength(node) <= scratch.length)
       }
     }
-    expect(() => encodeNodeInto({ count: 2, codecs: new Uint8Array(2), digests: new Uint8Array(63) }, scratch)).toThrow(TypeError)
+    expect(() => encodeNodeScratch({ count: 2, codecs: new Uint8Array(2), digests: new Uint8Array(63) }, scratch)).toThrow(TypeError)
   })
 
   it('emptyNode is all holes', () => {
@@ -192,5 +192,50 @@ describe('decodeNode fuzz', () => {
     }
     // flips inside digests stay valid, so some mutations must decode
     expect(accepted).toBeGreaterThan(0)
+  })
+})
+
+describe('encodeNodeInto', () => {
+  it('writes encodeNode\'s bytes at any offset, nothing outside them', () => {
+    const rand = mulberry32(77)
+    for (const count of [1, 23, 24, 255, 256, 4096, 65535, 65536]) {
+      const n = emptyNode(count)
+      for (let s = 0; s < count; s++) {
+        const r = rand()
+        if (r < 0.3) continue
+        n.codecs[s] = r < 0.8 ? 0x55 : 0x71
+        for (let b = 0; b < 32; b++) n.digests[s * 32 + b] = Math.floor(rand() * 256)
+      }
+      const want = encodeNode(n)
+      const out = new Uint8Array(want.length + 10).fill(0xee)
+      expect(encodeNodeInto(n, out, 7)).toBe(7 + want.length)
+      expect(hex(out.subarray(7, 7 + want.length))).toBe(hex(want))
+      expect([...out.subarray(0, 7), ...out.subarray(7 + want.length)].every((b) => b === 0xee)).toBe(true)
+      expect(() => encodeNodeInto(n, out, 11)).toThrow(RangeError)
+    }
+  })
+})
+
+describe('decodeNode into columns', () => {
+  it('gives what decodeNode gives, in the columns nodeSlotCount sizes; nodeSlotCount is 0 for what cannot start a node', () => {
+    const rand = mulberry32(78)
+    for (const count of [1, 23, 24, 255, 256, 65536]) {
+      const n = emptyNode(count)
+      for (let s = 0; s < count; s++) {
+        if (rand() < 0.4) continue
+        n.codecs[s] = 0x55
+        for (let b = 0; b < 32; b++) n.digests[s * 32 + b] = Math.floor(rand() * 256)
+      }
+      const bytes = encodeNode(n)
+      expect(nodeSlotCount(bytes)).toBe(count)
+      const codecs = new Uint8Array(count + 8)
+      const digests = new Uint8Array((count + 8) * 32)
+      const e = decodeNode(bytes, { codecs: codecs.subarray(4, 4 + count), digests: digests.subarray(128, 128 + count * 32) })
+      expect(hex(e.codecs)).toBe(hex(n.codecs))
+      expect(hex(e.digests)).toBe(hex(n.digests))
+      expect(e.codecs.buffer).toBe(codecs.buffer)
+      expect(() => decodeNode(bytes, { codecs: new Uint8Array(count + 1), digests: new Uint8Array((count + 1) * 32) })).toThrow(TypeError)
+    }
+    for (const b of [[], [0x80], [0xa1, 0x61], [0x98], [0x9a, 0, 1, 0, 1]]) expect(nodeSlotCount(Uint8Array.from(b))).toBe(0)
   })
 })
