@@ -64,8 +64,9 @@ export function decodeChunkTable(bytes: Uint8Array): ChunkTable | undefined {
     size: Number(size),
     chunkSize,
     fanout,
-    root: Uint8Array.prototype.slice.call(b, 32, 32 + CID_LENGTH),
-    codecs: Uint8Array.prototype.slice.call(b, LEAF_HEADER_SIZE, LEAF_HEADER_SIZE + n),
-    digests: Uint8Array.prototype.slice.call(b, LEAF_HEADER_SIZE + n, LEAF_HEADER_SIZE + n * 33),
+    // plain Uint8Array copies: a Buffer's slice() is a view, and these are sliced into node entries
+    root: new Uint8Array(b.subarray(32, 32 + CID_LENGTH)),
+    codecs: new Uint8Array(b.subarray(LEAF_HEADER_SIZE, LEAF_HEADER_SIZE + n)),
+    digests: new Uint8Array(b.subarray(LEAF_HEADER_SIZE + n, LEAF_HEADER_SIZE + n * 33)),
   }
 }

@@ -137,7 +137,7 @@ export class RegionTree {
     else if (cid) {
       // a private copy: the tree mutates its head nodes, the store's cache must stay as stored
       const e = this.blocks.getNode(cid)
-      entries = { count: e.count, codecs: e.codecs.slice(), digests: e.digests.slice() }
+      entries = { count: e.count, codecs: new Uint8Array(e.codecs), digests: new Uint8Array(e.digests) }
       if (entries.count !== count) {
         throw new CkptError('CKPT_BAD_NODE', `tree node at level ${level} has ${entries.count} entries, expected ${count}`, { level, index })
       }
@@ -158,7 +158,8 @@ export class RegionTree {
 
   private seeded(index: number, count: number, cid: CidBytes): NodeEntries | undefined {
     const from = index * this.geo.fanout
-    const entries = { count, codecs: this.seed!.codecs.slice(from, from + count), digests: this.seed!.digests.slice(from * 32, (from + count) * 32) }
+    // copies (new Uint8Array, never slice(): on a Buffer that is a view, and the tree mutates its leaves)
+    const entries = { count, codecs: new Uint8Array(this.seed!.codecs.subarray(from, from + count)), digests: new Uint8Array(this.seed!.digests.subarray(from * 32, (from + count) * 32)) }
     if (!blake3Equals(encodeNode(entries), cidDigest(cid))) return undefined
     this.seededLeaves++
     return entries
@@ -356,7 +357,7 @@ export class RegionTree {
     const r = storeNode(this.blocks, cid, n.entries, base)
     // a node stored whole starts the chains of its next versions, which read it again at their depth
     // limit (a delta against it): kept decoded rather than read back, decompressed and re-hashed
-    if (r.depth === 0) this.blocks.nodeCache.proven(cid, { count: n.entries.count, codecs: n.entries.codecs.slice(), digests: n.entries.digests.slice() })
+    if (r.depth === 0) this.blocks.nodeCache.proven(cid, { count: n.entries.count, codecs: new Uint8Array(n.entries.codecs), digests: new Uint8Array(n.entries.digests) })
     n.depth = r.depth
     n.start = r.start
     return r.stored
@@ -375,7 +376,8 @@ export function offerLeaves(blocks: BlockStore, geo: Geometry, root: CidBytes | 
   const offer = (j: number, cid: CidBytes) => {
     const count = geo.nodeCount(1, j)
     const from = j * F
-    blocks.offerNode(cid, { count, codecs: table.codecs.slice(from, from + count), digests: table.digests.slice(from * 32, (from + count) * 32) })
+    // copies, never views of the table: the cache's entries must not share memory with anything
+    blocks.offerNode(cid, { count, codecs: new Uint8Array(table.codecs.subarray(from, from + count)), digests: new Uint8Array(table.digests.subarray(from * 32, (from + count) * 32)) })
   }
   const visit = (level: number, index: number, cid: CidBytes) => {
     if (level === 1) return offer(index, cid)

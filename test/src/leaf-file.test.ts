@@ -214,3 +214,37 @@ describe('leaf files in a restore', () => {
     expect(without.reads).toBe(4) // ram root, its two leaves, the disk's root
   })
 })
+
+describe('leaf files and the node cache', () => {
+  it('leaves offered by a restore are not the tree’s to change: a checkpoint after the restore leaves the old checkpoint’s bytes as they were', async () => {
+    const { dir, rng, ram, disk, scan } = await setup()
+    dirty(rng, ram, 4096, 9)
+    const { c } = await scan(1)
+    const old = { ram: Buffer.from(ram), disk: Buffer.from(disk) }
+    const st = await openStore(dir)
+    try {
+      // the restore offers c's leaves (its roots have leaf files); the next checkpoint's tree takes them
+      const out = Buffer.alloc(RAM)
+      await st.restore(c.cid, 'ram', out)
+      expect(out.equals(old.ram)).toBe(true)
+      const outDisk = Buffer.alloc(DISK)
+      await st.restore(c.cid, 'disk', outDisk)
+      // changes declared as dirty pages: the tree reads its leaves through the node cache
+      const pages = [3, 7, 100, 300, 301, 500]
+      for (const p of pages) ram.set(rng.bytes(4096), p * 4096)
+      disk.set(rng.bytes(65536), 2 * 65536)
+      const tl = await st.timeline('t')
+      const hinted = await tl.checkpoint({ vtime: 2, regions: { ram: { data: ram, dirty: pages }, disk: { data: disk, dirty: [2] } } })
+      for (const [region, want] of [['ram', old.ram], ['disk', old.disk]] as const) {
+        const o = Buffer.alloc(want.length)
+        await st.restore(c.cid, region, o)
+        expect(o.equals(want), `${region} of the older checkpoint`).toBe(true)
+      }
+      const o = Buffer.alloc(RAM)
+      await st.restore(hinted.cid, 'ram', o)
+      expect(o.equals(ram)).toBe(true)
+    } finally {
+      await st.close()
+    }
+  })
+})
