@@ -14,6 +14,7 @@ import { decodeNode, encodeNode, type NodeEntries } from '../codecs/tree-node.js
 import { allocBytes } from './alloc.js'
 import { FingerprintSet, type FingerprintView } from './fingerprint-set.js'
 import { NodeCache } from './node-cache.js'
+import { StagedCopies } from './staged-copies.js'
 import { blockKey, blockKeyCid, blockRange, manifestKey, packKey, packKeyNo, packRange } from './keys.js'
 import type { KV, KVOp } from './kv.js'
 import {
@@ -71,6 +72,8 @@ const FLUSH_AT = 1 << 20
 export class BlockStore implements BlockReader, BlockWriter {
   private readonly filter = new FingerprintSet()
   private readonly staged = new Map<string, BlockLocation>()
+  /** gc's copies (copyEntry), apart from the blocks put: many, and they move blocks rather than add them */
+  private readonly copies = new StagedCopies()
   private readonly stagedCids: CidBytes[] = []
   /** manifests among the staged blocks: the commit lists them under 'M' */
   private readonly stagedManifests: CidBytes[] = []
@@ -199,7 +202,7 @@ export class BlockStore implements BlockReader, BlockWriter {
   }
 
   locate(cid: CidBytes): BlockLocation | undefined {
-    const s = this.staged.size > 0 ? this.staged.get(cidKey(cid)) : undefined
+    const s = this.staged.size > 0 ? this.staged.get(cidKey(cid)) : this.copies.count > 0 ? this.copies.get(cid) : undefined
     if (s) return s
     const v = this.kv.getSync(blockKey(cid))
     return v === undefined ? undefined : decodeLocation(v)
@@ -223,7 +226,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     const out: (BlockLocation | undefined)[] = new Array(cids.length)
     const ask: number[] = []
     for (let i = 0; i < cids.length; i++) {
-      const s = this.staged.size > 0 ? this.staged.get(cidKey(cids[i]!)) : undefined
+      const s = this.staged.size > 0 ? this.staged.get(cidKey(cids[i]!)) : this.copies.count > 0 ? this.copies.get(cids[i]!) : undefined
       if (s) out[i] = s
       else ask.push(i)
     }
@@ -261,7 +264,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     const rec = this.packs.get(loc.pack)
     const end = loc.offset + ENTRY_HEADER_SIZE + loc.storedLength
     const inBuffer = loc.pack === this.openPack && loc.offset >= this.bufStart && end <= this.bufStart + this.bufLen
-    const staged = this.staged.size > 0 && loc.pack === this.openPack && end <= this.bufStart + this.bufLen
+    const staged = (this.staged.size > 0 || this.copies.count > 0) && loc.pack === this.openPack && end <= this.bufStart + this.bufLen
     if (!rec || loc.offset < PACK_HEADER_SIZE || (!inBuffer && !staged && end > rec.committedLength)) {
       throw new CkptError('CKPT_BAD_INDEX', `the index places ${cidToString(cid)} ${rec ? `past the end of pack ${loc.pack}` : `in pack ${loc.pack}, which the index does not know`}`, {
         cid: cidToString(cid),
@@ -357,13 +360,27 @@ export class BlockStore implements BlockReader, BlockWriter {
   /**
    * Write entry point 3 of 3: gc's copy of a whole entry (block or catalog record, checked by the
    * caller) out of a pack it rewrites. The bytes go as they are; a block's index entry moves to the
-   * copy at commit; where it went is returned (a record's index entry is the caller's to write).
+   * copy at commit; where it went is returned (a record's index entry is the caller's to write). The
+   * CID is the entry header's. A block put() staged is not copied (the caller asks isStaged first).
    */
-  copyEntry(cid: CidBytes, entry: Uint8Array, e: { rawLength: number; codec: number; depth: number; kind: number }): BlockLocation {
+  copyEntry(entry: Uint8Array, e: { rawLength: number; codec: number; depth: number; kind: number }): BlockLocation {
+    const at = this.place(entry)
+    if (e.kind === ENTRY_KIND.record) return this.stage(this.buf.subarray(at + 12, at + ENTRY_HEADER_SIZE) as CidBytes, at, entry.length - ENTRY_HEADER_SIZE, { rawLength: e.rawLength, codec: e.codec, depth: 0, kind: e.kind }, false)
+    if (this.staged.size > 0 && this.staged.has(cidKey(this.buf.subarray(at + 12, at + ENTRY_HEADER_SIZE) as CidBytes))) throw new Error('copyEntry: a block put() staged is copied')
+    const loc = { pack: this.openPack, offset: this.bufStart + at, storedLength: entry.length - ENTRY_HEADER_SIZE, rawLength: e.rawLength, codec: e.codec, depth: e.depth }
+    this.bufLen = at + entry.length
+    this.stagedEntries++
+    this.last = loc
+    this.copies.add(this.buf, at + 12, loc)
+    if (this.bufLen >= FLUSH_AT) this.flushBuffer()
+    return loc
+  }
+
+  /** Copies a whole entry into the write buffer; returns where it starts there. */
+  private place(entry: Uint8Array): number {
     const at = this.reserve(entry.length)
     this.buf.set(entry, at)
-    const record = e.kind === ENTRY_KIND.record
-    return this.stage(cid, at, entry.length - ENTRY_HEADER_SIZE, { rawLength: e.rawLength, codec: e.codec, depth: record ? 0 : e.depth, kind: record ? e.kind : ENTRY_KIND.block }, false)
+    return at
   }
 
   /** Where the entry staged last went (a catalog record's place: the index keys records by seq). */
@@ -376,8 +393,10 @@ export class BlockStore implements BlockReader, BlockWriter {
     return this.nodeCache.resize(entries)
   }
 
-  isStaged(cid: CidBytes): boolean {
-    return this.staged.has(cidKey(cid))
+  /** Whether a block was staged (put, or copied) since the last commit; `at`: the CID is at cid[at]. */
+  isStaged(cid: Uint8Array, at = 0): boolean {
+    if (this.copies.has(cid, at)) return true
+    return this.staged.size > 0 && this.staged.has(cidKey((at === 0 ? cid : cid.subarray(at, at + CID_LENGTH)) as CidBytes))
   }
 
   /** The pack being appended to (-1: none open). */
@@ -480,6 +499,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     for (const cid of this.stagedCids) {
       ops.push({ type: 'put', key: blockKey(cid), value: encodeLocation(this.staged.get(cidKey(cid))!) })
     }
+    for (const op of this.copies.ops()) ops.push(op)
     for (const cid of this.stagedManifests) ops.push({ type: 'put', key: manifestKey(cid), value: new Uint8Array(0) })
     const next = { committedLength: this.bufStart, sealed: false, entries: rec.entries + this.stagedEntries }
     ops.push({ type: 'put', key: packKey(this.openPack), value: encodePackRecord(next) })
@@ -495,6 +515,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     if (this.blockCount >= 0) this.blockCount += this.stagedCids.length
     this.stagedEntries = 0
     this.staged.clear()
+    this.copies.clear()
     this.stagedCids.length = 0
     this.stagedManifests.length = 0
   }
@@ -504,6 +525,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     if (this.openPack < 0) return
     const rec = this.packs.get(this.openPack)!
     this.staged.clear()
+    this.copies.clear()
     this.stagedCids.length = 0
     this.stagedManifests.length = 0
     this.stagedEntries = 0
