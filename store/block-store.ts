@@ -72,8 +72,7 @@ const FLUSH_AT = 1 << 20
 export class BlockStore implements BlockReader, BlockWriter {
   private readonly filter = new FingerprintSet()
   private readonly staged = new Map<string, BlockLocation>()
-  /** gc's copies (copyEntry), apart from the blocks put: many, and they move blocks rather than add them */
-  private readonly copies = new StagedCopies()
+  private readonly copies = new StagedCopies() // gc's copies (copyEntry): many, moving blocks rather than adding them
   private readonly stagedCids: CidBytes[] = []
   /** manifests among the staged blocks: the commit lists them under 'M' */
   private readonly stagedManifests: CidBytes[] = []
@@ -340,7 +339,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     const depth = opts.depth ?? 0
     const at = this.reserve(ENTRY_HEADER_SIZE + payload.length)
     writeEntry(this.buf, at, cid, codec, depth, rawLength, payload, kind)
-    this.stage(cid, at, payload.length, { rawLength, codec, depth, kind }, true)
+    this.stage(cid, at, payload.length, { rawLength, codec, depth, kind }, false)
     if (opts.replace) this.nodeCache.drop(cidKey(cid))
     return true
   }
@@ -353,34 +352,20 @@ export class BlockStore implements BlockReader, BlockWriter {
     if (this.has(cid)) return false
     const at = this.reserve(entry.length)
     this.buf.set(entry, at)
-    this.stage(cid, at, entry.length - ENTRY_HEADER_SIZE, { rawLength, codec, depth: 0, kind: ENTRY_KIND.block }, true)
+    this.stage(cid, at, entry.length - ENTRY_HEADER_SIZE, { rawLength, codec, depth: 0, kind: ENTRY_KIND.block }, false)
     return true
   }
 
   /**
-   * Write entry point 3 of 3: gc's copy of a whole entry (block or catalog record, checked by the
-   * caller) out of a pack it rewrites. The bytes go as they are; a block's index entry moves to the
-   * copy at commit; where it went is returned (a record's index entry is the caller's to write). The
-   * CID is the entry header's. A block put() staged is not copied (the caller asks isStaged first).
+   * Write entry point 3 of 3: gc's copy of a whole entry (block or record, checked by the caller, who
+   * copies no block staged: isStaged) out of a pack it rewrites, as it is. A block's index entry moves
+   * to the copy at commit; where it went is returned (a record's index entry is the caller's to write).
    */
   copyEntry(entry: Uint8Array, e: { rawLength: number; codec: number; depth: number; kind: number }): BlockLocation {
-    const at = this.place(entry)
-    if (e.kind === ENTRY_KIND.record) return this.stage(this.buf.subarray(at + 12, at + ENTRY_HEADER_SIZE) as CidBytes, at, entry.length - ENTRY_HEADER_SIZE, { rawLength: e.rawLength, codec: e.codec, depth: 0, kind: e.kind }, false)
-    if (this.staged.size > 0 && this.staged.has(cidKey(this.buf.subarray(at + 12, at + ENTRY_HEADER_SIZE) as CidBytes))) throw new Error('copyEntry: a block put() staged is copied')
-    const loc = { pack: this.openPack, offset: this.bufStart + at, storedLength: entry.length - ENTRY_HEADER_SIZE, rawLength: e.rawLength, codec: e.codec, depth: e.depth }
-    this.bufLen = at + entry.length
-    this.stagedEntries++
-    this.last = loc
-    this.copies.add(this.buf, at + 12, loc)
-    if (this.bufLen >= FLUSH_AT) this.flushBuffer()
-    return loc
-  }
-
-  /** Copies a whole entry into the write buffer; returns where it starts there. */
-  private place(entry: Uint8Array): number {
     const at = this.reserve(entry.length)
     this.buf.set(entry, at)
-    return at
+    const record = e.kind === ENTRY_KIND.record
+    return this.stage(undefined, at, entry.length - ENTRY_HEADER_SIZE, { rawLength: e.rawLength, codec: e.codec, depth: record ? 0 : e.depth, kind: record ? e.kind : ENTRY_KIND.block }, true)
   }
 
   /** Where the entry staged last went (a catalog record's place: the index keys records by seq). */
@@ -395,8 +380,7 @@ export class BlockStore implements BlockReader, BlockWriter {
 
   /** Whether a block was staged (put, or copied) since the last commit; `at`: the CID is at cid[at]. */
   isStaged(cid: Uint8Array, at = 0): boolean {
-    if (this.copies.has(cid, at)) return true
-    return this.staged.size > 0 && this.staged.has(cidKey((at === 0 ? cid : cid.subarray(at, at + CID_LENGTH)) as CidBytes))
+    return this.copies.has(cid, at) || (this.staged.size > 0 && this.staged.has(cidKey(cid.subarray(at, at + CID_LENGTH) as CidBytes)))
   }
 
   /** The pack being appended to (-1: none open). */
@@ -421,17 +405,19 @@ export class BlockStore implements BlockReader, BlockWriter {
     return this.bufLen
   }
 
-  /** Records a staged entry (the write buffer holds it at `at`); a block is indexed at commit, a manifest also listed if `list`. */
-  private stage(cid: CidBytes, at: number, storedLength: number, e: { rawLength: number; codec: number; depth: number; kind: number }, list: boolean): BlockLocation {
+  /** Records a staged entry (the write buffer holds it at `at`); a block is indexed at commit, a manifest put also listed; a copy's CID is its header's. */
+  private stage(cid: CidBytes | undefined, at: number, storedLength: number, e: { rawLength: number; codec: number; depth: number; kind: number }, copy: boolean): BlockLocation {
     const loc = { pack: this.openPack, offset: this.bufStart + at, storedLength, rawLength: e.rawLength, codec: e.codec, depth: e.depth }
     this.bufLen = at + ENTRY_HEADER_SIZE + storedLength
     this.stagedEntries++
     this.last = loc
-    if (e.kind !== ENTRY_KIND.record) {
+    // a record is indexed by its seq, by the caller
+    if (e.kind !== ENTRY_KIND.record && copy) this.copies.add(this.buf, at + 12, loc)
+    else if (e.kind !== ENTRY_KIND.record && cid) {
       this.staged.set(cidKey(cid), loc)
       this.stagedCids.push(cid)
       if (this.useFilter) this.filter.add(cidDigest(cid))
-      if (list && e.kind === ENTRY_KIND.manifest) this.stagedManifests.push(cid)
+      if (e.kind === ENTRY_KIND.manifest) this.stagedManifests.push(cid)
     }
     if (this.bufLen >= FLUSH_AT) this.flushBuffer()
     return loc
