@@ -479,8 +479,8 @@ export class BlockStore implements BlockReader, BlockWriter {
     const rec = this.packs.get(this.openPack)!
     if (this.stagedEntries === 0 && rec.committedLength > 0) return []
     this.flushBuffer()
-    // fdatasync on libuv's pool: it covers the data and the file's new length, and keeps this thread free
-    await this.io.syncAsync(this.openPack)
+    // fdatasync on libuv's pool: it covers the data and the file's new length; the operations are made meanwhile
+    const synced = this.io.syncAsync(this.openPack)
     const ops: KVOp[] = []
     for (const cid of this.stagedCids) {
       ops.push({ type: 'put', key: blockKey(cid), value: encodeLocation(this.staged.get(cidKey(cid))!) })
@@ -489,7 +489,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     for (const cid of this.stagedManifests) ops.push({ type: 'put', key: manifestKey(cid), value: new Uint8Array(0) })
     const next = { committedLength: this.bufStart, sealed: false, entries: rec.entries + this.stagedEntries }
     ops.push({ type: 'put', key: packKey(this.openPack), value: encodePackRecord(next) })
-    return ops
+    return synced.then(() => ops)
   }
 
   /** Called after the batch from prepareCommit() is durable. */

@@ -504,8 +504,8 @@ class PackCollector {
         end: p.rec.sealed || p.rec.retired ? undefined : p.rec.committedLength,
         sealed: p.rec.sealed && !p.rec.retired,
         footerOptional: p.rec.retired,
-        // only what is copied needs its checksum checked
-        check: (buf, at, kind) => (kind === ENTRY_KIND.record ? recordsHere !== undefined : isLive(buf, at)),
+        // only what is copied needs its checksum checked: a live chunk, a live node where the index places it
+        check: (buf, at, kind, offset) => (kind === ENTRY_KIND.record ? recordsHere !== undefined : buf[at + 1] === DAG_CBOR ? nodesHere?.has(offset) === true : isLive(buf, at)),
       })
       for (const ev of scan) {
         if (ev.kind === 'damage' || ev.kind === 'bad-header' || ev.kind === 'bad-footer') damaged = true
@@ -523,15 +523,15 @@ class PackCollector {
           const loc = blocks.copyEntry(e.bytes, e)
           w.ops.push({ type: 'put', key, value: encodeLocation(loc) })
         } else if (!(e.wanted ?? isLive(buf, cidAt))) {
-          // not live (the scan's check asked, its checksum was then not checked)
+          // not copied (the scan's check said so, its checksum was then not checked): dead, or a node
+          // the index places elsewhere
           const manifest = e.kind === ENTRY_KIND.manifest || (!marked && node && e.codec !== AT_REST.nodeDelta)
-          if (manifest) goneManifests.push(Uint8Array.prototype.slice.call(e.cid) as CidBytes)
+          if (manifest && !isLive(buf, cidAt)) goneManifests.push(Uint8Array.prototype.slice.call(e.cid) as CidBytes)
           continue
         } else {
           // a node whose index entry names another copy stays where it is (that copy may be an old
           // one, a delta of a base gc let go); any intact copy of a chunk will do
-          if (node && !nodesHere?.has(e.offset)) continue
-          if (blocks.isStaged(buf, cidAt)) continue
+          if (node ? !nodesHere?.has(e.offset) : blocks.isStaged(buf, cidAt)) continue
           // a manifest of a version-1 pack (kind 0) is marked as one where it goes (kind 1): the
           // packs alone must still tell it from a tree node once its old pack is gone
           const unmarkedManifest = !marked && node && e.codec !== AT_REST.nodeDelta && (await this.host.kv.get(manifestKey(e.cid))) !== undefined

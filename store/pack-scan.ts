@@ -106,11 +106,11 @@ export function* scanPack(
     footerOptional?: boolean
     /**
      * whether an entry's checksum matters (default: every entry's does), given the buffer its CID is
-     * in and where; the entry's `wanted` says what it answered. gc checks only the entries it copies;
+     * in and where, its kind and its offset in the pack; the entry's `wanted` says what it answered. gc checks only the entries it copies;
      * one it skips is walked over by its header (a damaged length still shows: the next header is
      * then implausible, and the scan falls back to searching with checksums)
      */
-    check?: (buf: Uint8Array, cidAt: number, kind: number) => boolean
+    check?: (buf: Uint8Array, cidAt: number, kind: number, offset: number) => boolean
   } = {},
 ): Generator<ScanEvent> {
   try {
@@ -201,7 +201,7 @@ class EntryWindow {
     private readonly r: PackReader,
     private readonly limit: number,
     private readonly maxKind: number,
-    private readonly check: ((buf: Uint8Array, cidAt: number, kind: number) => boolean) | undefined,
+    private readonly check: ((buf: Uint8Array, cidAt: number, kind: number, offset: number) => boolean) | undefined,
   ) {}
 
   private have(from: number, n: number): boolean {
@@ -227,7 +227,7 @@ class EntryWindow {
     if (p + ENTRY_HEADER_SIZE + stored > this.limit || !this.have(p, ENTRY_HEADER_SIZE + stored)) return undefined
     const b = this.buf
     const o = p - this.bufAt
-    const wanted = mayTrust && this.check !== undefined ? this.check(b, o + 12, b[o + 10]!) : undefined
+    const wanted = mayTrust && this.check !== undefined ? this.check(b, o + 12, b[o + 10]!, p) : undefined
     if (wanted !== false && !crcOk(b, o, stored)) return undefined
     return new WindowEntry(b, o, p, stored, wanted)
   }

@@ -7,7 +7,10 @@
 import { CID_LENGTH, type CidBytes } from '../codecs/cid.js'
 import { blockKey } from './keys.js'
 import type { KVOp } from './kv.js'
-import { encodeLocation, type BlockLocation } from './location.js'
+import { LOCATION_SIZE, type BlockLocation } from './location.js'
+
+const BLOCK_KEY_PREFIX = blockKey(new Uint8Array(0))[0]!
+const KEY_LENGTH = 1 + CID_LENGTH
 
 export class StagedCopies {
   private cids = new Uint8Array(0)
@@ -34,12 +37,12 @@ export class StagedCopies {
 
   /** Records a copy of the CID at cid[at] (a later copy of the same CID replaces the earlier one). */
   add(cid: Uint8Array, at: number, loc: BlockLocation): void {
-    let row = this.count === 0 ? -1 : this.find(cid, at)
+    if ((this.count + 1) * 2 > this.table.length) this.grow()
+    let row = this.find(cid, at)
     if (row < 0) {
-      if ((this.count + 1) * 2 > this.table.length) this.grow()
+      this.table[-1 - row] = this.count + 1
       row = this.count++
-      this.cids.set(cid.subarray(at, at + CID_LENGTH), row * CID_LENGTH)
-      this.table[this.slotFor(cid, at)] = row + 1
+      for (let i = 0; i < CID_LENGTH; i++) this.cids[row * CID_LENGTH + i] = cid[at + i]!
     }
     this.pack[row] = loc.pack
     this.offset[row] = loc.offset
@@ -49,12 +52,26 @@ export class StagedCopies {
     this.depth[row] = loc.depth
   }
 
-  /** The index operations that move every copied block's entry to its copy. */
+  /** The index operations that move every copied block's entry to its copy (keys and values views of two buffers). */
   ops(): KVOp[] {
     const out: KVOp[] = new Array(this.count)
+    const keys = new Uint8Array(this.count * KEY_LENGTH)
+    const values = Buffer.alloc(this.count * LOCATION_SIZE)
     for (let r = 0; r < this.count; r++) {
-      const loc = { pack: this.pack[r]!, offset: this.offset[r]!, storedLength: this.stored[r]!, rawLength: this.raw[r]!, codec: this.codec[r]!, depth: this.depth[r]! }
-      out[r] = { type: 'put', key: blockKey(this.cids.subarray(r * CID_LENGTH, (r + 1) * CID_LENGTH)), value: encodeLocation(loc) }
+      const k = r * KEY_LENGTH
+      const v = r * LOCATION_SIZE
+      keys[k] = BLOCK_KEY_PREFIX
+      keys.set(this.cids.subarray(r * CID_LENGTH, (r + 1) * CID_LENGTH), k + 1)
+      // as encodeLocation writes it
+      const offset = this.offset[r]!
+      values.writeUInt32LE(this.pack[r]!, v)
+      values.writeUInt32LE(offset % 0x100000000, v + 4)
+      values.writeUInt32LE(Math.floor(offset / 0x100000000), v + 8)
+      values.writeUInt32LE(this.stored[r]!, v + 12)
+      values.writeUInt32LE(this.raw[r]!, v + 16)
+      values[v + 20] = this.codec[r]!
+      values[v + 21] = this.depth[r]!
+      out[r] = { type: 'put', key: keys.subarray(k, k + KEY_LENGTH), value: values.subarray(v, v + LOCATION_SIZE) }
     }
     return out
   }
@@ -71,12 +88,12 @@ export class StagedCopies {
     return cid[d]! | (cid[d + 1]! << 8) | (cid[d + 2]! << 16) | (cid[d + 3]! << 24)
   }
 
-  /** The row holding the CID at cid[at], or -1. */
+  /** The row holding the CID at cid[at], or -1-(the empty slot it would go to). */
   private find(cid: Uint8Array, at: number): number {
     const mask = this.table.length - 1
     for (let i = this.hash(cid, at) & mask; ; i = (i + 1) & mask) {
       const r = this.table[i]! - 1
-      if (r < 0) return -1
+      if (r < 0) return -1 - i
       if (this.equals(r, cid, at)) return r
     }
   }
