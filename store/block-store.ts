@@ -89,7 +89,7 @@ export class BlockStore implements BlockReader, BlockWriter {
   private bufStart = 0
   private bufLen = 0
   private blockCount = 0
-  private readonly packTarget: number
+  readonly packTarget: number // a pack is sealed once this long
 
   private constructor(
     private readonly kv: KV,

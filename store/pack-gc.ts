@@ -620,9 +620,15 @@ class Rewriter {
     this.syncs.push(this.host.blocks.syncEarly().catch(() => {}))
   }
 
-  /** Whether the copies so far are due for a commit (bytes, the caller's operations, the copies' index entries). */
+  /**
+   * Whether the copies so far are due for a commit: bytes, the caller's operations, the copies' index
+   * entries, or the open pack at its target size (the commit seals it).
+   */
   due(): boolean {
-    return this.pending >= COMMIT_BYTES || this.ops.length >= COMMIT_OPS || this.host.blocks.stagedEntryCount >= COMMIT_COPIES
+    const b = this.host.blocks
+    if (this.pending >= COMMIT_BYTES || this.ops.length >= COMMIT_OPS || b.stagedEntryCount >= COMMIT_COPIES) return true
+    const open = b.packRecords().get(b.openPackNo())
+    return open !== undefined && open.committedLength + b.stagedBytes >= b.packTarget
   }
 
   async commit(): Promise<void> {
