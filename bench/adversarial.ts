@@ -292,7 +292,7 @@ const rows: string[][] = [['attack', 'trials', 'outcome']]
   let right = 0
   const T = 10
   for (let t = 0; t < T; t++) {
-    const r = spawnSync(process.execPath, [path.join(import.meta.dirname, '..', 'src', 'cli.js'), 'add', '--store', dir, '--timeline', 'x', '--vtime', '1', '--blob', `b=${path.join(dir, 'CKPT')}`, '--json'], { encoding: 'utf8' })
+    const r = spawnSync(process.execPath, [path.join(import.meta.dirname, '..', 'cli', 'ckpt.js'), 'add', '--store', dir, '--timeline', 'x', '--vtime', '1', '--blob', `b=${path.join(dir, 'CKPT')}`, '--json'], { encoding: 'utf8' })
     const e = JSON.parse(r.stdout.trim().split('\n').at(-1) ?? '{}') as { error?: { code?: string; message?: string } }
     if (r.status === 3 && e.error?.code === 'CKPT_LOCKED' && e.error.message?.includes(String(process.pid))) right++
   }

@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url'
 import { median } from './stats.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-let CLI = path.join(ROOT, 'dist/src/cli.js')
+let CLI = path.join(ROOT, 'dist/cli/ckpt.js')
 const MiB = 1 << 20
 
 interface Args {

@@ -25,7 +25,7 @@ if (flag !== '--series' || !name || !SERIES[name] || !outTsv) {
   process.exit(2)
 }
 const spec = specOf(name)
-const cli = fileURLToPath(new URL('../src/cli.js', import.meta.url))
+const cli = fileURLToPath(new URL('../cli/ckpt.js', import.meta.url))
 const work = path.join(process.env.WORK ?? '/tmp/peers-work', TOOL)
 const repo = path.join(work, 'repo')
 const stage = path.join(process.env.STAGE ?? '/dev/shm/peers-stage', TOOL)

@@ -282,7 +282,7 @@ if (measure('other')) {
 }
 // --- nothing lost (issue 10): the catalog in the packs, and the index rebuilt from them ---
 if (measure('other')) {
-  const cli = path.join(import.meta.dirname, '..', 'src', 'cli.js')
+  const cli = path.join(import.meta.dirname, '..', 'cli', 'ckpt.js')
   const run = (args: string[]) => {
     const t = performance.now()
     const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', maxBuffer: 64 << 20 })

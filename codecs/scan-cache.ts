@@ -11,7 +11,7 @@ export const SCAN_MAGIC = 'CKPTSCAN'
 /** 2: the sum is keyed with the store's scan key (version-1 files, whose sum anyone could forge, are ignored) */
 export const SCAN_VERSION = 2
 /** span size the scan uses (a power of two); regions with chunks this large or larger have no spans */
-export const SPAN_SIZE = 64 << 10
+export { SPAN_SIZE } from './span.js'
 export const SCAN_HEADER_SIZE = 68
 
 export interface SpanTable {

@@ -86,8 +86,27 @@ export function encodedNodeLength(n: NodeEntries): number {
 /** The exact dag-cbor bytes of the node. */
 export function encodeNode(n: NodeEntries): Uint8Array {
   const links = checkEntries(n, 'encodeNode')
+  const out = new Uint8Array(headerLength(n.count) + links * LINK_LENGTH + (n.count - links))
+  writeNode(n, out)
+  return out
+}
+
+/**
+ * encodeNode() into `out` from its start when it has room (encodedNodeLength(n) bytes), else into a
+ * new array; returns the bytes written, a view of `out` or that array. For hashing many nodes
+ * without an array each (the workers' leaves).
+ */
+export function encodeNodeInto(n: NodeEntries, out: Uint8Array): Uint8Array {
+  const links = checkEntries(n, 'encodeNodeInto')
+  const size = headerLength(n.count) + links * LINK_LENGTH + (n.count - links)
+  const into = out.length >= size ? out.subarray(0, size) : new Uint8Array(size)
+  writeNode(n, into)
+  return into
+}
+
+/** Writes the checked node's encoding over all of `out` (exactly its length; prior contents ignored). */
+function writeNode(n: NodeEntries, out: Uint8Array): void {
   const { count, codecs, digests } = n
-  const out = new Uint8Array(headerLength(count) + links * LINK_LENGTH + (count - links))
   const src = view(digests)
   const dst = view(out)
   let p: number
@@ -105,7 +124,10 @@ export function encodeNode(n: NodeEntries): Uint8Array {
     p = 3
   } else {
     out[0] = 0x9a
+    out[1] = 0
     out[2] = 1 // 65536 = 00 01 00 00
+    out[3] = 0
+    out[4] = 0
     p = 5
   }
   for (let i = 0; i < count; i++) {
@@ -118,7 +140,7 @@ export function encodeNode(n: NodeEntries): Uint8Array {
     out[p + 1] = 0x2a
     out[p + 2] = 0x58
     out[p + 3] = 0x25
-    // out[p + 4] = 0x00: identity multibase prefix, already zero
+    out[p + 4] = 0x00 // identity multibase prefix
     out[p + 5] = 0x01
     out[p + 6] = codec
     out[p + 7] = BLAKE3
@@ -126,7 +148,6 @@ export function encodeNode(n: NodeEntries): Uint8Array {
     copyDigest(src, i * DIGEST_LENGTH, dst, p + LINK_HEAD)
     p += LINK_LENGTH
   }
-  return out
 }
 
 function bad(message: string, offset: number): CkptError {

@@ -2,7 +2,7 @@
 // The CLI synopsis README.md shows: the built CLI's `ckpt --help` (every command, its usage lines, what
 // they share). Prints it; with --write replaces the block between the lines `<!-- cli-synopsis -->`
 // and `<!-- /cli-synopsis -->` of README.md with it (in a ```text fence); with --check exits 1 when
-// README.md's block differs. Needs the build (npm run build): it runs dist/src/cli.js.
+// README.md's block differs. Needs the build (npm run build): it runs dist/cli/ckpt.js.
 // Usage: node scripts/cli-synopsis.mjs [--write | --check]
 import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
@@ -10,7 +10,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
-const cli = path.join(root, 'dist/src/cli.js')
+const cli = path.join(root, 'dist/cli/ckpt.js')
 const readme = path.join(root, 'README.md')
 const OPEN = '<!-- cli-synopsis -->'
 const CLOSE = '<!-- /cli-synopsis -->'

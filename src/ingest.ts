@@ -15,9 +15,9 @@ import type { BlockStore } from '../store/index.js'
 import { acquireSlab, releaseSlab } from './pipeline/slabs.js'
 import { COMPRESSED, type HashResult } from './pipeline/tasks.js'
 import { ENTRY_HEADER_SIZE } from '../codecs/pack-format.js'
-import type { WorkerPool } from './pipeline/worker-pool.js'
+import { PRESCAN_SPANS, prescanOf, type WorkerPool } from './pipeline/worker-pool.js'
 import type { Geometry, RegionTree } from './region-tree.js'
-import type { SpanTable } from '../codecs/scan-cache.js'
+import { SPAN_SIZE, type SpanTable } from '../codecs/scan-cache.js'
 
 /** ~1 MiB of chunks per task: large enough to amortise a postMessage, small enough to spread. */
 export const BATCH_BYTES = 1 << 20
@@ -48,10 +48,12 @@ export interface IngestStats {
   newStoredBytes: number
   /** full scans: 64 KiB spans found equal to the scan cache, whose chunks were not hashed one by one */
   spansUnchanged: number
+  /** full scans: tree leaves taken from the leaf file (SPEC §18.1) instead of rebuilt from the packs */
+  leavesFromFile: number
 }
 
 export function emptyStats(): IngestStats {
-  return { chunks: 0, zeroChunks: 0, unchangedChunks: 0, dedupChunks: 0, newChunks: 0, newRawBytes: 0, newStoredBytes: 0, spansUnchanged: 0 }
+  return { chunks: 0, zeroChunks: 0, unchangedChunks: 0, dedupChunks: 0, newChunks: 0, newRawBytes: 0, newStoredBytes: 0, spansUnchanged: 0, leavesFromFile: 0 }
 }
 
 /**
@@ -114,42 +116,56 @@ export function markOwnedLeaves(batches: ChunkBatch[], fanout: number): void {
 }
 
 /**
+ * The prescanned digests and zero flags (prescanFiles) of a file batch's 64 KiB spans, where its
+ * file was prescanned at the region's size and its chunks tile spans (chunks of 64 KiB, or smaller
+ * ones scanned by spans): undefined otherwise, or when a piece of the prescan failed.
+ */
+async function prescanned(b: ChunkBatch, geo: Geometry, bySpans: boolean): Promise<{ digests: Uint8Array; zero: Uint8Array } | undefined> {
+  const pre = prescanOf(b.file!, geo.size)
+  const at = b.fileOffset ?? 0
+  if (!pre || at % SPAN_SIZE !== 0 || !(geo.chunkSize === SPAN_SIZE || (bySpans && SPAN_SIZE % geo.chunkSize === 0))) return undefined
+  const s0 = at / SPAN_SIZE
+  const count = Math.ceil((b.indexes.length * geo.chunkSize) / SPAN_SIZE)
+  const ok = await Promise.all(pre.pieces.slice(Math.floor(s0 / PRESCAN_SPANS), Math.floor((s0 + count - 1) / PRESCAN_SPANS) + 1))
+  if (!ok.every(Boolean)) return undefined
+  return { digests: pre.digests.slice(s0 * 32, (s0 + count) * 32), zero: pre.zero.slice(s0, s0 + count) }
+}
+
+/**
  * Hashes, dedups, compresses and stores one batch; updates the tree. `speculative` (dirty-hint
  * batches, mostly new content): the worker compresses changed chunks in the same round trip; otherwise
  * (full scans, mostly unchanged) only chunks found new are compressed, in a second task.
  */
 export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: RegionTree, b: ChunkBatch, stats: IngestStats, speculative = false, spans?: SpanScan): Promise<void> {
-  let previous: Uint8Array | undefined
   if (speculative) {
-    previous = new Uint8Array(b.indexes.length * 32)
+    // the task's inputs and the payloads live in reused shared memory: fresh buffers per task
+    // (~2.5 MB of leaf copies per workload-S checkpoint) would make V8 run collections for their
+    // external memory every few checkpoints
+    const previous = acquireSlab(b.indexes.length * 32).fill(0)
     for (let k = 0; k < b.indexes.length; k++) {
       const d = tree.chunkDigest(b.indexes[k]!)
       if (d) previous.set(d, k * 32)
     }
-  }
-  if (speculative) {
-    // payloads come back in reused shared memory: fresh buffers per task would make V8 run full
-    // collections for their external memory every few checkpoints
     const comp = blocks.compressor
     let bound = 0
     for (let k = 0; k < b.lengths.length; k++) bound += ENTRY_HEADER_SIZE + maxBlockPayload(comp, b.lengths[k]!)
     const out = acquireSlab(bound)
-    const leaves = b.ownedLeaves ? tree.leafSet(b.indexes, b.ownedLeaves[0], b.ownedLeaves[1]) : undefined
-    const transfer = [previous!.buffer as ArrayBuffer]
-    if (leaves) transfer.push(leaves.codecs.buffer as ArrayBuffer, leaves.digests.buffer as ArrayBuffer, leaves.counts.buffer as ArrayBuffer)
+    // the worker also makes the owned leaves' deltas: the commit then only places them
+    const leaves = b.ownedLeaves ? tree.leafSet(b.indexes, b.ownedLeaves[0], b.ownedLeaves[1], true, acquireSlab) : undefined
     try {
       const h = await pool.run(
         {
           op: 'hash', data: b.data, file: b.file, fileOffset: b.fileOffset, offsets: b.offsets, lengths: b.lengths,
           compress: true, codec: blocks.compressor.code, previous, known: blocks.filterView(), out, leaves, indexes: leaves ? b.indexes : undefined,
         },
-        transfer,
       )
       await placeSpeculative(blocks, tree, b, h as Required<typeof h>, stats)
-      if (leaves && h.leafHashes) tree.presetLeaves(leaves.numbers, h.leafHashes, h.leafLive!)
+      if (leaves && h.leafHashes) tree.presetLeaves(leaves.numbers, h.leafHashes, h.leafLive!, h.leafDeltaLengths && h.leafDeltas && h.leafSizes ? { lengths: h.leafDeltaLengths, bytes: h.leafDeltas, sizes: h.leafSizes } : undefined)
       return
     } finally {
       releaseSlab(out)
+      releaseSlab(previous)
+      if (leaves) releaseSlab(leaves.counts)
     }
   }
   // spans: a full scan's batches are consecutive chunks starting on a span boundary
@@ -161,9 +177,10 @@ export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: Re
     cachedSpans = spans!.cached.digests.slice(span.s0 * 32, (span.s0 + span.count) * 32)
     cachedZero = spans!.cached.zero.slice(span.s0, span.s0 + span.count)
   }
+  const known = b.file ? await prescanned(b, tree.geo, span !== undefined) : undefined
   const h = await pool.run({
     op: 'hash', data: b.data, file: b.file, fileOffset: b.fileOffset, offsets: b.offsets, lengths: b.lengths,
-    spanChunks: span ? spans!.per : undefined, cachedSpans, cachedZero,
+    spanChunks: span ? spans!.per : undefined, cachedSpans, cachedZero, knownSpans: known?.digests, knownZero: known?.zero,
   })
   if (span && h.spanDigests && h.spanZero) {
     spans!.out.digests.set(h.spanDigests, span.s0 * 32)

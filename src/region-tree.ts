@@ -10,7 +10,7 @@
  * against its previous version where that is smaller, or, once that version's chain is at its depth
  * limit, against the node the chain starts from (SPEC.md, "Node deltas").
  */
-import { blake3 } from '../codecs/blake3.js'
+import { blake3, blake3Equals } from '../codecs/blake3.js'
 import { cidBytes, cidDigest, DAG_CBOR, RAW, type CidBytes } from '../codecs/cid.js'
 import { AT_REST, compressBlock } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
@@ -84,6 +84,14 @@ interface NodeState {
   dirty: boolean
   /** hash of the current entries computed elsewhere (a worker, with the chunks); null: all holes */
   preset?: Uint8Array | null
+  /**
+   * with `preset`: the node's delta against `cid`, made elsewhere with the hash (see leafSet), and the
+   * depth of `cid`'s chain it was planned on
+   */
+  presetDelta?: Uint8Array
+  plannedDepth?: number
+  /** with `presetDelta`: the node's encoded size (the entry's raw length) */
+  presetSize?: number
 }
 
 export interface TreeCommitStats {
@@ -94,6 +102,10 @@ export interface TreeCommitStats {
 export class RegionTree {
   private readonly levels: Map<number, NodeState>[] = []
   private rootCid: CidBytes | null
+  /** every chunk's link as a leaf file says (seedChunks), for leaves not yet read */
+  private seed: { codecs: Uint8Array; digests: Uint8Array } | undefined
+  /** leaves taken from the seed so far */
+  seededLeaves = 0
 
   constructor(
     private readonly blocks: BlockStore,
@@ -120,7 +132,9 @@ export class RegionTree {
     }
     const count = this.geo.nodeCount(level, index)
     let entries: NodeEntries
-    if (cid) {
+    const seeded = cid && level === 1 && this.seed ? this.seeded(index, count, cid) : undefined
+    if (seeded) entries = seeded
+    else if (cid) {
       // a private copy: the tree mutates its head nodes, the store's cache must stay as stored
       const e = this.blocks.getNode(cid)
       entries = { count: e.count, codecs: e.codecs.slice(), digests: e.digests.slice() }
@@ -133,6 +147,47 @@ export class RegionTree {
     return st
   }
 
+  /**
+   * Leaves for this tree from a table of every chunk's link (a leaf file, §18.1): a leaf read later
+   * is taken from it when the entries hash to the CID its parent holds, and read from the store
+   * otherwise. Saves rebuilding each leaf from its delta chain; a wrong table costs only the hashing.
+   */
+  seedChunks(table: { codecs: Uint8Array; digests: Uint8Array }): void {
+    if (table.codecs.length === this.geo.itemsAt(0) && table.digests.length === table.codecs.length * 32) this.seed = table
+  }
+
+  private seeded(index: number, count: number, cid: CidBytes): NodeEntries | undefined {
+    const from = index * this.geo.fanout
+    const entries = { count, codecs: this.seed!.codecs.slice(from, from + count), digests: this.seed!.digests.slice(from * 32, (from + count) * 32) }
+    if (!blake3Equals(encodeNode(entries), cidDigest(cid))) return undefined
+    this.seededLeaves++
+    return entries
+  }
+
+  /**
+   * Every chunk's link (0 or its codec, and its digest) as this tree holds it, for a leaf file; undefined
+   * when a leaf that is not a hole has not been read (nothing is read for it here).
+   */
+  chunkTable(): { codecs: Uint8Array; digests: Uint8Array } | undefined {
+    const F = this.geo.fanout
+    const n = this.geo.itemsAt(0)
+    const codecs = new Uint8Array(n)
+    const digests = new Uint8Array(n * 32)
+    for (let j = 0; j * F < n; j++) {
+      const st = this.levels[1]!.get(j)
+      if (st) {
+        codecs.set(st.entries.codecs.subarray(0, st.entries.count), j * F)
+        digests.set(st.entries.digests.subarray(0, st.entries.count * 32), j * F * 32)
+        continue
+      }
+      // not read: a hole if its parent (in memory) says so, else unknown here
+      if (this.geo.height === 1) return undefined
+      const parent = this.levels[2]!.get(Math.floor(j / F))
+      if (!parent || parent.entries.codecs[j % F]) return undefined
+    }
+    return { codecs, digests }
+  }
+
   /** The chunk's digest (32 bytes, a view) or undefined for a hole. */
   chunkDigest(i: number): Uint8Array | undefined {
     const n = this.node(1, Math.floor(i / this.geo.fanout))
@@ -142,9 +197,11 @@ export class RegionTree {
 
   /**
    * Copies of the leaves (level-1 nodes) numbered [from, to) that `indexes` (sorted) touch, for a worker
-   * to update with those chunks and hash (see presetLeaves).
+   * to update with those chunks and hash (see presetLeaves); with `deltas`, each with the base its delta
+   * is to be made against. Its arrays are views of one block: `alloc`'s (reused shared memory, the
+   * caller's to release: releaseSlab(set.counts)) or a new one.
    */
-  leafSet(indexes: Uint32Array, from: number, to: number): LeafSet | undefined {
+  leafSet(indexes: Uint32Array, from: number, to: number, deltas = false, alloc?: (bytes: number) => Uint8Array): LeafSet | undefined {
     const F = this.geo.fanout
     const numbers: number[] = []
     for (let k = 0; k < indexes.length; k++) {
@@ -152,18 +209,37 @@ export class RegionTree {
       if (leaf >= from && leaf < to && numbers.at(-1) !== leaf) numbers.push(leaf)
     }
     if (numbers.length === 0) return undefined
-    const set: LeafSet = {
-      fanout: F,
-      numbers: Uint32Array.from(numbers),
-      counts: new Uint32Array(numbers.length),
-      codecs: new Uint8Array(numbers.length * F),
-      digests: new Uint8Array(numbers.length * F * 32),
+    const L = numbers.length
+    // counts first (4-byte aligned), then codecs, digests and bases; slots past a leaf's count are never read
+    const size = 4 * L + L * F + L * F * 32 + (deltas ? L * 36 : 0)
+    const block = alloc ? alloc(size) : new Uint8Array(size)
+    const buf = block.buffer
+    let at = block.byteOffset
+    const counts = new Uint32Array(buf, at, L)
+    at += 4 * L
+    const set: LeafSet = { fanout: F, numbers: Uint32Array.from(numbers), counts, codecs: new Uint8Array(buf, at, L * F), digests: new Uint8Array(buf, at + L * F, L * F * 32) }
+    at += L * F + L * F * 32
+    if (deltas) {
+      set.bases = new Uint8Array(buf, at, L * 36)
+      set.deltaForm = NODE_DELTA_FORM
     }
     numbers.forEach((leaf, j) => {
-      const e = this.node(1, leaf).entries
+      const n = this.node(1, leaf)
+      const e = n.entries
       set.counts[j] = e.count
       set.codecs.set(e.codecs, j * F)
       set.digests.set(e.digests, j * F * 32)
+      // the delta writeNode would make, planned now: against the stored version, while its chain is short enough
+      n.plannedDepth = undefined
+      if (!set.bases) return
+      set.bases.fill(0, j * 36, j * 36 + 36)
+      if (n.cid && !n.dirty) {
+        const depth = n.depth ?? this.blocks.locate(n.cid)?.depth ?? MAX_DELTA_DEPTH
+        if (depth < depthLimit(n.cid)) {
+          set.bases.set(n.cid, j * 36)
+          n.plannedDepth = depth
+        }
+      }
     })
     return set
   }
@@ -172,10 +248,20 @@ export class RegionTree {
    * Records leaf hashes a worker computed from leafSet() copies plus the same chunk changes this tree
    * has since received through setChunk(); any later change to such a leaf drops its preset hash.
    */
-  presetLeaves(numbers: Uint32Array, hashes: Uint8Array, live: Uint8Array): void {
+  presetLeaves(numbers: Uint32Array, hashes: Uint8Array, live: Uint8Array, deltas?: { lengths: Uint32Array; bytes: Uint8Array; sizes: Uint32Array }): void {
+    let at = 0
     for (let j = 0; j < numbers.length; j++) {
       const n = this.node(1, numbers[j]!)
-      if (n.dirty) n.preset = live[j] ? hashes.slice(j * 32, j * 32 + 32) : null
+      const len = deltas ? deltas.lengths[j]! : 0
+      if (n.dirty) {
+        n.preset = live[j] ? hashes.slice(j * 32, j * 32 + 32) : null
+        if (len > 0 && n.preset && n.plannedDepth !== undefined) {
+          n.presetDelta = deltas!.bytes.subarray(at, at + len)
+          n.presetSize = deltas!.sizes[j]!
+        }
+      }
+      n.plannedDepth = n.presetDelta ? n.plannedDepth : undefined
+      at += len
     }
   }
 
@@ -199,6 +285,7 @@ export class RegionTree {
       n.dirty = true
     }
     n.preset = undefined
+    n.presetDelta = undefined
     n.changed!.add(slot)
     if (digest === undefined) {
       e.codecs[slot] = 0
@@ -249,18 +336,53 @@ export class RegionTree {
         n.changed = undefined
         n.dirty = false
         n.preset = undefined
+        n.presetDelta = undefined
+        n.plannedDepth = undefined
       }
     }
     return stats
   }
 
   private writeNode(cid: CidBytes, n: NodeState): number {
+    if (n.presetDelta && n.plannedDepth !== undefined && n.cid) {
+      // made with the leaf's hash by the worker: what storeNode would write (a delta of the changed slots)
+      const depth = n.plannedDepth + 1
+      this.blocks.put(cid, AT_REST.nodeDelta, n.presetDelta, n.presetSize!, { depth })
+      n.start = n.plannedDepth === 0 ? n.cid : n.start
+      n.depth = depth
+      return n.presetDelta.length
+    }
     const base = n.cid && n.changed ? { cid: n.cid, depth: n.depth, slots: Uint32Array.from(n.changed).sort(), start: n.start } : undefined
     const r = storeNode(this.blocks, cid, n.entries, base)
+    // a node stored whole starts the chains of its next versions, which read it again at their depth
+    // limit (a delta against it): kept decoded rather than read back, decompressed and re-hashed
+    if (r.depth === 0) this.blocks.nodeCache.proven(cid, { count: n.entries.count, codecs: n.entries.codecs.slice(), digests: n.entries.digests.slice() })
     n.depth = r.depth
     n.start = r.start
     return r.stored
   }
+}
+
+/**
+ * Offers the block store the leaves of the tree `root` as a table of every chunk's link says they are
+ * (a leaf file, §18.1), for a walk that will read them (a restore): each is hashed against its CID
+ * when first read (BlockStore.offerNode), so a wrong table costs only the hashing. Reads the levels
+ * above the leaves (one node for a region of up to 256 leaves).
+ */
+export function offerLeaves(blocks: BlockStore, geo: Geometry, root: CidBytes | null, table: { codecs: Uint8Array; digests: Uint8Array }): void {
+  if (!root || table.codecs.length !== geo.itemsAt(0) || table.digests.length !== table.codecs.length * 32) return
+  const F = geo.fanout
+  const offer = (j: number, cid: CidBytes) => {
+    const count = geo.nodeCount(1, j)
+    const from = j * F
+    blocks.offerNode(cid, { count, codecs: table.codecs.slice(from, from + count), digests: table.digests.slice(from * 32, (from + count) * 32) })
+  }
+  const visit = (level: number, index: number, cid: CidBytes) => {
+    if (level === 1) return offer(index, cid)
+    const e = blocks.getNode(cid)
+    for (let s = 0; s < e.count; s++) if (e.codecs[s]) visit(level - 1, index * F + s, cidBytes(DAG_CBOR, e.digests.subarray(s * 32, s * 32 + 32)))
+  }
+  visit(geo.height, 0, root)
 }
 
 /**

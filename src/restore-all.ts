@@ -86,18 +86,27 @@ export async function restoreAll(store: CkptStore, ref: string | CID, dir: strin
   const blobs = Object.entries(m.blobs).map(([name, b]) => ({ kind: 'blob' as const, name, size: b.size }))
   const total = [...regions, ...blobs].reduce((n, f) => n + f.size, 0)
   let done = 0
-  const files: RestoredFile[] = []
-  for (const f of [...regions, ...blobs]) {
+  // the regions at the same time: one region's reading of its tree and planning overlaps another's
+  // reads and writes on the worker threads (each region's jobs are bounded as when alone)
+  const restored = await Promise.allSettled(
+    regions.map(async (f) => {
+      const file = { ...f, out: fileFor(out, f.name) }
+      opts.onProgress?.({ file, done, total })
+      const r = await store.restore(cid, f.name, file.out)
+      done += f.size
+      opts.onProgress?.({ file, done, total })
+      return { kind: 'region' as const, name: f.name, out: file.out, size: f.size, bytesWritten: r.bytesWritten, chunksWritten: r.chunksWritten }
+    }),
+  )
+  const failed = restored.find((r) => r.status === 'rejected')
+  if (failed) throw (failed as PromiseRejectedResult).reason
+  const files: RestoredFile[] = restored.map((r) => (r as PromiseFulfilledResult<RestoredFile>).value)
+  for (const f of blobs) {
     const file = { ...f, out: fileFor(out, f.name) }
     opts.onProgress?.({ file, done, total })
-    if (f.kind === 'region') {
-      const r = await store.restore(cid, f.name, file.out)
-      files.push({ kind: 'region', name: f.name, out: file.out, size: f.size, bytesWritten: r.bytesWritten, chunksWritten: r.chunksWritten })
-    } else {
-      const data = await store.readBlob(cid, f.name)
-      await writeOutput(file.out, data)
-      files.push({ kind: 'blob', name: f.name, out: file.out, size: data.length, bytesWritten: data.length, chunksWritten: m.blobs[f.name]!.chunks.length })
-    }
+    const data = await store.readBlob(cid, f.name)
+    await writeOutput(file.out, data)
+    files.push({ kind: 'blob', name: f.name, out: file.out, size: data.length, bytesWritten: data.length, chunksWritten: m.blobs[f.name]!.chunks.length })
     done += f.size
     opts.onProgress?.({ file, done, total })
   }

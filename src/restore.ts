@@ -30,7 +30,8 @@ import {
   type OutputKind,
   type OutputTarget,
 } from './output-file.js'
-import { Geometry } from './region-tree.js'
+import { Geometry, offerLeaves } from './region-tree.js'
+import { leafTableFor } from './scan-cache.js'
 import type { StoreContext } from './context.js'
 
 export { readJob, type Job } from './restore-jobs.js'
@@ -492,7 +493,13 @@ export async function restoreFrom(ctx: StoreContext, ref: unknown, region: strin
   if (!(out instanceof Uint8Array) && typeof out !== 'string' && typeof (out as RegionSink | null)?.write !== 'function') {
     throw new TypeError('out must be a Uint8Array, a file path or a sink with write(bytes)')
   }
-  return restoreRegion(ctx.repo.blocks, ctx.pool, new Geometry(r.size, r.chunkSize, r.fanout), r.root, out)
+  const geo = new Geometry(r.size, r.chunkSize, r.fanout)
+  // the tree of a timeline's last full scan has a leaf file: its leaves need no delta chain rebuilt
+  if (!ctx.repo.memory && !ctx.repo.blocks.remote) {
+    const table = leafTableFor(ctx.repo.dir, geo, r.root)
+    if (table) offerLeaves(ctx.repo.blocks, geo, r.root, table)
+  }
+  return restoreRegion(ctx.repo.blocks, ctx.pool, geo, r.root, out)
 }
 
 /** restoreFrom for a store (the CLI's stdout restore). */

@@ -166,6 +166,8 @@ export class Timeline {
   private readonly broken = new Map<string, string>()
   /** span digests of the regions' last full scans (DESIGN.md, "Full scans"), loaded on first use */
   private scanCache: ScanCache | undefined
+  /** regions whose tree was offered its leaf file (once per tree) */
+  private readonly seeded = new Set<string>()
 
   /** @internal the timeline's catalog record */
   record: TimelineRecord
@@ -240,6 +242,7 @@ export class Timeline {
     this.latestVtime = vtime
     if (this.acceptedVtime === undefined || vtime > this.acceptedVtime) this.acceptedVtime = vtime
     this.trees.clear()
+    this.seeded.clear()
     for (const r of Object.keys(this.record.regions)) this.broken.set(r, `an import moved timeline ${this.name}'s head to vtime ${vtime}`)
   }
 
@@ -406,6 +409,12 @@ export class Timeline {
         const root = trees.roots[name]!.root
         if (root && sp.filled === sp.out.zero.length) (await this.spanCacheFor()).save(name, { ...sp.out, root })
       }
+      // after a full scan (every leaf read), the leaf file of the committed tree
+      for (const [r, tree] of ingested.trees) {
+        const root = trees.roots[r.name]!.root
+        const table = r.source.kind !== 'copied' && root ? tree.chunkTable() : undefined
+        if (table && root) (await this.spanCacheFor()).saveLeaves(r.name, { size: r.geo.size, chunkSize: r.geo.chunkSize, fanout: r.geo.fanout, root, ...table })
+      }
       return {
         cid: toCID(made.cid),
         timeline: this.name,
@@ -427,6 +436,7 @@ export class Timeline {
       // last durable head; later dirty hints for its regions are void (see `broken`)
       blocks.abort()
       this.trees.clear()
+      this.seeded.clear()
       for (const r of job.regions) this.broken.set(r.name, `an earlier checkpoint of region ${r.name} failed`)
       throw err
     } finally {
@@ -463,8 +473,16 @@ export class Timeline {
     // regions so the workers get about two each (a region's share follows its bytes)
     const copiedBytes = job.regions.reduce((n, r) => n + (r.source.kind === 'copied' ? copyBytes(r) : 0), 0)
     const allCopied = job.regions.every((r) => r.source.kind === 'copied')
+    const seededBefore = new Map<RegionTree, number>()
     for (const r of job.regions) {
       const tree = this.treeFor(r.name, r.geo)
+      seededBefore.set(tree, tree.seededLeaves)
+      // a full scan in a process that has not read this tree: its leaves from the leaf file (§18.1)
+      if (r.source.kind !== 'copied' && job.scanCache && !this.seeded.has(r.name)) {
+        this.seeded.add(r.name)
+        const table = (await this.spanCacheFor()).leaves(r.name, r.geo, tree.root)
+        if (table) tree.seedChunks(table)
+      }
       trees.push([r, tree])
       const s = emptyStats()
       perRegion.push(s)
@@ -472,18 +490,23 @@ export class Timeline {
       if (spans) spanScans.push([r.name, spans])
       sources.push(this.regionBatches(r, tree, s, spans, copiedBytes))
     }
-    let current = 0
+    // the regions' batches in turn: a full scan's page region keeps the main thread busy (changed
+    // pages placed one by one) while a disk region's scan is all reading and hashing on the workers,
+    // so taking them in turn overlaps the two instead of running one after the other
+    let turn = 0
     const tagged = new WeakMap<ChunkBatch, (b: ChunkBatch) => Promise<void>>()
     await runBatches(
       pool,
       async () => {
-        while (current < sources.length) {
-          const got = await sources[current]!()
+        while (sources.length > 0) {
+          const at = turn % sources.length
+          const got = await sources[at]!()
           if (got) {
+            turn = at + 1
             tagged.set(got[0], got[1])
             return got[0]
           }
-          current++
+          sources.splice(at, 1)
         }
         return undefined
       },
@@ -492,6 +515,7 @@ export class Timeline {
     )
     const stats = emptyStats()
     for (const s of perRegion) addStats(stats, s)
+    for (const [, tree] of trees) stats.leavesFromFile += tree.seededLeaves - (seededBefore.get(tree) ?? 0)
     return { trees, stats, spanScans }
   }
 

@@ -15,6 +15,7 @@ import { allocBytes } from './alloc.js'
 import { FingerprintSet, type FingerprintView } from './fingerprint-set.js'
 import { NodeCache } from './node-cache.js'
 import { StagedCopies } from './staged-copies.js'
+import { entryError, hashMismatch } from './block-errors.js'
 import { blockKey, blockKeyCid, blockRange, manifestKey, packKey, packKeyNo, packRange } from './keys.js'
 import type { KV, KVOp } from './kv.js'
 import {
@@ -23,7 +24,6 @@ import {
   inflatePayload,
   isFault,
   openPayload,
-  type EntryFault,
   encodeFooter,
   encodePackHeader,
   ENTRY_HEADER_SIZE,
@@ -74,13 +74,14 @@ export class BlockStore implements BlockReader, BlockWriter {
   private readonly staged = new Map<string, BlockLocation>()
   private readonly copies = new StagedCopies() // gc's copies (copyEntry): many, moving blocks rather than adding them
   private readonly stagedCids: CidBytes[] = []
+  private readonly stagedLocs: BlockLocation[] = [] // where each of stagedCids went, in order (a CID staged twice: the later stands, as in `staged`)
   /** manifests among the staged blocks: the commit lists them under 'M' */
   private readonly stagedManifests: CidBytes[] = []
   private readonly packs = new Map<number, PackRecord>()
   /** unsealed packs found shorter than their committed length at open: never appended to */
   readonly damagedPacks = new Set<number>()
   /** decoded tree nodes by CID (immutable: a CID names one content forever), and delta chains' intermediate versions */
-  private readonly nodeCache: NodeCache
+  readonly nodeCache: NodeCache
   private openPack = -1
   private last: BlockLocation | undefined
   private stagedEntries = 0
@@ -416,6 +417,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     else if (e.kind !== ENTRY_KIND.record && cid) {
       this.staged.set(cidKey(cid), loc)
       this.stagedCids.push(cid)
+      this.stagedLocs.push(loc)
       if (this.useFilter) this.filter.add(cidDigest(cid))
       if (e.kind === ENTRY_KIND.manifest) this.stagedManifests.push(cid)
     }
@@ -482,9 +484,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     // fdatasync on libuv's pool: it covers the data and the file's new length; the operations are made meanwhile
     const synced = this.io.syncAsync(this.openPack)
     const ops: KVOp[] = []
-    for (const cid of this.stagedCids) {
-      ops.push({ type: 'put', key: blockKey(cid), value: encodeLocation(this.staged.get(cidKey(cid))!) })
-    }
+    for (let i = 0; i < this.stagedCids.length; i++) ops.push({ type: 'put', key: blockKey(this.stagedCids[i]!), value: encodeLocation(this.stagedLocs[i]!) })
     for (const op of this.copies.ops()) ops.push(op)
     for (const cid of this.stagedManifests) ops.push({ type: 'put', key: manifestKey(cid), value: new Uint8Array(0) })
     const next = { committedLength: this.bufStart, sealed: false, entries: rec.entries + this.stagedEntries }
@@ -502,7 +502,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     this.stagedEntries = 0
     this.staged.clear()
     this.copies.clear()
-    this.stagedCids.length = 0
+    this.stagedLocs.length = this.stagedCids.length = 0
     this.stagedManifests.length = 0
   }
 
@@ -512,7 +512,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     const rec = this.packs.get(this.openPack)!
     this.staged.clear()
     this.copies.clear()
-    this.stagedCids.length = 0
+    this.stagedLocs.length = this.stagedCids.length = 0
     this.stagedManifests.length = 0
     this.stagedEntries = 0
     this.bufLen = 0
@@ -586,6 +586,14 @@ export class BlockStore implements BlockReader, BlockWriter {
       raw = into
     }
     return raw
+  }
+
+  /**
+   * A node's entries as a leaf file (§18.1) says they are: kept unproven, hashed against `cid` when
+   * getNode() first asks (dropped on mismatch): saves a chain's rebuilding, never changes what is read.
+   */
+  offerNode(cid: CidBytes, entries: NodeEntries): void {
+    this.nodeCache.keep(cidKey(cid), entries)
   }
 
   /**
@@ -677,23 +685,5 @@ function decompress(cid: CidBytes, loc: BlockLocation, payload: Uint8Array, into
   }
 }
 
-/** A fault of the read path as the error a reader throws, naming the block, its pack and offset. */
-function entryError(f: EntryFault, cid: CidBytes, loc: BlockLocation): CkptError {
-  const what =
-    f.fault === 'CKPT_HASH_MISMATCH'
-      ? 'does not match its hash'
-      : f.fault === 'CKPT_BAD_INDEX'
-        ? 'has an index entry that points at another pack entry'
-        : `cannot be read: ${f.message}`
-  return new CkptError(f.fault, `block ${cidToString(cid)} ${what} (pack ${loc.pack}, offset ${loc.offset})`, { cid: cidToString(cid), pack: loc.pack, offset: loc.offset })
-}
-
-export function hashMismatch(cid: CidBytes, loc: BlockLocation): CkptError {
-  return new CkptError('CKPT_HASH_MISMATCH', `block ${cidToString(cid)} does not match its hash (pack ${loc.pack}, offset ${loc.offset})`, {
-    cid: cidToString(cid),
-    pack: loc.pack,
-    offset: loc.offset,
-  })
-}
-
 export { PACK_HEADER_SIZE }
+export { hashMismatch } from './block-errors.js'

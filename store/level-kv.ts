@@ -93,7 +93,9 @@ export class LevelKV implements KV {
   }
 
   async *iterate(range: KVRange): AsyncIterable<[Uint8Array, Uint8Array]> {
-    const it = this.db.iterator({ ...range, limit: range.limit ?? -1 })
+    // classic-level stops a nextv() once 16 KiB are read by default: ~270 index entries a call.
+    // Room for the 1,000 asked (~70 B each, nodes' records larger) saves three round trips in four.
+    const it = this.db.iterator({ ...range, limit: range.limit ?? -1, highWaterMarkBytes: 256 << 10 } as Parameters<typeof this.db.iterator>[0])
     try {
       for (;;) {
         let entries: [Uint8Array, Uint8Array][]

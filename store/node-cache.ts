@@ -7,7 +7,7 @@
  * first: a walk of many leaves with long chains (a restore) must not evict the leaves it walked before.
  */
 import { blake3 } from '../codecs/blake3.js'
-import { cidDigest, cidEquals, type CidBytes } from '../codecs/cid.js'
+import { cidDigest, cidEquals, cidKey, type CidBytes } from '../codecs/cid.js'
 import { encodeNode, type NodeEntries } from '../codecs/tree-node.js'
 
 export class NodeCache {
@@ -45,6 +45,12 @@ export class NodeCache {
     }
     if (this.nodes.size >= this.max) this.drop(this.nodes.keys().next().value!)
     this.nodes.set(key, entries)
+  }
+
+  /** A node its caller has just hashed (a tree node it stored whole): replaces any unproven version. */
+  proven(cid: CidBytes, entries: NodeEntries): void {
+    this.drop(cidKey(cid))
+    this.set(cidKey(cid), entries)
   }
 
   /** An intermediate version of a delta chain, not hashed. */

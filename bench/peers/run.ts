@@ -55,7 +55,7 @@ export interface RunOptions {
 const here = path.dirname(fileURLToPath(import.meta.url))
 /** dist/bench/peers when compiled; from the TypeScript sources (tests), the built copy of the checkout */
 const peersBin = here.includes(`${path.sep}dist${path.sep}`) ? here : path.resolve(here, '../../dist/bench/peers')
-const cliPath = path.resolve(peersBin, '../../src/cli.js')
+const cliPath = path.resolve(peersBin, '../../cli/ckpt.js')
 const HAVE_TIME = fs.existsSync('/usr/bin/time')
 
 interface Phase {

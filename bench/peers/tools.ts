@@ -3,7 +3,7 @@
  * from outside, one process per phase (`bash -c BODY _ ARGS...`, under /usr/bin/time). Every body
  * sees REPO (the tool's fresh repository; its bytes are the stored size unless `size` says
  * otherwise), TOOLWORK (scratch, not counted), FILES (the file names of one checkpoint), NODE,
- * CKPT_CLI (this checkout's dist/src/cli.js), PEERS_BIN (dist/bench/peers) and RESTORE_IDX (the
+ * CKPT_CLI (this checkout's dist/cli/ckpt.js), PEERS_BIN (dist/bench/peers) and RESTORE_IDX (the
  * checkpoints the runner restores). Arguments: ingest CKPT_DIR NAME INDEX; restore NAME INDEX OUT_DIR
  * (must leave OUT_DIR/<file> for every file); init, verify and size none.
  *

@@ -24,7 +24,7 @@ export function acquireSlab(n: number): Uint8Array {
   return new Uint8Array(new SharedArrayBuffer(c), 0, n)
 }
 
-export function releaseSlab(view: Uint8Array): void {
+export function releaseSlab(view: ArrayBufferView): void {
   const sab = view.buffer
   if (!(sab instanceof SharedArrayBuffer)) return
   const c = sab.byteLength

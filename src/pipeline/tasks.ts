@@ -3,11 +3,12 @@
  * threads (worker.ts) or inline on the calling thread when workers are unavailable; same code either way.
  */
 import fs from 'node:fs'
-import { blake3 } from '../../codecs/blake3.js'
+import { blake3, blake3Into } from '../../codecs/blake3.js'
 import { CkptError } from '../../codecs/errors.js'
-import { cidBytes, RAW } from '../../codecs/cid.js'
+import { BLAKE3, DIGEST_LENGTH, RAW } from '../../codecs/cid.js'
 import { ENTRY_HEADER_SIZE, writeEntryHeader } from '../../codecs/pack-format.js'
-import { encodeNode } from '../../codecs/tree-node.js'
+import { encodeNodeInto } from '../../codecs/tree-node.js'
+import { encodeNodePatch, type DeltaForm } from '../../codecs/node-delta.js'
 import { AT_REST, compressBlockInto, compressorFor, maxBlockPayload } from '../../codecs/compress.js'
 import { viewMayHave, type FingerprintView } from '../../codecs/fingerprint.js'
 import { readEntries } from './read-entries.js'
@@ -62,6 +63,14 @@ export interface HashTask {
   /** 32 bytes per span of this task */
   cachedSpans?: Uint8Array
   cachedZero?: Uint8Array
+  /**
+   * File scans whose 64 KiB spans were hashed ahead (the CLI's prescan, while the library loaded):
+   * per span of this task (SPAN_SIZE bytes from its first chunk, which starts one) the digest and 1
+   * where the span is all zero. The worker then reads only the spans it must hash chunk by chunk (a
+   * non-zero span that differs from `cachedSpans`); a chunk that is a whole span takes its digest.
+   */
+  knownSpans?: Uint8Array
+  knownZero?: Uint8Array
 }
 
 export interface LeafSet {
@@ -71,6 +80,14 @@ export interface LeafSet {
   counts: Uint32Array
   codecs: Uint8Array
   digests: Uint8Array
+  /**
+   * 36 bytes per leaf: the CID of its stored version to write a node delta against (its slots as
+   * given here), or all zero for none. The worker then also returns the delta of each live leaf that
+   * changed, as the tree would write it (encodeNodePatch of the changed slots, form `deltaForm`, under
+   * half the node's size), so the commit only places it.
+   */
+  bases?: Uint8Array
+  deltaForm?: DeltaForm
 }
 
 /** HashResult.compressed values */
@@ -93,6 +110,13 @@ export interface HashResult {
   /** with `leaves`: 32 bytes per leaf (BLAKE3 of its dag-cbor), and 1 where the leaf holds any link */
   leafHashes?: Uint8Array
   leafLive?: Uint8Array
+  /**
+   * with `leaves.bases`: per leaf the length of its delta (0: none: no base, unchanged, all holes, or
+   * no delta under half its size), the deltas concatenated in leaf order, and each leaf's encoded size
+   */
+  leafDeltaLengths?: Uint32Array
+  leafDeltas?: Uint8Array
+  leafSizes?: Uint32Array
   /** with `spanChunks`: 32 bytes per span (zero for a zero span), 1 where the span is all zero */
   spanDigests?: Uint8Array
   spanZero?: Uint8Array
@@ -216,9 +240,21 @@ function input(t: { data?: Uint8Array; file?: string; fileOffset?: number; offse
   return scratch.subarray(0, end)
 }
 
-function sameDigest(a: Uint8Array, b: Uint8Array, at: number): boolean {
-  for (let j = 0; j < 32; j++) if (a[j] !== b[at + j]) return false
+function sameDigest(a: Uint8Array, b: Uint8Array, at: number, aAt = 0): boolean {
+  for (let j = 0; j < 32; j++) if (a[aAt + j] !== b[at + j]) return false
   return true
+}
+
+/** a raw block's CID for the entry headers: the prefix once, the digest copied in per chunk */
+const rawCid = Uint8Array.of(0x01, RAW, BLAKE3, DIGEST_LENGTH, ...new Uint8Array(DIGEST_LENGTH))
+
+/** reused for encoding nodes to hash (a leaf of 256 links is 10.5 KB) */
+let nodeScratch = new Uint8Array(16 << 10)
+
+function hashNodeInto(e: { count: number; codecs: Uint8Array; digests: Uint8Array }, out: Uint8Array, at: number): void {
+  const bytes = encodeNodeInto(e, nodeScratch)
+  if (bytes.buffer !== nodeScratch.buffer) nodeScratch = new Uint8Array(bytes.length)
+  blake3Into(bytes, out, at)
 }
 
 const ZERO = new Uint8Array(1 << 20)
@@ -258,17 +294,17 @@ export function runTask(t: Task): TaskResult {
           zero[i] = 1
           continue
         }
-        const d = blake3(c)
-        digests.set(d, i * 32)
-        if (t.previous && sameDigest(d, t.previous, i * 32)) continue
+        blake3Into(c, digests, i * 32)
+        if (t.previous && sameDigest(digests, t.previous, i * 32, i * 32)) continue
         if (t.hashOnly?.[i]) continue
-        if (t.known && viewMayHave(t.known, d)) {
+        if (t.known && viewMayHave(t.known, digests, i * 32)) {
           compressed[i] = KNOWN
           continue
         }
         // a complete pack entry: the main thread only copies it into the pack
         const r = compressBlockInto(compressor, c, out, at + ENTRY_HEADER_SIZE)
-        const size = writeEntryHeader(out, at, cidBytes(RAW, d), r.code, 0, c.length, r.length)
+        rawCid.set(digests.subarray(i * 32, i * 32 + 32), 4)
+        const size = writeEntryHeader(out, at, rawCid, r.code, 0, c.length, r.length)
         outLengths[i] = size
         codes[i] = r.code
         compressed[i] = COMPRESSED
@@ -310,8 +346,7 @@ export function runTask(t: Task): TaskResult {
       let at = 0
       for (let k = 0; k < t.counts.length; k++) {
         const count = t.counts[k]!
-        const e = { count, codecs: t.codecs.subarray(at, at + count), digests: t.digests.subarray(at * 32, (at + count) * 32) }
-        hashes.set(blake3(encodeNode(e)), k * 32)
+        hashNodeInto({ count, codecs: t.codecs.subarray(at, at + count), digests: t.digests.subarray(at * 32, (at + count) * 32) }, hashes, k * 32)
         at += count
       }
       return { hashes }
@@ -329,6 +364,7 @@ const PIECE = 256 << 10
  * File input is read in pieces of whole spans of about PIECE bytes, each processed as it arrives.
  */
 function scan(t: HashTask, digests: Uint8Array, zero: Uint8Array): HashResult {
+  if (t.knownSpans && t.knownZero && t.file) return scanKnown(t, digests, zero)
   const n = t.offsets.length
   const per = t.spanChunks && t.spanChunks > 1 ? t.spanChunks : 1
   const spans = Math.ceil(n / per)
@@ -362,6 +398,58 @@ function scan(t: HashTask, digests: Uint8Array, zero: Uint8Array): HashResult {
   return r
 }
 
+/** scan() with the spans' digests and zero flags given (knownSpans): the same result, fewer bytes read. */
+function scanKnown(t: HashTask, digests: Uint8Array, zero: Uint8Array): HashResult {
+  const n = t.offsets.length
+  const per = t.spanChunks && t.spanChunks > 1 ? t.spanChunks : 1
+  const spans = Math.ceil(n / per)
+  const r: HashResult = { digests, zero }
+  if (per > 1) {
+    r.spanDigests = new Uint8Array(spans * 32)
+    r.spanZero = new Uint8Array(spans)
+    if (t.cachedSpans) r.unchanged = new Uint8Array(n)
+    r.spansUnchanged = 0
+  }
+  const known = t.knownSpans!
+  let fd = -1
+  try {
+    for (let s = 0; s < spans; s++) {
+      const first = s * per
+      const last = Math.min(n, first + per) - 1
+      if (t.knownZero![s]) {
+        if (per > 1) r.spanZero![s] = 1
+        zero.fill(1, first, last + 1)
+        continue
+      }
+      const d = known.subarray(s * 32, s * 32 + 32)
+      if (per === 1) {
+        digests.set(d, first * 32)
+        continue
+      }
+      r.spanDigests!.set(d, s * 32)
+      if (r.unchanged && !t.cachedZero![s] && sameDigest(d, t.cachedSpans!, s * 32)) {
+        r.unchanged.fill(1, first, last + 1)
+        r.spansUnchanged!++
+        continue
+      }
+      const base = t.offsets[first]!
+      const end = t.offsets[last]! + t.lengths[last]!
+      if (fd < 0) fd = fs.openSync(t.file!, 'r')
+      if (scratch.length < end - base) scratch = Buffer.allocUnsafe(end - base)
+      const view = scratch.subarray(0, end - base)
+      preadAll(fd, view, (t.fileOffset ?? 0) + base)
+      for (let i = first; i <= last; i++) {
+        const c = view.subarray(t.offsets[i]! - base, t.offsets[i]! + t.lengths[i]! - base)
+        if (isZero(c)) zero[i] = 1
+        else digests.set(blake3(c), i * 32)
+      }
+    }
+  } finally {
+    if (fd >= 0) fs.closeSync(fd)
+  }
+  return r
+}
+
 /** Chunks [from, to) (from on a span boundary), whose bytes are data[offset - base, ...). */
 function scanRange(t: HashTask, r: HashResult, per: number, data: Uint8Array, base: number, from: number, to: number): void {
   const { digests, zero } = r
@@ -375,9 +463,8 @@ function scanRange(t: HashTask, r: HashResult, per: number, data: Uint8Array, ba
         zero.fill(1, first, last + 1)
         continue
       }
-      const d = blake3(span)
-      r.spanDigests!.set(d, s * 32)
-      if (r.unchanged && !t.cachedZero![s] && sameDigest(d, t.cachedSpans!, s * 32)) {
+      blake3Into(span, r.spanDigests!, s * 32)
+      if (r.unchanged && !t.cachedZero![s] && sameDigest(r.spanDigests!, t.cachedSpans!, s * 32, s * 32)) {
         r.unchanged.fill(1, first, last + 1)
         r.spansUnchanged!++
         continue
@@ -386,41 +473,80 @@ function scanRange(t: HashTask, r: HashResult, per: number, data: Uint8Array, ba
     for (let i = first; i <= last; i++) {
       const c = data.subarray(t.offsets[i]! - base, t.offsets[i]! + t.lengths[i]! - base)
       if (isZero(c)) zero[i] = 1
-      else digests.set(blake3(c), i * 32)
+      else blake3Into(c, digests, i * 32)
     }
   }
 }
 
-/** Applies the chunks' results to the leaves they fall in, then encodes and hashes every leaf. */
-function hashLeaves(l: LeafSet, indexes: Uint32Array, digests: Uint8Array, zero: Uint8Array): { leafHashes: Uint8Array; leafLive: Uint8Array } {
+/**
+ * Applies the chunks' results to the leaves they fall in, then encodes and hashes every leaf; with
+ * `bases`, also makes each changed leaf's delta against its base from the slots the chunks changed.
+ */
+function hashLeaves(l: LeafSet, indexes: Uint32Array, digests: Uint8Array, zero: Uint8Array): Pick<HashResult, 'leafHashes' | 'leafLive' | 'leafDeltaLengths' | 'leafDeltas' | 'leafSizes'> {
   const F = l.fanout
+  const leaves = l.numbers.length
+  // the slots each leaf's chunks changed, in increasing order (indexes are sorted): leaf j's are
+  // changed[firstChanged[j], firstChanged[j + 1])
+  const changed = l.bases ? new Uint32Array(indexes.length) : undefined
+  const firstChanged = l.bases ? new Uint32Array(leaves + 1) : undefined
+  let nChanged = 0
   let k = 0
   for (let i = 0; i < indexes.length; i++) {
     const leaf = Math.floor(indexes[i]! / F)
-    while (k < l.numbers.length && l.numbers[k]! < leaf) k++
-    if (k === l.numbers.length) break
+    while (k < leaves && l.numbers[k]! < leaf) {
+      k++
+      if (firstChanged) firstChanged[k] = nChanged
+    }
+    if (k === leaves) break
     if (l.numbers[k] !== leaf) continue
-    const slot = k * F + (indexes[i]! % F)
+    const s = indexes[i]! % F
+    const slot = k * F + s
+    let differs: boolean
     if (zero[i]) {
+      differs = l.codecs[slot] !== 0
       l.codecs[slot] = 0
       l.digests.fill(0, slot * 32, slot * 32 + 32)
     } else {
+      differs = l.codecs[slot] !== RAW || !sameDigest(digests, l.digests, slot * 32, i * 32)
       l.codecs[slot] = RAW
       l.digests.set(digests.subarray(i * 32, i * 32 + 32), slot * 32)
     }
+    if (changed && differs && (nChanged === 0 || firstChanged![k]! === nChanged || changed[nChanged - 1] !== s)) changed[nChanged++] = s
   }
-  const leafHashes = new Uint8Array(l.numbers.length * 32)
-  const leafLive = new Uint8Array(l.numbers.length)
-  for (let j = 0; j < l.numbers.length; j++) {
+  if (firstChanged) for (k++; k <= leaves; k++) firstChanged[k] = nChanged
+  const leafHashes = new Uint8Array(leaves * 32)
+  const leafLive = new Uint8Array(leaves)
+  const sizes = l.bases ? new Uint32Array(leaves) : undefined
+  const deltaLengths = l.bases ? new Uint32Array(leaves) : undefined
+  const deltas: Uint8Array[] = []
+  let deltaBytes = 0
+  for (let j = 0; j < leaves; j++) {
     const count = l.counts[j]!
     const codecs = l.codecs.subarray(j * F, j * F + count)
     let live = false
     for (let s = 0; s < count && !live; s++) live = codecs[s] !== 0
     if (!live) continue
     leafLive[j] = 1
-    leafHashes.set(blake3(encodeNode({ count, codecs, digests: l.digests.subarray(j * F * 32, (j * F + count) * 32) })), j * 32)
+    const e = { count, codecs, digests: l.digests.subarray(j * F * 32, (j * F + count) * 32) }
+    const bytes = encodeNodeInto(e, nodeScratch)
+    if (bytes.buffer !== nodeScratch.buffer) nodeScratch = new Uint8Array(bytes.length)
+    blake3Into(bytes, leafHashes, j * 32)
+    if (!l.bases || l.bases[j * 36] === 0 || firstChanged![j] === firstChanged![j + 1]) continue
+    sizes![j] = bytes.length
+    const delta = encodeNodePatch(l.bases.subarray(j * 36, j * 36 + 36), e, changed!.subarray(firstChanged![j], firstChanged![j + 1]), bytes.length >> 1, l.deltaForm ?? 1)
+    if (!delta) continue
+    deltas.push(delta)
+    deltaLengths![j] = delta.length
+    deltaBytes += delta.length
   }
-  return { leafHashes, leafLive }
+  if (!l.bases) return { leafHashes, leafLive }
+  const leafDeltas = new Uint8Array(deltaBytes)
+  let at = 0
+  for (const d of deltas) {
+    leafDeltas.set(d, at)
+    at += d.length
+  }
+  return { leafHashes, leafLive, leafDeltaLengths: deltaLengths, leafDeltas, leafSizes: sizes }
 }
 
 /** File chunks at arbitrary offsets, gathered into one private buffer (compress-from-file). */

@@ -5,31 +5,17 @@
  * ready, and where they cannot start (no compiled worker script, e.g. a TypeScript-only run), tasks run
  * inline on the calling thread: same functions, same results.
  */
-import fs from 'node:fs'
-import os from 'node:os'
-import path from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { Worker } from 'node:worker_threads'
+import type { Worker } from 'node:worker_threads'
 import { CkptError, errnoCode, fsError } from '../../codecs/errors.js'
 import { runTask, type CompressResult, type CompressTask, type HashResult, type HashTask, type NodeHashResult, type NodeHashTask, type ReadResult, type ReadTask, type ScanTask, type Task, type TaskResult } from './tasks.js'
 import type { CompactScan } from '../../store/worker-index.js'
+import { defaultPoolSize, hasPrestarted, spawn, takePrestarted, workerScript } from './prestart.js'
+
+export { defaultPoolSize, prescanFiles, prescanOf, prestartWorkers, PRESCAN_SPANS, type FilePrescan } from './prestart.js'
 
 interface Pending {
   resolve: (r: TaskResult) => void
   reject: (e: Error) => void
-}
-
-/**
- * The compiled worker script: worker.js beside this module (dist/src/pipeline/), or, when this code is
- * part of a bundle (a chunk of some other name), the bundle's worker.js beside that chunk; from the
- * TypeScript sources, the build's.
- */
-function workerScript(): string | undefined {
-  const here = fileURLToPath(import.meta.url)
-  const candidates = here.endsWith('.ts')
-    ? [fileURLToPath(new URL('../../dist/src/pipeline/worker.js', import.meta.url))]
-    : [here.endsWith('worker-pool.js') ? here.replace(/worker-pool\.js$/, 'worker.js') : path.join(path.dirname(here), 'worker.js')]
-  return candidates.find((p) => fs.existsSync(p))
 }
 
 /**
@@ -56,64 +42,6 @@ export function taskBytes(task: Task): number {
   const lengths = task.op === 'read' ? task.rawLengths : task.lengths
   for (let i = 0; i < lengths.length; i++) n += lengths[i]!
   return n
-}
-
-interface Spawned {
-  script: string
-  workers: Worker[]
-  /** one per worker: resolves on its "ready", rejects on an error before it */
-  readies: Promise<void>[]
-}
-
-function spawn(script: string, size: number): Spawned {
-  const workers: Worker[] = []
-  const readies: Promise<void>[] = []
-  for (let i = 0; i < size; i++) {
-    const w = new Worker(script)
-    w.unref()
-    readies.push(
-      new Promise<void>((resolve, reject) => {
-        const onMsg = (m: { ready?: boolean }) => {
-          if (m.ready) {
-            w.off('message', onMsg)
-            resolve()
-          }
-        }
-        w.on('message', onMsg)
-        w.once('error', reject)
-      }),
-    )
-    workers.push(w)
-  }
-  // a pool adopting them later handles a failure; until then it must not be unhandled
-  readies.forEach((r) => r.catch(() => {}))
-  return { script, workers, readies }
-}
-
-let prestarted: Spawned | undefined
-
-function takePrestarted(script: string, size: number): Spawned | undefined {
-  const p = prestarted
-  if (!p || p.script !== script || p.workers.length !== size) return undefined
-  prestarted = undefined
-  return p
-}
-
-/**
- * Starts the workers of the next pool made in this process now, ahead of it: a caller that knows
- * a large job is coming (ckpt add of a big image, before it loads the library and opens the store)
- * overlaps their start (~50-100 ms of CPU each) with that work. The pool of `size` workers that is
- * made next adopts them; unadopted, they keep no process alive.
- */
-export function prestartWorkers(size = defaultPoolSize()): void {
-  if (prestarted || size <= 0 || process.env.CKPT_WORKERS === '0') return
-  const script = workerScript()
-  if (script) prestarted = spawn(script, size)
-}
-
-/** One worker per core, at most 4: the pool size CkptStore uses unless told otherwise. */
-export function defaultPoolSize(): number {
-  return Math.min(4, Math.max(1, os.availableParallelism()))
 }
 
 export class WorkerPool {
@@ -145,7 +73,7 @@ export class WorkerPool {
     this.inlineLeft = inlineBytes
     this.eager = inlineBytes <= 0
     // workers a caller started ahead (prestartWorkers) are this pool's from the first task on
-    if (this.script && (this.eager || (prestarted?.script === this.script && prestarted.workers.length === size))) this.start()
+    if (this.script && (this.eager || hasPrestarted(this.script, size))) this.start()
   }
 
   /** Starts the workers now (a caller that knows a large job is coming); no-op without a worker script. */

@@ -1,6 +1,6 @@
 /**
  * The project's peer harness (bench/peers): the synthetic series is deterministic and sparse, and the
- * runner measures a tiny series with ckpt (the compiled CLI, dist/src/cli.js) and zstd end to end.
+ * runner measures a tiny series with ckpt (the compiled CLI, dist/cli/ckpt.js) and zstd end to end.
  */
 import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'

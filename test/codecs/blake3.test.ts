@@ -59,6 +59,21 @@ describe.each(NAMES)('backend %s', (name) => {
     }
   })
 
+  it('hashInto, where the backend has it, writes what hash() returns and nothing around it', (ctx) => {
+    const backend = backends.get(name)
+    if (backend?.hashInto === undefined) return ctx.skip()
+    const rand = mulberry32(0x1470)
+    const pool = randomBytes(rand, 80 * 1024)
+    const out = new Uint8Array(32 * 40 + 2).fill(0xa5)
+    for (let n = 0; n < 40; n++) {
+      const length = n < 22 ? VECTORS[n]!.input_len % 65536 : Math.floor(rand() * 70000)
+      const input = pool.subarray(n, n + length)
+      backend.hashInto(input, out, 1 + n * 32)
+      expect(hex(out.subarray(1 + n * 32, 33 + n * 32)), `case ${n}, length ${length}`).toBe(hex(noble.hash(input)))
+    }
+    expect([out[0], out[out.length - 1]]).toEqual([0xa5, 0xa5])
+  })
+
   it('returns digests that later calls do not overwrite', (ctx) => {
     const backend = backends.get(name)
     if (backend === undefined) return ctx.skip()
@@ -95,6 +110,19 @@ describe('hot path', () => {
     expect(hex(mod.blake3(input))).toBe(expected)
     // napi, when present, wins both before and after init.
     if (backends.get('napi') !== undefined) expect([before, backend.name]).toEqual(['napi', 'napi'])
+  })
+
+  it('blake3Into() writes the digest in place with every backend it may pick', async () => {
+    for (const env of [undefined, 'noble']) {
+      const mod = await freshModule(env)
+      await mod.initBlake3()
+      const input = vectorInput(4096)
+      const out = new Uint8Array(70)
+      mod.blake3Into(input, out, 3)
+      expect(hex(out.subarray(3, 35)), String(env)).toBe(hex(noble.hash(input)))
+      expect(hex(out.subarray(35)), String(env)).toBe('00'.repeat(35))
+      expect(() => mod.blake3Into('abc' as unknown as Uint8Array, out, 0)).toThrow(TypeError)
+    }
   })
 
   it('CKPT_BLAKE3=noble forces noble before and after init', async () => {

@@ -3,7 +3,7 @@ import { CID } from 'multiformats/cid'
 import * as Digest from 'multiformats/hashes/digest'
 import { describe, expect, it } from 'vitest'
 import { CkptError } from '../../codecs/errors.js'
-import { decodeNode, emptyNode, encodedNodeLength, encodeNode, nodeLinkCount, type NodeEntries } from '../../codecs/tree-node.js'
+import { decodeNode, emptyNode, encodedNodeLength, encodeNode, encodeNodeInto, nodeLinkCount, type NodeEntries } from '../../codecs/tree-node.js'
 import { hex } from '../helpers/bytes.js'
 import { mulberry32 } from '../helpers/rng.js'
 
@@ -67,6 +67,21 @@ describe('tree node encoding matches @ipld/dag-cbor', () => {
       const back = dagCbor.decode<(CID | null)[]>(ours)
       expect(back.map(cidText)).toEqual(cids.map(cidText))
     }
+  })
+
+  it('encodeNodeInto writes the same bytes over a dirty buffer, or into a new array when it is too small', () => {
+    const next = mulberry32(0x1470)
+    const scratch = new Uint8Array(12 << 10)
+    for (const count of [1, 23, 24, 256, 300, 65536]) {
+      for (const share of [0, 0.4, 1]) {
+        const node = randomNode(next, count, share)
+        scratch.fill(0xee)
+        const bytes = encodeNodeInto(node, scratch)
+        expect(hex(bytes)).toBe(hex(encodeNode(node)))
+        expect(bytes.buffer === scratch.buffer).toBe(encodedNodeLength(node) <= scratch.length)
+      }
+    }
+    expect(() => encodeNodeInto({ count: 2, codecs: new Uint8Array(2), digests: new Uint8Array(63) }, scratch)).toThrow(TypeError)
   })
 
   it('emptyNode is all holes', () => {

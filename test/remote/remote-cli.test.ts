@@ -1,5 +1,5 @@
 /**
- * `ckpt remote`, `ckpt push` and `ckpt pull` end to end (the built CLI, dist/src/cli.js) on a file://
+ * `ckpt remote`, `ckpt push` and `ckpt pull` end to end (the built CLI, dist/cli/ckpt.js) on a file://
  * remote: a store S names the remote and pushes to it (text, then --json), T pulls it whole by URL, U
  * lazily by a name of its own; T and U restore the bytes S was given. Usage errors exit 2; an unknown
  * remote name is CKPT_NOT_FOUND (exit 1), a malformed URL CKPT_BAD_REMOTE; a push that conflicts exits
@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { removeTmpDirs, tmpDir } from '../helpers/tmp.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-const CLI = path.join(ROOT, 'dist/src/cli.js')
+const CLI = path.join(ROOT, 'dist/cli/ckpt.js')
 const RAM = 256 << 10
 
 interface Run {

@@ -20,7 +20,7 @@ import { caught, removeTmpDirs, tmpDir, tmpStorePath } from '../helpers/tmp.js'
 import { record } from './remote-suite.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-const CLI = path.join(ROOT, 'dist/src/cli.js')
+const CLI = path.join(ROOT, 'dist/cli/ckpt.js')
 
 interface Target {
   url(): string

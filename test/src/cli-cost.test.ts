@@ -19,9 +19,10 @@ import { COMMAND_NAMES, loadCommand } from '../../src/cli/registry.js'
 import { INLINE_BYTES, prestartWorkers, taskBytes, WorkerPool } from '../../src/pipeline/worker-pool.js'
 import type { HashTask } from '../../src/pipeline/tasks.js'
 import { pattern } from '../helpers/bytes.js'
+import { blake3 } from '../../codecs/blake3.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-const CLI = path.join(ROOT, 'dist/src/cli.js')
+const CLI = path.join(ROOT, 'dist/cli/ckpt.js')
 
 const dirs: string[] = []
 const stores: CkptStore[] = []
@@ -194,5 +195,41 @@ describe('CLI: one command module per process', () => {
     const r = ckpt('restore', '--store', store, 't@1', '--all', '--out', outDir)
     expect(r.status, r.stderr).toBe(0)
     expect(fs.readFileSync(path.join(outDir, 'ram')).equals(bytes)).toBe(true)
+  })
+})
+
+describe('the ckpt command is a bundle (scripts/bundle-cli.mjs)', () => {
+  it('dist/cli/ckpt.js bundles the CLI, and the worker script beside it answers the pool', async () => {
+    const text = fs.readFileSync(CLI, 'utf8')
+    // a build without esbuild writes a shim that imports the unbundled CLI; this checkout has esbuild
+    expect(text).not.toContain("import '../src/cli.js'")
+    expect(text.startsWith('#!/usr/bin/env node')).toBe(true)
+    const { Worker } = await import('node:worker_threads')
+    const w = new Worker(path.join(ROOT, 'dist/cli/worker.js'))
+    try {
+      const data = pattern(6 * 4096, 3)
+      const got = await new Promise<{ digests: Uint8Array; zero: Uint8Array }>((resolve, reject) => {
+        w.on('error', reject)
+        w.on('message', (m: { id?: number; result?: { digests: Uint8Array; zero: Uint8Array }; error?: { message: string } }) => {
+          if (m.id !== 1) return
+          if (m.error) reject(new Error(m.error.message))
+          else resolve(m.result!)
+        })
+        w.postMessage({ id: 1, task: hashTask(data, 4096) })
+      })
+      let hashed = 0
+      for (let k = 0; k < 6; k++) {
+        const chunk = data.subarray(k * 4096, (k + 1) * 4096)
+        if (got.zero[k]) expect(chunk.every((x) => x === 0), `chunk ${k}`).toBe(true)
+        else {
+          hashed++
+          expect(Buffer.from(got.digests.subarray(k * 32, k * 32 + 32)).equals(Buffer.from(blake3(chunk))), `chunk ${k}`).toBe(true)
+        }
+      }
+      expect(hashed).toBeGreaterThan(0)
+    } finally {
+      await w.terminate()
+    }
+    expect(fs.existsSync(path.join(ROOT, 'dist/cli/sync-reader-worker.js'))).toBe(true)
   })
 })

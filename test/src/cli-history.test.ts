@@ -1,5 +1,5 @@
 /**
- * `ckpt history` and `ckpt cat` end to end (the built CLI, dist/src/cli.js, as a child process): a
+ * `ckpt history` and `ckpt cat` end to end (the built CLI, dist/cli/ckpt.js, as a child process): a
  * timeline written through the library with a copy of every checkpoint's region kept here; history
  * (text and JSON lines, every option) against the library's answer, which test/src/history.test.ts
  * checks against brute force; cat's bytes against the copies, --hex against hexdump -C (when the
@@ -16,7 +16,7 @@ import { makeRng } from '../helpers/rng.js'
 import { removeTmpDirs, tmpDir } from '../helpers/tmp.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-const CLI = path.join(ROOT, 'dist/src/cli.js')
+const CLI = path.join(ROOT, 'dist/cli/ckpt.js')
 const CHUNK = 512
 const SIZE = 300 * CHUNK - 7
 const N = 12

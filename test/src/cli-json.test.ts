@@ -1,5 +1,5 @@
 /**
- * Every `--json` output of the built CLI (dist/src/cli.js) against its JSON Schema in schemas/cli/:
+ * Every `--json` output of the built CLI (dist/cli/ckpt.js) against its JSON Schema in schemas/cli/:
  * a small store is built in a temporary directory, every command that takes --json is run (successes,
  * and failures, whose output is the error object), and stdout is parsed as the schema's `x-output`
  * says — `document`: the whole of stdout is one JSON value; `lines`: every line is one — and each value
@@ -18,7 +18,7 @@ import { COMMANDS } from '../../src/cli/commands.js'
 import { removeTmpDirs, tmpDir } from '../helpers/tmp.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-const CLI = path.join(ROOT, 'dist/src/cli.js')
+const CLI = path.join(ROOT, 'dist/cli/ckpt.js')
 const SCHEMAS = path.join(ROOT, 'schemas/cli')
 
 type Output = 'document' | 'lines'

@@ -12,7 +12,7 @@ import { removeTmpDirs, tmpDir } from '../helpers/tmp.js'
 
 afterAll(removeTmpDirs)
 
-const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/src/cli.js')
+const CLI = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/cli/ckpt.js')
 
 function ckpt(...args: string[]): { status: number | null; stdout: string; stderr: string } {
   const env = { ...process.env }

@@ -21,7 +21,7 @@ import { mountTmpfs, unmountTmpfs } from '../helpers/tmpfs.js'
 import { openStore, type CkptError } from '../../src/index.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-const CLI = path.join(ROOT, 'dist/src/cli.js')
+const CLI = path.join(ROOT, 'dist/cli/ckpt.js')
 const PAGE = 4096
 const isRoot = process.getuid?.() === 0
 

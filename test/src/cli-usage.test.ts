@@ -68,8 +68,8 @@ describe('ckpt --help', () => {
     expect(help).toContain('ref:NAME')
   })
 
-  it('the built CLI prints it (dist/src/cli.js)', () => {
-    const r = spawnSync(process.execPath, [path.join(ROOT, 'dist/src/cli.js'), '--help'], { encoding: 'utf8' })
+  it('the built CLI prints it (dist/cli/ckpt.js)', () => {
+    const r = spawnSync(process.execPath, [path.join(ROOT, 'dist/cli/ckpt.js'), '--help'], { encoding: 'utf8' })
     expect(r.status).toBe(0)
     expect(r.stdout).toBe(generalHelp() + '\n')
   })

@@ -1,5 +1,5 @@
 /**
- * The `ckpt` command end to end: the compiled CLI (dist/src/cli.js, built by `tsc` before the tests)
+ * The `ckpt` command end to end: the compiled CLI (dist/cli/ckpt.js, built by `tsc` before the tests)
  * run as a child process on real files in a temporary directory.
  */
 import { spawnSync, type SpawnSyncReturns } from 'node:child_process'
@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { openStore } from '../../src/index.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-const CLI = path.join(ROOT, 'dist/src/cli.js')
+const CLI = path.join(ROOT, 'dist/cli/ckpt.js')
 const PAGE = 4096
 const CLUSTER = 65536
 

@@ -28,7 +28,7 @@ import { removeTmpDirs, tmpDir } from '../helpers/tmp.js'
 afterAll(removeTmpDirs)
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-const CLI = path.join(ROOT, 'dist/src/cli.js')
+const CLI = path.join(ROOT, 'dist/cli/ckpt.js')
 const READ_ERRORS = ['CKPT_HASH_MISMATCH', 'CKPT_BAD_PACK', 'CKPT_NOT_FOUND', 'CKPT_BAD_INDEX', 'CKPT_BAD_NODE', 'CKPT_BAD_MANIFEST']
 
 interface Run {

@@ -29,7 +29,7 @@ type Store = Awaited<ReturnType<typeof openStore>>
 afterAll(removeTmpDirs)
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-const CLI = path.join(ROOT, 'dist/src/cli.js')
+const CLI = path.join(ROOT, 'dist/cli/ckpt.js')
 const rng = makeRng(10)
 const page = () => B.chunk(rng.bytes(4096))
 const bytes = (n: number) => B.chunk(rng.bytes(n))

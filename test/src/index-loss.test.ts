@@ -28,7 +28,7 @@ import { dirBytes, removeTmpDirs, tmpDir } from '../helpers/tmp.js'
 import { mountTmpfs, unmountTmpfs } from '../helpers/tmpfs.js'
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-const CLI = path.join(ROOT, 'dist/src/cli.js')
+const CLI = path.join(ROOT, 'dist/cli/ckpt.js')
 const isRoot = process.getuid?.() === 0
 const canSetpriv = isRoot && spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', 'true']).status === 0
 

@@ -2,7 +2,7 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
-import { openStore, type CkptStore } from '../../src/index.js'
+import { openStore, verifyStore, type CkptStore } from '../../src/index.js'
 import { pattern } from '../helpers/bytes.js'
 
 const dirs: string[] = []
@@ -164,5 +164,62 @@ describe('dirty-hint checkpoints on the worker pool', () => {
       await a.restore(ck.cid, 'ram', out)
       expect(out.equals(ram)).toBe(true)
     }
+  })
+})
+
+describe('tree leaves made on the worker pool', () => {
+  it('are written as the tree writes them inline: the same deltas, chains and whole nodes, checkpoint by checkpoint', async () => {
+    const saved = process.env.CKPT_INLINE_BYTES
+    process.env.CKPT_INLINE_BYTES = '0' // the workers from the first task on
+    let a: CkptStore
+    try {
+      a = await openStore(tmp(), { threads: 2 })
+    } finally {
+      if (saved === undefined) delete process.env.CKPT_INLINE_BYTES
+      else process.env.CKPT_INLINE_BYTES = saved
+    }
+    const b = await openStore(tmp(), { threads: 0 })
+    stores.push(a, b)
+    const regions = { ram: { size: 8 << 20, chunkSize: 4096 }, disk: { size: 4 << 20, chunkSize: 65536 } }
+    const ram = pattern(regions.ram.size, 5)
+    const disk = pattern(regions.disk.size, 6)
+    const ta = await a.timeline('t', { regions })
+    const tb = await b.timeline('t', { regions })
+    for (const t of [ta, tb]) await t.checkpoint({ vtime: 0, regions: { ram: { data: ram }, disk: { data: disk } } })
+    let x = 777
+    const rnd = (n: number) => {
+      x = (x * 1103515245 + 12345) >>> 0
+      return x % n
+    }
+    // past the delta chains' depth limits (25-32), so leaves are also stored whole or against their chain's start
+    for (let k = 1; k <= 40; k++) {
+      const pages = new Set<number>()
+      for (let i = 0; i < 150; i++) {
+        // most changes in a few hot leaves, some anywhere
+        const p = rnd(4) === 0 ? rnd(2048) : 256 * rnd(3) + rnd(256)
+        pages.add(p)
+        const kind = rnd(4)
+        if (kind === 0) ram.fill(0, p * 4096, p * 4096 + 4096)
+        else if (kind === 1) continue // listed dirty, unchanged
+        else ram.writeUInt32LE(k * 1000 + i, p * 4096 + rnd(1024) * 4)
+      }
+      const clusters = [rnd(64), 63]
+      for (const c of clusters) disk.writeUInt32LE(k, c * 65536 + 8)
+      const input = { vtime: k, regions: { ram: { data: ram, dirty: [...pages] }, disk: { data: disk, dirty: clusters } } }
+      const ca = await ta.checkpoint(input)
+      const cb = await tb.checkpoint(input)
+      expect([ca.stats.nodesWritten, ca.stats.nodeBytes], `checkpoint ${k}`).toEqual([cb.stats.nodesWritten, cb.stats.nodeBytes])
+      const [ma, mb] = [await a.manifest(ca.cid), await b.manifest(cb.cid)]
+      expect(String(ma.regions.ram!.root)).toBe(String(mb.regions.ram!.root))
+      expect(String(ma.regions.disk!.root)).toBe(String(mb.regions.disk!.root))
+    }
+    const last = (await a.seek('t', 40))!
+    const out = Buffer.alloc(ram.length)
+    await a.restore(last.cid, 'ram', out)
+    expect(out.equals(ram)).toBe(true)
+    const it = verifyStore(a, { deep: true })
+    const findings: string[] = []
+    for (let r = await it.next(); !r.done; r = await it.next()) findings.push(r.value.kind)
+    expect(findings).toEqual([])
   })
 })

@@ -12,7 +12,7 @@ import { openStore, type CkptStore, type JumpResult } from '../../src/index.js'
 import { makeRng } from '../helpers/rng.js'
 import { bytesEqual, caught, removeTmpDirs, tmpDir, tmpStorePath } from '../helpers/tmp.js'
 
-const CLI = path.resolve('dist/src/cli.js')
+const CLI = path.resolve('dist/cli/ckpt.js')
 /** 1,200 chunks of 512 B: a tree of height 2; 64 chunks of 4 KiB: height 1 */
 const REGIONS = { ram: { size: 600 * 1024, chunkSize: 512 }, disk: { size: 256 * 1024, chunkSize: 4096 } } as const
 type Name = keyof typeof REGIONS

@@ -1,4 +1,6 @@
 /** `ckpt add`: a checkpoint of region files (and blobs) on a timeline (src/timeline-files.ts). */
+import fs from 'node:fs'
+import { parseArgs } from 'node:util'
 import type { RegionInput } from '../../timeline.js'
 import { COMMON, QUIET, parse, parsePair, parseRegionArg, parseVtime, required, storeDir, type RegionArg } from '../args.js'
 import { UsageError } from '../errors.js'
@@ -20,6 +22,29 @@ const OPTIONS = {
   policy: { type: 'string' },
   'no-scan-cache': { type: 'boolean' },
 } as const
+
+/**
+ * `ckpt add` of big files, first thing (src/cli.ts calls it before loading anything else): when the
+ * arguments name ≥ PRESTART_BYTES of region files, starts the worker threads and has them hash the
+ * files' spans (prescanFiles) while this thread loads the library and opens the store. A light
+ * look at the arguments that never fails: whatever it cannot make out, run() parses and reports.
+ */
+export async function startEarly(argv: string[]): Promise<void> {
+  let files: string[]
+  let total = 0
+  try {
+    const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: false })
+    if (values.help) return
+    files = positionals.map((p) => parseRegionArg(p, 'add').file)
+    for (const f of files) total += fs.statSync(f).size
+    if (total < PRESTART_BYTES) return
+    const { prestartWorkers, prescanFiles } = await import('../../pipeline/prestart.js')
+    prestartWorkers()
+    if (values['no-scan-cache'] !== true) prescanFiles(files)
+  } catch {
+    // run() says what is wrong
+  }
+}
 
 /** The REGION=FILE arguments, each region once. */
 function regionArgs(positionals: string[]): RegionArg[] {
@@ -104,7 +129,12 @@ examples:
     const total = regions.reduce((n, r) => n + inputFileSize(r.file), 0)
     // a big scan will want the worker threads: start them now, while this thread loads the library
     // and opens the store (a small add hashes on this thread and never starts them)
-    if (total >= PRESTART_BYTES) (await import('../../pipeline/worker-pool.js')).prestartWorkers()
+    // and, unless the scan cache is off, have them hash the files' spans meanwhile (prescanFiles)
+    if (total >= PRESTART_BYTES) {
+      const { prestartWorkers, prescanFiles } = await import('../../pipeline/prestart.js')
+      prestartWorkers()
+      if (values['no-scan-cache'] !== true) prescanFiles(regions.map((r) => r.file))
+    }
 
     const progress = new Progress('ckpt add', Progress.wanted(values))
     try {

@@ -1,5 +1,6 @@
 /** `ckpt restore`: a region or a blob of a checkpoint to a file or stdout, or all of them into a directory (src/restore-all.ts). */
 import path from 'node:path'
+import { parseArgs } from 'node:util'
 import { CkptError, isCkptError } from '../../../codecs/errors.js'
 import type { RestoreAllProgress } from '../../restore-all.js'
 import { COMMON, QUIET, parse, required, storeDir } from '../args.js'
@@ -20,6 +21,27 @@ const OPTIONS = {
 } as const
 
 const OPEN = { mustExist: true, readOnly: true }
+
+/** whether the regions restored go to files, written on the worker threads (not stdout, not a restore by difference) */
+function writesFiles(values: { out?: string; all?: boolean; region?: string; from?: string; dirty?: string; check?: boolean }): boolean {
+  const travels = values.from !== undefined || values.dirty !== undefined || values.check === true
+  return values.out !== undefined && values.out !== '-' && values.out !== '' && (values.all === true || (values.region !== undefined && !travels))
+}
+
+/**
+ * `ckpt restore` to files, first thing (src/cli.ts calls it before loading anything else): starts the
+ * worker threads that will write them while this thread loads the library and opens the store. Never
+ * fails: run() parses the arguments and reports what is wrong.
+ */
+export async function startEarly(argv: string[]): Promise<void> {
+  try {
+    const { values } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: false })
+    if (values.help || !writesFiles(values as Parameters<typeof writesFiles>[0])) return
+    ;(await import('../../pipeline/prestart.js')).prestartWorkers()
+  } catch {
+    // run() says what is wrong
+  }
+}
 
 /** restoreAll's refusals of names as the usage errors they are here. */
 function asUsage(err: unknown): never {
@@ -182,8 +204,7 @@ examples:
     if (out === '') throw new UsageError('--out must not be empty', 'restore')
     // regions restored to files are written on the worker threads (the pool never writes a file from
     // the main thread): start them now, while this thread loads the library and opens the store
-    const travels = values.from !== undefined || values.dirty !== undefined || values.check === true
-    if (out !== '-' && (values.all || (values.region !== undefined && !travels))) (await import('../../pipeline/worker-pool.js')).prestartWorkers()
+    if (writesFiles(values)) (await import('../../pipeline/prestart.js')).prestartWorkers()
     if (values.all) return restoreAllTo(dir, ref, out, values)
     const toStdout = out === '-'
     if (toStdout && values.json) throw new UsageError('--json cannot be used with --out - (stdout carries the data)', 'restore')

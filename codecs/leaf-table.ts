@@ -1,0 +1,71 @@
+/**
+ * The leaf file's format (SPEC.md §18.1): every chunk link of a region tree (its leaves' entries, in
+ * chunk order), as of the tree whose root CID the file names. A full scan in a new process (one
+ * `ckpt add`) takes the old tree's leaves from it instead of rebuilding each from its delta chain in
+ * the packs; every leaf taken is hashed and checked against the CID its parent holds, so the file is
+ * never trusted with content, only with saving time. Pure bytes here; the file I/O is in src/scan-cache.ts.
+ */
+import { blake3 } from './blake3.js'
+import { CID_LENGTH } from './cid.js'
+
+export const LEAF_MAGIC = 'CKPTLEAF'
+export const LEAF_VERSION = 1
+export const LEAF_HEADER_SIZE = 72
+
+export interface ChunkTable {
+  /** the region's size in bytes and chunk size */
+  size: number
+  chunkSize: number
+  /** the tree's fan-out */
+  fanout: number
+  /** root CID (36 B) of the region tree whose leaves these are */
+  root: Uint8Array
+  /** per chunk: 0 for a hole, else the link's multicodec (0x55 raw) */
+  codecs: Uint8Array
+  /** 32 B per chunk: the linked block's BLAKE3 digest (zeros for a hole) */
+  digests: Uint8Array
+}
+
+export function chunkCount(size: number, chunkSize: number): number {
+  return Math.ceil(size / chunkSize)
+}
+
+export function encodeChunkTable(t: ChunkTable): Uint8Array {
+  const n = t.codecs.length
+  const out = Buffer.alloc(LEAF_HEADER_SIZE + n + n * 32 + 32)
+  out.write(LEAF_MAGIC, 0, 'latin1')
+  out.writeUInt16LE(LEAF_VERSION, 8)
+  out.writeUInt16LE(0, 10)
+  out.writeUInt32LE(t.fanout, 12)
+  out.writeBigUInt64LE(BigInt(t.size), 16)
+  out.writeUInt32LE(t.chunkSize, 24)
+  out.writeUInt32LE(n, 28)
+  out.set(t.root.subarray(0, CID_LENGTH), 32)
+  out.set(t.codecs, LEAF_HEADER_SIZE)
+  out.set(t.digests.subarray(0, n * 32), LEAF_HEADER_SIZE + n)
+  out.set(blake3(out.subarray(0, out.length - 32)), out.length - 32)
+  return out
+}
+
+/** The table, or undefined for anything that is not a complete, intact version-1 leaf file. */
+export function decodeChunkTable(bytes: Uint8Array): ChunkTable | undefined {
+  if (bytes.length < LEAF_HEADER_SIZE + 32) return undefined
+  const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+  if (b.toString('latin1', 0, 8) !== LEAF_MAGIC || b.readUInt16LE(8) !== LEAF_VERSION || b.readUInt16LE(10) !== 0) return undefined
+  const fanout = b.readUInt32LE(12)
+  const size = b.readBigUInt64LE(16)
+  const chunkSize = b.readUInt32LE(24)
+  const n = b.readUInt32LE(28)
+  if (fanout < 2 || chunkSize === 0 || size > BigInt(Number.MAX_SAFE_INTEGER) || n !== chunkCount(Number(size), chunkSize)) return undefined
+  if (b.length !== LEAF_HEADER_SIZE + n * 33 + 32) return undefined
+  const sum = blake3(b.subarray(0, b.length - 32))
+  for (let k = 0; k < 32; k++) if (sum[k] !== b[b.length - 32 + k]) return undefined
+  return {
+    size: Number(size),
+    chunkSize,
+    fanout,
+    root: Uint8Array.prototype.slice.call(b, 32, 32 + CID_LENGTH),
+    codecs: Uint8Array.prototype.slice.call(b, LEAF_HEADER_SIZE, LEAF_HEADER_SIZE + n),
+    digests: Uint8Array.prototype.slice.call(b, LEAF_HEADER_SIZE + n, LEAF_HEADER_SIZE + n * 33),
+  }
+}
