@@ -54,7 +54,7 @@ if (op === 'export') {
   const s = await store.gc(file ? { threshold: Number(file) } : {})
   const ms = performance.now() - t
   await store.close()
-  console.log(JSON.stringify({ ...s, ms, markMs: s.ms.mark, sweepMs: s.ms.sweep, rewriteMs: s.ms.rewrite, rssMiB: peakRssMiB() }))
+  console.log(JSON.stringify({ ...s, ms, markMs: s.ms.mark, sweepMs: s.ms.sweep, rewriteMs: s.ms.rewrite, rewriteCpuMs: s.ms.rewriteCpu, rssMiB: peakRssMiB() }))
 } else {
   console.error('usage: bundle-child.js export|import|verify|gc ...')
   process.exit(2)

@@ -44,14 +44,14 @@ export interface GcOptions {
   onProgress?: (p: { phase: 'mark' | 'sweep'; done: number; total: number }) => void
 }
 
-export interface GcSummary extends Omit<PackGcSummary, 'rewriteMs'> {
+export interface GcSummary extends Omit<PackGcSummary, 'rewriteMs' | 'rewriteCpuMs'> {
   roots: number
   /** live nodes whose delta base was dead, stored anew (against a live base, or whole) */
   nodesReencoded: number
   reencodedBytes: number
   dryRun: boolean
-  /** mark; sweep (all of it); of which rewrite: reading, copying and committing the packs that go */
-  ms: { mark: number; sweep: number; rewrite: number }
+  /** mark; sweep (all of it); of which rewrite: reading, copying and committing the packs that go (rewriteCpu: its CPU time, every thread's) */
+  ms: { mark: number; sweep: number; rewrite: number; rewriteCpu: number }
 }
 
 /** a node stored anew by gc stays this far under the delta depth ingest allows (25..32) */
@@ -95,14 +95,14 @@ export async function collectGarbage(ctx: StoreContext, opts: GcOptions = {}): P
         marker.reencodedBytes = 0
       }
       const packs = await repo.collectPacks({ isLive: marker.isLive, isBaseOnly: marker.isBaseOnly, threshold, maxUnused, dryRun, onProgress: opts.onProgress, onStagedDropped })
-      const { rewriteMs, ...rest } = packs
+      const { rewriteMs, rewriteCpuMs, ...rest } = packs
       return {
         roots,
         ...rest,
         nodesReencoded: marker.reencoded,
         reencodedBytes: marker.reencodedBytes,
         dryRun,
-        ms: { mark: tMark, sweep: performance.now() - t0 - tMark, rewrite: rewriteMs },
+        ms: { mark: tMark, sweep: performance.now() - t0 - tMark, rewrite: rewriteMs, rewriteCpu: rewriteCpuMs },
       }
     } finally {
       // a gc that failed leaves nothing staged behind for the next commit to take along
@@ -156,7 +156,7 @@ class Marker {
     return new Marker(ctx, dryRun, live, bases)
   }
 
-  readonly isLive = (cid: CidBytes): boolean => this.live.has(cid) || this.bases.has(cid)
+  readonly isLive = (cid: Uint8Array, at = 0): boolean => this.live.has(cid, at) || this.bases.has(cid, at)
   readonly isBaseOnly = (cid: CidBytes): boolean => !this.live.has(cid)
 
   async close(): Promise<void> {

@@ -14,6 +14,8 @@ import { decodeNode, encodeNode, type NodeEntries } from '../codecs/tree-node.js
 import { allocBytes } from './alloc.js'
 import { FingerprintSet, type FingerprintView } from './fingerprint-set.js'
 import { NodeCache } from './node-cache.js'
+import { StagedCopies } from './staged-copies.js'
+import { entryError, hashMismatch } from './block-errors.js'
 import { blockKey, blockKeyCid, blockRange, manifestKey, packKey, packKeyNo, packRange } from './keys.js'
 import type { KV, KVOp } from './kv.js'
 import {
@@ -22,7 +24,6 @@ import {
   inflatePayload,
   isFault,
   openPayload,
-  type EntryFault,
   encodeFooter,
   encodePackHeader,
   ENTRY_HEADER_SIZE,
@@ -71,6 +72,7 @@ const FLUSH_AT = 1 << 20
 export class BlockStore implements BlockReader, BlockWriter {
   private readonly filter = new FingerprintSet()
   private readonly staged = new Map<string, BlockLocation>()
+  private readonly copies = new StagedCopies() // gc's copies (copyEntry): many, moving blocks rather than adding them
   private readonly stagedCids: CidBytes[] = []
   private readonly stagedLocs: BlockLocation[] = [] // where each of stagedCids went, in order (a CID staged twice: the later stands, as in `staged`)
   /** manifests among the staged blocks: the commit lists them under 'M' */
@@ -88,7 +90,7 @@ export class BlockStore implements BlockReader, BlockWriter {
   private bufStart = 0
   private bufLen = 0
   private blockCount = 0
-  private readonly packTarget: number
+  readonly packTarget: number // a pack is sealed once this long
 
   private constructor(
     private readonly kv: KV,
@@ -200,7 +202,7 @@ export class BlockStore implements BlockReader, BlockWriter {
   }
 
   locate(cid: CidBytes): BlockLocation | undefined {
-    const s = this.staged.size > 0 ? this.staged.get(cidKey(cid)) : undefined
+    const s = this.staged.size > 0 ? this.staged.get(cidKey(cid)) : this.copies.count > 0 ? this.copies.get(cid) : undefined
     if (s) return s
     const v = this.kv.getSync(blockKey(cid))
     return v === undefined ? undefined : decodeLocation(v)
@@ -224,7 +226,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     const out: (BlockLocation | undefined)[] = new Array(cids.length)
     const ask: number[] = []
     for (let i = 0; i < cids.length; i++) {
-      const s = this.staged.size > 0 ? this.staged.get(cidKey(cids[i]!)) : undefined
+      const s = this.staged.size > 0 ? this.staged.get(cidKey(cids[i]!)) : this.copies.count > 0 ? this.copies.get(cids[i]!) : undefined
       if (s) out[i] = s
       else ask.push(i)
     }
@@ -262,7 +264,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     const rec = this.packs.get(loc.pack)
     const end = loc.offset + ENTRY_HEADER_SIZE + loc.storedLength
     const inBuffer = loc.pack === this.openPack && loc.offset >= this.bufStart && end <= this.bufStart + this.bufLen
-    const staged = this.staged.size > 0 && loc.pack === this.openPack && end <= this.bufStart + this.bufLen
+    const staged = (this.staged.size > 0 || this.copies.count > 0) && loc.pack === this.openPack && end <= this.bufStart + this.bufLen
     if (!rec || loc.offset < PACK_HEADER_SIZE || (!inBuffer && !staged && end > rec.committedLength)) {
       throw new CkptError('CKPT_BAD_INDEX', `the index places ${cidToString(cid)} ${rec ? `past the end of pack ${loc.pack}` : `in pack ${loc.pack}, which the index does not know`}`, {
         cid: cidToString(cid),
@@ -338,7 +340,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     const depth = opts.depth ?? 0
     const at = this.reserve(ENTRY_HEADER_SIZE + payload.length)
     writeEntry(this.buf, at, cid, codec, depth, rawLength, payload, kind)
-    this.stage(cid, at, payload.length, { rawLength, codec, depth, kind }, true)
+    this.stage(cid, at, payload.length, { rawLength, codec, depth, kind }, false)
     if (opts.replace) this.nodeCache.drop(cidKey(cid))
     return true
   }
@@ -351,20 +353,20 @@ export class BlockStore implements BlockReader, BlockWriter {
     if (this.has(cid)) return false
     const at = this.reserve(entry.length)
     this.buf.set(entry, at)
-    this.stage(cid, at, entry.length - ENTRY_HEADER_SIZE, { rawLength, codec, depth: 0, kind: ENTRY_KIND.block }, true)
+    this.stage(cid, at, entry.length - ENTRY_HEADER_SIZE, { rawLength, codec, depth: 0, kind: ENTRY_KIND.block }, false)
     return true
   }
 
   /**
-   * Write entry point 3 of 3: gc's copy of a whole entry (block or catalog record, checked by the
-   * caller) out of a pack it rewrites. The bytes go as they are; a block's index entry moves to the
-   * copy at commit; where it went is returned (a record's index entry is the caller's to write).
+   * Write entry point 3 of 3: gc's copy of a whole entry (block or record, checked by the caller, who
+   * copies no block staged: isStaged) out of a pack it rewrites, as it is. A block's index entry moves
+   * to the copy at commit; where it went is returned (a record's index entry is the caller's to write).
    */
-  copyEntry(cid: CidBytes, entry: Uint8Array, e: { rawLength: number; codec: number; depth: number; kind: number }): BlockLocation {
+  copyEntry(entry: Uint8Array, e: { rawLength: number; codec: number; depth: number; kind: number }): BlockLocation {
     const at = this.reserve(entry.length)
     this.buf.set(entry, at)
     const record = e.kind === ENTRY_KIND.record
-    return this.stage(cid, at, entry.length - ENTRY_HEADER_SIZE, { rawLength: e.rawLength, codec: e.codec, depth: record ? 0 : e.depth, kind: record ? e.kind : ENTRY_KIND.block }, false)
+    return this.stage(undefined, at, entry.length - ENTRY_HEADER_SIZE, { rawLength: e.rawLength, codec: e.codec, depth: record ? 0 : e.depth, kind: record ? e.kind : ENTRY_KIND.block }, true)
   }
 
   /** Where the entry staged last went (a catalog record's place: the index keys records by seq). */
@@ -377,8 +379,9 @@ export class BlockStore implements BlockReader, BlockWriter {
     return this.nodeCache.resize(entries)
   }
 
-  isStaged(cid: CidBytes): boolean {
-    return this.staged.has(cidKey(cid))
+  /** Whether a block was staged (put, or copied) since the last commit; `at`: the CID is at cid[at]. */
+  isStaged(cid: Uint8Array, at = 0): boolean {
+    return this.copies.has(cid, at) || (this.staged.size > 0 && this.staged.has(cidKey(cid.subarray(at, at + CID_LENGTH) as CidBytes)))
   }
 
   /** The pack being appended to (-1: none open). */
@@ -403,18 +406,20 @@ export class BlockStore implements BlockReader, BlockWriter {
     return this.bufLen
   }
 
-  /** Records a staged entry (the write buffer holds it at `at`); a block is indexed at commit, a manifest also listed if `list`. */
-  private stage(cid: CidBytes, at: number, storedLength: number, e: { rawLength: number; codec: number; depth: number; kind: number }, list: boolean): BlockLocation {
+  /** Records a staged entry (the write buffer holds it at `at`); a block is indexed at commit, a manifest put also listed; a copy's CID is its header's. */
+  private stage(cid: CidBytes | undefined, at: number, storedLength: number, e: { rawLength: number; codec: number; depth: number; kind: number }, copy: boolean): BlockLocation {
     const loc = { pack: this.openPack, offset: this.bufStart + at, storedLength, rawLength: e.rawLength, codec: e.codec, depth: e.depth }
     this.bufLen = at + ENTRY_HEADER_SIZE + storedLength
     this.stagedEntries++
     this.last = loc
-    if (e.kind !== ENTRY_KIND.record) {
+    // a record is indexed by its seq, by the caller
+    if (e.kind !== ENTRY_KIND.record && copy) this.copies.add(this.buf, at + 12, loc)
+    else if (e.kind !== ENTRY_KIND.record && cid) {
       this.staged.set(cidKey(cid), loc)
       this.stagedCids.push(cid)
       this.stagedLocs.push(loc)
       if (this.useFilter) this.filter.add(cidDigest(cid))
-      if (list && e.kind === ENTRY_KIND.manifest) this.stagedManifests.push(cid)
+      if (e.kind === ENTRY_KIND.manifest) this.stagedManifests.push(cid)
     }
     if (this.bufLen >= FLUSH_AT) this.flushBuffer()
     return loc
@@ -476,14 +481,15 @@ export class BlockStore implements BlockReader, BlockWriter {
     const rec = this.packs.get(this.openPack)!
     if (this.stagedEntries === 0 && rec.committedLength > 0) return []
     this.flushBuffer()
-    // fdatasync on libuv's pool: it covers the data and the file's new length, and keeps this thread free
-    await this.io.syncAsync(this.openPack)
+    // fdatasync on libuv's pool: it covers the data and the file's new length; the operations are made meanwhile
+    const synced = this.io.syncAsync(this.openPack)
     const ops: KVOp[] = []
     for (let i = 0; i < this.stagedCids.length; i++) ops.push({ type: 'put', key: blockKey(this.stagedCids[i]!), value: encodeLocation(this.stagedLocs[i]!) })
+    for (const op of this.copies.ops()) ops.push(op)
     for (const cid of this.stagedManifests) ops.push({ type: 'put', key: manifestKey(cid), value: new Uint8Array(0) })
     const next = { committedLength: this.bufStart, sealed: false, entries: rec.entries + this.stagedEntries }
     ops.push({ type: 'put', key: packKey(this.openPack), value: encodePackRecord(next) })
-    return ops
+    return synced.then(() => ops)
   }
 
   /** Called after the batch from prepareCommit() is durable. */
@@ -495,6 +501,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     if (this.blockCount >= 0) this.blockCount += this.stagedCids.length
     this.stagedEntries = 0
     this.staged.clear()
+    this.copies.clear()
     this.stagedLocs.length = this.stagedCids.length = 0
     this.stagedManifests.length = 0
   }
@@ -504,6 +511,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     if (this.openPack < 0) return
     const rec = this.packs.get(this.openPack)!
     this.staged.clear()
+    this.copies.clear()
     this.stagedLocs.length = this.stagedCids.length = 0
     this.stagedManifests.length = 0
     this.stagedEntries = 0
@@ -677,23 +685,5 @@ function decompress(cid: CidBytes, loc: BlockLocation, payload: Uint8Array, into
   }
 }
 
-/** A fault of the read path as the error a reader throws, naming the block, its pack and offset. */
-function entryError(f: EntryFault, cid: CidBytes, loc: BlockLocation): CkptError {
-  const what =
-    f.fault === 'CKPT_HASH_MISMATCH'
-      ? 'does not match its hash'
-      : f.fault === 'CKPT_BAD_INDEX'
-        ? 'has an index entry that points at another pack entry'
-        : `cannot be read: ${f.message}`
-  return new CkptError(f.fault, `block ${cidToString(cid)} ${what} (pack ${loc.pack}, offset ${loc.offset})`, { cid: cidToString(cid), pack: loc.pack, offset: loc.offset })
-}
-
-export function hashMismatch(cid: CidBytes, loc: BlockLocation): CkptError {
-  return new CkptError('CKPT_HASH_MISMATCH', `block ${cidToString(cid)} does not match its hash (pack ${loc.pack}, offset ${loc.offset})`, {
-    cid: cidToString(cid),
-    pack: loc.pack,
-    offset: loc.offset,
-  })
-}
-
 export { PACK_HEADER_SIZE }
+export { hashMismatch } from './block-errors.js'

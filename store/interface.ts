@@ -103,7 +103,7 @@ export interface BlockWriter {
   /** A complete block entry a worker encoded (header and payload); false when stored or staged. */
   putEntry(cid: CidBytes, entry: Uint8Array, rawLength: number, codec: number): boolean
   /** gc: a whole entry out of a pack it rewrites, as it is; where it went. */
-  copyEntry(cid: CidBytes, entry: Uint8Array, e: { rawLength: number; codec: number; depth: number; kind: number }): BlockLocation
+  copyEntry(entry: Uint8Array, e: { rawLength: number; codec: number; depth: number; kind: number }): BlockLocation
   /** What blocks are written with: the one choice of the store (workers get its code). */
   readonly compressor: Compressor
   /** Where the entry staged last went (a catalog record's place). */

@@ -31,8 +31,8 @@ import { ENTRY_HEADER_SIZE, ENTRY_KIND, FOOTER_SIZE, PACK_HEADER_SIZE, writeEntr
 import { scanPack, type ScannedEntry } from './pack-scan.js'
 
 export interface PackGcOptions {
-  /** whether a block is live (marked, or a base a live delta needs) */
-  isLive: (cid: CidBytes) => boolean
+  /** whether a block is live (marked, or a base a live delta needs); `at`: the CID is at cid[at] */
+  isLive: (cid: Uint8Array, at?: number) => boolean
   /** whether a live node is live only as a delta base (reported, dry runs) */
   isBaseOnly: (cid: CidBytes) => boolean
   threshold: number
@@ -70,6 +70,8 @@ export interface PackGcSummary {
   recordBytes: number
   /** the rewrite's share of the time, ms */
   rewriteMs: number
+  /** the CPU time the rewrite took (all of the process's threads), ms */
+  rewriteCpuMs: number
 }
 
 /** What pack gc needs of the repository besides its index and blocks. */
@@ -85,8 +87,12 @@ export interface PackGcHost {
 
 /** copies made durable (fdatasync + one index batch) at least every this many bytes */
 const COMMIT_BYTES = 64 << 20
-/** index operations in one batch, at most */
+/** index operations in one batch, at most (the caller's; the copies' own are counted apart) */
 const COMMIT_OPS = 1 << 14
+/** copies in one batch, at most (an index entry each) */
+const COMMIT_COPIES = 1 << 16
+/** the copies start going to disk (fdatasync in the background) every this many bytes, so a commit has little left to wait for */
+const SYNC_EARLY_BYTES = 16 << 20
 /** index entries between two full V8 collections while the index is scanned */
 const COLLECT_EVERY_ENTRIES = 1 << 16
 
@@ -166,6 +172,7 @@ class PackCollector {
       liveRecordBytes: 0,
       recordBytes: 0,
       rewriteMs: 0,
+      rewriteCpuMs: 0,
     }
   }
 
@@ -184,10 +191,13 @@ class PackCollector {
     this.s.deadBytes = [...this.packs.values()].reduce((n, p) => n + this.deadOf(p), 0)
     const chosen = mode === 'none' ? this.keepAll() : await this.choose()
     const t = performance.now()
+    const cpu = process.cpuUsage()
     let freed = 0
     if (this.opts.dryRun) freed = this.wouldRewrite(chosen)
     else if (chosen.length) freed = await this.rewrite(chosen)
     this.s.rewriteMs = performance.now() - t
+    const used = process.cpuUsage(cpu)
+    this.s.rewriteCpuMs = (used.user + used.system) / 1000
     if (!this.opts.dryRun) this.deleteLeftovers()
     // the index's files keep the entries gc deleted or moved until LevelDB compacts them: now, so the
     // store is as small on disk as its packs say
@@ -464,15 +474,17 @@ class PackCollector {
       this.s.rewrittenBytes += r.copied
       if (r.keep) this.s.packsSkipped++
       else {
+        // the pack's record goes with the next commit (its copies are in it), its file after that
         for (const cid of r.goneManifests) w.ops.push({ type: 'del', key: manifestKey(cid) }, { type: 'del', key: removedKey(cid) })
         w.dropPacks.push(n)
         freed += p.rec.committedLength
         if (r.copied > 0) this.s.packsRewritten++
         else this.s.packsDeleted++
       }
-      await w.commit()
+      if (w.due()) await w.commit()
       this.opts.onProgress?.({ phase: 'sweep', done: ++done, total: chosen.length })
     }
+    await w.commit()
     return freed
   }
 
@@ -492,38 +504,44 @@ class PackCollector {
         end: p.rec.sealed || p.rec.retired ? undefined : p.rec.committedLength,
         sealed: p.rec.sealed && !p.rec.retired,
         footerOptional: p.rec.retired,
-        // only what is copied needs its checksum checked
-        check: (cid, kind) => (kind === ENTRY_KIND.record ? recordsHere !== undefined : isLive(cid)),
+        // only what is copied needs its checksum checked: a live chunk, a live node where the index places it
+        check: (buf, at, kind, offset) => (kind === ENTRY_KIND.record ? recordsHere !== undefined : buf[at + 1] === DAG_CBOR ? nodesHere?.has(offset) === true : isLive(buf, at)),
       })
       for (const ev of scan) {
         if (ev.kind === 'damage' || ev.kind === 'bad-header' || ev.kind === 'bad-footer') damaged = true
         if (ev.kind === 'header') marked = ev.version >= 2
         if (ev.kind !== 'entry') continue
         const e = ev.entry
+        // the entry's CID is read where it lies (no view of it made): scanPack's entries say where
+        const buf = e.buf ?? e.bytes
+        const cidAt = (e.at ?? 0) + 12
+        const node = buf[cidAt + 1] === DAG_CBOR
         if (e.kind === ENTRY_KIND.record) {
           // the records the index places here (from the snapshot on) move; older ones and other copies stay behind
           const key = recordsHere?.get(e.offset)
           if (!key) continue
-          const loc = blocks.copyEntry(e.cid, Uint8Array.prototype.slice.call(e.bytes), e)
+          const loc = blocks.copyEntry(e.bytes, e)
           w.ops.push({ type: 'put', key, value: encodeLocation(loc) })
-        } else if (!isLive(e.cid)) {
-          const manifest = e.kind === ENTRY_KIND.manifest || (!marked && e.cid[1] === DAG_CBOR && e.codec !== AT_REST.nodeDelta)
-          if (manifest) goneManifests.push(Uint8Array.prototype.slice.call(e.cid) as CidBytes)
+        } else if (!(e.wanted ?? isLive(buf, cidAt))) {
+          // not copied (the scan's check said so, its checksum was then not checked): dead, or a node
+          // the index places elsewhere
+          const manifest = e.kind === ENTRY_KIND.manifest || (!marked && node && e.codec !== AT_REST.nodeDelta)
+          if (manifest && !isLive(buf, cidAt)) goneManifests.push(Uint8Array.prototype.slice.call(e.cid) as CidBytes)
           continue
         } else {
           // a node whose index entry names another copy stays where it is (that copy may be an old
           // one, a delta of a base gc let go); any intact copy of a chunk will do
-          if (blocks.isStaged(e.cid)) continue
-          if (e.cid[1] === DAG_CBOR && !nodesHere?.has(e.offset)) continue
+          if (node ? !nodesHere?.has(e.offset) : blocks.isStaged(buf, cidAt)) continue
           // a manifest of a version-1 pack (kind 0) is marked as one where it goes (kind 1): the
           // packs alone must still tell it from a tree node once its old pack is gone
-          const unmarkedManifest = !marked && e.cid[1] === DAG_CBOR && e.codec !== AT_REST.nodeDelta && (await this.host.kv.get(manifestKey(e.cid))) !== undefined
-          const bytes = unmarkedManifest ? markManifest(e) : e.bytes
-          blocks.copyEntry(Uint8Array.prototype.slice.call(e.cid), bytes, { ...e, kind: unmarkedManifest ? ENTRY_KIND.manifest : e.kind })
+          const unmarkedManifest = !marked && node && e.codec !== AT_REST.nodeDelta && (await this.host.kv.get(manifestKey(e.cid))) !== undefined
+          if (unmarkedManifest) blocks.copyEntry(markManifest(e), { rawLength: e.rawLength, codec: e.codec, depth: e.depth, kind: ENTRY_KIND.manifest })
+          else blocks.copyEntry(e.bytes, e)
         }
-        copied += e.bytes.length
-        w.pending += e.bytes.length
-        if (w.pending >= COMMIT_BYTES || w.ops.length >= COMMIT_OPS) await w.commit()
+        const size = ENTRY_HEADER_SIZE + e.storedLength
+        copied += size
+        w.copied(size)
+        if (w.due()) await w.commit()
       }
     }
     let keep = false
@@ -578,21 +596,51 @@ class KeyList {
   }
 }
 
-/** The copies of a rewrite not yet committed, and the packs whose records go with the next commit. */
+/**
+ * The copies of a rewrite not yet committed, and the packs whose records go with the next commit.
+ * Copies go to disk in the background as they are made (an fdatasync every SYNC_EARLY_BYTES), so the
+ * commit's own fdatasync, which makes them durable, has little left to do.
+ */
 class Rewriter {
   ops: KVOp[] = []
   dropPacks: number[] = []
   pending = 0
+  private unsynced = 0
+  private syncs: Promise<void>[] = []
 
   constructor(private readonly host: PackGcHost) {}
 
+  /** `bytes` more were copied. */
+  copied(bytes: number): void {
+    this.pending += bytes
+    this.unsynced += bytes
+    if (this.unsynced < SYNC_EARLY_BYTES) return
+    this.unsynced = 0
+    // a failure here is the commit's to report (its own fdatasync fails the same way)
+    this.syncs.push(this.host.blocks.syncEarly().catch(() => {}))
+  }
+
+  /**
+   * Whether the copies so far are due for a commit: bytes, the caller's operations, the copies' index
+   * entries, or the open pack at its target size (the commit seals it).
+   */
+  due(): boolean {
+    const b = this.host.blocks
+    if (this.pending >= COMMIT_BYTES || this.ops.length >= COMMIT_OPS || b.stagedEntryCount >= COMMIT_COPIES) return true
+    const open = b.packRecords().get(b.openPackNo())
+    return open !== undefined && open.committedLength + b.stagedBytes >= b.packTarget
+  }
+
   async commit(): Promise<void> {
+    // the pack file is not sealed (closed) under a background fdatasync
+    await Promise.all(this.syncs)
+    this.syncs = []
+    this.unsynced = 0
     await this.host.commitWith(this.ops, { dropPacks: this.dropPacks })
     for (const n of this.dropPacks) this.host.blocks.io.remove(n)
     this.ops = []
     this.dropPacks = []
     this.pending = 0
-    fullCollection()
   }
 }
 

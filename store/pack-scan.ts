@@ -20,6 +20,11 @@ export interface ScannedEntry extends Omit<EntryHeader, 'crc'> {
   bytes: Uint8Array
   /** set by a scan elsewhere that proved the content (CompactScan.proven): it hashes to the CID */
   proven?: boolean
+  /** what scanPack's `check` said of the entry (its checksum was then checked, or waived); undefined: not asked */
+  wanted?: boolean
+  /** the buffer the entry lies in (from `at`, header first), valid as the views are: to read it without making views */
+  buf?: Uint8Array
+  at?: number
 }
 
 export type ScanEvent =
@@ -46,10 +51,31 @@ function plausible(b: Buffer, o: number, maxKind: number): boolean {
   return b.readUInt32LE(o) <= MAX_BLOCK_SIZE && b.readUInt32LE(o + 4) <= MAX_BLOCK_SIZE && b[o + 10]! <= maxKind && b[o + 11] === 0 && b[o + 8]! <= 3
 }
 
+/** CRC-32 (zlib's) byte by byte, for short spans: no view to make, no call into C++ */
+const CRC_TABLE = (() => {
+  const t = new Int32Array(256)
+  for (let n = 0; n < 256; n++) {
+    let c = n
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1
+    t[n] = c
+  }
+  return t
+})()
+
+function crcBytes(b: Uint8Array, from: number, to: number, crc: number): number {
+  let c = ~crc
+  for (let i = from; i < to; i++) c = CRC_TABLE[(c ^ b[i]!) & 255]! ^ (c >>> 8)
+  return ~c >>> 0
+}
+
+/** payloads up to this length are summed in JS (faster than a view and a call for short ones) */
+const SHORT_CRC = 128
+
 function crcOk(b: Buffer, at: number, stored: number): boolean {
-  let c = crc32(b.subarray(at, at + 48))
-  c = crc32(b.subarray(at + ENTRY_HEADER_SIZE, at + ENTRY_HEADER_SIZE + stored), c)
-  return (c >>> 0) === b.readUInt32LE(at + 48)
+  const c = crcBytes(b, at, at + 48, 0)
+  const from = at + ENTRY_HEADER_SIZE
+  const sum = stored <= SHORT_CRC ? crcBytes(b, from, from + stored, c) : crc32(b.subarray(from, from + stored), c)
+  return (sum >>> 0) === b.readUInt32LE(at + 48)
 }
 
 /** Reads up to into.length bytes at pos; returns how many there were. */
@@ -79,11 +105,12 @@ export function* scanPack(
     sealed?: boolean
     footerOptional?: boolean
     /**
-     * whether an entry's checksum matters (default: every entry's does). gc checks only the entries
-     * it copies; one it skips is walked over by its header (a damaged length still shows: the next
-     * header is then implausible, and the scan falls back to searching with checksums)
+     * whether an entry's checksum matters (default: every entry's does), given the buffer its CID is
+     * in and where, its kind and its offset in the pack; the entry's `wanted` says what it answered. gc checks only the entries it copies;
+     * one it skips is walked over by its header (a damaged length still shows: the next header is
+     * then implausible, and the scan falls back to searching with checksums)
      */
-    check?: (cid: Uint8Array, kind: number) => boolean
+    check?: (buf: Uint8Array, cidAt: number, kind: number, offset: number) => boolean
   } = {},
 ): Generator<ScanEvent> {
   try {
@@ -174,7 +201,7 @@ class EntryWindow {
     private readonly r: PackReader,
     private readonly limit: number,
     private readonly maxKind: number,
-    private readonly check: ((cid: Uint8Array, kind: number) => boolean) | undefined,
+    private readonly check: ((buf: Uint8Array, cidAt: number, kind: number, offset: number) => boolean) | undefined,
   ) {}
 
   private have(from: number, n: number): boolean {
@@ -200,19 +227,45 @@ class EntryWindow {
     if (p + ENTRY_HEADER_SIZE + stored > this.limit || !this.have(p, ENTRY_HEADER_SIZE + stored)) return undefined
     const b = this.buf
     const o = p - this.bufAt
-    const skip = mayTrust && this.check !== undefined && !this.check(b.subarray(o + 12, o + 12 + CID_LENGTH), b[o + 10]!)
-    if (!skip && !crcOk(b, o, stored)) return undefined
-    return {
-      offset: p,
-      storedLength: stored,
-      rawLength: b.readUInt32LE(o + 4),
-      codec: b[o + 8]!,
-      depth: b[o + 9]!,
-      kind: b[o + 10]!,
-      cid: b.subarray(o + 12, o + 12 + CID_LENGTH),
-      payload: b.subarray(o + ENTRY_HEADER_SIZE, o + ENTRY_HEADER_SIZE + stored),
-      bytes: b.subarray(o, o + ENTRY_HEADER_SIZE + stored),
-    }
+    const wanted = mayTrust && this.check !== undefined ? this.check(b, o + 12, b[o + 10]!, p) : undefined
+    if (wanted !== false && !crcOk(b, o, stored)) return undefined
+    return new WindowEntry(b, o, p, stored, wanted)
+  }
+}
+
+/** An entry in a scan's window: its views are made when first asked for (gc reads most entries by `buf` and `at`). */
+class WindowEntry implements ScannedEntry {
+  readonly rawLength: number
+  readonly codec: number
+  readonly depth: number
+  readonly kind: number
+  private cidView: Uint8Array | undefined
+  private payloadView: Uint8Array | undefined
+  private bytesView: Uint8Array | undefined
+
+  constructor(
+    readonly buf: Buffer,
+    readonly at: number,
+    readonly offset: number,
+    readonly storedLength: number,
+    readonly wanted: boolean | undefined,
+  ) {
+    this.rawLength = buf.readUInt32LE(at + 4)
+    this.codec = buf[at + 8]!
+    this.depth = buf[at + 9]!
+    this.kind = buf[at + 10]!
+  }
+
+  get cid(): Uint8Array {
+    return (this.cidView ??= this.buf.subarray(this.at + 12, this.at + 12 + CID_LENGTH))
+  }
+
+  get payload(): Uint8Array {
+    return (this.payloadView ??= this.buf.subarray(this.at + ENTRY_HEADER_SIZE, this.at + ENTRY_HEADER_SIZE + this.storedLength))
+  }
+
+  get bytes(): Uint8Array {
+    return (this.bytesView ??= this.buf.subarray(this.at, this.at + ENTRY_HEADER_SIZE + this.storedLength))
   }
 }
 

@@ -27,6 +27,11 @@ const MAX_SLOTS = 1 << 21
 /** CIDs bound for the disk tier wait in memory until this many, then go in one batch */
 const FLUSH_EVERY = 8192
 
+/** Four bytes at b[i], little-endian, unsigned. */
+function word(b: Uint8Array, i: number): number {
+  return (b[i]! | (b[i + 1]! << 8) | (b[i + 2]! << 16) | (b[i + 3]! << 24)) >>> 0
+}
+
 export class SeenSet {
   /** tier 1: 4 u32 words per slot (digest bytes 0..15); all zero = empty */
   private table: Uint32Array
@@ -75,14 +80,13 @@ export class SeenSet {
   private k2 = 0
   private k3 = 0
 
-  private key(cid: Uint8Array): void {
-    const d = cid.length >= 36 ? 4 : 0
-    const w = (i: number) => (cid[d + i]! | (cid[d + i + 1]! << 8) | (cid[d + i + 2]! << 16) | (cid[d + i + 3]! << 24)) >>> 0
+  private key(cid: Uint8Array, at: number): void {
+    const d = at + (cid.length - at >= 36 ? 4 : 0)
     // the codec byte keeps a raw block and a node of equal digest (impossible, but cheap) apart
-    this.k0 = (w(0) ^ (cid[1]! << 24)) >>> 0
-    this.k1 = w(4)
-    this.k2 = w(8)
-    this.k3 = w(12)
+    this.k0 = (word(cid, d) ^ (cid[at + 1]! << 24)) >>> 0
+    this.k1 = word(cid, d + 4)
+    this.k2 = word(cid, d + 8)
+    this.k3 = word(cid, d + 12)
     if (this.k0 === 0 && this.k1 === 0 && this.k2 === 0 && this.k3 === 0) this.k0 = 1
   }
 
@@ -107,10 +111,11 @@ export class SeenSet {
     return true
   }
 
-  /** Whether cid was added. */
-  has(cid: Uint8Array): boolean {
-    this.key(cid)
+  /** Whether cid was added; `at`: a whole CID lies at cid[at] (a view of it is made only if the disk tier is asked). */
+  has(cid: Uint8Array, at = 0): boolean {
+    this.key(cid, at)
     if (this.find() >= 0) return true
+    if (at !== 0) return this.bits !== undefined && this.has(cid.subarray(at, at + 36))
     if (!this.bits || !this.bloom(cid, (w, b) => (this.bits![w]! & b) !== 0)) return false
     const key = Buffer.from(cid.buffer, cid.byteOffset, cid.byteLength).toString('latin1')
     if (this.pending.has(key) || this.writing?.has(key)) return true
@@ -119,7 +124,7 @@ export class SeenSet {
 
   /** Adds cid (callers add what has() said was absent). Call flush() now and then. */
   add(cid: Uint8Array): void {
-    this.key(cid)
+    this.key(cid, 0)
     const at = this.find()
     if (at >= 0) return
     if (this.grows && (this.inTable + 1) * 2 > this.slotMask + 1 && this.slotMask + 1 < MAX_SLOTS && !this.bits) {

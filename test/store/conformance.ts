@@ -570,7 +570,7 @@ export function runRepositoryConformance(name: string, makeSubject: () => Subjec
         // copyEntry: an entry as it is, the index moves to the copy; it says where it went
         const ce = Buffer.alloc(ENTRY_HEADER_SIZE + c.length)
         writeEntry(ce, 0, cc, AT_REST.identity, 0, c.length, c)
-        const at = repo.blocks.copyEntry(cc, ce, { rawLength: c.length, codec: AT_REST.identity, depth: 0, kind: ENTRY_KIND.block })
+        const at = repo.blocks.copyEntry(ce, { rawLength: c.length, codec: AT_REST.identity, depth: 0, kind: ENTRY_KIND.block })
         expect(repo.blocks.lastStaged).toEqual(at)
         await repo.commit([])
         const after = repo.blocks.locate(ca)!
