@@ -390,15 +390,7 @@ const PIECE = 256 << 10
 function scan(t: HashTask, digests: Uint8Array, zero: Uint8Array): HashResult {
   if (t.knownSpans && t.knownZero && t.file) return scanKnown(t, digests, zero)
   const n = t.offsets.length
-  const per = t.spanChunks && t.spanChunks > 1 ? t.spanChunks : 1
-  const spans = Math.ceil(n / per)
-  const r: HashResult = { digests, zero }
-  if (per > 1) {
-    r.spanDigests = new Uint8Array(spans * 32)
-    r.spanZero = new Uint8Array(spans)
-    if (t.cachedSpans) r.unchanged = new Uint8Array(n)
-    r.spansUnchanged = 0
-  }
+  const { r, per } = scanResult(t, digests, zero)
   if (n === 0) return r
   if (!t.file) {
     scanRange(t, r, per, t.data!, 0, 0, n)
@@ -425,15 +417,7 @@ function scan(t: HashTask, digests: Uint8Array, zero: Uint8Array): HashResult {
 /** scan() with the spans' digests and zero flags given (knownSpans): the same result, fewer bytes read. */
 function scanKnown(t: HashTask, digests: Uint8Array, zero: Uint8Array): HashResult {
   const n = t.offsets.length
-  const per = t.spanChunks && t.spanChunks > 1 ? t.spanChunks : 1
-  const spans = Math.ceil(n / per)
-  const r: HashResult = { digests, zero }
-  if (per > 1) {
-    r.spanDigests = new Uint8Array(spans * 32)
-    r.spanZero = new Uint8Array(spans)
-    if (t.cachedSpans) r.unchanged = new Uint8Array(n)
-    r.spansUnchanged = 0
-  }
+  const { r, per, spans } = scanResult(t, digests, zero)
   const known = t.knownSpans!
   let fd = -1
   try {
@@ -462,11 +446,7 @@ function scanKnown(t: HashTask, digests: Uint8Array, zero: Uint8Array): HashResu
       if (scratch.length < end - base) scratch = Buffer.allocUnsafe(end - base)
       const view = scratch.subarray(0, end - base)
       preadAll(fd, view, (t.fileOffset ?? 0) + base)
-      for (let i = first; i <= last; i++) {
-        const c = view.subarray(t.offsets[i]! - base, t.offsets[i]! + t.lengths[i]! - base)
-        if (isZero(c)) zero[i] = 1
-        else digests.set(blake3(c), i * 32)
-      }
+      hashChunks(t, view, base, first, last, digests, zero)
     }
   } finally {
     if (fd >= 0) fs.closeSync(fd)
@@ -494,12 +474,32 @@ function scanRange(t: HashTask, r: HashResult, per: number, data: Uint8Array, ba
         continue
       }
     }
-    for (let i = first; i <= last; i++) {
-      const c = data.subarray(t.offsets[i]! - base, t.offsets[i]! + t.lengths[i]! - base)
-      if (isZero(c)) zero[i] = 1
-      else blake3Into(c, digests, i * 32)
-    }
+    hashChunks(t, data, base, first, last, digests, zero)
   }
+}
+
+/** Chunks [first, last] one by one, their bytes at data[offset - base, ...): a hole, or its digest. */
+function hashChunks(t: HashTask, data: Uint8Array, base: number, first: number, last: number, digests: Uint8Array, zero: Uint8Array): void {
+  for (let i = first; i <= last; i++) {
+    const c = data.subarray(t.offsets[i]! - base, t.offsets[i]! + t.lengths[i]! - base)
+    if (isZero(c)) zero[i] = 1
+    else blake3Into(c, digests, i * 32)
+  }
+}
+
+/** A full scan's result arrays: per chunk, and per span when the task's chunks form spans. */
+function scanResult(t: HashTask, digests: Uint8Array, zero: Uint8Array): { r: HashResult; per: number; spans: number } {
+  const n = t.offsets.length
+  const per = t.spanChunks && t.spanChunks > 1 ? t.spanChunks : 1
+  const spans = Math.ceil(n / per)
+  const r: HashResult = { digests, zero }
+  if (per > 1) {
+    r.spanDigests = new Uint8Array(spans * 32)
+    r.spanZero = new Uint8Array(spans)
+    if (t.cachedSpans) r.unchanged = new Uint8Array(n)
+    r.spansUnchanged = 0
+  }
+  return { r, per, spans }
 }
 
 /**
