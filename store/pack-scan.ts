@@ -340,17 +340,8 @@ function prove(e: ScannedEntry, scratch: Map<number, Uint8Array>): boolean {
   return !isFault(openPayload(e.codec, e.payload, e.rawLength, e.cid, 4, into))
 }
 
-interface Columns {
-  offsets: Float64Array
-  stored: Uint32Array
-  raw: Uint32Array
-  codec: Uint8Array
-  depth: Uint8Array
-  kind: Uint8Array
-  cids: Uint8Array
-  keptAt: Float64Array
-  proven: Uint8Array
-}
+/** The per-entry columns of a CompactScan, plus the proven flags, while a scan fills them. */
+type Columns = Pick<CompactScan, 'offsets' | 'stored' | 'raw' | 'codec' | 'depth' | 'kind' | 'cids' | 'keptAt'> & { proven: Uint8Array }
 
 /** The entry columns for `cap` entries, holding the first entries of `from` (cut or grown to fit). */
 function columns(cap: number, from?: Columns): Columns {
