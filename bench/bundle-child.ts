@@ -50,8 +50,20 @@ if (op === 'export') {
 } else if (op === 'gc') {
   // as ckpt gc opens it: no worker threads (gc neither hashes nor compresses)
   const store = await openStore(dir!, { mustExist: true, threads: 0, dedupFilter: false })
+  // CKPT_BENCH_RSS_TRACE=1: the RSS and heap at each progress step and phase change, on stderr (where a peak comes from)
+  const trace = process.env.CKPT_BENCH_RSS_TRACE === '1'
+  let phase = ''
+  const sample = (what: string) => {
+    const m = process.memoryUsage()
+    console.error(`${(performance.now() - t).toFixed(0)} ms ${what}: rss ${(m.rss / 2 ** 20).toFixed(0)} heap ${(m.heapUsed / 2 ** 20).toFixed(0)} external ${(m.external / 2 ** 20).toFixed(0)} arrayBuffers ${(m.arrayBuffers / 2 ** 20).toFixed(0)} MiB, peak ${peakRssMiB().toFixed(0)}`)
+  }
   const t = performance.now()
-  const s = await store.gc(file ? { threshold: Number(file) } : {})
+  const timer = trace ? setInterval(() => sample(phase), 250) : undefined
+  const s = await store.gc({
+    ...(file ? { threshold: Number(file) } : {}),
+    onProgress: trace ? (p) => { if (p.phase !== phase) sample((phase = p.phase) + ' starts') } : undefined,
+  })
+  if (timer) clearInterval(timer)
   const ms = performance.now() - t
   await store.close()
   console.log(JSON.stringify({ ...s, ms, markMs: s.ms.mark, sweepMs: s.ms.sweep, rewriteMs: s.ms.rewrite, rewriteCpuMs: s.ms.rewriteCpu, rssMiB: peakRssMiB() }))

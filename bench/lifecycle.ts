@@ -100,6 +100,7 @@ for (let k = 0; k < N; k++) {
     if (process.env.BENCH_KEEP_PRE_GC) fs.cpSync(dir, path.join(process.env.BENCH_KEEP_PRE_GC, `pre-gc-${k + 1}`), { recursive: true })
     const r = spawnSync(process.execPath, [path.join(import.meta.dirname, 'bundle-child.js'), 'gc', dir], { encoding: 'utf8' })
     if (r.status !== 0) throw new Error(`gc child failed: ${r.stderr}`)
+    if (process.env.CKPT_BENCH_RSS_TRACE === '1') process.stderr.write(r.stderr)
     const g = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as ChildGc
     const after = dirBytes(dir)
     const ideal = idealLive(live)

@@ -9,7 +9,8 @@ import { blake3 } from './blake3.js'
 import { CID_LENGTH } from './cid.js'
 
 export const LEAF_MAGIC = 'CKPTLEAF'
-export const LEAF_VERSION = 1
+/** version 2 stores no digest for a hole; version-1 files (a digest, zeros, for every chunk) are still read */
+export const LEAF_VERSION = 2
 export const LEAF_HEADER_SIZE = 72
 
 export interface ChunkTable {
@@ -30,9 +31,17 @@ export function chunkCount(size: number, chunkSize: number): number {
   return Math.ceil(size / chunkSize)
 }
 
+/** How many chunks are not holes. */
+function linked(codecs: Uint8Array): number {
+  let m = 0
+  for (let i = 0; i < codecs.length; i++) if (codecs[i] !== 0) m++
+  return m
+}
+
 export function encodeChunkTable(t: ChunkTable): Uint8Array {
   const n = t.codecs.length
-  const out = Buffer.alloc(LEAF_HEADER_SIZE + n + n * 32 + 32)
+  const m = linked(t.codecs)
+  const out = Buffer.alloc(LEAF_HEADER_SIZE + n + m * 32 + 32)
   out.write(LEAF_MAGIC, 0, 'latin1')
   out.writeUInt16LE(LEAF_VERSION, 8)
   out.writeUInt16LE(0, 10)
@@ -42,31 +51,52 @@ export function encodeChunkTable(t: ChunkTable): Uint8Array {
   out.writeUInt32LE(n, 28)
   out.set(t.root.subarray(0, CID_LENGTH), 32)
   out.set(t.codecs, LEAF_HEADER_SIZE)
-  out.set(t.digests.subarray(0, n * 32), LEAF_HEADER_SIZE + n)
+  // the linked chunks' digests, in chunk order; a hole has none (its digest is all zero)
+  let at = LEAF_HEADER_SIZE + n
+  for (let i = 0; i < n; ) {
+    if (t.codecs[i] === 0) {
+      i++
+      continue
+    }
+    let j = i + 1
+    while (j < n && t.codecs[j] !== 0) j++
+    out.set(t.digests.subarray(i * 32, j * 32), at)
+    at += (j - i) * 32
+    i = j
+  }
   out.set(blake3(out.subarray(0, out.length - 32)), out.length - 32)
   return out
 }
 
-/** The table, or undefined for anything that is not a complete, intact version-1 leaf file. */
+/** The table, or undefined for anything that is not a complete, intact version-1 or version-2 leaf file. */
 export function decodeChunkTable(bytes: Uint8Array): ChunkTable | undefined {
   if (bytes.length < LEAF_HEADER_SIZE + 32) return undefined
   const b = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  if (b.toString('latin1', 0, 8) !== LEAF_MAGIC || b.readUInt16LE(8) !== LEAF_VERSION || b.readUInt16LE(10) !== 0) return undefined
+  const version = b.readUInt16LE(8)
+  if (b.toString('latin1', 0, 8) !== LEAF_MAGIC || (version !== 1 && version !== 2) || b.readUInt16LE(10) !== 0) return undefined
   const fanout = b.readUInt32LE(12)
   const size = b.readBigUInt64LE(16)
   const chunkSize = b.readUInt32LE(24)
   const n = b.readUInt32LE(28)
   if (fanout < 2 || chunkSize === 0 || size > BigInt(Number.MAX_SAFE_INTEGER) || n !== chunkCount(Number(size), chunkSize)) return undefined
-  if (b.length !== LEAF_HEADER_SIZE + n * 33 + 32) return undefined
+  if (b.length < LEAF_HEADER_SIZE + n + 32) return undefined
+  const codecs = new Uint8Array(b.subarray(LEAF_HEADER_SIZE, LEAF_HEADER_SIZE + n))
+  const m = version === 1 ? n : linked(codecs)
+  if (b.length !== LEAF_HEADER_SIZE + n + m * 32 + 32) return undefined
   const sum = blake3(b.subarray(0, b.length - 32))
   for (let k = 0; k < 32; k++) if (sum[k] !== b[b.length - 32 + k]) return undefined
-  return {
-    size: Number(size),
-    chunkSize,
-    fanout,
-    // plain Uint8Array copies: a Buffer's slice() is a view, and these are sliced into node entries
-    root: new Uint8Array(b.subarray(32, 32 + CID_LENGTH)),
-    codecs: new Uint8Array(b.subarray(LEAF_HEADER_SIZE, LEAF_HEADER_SIZE + n)),
-    digests: new Uint8Array(b.subarray(LEAF_HEADER_SIZE + n, LEAF_HEADER_SIZE + n * 33)),
+  const stored = b.subarray(LEAF_HEADER_SIZE + n, LEAF_HEADER_SIZE + n + m * 32)
+  // plain Uint8Array copies: a Buffer's slice() is a view, and these are sliced into node entries
+  let digests: Uint8Array
+  if (version === 1) digests = new Uint8Array(stored)
+  else {
+    digests = new Uint8Array(n * 32)
+    let at = 0
+    for (let i = 0; i < n; i++) {
+      if (codecs[i] === 0) continue
+      digests.set(stored.subarray(at, at + 32), i * 32)
+      at += 32
+    }
   }
+  return { size: Number(size), chunkSize, fanout, root: new Uint8Array(b.subarray(32, 32 + CID_LENGTH)), codecs, digests }
 }

@@ -70,7 +70,7 @@ export interface ImportOptions {
   onProgress?: (p: { bytes: number; blocks: number }) => void
   /**
    * For tests and tuning: bytes of staged pack data after which the blocks read so far are
-   * committed (a step commit, blocks only, so the transaction stays small). Default 64 MiB.
+   * committed (a step commit, blocks only, so the transaction stays small). Default 16 MiB.
    */
   stageLimit?: number
 }
@@ -95,8 +95,12 @@ export interface ImportSummary {
   roots: string[]
 }
 
-/** Staged pack bytes past this are committed (blocks only) so the transaction stays small (ImportOptions.stageLimit). */
-const STAGE_LIMIT = 64 << 20
+/**
+ * Staged pack bytes past this are committed (blocks only) so the transaction stays small
+ * (ImportOptions.stageLimit). 16 MiB: importing workload S's 100-checkpoint bundle, peak RSS fell
+ * from 338 MiB (64 MiB steps) to 272-305 MiB, at the same rate (the step commits cost less than the memory).
+ */
+const STAGE_LIMIT = 16 << 20
 /** Tree nodes waiting for their manifest, at most this many bytes of them; beyond, stored whole. */
 const PENDING_NODE_BYTES = 48 << 20
 const RAW_BATCH = 1 << 20

@@ -156,9 +156,30 @@ describe('leaf files', () => {
     }
   })
 
-  it('decodes only complete, intact version-1 files', () => {
-    const t = { size: 3 * 4096 + 5, chunkSize: 4096, fanout: 256, root: new Uint8Array(36).fill(9), codecs: Uint8Array.from([0x55, 0, 0x55, 0x55]), digests: new Uint8Array(4 * 32).fill(3) }
+  it('decodes only complete, intact version-2 (and version-1) files; a hole costs one byte', () => {
+    const digests = new Uint8Array(4 * 32)
+    for (let i = 0; i < digests.length; i++) digests[i] = (i * 7 + 1) & 0xff
+    digests.fill(0, 32, 64) // chunk 1 is a hole: its digest is all zero
+    const t = { size: 3 * 4096 + 5, chunkSize: 4096, fanout: 256, root: new Uint8Array(36).fill(9), codecs: Uint8Array.from([0x55, 0, 0x55, 0x55]), digests }
     const bytes = encodeChunkTable(t)
+    // header, a codec byte per chunk, a digest per linked chunk (3), the sum
+    expect(bytes.length).toBe(LEAF_HEADER_SIZE + 4 + 3 * 32 + 32)
+    expect(Buffer.from(bytes).readUInt16LE(8)).toBe(2)
+    // the digests in chunk order, the hole's left out
+    expect(Buffer.from(bytes.subarray(LEAF_HEADER_SIZE + 4, LEAF_HEADER_SIZE + 4 + 32)).equals(Buffer.from(digests.subarray(0, 32)))).toBe(true)
+    expect(Buffer.from(bytes.subarray(LEAF_HEADER_SIZE + 4 + 32, LEAF_HEADER_SIZE + 4 + 96)).equals(Buffer.from(digests.subarray(64, 128)))).toBe(true)
+    // a version-1 file (every chunk's digest, zeros for a hole) of the same table reads the same
+    const v1 = Buffer.alloc(LEAF_HEADER_SIZE + 4 * 33 + 32)
+    v1.set(bytes.subarray(0, LEAF_HEADER_SIZE + 4))
+    v1.writeUInt16LE(1, 8)
+    v1.set(digests, LEAF_HEADER_SIZE + 4)
+    v1.set(blake3(v1.subarray(0, v1.length - 32)), v1.length - 32)
+    for (const [what, b] of [['v1', v1], ['v2', bytes]] as const) {
+      const x = decodeChunkTable(b)!
+      expect(x, what).toBeDefined()
+      expect(Buffer.from(x.digests).equals(Buffer.from(digests)), what).toBe(true)
+      expect(Buffer.from(x.codecs).equals(Buffer.from(t.codecs)), what).toBe(true)
+    }
     const back = decodeChunkTable(bytes)!
     expect(back.size).toBe(t.size)
     expect(back.fanout).toBe(256)
