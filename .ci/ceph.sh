@@ -102,7 +102,9 @@ install_packages() {
   command -v uuidgen >/dev/null 2>&1 || missing+=(uuid-runtime)
   [ ${#missing[@]} -eq 0 ] && return 0
   echo "ceph: installing ${missing[*]} (Debian's packages, --no-install-recommends)"
-  apt-get update -qq >/dev/null
+  # a mirror out of sync fails one index (apt-get update exits 100, the other lists are fresh): the
+  # install below says whether what is needed could be had
+  apt-get update -qq >/dev/null 2>&1 || echo "ceph: apt-get update reported errors (a mirror out of sync?); installing from the package lists it has"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$dir/apt.log" 2>&1 \
     || { tail -n 20 "$dir/apt.log" >&2; echo "ceph: apt-get install failed" >&2; exit 1; }
   took "install packages"

@@ -92,7 +92,10 @@ function ensureI386() {
   if (archs.split('\n').includes('i386')) return
   if (!isRoot) fail('dpkg lacks the i386 architecture; as root: dpkg --add-architecture i386 && apt-get update')
   log('dpkg --add-architecture i386')
-  if (run('dpkg', ['--add-architecture', 'i386']).status !== 0 || !aptUpdate()) fail('cannot add the i386 architecture')
+  if (run('dpkg', ['--add-architecture', 'i386']).status !== 0) fail('cannot add the i386 architecture')
+  // a mirror out of sync fails one index (apt-get update exits non-zero, the others are fresh): the
+  // downloads below say whether the packages could be had
+  if (!aptUpdate()) log('apt-get update reported errors (a mirror out of sync?); going on with the package lists it has')
 }
 
 function kernelPackage() {
