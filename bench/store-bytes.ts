@@ -6,6 +6,7 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
+import { RAW } from '../codecs/cid.js'
 import { ENTRY_KIND, scanPackFile } from '../store/index.js'
 import { dirBytes } from './stats.js'
 
@@ -41,7 +42,7 @@ export function measureStoreBytes(dir: string): StoreBytes {
       b.entries++
       b.entryHeaders += e.bytes.length - e.payload.length
       if (e.kind === ENTRY_KIND.record) b.records += e.payload.length
-      else if (e.cid[1] === 0x55) b.chunks += e.payload.length
+      else if (e.cid[1] === RAW) b.chunks += e.payload.length
       else b.tree += e.payload.length
     }
   }
