@@ -116,6 +116,52 @@ export function encodeNodeScratch(n: NodeEntries, scratch: Uint8Array): Uint8Arr
   return into
 }
 
+/**
+ * Where each slot's encoding starts in encodeNode(n)'s bytes (after the array header, a hole takes 1
+ * byte and a link 41): what patchEncodedLink needs.
+ */
+export function slotOffsets(n: NodeEntries): Int32Array {
+  checkEntries(n, 'slotOffsets')
+  const offsets = new Int32Array(n.count)
+  let p = headerLength(n.count)
+  for (let i = 0; i < n.count; i++) {
+    offsets[i] = p
+    p += n.codecs[i] === 0 ? 1 : LINK_LENGTH
+  }
+  return offsets
+}
+
+/**
+ * Rewrites, in encodeNode's bytes, the link that starts at `offset` (slotOffsets) to `codec` (0x55 or
+ * 0x71) and the 32-byte digest at `from` in `src`: the encoding of the node with that slot changed from
+ * one link to another (a hole or a link turning into the other changes the length: encode anew then).
+ */
+export function patchEncodedLink(bytes: Uint8Array, offset: number, codec: number, src: Uint8Array, from: number): void {
+  if (bytes[offset] !== 0xd8 || (codec !== RAW && codec !== DAG_CBOR)) throw new RangeError('patchEncodedLink: not a link')
+  bytes[offset + 6] = codec
+  for (let j = 0; j < DIGEST_LENGTH; j++) bytes[offset + LINK_HEAD + j] = src[from + j]!
+}
+
+/** the encoding of a hole */
+export const CBOR_NULL = NULL
+/** the length of a link's encoding */
+export const LINK_BYTES = LINK_LENGTH
+
+/** Writes a link's encoding (LINK_BYTES) at `at`: codec 0x55 or 0x71, the digest at `from` in `src`. */
+export function writeLink(out: Uint8Array, at: number, codec: number, src: Uint8Array, from: number): void {
+  if (codec !== RAW && codec !== DAG_CBOR) throw new RangeError('writeLink: not a link codec')
+  out[at] = 0xd8
+  out[at + 1] = 0x2a
+  out[at + 2] = 0x58
+  out[at + 3] = 0x25
+  out[at + 4] = 0x00
+  out[at + 5] = 0x01
+  out[at + 6] = codec
+  out[at + 7] = BLAKE3
+  out[at + 8] = DIGEST_LENGTH
+  for (let j = 0; j < DIGEST_LENGTH; j++) out[at + LINK_HEAD + j] = src[from + j]!
+}
+
 /** Writes the checked node's encoding into `out` from `at` (encodedNodeLength(n) bytes; prior contents ignored). */
 function writeNode(n: NodeEntries, out: Uint8Array, at: number): void {
   const { count, codecs, digests } = n

@@ -14,17 +14,139 @@ import type { NodeEntries } from '../codecs/tree-node.js'
 import { ENTRY_BAD, ENTRY_HEADER_SIZE, ENTRY_OK, type BlockLocation, type IndexTable, type Finding, type FindingKind, type Repository } from '../store/index.js'
 import { childCid } from './node-compare.js'
 import type { WorkerPool } from './pipeline/worker-pool.js'
+import { DELTA_MISMATCH, DELTA_UNRESOLVED, type DeltaChainTask } from './pipeline/delta-chains.js'
 import { Geometry } from './region-tree.js'
 import { readBlocks, walkLeaves } from './restore.js'
 import { scanCachePath } from './scan-cache.js'
 import type { VerifyState } from './verify-state.js'
+
+/** Whether phase 3 checks the intact block at table index i: every one (deep), or a sample by digest bits, reproducibly. */
+function chosen(s: VerifyState, i: number): boolean {
+  const t = s.table
+  if (t.state[i] !== ENTRY_OK) return false
+  const pct = s.opts.deep ? 100 : s.opts.sample!
+  return pct >= 100 || (t.cids[i * 36 + 8]! | (t.cids[i * 36 + 9]! << 8)) / 65536 < pct / 100
+}
+
+/** deltas per task of the early proof */
+const CHAIN_TASK_DELTAS = 4096
+
+/**
+ * Phase 3's node deltas, proven early on the workers while the main thread walks the DAG (phase 2):
+ * each chain from a node stored whole, with the payloads phase 1 kept. Resolves to what each delta's
+ * proof found by table index (DELTA_PROVEN or DELTA_MISMATCH); a delta missing from it (its chain
+ * starts at a damaged or unkept node, or it does not apply) is checked by DataCheck as before.
+ */
+export function proveDeltasEarly(s: VerifyState): Promise<Map<number, number>> {
+  const t = s.table
+  // each delta's chain: its root (a node stored whole), its base and its depth under the root; root -1: not provable here
+  const root = new Int32Array(t.n).fill(-2)
+  const parent = new Int32Array(t.n)
+  const depth = new Uint8Array(t.n)
+  const rootOf = (i: number, hops: number): number => {
+    if (root[i] !== -2) return root[i]!
+    root[i] = -1
+    const payload = s.kept.get(i)
+    if (payload === undefined || t.state[i] !== ENTRY_OK || t.cids[i * 36 + 1] !== 0x71 || hops > 255) return -1
+    if (t.codec[i] !== AT_REST.nodeDelta) return (root[i] = i)
+    // the base's CID leads the delta (table.find reads its first 36 bytes)
+    if (payload.length < 36 || payload[0] !== 0x01 || payload[1] !== 0x71 || payload[2] !== 0x1e || payload[3] !== 0x20) return -1
+    const b = t.find(payload)
+    const r = b < 0 ? -1 : rootOf(b, hops + 1)
+    if (r >= 0) {
+      parent[i] = b
+      depth[i] = t.codec[b] === AT_REST.nodeDelta ? depth[b]! + 1 : 1
+    }
+    return (root[i] = r)
+  }
+  const byRoot = new Map<number, number[]>()
+  for (let i = 0; i < t.n; i++) {
+    if (t.codec[i] !== AT_REST.nodeDelta || !chosen(s, i) || s.proven(i)) continue
+    const r = rootOf(i, 0)
+    if (r < 0) continue
+    let list = byRoot.get(r)
+    if (!list) byRoot.set(r, (list = []))
+    list.push(i)
+  }
+  // whole chains per task: a base is proven before the deltas that change it
+  const tasks: { bases: number[]; deltas: number[] }[] = []
+  let cur = { bases: [] as number[], deltas: [] as number[] }
+  for (const [r, list] of byRoot) {
+    list.sort((a, b) => depth[a]! - depth[b]!)
+    cur.bases.push(r)
+    for (const i of list) cur.deltas.push(i)
+    if (cur.deltas.length >= CHAIN_TASK_DELTAS) {
+      tasks.push(cur)
+      cur = { bases: [], deltas: [] }
+    }
+  }
+  if (cur.deltas.length) tasks.push(cur)
+  const found = new Map<number, number>()
+  // a version's place in its task (bases b as -1 - b, deltas k as k), by table index
+  const place = new Int32Array(t.n)
+  return Promise.all(
+    tasks.map(async (job) => {
+      const r = await s.pool.run(chainTask(s, job.bases, job.deltas, parent, place))
+      job.deltas.forEach((i, k) => {
+        if (r.status[k] !== DELTA_UNRESOLVED) found.set(i, r.status[k]!)
+      })
+    }),
+  ).then(() => found)
+}
+
+/** The worker task proving these chains (`deltas` each after the delta it changes; `parent`: each delta's base). */
+function chainTask(s: VerifyState, bases: number[], deltas: number[], parent: Int32Array, place: Int32Array): DeltaChainTask {
+  const t = s.table
+  const cids = t.cids
+  let baseBytes = 0
+  let deltaBytes = 0
+  for (const i of bases) baseBytes += t.stored[i]!
+  for (const i of deltas) deltaBytes += t.stored[i]!
+  const task: DeltaChainTask = {
+    op: 'deltas',
+    bases: new Uint8Array(baseBytes),
+    baseStored: Uint32Array.from(bases, (i) => t.stored[i]!),
+    baseRaw: Uint32Array.from(bases, (i) => t.raw[i]!),
+    baseCodecs: Uint8Array.from(bases, (i) => t.codec[i]!),
+    deltas: new Uint8Array(deltaBytes),
+    deltaStored: Uint32Array.from(deltas, (i) => t.stored[i]!),
+    parents: new Int32Array(deltas.length),
+    digests: new Uint8Array((bases.length + deltas.length) * 32),
+  }
+  const digests = task.digests
+  const digestOf = (i: number, at: number) => {
+    for (let j = 0; j < 32; j++) digests[at + j] = cids[i * 36 + 4 + j]!
+  }
+  let at = 0
+  for (let b = 0; b < bases.length; b++) {
+    const i = bases[b]!
+    task.bases.set(s.kept.get(i)!, at)
+    at += t.stored[i]!
+    digestOf(i, b * 32)
+    place[i] = -1 - b
+  }
+  at = 0
+  for (let k = 0; k < deltas.length; k++) {
+    const i = deltas[k]!
+    task.deltas.set(s.kept.get(i)!, at)
+    at += t.stored[i]!
+    digestOf(i, (bases.length + k) * 32)
+    task.parents[k] = place[parent[i]!]!
+    place[i] = k
+  }
+  return task
+}
 
 export class DataCheck {
   private readonly t: IndexTable
   private total = 0
   private done = 0
 
-  constructor(private readonly s: VerifyState) {
+  /** `early`: what proveDeltasEarly found, by table index */
+  constructor(
+    private readonly s: VerifyState,
+    private readonly early = new Map<number, number>(),
+  ) {
     this.t = s.table
   }
 
@@ -45,14 +167,14 @@ export class DataCheck {
   /** Entries in file order (reads run front to back); sampling picks by digest bits, reproducibly. */
   private order(): { plain: number[]; deltas: number[] } {
     const t = this.t
-    const pct = this.s.opts.deep ? 100 : this.s.opts.sample!
     const plain: number[] = []
     const deltas: number[] = []
     for (let i = 0; i < t.n; i++) {
-      if (t.state[i] !== ENTRY_OK) continue
-      if (pct < 100 && (t.cids[i * 36 + 8]! | (t.cids[i * 36 + 9]! << 8)) / 65536 >= pct / 100) continue
-      if (this.s.proven.has(i)) {
-        // read and re-hashed already, by the structure phase's scan of its pack
+      if (!chosen(this.s, i)) continue
+      const early = this.early.get(i)
+      if (this.s.proven(i) || early !== undefined) {
+        // read and re-hashed already, by the structure phase's scan of its pack or the early proof of deltas
+        if (early === DELTA_MISMATCH) this.damagedAt(i, 'hash-mismatch', 'the node its delta chain gives does not match its hash')
         this.s.dataBlocks++
         this.s.dataBytes += t.raw[i]!
         continue

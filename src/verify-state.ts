@@ -9,11 +9,23 @@ import { AT_REST, decompressBlock } from '../codecs/compress.js'
 import { CkptError, isCkptError } from '../codecs/errors.js'
 import { applyNodeDelta, deltaBaseCid } from '../codecs/node-delta.js'
 import { decodeNode, type NodeEntries } from '../codecs/tree-node.js'
-import { ENTRY_HEADER_SIZE, ENTRY_OK, IndexTable, SeenSet, type CatalogCheckState, type CheckpointRef, type Finding, type FindingKind, type PackCheckState, type PackScanOptions, type Repository, compactEvents, type ScanEvent } from '../store/index.js'
+import { ENTRY_HEADER_SIZE, ENTRY_OK, IndexTable, SeenSet, type CatalogCheckState, type CheckpointRef, type Finding, type FindingKind, type PackCheckState, type PackScanOptions, type Repository, compactEvents, joinScans, PACK_HEADER_SIZE, splitPack, type ScanEvent } from '../store/index.js'
 import { inlineBudget, type WorkerPool } from './pipeline/worker-pool.js'
 import type { ScanTask } from './pipeline/tasks.js'
 import type { StoreContext } from './context.js'
 import type { VerifyOptions } from './verify.js'
+
+/**
+ * A pack of at least twice this many bytes is scanned in parts of about this size (verify's structure
+ * phase); CKPT_SCAN_PART_BYTES overrides it.
+ */
+export const SCAN_PART_BYTES = 16 << 20
+
+function scanPartBytes(): number {
+  const v = process.env.CKPT_SCAN_PART_BYTES
+  const n = v === undefined || v === '' ? NaN : Number(v)
+  return Number.isFinite(n) && n >= 4096 ? n : SCAN_PART_BYTES
+}
 
 /** present(): a block only a remote holds */
 export const REMOTE_ONLY = -2
@@ -62,19 +74,39 @@ export class VerifyState implements PackCheckState, CatalogCheckState {
     if (file === undefined) return undefined
     // verify --deep: the scan also re-hashes every block stored whole (the data phase skips those)
     const task: ScanTask = { op: 'scan', file, packNo: n, ...opts, prove: this.opts.deep === true }
+    // a pack much larger than the others (a first full checkpoint's) is scanned in parts on every
+    // worker, or one worker would scan it while the others idle
+    const length = this.repo.blocks.packRecords().get(n)?.committedLength ?? 0
+    const parts = Math.min(64, Math.floor(length / scanPartBytes()))
     return this.pool.whenRunning().then(async (running) => {
       if (!running) throw new Error('no worker threads')
+      if (parts >= 2) {
+        const scans = await Promise.all(splitPack(PACK_HEADER_SIZE, length, parts).map((part) => this.pool.run({ ...task, ...part })))
+        const joined = joinScans(scans)
+        if (joined) return compactEvents(joined)
+        // damage in a part, or parts that do not join up: the pack whole, as a reader would scan it
+      }
       return compactEvents(await this.pool.run(task))
     })
   }
 
   private packBytes: number | undefined
 
-  /** table indexes whose blocks the structure phase's scans proved (verify --deep) */
-  readonly proven = new Set<number>()
+  /** 1 at the table indexes whose blocks the structure phase's scans proved (verify --deep) */
+  private provenFlags = new Uint8Array(0)
 
   markProven(i: number): void {
-    this.proven.add(i)
+    if (i >= this.provenFlags.length) {
+      const grown = new Uint8Array(Math.max(i + 1, this.table.n, this.provenFlags.length * 2))
+      grown.set(this.provenFlags)
+      this.provenFlags = grown
+    }
+    this.provenFlags[i] = 1
+  }
+
+  /** Whether the structure phase's scan proved the block at table index i. */
+  proven(i: number): boolean {
+    return this.provenFlags[i] === 1
   }
 
   emit(f: Finding): Finding {

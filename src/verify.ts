@@ -21,7 +21,7 @@ import { cidToString } from '../codecs/cid.js'
 import { CkptError, isCkptError } from '../codecs/errors.js'
 import { checkPacks, SeenSet, type CheckpointRef, type Finding } from '../store/index.js'
 import type { CkptStore } from './store.js'
-import { checkScanCaches, DataCheck } from './verify-data.js'
+import { checkScanCaches, DataCheck, proveDeltasEarly } from './verify-data.js'
 import { DagWalk } from './verify-dag.js'
 import { VerifyState } from './verify-state.js'
 
@@ -117,6 +117,9 @@ class Verifier {
     }
     yield* checkPacks(this.s)
     ms.structure = performance.now() - t
+    // phase 3's node deltas are proven on the workers while this thread walks the DAG
+    const early = this.s.opts.deep || this.s.opts.sample !== undefined ? proveDeltasEarly(this.s) : undefined
+    early?.catch(() => {})
     t = performance.now()
     this.s.clean = await SeenSet.create(undefined, 1 << 16)
     yield* this.walk.dag()
@@ -125,7 +128,7 @@ class Verifier {
     if (this.s.opts.deep || this.s.opts.sample !== undefined) {
       t = performance.now()
       const before = this.s.damaged.size
-      await new DataCheck(this.s).run()
+      await new DataCheck(this.s, await early).run()
       // blocks found damaged only now: which checkpoints do they hurt? walk again, charging them
       if (this.s.damaged.size > before) {
         this.s.dirtyNodes.clear()

@@ -102,6 +102,16 @@ export function* scanPack(
     end?: number
     /** where the entries to look at begin (default: right after the pack header) */
     start?: number
+    /**
+     * with `start`: the first entry is searched for from there (one part of a pack scanned in parts,
+     * joinScans): the bytes before it are not reported as damage
+     */
+    seek?: boolean
+    /**
+     * one part of a pack scanned in parts: no entry starting at or after this offset is read, and the
+     * file's end is not judged (the last part does that); `end` then says where the scan stopped
+     */
+    stopAfter?: number
     sealed?: boolean
     footerOptional?: boolean
     /**
@@ -120,7 +130,12 @@ export function* scanPack(
     const limit = Math.min(end, size)
     const win = new EntryWindow(r, limit, maxKind, opts.check)
     let at = Math.max(PACK_HEADER_SIZE, opts.start ?? PACK_HEADER_SIZE)
-    while (at < limit) {
+    if (opts.seek) {
+      while (at + ENTRY_HEADER_SIZE <= limit && !(win.startsCid(at) && win.entryAt(at))) at++
+      if (at + ENTRY_HEADER_SIZE > limit) at = Math.max(at, limit)
+    }
+    const until = Math.min(limit, opts.stopAfter ?? limit)
+    while (at < until) {
       const e = win.entryAt(at, true)
       if (e) {
         yield { kind: 'entry', entry: e }
@@ -138,6 +153,10 @@ export function* scanPack(
       const stop = next < 0 ? limit : next
       yield { kind: 'damage', offset: at, length: stop - at, reason: 'no valid entry' }
       at = stop
+    }
+    if (opts.stopAfter !== undefined) {
+      yield { kind: 'end', offset: at, fileSize: size }
+      return
     }
     if (size < end) yield { kind: 'damage', offset: size, length: end - size, reason: `the file ends at ${size}, ${end - size} bytes before its committed length` }
     yield { kind: 'end', offset: limit, fileSize: size }
@@ -294,10 +313,18 @@ export interface CompactScan {
    * whole; node deltas and catalog records are not proven here), else 0
    */
   proven?: Uint8Array
+  /** where the first entry starts (where the scan ended, when it found none) */
+  from: number
+  /** where the scan ended: after its last entry (a part, `stopAfter`), or the entries' end */
+  to: number
 }
 
 /** Scans a pack file (as scanPack) into a CompactScan. */
-export function scanPackCompact(file: string, packNo: number, opts: { end?: number; sealed?: boolean; footerOptional?: boolean; prove?: boolean } = {}): CompactScan {
+export function scanPackCompact(
+  file: string,
+  packNo: number,
+  opts: { end?: number; sealed?: boolean; footerOptional?: boolean; prove?: boolean; start?: number; seek?: boolean; stopAfter?: number } = {},
+): CompactScan {
   let cap = 1024
   let cols = columns(cap)
   let n = 0
@@ -330,7 +357,9 @@ export function scanPackCompact(file: string, packNo: number, opts: { end?: numb
     n++
   }
   const c = columns(n, cols)
-  return { count: n, ...c, kept: kept.subarray(0, keptLen), others, proven: opts.prove ? c.proven : undefined }
+  const end = others.find((o) => o.event.kind === 'end')?.event as { offset: number } | undefined
+  const to = end?.offset ?? 0
+  return { count: n, ...c, kept: kept.subarray(0, keptLen), others, proven: opts.prove ? c.proven : undefined, from: n > 0 ? c.offsets[0]! : to, to }
 }
 
 /** Whether an entry's payload opens to bytes that hash to its CID (scratch: a buffer per raw length). */
@@ -394,4 +423,53 @@ export function* compactEvents(c: CompactScan): Generator<ScanEvent> {
       },
     }
   }
+}
+
+/** The parts of a pack scanned apart, for splitting one large pack between threads (verify): `parts` of them. */
+export function splitPack(start: number, end: number, parts: number): { start?: number; seek?: boolean; stopAfter?: number }[] {
+  const at = (k: number) => start + Math.floor(((end - start) * k) / parts)
+  return Array.from({ length: parts }, (_, k) => ({
+    ...(k > 0 ? { start: at(k), seek: true } : {}),
+    ...(k < parts - 1 ? { stopAfter: at(k + 1) } : {}),
+  }))
+}
+
+/**
+ * The scans of a pack's parts (splitPack's, in order) as the one scan of the whole pack, or undefined
+ * when they do not join up: damage in a part (its resynchronising depends on where the scan began),
+ * or a part whose first entry is not where the previous part's last one ended (the entry it found by
+ * seeking was a false match, or a gap): the caller then scans the pack whole. Where they join, every
+ * entry is one the whole scan reads (each part's first entry is the previous one's successor).
+ */
+export function joinScans(parts: CompactScan[]): CompactScan | undefined {
+  for (let k = 0; k < parts.length; k++) {
+    if (parts[k]!.others.some((o) => o.event.kind === 'damage')) return undefined
+    if (k > 0 && parts[k]!.from !== parts[k - 1]!.to) return undefined
+  }
+  const count = parts.reduce((n, p) => n + p.count, 0)
+  const cols = columns(count)
+  const kept = new Uint8Array(parts.reduce((n, p) => n + p.kept.length, 0))
+  const others: CompactScan['others'] = []
+  let n = 0
+  let keptLen = 0
+  parts.forEach((p, k) => {
+    for (const key of Object.keys(cols) as (keyof Columns)[]) {
+      if (key === 'proven') {
+        if (p.proven) cols.proven.set(p.proven, n)
+        continue
+      }
+      const per = key === 'cids' ? CID_LENGTH : 1
+      cols[key].set(p[key].subarray(0, p.count * per) as never, n * per)
+    }
+    for (let i = 0; i < p.count; i++) if (p.keptAt[i]! >= 0) cols.keptAt[n + i] = p.keptAt[i]! + keptLen
+    kept.set(p.kept, keptLen)
+    keptLen += p.kept.length
+    // the header's and footer's events once (every part read them), the end from the last part
+    for (const o of p.others) {
+      const ev = o.event
+      if (ev.kind === 'end' ? k === parts.length - 1 : k === 0) others.push({ at: o.at + n, event: ev })
+    }
+    n += p.count
+  })
+  return { count, ...cols, kept, others, proven: parts[0]!.proven ? cols.proven : undefined, from: parts[0]!.from, to: parts[parts.length - 1]!.to }
 }

@@ -12,6 +12,7 @@ import { encodeNodePatch, type DeltaForm } from '../../codecs/node-delta.js'
 import { AT_REST, compressBlockInto, compressorFor, maxBlockPayload } from '../../codecs/compress.js'
 import { viewMayHave, type FingerprintView } from '../../codecs/fingerprint.js'
 import { readEntries } from './read-entries.js'
+import { proveDeltaChains, type DeltaChainResult, type DeltaChainTask } from './delta-chains.js'
 import { scanPackCompact, type CompactScan } from '../../store/worker-index.js'
 
 /**
@@ -232,10 +233,14 @@ export interface ScanTask {
   footerOptional?: boolean
   /** also decompress and re-hash every entry stored whole (verify --deep) */
   prove?: boolean
+  /** one part of the pack (splitPack) */
+  start?: number
+  seek?: boolean
+  stopAfter?: number
 }
 
-export type Task = HashTask | CompressTask | ReadTask | NodeHashTask | ScanTask
-export type TaskResult = HashResult | CompressResult | ReadResult | NodeHashResult | CompactScan
+export type Task = HashTask | CompressTask | ReadTask | NodeHashTask | ScanTask | DeltaChainTask
+export type TaskResult = HashResult | CompressResult | ReadResult | NodeHashResult | CompactScan | DeltaChainResult
 
 let scratch = Buffer.allocUnsafe(8 << 20)
 
@@ -364,7 +369,9 @@ export function runTask(t: Task): TaskResult {
     case 'read':
       return readEntries(t)
     case 'scan':
-      return scanPackCompact(t.file, t.packNo, { end: t.end, sealed: t.sealed, footerOptional: t.footerOptional, prove: t.prove })
+      return scanPackCompact(t.file, t.packNo, { end: t.end, sealed: t.sealed, footerOptional: t.footerOptional, prove: t.prove, start: t.start, seek: t.seek, stopAfter: t.stopAfter })
+    case 'deltas':
+      return proveDeltaChains(t)
     case 'nodes': {
       const hashes = new Uint8Array(t.counts.length * 32)
       let at = 0

@@ -9,6 +9,7 @@ import type { Worker } from 'node:worker_threads'
 import { CkptError, errnoCode, fsError } from '../../codecs/errors.js'
 import { runTask, type CompressResult, type CompressTask, type HashResult, type HashTask, type NodeHashResult, type NodeHashTask, type ReadResult, type ReadTask, type ScanTask, type Task, type TaskResult } from './tasks.js'
 import type { CompactScan } from '../../store/worker-index.js'
+import type { DeltaChainResult, DeltaChainTask } from './delta-chains.js'
 import { defaultPoolSize, hasPrestarted, spawn, takePrestarted, workerScript } from './prestart.js'
 
 export { defaultPoolSize, prescanFiles, prescanOf, prestartWorkers, PRESCAN_SPANS, type FilePrescan } from './prestart.js'
@@ -37,6 +38,7 @@ export function inlineBudget(): number {
 export function taskBytes(task: Task): number {
   let n = 0
   if (task.op === 'nodes') return task.digests.length
+  if (task.op === 'deltas') return task.deltas.length + task.bases.length
   // a pack scan is sent only to running workers (verify starts them: whenRunning)
   if (task.op === 'scan') return 0
   const lengths = task.op === 'read' ? task.rawLengths : task.lengths
@@ -129,6 +131,7 @@ export class WorkerPool {
   run(task: ReadTask, transfer?: ArrayBuffer[]): Promise<ReadResult>
   run(task: NodeHashTask, transfer?: ArrayBuffer[]): Promise<NodeHashResult>
   run(task: ScanTask, transfer?: ArrayBuffer[]): Promise<CompactScan>
+  run(task: DeltaChainTask, transfer?: ArrayBuffer[]): Promise<DeltaChainResult>
   async run(task: Task, transfer?: ArrayBuffer[]): Promise<TaskResult> {
     if (!this.isReady && this.script) {
       // a task that writes an output file waits for the workers: the main thread stays free for the

@@ -40,10 +40,12 @@ beforeAll(async () => {
 
 /** verify's findings and summary figures, with the worker threads used or not */
 async function verifyWith(dir: string, workers: boolean, deep: boolean): Promise<unknown> {
-  const saved = { w: process.env.CKPT_WORKERS, i: process.env.CKPT_INLINE_BYTES }
+  const saved = { w: process.env.CKPT_WORKERS, i: process.env.CKPT_INLINE_BYTES, p: process.env.CKPT_SCAN_PART_BYTES }
   if (workers) {
     delete process.env.CKPT_WORKERS
     process.env.CKPT_INLINE_BYTES = '0'
+    // every pack scanned in parts of 48 KiB, on both workers (joined, or scanned whole where damage keeps them from joining)
+    process.env.CKPT_SCAN_PART_BYTES = String(48 << 10)
   } else process.env.CKPT_WORKERS = '0'
   try {
     const store = await openStore(dir, { mustExist: true })
@@ -63,7 +65,7 @@ async function verifyWith(dir: string, workers: boolean, deep: boolean): Promise
       await store.close()
     }
   } finally {
-    for (const [k, v] of [['CKPT_WORKERS', saved.w], ['CKPT_INLINE_BYTES', saved.i]] as const) {
+    for (const [k, v] of [['CKPT_WORKERS', saved.w], ['CKPT_INLINE_BYTES', saved.i], ['CKPT_SCAN_PART_BYTES', saved.p]] as const) {
       if (v === undefined) delete process.env[k]
       else process.env[k] = v
     }

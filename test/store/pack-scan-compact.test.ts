@@ -9,7 +9,7 @@ import { crc32 } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ENTRY_HEADER_SIZE, ENTRY_KIND } from '../../codecs/pack-format.js'
 import { openStore } from '../../src/index.js'
-import { compactEvents, scanPackCompact, scanPackFile, type ScanEvent } from '../../store/pack-scan.js'
+import { compactEvents, joinScans, scanPackCompact, scanPackFile, splitPack, type CompactScan, type ScanEvent } from '../../store/pack-scan.js'
 import { makeRng } from '../helpers/rng.js'
 import { removeTmpDirs, tmpDir } from '../helpers/tmp.js'
 
@@ -121,5 +121,83 @@ describe('compact pack scans (verify on worker threads)', () => {
     expect(d.proven![k]).toBe(0)
     expect([...d.proven!].filter((p, i) => p !== c.proven![i])).toEqual([0])
     expect([...compactEvents(d)].filter((e) => e.kind === 'entry' && e.entry.proven).length).toBe(whole - 1)
+  })
+
+  /** The pack scanned in `parts` parts (as verify splits a large pack between its workers), joined; undefined where they do not join. */
+  function inParts(file: string, parts: number, opts: { sealed?: boolean; end?: number; prove?: boolean }): CompactScan | undefined {
+    const length = opts.end ?? fs.statSync(file).size
+    return joinScans(splitPack(16, length, parts).map((part) => scanPackCompact(file, packNo(file), { ...opts, ...part })))
+  }
+
+  it('scanned in parts and joined, give the events of the whole scan, proofs included', () => {
+    for (const f of packFiles) {
+      const sealed = f !== packFiles[packFiles.length - 1]
+      const whole = plain(compactEvents(scanPackCompact(f, packNo(f), { sealed })))
+      // down to parts far smaller than an entry: parts where no entry starts join as empty ones
+      for (const parts of [2, 3, 7, 40, 200]) {
+        const joined = inParts(f, parts, { sealed })
+        expect(joined, `${path.basename(f)} in ${parts} parts`).toBeDefined()
+        expect(plain(compactEvents(joined!))).toEqual(whole)
+      }
+      const proved = scanPackCompact(f, packNo(f), { sealed, prove: true })
+      const joined = inParts(f, 5, { sealed, prove: true })!
+      expect([...joined.proven!]).toEqual([...proved.proven!])
+      expect(joined.count).toBe(proved.count)
+    }
+  })
+
+  it('scanned in parts, do not join where there is damage (the whole scan then reports it)', () => {
+    const rng = makeRng(23)
+    const work = tmpDir('ckpt-scan-parts-damage-')
+    let damagedRuns = 0
+    for (let t = 0; t < 40; t++) {
+      const src = packFiles[t % packFiles.length]!
+      const f = path.join(work, `${t}-${path.basename(src)}`)
+      const bytes = Buffer.from(fs.readFileSync(src))
+      bytes[rng.int(16, bytes.length - 40)]! ^= 1 << rng.int(0, 8)
+      fs.writeFileSync(f, bytes)
+      const whole = plain(scanPackFile(f, packNo(f), { sealed: true }))
+      const hurt = whole.some((e) => ['damage', 'bad-footer'].includes((e as { kind?: string }).kind ?? ''))
+      for (const parts of [2, 5, 13]) {
+        const joined = inParts(f, parts, { sealed: true })
+        // joined only where the whole scan finds nothing wrong, and then the same events
+        if (hurt) expect(joined, `pack ${t} in ${parts} parts`).toBeUndefined()
+        else if (joined) expect(plain(compactEvents(joined))).toEqual(whole)
+      }
+      if (hurt) damagedRuns++
+    }
+    expect(damagedRuns).toBeGreaterThan(30)
+  })
+
+  it('scanned in parts, do not join when a part seeks to a false entry inside a payload', () => {
+    // a raw chunk whose payload holds a whole valid entry (header, payload and checksum): a part
+    // that starts seeking before it finds that entry, which the previous part does not end at
+    const src = packFiles[0]!
+    const c = scanPackCompact(src, packNo(src), { sealed: true })
+    const k = [...c.stored].findIndex((n, i) => n >= 4096 && c.cids[i * 36 + 1] === 0x55)
+    expect(k).toBeGreaterThanOrEqual(0)
+    const bytes = Buffer.from(fs.readFileSync(src))
+    const at = c.offsets[k]!
+    const next = c.offsets[k + 1]!
+    // the fake entry: a copy of the next (short) entry, placed inside k's payload with its checksum kept
+    const shortK = [...c.stored].findIndex((n, i) => i > 0 && n < 1000)
+    const fake = bytes.subarray(c.offsets[shortK]!, c.offsets[shortK]! + ENTRY_HEADER_SIZE + c.stored[shortK]!)
+    const fakeAt = at + ENTRY_HEADER_SIZE + 100
+    fake.copy(bytes, fakeAt)
+    // k's checksum made to hold again: the pack is intact, its chunk k merely holds entry-like bytes
+    let crc = crc32(bytes.subarray(at, at + 48))
+    crc = crc32(bytes.subarray(at + ENTRY_HEADER_SIZE, next), crc)
+    bytes.writeUInt32LE(crc >>> 0, at + 48)
+    const f = path.join(tmpDir('ckpt-scan-parts-false-'), path.basename(src))
+    fs.writeFileSync(f, bytes)
+    const whole = plain(scanPackFile(f, packNo(f), { sealed: true }))
+    expect(whole.some((e) => (e as { kind?: string }).kind === 'damage')).toBe(false)
+    // two parts split just before the fake entry: the second seeks to it
+    const length = bytes.length
+    const parts = [{ stopAfter: fakeAt - 10 }, { start: fakeAt - 10, seek: true }]
+    const scans = parts.map((part) => scanPackCompact(f, packNo(f), { sealed: true, ...part }))
+    expect(scans[1]!.from).toBe(fakeAt)
+    expect(joinScans(scans)).toBeUndefined()
+    expect(length).toBeGreaterThan(fakeAt)
   })
 })
