@@ -38,6 +38,26 @@ function linked(codecs: Uint8Array): number {
   return m
 }
 
+/**
+ * The runs of linked chunks [from, to), each with where its digests start among the linked chunks'
+ * digests laid end to end (version 2): the one mapping encode and decode both follow.
+ */
+function linkedRuns(codecs: Uint8Array, run: (from: number, to: number, packed: number) => void): void {
+  const n = codecs.length
+  let packed = 0
+  for (let i = 0; i < n; ) {
+    if (codecs[i] === 0) {
+      i++
+      continue
+    }
+    let j = i + 1
+    while (j < n && codecs[j] !== 0) j++
+    run(i, j, packed)
+    packed += j - i
+    i = j
+  }
+}
+
 export function encodeChunkTable(t: ChunkTable): Uint8Array {
   const n = t.codecs.length
   const m = linked(t.codecs)
@@ -52,18 +72,8 @@ export function encodeChunkTable(t: ChunkTable): Uint8Array {
   out.set(t.root.subarray(0, CID_LENGTH), 32)
   out.set(t.codecs, LEAF_HEADER_SIZE)
   // the linked chunks' digests, in chunk order; a hole has none (its digest is all zero)
-  let at = LEAF_HEADER_SIZE + n
-  for (let i = 0; i < n; ) {
-    if (t.codecs[i] === 0) {
-      i++
-      continue
-    }
-    let j = i + 1
-    while (j < n && t.codecs[j] !== 0) j++
-    out.set(t.digests.subarray(i * 32, j * 32), at)
-    at += (j - i) * 32
-    i = j
-  }
+  const at = LEAF_HEADER_SIZE + n
+  linkedRuns(t.codecs, (from, to, packed) => out.set(t.digests.subarray(from * 32, to * 32), at + packed * 32))
   out.set(blake3(out.subarray(0, out.length - 32)), out.length - 32)
   return out
 }
@@ -90,13 +100,8 @@ export function decodeChunkTable(bytes: Uint8Array): ChunkTable | undefined {
   let digests: Uint8Array
   if (version === 1) digests = new Uint8Array(stored)
   else {
-    digests = new Uint8Array(n * 32)
-    let at = 0
-    for (let i = 0; i < n; i++) {
-      if (codecs[i] === 0) continue
-      digests.set(stored.subarray(at, at + 32), i * 32)
-      at += 32
-    }
+    const full = (digests = new Uint8Array(n * 32))
+    linkedRuns(codecs, (from, to, packed) => full.set(stored.subarray(packed * 32, (packed + to - from) * 32), from * 32))
   }
   return { size: Number(size), chunkSize, fanout, root: new Uint8Array(b.subarray(32, 32 + CID_LENGTH)), codecs, digests }
 }
