@@ -11,9 +11,9 @@ import { AT_REST, decompressBlock, defaultCompressor, type Compressor } from '..
 import { CkptError } from '../codecs/errors.js'
 import { applyNodeDelta, deltaBaseCid } from '../codecs/node-delta.js'
 import { decodeNode, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
+import { NodeCache, nodeHashes } from './node-cache.js'
 import { allocBytes } from './alloc.js'
 import { FingerprintSet, type FingerprintView } from './fingerprint-set.js'
-import { NodeCache } from './node-cache.js'
 import { StagedCopies } from './staged-copies.js'
 import { entryError, hashMismatch } from './block-errors.js'
 import { blockKey, blockKeyCid, blockRange, manifestKey, packKey, packKeyNo, packRange } from './keys.js'
@@ -87,6 +87,8 @@ export class BlockStore implements BlockReader, BlockWriter {
   private stagedEntries = 0
   private buf = Buffer.allocUnsafe(WRITE_BUFFER)
   private scratch = Buffer.allocUnsafe(72 << 10)
+  /** a whole node's decompressed bytes, before decoding (resolveNode) */
+  private rawScratch = new Uint8Array(64 << 10)
   private bufStart = 0
   private bufLen = 0
   private blockCount = 0
@@ -601,7 +603,15 @@ export class BlockStore implements BlockReader, BlockWriter {
    * node is re-encoded and hashed: a damaged base cannot yield a node that matches its CID.
    */
   getNode(cid: CidBytes): NodeEntries {
-    return this.nodeCache.get(cidKey(cid), cid) ?? this.getNodeBytes(cid).entries
+    const key = cidKey(cid)
+    const hit = this.nodeCache.get(key, cid)
+    if (hit) return hit
+    const { loc, entries } = this.resolveNode(cid, 0, true)
+    // hashed from reused memory: a walk reads thousands of nodes (gc's mark), and an encoding
+    // allocated per node leaves the C heap fragmented (peak RSS)
+    if (!nodeHashes(entries, cid)) throw hashMismatch(cid, loc)
+    this.nodeCache.set(key, entries)
+    return entries
   }
 
   /**
@@ -628,7 +638,9 @@ export class BlockStore implements BlockReader, BlockWriter {
     if (hit) return { loc: CACHED, entries: hit }
     const { loc, payload } = this.readStored(cid)
     if (loc.codec !== AT_REST.nodeDelta) {
-      const raw = decompress(cid, loc, payload)
+      // decoded into arrays of its own: the decompressed bytes go to reused memory
+      if (this.rawScratch.length < loc.rawLength) this.rawScratch = new Uint8Array(loc.rawLength)
+      const raw = decompress(cid, loc, payload, this.rawScratch.subarray(0, loc.rawLength))
       let entries: NodeEntries
       try {
         entries = decodeNode(raw)

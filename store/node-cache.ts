@@ -6,9 +6,18 @@
  * chain that passes through it. Intermediate versions take at most half the cache, the oldest going
  * first: a walk of many leaves with long chains (a restore) must not evict the leaves it walked before.
  */
-import { blake3 } from '../codecs/blake3.js'
-import { cidDigest, cidEquals, cidKey, type CidBytes } from '../codecs/cid.js'
-import { encodeNode, type NodeEntries } from '../codecs/tree-node.js'
+import { blake3Equals } from '../codecs/blake3.js'
+import { cidKey, type CidBytes } from '../codecs/cid.js'
+import { encodeNodeScratch, type NodeEntries } from '../codecs/tree-node.js'
+
+let scratch = new Uint8Array(64 << 10)
+
+/** Whether the node's dag-cbor encoding hashes to `cid` (encoded into reused memory, not an array per node). */
+export function nodeHashes(e: NodeEntries, cid: CidBytes): boolean {
+  const bytes = encodeNodeScratch(e, scratch)
+  if (bytes.buffer !== scratch.buffer) scratch = new Uint8Array(bytes.length)
+  return blake3Equals(bytes, cid, 4)
+}
 
 export class NodeCache {
   private readonly nodes = new Map<string, NodeEntries>()
@@ -22,7 +31,7 @@ export class NodeCache {
     const hit = this.base(key)
     if (hit === undefined || !this.unverified.has(key)) return hit
     this.unverified.delete(key)
-    if (cidEquals(blake3(encodeNode(hit)), cidDigest(cid))) return hit
+    if (nodeHashes(hit, cid)) return hit
     this.nodes.delete(key)
     return undefined
   }
