@@ -87,8 +87,7 @@ export class BlockStore implements BlockReader, BlockWriter {
   private stagedEntries = 0
   private buf = Buffer.allocUnsafe(WRITE_BUFFER)
   private scratch = Buffer.allocUnsafe(72 << 10)
-  /** a whole node's decompressed bytes, before decoding (resolveNode) */
-  private rawScratch = new Uint8Array(64 << 10)
+  private rawScratch = new Uint8Array(64 << 10) // a whole node's bytes before decoding (resolveNode)
   private bufStart = 0
   private bufLen = 0
   private blockCount = 0
@@ -607,8 +606,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     const hit = this.nodeCache.get(key, cid)
     if (hit) return hit
     const { loc, entries } = this.resolveNode(cid, 0, true)
-    // hashed from reused memory: a walk reads thousands of nodes (gc's mark), and an encoding
-    // allocated per node leaves the C heap fragmented (peak RSS)
+    // hashed in reused memory: an encoding per node read (gc's mark reads thousands) fragments the C heap
     if (!nodeHashes(entries, cid)) throw hashMismatch(cid, loc)
     this.nodeCache.set(key, entries)
     return entries
