@@ -150,16 +150,21 @@ export const LINK_BYTES = LINK_LENGTH
 /** Writes a link's encoding (LINK_BYTES) at `at`: codec 0x55 or 0x71, the digest at `from` in `src`. */
 export function writeLink(out: Uint8Array, at: number, codec: number, src: Uint8Array, from: number): void {
   if (codec !== RAW && codec !== DAG_CBOR) throw new RangeError('writeLink: not a link codec')
+  writeLinkHead(out, at, codec)
+  for (let j = 0; j < DIGEST_LENGTH; j++) out[at + LINK_HEAD + j] = src[from + j]!
+}
+
+/** A link's first LINK_HEAD bytes: tag 42, a 37-byte byte string, the identity multibase prefix, CIDv1, codec, BLAKE3-256. */
+function writeLinkHead(out: Uint8Array, at: number, codec: number): void {
   out[at] = 0xd8
   out[at + 1] = 0x2a
   out[at + 2] = 0x58
   out[at + 3] = 0x25
-  out[at + 4] = 0x00
+  out[at + 4] = 0x00 // identity multibase prefix
   out[at + 5] = 0x01
   out[at + 6] = codec
   out[at + 7] = BLAKE3
   out[at + 8] = DIGEST_LENGTH
-  for (let j = 0; j < DIGEST_LENGTH; j++) out[at + LINK_HEAD + j] = src[from + j]!
 }
 
 /** Writes the checked node's encoding into `out` from `at` (encodedNodeLength(n) bytes; prior contents ignored). */
@@ -190,15 +195,7 @@ function writeNode(n: NodeEntries, out: Uint8Array, at: number): void {
       out[p++] = NULL
       continue
     }
-    out[p] = 0xd8
-    out[p + 1] = 0x2a
-    out[p + 2] = 0x58
-    out[p + 3] = 0x25
-    out[p + 4] = 0x00 // identity multibase prefix
-    out[p + 5] = 0x01
-    out[p + 6] = codec
-    out[p + 7] = BLAKE3
-    out[p + 8] = DIGEST_LENGTH
+    writeLinkHead(out, p, codec)
     copyDigest(src, i * DIGEST_LENGTH, dst, p + LINK_HEAD)
     p += LINK_LENGTH
   }

@@ -10,13 +10,13 @@
  * against its previous version where that is smaller, or, once that version's chain is at its depth
  * limit, against the node the chain starts from (SPEC.md, "Node deltas").
  */
-import { blake3, blake3Equals } from '../codecs/blake3.js'
+import { blake3 } from '../codecs/blake3.js'
 import { cidBytes, cidDigest, DAG_CBOR, RAW, type CidBytes } from '../codecs/cid.js'
 import { AT_REST, compressBlock } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { deltaBaseCid, encodeNodeDelta, encodeNodePatch } from '../codecs/node-delta.js'
 import { emptyNode, encodedNodeLength, encodeNode, MAX_NODE_COUNT, type NodeEntries } from '../codecs/tree-node.js'
-import type { BlockStore } from '../store/index.js'
+import { nodeHashes, type BlockStore } from '../store/index.js'
 import type { LeafSet } from './pipeline/tasks.js'
 
 export const DEFAULT_FANOUT = 256
@@ -160,7 +160,7 @@ export class RegionTree {
     const from = index * this.geo.fanout
     // copies (new Uint8Array, never slice(): on a Buffer that is a view, and the tree mutates its leaves)
     const entries = { count, codecs: new Uint8Array(this.seed!.codecs.subarray(from, from + count)), digests: new Uint8Array(this.seed!.digests.subarray(from * 32, (from + count) * 32)) }
-    if (!blake3Equals(encodeNode(entries), cidDigest(cid))) return undefined
+    if (!nodeHashes(entries, cid)) return undefined
     this.seededLeaves++
     return entries
   }

@@ -19,7 +19,7 @@ import type { VerifyOptions } from './verify.js'
  * A pack of at least twice this many bytes is scanned in parts of about this size (verify's structure
  * phase); CKPT_SCAN_PART_BYTES overrides it.
  */
-export const SCAN_PART_BYTES = 16 << 20
+const SCAN_PART_BYTES = 16 << 20
 
 function scanPartBytes(): number {
   const v = process.env.CKPT_SCAN_PART_BYTES

@@ -71,11 +71,17 @@ function next(base: Version, delta: Uint8Array, owned: boolean): Version {
   if (patch.count !== base.e.count) return version(applyNodeDelta(base.e, delta))
   const { codecs, digests } = base.e
   const { slots } = patch
+  // how the encoding's length changes, and whether any slot turns from a hole to a link or back
   let grow = 0
-  for (let i = 0; i < slots.length; i++) if ((codecs[slots[i]!] === 0) !== (patch.codecs[i] === 0)) grow += patch.codecs[i] === 0 ? 1 - LINK_BYTES : LINK_BYTES - 1
+  let reshaped = false
+  for (let i = 0; i < slots.length; i++) {
+    if ((codecs[slots[i]!] === 0) === (patch.codecs[i] === 0)) continue
+    reshaped = true
+    grow += patch.codecs[i] === 0 ? 1 - LINK_BYTES : LINK_BYTES - 1
+  }
   let bytes = base.bytes
   const offsets = base.offsets
-  if (grow === 0 && slots.every((slot, i) => (codecs[slot] === 0) === (patch.codecs[i] === 0))) {
+  if (!reshaped) {
     for (let i = 0; i < slots.length; i++) if (patch.codecs[i] !== 0) patchEncodedLink(bytes, offsets[slots[i]!]!, patch.codecs[i]!, delta, patch.digestAt[i]!)
   } else {
     const old = bytes
