@@ -39,6 +39,7 @@ export type CkptErrorCode =
   | 'CKPT_REMOTE_AUTH'
   | 'CKPT_REMOTE_CONFLICT'
   | 'CKPT_REMOTE_LOCKED'
+  | 'CKPT_SERVE_LOST'
 
 export class CkptError extends Error {
   readonly code: CkptErrorCode

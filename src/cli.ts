@@ -3,15 +3,11 @@
  * The `ckpt` command (package.json "bin"): a thin shell over the library, see src/cli/main.ts.
  */
 import module from 'node:module'
+import { runServed } from './cli/serve-client.js'
 
 // Node >= 22.1: V8's on-disk compile cache, so a later `ckpt` process skips parsing and compiling the
 // modules it loads (Node 20 has no such cache; there this is a no-op). Before main is imported.
 ;(module as { enableCompileCache?: () => unknown }).enableCompileCache?.()
-// `ckpt add` of big files and `ckpt restore` to files start their worker threads (and the add its reading
-// of the files) before the rest loads
-if (process.argv[2] === 'add') await (await import('./cli/commands/add.js')).startEarly(process.argv.slice(3))
-else if (process.argv[2] === 'restore') await (await import('./cli/commands/restore.js')).startEarly(process.argv.slice(3))
-const { main } = await import('./cli/main.js')
 
 // a closed pipe (`ckpt log | head -1`) is not an error of ours
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
@@ -19,4 +15,16 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   throw err
 })
 
-process.exitCode = await main(process.argv.slice(2))
+/** The command line run in this process. */
+async function runHere(argv: string[]): Promise<number> {
+  // `ckpt add` of big files and `ckpt restore` to files start their worker threads (and the add its
+  // reading of the files) before the rest loads
+  if (argv[0] === 'add') await (await import('./cli/commands/add.js')).startEarly(argv.slice(1))
+  else if (argv[0] === 'restore') await (await import('./cli/commands/restore.js')).startEarly(argv.slice(1))
+  const { main } = await import('./cli/main.js')
+  return await main(argv)
+}
+
+// a `ckpt serve` holding the command's store runs it (src/cli/serve-client.ts): this process only relays
+const argv = process.argv.slice(2)
+process.exitCode = (await runServed(argv)) ?? (await runHere(argv))

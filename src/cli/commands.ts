@@ -20,6 +20,7 @@ import { repair } from './commands/repair.js'
 import { restore } from './commands/restore.js'
 import { rm } from './commands/rm.js'
 import { seek } from './commands/seek.js'
+import { serve } from './commands/serve.js'
 import { show } from './commands/show.js'
 import { stats } from './commands/stats.js'
 import { thin } from './commands/thin.js'
@@ -52,4 +53,5 @@ export const COMMANDS: ReadonlyMap<string, Command> = new Map([
   ['remote', remote],
   ['push', push],
   ['pull', pull],
+  ['serve', serve],
 ])

@@ -20,6 +20,8 @@ export async function main(argv: string[]): Promise<ExitCode> {
   const json = wantsJson(argv)
   /** a command whose --json output is one document: no error document after it */
   let document = true
+  // a `ckpt serve` process runs many command lines: what this one printed
+  const printedBefore = jsonPrinted()
   try {
     const [cmd, ...rest] = argv
     if (cmd === undefined) {
@@ -57,7 +59,7 @@ export async function main(argv: string[]): Promise<ExitCode> {
     const r = classify(err)
     process.stderr.write(r.line + '\n')
     // JSON lines end with the error; a document command's error is its one document
-    if (json && !(document && jsonPrinted() > 0)) process.stdout.write(toJson(r.json) + '\n')
+    if (json && !(document && jsonPrinted() > printedBefore)) process.stdout.write(toJson(r.json) + '\n')
     return r.exit
   }
 }

@@ -58,6 +58,7 @@ const LOADERS: ReadonlyMap<string, () => Promise<Command>> = new Map([
   ['remote', async () => (await import('./commands/remote.js')).remote],
   ['push', async () => (await import('./commands/push.js')).push],
   ['pull', async () => (await import('./commands/pull.js')).pull],
+  ['serve', async () => (await import('./commands/serve.js')).serve],
 ])
 
 /** The command names, in the order of the help text. */

@@ -3,7 +3,9 @@
  * (withStore), the help texts several commands print, and the output helpers (text lines escaped by
  * esc(), JSON documents and JSON lines).
  */
-import { isCkptError } from '../../codecs/errors.js'
+import fs from 'node:fs'
+import path from 'node:path'
+import { CkptError, isCkptError } from '../../codecs/errors.js'
 import type { CkptStore, OpenOptions } from '../store.js'
 import type { OptionSpec } from './args.js'
 import { StoreOpenError, UsageError, type ExitCode } from './errors.js'
@@ -95,11 +97,21 @@ export async function checkPolicy(spec: string, command: string): Promise<string
 
 // ---------------------------------------------------------------- the store
 
+/** The store `ckpt serve` holds open in this process (serve-server.ts), with its directory. */
+let served: { dir: string; store: CkptStore } | undefined
+
+/** Sets (or, with no store, clears) the store this process serves: withStore of its directory uses it. */
+export function serveStore(dir: string, store: CkptStore | undefined): void {
+  served = store ? { dir: path.resolve(dir), store } : undefined
+}
+
 /**
  * Opens the store, runs fn, always closes (releasing the LevelDB lock). Errors of the open itself are
  * StoreOpenErrors (exit 3). Commands that only read pass `mustExist` so a typo never creates a store.
+ * In a `ckpt serve` process, the served store's directory gives the open store, left open.
  */
 export async function withStore<T>(dir: string, opts: OpenOptions, fn: (store: CkptStore) => Promise<T>): Promise<T> {
+  if (served && path.resolve(dir) === served.dir) return await fn(served.store)
   // loaded here, not at startup: --help and usage errors need none of the library's dependencies
   const { openStore } = await import('../store.js')
   let store: CkptStore
@@ -109,6 +121,10 @@ export async function withStore<T>(dir: string, opts: OpenOptions, fn: (store: C
     // which asks that of every block of a bundle, opts back in
     store = await openStore(dir, { dedupFilter: false, ...opts })
   } catch (err) {
+    if (isCkptError(err) && err.code === 'CKPT_LOCKED' && fs.existsSync(path.join(dir, 'serve.sock'))) {
+      const msg = `${err.message}; a ckpt serve may hold it (its commands go through it unless CKPT_SERVE=0; stop it: ckpt serve --stop --store ${dir})`
+      throw new StoreOpenError(new CkptError('CKPT_LOCKED', msg, err.details, err))
+    }
     if (isCkptError(err)) throw new StoreOpenError(err)
     throw err
   }

@@ -290,6 +290,15 @@ describe('every --json output parses as its schema says and is valid', () => {
     expect(ckptJson(['diff', '--store', store, 'vm'], { status: 2 }).values).toHaveLength(1)
   })
 
+  it('serve: started with --detach, stopped with --stop (and --stop with nothing to stop)', () => {
+    const s = path.join(dir, 'served')
+    const started = one(ckptJson(['serve', '--store', s, '--detach', '--idle', '60']))
+    expect(started).toMatchObject({ store: s, socket: path.join(s, 'serve.sock') })
+    expect(one(ckptJson(['serve', '--store', s, '--stop']))).toEqual({ store: s, stopped: true })
+    expect(one(ckptJson(['serve', '--store', s, '--stop']))).toEqual({ store: s, stopped: false })
+    expect(one(ckptJson(['serve', '--store', s, '--idle', 'soon'], { status: 2 })).error.code).toBe('USAGE')
+  })
+
   it('checked every schema against a real output', () => {
     for (const name of schemas.keys()) if (name !== 'common') expect(checked.get(name) ?? 0, name).toBeGreaterThan(0)
   })
