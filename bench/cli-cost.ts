@@ -2,7 +2,9 @@
  * `npm run bench:cli`: what one `ckpt` process costs, beside `qemu-img` on the same images in the same
  * run (issue 14, item 1). Rows: `ckpt --help`; `ckpt add` of 1, 64, 192 (64 MiB RAM + 128 MiB disk:
  * the harness's small series) and 768 MiB (256 + 512: the default series), into a fresh store and
- * into one with 30 checkpoints of the series already; `ckpt restore --all` of the last of them. Each
+ * into one with 30 checkpoints of the series already; `ckpt restore --all` of the last of them; then the
+ * same add and restore rows again with `ckpt serve` holding that store (the server's CPU during each
+ * command from /proc is added to the client's, its peak RSS counted when higher). Each
  * ckpt row has its qemu-img row: the first checkpoint is `qemu-img convert -O qcow2`, a later one an
  * empty overlay over the raw file `qemu-img rebase`d onto the previous qcow2 (64 KiB clusters, exactly
  * as bench/peers' qemu-chain plug-in), a restore `qemu-img convert -O raw` of the chain's top.
@@ -134,11 +136,44 @@ function run(cmd: string, args: string[]): void {
 
 // ---------------------------------------------------------------- the two tools
 
+/** A process's CPU so far (user+sys, ms) and peak RSS (MiB), from /proc. */
+function procUsage(pid: number): { cpu: number; rss: number } {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  // fields 14 and 15 (utime, stime) in clock ticks of 1/100 s (sysconf(_SC_CLK_TCK) on Linux)
+  const cpu = ((Number(f[11]) + Number(f[12])) * 1000) / 100
+  const hwm = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))
+  return { cpu, rss: Number(hwm?.[1] ?? 0) / 1024 }
+}
+
 class Ckpt {
   private vtime = 0
+  /** the `ckpt serve` process holding the store, when one runs */
+  private server: number | undefined
   constructor(readonly store: string) {
     fs.rmSync(store, { recursive: true, force: true })
     run(process.execPath, [CLI, 'init', '--store', store])
+  }
+
+  /** Starts `ckpt serve --detach` on the store: later commands run there. */
+  serve(): void {
+    const r = spawnSync(process.execPath, [CLI, 'serve', '--store', this.store, '--detach', '--idle', '0', '--json'], { encoding: 'utf8' })
+    if (r.status !== 0) throw new Error(`ckpt serve exited ${r.status}: ${r.stderr}`)
+    this.server = (JSON.parse(r.stdout) as { pid: number }).pid
+  }
+
+  stopServe(): void {
+    run(process.execPath, [CLI, 'serve', '--store', this.store, '--stop'])
+    this.server = undefined
+  }
+
+  /** A command timed; with a server, its CPU during the command added, and its peak RSS if higher. */
+  private timedCkpt(args: string[], tag: string): Sample {
+    const before = this.server === undefined ? undefined : procUsage(this.server)
+    const s = timed(process.execPath, args, tag)
+    if (before === undefined) return s
+    const after = procUsage(this.server!)
+    return { wall: s.wall, cpu: s.cpu + after.cpu - before.cpu, rss: Math.max(s.rss, after.rss) }
   }
 
   addArgs(files: { name: string; file: string }[]): string[] {
@@ -147,13 +182,12 @@ class Ckpt {
   }
 
   add(files: { name: string; file: string }[], tag: string): Sample {
-    return timed(process.execPath, this.addArgs(files), tag)
+    return this.timedCkpt(this.addArgs(files), tag)
   }
 
   restore(out: string, tag: string): Sample {
     fs.rmSync(out, { recursive: true, force: true })
-    const s = timed(process.execPath, [CLI, 'restore', '--store', this.store, 'series', '--all', '--out', out], tag)
-    return s
+    return this.timedCkpt([CLI, 'restore', '--store', this.store, 'series', '--all', '--out', out], tag)
   }
 }
 
@@ -260,11 +294,32 @@ function seriesRows(size: number, files: { name: string; file: string; bytes: nu
     restore.qemu.push(q.restore(files, out, restore.what))
   }
   // the restored bytes are the last checkpoint's
-  for (const f of files) if (!fs.readFileSync(path.join(out, f.name)).equals(fs.readFileSync(f.file))) throw new Error(`restore of ${f.name} differs`)
+  const check = () => {
+    for (const f of files) if (!fs.readFileSync(path.join(out, f.name)).equals(fs.readFileSync(f.file))) throw new Error(`restore of ${f.name} differs`)
+  }
+  check()
+  // the same with `ckpt serve` holding the store (its CPU during each command counted in ckpt's)
+  c.serve()
+  const sAdd: Row = { what: `add ${size} MiB, store of ${a.series}, \`ckpt serve\``, ckpt: [], qemu: [] }
+  const sRestore: Row = { what: `restore ${size} MiB (--all, the last), \`ckpt serve\``, ckpt: [], qemu: [] }
+  try {
+    for (let i = 0; i < a.runs; i++) {
+      for (const f of files) mutate(f.file, f.name, f.bytes)
+      sAdd.ckpt.push(c.add(files, sAdd.what))
+      sAdd.qemu.push(q.add(files, sAdd.what))
+    }
+    for (let i = 0; i < a.runs; i++) {
+      sRestore.ckpt.push(c.restore(out, sRestore.what))
+      sRestore.qemu.push(q.restore(files, out, sRestore.what))
+    }
+    check()
+  } finally {
+    c.stopServe()
+  }
   fs.rmSync(out, { recursive: true, force: true })
   fs.rmSync(c.store, { recursive: true, force: true })
   fs.rmSync(q.dir, { recursive: true, force: true })
-  return [add, restore]
+  return [add, restore, sAdd, sRestore]
 }
 
 // ---------------------------------------------------------------- report

@@ -300,6 +300,7 @@ function closeLane(l: Lane, src: Source, o: Opts): Row {
     if (l.note) o.log(`${l.name}: ${l.note} (see ${path.join(o.work, 'logs', `${l.name}.log`)})`)
     return row
   } finally {
+    if (tool?.done) phase(tool.done, [], l.env, l.logFd)
     if (l.logFd >= 0) fs.closeSync(l.logFd)
     if (!o.keepRepos && tool) fs.rmSync(l.base, { recursive: true, force: true })
   }

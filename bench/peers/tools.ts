@@ -31,6 +31,8 @@ export interface Tool {
   verifyNote?: string
   /** left out of the default list */
   optIn?: boolean
+  /** run after the tool's last timed phase, before its repository is removed (stops a server) */
+  done?: string
 }
 
 const APT = 'apt-get install -y'
@@ -48,6 +50,20 @@ const ckpt: Tool = {
   restore: '"$NODE" "$CKPT_CLI" restore --quiet --store "$REPO" "series@$2" --all --out "$3"',
   verify: '"$NODE" "$CKPT_CLI" verify --store "$REPO" --deep',
   readsAll: true,
+}
+
+/**
+ * ckpt's CLI exactly as above, with `ckpt serve` holding the store from init to the end: every
+ * `ckpt add`, restore and verify is a process of its own that the server runs (SPEC.md §24). The
+ * server's CPU is not in the ingest's CPU column (it is not a child of the timed process).
+ */
+const ckptServe: Tool = {
+  ...ckpt,
+  name: 'ckpt-serve',
+  label: 'ckpt, CLI, full scan, `ckpt serve` (CPU: the client processes only)',
+  init: `${ckpt.init}
+"$NODE" "$CKPT_CLI" serve --detach --idle 3600 --store "$REPO" >/dev/null`,
+  done: '"$NODE" "$CKPT_CLI" serve --stop --store "$REPO" >/dev/null',
 }
 
 /**
@@ -96,6 +112,7 @@ const RESTIC = 'export RESTIC_REPOSITORY="$REPO" RESTIC_PASSWORD=peers-bench RES
 
 export const TOOLS: Tool[] = [
   ckpt,
+  ckptServe,
   qemuChain('qemu-chain'),
   qemuChain('qemu-chain-4k', 4096),
   borg('borg-fixed4k', 'fixed,4096'),

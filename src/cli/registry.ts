@@ -4,17 +4,19 @@
  * which holds them all for the help texts and the tests; a test checks both list the same names).
  */
 import os from 'node:os'
-import type { Command } from './shared.js'
+import { serving, type Command } from './shared.js'
 
 /**
  * A command that writes output files, with SIGINT/SIGTERM/SIGHUP handlers while it runs: they remove
  * this process's temporary files (TARGET.ckpt-partial-PID) and then end the process by the same signal
- * (the default action, back in place: a shell says 130, 143, 129).
+ * (the default action, back in place: a shell says 130, 143, 129). In a `ckpt serve` process none:
+ * there a signal stops the server once the running command has finished (no partial file is left).
  */
 export function removingPartialsOnSignals(c: Command): Command {
   return {
     ...c,
     async run(argv) {
+      if (serving()) return await c.run(argv)
       const { removePartialFiles } = await import('../output-file.js')
       const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
       const off = () => signals.forEach((s) => process.off(s, onSignal))

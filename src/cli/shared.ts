@@ -100,6 +100,11 @@ export async function checkPolicy(spec: string, command: string): Promise<string
 /** The store `ckpt serve` holds open in this process (serve-server.ts), with its directory. */
 let served: { dir: string; store: CkptStore } | undefined
 
+/** Whether this process is a `ckpt serve` (its own signal handlers stop it after the running command). */
+export function serving(): boolean {
+  return served !== undefined
+}
+
 /** Sets (or, with no store, clears) the store this process serves: withStore of its directory uses it. */
 export function serveStore(dir: string, store: CkptStore | undefined): void {
   served = store ? { dir: path.resolve(dir), store } : undefined

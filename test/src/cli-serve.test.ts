@@ -154,6 +154,22 @@ describe('ckpt serve', () => {
     expect(ckpt(['serve', '--store', served, '--stop']).stdout).toBe(`no server of ${served}\n`)
   })
 
+  it('a big add and restore (the sizes a process would start its workers ahead for) leave nothing running after --stop', async () => {
+    const store = path.join(dir, 'big')
+    const big = path.join(dir, 'big.img')
+    const img = Buffer.alloc(64 << 20)
+    for (let o = 0; o < img.length; o += 1 << 20) randomBytes(4096).copy(img, o)
+    fs.writeFileSync(big, img)
+    const pid = startServer(store)
+    for (const v of ['1', '2']) expect(ckpt(['add', '--store', store, '--timeline', 'vm', '--vtime', v, `disk=${big}`, `ram=${path.join(dir, 'ram0.bin')}`]).status).toBe(0)
+    const out = path.join(dir, 'big-out')
+    expect(ckpt(['restore', '--store', store, 'vm', '--all', '--out', out]).status).toBe(0)
+    expect(fs.readFileSync(path.join(out, 'disk')).equals(img)).toBe(true)
+    expect(ckpt(['serve', '--store', store, '--stop']).status).toBe(0)
+    // the server's process ends by itself: no worker thread or port is left holding it
+    await until('the server to exit', () => !alive(pid))
+  })
+
   it('a dead server leaves a socket nobody answers: commands run in their own process, a new server takes over', async () => {
     const store = path.join(dir, 'killed')
     const pid = startServer(store)
