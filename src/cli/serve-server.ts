@@ -161,23 +161,30 @@ export async function serve(dir: string, store: CkptStore, opts: ServerOptions):
     if (idle) clearTimeout(idle)
     if (opts.idleSeconds > 0 && !stopping) idle = setTimeout(stop, opts.idleSeconds * 1000)
   }
+  /** One connection, in its turn: its request read and answered (never rejects: the queue goes on). */
+  const handle = async (sock: net.Socket): Promise<void> => {
+    if (idle) clearTimeout(idle)
+    sock.resume()
+    const req = await readRequest(sock)
+    if (typeof req === 'string') sock.end(Buffer.concat([frame(FRAME.STDERR, Buffer.from(`ckpt: bad serve request: ${req}\n`)), frame(FRAME.EXIT, Buffer.from('2'))]))
+    else if (req !== undefined && stopping) sock.end(Buffer.concat([frame(FRAME.STDERR, Buffer.from(`ckpt: CKPT_SERVE_LOST: the server of ${dir} is stopping\n`)), frame(FRAME.EXIT, Buffer.from('1'))]))
+    else if (req !== undefined && req.argv[0] === 'serve' && req.argv[1] === '--stop') {
+      stoppers.push(sock)
+      stop()
+    } else if (req !== undefined) {
+      const code = await runRequest(req, sock)
+      if (!sock.destroyed) sock.end(frame(FRAME.EXIT, Buffer.from(String(code))))
+    } else sock.destroy()
+  }
   server.on('connection', (sock) => {
     sock.on('error', () => {})
-    queue = queue.then(async () => {
-      if (idle) clearTimeout(idle)
-      sock.resume()
-      const req = await readRequest(sock)
-      if (typeof req === 'string') sock.end(Buffer.concat([frame(FRAME.STDERR, Buffer.from(`ckpt: bad serve request: ${req}\n`)), frame(FRAME.EXIT, Buffer.from('2'))]))
-      else if (req !== undefined && stopping) sock.end(Buffer.concat([frame(FRAME.STDERR, Buffer.from(`ckpt: CKPT_SERVE_LOST: the server of ${dir} is stopping\n`)), frame(FRAME.EXIT, Buffer.from('1'))]))
-      else if (req !== undefined && req.argv[0] === 'serve' && req.argv[1] === '--stop') {
-        stoppers.push(sock)
-        stop()
-      } else if (req !== undefined) {
-        const code = await runRequest(req, sock)
-        if (!sock.destroyed) sock.end(frame(FRAME.EXIT, Buffer.from(String(code))))
-      } else sock.destroy()
-      armIdle()
-    })
+    queue = queue
+      .then(() => handle(sock))
+      .catch(() => {
+        // main() reports a command's errors itself; anything else ends this connection, not the server
+        sock.destroy()
+      })
+      .then(armIdle)
   })
   const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
   signals.forEach((s) => process.on(s, stop))
