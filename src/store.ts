@@ -65,6 +65,11 @@ export interface OpenOptions extends RepositoryOptions {
   threads?: number
   /** copies the pipeline may hold before checkpoint() waits (default 256 MiB) */
   maxPendingBytes?: number
+  /**
+   * start the worker threads at open rather than after the first CKPT_INLINE_BYTES of work (a
+   * long-lived process that will do large jobs: `ckpt serve`); tasks run inline until they are up
+   */
+  startWorkers?: boolean
 }
 
 export type { StoreStats } from './stats.js'
@@ -94,6 +99,7 @@ export class CkptStore {
     opts: OpenOptions,
   ) {
     this.pool = new WorkerPool(opts.threads ?? Math.min(4, Math.max(1, os.availableParallelism())))
+    if (opts.startWorkers) this.pool.start()
     this.pipeline = new Pipeline(opts.maxPendingBytes ?? 256 << 20)
     const pipeline = this.pipeline
     const ctx: StoreContext = {

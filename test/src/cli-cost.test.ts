@@ -76,6 +76,23 @@ describe('worker pool: lazy start', () => {
     expect(Buffer.from(onWorker.zero).equals(Buffer.from(inline.zero))).toBe(true)
   })
 
+  it('a store opened with startWorkers starts its workers at open, before any task (ckpt serve); without it, not', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ckpt-start-'))
+    const poolOf = (s: CkptStore) => (s as unknown as { pool: WorkerPool }).pool
+    try {
+      const lazy = await openStore(path.join(dir, 'a'), { threads: 2 })
+      await new Promise((r) => setTimeout(r, 300))
+      expect(poolOf(lazy).started).toBe(false)
+      await lazy.close()
+      const eager = await openStore(path.join(dir, 'b'), { threads: 2, startWorkers: true })
+      for (let i = 0; i < 300 && !poolOf(eager).started; i++) await new Promise((r) => setTimeout(r, 10))
+      expect(poolOf(eager).started).toBe(true)
+      await eager.close()
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
   it('starts at once with CKPT_INLINE_BYTES=0; never without threads', async () => {
     process.env.CKPT_INLINE_BYTES = '0'
     const eager = new WorkerPool(2)

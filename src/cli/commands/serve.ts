@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url'
 import { isCkptError } from '../../../codecs/errors.js'
 import { COMMON, parse, storeDir } from '../args.js'
 import { StoreOpenError, UsageError } from '../errors.js'
+import { loadCommand } from '../registry.js'
 import { connectSocket, FRAME, SOCKET_NAME } from '../serve-client.js'
 import { json, JSON_HELP, line, noPositionals, STORE_HELP, type Command } from '../shared.js'
 
@@ -18,6 +19,9 @@ const OPTIONS = {
 
 /** Seconds a server waits for a command before it stops by itself, unless --idle says otherwise. */
 const DEFAULT_IDLE = 600
+
+/** Commands whose code a server loads ahead, while it waits for the first command. */
+const PRELOAD = ['add', 'restore', 'log', 'verify']
 
 /** Set in the environment of the process --detach starts: it says "ready" on stdout once it listens. */
 const CHILD_ENV = 'CKPT_SERVE_CHILD'
@@ -80,8 +84,9 @@ async function runServer(dir: string, idle: number, jsonOut: boolean): Promise<v
   const { openStore } = await import('../../store.js')
   let store
   try {
-    // a long-lived process: worker threads and the dedup filter, as a library user's store
-    store = await openStore(dir)
+    // a long-lived process: worker threads (started now, not at the first large job) and the dedup
+    // filter, as a library user's store
+    store = await openStore(dir, { startWorkers: true })
   } catch (err) {
     if (isCkptError(err)) throw new StoreOpenError(err)
     throw err
@@ -99,6 +104,8 @@ async function runServer(dir: string, idle: number, jsonOut: boolean): Promise<v
         process.stderr.write = (() => true) as typeof process.stderr.write
       } else if (jsonOut) json({ store: dir, pid: process.pid, socket: path.join(dir, SOCKET_NAME) })
       else line(`serving ${dir} (pid ${process.pid}); stop: ckpt serve --stop --store ${dir}`)
+      // the commands a recording runs again and again, loaded while the server waits for its first
+      void Promise.all(PRELOAD.map((c) => loadCommand(c))).catch(() => {})
     },
   })
 }
