@@ -107,7 +107,16 @@ export function serving(): boolean {
 
 /** Sets (or, with no store, clears) the store this process serves: withStore of its directory uses it. */
 export function serveStore(dir: string, store: CkptStore | undefined): void {
-  served = store ? { dir: path.resolve(dir), store } : undefined
+  served = store ? { dir: realDir(dir), store } : undefined
+}
+
+/** A directory's path with symlinks resolved (as given where it does not exist). */
+function realDir(dir: string): string {
+  try {
+    return fs.realpathSync(dir)
+  } catch {
+    return path.resolve(dir)
+  }
 }
 
 /**
@@ -116,7 +125,7 @@ export function serveStore(dir: string, store: CkptStore | undefined): void {
  * In a `ckpt serve` process, the served store's directory gives the open store, left open.
  */
 export async function withStore<T>(dir: string, opts: OpenOptions, fn: (store: CkptStore) => Promise<T>): Promise<T> {
-  if (served && path.resolve(dir) === served.dir) return await fn(served.store)
+  if (served && realDir(dir) === served.dir) return await fn(served.store)
   // loaded here, not at startup: --help and usage errors need none of the library's dependencies
   const { openStore } = await import('../store.js')
   let store: CkptStore

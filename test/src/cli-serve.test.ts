@@ -126,6 +126,12 @@ describe('ckpt serve', () => {
     expect(fs.readFileSync(path.join(dir, 'out-served', 'ram'))).toEqual(fs.readFileSync(path.join(dir, 'ram1.bin')))
     expect(fs.readFileSync(path.join(dir, 'out-served', 'disk'))).toEqual(fs.readFileSync(path.join(dir, 'disk1.img')))
     expect(alive(pid)).toBe(true)
+    // the store named through a symlink is the same store: served, not opened a second time
+    const link = path.join(dir, 'served-link')
+    fs.symlinkSync(served, link)
+    const viaLink = ckpt(['log', '--store', link])
+    expect(viaLink.status, viaLink.stderr).toBe(0)
+    expect(viaLink.stdout.split('\n').filter(Boolean)).toHaveLength(3)
 
     // while served, the store is the server's: a command run in its own process, a second server, a library open
     const own = ckpt(['log', '--store', served], { env: { CKPT_SERVE: '0' } })
