@@ -1,3 +1,5 @@
+import fs from 'node:fs'
+import path from 'node:path'
 import { Level } from 'level'
 import { CkptError, errnoCode } from '../codecs/errors.js'
 import type { KV, KVOp, KVRange } from './kv.js'
@@ -23,9 +25,27 @@ export function openError(dir: string, err: unknown): CkptError {
   return new CkptError(code, `cannot open the index ${dir}: ${what}`, { dir, state: 'unavailable', ...(errno ? { errno } : {}) }, err)
 }
 
+/**
+ * The indexes this process has open, by real path. LevelDB's own LOCK is an fcntl lock, which one
+ * process never conflicts with itself on, and its in-process check compares the path as given: the
+ * same index opened again through a symlink would be two writers on one database.
+ */
+const openHere = new Set<string>()
+
+function realPath(dir: string): string {
+  try {
+    return fs.realpathSync(dir)
+  } catch {
+    return path.resolve(dir)
+  }
+}
+
 /** LevelDB through `level`; compression off because values are small ids and locations. */
 export class LevelKV implements KV {
-  private constructor(private readonly db: Level<Uint8Array, Uint8Array>) {}
+  private constructor(
+    private readonly db: Level<Uint8Array, Uint8Array>,
+    private readonly real: string,
+  ) {}
 
   /**
    * Opens (with `create`, creates) the index. Failures say what they are (details.state): `locked`
@@ -34,13 +54,18 @@ export class LevelKV implements KV {
    * CKPT_READ_ONLY, CKPT_IO) — a full disk or a read-only medium is never called damage.
    */
   static async open(dir: string, opts: { create?: boolean } = {}): Promise<LevelKV> {
+    const real = realPath(dir)
+    if (openHere.has(real)) throw new CkptError('CKPT_LOCKED', `store index ${dir} is open in this process already`, { dir, state: 'locked' })
     const db = new Level<Uint8Array, Uint8Array>(dir, { keyEncoding: 'view', valueEncoding: 'view', compression: false, createIfMissing: opts.create !== false })
     try {
       await db.open()
     } catch (err) {
       throw openError(dir, err)
     }
-    return new LevelKV(db)
+    // the path as it is once opened (created just now, it had no real path before)
+    const opened = realPath(dir)
+    openHere.add(opened)
+    return new LevelKV(db, opened)
   }
 
   /** LevelDB's own repair of a database that will not open (recovers what its files still hold). */
@@ -122,7 +147,11 @@ export class LevelKV implements KV {
     }
   }
 
-  close(): Promise<void> {
-    return this.db.close()
+  async close(): Promise<void> {
+    try {
+      await this.db.close()
+    } finally {
+      openHere.delete(this.real)
+    }
   }
 }

@@ -277,6 +277,20 @@ describe('API errors', () => {
     expect((await snapshot(store)).checkpoints).toBeGreaterThan(0)
   })
 
+  it('a second openStore in the same process through a symlink (or a read-only one) -> CKPT_LOCKED, never a second writer', async () => {
+    const link = path.join(path.dirname(dir), 'store-link')
+    fs.symlinkSync(dir, link)
+    try {
+      for (const opts of [{}, { readOnly: true }]) {
+        const err = await caught(() => openStore(link, { threads: 0, ...opts }))
+        expect(err.code).toBe('CKPT_LOCKED')
+      }
+      expect((await snapshot(store)).checkpoints).toBeGreaterThan(0)
+    } finally {
+      fs.rmSync(link)
+    }
+  })
+
   it('checkpoint and reads after close -> CKPT_CLOSED', async () => {
     const d = tmpStorePath('ckpt-err-closed-')
     const s = await openStore(d, { threads: 0 })
