@@ -67,6 +67,23 @@ export function connectSocket(dir: string): net.Socket {
   }
 }
 
+/** A connection to the server of store `dir`, once it is accepted; undefined when nobody accepts it. */
+export async function connected(dir: string): Promise<net.Socket | undefined> {
+  let sock: net.Socket
+  try {
+    sock = connectSocket(dir)
+  } catch {
+    return undefined
+  }
+  const ok = await new Promise<boolean>((resolve) => {
+    sock.once('connect', () => resolve(true))
+    sock.once('error', () => resolve(false))
+  })
+  if (ok) return sock
+  sock.destroy()
+  return undefined
+}
+
 /** Writes to a stream, resolving when it can take more (backpressure). */
 function relay(stream: NodeJS.WriteStream, bytes: Buffer): Promise<void> | undefined {
   if (stream.write(bytes)) return undefined
@@ -88,20 +105,8 @@ export async function runServed(argv: string[], env: NodeJS.ProcessEnv = process
   } catch {
     return undefined
   }
-  let sock: net.Socket
-  try {
-    sock = connectSocket(dir)
-  } catch {
-    return undefined
-  }
-  const connected = await new Promise<boolean>((resolve) => {
-    sock.once('connect', () => resolve(true))
-    sock.once('error', () => resolve(false))
-  })
-  if (!connected) {
-    sock.destroy()
-    return undefined
-  }
+  const sock = await connected(dir)
+  if (!sock) return undefined
   const ckptEnv: Record<string, string> = {}
   for (const [k, v] of Object.entries(env)) if (k.startsWith('CKPT_') && v !== undefined) ckptEnv[k] = v
   const width = (s: NodeJS.WriteStream) => (s.isTTY ? s.columns || 80 : undefined)

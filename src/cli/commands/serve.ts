@@ -7,7 +7,7 @@ import { isCkptError } from '../../../codecs/errors.js'
 import { COMMON, parse, storeDir } from '../args.js'
 import { StoreOpenError, UsageError } from '../errors.js'
 import { loadCommand } from '../registry.js'
-import { connectSocket, FRAME, SOCKET_NAME } from '../serve-client.js'
+import { connected, FRAME, SOCKET_NAME } from '../serve-client.js'
 import { json, JSON_HELP, line, noPositionals, STORE_HELP, type Command } from '../shared.js'
 
 const OPTIONS = {
@@ -35,12 +35,8 @@ function parseIdle(text: string | undefined): number {
 /** `--stop`: asks the server of `dir` to stop and waits until it has closed the store; false when none ran. */
 async function stopServer(dir: string): Promise<boolean> {
   if (!fs.existsSync(path.join(dir, SOCKET_NAME))) return false
-  const sock = connectSocket(dir)
-  const ok = await new Promise<boolean>((resolve) => {
-    sock.once('connect', () => resolve(true))
-    sock.once('error', () => resolve(false))
-  })
-  if (!ok) return false
+  const sock = await connected(dir)
+  if (!sock) return false
   sock.write(JSON.stringify({ v: 1, argv: ['serve', '--stop'], cwd: process.cwd(), env: {} }) + '\n')
   let got = Buffer.alloc(0)
   for await (const c of sock as AsyncIterable<Buffer>) got = Buffer.concat([got, c])
