@@ -90,22 +90,41 @@ function relay(stream: NodeJS.WriteStream, bytes: Buffer): Promise<void> | undef
   return new Promise((resolve) => stream.once('drain', resolve))
 }
 
+/** Seconds a server started by CKPT_SERVE=auto waits for a command before it stops by itself. */
+export const AUTO_IDLE = 60
+
+/** A server's connection for store `dir`: the running one, else (CKPT_SERVE=auto) one started now. */
+async function serverOf(dir: string, env: NodeJS.ProcessEnv): Promise<net.Socket | undefined> {
+  let isSocket = false
+  try {
+    isSocket = fs.statSync(path.join(dir, SOCKET_NAME)).isSocket()
+  } catch {
+    // none
+  }
+  const sock = isSocket ? await connected(dir) : undefined
+  // auto: only for a store that exists (a server creates what it opens; a typo must not become a store)
+  if (sock || env.CKPT_SERVE !== 'auto' || !fs.existsSync(path.join(dir, 'CKPT'))) return sock
+  // `ckpt serve --detach` returns once its server takes commands; another process may have
+  // started one meanwhile (then this start fails on the lock, and that one answers)
+  const { spawnSync } = await import('node:child_process')
+  spawnSync(process.execPath, [...process.execArgv, process.argv[1]!, 'serve', '--detach', '--store', dir, '--idle', String(AUTO_IDLE)], {
+    stdio: 'ignore',
+    env: { ...process.env, CKPT_SERVE: '0' },
+  })
+  return await connected(dir)
+}
+
 /**
- * Runs the command line on the server of its store when there is one: resolves to its exit status,
- * or undefined when no server took it (none running, a stale socket, a command not served), and the
- * caller runs it in this process. A server that goes away during the command: exit 1 and a line
- * saying so (CKPT_SERVE_LOST).
+ * Runs the command line on the server of its store when there is one (with CKPT_SERVE=auto, one
+ * started for it): resolves to its exit status, or undefined when no server took it (none running,
+ * a stale socket, a command not served), and the caller runs it in this process. A server that goes
+ * away during the command: exit 1 and a line saying so (CKPT_SERVE_LOST).
  */
 export async function runServed(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number | undefined> {
   if (env.CKPT_SERVE === '0' || !servable(argv)) return undefined
   const dir = commandStore(argv, env)
   if (dir === undefined) return undefined
-  try {
-    if (!fs.statSync(path.join(dir, SOCKET_NAME)).isSocket()) return undefined
-  } catch {
-    return undefined
-  }
-  const sock = await connected(dir)
+  const sock = await serverOf(dir, env)
   if (!sock) return undefined
   const ckptEnv: Record<string, string> = {}
   for (const [k, v] of Object.entries(env)) if (k.startsWith('CKPT_') && v !== undefined) ckptEnv[k] = v

@@ -176,6 +176,28 @@ describe('ckpt serve', () => {
     await until('the server to exit', () => !alive(pid))
   })
 
+  it('CKPT_SERVE=auto: a command of an existing store starts a server, later ones use it; a missing store gets none', async () => {
+    const store = path.join(dir, 'auto')
+    const env = { CKPT_SERVE: 'auto' }
+    const sock = path.join(store, SOCKET_NAME)
+    // no store yet: the add creates it in its own process, and no server is started for a read of a missing one
+    expect(ckpt(['log', '--store', path.join(dir, 'auto-missing')], { env }).status).toBe(3)
+    expect(fs.existsSync(path.join(dir, 'auto-missing'))).toBe(false)
+    expect(ckpt(['add', '--store', store, '--timeline', 'vm', '--vtime', '1', `ram=${path.join(dir, 'ram0.bin')}`], { env }).status).toBe(0)
+    expect(fs.existsSync(sock)).toBe(false)
+    // the store exists: this add starts a server and runs there; the next ones find it
+    expect(ckpt(['add', '--store', store, '--timeline', 'vm', '--vtime', '2', `ram=${path.join(dir, 'ram1.bin')}`], { env }).status).toBe(0)
+    expect(fs.statSync(sock).isSocket()).toBe(true)
+    const holder = JSON.parse(fs.readFileSync(path.join(store, 'lock.json'), 'utf8')).pid as number
+    pids.push(holder)
+    expect(alive(holder)).toBe(true)
+    expect(ckpt(['add', '--store', store, '--timeline', 'vm', '--vtime', '3', `ram=${path.join(dir, 'ram2.bin')}`], { env }).status).toBe(0)
+    expect(ckpt(['log', '--store', store], { env }).stdout.split('\n').filter(Boolean)).toHaveLength(3)
+    expect(JSON.parse(fs.readFileSync(path.join(store, 'lock.json'), 'utf8')).pid).toBe(holder)
+    expect(ckpt(['serve', '--store', store, '--stop']).status).toBe(0)
+    await until('the auto server to exit', () => !alive(holder))
+  })
+
   it('a dead server leaves a socket nobody answers: commands run in their own process, a new server takes over', async () => {
     const store = path.join(dir, 'killed')
     const pid = startServer(store)

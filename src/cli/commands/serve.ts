@@ -118,6 +118,8 @@ and prints what the command prints and exits with its status, as if it had run i
 cost of starting ckpt and opening the store. One command runs at a time; others wait their turn.
 A command's own CKPT_* variables and working directory apply; CKPT_SERVE=0 runs a command in its own
 process (which then finds the store locked). \`ckpt import -\` (stdin) is never sent to a server.
+With CKPT_SERVE=auto in the environment, a command of an existing store without a server starts one
+(as --detach --idle 60 does) and runs there: a script sets it once instead of starting and stopping.
 
 The server stops on --stop, SIGINT, SIGTERM or SIGHUP, or after SECONDS without a command (default
 ${DEFAULT_IDLE}; 0: never), finishing the command it runs first, and closes the store.
