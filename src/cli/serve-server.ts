@@ -135,8 +135,9 @@ export async function serve(dir: string, store: CkptStore, opts: ServerOptions):
   let queue: Promise<void> = Promise.resolve()
   let idle: NodeJS.Timeout | undefined
   let stopping = false
-  /** `ckpt serve --stop` connections, answered once the store is closed */
+  /** `ckpt serve --stop` connections, answered once the store is closed (then with `closedWith`) */
   const stoppers: net.Socket[] = []
+  let closedWith: string | undefined
   let stopped!: (err?: unknown) => void
   const finished = new Promise<void>((resolve, reject) => (stopped = (err) => (err === undefined ? resolve() : reject(err))))
   const stop = () => {
@@ -153,7 +154,8 @@ export async function serve(dir: string, store: CkptStore, opts: ServerOptions):
         failed = err ?? new Error('close failed')
       }
       fs.rmSync(sockPath, { force: true })
-      for (const s of stoppers) s.end(frame(FRAME.EXIT, Buffer.from(failed === undefined ? '0' : '1')))
+      closedWith = failed === undefined ? '0' : '1'
+      for (const s of stoppers) s.end(frame(FRAME.EXIT, Buffer.from(closedWith)))
       stopped(failed)
     })
   }
@@ -166,9 +168,12 @@ export async function serve(dir: string, store: CkptStore, opts: ServerOptions):
     if (idle) clearTimeout(idle)
     sock.resume()
     const req = await readRequest(sock)
+    const isStop = req !== undefined && typeof req !== 'string' && req.argv[0] === 'serve' && req.argv[1] === '--stop'
     if (typeof req === 'string') sock.end(Buffer.concat([frame(FRAME.STDERR, Buffer.from(`ckpt: bad serve request: ${req}\n`)), frame(FRAME.EXIT, Buffer.from('2'))]))
-    else if (req !== undefined && stopping) sock.end(Buffer.concat([frame(FRAME.STDERR, Buffer.from(`ckpt: CKPT_SERVE_LOST: the server of ${dir} is stopping\n`)), frame(FRAME.EXIT, Buffer.from('1'))]))
-    else if (req !== undefined && req.argv[0] === 'serve' && req.argv[1] === '--stop') {
+    // a second --stop: answered as the first, once the store is closed
+    else if (isStop && closedWith !== undefined) sock.end(frame(FRAME.EXIT, Buffer.from(closedWith)))
+    else if (req !== undefined && stopping && !isStop) sock.end(Buffer.concat([frame(FRAME.STDERR, Buffer.from(`ckpt: CKPT_SERVE_LOST: the server of ${dir} is stopping\n`)), frame(FRAME.EXIT, Buffer.from('1'))]))
+    else if (isStop) {
       stoppers.push(sock)
       stop()
     } else if (req !== undefined) {
@@ -188,11 +193,27 @@ export async function serve(dir: string, store: CkptStore, opts: ServerOptions):
   })
   const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const
   signals.forEach((s) => process.on(s, stop))
-  await new Promise<void>((resolve, reject) => {
+  try {
+    await listen(server, dir)
+  } catch (err) {
+    // nothing served: the caller closes the store
+    signals.forEach((s) => process.off(s, stop))
+    serveStore(dir, undefined)
+    throw err
+  }
+  armIdle()
+  opts.onListening?.()
+  await finished
+  signals.forEach((s) => process.off(s, stop))
+}
+
+/** Binds the store's socket, mode 0600 (a path too long for sun_path relative to the store directory, as the client connects). */
+function listen(server: net.Server, dir: string): Promise<void> {
+  const sockPath = path.join(dir, SOCKET_NAME)
+  return new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     const umask = process.umask(0o077)
     try {
-      // a path too long for sun_path is bound relative to the store directory (as the client connects)
       if (Buffer.byteLength(sockPath) <= 100) server.listen(sockPath, resolve)
       else {
         const cwd = process.cwd()
@@ -207,8 +228,4 @@ export async function serve(dir: string, store: CkptStore, opts: ServerOptions):
       process.umask(umask)
     }
   })
-  armIdle()
-  opts.onListening?.()
-  await finished
-  signals.forEach((s) => process.off(s, stop))
 }

@@ -3,7 +3,7 @@
  * command lines run through it and in processes of their own, compared; the store's lock while it is
  * served; a dead server's socket; the idle stop; the client's side of the protocol against a fake server.
  */
-import { spawnSync } from 'node:child_process'
+import { spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import net from 'node:net'
@@ -196,6 +196,27 @@ describe('ckpt serve', () => {
     expect(JSON.parse(fs.readFileSync(path.join(store, 'lock.json'), 'utf8')).pid).toBe(holder)
     expect(ckpt(['serve', '--store', store, '--stop']).status).toBe(0)
     await until('the auto server to exit', () => !alive(holder))
+  })
+
+  it('a store path too long for a socket address is served all the same; two --stop at once both succeed', async () => {
+    const deep = path.join(dir, 'a-directory-name-long-enough'.repeat(3), 'and-deeper-still'.repeat(2))
+    fs.mkdirSync(deep, { recursive: true })
+    const store = path.join(deep, 'store')
+    expect(Buffer.byteLength(path.join(store, SOCKET_NAME))).toBeGreaterThan(108)
+    const pid = startServer(store)
+    const r = ckpt(['add', '--store', store, '--timeline', 'vm', '--vtime', '1', `ram=${path.join(dir, 'ram0.bin')}`])
+    expect(r.status, r.stderr).toBe(0)
+    expect(JSON.parse(fs.readFileSync(path.join(store, 'lock.json'), 'utf8')).pid).toBe(pid)
+    const stops = [0, 1].map(
+      () =>
+        new Promise<number | null>((resolve) => {
+          const c = spawn(process.execPath, [CLI, 'serve', '--store', store, '--stop'], { stdio: 'ignore' })
+          c.on('exit', (code) => resolve(code))
+        }),
+    )
+    expect(await Promise.all(stops)).toEqual([0, 0])
+    await until('the server to exit', () => !alive(pid))
+    expect(fs.existsSync(path.join(store, SOCKET_NAME))).toBe(false)
   })
 
   it('a dead server leaves a socket nobody answers: commands run in their own process, a new server takes over', async () => {

@@ -88,8 +88,8 @@ async function runServer(dir: string, idle: number, jsonOut: boolean): Promise<v
     throw err
   }
   const child = process.env[CHILD_ENV] === '1'
-  const { serve } = await import('../serve-server.js')
-  await serve(dir, store, {
+  const { serve: serveUntilStopped } = await import('../serve-server.js')
+  const serving = serveUntilStopped(dir, store, {
     idleSeconds: idle,
     close: () => store.close(),
     onListening: () => {
@@ -104,6 +104,13 @@ async function runServer(dir: string, idle: number, jsonOut: boolean): Promise<v
       void Promise.all(PRELOAD.map((c) => loadCommand(c))).catch(() => {})
     },
   })
+  try {
+    await serving
+  } catch (err) {
+    // the socket could not be bound (or the store not closed): the store is closed either way
+    await store.close().catch(() => {})
+    throw err
+  }
 }
 
 export const serve: Command = {
