@@ -79,6 +79,9 @@ describe('worker pool: lazy start', () => {
   it('a store opened with startWorkers starts its workers at open, before any task (ckpt serve); without it, not', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ckpt-start-'))
     const poolOf = (s: CkptStore) => (s as unknown as { pool: WorkerPool }).pool
+    // the lazy start under test (CI's second run sets CKPT_INLINE_BYTES=0: workers at once everywhere)
+    const inline = process.env.CKPT_INLINE_BYTES
+    delete process.env.CKPT_INLINE_BYTES
     try {
       const lazy = await openStore(path.join(dir, 'a'), { threads: 2 })
       await new Promise((r) => setTimeout(r, 300))
@@ -89,6 +92,7 @@ describe('worker pool: lazy start', () => {
       expect(poolOf(eager).started).toBe(true)
       await eager.close()
     } finally {
+      if (inline !== undefined) process.env.CKPT_INLINE_BYTES = inline
       fs.rmSync(dir, { recursive: true, force: true })
     }
   })
