@@ -10,6 +10,7 @@ import type { CkptStore, OpenOptions } from '../store.js'
 import type { OptionSpec } from './args.js'
 import { StoreOpenError, UsageError, type ExitCode } from './errors.js'
 import { esc, toJson } from './format.js'
+import { SOCKET_NAME } from './serve-client.js'
 
 /**
  * What `--json` prints on stdout (SPEC.md, "CLI exit codes"): `document`, exactly one JSON document (an error is that
@@ -105,13 +106,12 @@ export function serving(): boolean {
   return served !== undefined
 }
 
-/** Sets (or, with no store, clears) the store this process serves: withStore of its directory uses it. */
-export function serveStore(dir: string, store: CkptStore | undefined): void {
-  served = store ? { dir: realDir(dir), store } : undefined
-}
-
-/** A directory's path with symlinks resolved (as given where it does not exist). */
-function realDir(dir: string): string {
+/**
+ * A directory's path with symlinks resolved (as given where it does not exist). store/level-kv.ts has
+ * its twin: src/ reaches store/ only through store/index.ts, which a CLI process loads only when it
+ * opens a store (not for --help, usage errors or a command sent to a server).
+ */
+function realPath(dir: string): string {
   try {
     return fs.realpathSync(dir)
   } catch {
@@ -119,13 +119,19 @@ function realDir(dir: string): string {
   }
 }
 
+/** Sets (or, with no store, clears) the store this process serves: withStore of its directory uses it. */
+export function serveStore(dir: string, store: CkptStore | undefined): void {
+  served = store ? { dir: realPath(dir), store } : undefined
+}
+
+
 /**
  * Opens the store, runs fn, always closes (releasing the LevelDB lock). Errors of the open itself are
  * StoreOpenErrors (exit 3). Commands that only read pass `mustExist` so a typo never creates a store.
  * In a `ckpt serve` process, the served store's directory gives the open store, left open.
  */
 export async function withStore<T>(dir: string, opts: OpenOptions, fn: (store: CkptStore) => Promise<T>): Promise<T> {
-  if (served && realDir(dir) === served.dir) return await fn(served.store)
+  if (served && realPath(dir) === served.dir) return await fn(served.store)
   // loaded here, not at startup: --help and usage errors need none of the library's dependencies
   const { openStore } = await import('../store.js')
   let store: CkptStore
@@ -135,7 +141,7 @@ export async function withStore<T>(dir: string, opts: OpenOptions, fn: (store: C
     // which asks that of every block of a bundle, opts back in
     store = await openStore(dir, { dedupFilter: false, ...opts })
   } catch (err) {
-    if (isCkptError(err) && err.code === 'CKPT_LOCKED' && fs.existsSync(path.join(dir, 'serve.sock'))) {
+    if (isCkptError(err) && err.code === 'CKPT_LOCKED' && fs.existsSync(path.join(dir, SOCKET_NAME))) {
       const msg = `${err.message}; a ckpt serve may hold it (its commands go through it unless CKPT_SERVE=0; stop it: ckpt serve --stop --store ${dir})`
       throw new StoreOpenError(new CkptError('CKPT_LOCKED', msg, err.details, err))
     }

@@ -58,6 +58,17 @@ export function spawn(script: string, size: number): Spawned {
 
 let prestarted: Spawned | undefined
 
+/**
+ * Pools of this process whose workers are running (started, not closed). While there is one, no
+ * pool is coming to adopt workers started ahead (a long-lived process, `ckpt serve`): none are.
+ */
+let runningPools = 0
+
+/** A pool's workers started (true) or closed (false): see runningPools. */
+export function poolRunning(running: boolean): void {
+  runningPools += running ? 1 : -1
+}
+
 /** whether prestartWorkers() started workers no pool has adopted yet, of this script and count */
 export function hasPrestarted(script: string, size: number): boolean {
   return prestarted?.script === script && prestarted.workers.length === size
@@ -74,10 +85,11 @@ export function takePrestarted(script: string, size: number): Spawned | undefine
  * Starts the workers of the next pool made in this process now, ahead of it: a caller that knows
  * a large job is coming (ckpt add of a big image, before it loads the library and opens the store)
  * overlaps their start (~50-100 ms of CPU each) with that work. The pool of `size` workers that is
- * made next adopts them; unadopted, they keep no process alive.
+ * made next adopts them; unadopted, they keep no process alive. Where a pool runs already (a
+ * long-lived process), none start: no pool would adopt them.
  */
 export function prestartWorkers(size = defaultPoolSize()): void {
-  if (prestarted || size <= 0 || process.env.CKPT_WORKERS === '0') return
+  if (prestarted || runningPools > 0 || size <= 0 || process.env.CKPT_WORKERS === '0') return
   const script = workerScript()
   if (script) prestarted = spawn(script, size)
 }

@@ -10,7 +10,7 @@ import { CkptError, errnoCode, fsError } from '../../codecs/errors.js'
 import { runTask, type CompressResult, type CompressTask, type HashResult, type HashTask, type NodeHashResult, type NodeHashTask, type ReadResult, type ReadTask, type ScanTask, type Task, type TaskResult } from './tasks.js'
 import type { CompactScan } from '../../store/worker-index.js'
 import type { DeltaChainResult, DeltaChainTask } from './delta-chains.js'
-import { defaultPoolSize, hasPrestarted, spawn, takePrestarted, workerScript } from './prestart.js'
+import { defaultPoolSize, hasPrestarted, poolRunning, spawn, takePrestarted, workerScript } from './prestart.js'
 
 export { defaultPoolSize, prescanFiles, prescanOf, prestartWorkers, PRESCAN_SPANS, type FilePrescan } from './prestart.js'
 
@@ -82,6 +82,7 @@ export class WorkerPool {
   start(): void {
     if (!this.script || this.ready) return
     const spawned = takePrestarted(this.script, this.size) ?? spawn(this.script, this.size)
+    poolRunning(true)
     spawned.workers.forEach((w, i) => {
       w.on('message', (m: { id?: number; result?: TaskResult; error?: { message: string; code?: string } }) => this.settle(m))
       w.on('error', (err) => {
@@ -169,6 +170,7 @@ export class WorkerPool {
   }
 
   async close(): Promise<void> {
+    if (this.workers.length) poolRunning(false)
     await Promise.all(this.workers.map((w) => w.terminate()))
     this.workers.length = 0
     this.isReady = false

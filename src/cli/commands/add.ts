@@ -6,7 +6,7 @@ import { COMMON, QUIET, parse, parsePair, parseRegionArg, parseVtime, required, 
 import { UsageError } from '../errors.js'
 import { humanBytes } from '../format.js'
 import { Progress } from '../progress.js'
-import { checkPolicy, json, JSON_HELP, line, note, QUIET_HELP, serving, STORE_HELP, withStore, type Command } from '../shared.js'
+import { checkPolicy, json, JSON_HELP, line, note, QUIET_HELP, STORE_HELP, withStore, type Command } from '../shared.js'
 
 /** Input at least this large starts the worker threads before the store is opened. */
 const PRESTART_BYTES = 64 << 20
@@ -130,8 +130,7 @@ examples:
     // a big scan will want the worker threads: start them now, while this thread loads the library
     // and opens the store (a small add hashes on this thread and never starts them)
     // and, unless the scan cache is off, have them hash the files' spans meanwhile (prescanFiles)
-    // (a `ckpt serve` has its store's workers running already: none to start ahead)
-    if (total >= PRESTART_BYTES && !serving()) {
+    if (total >= PRESTART_BYTES) {
       const { prestartWorkers, prescanFiles } = await import('../../pipeline/prestart.js')
       prestartWorkers()
       if (values['no-scan-cache'] !== true) prescanFiles(regions.map((r) => r.file))

@@ -6,7 +6,7 @@ import type { RestoreAllProgress } from '../../restore-all.js'
 import { COMMON, QUIET, parse, required, storeDir } from '../args.js'
 import { UsageError } from '../errors.js'
 import { partialBytes, Progress } from '../progress.js'
-import { json, JSON_HELP, line, oneRef, plural, QUIET_HELP, REF_HELP, serving, STORE_HELP, withStore, writeStdout, type Command } from '../shared.js'
+import { json, JSON_HELP, line, oneRef, plural, QUIET_HELP, REF_HELP, STORE_HELP, withStore, writeStdout, type Command } from '../shared.js'
 
 const OPTIONS = {
   ...COMMON,
@@ -204,7 +204,7 @@ examples:
     if (out === '') throw new UsageError('--out must not be empty', 'restore')
     // regions restored to files are written on the worker threads (the pool never writes a file from
     // the main thread): start them now, while this thread loads the library and opens the store
-    if (writesFiles(values) && !serving()) (await import('../../pipeline/prestart.js')).prestartWorkers()
+    if (writesFiles(values)) (await import('../../pipeline/prestart.js')).prestartWorkers()
     if (values.all) return restoreAllTo(dir, ref, out, values)
     const toStdout = out === '-'
     if (toStdout && values.json) throw new UsageError('--json cannot be used with --out - (stdout carries the data)', 'restore')
