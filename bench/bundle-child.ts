@@ -7,10 +7,14 @@
  *   node dist/bench/bundle-child.js gc STORE [THRESHOLD]
  */
 import fs from 'node:fs'
-import { exportBundle, fileSource, importBundle, openStore, verifyStore } from '../src/index.js'
-import { peakRssMiB } from './stats.js'
+import { exportBundleToFile, fileSource, importBundle, openStore, verifyStore } from '../src/index.js'
+import { mainCpuMs, peakRssMiB, processCpuMs } from './stats.js'
 
 const [op, dir, file, ...rest] = process.argv.slice(2)
+
+// the CPU an operation took, on the main thread and in all (its floor on N cores is cpuMs / N)
+const cpuNow = () => ({ main: mainCpuMs(), all: processCpuMs() })
+const cpuSince = (c: { main: number; all: number }) => ({ mainCpuMs: mainCpuMs() - c.main, cpuMs: processCpuMs() - c.all })
 if (op === 'export') {
   const since: string[] = []
   const roots: string[] = []
@@ -22,22 +26,22 @@ if (op === 'export') {
   }
   const store = await openStore(dir!, { mustExist: true })
   const t = performance.now()
-  const stream = exportBundle(store, roots, { since, compress })
-  const fd = fs.openSync(file!, 'w')
-  for await (const c of stream) fs.writeSync(fd, c)
-  fs.fsyncSync(fd)
-  fs.closeSync(fd)
+  const cpu0 = cpuNow()
+  // as `ckpt export --out FILE` writes it: temporary file, fdatasynced as it goes, renamed
+  const s = await exportBundleToFile(store, roots, file!, { since, compress })
   const ms = performance.now() - t
-  const s = await stream.summary
+  const cpu = cpuSince(cpu0)
   await store.close()
-  console.log(JSON.stringify({ ms, blocks: s.blocks, bytes: s.bytes, carBytes: s.carBytes, fileBytes: fs.statSync(file!).size, rssMiB: peakRssMiB() }))
+  console.log(JSON.stringify({ ms, ...cpu, blocks: s.blocks, bytes: s.bytes, carBytes: s.carBytes, fileBytes: s.fileBytes, rssMiB: peakRssMiB() }))
 } else if (op === 'import') {
   const store = await openStore(dir!)
   const t = performance.now()
+  const cpu0 = cpuNow()
   const s = await importBundle(store, fileSource(file!))
   const ms = performance.now() - t
+  const cpu = cpuSince(cpu0)
   await store.close()
-  console.log(JSON.stringify({ ms, checkpoints: s.checkpoints, blocks: s.blocks, bytes: s.bytes, storedBytes: s.storedBytes, rssMiB: peakRssMiB() }))
+  console.log(JSON.stringify({ ms, ...cpu, checkpoints: s.checkpoints, blocks: s.blocks, bytes: s.bytes, storedBytes: s.storedBytes, rssMiB: peakRssMiB() }))
 } else if (op === 'verify') {
   const store = await openStore(dir!, { mustExist: true })
   const t = performance.now()

@@ -11,15 +11,10 @@ import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { openStore } from '../src/index.js'
-import { median, quantile } from './stats.js'
+import { mainCpuMs, median, processCpuMs, quantile } from './stats.js'
 import { Workload } from './workload.js'
 
 const N = Number(process.argv[2] ?? 60)
-const mainCpuMs = (): number => Number(fs.readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6
-const processCpuMs = (): number => {
-  const u = process.cpuUsage()
-  return (u.user + u.system) / 1000
-}
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ckpt-commit-cpu-'))
 try {

@@ -27,6 +27,17 @@ export function fmtBytes(n: number): string {
  * Peak RSS of this process. VmHWM belongs to the address space (a new one at exec), unlike
  * getrusage's maxRSS, which a child started from a large parent inherits across fork and exec.
  */
+/** CPU time of this process's main thread so far, ms (schedstat: nanoseconds, Linux). */
+export function mainCpuMs(): number {
+  return Number(fs.readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]) / 1e6
+}
+
+/** CPU time of the whole process so far (every thread: workers, libuv's pool, GC), ms. */
+export function processCpuMs(): number {
+  const u = process.cpuUsage()
+  return (u.user + u.system) / 1000
+}
+
 export function peakRssMiB(): number {
   try {
     const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'))

@@ -20,6 +20,7 @@ import type { WorkerPool } from './pipeline/worker-pool.js'
 import { changedSlots, childCid } from './node-compare.js'
 import { Geometry } from './region-tree.js'
 import { readBlocksInto } from './restore.js'
+import { resolveOutput, writeOutput } from './output-file.js'
 import type { CkptStore } from './store.js'
 import { baseRoot, tmpSetDir } from './bundle-shared.js'
 import { RecentNodes } from './bundle-import-util.js'
@@ -68,6 +69,24 @@ export function exportBundle(store: CkptStore, refs: (string | CID)[], opts: Exp
   const car = carStream(store, refs, opts, kind, done, fail)
   const stream = compressBundle(kind, car)
   return Object.assign(stream, { summary })
+}
+
+/**
+ * exportBundle written to a file as `ckpt export --out FILE` writes it (SPEC.md §17): under a
+ * temporary name beside FILE, renamed over it when complete, and on the disk when this returns (its
+ * data fdatasynced as it is written, its directory after the rename). A FIFO or a character device is
+ * written front to back.
+ */
+export async function exportBundleToFile(
+  store: CkptStore,
+  refs: (string | CID)[],
+  file: string,
+  opts: ExportOptions = {},
+): Promise<ExportSummary & { fileBytes: number; target: string }> {
+  resolveOutput(file)
+  const stream = exportBundle(store, refs, opts)
+  const w = await writeOutput(file, stream, { durable: true })
+  return { ...(await stream.summary), fileBytes: w.bytes, target: w.out.target }
 }
 
 async function* carStream(

@@ -14,7 +14,7 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { CkptError, fsError } from '../codecs/errors.js'
-import { partialName, renameOver, replaceFile } from '../store/index.js'
+import { partialName, renameOver, replaceFile, syncDirectory } from '../store/index.js'
 
 /**
  * How a resolved output is written: `file` under a temporary name then renamed, `block` in place at
@@ -203,7 +203,60 @@ export function openInPlace(out: OutputTarget): Promise<fs.promises.FileHandle> 
  * Writes `data` (bytes, or a stream of them) to the output `p` by the rules above. Resolves to the
  * resolved target and the number of bytes written. A regular file appears complete or not at all.
  */
-export async function writeOutput(p: string, data: Uint8Array | AsyncIterable<Uint8Array>): Promise<{ out: OutputTarget; bytes: number }> {
+/**
+ * A regular file's data synced to the disk as it is written: an fdatasync starts each time SYNC_STEP
+ * more bytes have been written since the last one began (one at a time, on libuv's pool, while the
+ * writes go on), so the file never holds more than ~2 steps of dirty pages and the final fdatasync,
+ * before the rename, has little left to do. Exporting workload S's 660 MB bundle here: one fdatasync
+ * at the end took ~200 ms, the last of these ~5 ms; the export's wall time was the same either way
+ * (writes wait while an fdatasync of their file runs), so this bounds the dirty pages, not the time.
+ */
+const SYNC_STEP = 32 << 20
+
+class ProgressiveSync {
+  private started = 0
+  private pending: Promise<void> | undefined
+  private failed: unknown
+
+  constructor(private readonly fh: fs.promises.FileHandle) {}
+
+  /** `bytes` written so far; throws what a background fdatasync failed with */
+  wrote(bytes: number): void {
+    if (this.failed) throw this.failed
+    if (this.pending || bytes - this.started < SYNC_STEP) return
+    this.started = bytes
+    this.pending = this.fh.datasync().then(
+      () => void (this.pending = undefined),
+      (err) => {
+        this.pending = undefined
+        this.failed = err
+      },
+    )
+  }
+
+  /** every byte written is on the disk */
+  async finish(): Promise<void> {
+    await this.pending
+    if (this.failed) throw this.failed
+    await this.fh.datasync()
+  }
+
+  /** waits for a background fdatasync before the file is closed (its result no longer matters) */
+  async settle(): Promise<void> {
+    await this.pending
+  }
+}
+
+export interface WriteOutputOptions {
+  /**
+   * A regular file is on the disk when the call returns: its data is fdatasynced (as it is written,
+   * and once more before the rename) and its directory fsynced after it. Export asks for this; a
+   * restore's files are not synced (the store holds their content).
+   */
+  durable?: boolean
+}
+
+export async function writeOutput(p: string, data: Uint8Array | AsyncIterable<Uint8Array>, opts: WriteOutputOptions = {}): Promise<{ out: OutputTarget; bytes: number }> {
   const out = resolveOutput(p)
   const known = data instanceof Uint8Array ? data.length : undefined
   const chunks: AsyncIterable<Uint8Array> =
@@ -217,23 +270,28 @@ export async function writeOutput(p: string, data: Uint8Array | AsyncIterable<Ui
     if (known !== undefined) checkFreeSpace(path.dirname(out.target), known, out.target)
     const temp = partialName(out.target)
     trackPartial(temp)
-    const open: { fh?: fs.promises.FileHandle } = {}
+    const open: { fh?: fs.promises.FileHandle; sync?: ProgressiveSync } = {}
     try {
       await replaceFile(
         out.target,
         async (t) => {
           const fh = (open.fh = await fs.promises.open(t, 'w'))
           if (out.mode !== undefined) await fh.chmod(out.mode)
+          const sync = (open.sync = opts.durable ? new ProgressiveSync(fh) : undefined)
           for await (const c of chunks) {
             await writeAll(fh, c, null)
             bytes += c.length
+            sync?.wrote(bytes)
           }
+          await sync?.finish()
           open.fh = undefined
           await fh.close()
         },
         temp,
       )
+      if (opts.durable) syncDirectory(path.dirname(out.target))
     } catch (err) {
+      await open.sync?.settle()
       await open.fh?.close().catch(() => {})
       throw writeError(err, out.target)
     } finally {

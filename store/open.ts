@@ -16,7 +16,7 @@ import { blockKey, dec, jsonValue, manifestRange, META_CATALOG, META_NEEDS_SNAPS
 import type { KV, KVOp } from './kv.js'
 import { LevelKV } from './level-kv.js'
 import { readHolder } from './lock.js'
-import { replaceFileSync } from './replace-file.js'
+import { replaceFileSync, syncDirectory } from './replace-file.js'
 import { FilePackIO, type PackIO } from './pack-io.js'
 import { adoptOps, keepFromOldCatalog, manifestOf, packHealth, rebuildFromPacks, type RebuildSummary } from './rebuild.js'
 
@@ -347,21 +347,13 @@ function swapIndex(indexDir: string, freshDir: string): void {
   try {
     fs.renameSync(indexDir, old)
     fs.renameSync(freshDir, indexDir)
-    syncDir(path.dirname(indexDir))
+    syncDirectory(path.dirname(indexDir))
   } catch (err) {
     throw fsError(err, 'cannot put the rebuilt index in place', { dir: indexDir })
   }
   fs.rmSync(old, { recursive: true, force: true })
 }
 
-function syncDir(dir: string): void {
-  const fd = fs.openSync(dir, 'r')
-  try {
-    fs.fsyncSync(fd)
-  } finally {
-    fs.closeSync(fd)
-  }
-}
 
 
 /**

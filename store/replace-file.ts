@@ -3,7 +3,8 @@
  * file, src/output-file.ts; the store marker; a scan cache; a QEMU device state). The content is written
  * under a temporary name beside the target (by default TARGET.ckpt-partial-PID), which is renamed over
  * the target when complete; on failure it is removed and the target is as it was. Nothing is fsynced
- * here: a caller that needs durability syncs in `write`.
+ * here: a caller that needs durability syncs the file in `write` and the directory (syncDirectory)
+ * after the rename.
  */
 import fs from 'node:fs'
 
@@ -42,5 +43,15 @@ export async function replaceFile(target: string, write: (temp: string) => Promi
   } catch (err) {
     removeQuietly(temp)
     throw err
+  }
+}
+
+/** fsync of a directory: a rename or a new file in it survives a crash once this returns. */
+export function syncDirectory(dir: string): void {
+  const fd = fs.openSync(dir, 'r')
+  try {
+    fs.fsyncSync(fd)
+  } finally {
+    fs.closeSync(fd)
   }
 }

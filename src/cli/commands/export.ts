@@ -95,8 +95,9 @@ progress bar on stderr (its total is estimated from the checkpoints' sizes and d
 ${REF_HELP}
 
 ${STORE_HELP}
-  --out FILE           the bundle (- for stdout); written under a temporary name and renamed when
-                       complete (a symlink's target so; a FIFO or device written in place)
+  --out FILE           the bundle (- for stdout); written under a temporary name, synced to the
+                       disk and renamed when complete (a symlink's target so; a FIFO or device
+                       written in place)
   --since REF          a checkpoint the receiver has (repeatable)
   --compress           compress the bundle file
   --compress-with C    zstd or gzip (implies --compress)
@@ -144,7 +145,7 @@ examples:
           const sum = await stream.summary
           return { ...sum, fileBytes: sum.carBytes, target: '-' }
         }
-        const w = await files.writeOutput(outPath, stream)
+        const w = await files.writeOutput(outPath, stream, { durable: true })
         return { ...(await stream.summary), fileBytes: w.bytes, target: w.out.target }
       })
       progress.end()
