@@ -20,6 +20,7 @@ import type { WorkerPool } from './pipeline/worker-pool.js'
 import { changedSlots, childCid } from './node-compare.js'
 import { Geometry } from './region-tree.js'
 import { readBlocksInto } from './restore.js'
+import { ReadAhead } from './pipeline/read-ahead.js'
 import { resolveOutput, writeOutput } from './output-file.js'
 import type { CkptStore } from './store.js'
 import { baseRoot, tmpSetDir } from './bundle-shared.js'
@@ -51,7 +52,7 @@ export interface ExportSummary extends ExportProgress {
 
 export type BundleStream = AsyncIterable<Uint8Array> & { summary: Promise<ExportSummary> }
 
-/** Pieces of the CAR (each ~1-2 MiB) being read ahead of the output. */
+/** Pieces of the CAR (each ~1-2 MiB) planned and being read ahead of the output. */
 const READ_AHEAD = 4
 const JOB_BYTES = 1 << 20
 
@@ -113,29 +114,27 @@ async function* carStream(
     stats.carBytes += header.length
     yield header
     // planned output, in order: pieces of the CAR, each ~1 MiB of chunks (read, verified and placed
-    // by a worker) followed by blocks (nodes, manifests) whose own children are in it or earlier
-    const queue: ExportBatch[] = []
+    // by a worker) followed by blocks (nodes, manifests) whose own children are in it or earlier.
+    // Planned ahead of the consumer: the next pieces are planned while it writes the last one.
     const planner = new ExportPlanner(blocks, pool, seen, bases, stats)
-    const it = planner.plan(roots, manifests)[Symbol.asyncIterator]()
-    let planned = false
-    for (;;) {
-      while (!planned && queue.length < READ_AHEAD) {
-        const r = await it.next()
-        if (r.done) {
-          planned = true
-          break
-        }
-        r.value.data.catch(() => {})
-        queue.push(r.value)
+    const handled = (b: ExportBatch) => {
+      b.data.catch(() => {})
+      b.bytes.catch(() => {})
+    }
+    const ahead = new ReadAhead(planner.plan(roots, manifests), READ_AHEAD, handled)
+    try {
+      for (let item = await ahead.take(); item; item = await ahead.take()) {
+        const piece = await item.data
+        stats.blocks += item.blocks
+        stats.bytes += await item.bytes
+        stats.carBytes += piece.length
+        opts.onProgress?.({ blocks: stats.blocks, bytes: stats.bytes })
+        yield piece
       }
-      const item = queue.shift()
-      if (!item) break
-      const piece = await item.data
-      stats.blocks += item.blocks
-      stats.bytes += item.bytes
-      stats.carBytes += piece.length
-      opts.onProgress?.({ blocks: stats.blocks, bytes: stats.bytes })
-      yield piece
+    } finally {
+      // an export that ends early (a failed write, a consumer that stops): the pieces planned ahead
+      // are let finish (their workers, their lookups) before the caller may close the store
+      for (const b of await ahead.stop()) await b.data.catch(() => {})
     }
     await seen.flush(true)
     done({ ...stats, roots: roots.map(cidToString), compression })
@@ -161,12 +160,20 @@ async function resolveRoots(ctx: StoreContext, refs: (string | CID)[]): Promise<
   return roots
 }
 
+/** A block placed after a piece's chunks: a manifest (its bytes) or a tree node (its entries, encoded by a worker). */
+interface AfterBlock {
+  cid: CidBytes
+  bytes?: Uint8Array
+  entries?: NodeEntries
+  length?: number
+}
+
 interface ExportBatch {
   /** the piece of the CAR: its sections, whole (chunks placed by a worker once read and verified) */
   data: Promise<Uint8Array>
-  /** blocks in it, and their bytes */
+  /** blocks in it, and their bytes (known once the chunks are located) */
   blocks: number
-  bytes: number
+  bytes: Promise<number>
 }
 
 /**
@@ -177,7 +184,7 @@ class ExportPlanner {
   private cids: CidBytes[] = []
   private raw = 0
   /** blocks after the chunks: manifests (bytes) and tree nodes (entries, encoded by the worker) */
-  private after: { cid: CidBytes; bytes?: Uint8Array; entries?: NodeEntries; length?: number }[] = []
+  private after: AfterBlock[] = []
   private afterBytes = 0
   private readonly recent = new RecentNodes()
 
@@ -211,7 +218,16 @@ class ExportPlanner {
     this.after = []
     this.afterBytes = 0
     await this.seen.flush()
-    const locs = cids.length ? await this.blocks.locateMany(cids) : []
+    // the chunks are looked up in the index while the next pieces are planned; this piece is laid
+    // out and handed to a worker once their locations are here (waiting for each lookup in turn
+    // left the main thread idle ~0.5 s of a 2.2 s export of workload S)
+    const located = cids.length ? this.blocks.locateMany(cids) : Promise.resolve([])
+    const piece = located.then((locs) => this.layout(cids, after, locs))
+    return { data: piece.then((p) => p.data), bytes: piece.then((p) => p.bytes), blocks: cids.length + after.length }
+  }
+
+  /** A piece's bytes: the sections' prefixes and manifests written here, the chunks and nodes by a worker. */
+  private layout(cids: CidBytes[], after: AfterBlock[], locs: (BlockLocation | undefined)[]): { data: Promise<Uint8Array>; bytes: number } {
     for (let k = 0; k < locs.length; k++) {
       if (!locs[k]) throw new CkptError('CKPT_NOT_FOUND', `block ${cidToString(cids[k]!)} is missing from the store`, { cid: cidToString(cids[k]!) })
     }
@@ -259,7 +275,7 @@ class ExportPlanner {
     }
     nodes.offsets = nodes.offsets.subarray(0, nodes.cids.length)
     const data = cids.length || nodes.cids.length ? readBlocksInto(this.blocks, this.pool, cids, locs as BlockLocation[], piece, outOffsets, nodes) : Promise.resolve(piece)
-    return { data, blocks: cids.length + after.length, bytes }
+    return { data, bytes }
   }
 
   /**

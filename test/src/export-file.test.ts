@@ -89,6 +89,51 @@ describe('exportBundleToFile', () => {
   })
 })
 
+/** A store of `n` checkpoints of a 256 KiB region, each changing a few pages with random bytes. */
+async function smallStore(n: number): Promise<{ dir: string; store: Awaited<ReturnType<typeof openStore>>; cids: string[] }> {
+  const dir = tmpStorePath()
+  const store = await openStore(dir)
+  const tl = await store.timeline('t', { regions: { ram: { size: 64 * 4096, chunkSize: 4096 } } })
+  const ram = Buffer.alloc(64 * 4096)
+  const cids: string[] = []
+  for (let v = 1; v <= n; v++) {
+    for (let k = 0; k < 4; k++) crypto.getRandomValues(ram.subarray(((v * 7 + k * 13) % 64) * 4096, ((v * 7 + k * 13) % 64) * 4096 + 4096))
+    cids.push((await tl.checkpoint({ vtime: BigInt(v), regions: { ram: { data: ram } } })).cid.toString())
+  }
+  return { dir, store, cids }
+}
+
+describe('exports that end early', () => {
+  it('a consumer that stops after two pieces: the store closes cleanly, nothing left running', async () => {
+    const { store, cids } = await smallStore(40)
+    const stream = exportBundle(store, cids)
+    let n = 0
+    for await (const c of stream) {
+      expect(c.length).toBeGreaterThan(0)
+      if (++n === 2) break
+    }
+    await store.close()
+    expect(n).toBe(2)
+  })
+
+  it('a damaged chunk fails the export with its CKPT_* code and leaves no file', async () => {
+    const { dir, store, cids } = await smallStore(40)
+    await store.close()
+    // flip a byte in the middle of the first pack's data: some chunk's payload
+    const packs = path.join(dir, 'packs')
+    const pack = path.join(packs, fs.readdirSync(packs).filter((f) => f.endsWith('.pack')).sort()[0]!)
+    const bytes = fs.readFileSync(pack)
+    bytes[bytes.length >> 1] ^= 0xff
+    fs.writeFileSync(pack, bytes)
+    const again = await openStore(dir)
+    const out = tmpDir()
+    const err = await caught(() => exportBundleToFile(again, cids, path.join(out, 'run.car')))
+    await again.close()
+    expect(err.code).toMatch(/^CKPT_(HASH_MISMATCH|BAD_PACK|CORRUPT)/)
+    expect(fs.readdirSync(out)).toEqual([])
+  })
+})
+
 describe('durable output files', () => {
   it('a file past one sync step is synced while it is written, again at its end, then its directory', async () => {
     const spy = await spyDatasync()
