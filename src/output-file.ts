@@ -200,10 +200,6 @@ export function openInPlace(out: OutputTarget): Promise<fs.promises.FileHandle> 
 }
 
 /**
- * Writes `data` (bytes, or a stream of them) to the output `p` by the rules above. Resolves to the
- * resolved target and the number of bytes written. A regular file appears complete or not at all.
- */
-/**
  * A regular file's data synced to the disk as it is written: an fdatasync starts each time SYNC_STEP
  * more bytes have been written since the last one began (one at a time, on libuv's pool, while the
  * writes go on), so the file never holds more than ~2 steps of dirty pages and the final fdatasync,
@@ -256,6 +252,10 @@ export interface WriteOutputOptions {
   durable?: boolean
 }
 
+/**
+ * Writes `data` (bytes, or a stream of them) to the output `p` by the rules above. Resolves to the
+ * resolved target and the number of bytes written. A regular file appears complete or not at all.
+ */
 export async function writeOutput(p: string, data: Uint8Array | AsyncIterable<Uint8Array>, opts: WriteOutputOptions = {}): Promise<{ out: OutputTarget; bytes: number }> {
   const out = resolveOutput(p)
   const known = data instanceof Uint8Array ? data.length : undefined
