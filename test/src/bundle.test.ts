@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { CARV2_PRAGMA, CarReader, encodeCarHeader, sectionPrefix } from '../../codecs/car.js'
-import { exportBundle, importBundle, openStore, type CkptStore, type Timeline } from '../../src/index.js'
+import { exportBundle, importBundle, openStore, verifyStore, type CkptStore, type Timeline, type VerifySummary } from '../../src/index.js'
 import { makeRng, type Rng } from '../helpers/rng.js'
 import { bytesEqual, caught, removeTmpDirs, tmpStorePath } from '../helpers/tmp.js'
 
@@ -27,6 +27,13 @@ function source(buf: Uint8Array, piece = 7919): AsyncIterable<Uint8Array> {
   return (async function* () {
     for (let at = 0; at < buf.length; at += piece) yield buf.subarray(at, at + piece)
   })()
+}
+
+async function drainVerify(store: CkptStore): Promise<VerifySummary> {
+  const it = verifyStore(store)
+  let r = await it.next()
+  while (!r.done) r = await it.next()
+  return r.value
 }
 
 async function catalog(store: CkptStore): Promise<string[]> {
@@ -211,6 +218,38 @@ describe('bundle round trip', () => {
       }
     })
   }
+})
+
+describe('an import committed in small steps', () => {
+  it('commits its blocks in steps while batches are in flight: every checkpoint restores and verify is clean', async () => {
+    const dst = await openStore(tmpStorePath('ckpt-bundle-steps-'))
+    // ~100 step commits over the bundle: each queued behind the batches dispatched before it
+    const s = await importBundle(dst, source(full, 65536), { stageLimit: Math.ceil(full.length / 400) })
+    expect(s.checkpoints).toBe(snaps.length)
+    await expectRestores(dst, snaps, 37)
+    const v = await drainVerify(dst)
+    expect(v.clean).toBe(true)
+    await dst.close()
+  })
+
+  it('a bad block after many step commits: CKPT_HASH_MISMATCH, no checkpoint visible, then the good bundle imports', async () => {
+    const dst = await openStore(tmpStorePath('ckpt-bundle-steps-bad-'))
+    const parsed = await sectionsOf(full)
+    // a chunk near the end, after most step commits have been made
+    let k = Math.floor(parsed.sections.length * 0.9)
+    while (parsed.sections[k]!.cid[1] !== 0x55) k++
+    const sec = parsed.sections[k]!
+    const car = Buffer.from(full)
+    car[sec.offset + sectionPrefix(sec.cid, sec.block.length).length + (sec.block.length >> 1)]! ^= 0x01
+    const e = await caught(() => importBundle(dst, source(car, 65536), { stageLimit: Math.ceil(full.length / 400) }))
+    expect(e.code).toBe('CKPT_HASH_MISMATCH')
+    expect(await catalog(dst)).toEqual([])
+    expect((await drainVerify(dst)).clean).toBe(true)
+    const s = await importBundle(dst, source(full, 65536), { stageLimit: Math.ceil(full.length / 400) })
+    expect(s.checkpoints).toBe(snaps.length)
+    await expectRestores(dst, snaps, 101)
+    await dst.close()
+  })
 })
 
 describe('timelines travel with their checkpoints', () => {
