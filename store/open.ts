@@ -33,7 +33,6 @@ export interface CatalogMeta {
   snapshot: number
 }
 
-
 /** Reads (or, unless mustExist, creates) the CKPT marker; its format version must be one this build reads. */
 export function openMarker(dir: string, mustExist: boolean): { version: number; created: boolean } {
   const marker = path.join(dir, 'CKPT')
@@ -353,8 +352,6 @@ function swapIndex(indexDir: string, freshDir: string): void {
   }
   fs.rmSync(old, { recursive: true, force: true })
 }
-
-
 
 /**
  * Opens a store's LevelDB index and finds out whether it can be used as it is: `problem` says why

@@ -124,7 +124,6 @@ export function serveStore(dir: string, store: CkptStore | undefined): void {
   served = store ? { dir: realPath(dir), store } : undefined
 }
 
-
 /**
  * Opens the store, runs fn, always closes (releasing the LevelDB lock). Errors of the open itself are
  * StoreOpenErrors (exit 3). Commands that only read pass `mustExist` so a typo never creates a store.
