@@ -8,6 +8,7 @@ import path from 'node:path'
 import { CkptError, fsError } from '../codecs/errors.js'
 import type { PackIO } from './interface.js'
 import { fileReader, type PackReader } from './pack-scan.js'
+import { syncDirectory } from './replace-file.js'
 
 export type { PackIO }
 
@@ -99,7 +100,22 @@ export class FilePackIO implements PackIO {
     const old = this.fds.get(packNo)
     if (old !== undefined) fs.closeSync(old)
     try {
-      const fd = fs.openSync(this.describe(packNo), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644)
+      const file = this.describe(packNo)
+      let fd: number
+      try {
+        fd = fs.openSync(file, fs.constants.O_RDWR)
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+        fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644)
+        // a new pack's name is made durable now: the commits that fdatasync its data later do not
+        // cover the directory entry, and a crash must not lose a pack whose commits were acknowledged
+        try {
+          syncDirectory(this.dir)
+        } catch (e) {
+          fs.closeSync(fd)
+          throw e
+        }
+      }
       if (fs.fstatSync(fd).size !== length) fs.ftruncateSync(fd, length)
       this.fds.set(packNo, fd)
       this.sizes.set(packNo, length)

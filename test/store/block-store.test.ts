@@ -163,3 +163,39 @@ describe('BlockStore: index entries', () => {
     }
   })
 })
+
+describe('pack files: a new one is durable by name', () => {
+  it('creating a pack fsyncs the packs directory once; reopening an existing one does not', async () => {
+    const { FilePackIO } = await import('../../store/pack-io.js')
+    const { openStore } = await import('../../src/index.js')
+    const synced: string[] = []
+    const fsyncSync = fs.fsyncSync
+    fs.fsyncSync = (fd: number) => {
+      const p = fs.readlinkSync(`/proc/self/fd/${fd}`)
+      if (fs.statSync(p).isDirectory()) synced.push(p)
+      return fsyncSync(fd)
+    }
+    try {
+      const dir = path.join(tmpStorePath(), 'packs')
+      const io = new FilePackIO(dir)
+      io.openForAppend(1, 0)
+      expect(synced).toEqual([fs.realpathSync(dir)])
+      io.append(1, new Uint8Array(100))
+      io.openForAppend(1, 100)
+      expect(synced.length).toBe(1)
+      io.openForAppend(2, 0)
+      expect(synced).toEqual([fs.realpathSync(dir), fs.realpathSync(dir)])
+      io.close()
+      // through the library: a store's first checkpoint creates its first pack, and syncs its directory
+      synced.length = 0
+      const storeDir = tmpStorePath()
+      const store = await openStore(storeDir)
+      const tl = await store.timeline('t', { regions: { ram: { size: 4096, chunkSize: 4096 } } })
+      await tl.checkpoint({ vtime: 1n, regions: { ram: { data: Buffer.alloc(4096, 7) } } })
+      await store.close()
+      expect(synced).toContain(fs.realpathSync(path.join(storeDir, 'packs')))
+    } finally {
+      fs.fsyncSync = fsyncSync
+    }
+  })
+})
