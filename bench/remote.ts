@@ -16,7 +16,7 @@ import crypto from 'node:crypto'
 import fs from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
-import { openStore, type Checkpoint } from '../src/index.js'
+import { DEFAULT_FANOUT, openStore, type Checkpoint } from '../src/index.js'
 import { openObjectStore } from '../store/index.js'
 import { ensureBucket, startS3rver, type TestS3 } from '../test/helpers/s3-server.js'
 import { IdealSize } from './ideal.js'
@@ -312,7 +312,7 @@ const firstUs: number[] = []
 }
 
 // --- cold lazy page reads in one lazily pulled store: each page under a leaf not read before (the pages of
-// a leaf node span 1 MiB of RAM: each read's leaf and page are in 64 KiB extents no earlier read fetched,
+// a leaf node span DEFAULT_FANOUT × 4 KiB of RAM: each read's leaf and page are in 64 KiB extents no earlier read fetched,
 // unless both sit in one thin push's pack); the root and the upper levels are cached after the first ---
 const leafUs: number[] = []
 {
@@ -321,7 +321,7 @@ const leafUs: number[] = []
   await D.pull(remote, undefined, { lazy: true, env })
   await D.readChunk(latest, 'disk', 0)
   const leaves = new Set<number>()
-  const perLeaf = 256 // DEFAULT_FANOUT: chunks per leaf node
+  const perLeaf = DEFAULT_FANOUT // chunks per leaf node (the workload's timeline is new: the default fan-out)
   while (leaves.size < Math.min(LAZY_READS, w.ram.length / 4096 / perLeaf)) leaves.add(Math.floor(Math.random() * (w.ram.length / 4096 / perLeaf)))
   for (const leaf of leaves) {
     const page = leaf * perLeaf + Math.floor(Math.random() * perLeaf)

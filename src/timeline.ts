@@ -104,6 +104,12 @@ export interface RegionConfig {
   size: number
   /** power of two, 512 B to 1 MiB; default 4 KiB */
   chunkSize?: number
+  /**
+   * links per tree node, 2 to 65,536; default DEFAULT_FANOUT (1,024). Taken by a timeline's first
+   * checkpoint and kept in its manifests: a timeline that has a head keeps the head's (another value is
+   * CKPT_TIMELINE_CONFIG)
+   */
+  fanout?: number
 }
 
 /**
@@ -181,6 +187,7 @@ export class Timeline {
     private readonly ctx: StoreContext,
     record: TimelineRecord,
     head: { cid: CidBytes; vtime: bigint; manifest: Manifest } | undefined,
+    private fanouts: Record<string, number> = {},
   ) {
     this.record = record
     this.headCid = head?.cid ?? null
@@ -247,11 +254,18 @@ export class Timeline {
   }
 
   /**
-   * A region's fan-out: the head's (a timeline imported from a bundle may use another than 256: its
-   * trees keep their shape), else the default.
+   * A region's fan-out: the head's (its trees keep their shape: a timeline imported from a bundle, or
+   * started before the default changed, may use another), else the one the timeline was opened with,
+   * else the default.
+   * @internal
    */
-  private fanoutOf(region: string): number {
-    return this.headManifest?.regions[region]?.fanout ?? DEFAULT_FANOUT
+  fanoutOf(region: string): number {
+    return this.headManifest?.regions[region]?.fanout ?? this.fanouts[region] ?? DEFAULT_FANOUT
+  }
+
+  /** @internal fan-outs asked for when the timeline was opened again: taken where it has no head yet */
+  takeFanouts(fanouts: Record<string, number>): void {
+    this.fanouts = { ...this.fanouts, ...fanouts }
   }
 
   /** The retention policy the timeline thins itself by after each checkpoint (normalised), if any. */

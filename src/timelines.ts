@@ -3,6 +3,7 @@
  * the head its dirty hints build on), told when checkpoints are added or removed behind their back.
  */
 import { CkptError } from '../codecs/errors.js'
+import { MAX_NODE_COUNT } from '../codecs/tree-node.js'
 import type { CidBytes } from '../codecs/cid.js'
 import type { TimelineRecord } from '../store/index.js'
 import type { StoreContext } from './context.js'
@@ -26,12 +27,13 @@ export class TimelineRegistry {
   async timeline(name: string, opts: { regions?: Record<string, RegionConfig>; policy?: string }): Promise<Timeline> {
     checkName('timeline', name)
     const regions = regionConfigs(opts.regions)
+    const fanouts = regionFanouts(opts.regions)
     const policy = opts.policy === undefined ? undefined : parsePolicy(opts.policy).text
     // one handle per timeline, even for overlapping calls: the handle holds the vtime order check
     let pending = this.open.get(name)
     let fresh = false
     if (!pending) {
-      pending = this.openTimeline(name, opts.regions ? regions : undefined)
+      pending = this.openTimeline(name, opts.regions ? regions : undefined, fanouts)
       this.open.set(name, pending)
       pending.catch(() => this.open.delete(name))
       fresh = true
@@ -39,6 +41,10 @@ export class TimelineRegistry {
     const tl = await pending
     if (!fresh && opts.regions && !sameRegions(regions, tl.regions)) {
       throw new CkptError('CKPT_TIMELINE_CONFIG', `timeline ${name} exists with other regions`, { timeline: name, regions: tl.regions })
+    }
+    if (!fresh) {
+      checkFanouts(tl, fanouts)
+      tl.takeFanouts(fanouts)
     }
     if (policy !== undefined && policy !== tl.policy) {
       // a timeline not yet stored takes the policy with its record (written with its first checkpoint)
@@ -48,19 +54,21 @@ export class TimelineRegistry {
     return tl
   }
 
-  private async openTimeline(name: string, regions: Regions | undefined): Promise<Timeline> {
+  private async openTimeline(name: string, regions: Regions | undefined, fanouts: Record<string, number>): Promise<Timeline> {
     const existing = await this.ctx.repo.getTimeline(name)
     if (existing) {
       if (regions && !sameRegions(regions, existing.regions)) {
         throw new CkptError('CKPT_TIMELINE_CONFIG', `timeline ${name} exists with other regions`, { timeline: name, regions: existing.regions })
       }
       const head = await this.ctx.repo.latest(name)
-      return new Timeline(this.ctx, existing, head ? { cid: head.cid, vtime: head.vtime, manifest: await this.ctx.manifestOf(head.cid) } : undefined)
+      const tl = new Timeline(this.ctx, existing, head ? { cid: head.cid, vtime: head.vtime, manifest: await this.ctx.manifestOf(head.cid) } : undefined, fanouts)
+      checkFanouts(tl, fanouts)
+      return tl
     }
     if (!regions || Object.keys(regions).length === 0) {
       throw new CkptError('CKPT_NOT_FOUND', `timeline ${name} does not exist (give its regions to create it)`, { timeline: name })
     }
-    return new Timeline(this.ctx, { name, lineage: newLineage(), regions, created: Date.now() }, undefined)
+    return new Timeline(this.ctx, { name, lineage: newLineage(), regions, created: Date.now() }, undefined, fanouts)
   }
 
   private async *handles(names?: Iterable<string>): AsyncIterable<Timeline> {
@@ -112,6 +120,29 @@ function regionConfigs(input: Record<string, RegionConfig> | undefined): Regions
     regions[r] = { size: c.size, chunkSize }
   }
   return regions
+}
+
+/** The fan-outs a region config asks for (RegionConfig.fanout), checked. */
+function regionFanouts(input: Record<string, RegionConfig> | undefined): Record<string, number> {
+  const out: Record<string, number> = {}
+  for (const [r, c] of Object.entries(input ?? {})) {
+    if (c.fanout === undefined) continue
+    if (!Number.isInteger(c.fanout) || c.fanout < 2 || c.fanout > MAX_NODE_COUNT) {
+      throw new CkptError('CKPT_BAD_ARGUMENT', `fan-out of region ${r} must be an integer from 2 to ${MAX_NODE_COUNT}`, { region: r, fanout: c.fanout })
+    }
+    out[r] = c.fanout
+  }
+  return out
+}
+
+/** A timeline whose trees have a shape keeps it: a fan-out asked for that differs from its head's is refused. */
+function checkFanouts(tl: Timeline, fanouts: Record<string, number>): void {
+  for (const [r, f] of Object.entries(fanouts)) {
+    const have = tl.fanoutOf(r)
+    if (tl.head() !== null && have !== f) {
+      throw new CkptError('CKPT_TIMELINE_CONFIG', `timeline ${tl.name} keeps fan-out ${have} in region ${r} (asked for ${f})`, { timeline: tl.name, region: r, fanout: have })
+    }
+  }
 }
 
 function sameRegions(a: Regions, b: Regions): boolean {

@@ -21,7 +21,7 @@ import { caught, removeTmpDirs, tmpDir, tmpStorePath } from '../helpers/tmp.js'
 afterAll(removeTmpDirs)
 
 const CHUNK = 512
-/** 600 chunks: three leaves (256, 256, 88), so paths have two levels */
+/** 600 chunks: three leaves (256, 256, 88) at the fan-out these timelines take, so paths have two levels */
 const CHUNKS = 600
 const SIZE = CHUNKS * CHUNK - 100
 const STEP = 10n
@@ -37,7 +37,7 @@ interface Built {
  * an older content of the same chunk back again (undoing a change); `edits(k, ram)` may add its own.
  */
 async function build(store: CkptStore, name: string, n: number, rng: Rng, edits?: (k: number, ram: Buffer) => void): Promise<Built> {
-  const tl = await store.timeline(name, { regions: { ram: { size: SIZE, chunkSize: CHUNK } } })
+  const tl = await store.timeline(name, { regions: { ram: { size: SIZE, chunkSize: CHUNK, fanout: 256 } } })
   const ram = Buffer.alloc(SIZE)
   const past = new Map<number, Buffer[]>()
   const vtimes: bigint[] = []
@@ -306,7 +306,7 @@ describe('undone changes (A -> B -> A)', () => {
 
   beforeAll(async () => {
     store = await openStore(tmpStorePath('ckpt-history-undo-'), { threads: 0 })
-    const tl = await store.timeline('undo', { regions: { ram: { size: SIZE, chunkSize: CHUNK } } })
+    const tl = await store.timeline('undo', { regions: { ram: { size: SIZE, chunkSize: CHUNK, fanout: 256 } } })
     const ram = Buffer.alloc(SIZE)
     // chunk 5: A, B, A, A, C; chunk 6: a hole, data, a hole
     const five = [A, B, A, A, Buffer.alloc(CHUNK, 0xcc)]

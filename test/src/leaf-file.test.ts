@@ -58,7 +58,7 @@ async function setup() {
   }
   write()
   const s = await openStore(dir)
-  const tl = await s.timeline('t', { regions: { ram: { size: RAM, chunkSize: 4096 }, disk: { size: DISK, chunkSize: 65536 } } })
+  const tl = await s.timeline('t', { regions: { ram: { size: RAM, chunkSize: 4096, fanout: 256 }, disk: { size: DISK, chunkSize: 65536, fanout: 256 } } })
   const c0 = await tl.checkpoint({ vtime: 0, regions: { ram: { data: files.ram }, disk: { data: files.disk } } })
   await s.close()
   /** one full scan of the files in a new process's worth of state (a fresh store open) */

@@ -8,7 +8,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest'
-import { memoryBackend, openStore, type CkptStore } from '../../src/index.js'
+import { DEFAULT_FANOUT, memoryBackend, openStore, type CkptStore } from '../../src/index.js'
 import { decodeSpanTable, encodeSpanTable, SPAN_SIZE, spanTableSum } from '../../codecs/scan-cache.js'
 import { blake3 } from '../../codecs/blake3.js'
 import { leafFilePath, scanCachePath, SCAN_DIR } from '../../src/scan-cache.js'
@@ -482,7 +482,7 @@ describe('scan cache: lifecycle', () => {
   it('ckpt add, one process per checkpoint: the second add of the same file skips its spans (CLI --json)', () => {
     const dir = tmpDir('ckpt-scan-')
     const file = path.join(dir, 'ram.bin')
-    fs.writeFileSync(file, randomImage(makeRng(31), 20 * SPAN_SIZE, 4096))
+    fs.writeFileSync(file, randomImage(makeRng(31), 80 * SPAN_SIZE, 4096))
     const store = path.join(dir, 's')
     execFileSync(process.execPath, [CLI, 'init', '--store', store])
     const add = (v: number) => JSON.parse(execFileSync(process.execPath, [CLI, 'add', '--store', store, '--timeline', 't', '--vtime', String(v), '--json', `ram=${file}:4096`], { encoding: 'utf8' }))
@@ -491,9 +491,10 @@ describe('scan cache: lifecycle', () => {
     const b = add(1)
     expect(b.stats.spansUnchanged).toBe(liveSpans(fs.readFileSync(file)))
     expect(b.stats.unchangedChunks + b.stats.zeroChunks).toBe(b.stats.chunks)
-    // the second process took the tree's leaves (20 spans of 16 pages: 320 chunks, fan-out 256: two) from the leaf file
+    // the second process took the tree's leaves (80 spans of 16 pages: 1,280 chunks, at the default fan-out of 1,024 two) from the leaf file
+    expect(DEFAULT_FANOUT).toBe(1024)
     expect(a.stats.leavesFromFile).toBe(0)
-    expect(b.stats.leavesFromFile).toBe(2)
+    expect(b.stats.leavesFromFile).toBe(Math.ceil(1280 / DEFAULT_FANOUT))
     expect(fs.readdirSync(path.join(store, SCAN_DIR)).sort()).toEqual([path.basename(leafFilePath(store, 't', 'ram')), path.basename(scanCachePath(store, 't', 'ram'))].sort())
   })
 })
