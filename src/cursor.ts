@@ -35,7 +35,7 @@ interface CursorRegion {
   dirty: number[]
 }
 
-/** At least this many decoded tree nodes are kept while a cursor is open (a jump loads a few hundred). */
+/** The node cache while a cursor is open is at least this many units of 256 slots (a jump loads a few hundred nodes). */
 const CURSOR_NODE_CACHE = 16384
 
 export class Cursor {

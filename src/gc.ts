@@ -56,7 +56,7 @@ export interface GcSummary extends Omit<PackGcSummary, 'rewriteMs' | 'rewriteCpu
 
 /** a node stored anew by gc stays this far under the delta depth ingest allows (25..32) */
 const REENCODE_DEPTH = MAX_DELTA_DEPTH - 12
-/** decoded nodes gc keeps cached while it walks */
+/** decoded nodes gc keeps cached while it walks, in units of 256 slots (768 nodes of 256 links, 192 of 1,024) */
 const GC_NODE_CACHE = 768
 /**
  * Checkpoints marked between two full V8 collections. 4, not 16: on the store the lifecycle bench's

@@ -41,7 +41,7 @@ export { decodeLocation, decodePackRecord, encodeLocation, encodePackRecord, LOC
 export interface BlockStoreOptions {
   /** a pack is sealed once it reaches this size (default 64 MiB) */
   packTargetSize?: number
-  /** decoded tree nodes kept in memory (default 2,048, ~17 MiB at 256 links) */
+  /** decoded tree nodes kept in memory, in units of 256 slots (default 2,048, ~17 MiB: 2,048 nodes of 256 links, 512 of 1,024) */
   nodeCacheEntries?: number
   /**
    * the in-memory "already stored?" filter (16-32 bytes per block, filled at open). false: every
@@ -375,7 +375,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     return this.last
   }
 
-  /** Resizes the decoded-node cache (gc walks with a small one); returns the previous size. */
+  /** Resizes the decoded-node cache, in units of 256 slots (gc walks with a small one); returns the previous size. */
   setNodeCacheSize(entries: number): number {
     return this.nodeCache.resize(entries)
   }

@@ -5,6 +5,9 @@
  * returned themselves. Going back through a timeline then rebuilds each version once, not once per
  * chain that passes through it. Intermediate versions take at most half the cache, the oldest going
  * first: a walk of many leaves with long chains (a restore) must not evict the leaves it walked before.
+ *
+ * Its size is counted in units of 256 slots (~8.5 KiB decoded), not in nodes: a node of 1,024 slots
+ * (the default fan-out) weighs 4, so the cache's memory bound is the same whatever the fan-out.
  */
 import { blake3Equals } from '../codecs/blake3.js'
 import { cidKey, type CidBytes } from '../codecs/cid.js'
@@ -19,11 +22,20 @@ export function nodeHashes(e: NodeEntries, cid: CidBytes): boolean {
   return blake3Equals(bytes, cid, 4)
 }
 
+/** A node's weight in the cache: one unit per 256 slots begun. */
+const weight = (e: NodeEntries) => Math.max(1, Math.ceil(e.count / 256))
+
 export class NodeCache {
   private readonly nodes = new Map<string, NodeEntries>()
   /** keys of `nodes` that are intermediate versions, not hashed yet (insertion order: oldest first) */
   private readonly unverified = new Set<string>()
+  /** each cached node's weight when it came in: what dropping it gives back, whatever happens to its arrays */
+  private readonly weights = new Map<string, number>()
+  /** the weights of `nodes`, and of its unverified ones */
+  private units = 0
+  private unverifiedUnits = 0
 
+  /** max: the size in units of 256 slots (a cache of `max` nodes of fan-out 256) */
   constructor(private max: number) {}
 
   /** A cached node proven to be `cid` (an intermediate version is hashed now; dropped if it does not match). */
@@ -31,8 +43,9 @@ export class NodeCache {
     const hit = this.base(key)
     if (hit === undefined || !this.unverified.has(key)) return hit
     this.unverified.delete(key)
+    this.unverifiedUnits -= this.weights.get(key)!
     if (nodeHashes(hit, cid)) return hit
-    this.nodes.delete(key)
+    this.drop(key)
     return undefined
   }
 
@@ -49,11 +62,18 @@ export class NodeCache {
   /** A node proven against its CID. */
   set(key: string, entries: NodeEntries): void {
     if (this.nodes.has(key)) {
-      this.unverified.delete(key)
+      if (this.unverified.delete(key)) this.unverifiedUnits -= this.weights.get(key)!
       return
     }
-    if (this.nodes.size >= this.max) this.drop(this.nodes.keys().next().value!)
+    this.add(key, entries)
+  }
+
+  private add(key: string, entries: NodeEntries): void {
+    const w = weight(entries)
+    while (this.nodes.size > 0 && this.units + w > this.max) this.drop(this.nodes.keys().next().value!)
     this.nodes.set(key, entries)
+    this.weights.set(key, w)
+    this.units += w
   }
 
   /** A node its caller has just hashed (a tree node it stored whole): replaces any unproven version. */
@@ -65,22 +85,27 @@ export class NodeCache {
   /** An intermediate version of a delta chain, not hashed. */
   keep(key: string, entries: NodeEntries): void {
     if (this.nodes.has(key)) return
-    if (this.unverified.size >= this.max >> 1) this.drop(this.unverified.values().next().value!)
-    if (this.nodes.size >= this.max) this.drop(this.nodes.keys().next().value!)
-    this.nodes.set(key, entries)
+    const w = weight(entries)
+    while (this.unverified.size > 0 && this.unverifiedUnits + w > this.max >> 1) this.drop(this.unverified.values().next().value!)
+    this.add(key, entries)
     this.unverified.add(key)
+    this.unverifiedUnits += w
   }
 
   drop(key: string): void {
+    const w = this.weights.get(key)
+    if (w === undefined) return
     this.nodes.delete(key)
-    this.unverified.delete(key)
+    this.weights.delete(key)
+    this.units -= w
+    if (this.unverified.delete(key)) this.unverifiedUnits -= w
   }
 
   /** A new size (gc walks with a small cache); returns the previous one. */
   resize(entries: number): number {
     const was = this.max
     this.max = Math.max(16, entries)
-    while (this.nodes.size > this.max) this.drop(this.nodes.keys().next().value!)
+    while (this.units > this.max) this.drop(this.nodes.keys().next().value!)
     return was
   }
 }
