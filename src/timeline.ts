@@ -157,6 +157,8 @@ function copyBytes(r: PreparedRegion): number {
 }
 
 export class Timeline {
+  /** fan-outs the timeline was opened with (RegionConfig.fanout), for regions its head does not fix */
+  private fanouts: Record<string, number> = {}
   /** head state, owned by the store's pipeline */
   private trees = new Map<string, RegionTree>()
   private headCid: CidBytes | null
@@ -187,7 +189,6 @@ export class Timeline {
     private readonly ctx: StoreContext,
     record: TimelineRecord,
     head: { cid: CidBytes; vtime: bigint; manifest: Manifest } | undefined,
-    private fanouts: Record<string, number> = {},
   ) {
     this.record = record
     this.headCid = head?.cid ?? null
@@ -263,7 +264,7 @@ export class Timeline {
     return this.headManifest?.regions[region]?.fanout ?? this.fanouts[region] ?? DEFAULT_FANOUT
   }
 
-  /** @internal fan-outs asked for when the timeline was opened again: taken where it has no head yet */
+  /** @internal fan-outs asked for when the timeline was opened: taken where it has no head yet */
   takeFanouts(fanouts: Record<string, number>): void {
     this.fanouts = { ...this.fanouts, ...fanouts }
   }

@@ -33,7 +33,7 @@ export class TimelineRegistry {
     let pending = this.open.get(name)
     let fresh = false
     if (!pending) {
-      pending = this.openTimeline(name, opts.regions ? regions : undefined, fanouts)
+      pending = this.openTimeline(name, opts.regions ? regions : undefined)
       this.open.set(name, pending)
       pending.catch(() => this.open.delete(name))
       fresh = true
@@ -42,10 +42,8 @@ export class TimelineRegistry {
     if (!fresh && opts.regions && !sameRegions(regions, tl.regions)) {
       throw new CkptError('CKPT_TIMELINE_CONFIG', `timeline ${name} exists with other regions`, { timeline: name, regions: tl.regions })
     }
-    if (!fresh) {
-      checkFanouts(tl, fanouts)
-      tl.takeFanouts(fanouts)
-    }
+    checkFanouts(tl, fanouts)
+    tl.takeFanouts(fanouts)
     if (policy !== undefined && policy !== tl.policy) {
       // a timeline not yet stored takes the policy with its record (written with its first checkpoint)
       if (await this.ctx.repo.getTimeline(name)) await setTimelinePolicy(this.ctx, name, policy)
@@ -54,21 +52,19 @@ export class TimelineRegistry {
     return tl
   }
 
-  private async openTimeline(name: string, regions: Regions | undefined, fanouts: Record<string, number>): Promise<Timeline> {
+  private async openTimeline(name: string, regions: Regions | undefined): Promise<Timeline> {
     const existing = await this.ctx.repo.getTimeline(name)
     if (existing) {
       if (regions && !sameRegions(regions, existing.regions)) {
         throw new CkptError('CKPT_TIMELINE_CONFIG', `timeline ${name} exists with other regions`, { timeline: name, regions: existing.regions })
       }
       const head = await this.ctx.repo.latest(name)
-      const tl = new Timeline(this.ctx, existing, head ? { cid: head.cid, vtime: head.vtime, manifest: await this.ctx.manifestOf(head.cid) } : undefined, fanouts)
-      checkFanouts(tl, fanouts)
-      return tl
+      return new Timeline(this.ctx, existing, head ? { cid: head.cid, vtime: head.vtime, manifest: await this.ctx.manifestOf(head.cid) } : undefined)
     }
     if (!regions || Object.keys(regions).length === 0) {
       throw new CkptError('CKPT_NOT_FOUND', `timeline ${name} does not exist (give its regions to create it)`, { timeline: name })
     }
-    return new Timeline(this.ctx, { name, lineage: newLineage(), regions, created: Date.now() }, undefined, fanouts)
+    return new Timeline(this.ctx, { name, lineage: newLineage(), regions, created: Date.now() }, undefined)
   }
 
   private async *handles(names?: Iterable<string>): AsyncIterable<Timeline> {

@@ -22,15 +22,13 @@ export function nodeHashes(e: NodeEntries, cid: CidBytes): boolean {
   return blake3Equals(bytes, cid, 4)
 }
 
-/** A node's weight in the cache: one unit per 256 slots begun. */
+/** A node's weight in the cache: one unit per 256 slots begun (cached nodes are never modified, so it stays what it was). */
 const weight = (e: NodeEntries) => Math.max(1, Math.ceil(e.count / 256))
 
 export class NodeCache {
   private readonly nodes = new Map<string, NodeEntries>()
   /** keys of `nodes` that are intermediate versions, not hashed yet (insertion order: oldest first) */
   private readonly unverified = new Set<string>()
-  /** each cached node's weight when it came in: what dropping it gives back, whatever happens to its arrays */
-  private readonly weights = new Map<string, number>()
   /** the weights of `nodes`, and of its unverified ones */
   private units = 0
   private unverifiedUnits = 0
@@ -43,7 +41,7 @@ export class NodeCache {
     const hit = this.base(key)
     if (hit === undefined || !this.unverified.has(key)) return hit
     this.unverified.delete(key)
-    this.unverifiedUnits -= this.weights.get(key)!
+    this.unverifiedUnits -= weight(hit)
     if (nodeHashes(hit, cid)) return hit
     this.drop(key)
     return undefined
@@ -61,8 +59,9 @@ export class NodeCache {
 
   /** A node proven against its CID. */
   set(key: string, entries: NodeEntries): void {
-    if (this.nodes.has(key)) {
-      if (this.unverified.delete(key)) this.unverifiedUnits -= this.weights.get(key)!
+    const had = this.nodes.get(key)
+    if (had !== undefined) {
+      if (this.unverified.delete(key)) this.unverifiedUnits -= weight(had)
       return
     }
     this.add(key, entries)
@@ -72,7 +71,6 @@ export class NodeCache {
     const w = weight(entries)
     while (this.nodes.size > 0 && this.units + w > this.max) this.drop(this.nodes.keys().next().value!)
     this.nodes.set(key, entries)
-    this.weights.set(key, w)
     this.units += w
   }
 
@@ -93,10 +91,10 @@ export class NodeCache {
   }
 
   drop(key: string): void {
-    const w = this.weights.get(key)
-    if (w === undefined) return
+    const had = this.nodes.get(key)
+    if (had === undefined) return
+    const w = weight(had)
     this.nodes.delete(key)
-    this.weights.delete(key)
     this.units -= w
     if (this.unverified.delete(key)) this.unverifiedUnits -= w
   }

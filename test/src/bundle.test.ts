@@ -8,9 +8,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { CARV2_PRAGMA, CarReader, encodeCarHeader, sectionPrefix } from '../../codecs/car.js'
-import { exportBundle, importBundle, openStore, verifyStore, type CkptStore, type Timeline, type VerifySummary } from '../../src/index.js'
+import { exportBundle, importBundle, openStore, type CkptStore, type Timeline } from '../../src/index.js'
 import { makeRng, type Rng } from '../helpers/rng.js'
 import { bytesEqual, caught, removeTmpDirs, tmpStorePath } from '../helpers/tmp.js'
+import { runVerify } from '../helpers/verify.js'
 
 afterAll(removeTmpDirs)
 
@@ -27,13 +28,6 @@ function source(buf: Uint8Array, piece = 7919): AsyncIterable<Uint8Array> {
   return (async function* () {
     for (let at = 0; at < buf.length; at += piece) yield buf.subarray(at, at + piece)
   })()
-}
-
-async function drainVerify(store: CkptStore): Promise<VerifySummary> {
-  const it = verifyStore(store)
-  let r = await it.next()
-  while (!r.done) r = await it.next()
-  return r.value
 }
 
 async function catalog(store: CkptStore): Promise<string[]> {
@@ -221,13 +215,13 @@ describe('bundle round trip', () => {
 })
 
 describe('an import committed in small steps', () => {
-  it('commits its blocks in steps while batches are in flight: every checkpoint restores and verify is clean', async () => {
+  it('commits its blocks in ~100 steps: every checkpoint restores and verify is clean', async () => {
     const dst = await openStore(tmpStorePath('ckpt-bundle-steps-'))
-    // ~100 step commits over the bundle: each queued behind the batches dispatched before it
+    // ~100 step commits over the bundle, each after the batches dispatched before it are placed
     const s = await importBundle(dst, source(full, 65536), { stageLimit: Math.ceil(full.length / 400) })
     expect(s.checkpoints).toBe(snaps.length)
     await expectRestores(dst, snaps, 37)
-    const v = await drainVerify(dst)
+    const v = (await runVerify(dst)).summary
     expect(v.clean).toBe(true)
     await dst.close()
   })
@@ -244,7 +238,7 @@ describe('an import committed in small steps', () => {
     const e = await caught(() => importBundle(dst, source(car, 65536), { stageLimit: Math.ceil(full.length / 400) }))
     expect(e.code).toBe('CKPT_HASH_MISMATCH')
     expect(await catalog(dst)).toEqual([])
-    expect((await drainVerify(dst)).clean).toBe(true)
+    expect((await runVerify(dst)).summary.clean).toBe(true)
     const s = await importBundle(dst, source(full, 65536), { stageLimit: Math.ceil(full.length / 400) })
     expect(s.checkpoints).toBe(snaps.length)
     await expectRestores(dst, snaps, 101)

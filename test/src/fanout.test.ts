@@ -3,9 +3,10 @@
  * config asks for; a timeline with a head keeps its head's, across processes, whatever the default.
  */
 import { afterAll, describe, expect, it } from 'vitest'
-import { DEFAULT_FANOUT, openStore, verifyStore } from '../../src/index.js'
+import { DEFAULT_FANOUT, openStore } from '../../src/index.js'
 import { makeRng } from '../helpers/rng.js'
 import { caught, removeTmpDirs, tmpStorePath } from '../helpers/tmp.js'
+import { runVerify } from '../helpers/verify.js'
 
 afterAll(removeTmpDirs)
 
@@ -18,13 +19,6 @@ function image(seed: number): Buffer {
   const b = Buffer.alloc(SIZE)
   for (let p = 0; p < 2500; p++) if (rng.chance(0.7)) b.set(rng.bytes(PAGE), p * PAGE)
   return b
-}
-
-async function drained(gen: AsyncGenerator<unknown, { clean: boolean }>): Promise<{ clean: boolean }> {
-  for (;;) {
-    const r = await gen.next()
-    if (r.done) return r.value
-  }
 }
 
 describe('fan-out', () => {
@@ -58,7 +52,7 @@ describe('fan-out', () => {
       expect(out.equals(a)).toBe(true)
       await s.restore(c1.cid, 'ram', out)
       expect(out.equals(b)).toBe(true)
-      expect((await drained(verifyStore(s, { deep: true }))).clean).toBe(true)
+      expect((await runVerify(s, { deep: true })).summary.clean).toBe(true)
       // asking again for the shape it has is fine; another is refused
       await s.timeline('t', { regions: { ram: { size: SIZE, fanout: 256 } } })
     } finally {
