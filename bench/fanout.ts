@@ -24,20 +24,20 @@ for (const fanout of FANOUTS) {
   const w = new Workload()
   const dir = path.join(root, String(fanout))
   const store = await openStore(dir)
-  const tl = await store.timeline('run', { regions: { ram: { size: w.ram.length, chunkSize: 4096, fanout }, disk: { size: w.disk.length, chunkSize: 65536, fanout } } })
+  const tl = await store.timeline('run', { regions: w.regions(fanout) })
   const ideal = new IdealSize()
   ideal.addUnits(w.ram, 4096)
   ideal.addUnits(w.disk, 65536)
-  await tl.checkpoint({ vtime: 0n, regions: { ram: { data: w.ram, stable: true }, disk: { data: w.disk, stable: true } }, blobs: { cpu: Buffer.from('cpu state 0') } })
+  await tl.checkpoint(w.first())
   const commit: number[] = []
   const touched: number[] = []
   let nodeBytes = 0
   for (let k = 1; k < N; k++) {
-    const d = w.next()
+    const d = w.nextCheckpoint()
     ideal.addUnits(w.ram, 4096, d.pages)
     ideal.addUnits(w.disk, 65536, d.clusters)
     touched.push(new Set(d.pages.map((p) => Math.floor(p / fanout))).size + new Set(d.clusters.map((c) => Math.floor(c / fanout))).size)
-    const c = await tl.checkpoint({ vtime: BigInt(k) * 10_000_000n, regions: { ram: { data: w.ram, dirty: d.pages }, disk: { data: w.disk, dirty: d.clusters } }, blobs: { cpu: Buffer.from(`cpu state ${k}`) } })
+    const c = await tl.checkpoint(d.input)
     commit.push(c.stats.commitMs)
     nodeBytes += c.stats.nodeBytes
   }

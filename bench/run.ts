@@ -64,7 +64,7 @@ const w = new Workload()
 const store = await openStore(path.join(root, 'store'))
 const ramSize = w.ram.length
 const diskSize = w.disk.length
-const tl = await store.timeline('run', { regions: { ram: { size: ramSize, chunkSize: 4096 }, disk: { size: diskSize, chunkSize: 65536 } } })
+const tl = await store.timeline('run', { regions: w.regions() })
 const ideal = new IdealSize()
 ideal.addUnits(w.ram, 4096)
 ideal.addUnits(w.disk, 65536)
@@ -83,21 +83,17 @@ const checkpointCids: Checkpoint['cid'][] = []
 {
   const t = performance.now()
   // the first checkpoint is awaited before the images change, so no copy is needed (stable)
-  first = await tl.checkpoint({ vtime: 0n, regions: { ram: { data: w.ram, stable: true }, disk: { data: w.disk, stable: true } }, blobs: { cpu: Buffer.from('cpu state 0') } })
+  first = await tl.checkpoint(w.first())
   results.initial_ingest_ms = performance.now() - t
   checkpointCids.push(first.cid)
   rssSamples.push(process.memoryUsage().rss / MiB)
 }
 for (let k = 1; k < N; k++) {
-  const d = w.next()
+  const d = w.nextCheckpoint()
   ideal.addUnits(w.ram, 4096, d.pages)
   ideal.addUnits(w.disk, 65536, d.clusters)
   const t0 = performance.now()
-  const pending = tl.checkpoint({
-    vtime: BigInt(k) * 10_000_000n,
-    regions: { ram: { data: w.ram, dirty: d.pages }, disk: { data: w.disk, dirty: d.clusters } },
-    blobs: { cpu: Buffer.from(`cpu state ${k}`) },
-  })
+  const pending = tl.checkpoint(d.input)
   const p = performance.now() - t0
   last = await pending
   checkpointCids.push(last.cid)
@@ -107,7 +103,7 @@ for (let k = 1; k < N; k++) {
   rssSamples.push(process.memoryUsage().rss / MiB)
   metaBytes += last.stats.nodeBytes + last.stats.manifestBytes
   chunkBytes += last.stats.newStoredBytes
-  dirtyBytes += d.pages.length * 4096 + d.clusters.length * 65536
+  dirtyBytes += d.dirtyBytes
 }
 const totalCommitS = commit.reduce((a, b) => a + b, 0) / 1000
 const pauseMed = median(pause)
@@ -214,7 +210,7 @@ if (measure('other')) {
   const diskFile = path.join(root, 'disk.raw')
   fs.writeFileSync(ramFile, w.ram)
   fs.writeFileSync(diskFile, w.disk)
-  const scan = await store2.timeline('scan', { regions: { ram: { size: ramSize, chunkSize: 4096 }, disk: { size: diskSize, chunkSize: 65536 } } })
+  const scan = await store2.timeline('scan', { regions: w.regions() })
   await scan.checkpoint({ vtime: 0n, regions: { ram: { data: ramFile }, disk: { data: diskFile } } })
   const times: number[] = []
   const fdR = fs.openSync(ramFile, 'r+')

@@ -200,4 +200,38 @@ export class Workload {
     }
     return { pages: Uint32Array.from(pages).sort(), clusters: Uint32Array.from(clusters).sort() }
   }
+
+  /** The timeline's regions for this workload (`fanout`: the trees' fan-out, else the library's default). */
+  regions(fanout?: number): { ram: { size: number; chunkSize: number; fanout?: number }; disk: { size: number; chunkSize: number; fanout?: number } } {
+    const f = fanout === undefined ? {} : { fanout }
+    return { ram: { size: this.ram.length, chunkSize: this.pageSize, ...f }, disk: { size: this.disk.length, chunkSize: this.clusterSize, ...f } }
+  }
+
+  /** The first checkpoint's input: both images whole, awaited before they change (so `stable`, no copy). */
+  first(vtime = 0n): { vtime: bigint; regions: { ram: { data: Buffer; stable: true }; disk: { data: Buffer; stable: true } }; blobs: { cpu: Buffer } } {
+    return { vtime, regions: { ram: { data: this.ram, stable: true }, disk: { data: this.disk, stable: true } }, blobs: { cpu: Buffer.from(`cpu state ${this.step}`) } }
+  }
+
+  /**
+   * Advances one step (next()) and returns the dirty-hint checkpoint input for it (vtime: 10 ms a
+   * step), with the dirty indexes and the bytes they cover.
+   */
+  nextCheckpoint(): {
+    input: { vtime: bigint; regions: { ram: { data: Buffer; dirty: Uint32Array }; disk: { data: Buffer; dirty: Uint32Array } }; blobs: { cpu: Buffer } }
+    pages: Uint32Array
+    clusters: Uint32Array
+    dirtyBytes: number
+  } {
+    const d = this.next()
+    return {
+      input: {
+        vtime: BigInt(this.step) * 10_000_000n,
+        regions: { ram: { data: this.ram, dirty: d.pages }, disk: { data: this.disk, dirty: d.clusters } },
+        blobs: { cpu: Buffer.from(`cpu state ${this.step}`) },
+      },
+      pages: d.pages,
+      clusters: d.clusters,
+      dirtyBytes: d.pages.length * this.pageSize + d.clusters.length * this.clusterSize,
+    }
+  }
 }
