@@ -9,6 +9,7 @@ import path from 'node:path'
 import { afterAll, afterEach, describe, expect, it } from 'vitest'
 import { exportBundle, exportBundleToFile, fileSource, importBundle, openStore } from '../../src/index.js'
 import { writeOutput } from '../../src/output-file.js'
+import { pattern } from '../helpers/bytes.js'
 import { caught, removeTmpDirs, tmpDir, tmpStorePath } from '../helpers/tmp.js'
 
 afterAll(removeTmpDirs)
@@ -75,6 +76,37 @@ describe('exportBundleToFile', () => {
     const imp = await importBundle(other, fileSource(file))
     expect(imp.checkpoints).toBe(5)
     await other.close()
+  })
+
+  it('a bundle of many pieces: the file (its pieces in recycled buffers) is the stream, whose pieces stay intact while held', async () => {
+    const dir = tmpStorePath()
+    const store = await openStore(dir)
+    const size = 16 << 20
+    const tl = await store.timeline('t', { regions: { ram: { size, chunkSize: 4096 } } })
+    const ram = pattern(size, 1)
+    const cids: string[] = []
+    for (let v = 1; v <= 3; v++) {
+      if (v > 1) pattern(size / 2, v).copy(ram, (v - 2) * (size / 4))
+      cids.push((await tl.checkpoint({ vtime: BigInt(v), regions: { ram: { data: ram } } })).cid.toString())
+    }
+    const file = path.join(tmpDir(), 'many.car')
+    const s = await exportBundleToFile(store, cids, file)
+    // the public stream's pieces, kept as given (not copied) until the end
+    const held: Uint8Array[] = []
+    for await (const c of exportBundle(store, cids)) held.push(c)
+    await store.close()
+    // ~32 MiB of chunks: far more pieces (~1 MiB each) than the few buffers an export recycles
+    expect(held.length).toBeGreaterThan(20)
+    const streamed = Buffer.concat(held)
+    expect(s.fileBytes).toBe(streamed.length)
+    expect(fs.readFileSync(file).equals(streamed)).toBe(true)
+    const other = await openStore(tmpStorePath())
+    const imp = await importBundle(other, fileSource(file))
+    expect(imp.checkpoints).toBe(3)
+    const back = Buffer.alloc(size)
+    await other.restore(cids[2]!, 'ram', back)
+    await other.close()
+    expect(back.equals(ram)).toBe(true)
   })
 
   it('a directory is CKPT_BAD_ARGUMENT before anything is read or written', async () => {

@@ -4,6 +4,7 @@ import { Readable } from 'node:stream'
 import { pipeline } from 'node:stream/promises'
 import type { CheckpointManifest as Manifest } from '../../store.js'
 import type { CkptStore } from '../../store.js'
+import type { ExportOptions } from '../../bundle.js'
 import { COMMON, QUIET, parse, required, storeDir } from '../args.js'
 import { UsageError } from '../errors.js'
 import { columns, humanBytes } from '../format.js'
@@ -129,24 +130,24 @@ examples:
     const progress = new Progress('ckpt export', Progress.wanted(values))
     try {
       const summary = await withStore(dir, { mustExist: true, readOnly: true }, async (store): Promise<Exported> => {
-        const { exportBundle } = await import('../../bundle.js')
+        const { exportBundle, exportBundleToFile } = await import('../../bundle.js')
         progress.set('resolving checkpoints')
         const total = progress.enabled ? await estimate(store, positionals, since) : undefined
-        const stream = exportBundle(store, positionals, {
+        const opts: ExportOptions = {
           since,
           compress,
           onProgress: (p) => {
             const t = (p as { total?: number }).total ?? total
             progress.amount(`${p.blocks} blocks`, p.bytes, t === undefined ? undefined : Math.max(t, p.bytes + 1))
           },
-        })
+        }
         if (toStdout) {
+          const stream = exportBundle(store, positionals, opts)
           await pipeline(Readable.from(stream), process.stdout, { end: false })
           const sum = await stream.summary
           return { ...sum, fileBytes: sum.carBytes, target: '-' }
         }
-        const w = await files.writeOutput(outPath, stream, { durable: true })
-        return { ...(await stream.summary), fileBytes: w.bytes, target: w.out.target }
+        return exportBundleToFile(store, positionals, outPath, opts)
       })
       progress.end()
       if (!toStdout) report(outPath, summary, values.json === true)
