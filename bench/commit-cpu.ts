@@ -7,7 +7,7 @@
  * CPU per checkpoint is a floor under its latency whatever the pipelining.
  *
  * The same checkpoints are also taken with compression off (CKPT_COMPRESS=identity, a store of its
- * own), alternated with the default in rounds of N/2: what the compressor costs the latency, measured
+ * own), alternated with the default in ROUNDS rounds of ~N/ROUNDS each: what the compressor costs the latency, measured
  * in the same run. WARMUP checkpoints (default 0) into a store of their own go first, unmeasured: the
  * dirty-hint path's functions are optimised by V8 over its first ~50 checkpoints (`--trace-opt`), so a
  * long recording's steady state is measured with WARMUP=100.
