@@ -70,10 +70,10 @@ export function exportBundle(store: CkptStore, refs: (string | CID)[], opts: Exp
 }
 
 /**
- * exportBundle; `reuse`: the consumer is done with each piece when it asks for the next (a writer
- * that awaits every write), so an uncompressed bundle's pieces are written into recycled buffers.
+ * exportBundle; `consumedInTurn`: the consumer is done with each piece when it asks for the next (a
+ * writer that awaits every write), so an uncompressed bundle's pieces are recycled.
  */
-function exportStream(store: CkptStore, refs: (string | CID)[], opts: ExportOptions, reuse: boolean): BundleStream {
+function exportStream(store: CkptStore, refs: (string | CID)[], opts: ExportOptions, consumedInTurn: boolean): BundleStream {
   if (!Array.isArray(refs) || refs.length === 0) throw new CkptError('CKPT_BAD_ARGUMENT', 'export needs at least one checkpoint')
   let done!: (s: ExportSummary) => void
   let fail!: (e: unknown) => void
@@ -81,7 +81,7 @@ function exportStream(store: CkptStore, refs: (string | CID)[], opts: ExportOpti
   summary.catch(() => {})
   const kind: BundleCompression = opts.compress === true ? defaultBundleCompression() : opts.compress === false || opts.compress === undefined ? 'none' : opts.compress
   // a compressor may hold on to the pieces it is given: only uncompressed bundles recycle them
-  const car = carStream(store, refs, opts, kind, done, fail, reuse && kind === 'none')
+  const car = carStream(store, refs, opts, kind, done, fail, consumedInTurn && kind === 'none')
   const stream = compressBundle(kind, car)
   return Object.assign(stream, { summary })
 }
