@@ -69,7 +69,7 @@ const commitMs: number[] = []
 const pauseMs: number[] = []
 let thinnedTotal = 0
 const report: string[][] = [['step', 'virtual time', 'live ckpts', 'store before gc', 'gc: rewritten, reclaimed', 'gc ms (mark/sweep)', 'rewrite MB/s', 'gc peak RSS', 'store after gc', 'ideal (live)', 'after / ideal']]
-type ChildGc = Omit<GcSummary, 'ms'> & { ms: number; markMs: number; sweepMs: number; rewriteMs: number; rssMiB: number }
+type ChildGc = Omit<GcSummary, 'ms'> & { ms: number; markMs: number; sweepMs: number; rewriteMs: number; rssMiB: number; maxStallMs: number }
 const gcs: { step: number; live: number; before: number; after: number; ideal: number; ratio: number; ratioBefore: number; summary: ChildGc }[] = []
 const prevKeys = new Int32Array(pages)
 const t0 = performance.now()
@@ -159,6 +159,7 @@ row('pause median', `${median(pauseMs).toFixed(2)} ms`)
 row('gc rewrite rate (live bytes copied / time reading, copying, committing), median over gcs that rewrote', `${rateMed.toFixed(0)} MB/s (min ${rated.length ? Math.min(...rated).toFixed(0) : '-'}, ${rated.length} gcs)`, '>= 200 MB/s', rateMed >= 200)
 row('gc time, median', `${median(gcs.map((g) => g.summary.ms)).toFixed(0)} ms (mark ${median(gcs.map((g) => g.summary.markMs)).toFixed(0)}, sweep ${median(gcs.map((g) => g.summary.sweepMs)).toFixed(0)} of which rewrite ${median(gcs.map((g) => g.summary.rewriteMs)).toFixed(0)})`)
 row('gc live tree nodes, last gc', `${fmtBytes(lastGc.summary.liveNodeBytes)} (${lastGc.summary.nodesReencoded} nodes stored anew, ${fmtBytes(lastGc.summary.reencodedBytes)}); dead blocks unindexed ${lastGc.summary.deadBlocks}`)
+row('gc: the longest the event loop waited for a timer, max over gcs', `${Math.max(...gcs.map((g) => g.summary.maxStallMs)).toFixed(0)} ms (median over gcs ${median(gcs.map((g) => g.summary.maxStallMs)).toFixed(0)} ms)`)
 row('gc peak RSS, max over gcs (own process)', `${rssMax.toFixed(0)} MiB`, '<= 256 MiB', rssMax <= 256)
 row('store after gc / ideal for live checkpoints, max', `${ratioMax.toFixed(3)} x (last: ${fmtBytes(lastGc.after)} vs ${fmtBytes(lastGc.ideal)})`, '<= 1.2 x', ratioMax <= 1.2)
 row('store before gc / ideal, max (grows between gcs)', `${ratioBeforeMax.toFixed(3)} x`)

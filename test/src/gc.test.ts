@@ -243,6 +243,79 @@ describe('gc over random histories', () => {
     }
   })
 
+  it('the mark hands the event loop back: timers run, a restore reads and a checkpoint pauses while it walks', async () => {
+    const dir = tmpStorePath('ckpt-gc-yield-')
+    const store = await openStore(dir, { packTargetSize: 64 << 10, threads: 0 })
+    try {
+      const tl = await store.timeline('a', { regions: REGIONS })
+      const rng = makeRng(11)
+      const ram = rng.bytes(REGIONS.ram.size)
+      const kept = new Map<string, string>()
+      const first = await tl.checkpoint({ vtime: 0, regions: { ram: { data: ram } } })
+      kept.set(first.cid.toString(), hex(ram))
+      // 150 roots: more than two of the mark's slices of 64 whatever the machine's speed
+      for (let k = 1; k < 150; k++) {
+        const p = rng.int(0, PAGES - 1)
+        ram.set(rng.bytes(PAGE), p * PAGE)
+        const c = await tl.checkpoint({ vtime: k, regions: { ram: { data: ram, dirty: [p] } } })
+        if (k % 10 === 0) kept.set(c.cid.toString(), hex(ram))
+      }
+      // every other checkpoint goes: the gc has something to sweep
+      for (let k = 1; k < 150; k += 2) await store.rm([`a@${k}`])
+      let ticks = 0
+      let running = true
+      const tick = () => {
+        ticks++
+        if (running) setImmediate(tick)
+      }
+      setImmediate(tick)
+      const during: { ticks: number; done: number }[] = []
+      let restored: Promise<string> | undefined
+      let paused: ReturnType<Timeline['checkpoint']> | undefined
+      const next = Uint8Array.prototype.slice.call(ram)
+      next.set(rng.bytes(PAGE), 0)
+      const s = await store.gc({
+        threshold: 0,
+        onProgress: (p) => {
+          if (p.phase !== 'mark') return
+          during.push({ ticks, done: p.done })
+          if (p.done === 70) {
+            // what an emulator sharing the process does meanwhile: read a checkpoint, take the next one
+            setImmediate(() => {
+              const [cid, want] = [...kept][3]!
+              const out = new Uint8Array(REGIONS.ram.size)
+              restored = store.restore(cid, 'ram', out).then(() => (hex(out) === want ? 'same' : 'differs'))
+              paused = tl.checkpoint({ vtime: 1000, regions: { ram: { data: next, dirty: [0] } } })
+            })
+          }
+        },
+      })
+      running = false
+      const total = during.at(-1)!.done
+      expect(total).toBeGreaterThanOrEqual(150 - 75)
+      // timers ran between the mark's first and last root, not only before and after it
+      expect(during.at(-1)!.ticks).toBeGreaterThan(during[0]!.ticks)
+      // the checkpoint and the read were started from inside the mark, before it ended
+      expect(restored).toBeDefined()
+      expect(paused).toBeDefined()
+      expect(await restored).toBe('same')
+      const c = await paused!
+      expect(s.reclaimedBytes + s.deadBytesKept).toBeGreaterThan(0)
+      const out = new Uint8Array(REGIONS.ram.size)
+      await store.restore(c.cid, 'ram', out)
+      expect(hex(out)).toBe(hex(next))
+      const r = await (async () => {
+        const it = verifyStore(store, { deep: true })
+        let x = await it.next()
+        while (!x.done) x = await it.next()
+        return x.value
+      })()
+      expect(r.clean).toBe(true)
+    } finally {
+      await store.close()
+    }
+  })
+
   it('rejects a bad threshold', async () => {
     const store = await openStore('memory:gcbad', { backend: memoryBackend(), threads: 0 })
     try {
