@@ -59,7 +59,7 @@ if (op === 'export') {
   let phase = ''
   const sample = (what: string) => {
     const m = process.memoryUsage()
-    console.error(`${(performance.now() - t).toFixed(0)} ms ${what}: rss ${(m.rss / 2 ** 20).toFixed(0)} heap ${(m.heapUsed / 2 ** 20).toFixed(0)} external ${(m.external / 2 ** 20).toFixed(0)} arrayBuffers ${(m.arrayBuffers / 2 ** 20).toFixed(0)} MiB, peak ${peakRssMiB().toFixed(0)}`)
+    console.error(`${(performance.now() - t).toFixed(0)} ms ${what}: rss ${(m.rss / 2 ** 20).toFixed(0)} heap ${(m.heapUsed / 2 ** 20).toFixed(0)}/${(m.heapTotal / 2 ** 20).toFixed(0)} external ${(m.external / 2 ** 20).toFixed(0)} arrayBuffers ${(m.arrayBuffers / 2 ** 20).toFixed(0)} MiB, peak ${peakRssMiB().toFixed(0)}`)
   }
   const t = performance.now()
   const timer = trace ? setInterval(() => sample(phase), 250) : undefined

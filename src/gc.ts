@@ -26,7 +26,7 @@ import { CkptError } from '../codecs/errors.js'
 import type { Manifest } from '../codecs/manifest.js'
 import { deltaBaseCid, encodeNodeDelta } from '../codecs/node-delta.js'
 import { encodedNodeLength, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
-import { ENTRY_HEADER_SIZE, fullCollection, SeenSet, type BlockStore, type PackGcSummary } from '../store/index.js'
+import { ENTRY_HEADER_SIZE, fullCollection, SeenSet, Slices, type BlockStore, type PackGcSummary } from '../store/index.js'
 import type { StoreContext } from './context.js'
 import { changedSlots, childCid } from './node-compare.js'
 import { Geometry, MAX_DELTA_DEPTH } from './region-tree.js'
@@ -142,6 +142,7 @@ class Marker {
   reencodedBytes = 0
   private readonly blocks: BlockStore
   private cacheWas = 0
+  private readonly slices = new Slices(MARK_SLICE_MS, 1)
 
   private constructor(
     private readonly ctx: StoreContext,
@@ -184,22 +185,19 @@ class Marker {
     for (const h of await this.ctx.openHeads()) roots.push({ timeline: '', cid: h })
     const prevOf = new Map<string, Manifest>()
     let done = 0
-    let slice = performance.now()
+    const slices = this.slices
     for (const r of roots) {
       if (!this.live.has(r.cid)) {
         this.live.add(r.cid)
         const m = await this.ctx.manifestOf(r.cid)
-        this.markCheckpoint(m, r.timeline ? prevOf.get(r.timeline) : undefined)
+        await this.markCheckpoint(m, r.timeline ? prevOf.get(r.timeline) : undefined)
         if (r.timeline) prevOf.set(r.timeline, m)
         await this.live.flush()
         await this.bases.flush()
       }
       if (++done % COLLECT_EVERY_ROOTS === 0) fullCollection()
       onProgress?.({ phase: 'mark', done, total: roots.length })
-      if (done % MARK_YIELD_ROOTS === 0 || performance.now() - slice >= MARK_SLICE_MS) {
-        await new Promise<void>((resolve) => setImmediate(resolve))
-        slice = performance.now()
-      }
+      if (slices.due() || done % MARK_YIELD_ROOTS === 0) await slices.next()
     }
     await this.live.flush(true)
     await this.bases.flush(true)
@@ -209,11 +207,11 @@ class Marker {
   }
 
   /** A checkpoint's trees, each against the same region of the previous live checkpoint of its timeline. */
-  private markCheckpoint(m: Manifest, prev: Manifest | undefined): void {
+  private async markCheckpoint(m: Manifest, prev: Manifest | undefined): Promise<void> {
     for (const [name, reg] of Object.entries(m.regions)) {
       const b = prev?.regions[name]
       const same = b && b.size === reg.size && b.chunkSize === reg.chunkSize && b.fanout === reg.fanout
-      this.walk(reg.root, same ? b.root : null, new Geometry(reg.size, reg.chunkSize, reg.fanout).height)
+      await this.walk(reg.root, same ? b.root : null, new Geometry(reg.size, reg.chunkSize, reg.fanout).height)
     }
     for (const b of Object.values(m.blobs)) for (const c of b.chunks) this.mark(c.cid)
   }
@@ -222,8 +220,10 @@ class Marker {
     if (!this.live.has(cid)) this.live.add(cid)
   }
 
-  private walk(cid: CidBytes | null, base: CidBytes | null, level: number): void {
+  private async walk(cid: CidBytes | null, base: CidBytes | null, level: number): Promise<void> {
     if (!cid || (base && cidEquals(cid, base)) || this.live.has(cid)) return
+    // the event loop may have its turn before each node is read and walked
+    if (this.slices.due()) await this.slices.next()
     this.live.add(cid)
     const blocks = this.blocks
     const loc = blocks.locate(cid)
@@ -238,7 +238,7 @@ class Marker {
       if (!e.codecs[s]) continue
       const child = childCid(e, s)
       if (level === 1) this.mark(child)
-      else this.walk(child, be && be.count === e.count && be.codecs[s] ? childCid(be, s) : null, level - 1)
+      else await this.walk(child, be && be.count === e.count && be.codecs[s] ? childCid(be, s) : null, level - 1)
     }
   }
 

@@ -5,6 +5,7 @@ export type { RebuildSummary, UncoveredCheckpoint, PackSource } from './rebuild.
 export { catalogKvOps, catalogSnapshotOps } from './catalog.js'
 export type { PackGcOptions, PackGcSummary } from './pack-gc.js'
 export { fullCollection } from './heap.js'
+export { Slices } from './slices.js'
 export { BlockStore, decodeLocation, encodeLocation, hashMismatch } from './block-store.js'
 export { nodeHashes } from './node-cache.js'
 export { planReads } from './read-plan.js'

@@ -25,6 +25,7 @@ import { DAG_CBOR, type CidBytes } from '../codecs/cid.js'
 import { AT_REST } from '../codecs/compress.js'
 import { decodeLocation, encodeLocation, type BlockStore, type PackRecord } from './block-store.js'
 import { fullCollection } from './heap.js'
+import { Slices } from './slices.js'
 import { blockKeyCid, blockRange, manifestKey, recordKeySeq, recordRange, removedKey } from './keys.js'
 import type { KV, KVOp } from './kv.js'
 import { ENTRY_HEADER_SIZE, ENTRY_KIND, FOOTER_SIZE, PACK_HEADER_SIZE, writeEntryHeader } from '../codecs/pack-format.js'
@@ -95,6 +96,8 @@ const COMMIT_COPIES = 1 << 16
 const SYNC_EARLY_BYTES = 16 << 20
 /** index entries between two full V8 collections while the index is scanned */
 const COLLECT_EVERY_ENTRIES = 1 << 16
+/** the copy of a pack's live entries hands the event loop back at least this often (ms; see gc's mark) */
+const COPY_SLICE_MS = 10
 
 interface PackState {
   rec: PackRecord
@@ -498,6 +501,7 @@ class PackCollector {
     const goneManifests: CidBytes[] = []
     if (!damaged) {
       let marked = true
+      const slices = new Slices(COPY_SLICE_MS)
       const nodesHere = this.liveNodesAt.get(n)
       const recordsHere = this.liveRecordsAt.get(n)
       const scan = scanPack(blocks.io.reader(n), n, {
@@ -508,6 +512,7 @@ class PackCollector {
         check: (buf, at, kind, offset) => (kind === ENTRY_KIND.record ? recordsHere !== undefined : buf[at + 1] === DAG_CBOR ? nodesHere?.has(offset) === true : isLive(buf, at)),
       })
       for (const ev of scan) {
+        if (slices.due()) await slices.next()
         if (ev.kind === 'damage' || ev.kind === 'bad-header' || ev.kind === 'bad-footer') damaged = true
         if (ev.kind === 'header') marked = ev.version >= 2
         if (ev.kind !== 'entry') continue
