@@ -12,6 +12,24 @@ import { mainCpuMs, peakRssMiB, processCpuMs } from './stats.js'
 
 const [op, dir, file, ...rest] = process.argv.slice(2)
 
+/**
+ * The longest the event loop went without running a timer while an operation ran (what an emulator or
+ * a server sharing the process would feel): a 5 ms interval timer, its largest gap.
+ */
+function stallWatch(): () => number {
+  let tick = performance.now()
+  let max = 0
+  const timer = setInterval(() => {
+    const now = performance.now()
+    max = Math.max(max, now - tick)
+    tick = now
+  }, 5)
+  return () => {
+    clearInterval(timer)
+    return Math.max(max, performance.now() - tick)
+  }
+}
+
 // the CPU an operation took, on the main thread and in all (its floor on N cores is cpuMs / N)
 const cpuNow = () => ({ main: mainCpuMs(), all: processCpuMs() })
 const cpuSince = (c: { main: number; all: number }) => ({ mainCpuMs: mainCpuMs() - c.main, cpuMs: processCpuMs() - c.all })
@@ -45,12 +63,14 @@ if (op === 'export') {
 } else if (op === 'verify') {
   const store = await openStore(dir!, { mustExist: true })
   const t = performance.now()
+  const stalls = stallWatch()
   const it = verifyStore(store, { deep: file === 'deep' })
   let r = await it.next()
   while (!r.done) r = await it.next()
+  const maxStallMs = stalls()
   const ms = performance.now() - t
   await store.close()
-  console.log(JSON.stringify({ ms, clean: r.value.clean, checkpoints: r.value.checkpoints, blocks: r.value.blocks, dataBytes: r.value.dataBytes, phases: r.value.ms, rssMiB: peakRssMiB() }))
+  console.log(JSON.stringify({ ms, maxStallMs, clean: r.value.clean, checkpoints: r.value.checkpoints, blocks: r.value.blocks, dataBytes: r.value.dataBytes, phases: r.value.ms, rssMiB: peakRssMiB() }))
 } else if (op === 'gc') {
   // as ckpt gc opens it: no worker threads (gc neither hashes nor compresses)
   const store = await openStore(dir!, { mustExist: true, threads: 0, dedupFilter: false })
@@ -63,22 +83,14 @@ if (op === 'export') {
   }
   const t = performance.now()
   const timer = trace ? setInterval(() => sample(phase), 250) : undefined
-  // the longest the event loop went without running a timer (what an emulator sharing the process would feel)
-  let tick = t
-  let maxStallMs = 0
-  const ticker = setInterval(() => {
-    const now = performance.now()
-    maxStallMs = Math.max(maxStallMs, now - tick)
-    tick = now
-  }, 5)
+  const stalls = stallWatch()
   const s = await store.gc({
     ...(file ? { threshold: Number(file) } : {}),
     onProgress: trace ? (p) => { if (p.phase !== phase) sample((phase = p.phase) + ' starts') } : undefined,
   })
   if (timer) clearInterval(timer)
-  clearInterval(ticker)
+  const maxStallMs = stalls()
   const ms = performance.now() - t
-  maxStallMs = Math.max(maxStallMs, performance.now() - tick)
   await store.close()
   console.log(JSON.stringify({ ...s, ms, maxStallMs, markMs: s.ms.mark, sweepMs: s.ms.sweep, rewriteMs: s.ms.rewrite, rewriteCpuMs: s.ms.rewriteCpu, rssMiB: peakRssMiB() }))
 } else {

@@ -12,7 +12,7 @@ import { isCkptError } from '../codecs/errors.js'
 import { decodeManifest, type Manifest } from '../codecs/manifest.js'
 import { readNodePatch, type NodePatch } from '../codecs/node-delta.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
-import { checkCatalogAgainstRecords, ENTRY_HEADER_SIZE, readCatalog, type CatalogItem, type CheckpointRef, type Finding, type FindingKind, type TimelineRecord } from '../store/index.js'
+import { checkCatalogAgainstRecords, ENTRY_HEADER_SIZE, readCatalog, Slices, type CatalogItem, type CheckpointRef, type Finding, type FindingKind, type TimelineRecord } from '../store/index.js'
 import { changedSlots, childCid, sameDigest } from './node-compare.js'
 import { Geometry } from './region-tree.js'
 import { REMOTE_ONLY, type VerifyState } from './verify-state.js'
@@ -44,7 +44,10 @@ export class DagWalk {
     const total = list.length
     let done = 0
     let prev: { timeline: string; manifest: Manifest } | undefined
+    // the walk reads synchronously: the event loop has a turn at least every 10 ms (a server, an emulator sharing the process)
+    const slices = new Slices(10, 1)
     for (const c of list) {
+      if (slices.due()) await slices.next()
       const ref: CheckpointRef = { timeline: c.timeline, vtime: c.vtime.toString(), cid: cidToString(c.cid) }
       if (!impactOnly) this.s.checkpoints++
       let bad = false

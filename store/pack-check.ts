@@ -16,6 +16,7 @@ import { blockKeyCid, blockRange } from './keys.js'
 import { scanPack, type ScanEvent } from './pack-scan.js'
 import { recordOf } from './rebuild.js'
 import type { Repository } from './repository.js'
+import { Slices } from './slices.js'
 
 /** unindexed pack entries remembered for the judgement after the walk (36 bytes and a map slot each) */
 export const MAX_UNINDEXED = 1 << 20
@@ -145,7 +146,10 @@ async function* checkPack(
   damage.set(n, ranges)
   let intact = 0
   let footerCount: number | undefined
+  // a pack's entries are checked synchronously: the event loop has a turn at least every 10 ms
+  const slices = new Slices(10)
   for (const ev of scanned ?? scanPack(blocks.io.reader(n), n, scanOptions(rec))) {
+    if (slices.due()) await slices.next()
     if (ev.kind === 'entry') {
       const e = ev.entry
       intact++
