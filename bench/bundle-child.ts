@@ -45,21 +45,25 @@ if (op === 'export') {
   const store = await openStore(dir!, { mustExist: true })
   const t = performance.now()
   const cpu0 = cpuNow()
+  const stalls = stallWatch()
   // as `ckpt export --out FILE` writes it: temporary file, fdatasynced as it goes, renamed
   const s = await exportBundleToFile(store, roots, file!, { since, compress })
+  const maxStallMs = stalls()
   const ms = performance.now() - t
   const cpu = cpuSince(cpu0)
   await store.close()
-  console.log(JSON.stringify({ ms, ...cpu, blocks: s.blocks, bytes: s.bytes, carBytes: s.carBytes, fileBytes: s.fileBytes, rssMiB: peakRssMiB() }))
+  console.log(JSON.stringify({ ms, ...cpu, maxStallMs, blocks: s.blocks, bytes: s.bytes, carBytes: s.carBytes, fileBytes: s.fileBytes, rssMiB: peakRssMiB() }))
 } else if (op === 'import') {
   const store = await openStore(dir!)
   const t = performance.now()
   const cpu0 = cpuNow()
+  const stalls = stallWatch()
   const s = await importBundle(store, fileSource(file!))
+  const maxStallMs = stalls()
   const ms = performance.now() - t
   const cpu = cpuSince(cpu0)
   await store.close()
-  console.log(JSON.stringify({ ms, ...cpu, checkpoints: s.checkpoints, blocks: s.blocks, bytes: s.bytes, storedBytes: s.storedBytes, rssMiB: peakRssMiB() }))
+  console.log(JSON.stringify({ ms, ...cpu, maxStallMs, checkpoints: s.checkpoints, blocks: s.blocks, bytes: s.bytes, storedBytes: s.storedBytes, rssMiB: peakRssMiB() }))
 } else if (op === 'verify') {
   const store = await openStore(dir!, { mustExist: true })
   const t = performance.now()
