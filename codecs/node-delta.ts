@@ -271,6 +271,27 @@ export function applyNodeDelta(base: NodeEntries, delta: Uint8Array): NodeEntrie
   return { count, codecs, digests }
 }
 
+/**
+ * applyNodeDelta into the base's own arrays when the delta keeps its slot count (the base is changed
+ * and returned): for a reader that rebuilds a chain in a private copy and needs none of the versions
+ * between. A delta that resizes the node gets new arrays, as applyNodeDelta gives. The result is
+ * the same node either way.
+ */
+export function applyNodeDeltaInPlace(base: NodeEntries, delta: Uint8Array): NodeEntries {
+  checkEntries(base, 'applyNodeDeltaInPlace: base')
+  const patch = readNodePatch(delta)
+  if (patch.count !== base.count) return applyNodeDelta(base, delta)
+  const { codecs, digests } = base
+  for (let i = 0; i < patch.slots.length; i++) {
+    const s = patch.slots[i]!
+    const d = s * DIGEST_LENGTH
+    codecs[s] = patch.codecs[i]!
+    if (patch.codecs[i] === 0) digests.fill(0, d, d + DIGEST_LENGTH)
+    else digests.set(delta.subarray(patch.digestAt[i]!, patch.digestAt[i]! + DIGEST_LENGTH), d)
+  }
+  return base
+}
+
 /** A node delta read but not applied: its base, the new count and the patched slots. */
 export interface NodePatch {
   baseCid: Uint8Array

@@ -231,8 +231,9 @@ class Marker {
     // its chain of bases is marked (live until pack gc knows whether the node stored anew is kept),
     // before it is stored anew: then it is located at its new copy
     if (deadBase) this.markChain(cid)
-    const e = blocks.getNode(cid)
-    const be = base ? blocks.getNode(base) : undefined
+    // the versions between a live node and its base are thinned checkpoints' (or older): not cached
+    const e = blocks.getNode(cid, false)
+    const be = base ? blocks.getNode(base, false) : undefined
     if (deadBase && !this.dryRun) this.reencode(cid, e, base, be)
     for (const s of changedSlots(e, be)) {
       if (!e.codecs[s]) continue

@@ -81,8 +81,8 @@ export interface BlockReader {
   get(cid: CidBytes): Uint8Array
   /** get() at a location fetched earlier (locateMany); a stale one falls back to the index. */
   getAt(cid: CidBytes, loc: BlockLocation | undefined): Uint8Array
-  /** A tree node, decoded and verified. */
-  getNode(cid: CidBytes): NodeEntries
+  /** A tree node, decoded and verified; `intermediates` false: a delta chain's versions between are not cached. */
+  getNode(cid: CidBytes, intermediates?: boolean): NodeEntries
   /** getNode() with the node's dag-cbor bytes; `cache` false: not kept in the node cache. */
   getNodeBytes(cid: CidBytes, cache?: boolean): { entries: NodeEntries; bytes: Uint8Array }
   /** The at-rest payload and its location (no decompression). */

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { cidBytes, DAG_CBOR, RAW } from '../../codecs/cid.js'
 import { CkptError } from '../../codecs/errors.js'
-import { applyNodeDelta, deltaBaseCid, encodeNodeDelta, encodeNodePatch, readNodePatch } from '../../codecs/node-delta.js'
+import { applyNodeDelta, applyNodeDeltaInPlace, deltaBaseCid, encodeNodeDelta, encodeNodePatch, readNodePatch } from '../../codecs/node-delta.js'
 import { emptyNode, encodedNodeLength, encodeNode, type NodeEntries } from '../../codecs/tree-node.js'
 import { hex } from '../helpers/bytes.js'
 import { mulberry32 } from '../helpers/rng.js'
@@ -71,6 +71,38 @@ describe('node deltas', () => {
       const capped = encodeNodeDelta(baseCid, base, target, limit)
       if (delta.length < limit) expect(capped).toBeDefined()
       else expect(capped).toBeUndefined()
+    }
+  })
+
+  it('applied in place give the node applyNodeDelta gives, in the arrays of the base unless the count changes', () => {
+    const next = mulberry32(0x1a9ce)
+    for (let t = 0; t < 300; t++) {
+      const count = 1 + (next() % 1100)
+      // a chain of 1-6 versions, rebuilt hop by hop in one copy of the first
+      const versions = [randomNode(next, count)]
+      for (let h = 1 + (next() % 6); h > 0; h--) {
+        const prev = versions.at(-1)!
+        const newCount = next() % 8 === 0 ? Math.max(1, prev.count + (next() % 50) - 25) : prev.count
+        versions.push(mutate(next, prev, newCount, next() % 20))
+      }
+      const first = versions[0]!
+      const firstBytes = hex(encodeNode(first))
+      let copy: NodeEntries = { count: first.count, codecs: first.codecs.slice(), digests: first.digests.slice() }
+      for (let i = 1; i < versions.length; i++) {
+        const delta = encodeNodeDelta(cidBytes(DAG_CBOR, randomDigest(next)), versions[i - 1]!, versions[i]!, Infinity)!
+        const before = copy
+        copy = applyNodeDeltaInPlace(copy, delta)
+        expect(hex(encodeNode(copy))).toBe(hex(encodeNode(versions[i]!)))
+        expect(hex(encodeNode(copy))).toBe(hex(encodeNode(applyNodeDelta(versions[i - 1]!, delta))))
+        // the same arrays when the count stays, new ones (the base left as it was) when it changes
+        if (versions[i]!.count === versions[i - 1]!.count) expect(copy.digests).toBe(before.digests)
+        else {
+          expect(copy.digests).not.toBe(before.digests)
+          expect(hex(encodeNode(before))).toBe(hex(encodeNode(versions[i - 1]!)))
+        }
+      }
+      // the node the copy was made of is untouched
+      expect(hex(encodeNode(first))).toBe(firstBytes)
     }
   })
 

@@ -57,3 +57,50 @@ it('a damaged intermediate version, cached from the chain of a later one, is sti
   expect((await store.readChunk(cps[5]!, 'r', 25))[0]).toBe(55)
   await store.close()
 })
+
+it('a chain read without its intermediates (gc\'s mark) gives the same nodes, caches none of the versions between and leaves cached bases as they were', async () => {
+  const dir = tmpStorePath('ckpt-chain-once-')
+  const store = await openStore(dir, { threads: 1 })
+  try {
+    const tl = await store.timeline('t', { regions: { r: { size: CHUNK * CHUNKS, chunkSize: CHUNK } } })
+    const data = new Uint8Array(CHUNK * CHUNKS).fill(1)
+    const roots: Uint8Array[] = []
+    for (let k = 0; k < 12; k++) {
+      data.fill(100 + k, 7 * CHUNK, 8 * CHUNK)
+      data.fill(50 + k, ((20 + k) % CHUNKS) * CHUNK, ((21 + k) % CHUNKS) * CHUNK)
+      const c = await tl.checkpoint({ vtime: k, regions: { r: { data } } })
+      roots.push((await store.manifest(c.cid.toString())).regions.r!.root!.bytes)
+    }
+    const blocks = store.context().repo.blocks
+    expect(blocks.find(roots[11]! as never)!.codec).toBe(3)
+    // the expected nodes, each read by the usual path (which caches intermediates), then forgotten
+    const { encodeNode } = await import('../../codecs/tree-node.js')
+    const want = roots.map((r) => Buffer.from(encodeNode(blocks.getNode(r as never))).toString('hex'))
+    const { cidKey } = await import('../../codecs/cid.js')
+    const forget = () => {
+      for (const r of roots) blocks.nodeCache.drop(cidKey(r as never))
+    }
+    forget()
+    // a cached base in the middle of the chain: rebuilt from, never written into
+    const base = blocks.getNode(roots[4]! as never)
+    const baseHex = Buffer.from(encodeNode(base)).toString('hex')
+    const tip = blocks.getNode(roots[11]! as never, false)
+    expect(Buffer.from(encodeNode(tip)).toString('hex')).toBe(want[11])
+    expect(Buffer.from(encodeNode(base)).toString('hex')).toBe(baseHex)
+    expect(Buffer.from(encodeNode(blocks.getNode(roots[4]! as never))).toString('hex')).toBe(want[4])
+    // the versions between (5..10) were not cached (the usual path caches them: checked below)
+    for (let k = 5; k <= 10; k++) expect(blocks.nodeCache.base(cidKey(roots[k]! as never))).toBeUndefined()
+    for (let k = 5; k <= 10; k++) expect(Buffer.from(encodeNode(blocks.getNode(roots[k]! as never, false))).toString('hex')).toBe(want[k])
+    // the whole chain from its start, nothing cached, newest first
+    forget()
+    for (let k = 11; k >= 0; k--) expect(Buffer.from(encodeNode(blocks.getNode(roots[k]! as never, false))).toString('hex')).toBe(want[k])
+    // the usual path keeps the versions between
+    forget()
+    blocks.getNode(roots[11]! as never)
+    expect(blocks.nodeCache.base(cidKey(roots[8]! as never))).toBeDefined()
+    // and a restore of each checkpoint still gives its bytes
+    expect((await store.readChunk(tl.head()!.toString(), 'r', 7))[0]).toBe(111)
+  } finally {
+    await store.close()
+  }
+})
