@@ -589,10 +589,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     return raw
   }
 
-  /**
-   * A node's entries as a leaf file (§18.1) says they are: kept unproven, hashed against `cid` when
-   * getNode() first asks (dropped on mismatch): saves a chain's rebuilding, never changes what is read.
-   */
+  /** A node as a leaf file (§18.1) says it is: kept unproven, hashed when getNode() first asks (dropped on mismatch). */
   offerNode(cid: CidBytes, entries: NodeEntries): void {
     this.nodeCache.keep(cidKey(cid), entries)
   }
@@ -600,8 +597,7 @@ export class BlockStore implements BlockReader, BlockWriter {
   /**
    * A tree node, decoded and verified. A delta chain is resolved in decoded form and only its final
    * node is re-encoded and hashed: a damaged base cannot yield a node that matches its CID.
-   * `intermediates` false: the versions between are not cached (a reader that moves forward in time,
-   * as gc's mark does, never asks for them again) and the chain is rebuilt in one private copy.
+   * `intermediates` false: a chain's versions between are not cached (gc's mark never asks again).
    */
   getNode(cid: CidBytes, intermediates = true): NodeEntries {
     const key = cidKey(cid)
@@ -654,9 +650,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     }
     if (hops > 255) throw new CkptError('CKPT_BAD_NODE', `delta chain of ${cidToString(cid)} is too long`, { cid: cidToString(cid) })
     const base = this.resolveNode(deltaBaseCid(payload), hops + 1, keep)
-    // a cached base is never modified (applyNodeDelta builds a new node); without `keep` the versions
-    // between are wanted by no one, so the chain is rebuilt in one private copy: one node's arrays per
-    // chain instead of one per hop (gc's mark rebuilt ~180,000 versions a gc, ~33 KB each)
+    // a cached base is never modified; without `keep` the chain is rebuilt in one private copy (gc's mark made ~180,000 a gc)
     const entries = base.owned ? applyNodeDeltaInPlace(base.entries, payload) : applyNodeDelta(base.entries, payload)
     if (keep && hops > 0) this.nodeCache.keep(cidKey(cid), entries)
     return { loc, entries, owned: !keep }
