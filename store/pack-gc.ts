@@ -124,6 +124,8 @@ class PackCollector {
   private readonly packs: Map<number, PackState>
   private readonly blocks: BlockStore
   private readonly s: PackGcSummary
+  /** one read window for the scans of every pack rewritten, one after the other */
+  private readonly window = { buf: Buffer.alloc(0) }
   /** where the index places each live node, per pack (a node's other copies stay put) */
   private readonly liveNodesAt = new Map<number, Set<number>>()
   /** the nodes live only without the staged ones (delta bases, the old copies of nodes stored anew), per pack */
@@ -508,6 +510,7 @@ class PackCollector {
         end: p.rec.sealed || p.rec.retired ? undefined : p.rec.committedLength,
         sealed: p.rec.sealed && !p.rec.retired,
         footerOptional: p.rec.retired,
+        window: this.window,
         // only what is copied needs its checksum checked: a live chunk, a live node where the index places it
         check: (buf, at, kind, offset) => (kind === ENTRY_KIND.record ? recordsHere !== undefined : buf[at + 1] === DAG_CBOR ? nodesHere?.has(offset) === true : isLive(buf, at)),
       })

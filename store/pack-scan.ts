@@ -121,6 +121,11 @@ export function* scanPack(
      * then implausible, and the scan falls back to searching with checksums)
      */
     check?: (buf: Uint8Array, cidAt: number, kind: number, offset: number) => boolean
+    /**
+     * the read window's memory, the caller's to reuse from one scan to the next (gc's copies: a fresh
+     * 4 MiB buffer per pack left holes in the C heap); entries' views into it last until the next event
+     */
+    window?: { buf: Buffer }
   } = {},
 ): Generator<ScanEvent> {
   try {
@@ -128,7 +133,7 @@ export function* scanPack(
     const maxKind = yield* headerEvents(r, packNo)
     const end = yield* entriesEnd(r, opts)
     const limit = Math.min(end, size)
-    const win = new EntryWindow(r, limit, maxKind, opts.check)
+    const win = new EntryWindow(r, limit, maxKind, opts.check, opts.window)
     let at = Math.max(PACK_HEADER_SIZE, opts.start ?? PACK_HEADER_SIZE)
     if (opts.seek) {
       while (at + ENTRY_HEADER_SIZE <= limit && !(win.startsCid(at) && win.entryAt(at))) at++
@@ -211,7 +216,7 @@ function* entriesEnd(r: PackReader, opts: { end?: number; sealed?: boolean; foot
 
 /** A read window over a pack, and the entries that start in it. */
 class EntryWindow {
-  private buf = Buffer.allocUnsafe(WINDOW)
+  private buf: Buffer
   /** file offset of buf[0] */
   private bufAt = 0
   private bufLen = 0
@@ -221,12 +226,18 @@ class EntryWindow {
     private readonly limit: number,
     private readonly maxKind: number,
     private readonly check: ((buf: Uint8Array, cidAt: number, kind: number, offset: number) => boolean) | undefined,
-  ) {}
+    private readonly shared?: { buf: Buffer },
+  ) {
+    this.buf = shared ? (shared.buf.length >= WINDOW ? shared.buf : (shared.buf = Buffer.allocUnsafe(WINDOW))) : Buffer.allocUnsafe(WINDOW)
+  }
 
   private have(from: number, n: number): boolean {
     if (from >= this.bufAt && from + n <= this.bufAt + this.bufLen) return true
     if (from + n > this.limit) return false
-    if (n > this.buf.length) this.buf = Buffer.allocUnsafe(n + WINDOW)
+    if (n > this.buf.length) {
+      this.buf = Buffer.allocUnsafe(n + WINDOW)
+      if (this.shared) this.shared.buf = this.buf
+    }
     this.bufAt = from
     this.bufLen = 0
     const want = Math.min(this.buf.length, this.limit - from)

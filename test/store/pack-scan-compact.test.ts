@@ -9,7 +9,7 @@ import { crc32 } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { ENTRY_HEADER_SIZE, ENTRY_KIND } from '../../codecs/pack-format.js'
 import { openStore } from '../../src/index.js'
-import { compactEvents, joinScans, scanPackCompact, scanPackFile, splitPack, type CompactScan, type ScanEvent } from '../../store/pack-scan.js'
+import { compactEvents, fileReader, joinScans, scanPack, scanPackCompact, scanPackFile, splitPack, type CompactScan, type ScanEvent } from '../../store/pack-scan.js'
 import { makeRng } from '../helpers/rng.js'
 import { removeTmpDirs, tmpDir } from '../helpers/tmp.js'
 
@@ -77,6 +77,29 @@ describe('compact pack scans (verify on worker threads)', () => {
       const events = same(f, { sealed: f !== packFiles[packFiles.length - 1] })
       expect(events.filter((e) => (e as { storedLength?: number }).storedLength !== undefined).length).toBeGreaterThan(10)
     }
+  })
+
+  it('scanPack with a window the caller reuses (gc) gives the events of a scan with its own, pack after pack, damaged ones too', () => {
+    const window = { buf: Buffer.alloc(0) }
+    const rng = makeRng(5)
+    const work = tmpDir('ckpt-scan-window-')
+    let first: Buffer | undefined
+    for (let t = 0; t < packFiles.length * 2; t++) {
+      let f = packFiles[t % packFiles.length]!
+      if (t >= packFiles.length) {
+        // the second round on copies with flipped bytes: resynchronising reads through the window too
+        const bytes = Buffer.from(fs.readFileSync(f))
+        for (let k = 0; k < 3; k++) bytes[rng.int(16, bytes.length - 64)]! ^= 0xff
+        f = path.join(work, path.basename(f))
+        fs.writeFileSync(f, bytes)
+      }
+      const opts = { sealed: t % packFiles.length !== packFiles.length - 1 }
+      expect(plain(scanPack(fileReader(f), t, { ...opts, window }))).toEqual(plain(scanPack(fileReader(f), t, opts)))
+      // one buffer for every scan (4 MiB: these packs fit in it)
+      first ??= window.buf
+      expect(window.buf).toBe(first)
+    }
+    expect(window.buf.length).toBe(4 << 20)
   })
 
   it('give the same damage events on packs with flipped bytes, a cut tail and a broken header', () => {
