@@ -310,7 +310,8 @@ class ExportPlanner {
   private nodeOf(cid: CidBytes): NodeEntries {
     const r = this.recent.get(cid)
     if (r) return r
-    const e = this.blocks.resolveNode(cid, 0, true).entries
+    // the versions between it and its base are thinned checkpoints' (not exported): rebuilt in one copy, not cached
+    const e = this.blocks.resolveNode(cid, 0, false).entries
     this.blocks.offerNode(cid, e)
     this.recent.set(cid, e)
     return e
@@ -413,8 +414,8 @@ async function markReachable(ctx: StoreContext, blocks: BlockStore, seen: SeenSe
   const visit = (cid: CidBytes | null, b: CidBytes | null, level: number) => {
     if (!cid || (b && cidEquals(cid, b)) || seen.has(cid)) return
     seen.add(cid)
-    const e = blocks.getNode(cid)
-    const be = b ? blocks.getNode(b) : undefined
+    const e = blocks.getNode(cid, false)
+    const be = b ? blocks.getNode(b, false) : undefined
     for (const s of changedSlots(e, be)) {
       if (!e.codecs[s]) continue
       if (level === 1) mark(childCid(e, s))

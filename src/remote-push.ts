@@ -272,8 +272,9 @@ class PushWalk {
   private tree(cid: CidBytes | null, base: CidBytes | null, level: number): void {
     if (!cid || (base && cidKey(cid) === cidKey(base)) || !this.need(cid, true)) return
     const blocks = this.ctx.repo.blocks
-    const e = blocks.getNode(cid)
-    const be = base ? blocks.getNode(base) : undefined
+    // pushed in timeline order: the versions between (thinned checkpoints') are not cached
+    const e = blocks.getNode(cid, false)
+    const be = base ? blocks.getNode(base, false) : undefined
     const same = be !== undefined && be.count === e.count
     for (const s of changedSlots(e, be)) {
       if (!e.codecs[s]) continue
