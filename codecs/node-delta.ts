@@ -261,14 +261,20 @@ export function applyNodeDelta(base: NodeEntries, delta: Uint8Array): NodeEntrie
   const keep = Math.min(base.count, count)
   codecs.set(base.codecs.subarray(0, keep))
   digests.set(base.digests.subarray(0, keep * DIGEST_LENGTH))
+  return patchInto({ count, codecs, digests }, patch)
+}
+
+/** Writes a read patch's slots into a node of its count. */
+function patchInto(n: NodeEntries, patch: NodePatch): NodeEntries {
+  const { codecs, digests } = n
   for (let i = 0; i < patch.slots.length; i++) {
     const s = patch.slots[i]!
     const d = s * DIGEST_LENGTH
     codecs[s] = patch.codecs[i]!
     if (patch.codecs[i] === 0) digests.fill(0, d, d + DIGEST_LENGTH)
-    else digests.set(delta.subarray(patch.digestAt[i]!, patch.digestAt[i]! + DIGEST_LENGTH), d)
+    else digests.set(patch.delta.subarray(patch.digestAt[i]!, patch.digestAt[i]! + DIGEST_LENGTH), d)
   }
-  return { count, codecs, digests }
+  return n
 }
 
 /**
@@ -280,16 +286,7 @@ export function applyNodeDelta(base: NodeEntries, delta: Uint8Array): NodeEntrie
 export function applyNodeDeltaInPlace(base: NodeEntries, delta: Uint8Array): NodeEntries {
   checkEntries(base, 'applyNodeDeltaInPlace: base')
   const patch = readNodePatch(delta)
-  if (patch.count !== base.count) return applyNodeDelta(base, delta)
-  const { codecs, digests } = base
-  for (let i = 0; i < patch.slots.length; i++) {
-    const s = patch.slots[i]!
-    const d = s * DIGEST_LENGTH
-    codecs[s] = patch.codecs[i]!
-    if (patch.codecs[i] === 0) digests.fill(0, d, d + DIGEST_LENGTH)
-    else digests.set(delta.subarray(patch.digestAt[i]!, patch.digestAt[i]! + DIGEST_LENGTH), d)
-  }
-  return base
+  return patch.count === base.count ? patchInto(base, patch) : applyNodeDelta(base, delta)
 }
 
 /** A node delta read but not applied: its base, the new count and the patched slots. */
