@@ -279,7 +279,7 @@ if (measure('other')) {
     ims.push(child(['import', path.join(root, 'imported'), car]))
   }
   const mid = <T,>(runs: T[], f: (r: T) => number) => median(runs.map(f))
-  const range = <T,>(runs: T[], f: (r: T) => number, digits = 0) => `${Math.min(...runs.map(f)).toFixed(digits)}-${Math.max(...runs.map(f)).toFixed(digits)}`
+  const range = <T,>(runs: T[], f: (r: T) => number) => `${Math.min(...runs.map(f)).toFixed(0)}-${Math.max(...runs.map(f)).toFixed(0)}`
   const ex = exs[0]!
   const exRate = (r: Ex) => r.carBytes / 1e6 / (r.ms / 1000)
   const imRate = (r: Im) => r.bytes / 1e6 / (r.ms / 1000)

@@ -64,12 +64,11 @@ const GC_NODE_CACHE = 768
  */
 const COLLECT_EVERY_ROOTS = 4
 /**
- * The mark walks trees with synchronous reads; it hands the event loop back at least this often (in ms,
- * and every MARK_YIELD_ROOTS roots) so that an emulator sharing the process keeps running (its
+ * The mark walks trees with synchronous reads; it hands the event loop back every time slice (Slices)
+ * and at least every MARK_YIELD_ROOTS roots, so that an emulator sharing the process keeps running (its
  * checkpoints wait for the gc, its timers and I/O do not): without it, the lifecycle bench's 8th gc
  * held the event loop for 7.5 s in one piece.
  */
-const MARK_SLICE_MS = 10
 const MARK_YIELD_ROOTS = 64
 
 function fraction(v: number | undefined, dflt: number, name: string): number {
@@ -142,7 +141,8 @@ class Marker {
   reencodedBytes = 0
   private readonly blocks: BlockStore
   private cacheWas = 0
-  private readonly slices = new Slices(MARK_SLICE_MS, 1)
+  /** the clock read before each node: a node's walk may take milliseconds */
+  private readonly slices = new Slices(1)
 
   private constructor(
     private readonly ctx: StoreContext,
@@ -185,7 +185,6 @@ class Marker {
     for (const h of await this.ctx.openHeads()) roots.push({ timeline: '', cid: h })
     const prevOf = new Map<string, Manifest>()
     let done = 0
-    const slices = this.slices
     for (const r of roots) {
       if (!this.live.has(r.cid)) {
         this.live.add(r.cid)
@@ -197,7 +196,7 @@ class Marker {
       }
       if (++done % COLLECT_EVERY_ROOTS === 0) fullCollection()
       onProgress?.({ phase: 'mark', done, total: roots.length })
-      if (slices.due() || done % MARK_YIELD_ROOTS === 0) await slices.next()
+      if (this.slices.due() || done % MARK_YIELD_ROOTS === 0) await this.slices.next()
     }
     await this.live.flush(true)
     await this.bases.flush(true)

@@ -44,8 +44,8 @@ export class DagWalk {
     const total = list.length
     let done = 0
     let prev: { timeline: string; manifest: Manifest } | undefined
-    // the walk reads synchronously: the event loop has a turn at least every 10 ms (a server, an emulator sharing the process)
-    const slices = new Slices(10, 1)
+    // the walk reads synchronously: the event loop has a turn every slice (a server, an emulator sharing the process)
+    const slices = new Slices(1)
     for (const c of list) {
       if (slices.due()) await slices.next()
       const ref: CheckpointRef = { timeline: c.timeline, vtime: c.vtime.toString(), cid: cidToString(c.cid) }

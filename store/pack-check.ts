@@ -146,8 +146,8 @@ async function* checkPack(
   damage.set(n, ranges)
   let intact = 0
   let footerCount: number | undefined
-  // a pack's entries are checked synchronously: the event loop has a turn at least every 10 ms
-  const slices = new Slices(10)
+  // a pack's entries are checked synchronously: the event loop has a turn every slice
+  const slices = new Slices()
   for (const ev of scanned ?? scanPack(blocks.io.reader(n), n, scanOptions(rec))) {
     if (slices.due()) await slices.next()
     if (ev.kind === 'entry') {

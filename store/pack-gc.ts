@@ -96,8 +96,6 @@ const COMMIT_COPIES = 1 << 16
 const SYNC_EARLY_BYTES = 16 << 20
 /** index entries between two full V8 collections while the index is scanned */
 const COLLECT_EVERY_ENTRIES = 1 << 16
-/** the copy of a pack's live entries hands the event loop back at least this often (ms; see gc's mark) */
-const COPY_SLICE_MS = 10
 
 interface PackState {
   rec: PackRecord
@@ -503,7 +501,8 @@ class PackCollector {
     const goneManifests: CidBytes[] = []
     if (!damaged) {
       let marked = true
-      const slices = new Slices(COPY_SLICE_MS)
+      // the copy of a pack's live entries hands the event loop back every slice (see gc's mark)
+      const slices = new Slices()
       const nodesHere = this.liveNodesAt.get(n)
       const recordsHere = this.liveRecordsAt.get(n)
       const scan = scanPack(blocks.io.reader(n), n, {

@@ -1,3 +1,6 @@
+/** how long a pass holds the event loop at most, in ms, before it yields (gc, verify) */
+const SLICE_MS = 10
+
 /**
  * Time slices for long passes that work synchronously between their awaits (gc's mark walks trees
  * with synchronous reads; its copy scans packs): `due()` says when the pass has held the event loop
@@ -10,8 +13,8 @@ export class Slices {
   private calls = 0
 
   constructor(
-    private readonly ms: number,
     private readonly every = 32,
+    private readonly ms = SLICE_MS,
   ) {}
 
   due(): boolean {
