@@ -15,6 +15,9 @@
  */
 import fs from 'node:fs'
 import path from 'node:path'
+import { createHash } from 'node:crypto'
+import { spawnSync } from 'node:child_process'
+import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
@@ -36,9 +39,30 @@ try {
 }
 
 if (esbuild) {
+  const external = ['classic-level', 'zstd-napi', '@napi-rs/*', 'hash-wasm', '@aws-sdk/*', '@smithy/*']
+  // the command: one CommonJS script (main.cjs, its entry src/cli/entry.ts), run by the launcher
+  // (ckpt.js, from scripts/cli-launcher.js) through vm.Script with V8's code cache
+  await esbuild.build({
+    entryPoints: { main: path.join(root, 'dist/src/cli/entry.js') },
+    outExtension: { '.js': '.cjs' },
+    bundle: true,
+    format: 'cjs',
+    platform: 'node',
+    target: 'node20',
+    outdir,
+    external,
+    // import() of an external (the AWS SDK) becomes require(): a vm.Script has no module loader
+    supported: { 'dynamic-import': false },
+    // code that finds files beside itself (the worker scripts, docs/) sees the bundle's own URL
+    define: { 'import.meta.url': '__ckpt_import_meta_url' },
+    banner: { js: "var __ckpt_import_meta_url = require('node:url').pathToFileURL(__filename).href;" },
+    legalComments: 'none',
+    logLevel: 'warning',
+  })
+  // the worker threads' scripts: ES modules with shared chunks, beside the bundle, where the pools look
+  // for them (next to the module that starts them)
   await esbuild.build({
     entryPoints: {
-      ckpt: entry,
       worker: path.join(root, 'dist/src/pipeline/worker.js'),
       'sync-reader-worker': path.join(root, 'dist/store/remote/sync-reader-worker.js'),
     },
@@ -49,15 +73,58 @@ if (esbuild) {
     target: 'node20',
     outdir,
     chunkNames: 'chunk-[hash]',
-    external: ['classic-level', 'zstd-napi', '@napi-rs/*', 'hash-wasm', '@aws-sdk/*', '@smithy/*'],
+    external,
     // CommonJS dependencies bundled into ESM call require(): give the bundle one (named apart from
     // any `require` a module declares itself)
     banner: { js: "import { createRequire as __ckptCreateRequire } from 'node:module'; const require = __ckptCreateRequire(import.meta.url);" },
     legalComments: 'none',
     logLevel: 'warning',
   })
-  // the entry's shebang (from src/cli.ts) is kept by esbuild
+  const sha = createHash('sha256').update(fs.readFileSync(path.join(outdir, 'main.cjs'))).digest('hex')
+  const launcher = fs.readFileSync(path.join(root, 'scripts/cli-launcher.js'), 'utf8')
+  fs.writeFileSync(cli, launcher.replace('@BUNDLE_SHA256@', sha))
+  fs.chmodSync(cli, 0o755)
+  prime()
 } else {
   fs.writeFileSync(cli, "#!/usr/bin/env node\n// unbundled (esbuild was not installed at build time): the compiled CLI itself\nimport '../src/cli.js'\n")
+  fs.chmodSync(cli, 0o755)
 }
-fs.chmodSync(cli, 0o755)
+
+
+/**
+ * Writes the launcher's code cache for this Node (see scripts/cli-launcher.js) from a short run of the
+ * common commands on a scratch store, each process adding what it compiled to the cache the one before
+ * wrote (CKPT_WRITE_COMPILE_CACHE=1). A failure here costs only speed: it is reported, not fatal.
+ */
+function prime() {
+  if (process.env.NODE_DISABLE_COMPILE_CACHE) return
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'ckpt-prime-'))
+  try {
+    const store = path.join(work, 's')
+    const img = path.join(work, 'ram')
+    const bytes = Buffer.alloc(1 << 20)
+    for (let i = 0; i < bytes.length; i += 4096) bytes.writeUInt32LE(i * 2654435761 >>> 0, i)
+    fs.writeFileSync(img, bytes)
+    const runs = [
+      ['--help'],
+      ['add', '--store', store, '--timeline', 't', '--vtime', '0', `ram=${img}`],
+      ['add', '--store', store, '--timeline', 't', '--vtime', '1', `ram=${img}`],
+      ['log', '--store', store],
+      ['show', '--store', store, 't@1'],
+      ['diff', '--store', store, 't@0', 't@1'],
+      ['restore', '--store', store, 't@1', '--all', '--out', path.join(work, 'out')],
+      ['verify', '--store', store],
+    ]
+    for (const args of runs) {
+      const r = spawnSync(process.execPath, [cli, ...args], { env: { ...process.env, CKPT_WRITE_COMPILE_CACHE: '1', CKPT_STORE: '' }, encoding: 'utf8' })
+      if (r.status !== 0) {
+        console.error(`bundle-cli: priming the code cache: \`ckpt ${args.join(' ')}\` exited ${r.status}: ${(r.stderr || '').trim()}`)
+        return
+      }
+      if (args[0] === 'add') bytes.writeUInt32LE(7, 4096)
+      fs.writeFileSync(img, bytes)
+    }
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true })
+  }
+}

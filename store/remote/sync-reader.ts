@@ -32,7 +32,7 @@ export interface SyncWorkerData {
 }
 
 function workerScript(): string {
-  const compiled = import.meta.url.endsWith('.js')
+  const compiled = !import.meta.url.endsWith('.ts')
   // run from the TypeScript sources (tests), the worker is the compiled one in dist/
   const url = compiled ? new URL('./sync-reader-worker.js', import.meta.url) : new URL('../../dist/store/remote/sync-reader-worker.js', import.meta.url)
   const file = fileURLToPath(url)
