@@ -51,6 +51,8 @@ function crc32(bytes) {
 
 function writeCache(script) {
   try {
+    // a directory this user cannot write to (an install owned by root): not even the serializing
+    fs.accessSync(dir, fs.constants.W_OK)
     const data = script.createCachedData()
     const head = Buffer.alloc(8)
     head.writeUInt32LE(MAGIC, 0)
