@@ -74,8 +74,22 @@ function writeCache(script) {
 // Node >= 22.1: its own compile cache, for the worker threads' scripts (ES modules, loaded by Node)
 module.enableCompileCache?.()
 
+/** The bundle's text; a missing or unreadable one (a broken install) is said as such, exit 1 (SPEC.md §11). */
+function readBundle() {
+  try {
+    return fs.readFileSync(file, 'utf8')
+  } catch (err) {
+    const code = err.code ?? 'INTERNAL'
+    const message = `the command's bundle ${file} cannot be read (${err.message}): run npm run build, or reinstall ckpt`
+    if (process.argv.includes('--json')) process.stdout.write(JSON.stringify({ error: { code, message } }) + '\n')
+    process.stderr.write(`ckpt: ${code}: ${message}\n`)
+    process.exit(1)
+  }
+}
+
+const source = readBundle()
 const cached = useCache ? readCache() : undefined
-const script = new vm.Script(`(function (exports, require, module, __filename, __dirname) {${fs.readFileSync(file, 'utf8')}\n})`, {
+const script = new vm.Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, {
   filename: file,
   cachedData: cached,
 })

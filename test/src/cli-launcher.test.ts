@@ -144,6 +144,16 @@ describe.skipIf(!fs.existsSync(path.join(BUILT, 'main.cjs')) || !hasCrc32)('the 
     expect(fs.readdirSync(dir).sort()).toEqual(['ckpt.js', 'main.cjs'])
   })
 
+  it('a missing bundle is a clear error, exit 1 (a broken install), with --json too', () => {
+    const { dir, cli } = copyCli()
+    fs.rmSync(path.join(dir, 'main.cjs'))
+    const r = run(cli, ['log', '--store', path.join(dir, 's'), '--json'])
+    expect(r.status).toBe(1)
+    expect(r.stderr).toMatch(/^ckpt: ENOENT: the command's bundle .*main\.cjs cannot be read .*npm run build/)
+    expect(JSON.parse(r.stdout).error.code).toBe('ENOENT')
+    expect(fs.readdirSync(dir)).toEqual(['ckpt.js'])
+  })
+
   it('errors keep their codes and exit statuses through the launcher', () => {
     const { cli } = copyCli()
     const r = run(cli, ['log', '--store', path.join(ROOT, 'dist', 'no-such-store-here'), '--json'])
