@@ -1,15 +1,19 @@
 #!/usr/bin/env node
 /**
- * Bundles the compiled CLI (dist/src/cli.js, from tsc) into dist/cli/ with esbuild, run by `npm run build`.
- * The `ckpt` command (package.json "bin") is dist/cli/ckpt.js: one process then reads and compiles a
- * handful of files instead of ~175, and resolves no module paths, which is most of what a small
- * `ckpt add` costs beyond Node's own start (docs/performance.md, "One ckpt process").
+ * Bundles the compiled CLI (dist/src/cli/entry.js, from tsc) into dist/cli/ with esbuild, run by `npm run
+ * build`. The `ckpt` command (package.json "bin") is dist/cli/ckpt.js, a launcher (from
+ * scripts/cli-launcher.js, with the bundle's SHA-256 filled in) that runs dist/cli/main.cjs from V8's code
+ * cache (SPEC.md §21.2): one process then reads two files instead of ~175, resolves no module paths and,
+ * from the cache, compiles almost nothing, which was most of what a small `ckpt add` cost beyond Node's
+ * own start (docs/performance.md, "One ckpt process" and "The CLI's code cache").
  *
- * - Commands stay lazy: with splitting, each command's module is a chunk loaded when it runs.
- * - The worker threads' scripts are entries of their own beside the chunks (worker.js,
+ * - main.cjs is one CommonJS script (a vm.Script has no ES module loader); commands stay lazy: a
+ *   command's module is evaluated only when it runs (esbuild's lazy module wrappers).
+ * - The worker threads' scripts are ES module entries of their own beside it (worker.js,
  *   sync-reader-worker.js), where the pools look for them (next to the module that starts them).
  * - Native addons (classic-level, zstd-napi, @napi-rs/blake-hash), hash-wasm's wasm and the AWS SDK stay
  *   external: required from node_modules at run time, as without the bundle.
+ * - Then the build primes the code cache for its Node (prime(), below).
  * - Without esbuild (a build from the sources with --omit=dev), dist/cli/ckpt.js is a two-line shim
  *   that runs dist/src/cli.js: the same command, unbundled.
  */
@@ -89,7 +93,6 @@ if (esbuild) {
   fs.writeFileSync(cli, "#!/usr/bin/env node\n// unbundled (esbuild was not installed at build time): the compiled CLI itself\nimport '../src/cli.js'\n")
   fs.chmodSync(cli, 0o755)
 }
-
 
 /**
  * Writes the launcher's code cache for this Node (see scripts/cli-launcher.js) from a short run of the
