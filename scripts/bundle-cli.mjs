@@ -8,7 +8,8 @@
  * own start (docs/performance.md, "One ckpt process" and "The CLI's code cache").
  *
  * - main.cjs is one CommonJS script (a vm.Script has no ES module loader); commands stay lazy: a
- *   command's module is evaluated only when it runs (esbuild's lazy module wrappers).
+ *   command's module is evaluated only when it runs (esbuild's lazy module wrappers). client.cjs, a
+ *   few KB beside it, is the relay to a `ckpt serve`: a served command loads nothing else.
  * - The worker threads' scripts are ES module entries of their own beside it (worker.js,
  *   sync-reader-worker.js), where the pools look for them (next to the module that starts them).
  * - Native addons (classic-level, zstd-napi, @napi-rs/blake-hash), hash-wasm's wasm and the AWS SDK stay
@@ -47,7 +48,8 @@ if (esbuild) {
   // the command: one CommonJS script (main.cjs, its entry src/cli/entry.ts), run by the launcher
   // (ckpt.js, from scripts/cli-launcher.js) through vm.Script with V8's code cache
   await esbuild.build({
-    entryPoints: { main: path.join(root, 'dist/src/cli/entry.js') },
+    // client: the relay to a `ckpt serve` (src/cli/client.ts), which the launcher loads first
+    entryPoints: { main: path.join(root, 'dist/src/cli/entry.js'), client: path.join(root, 'dist/src/cli/client.js') },
     outExtension: { '.js': '.cjs' },
     bundle: true,
     format: 'cjs',

@@ -1,8 +1,9 @@
 #!/usr/bin/env node
 /**
  * The `ckpt` command (dist/cli/ckpt.js, package.json's "bin"), written by scripts/bundle-cli.mjs from
- * this template: it runs the CLI's bundle, dist/cli/main.cjs (one CommonJS script), compiled from V8's
- * code cache when there is one.
+ * this template. It first asks whether a `ckpt serve` holds the command's store (dist/cli/client.cjs,
+ * a few KB, src/cli/client.ts) and only relays if one does; else it runs the CLI's bundle,
+ * dist/cli/main.cjs (one CommonJS script), compiled from V8's code cache when there is one.
  *
  * Compiling the bundle's ~1 MB of JavaScript is ~20-35 ms of a small `ckpt add` (docs/performance.md,
  * "The CLI's code cache"); from the cache, V8 skips the parse and the functions compiled in the run that
@@ -74,29 +75,45 @@ function writeCache(script) {
 // Node >= 22.1: its own compile cache, for the worker threads' scripts (ES modules, loaded by Node)
 module.enableCompileCache?.()
 
-/** The bundle's text; a missing or unreadable one (a broken install) is said as such, exit 1 (SPEC.md §11). */
-function readBundle() {
-  try {
-    return fs.readFileSync(file, 'utf8')
-  } catch (err) {
-    const code = err.code ?? 'INTERNAL'
-    const message = `the command's bundle ${file} cannot be read (${err.message}): run npm run build, or reinstall ckpt`
-    if (process.argv.includes('--json')) process.stdout.write(JSON.stringify({ error: { code, message } }) + '\n')
-    process.stderr.write(`ckpt: ${code}: ${message}\n`)
-    process.exit(1)
-  }
+/** A bundle that cannot be read or loaded (a broken install) is said as such, exit 1 (SPEC.md §11). */
+function broken(what, err) {
+  const code = err.code ?? 'INTERNAL'
+  const message = `the command's bundle ${what} cannot be read (${err.message}): run npm run build, or reinstall ckpt`
+  if (process.argv.includes('--json')) process.stdout.write(JSON.stringify({ error: { code, message } }) + '\n')
+  process.stderr.write(`ckpt: ${code}: ${message}\n`)
+  process.exit(1)
 }
 
-const source = readBundle()
-const cached = useCache ? readCache() : undefined
-const script = new vm.Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, {
-  filename: file,
-  cachedData: cached,
-})
-// written at exit, after the run compiled what it used (a command may end with process.exit)
-if (useCache && (process.env.CKPT_WRITE_COMPILE_CACHE === '1' || cached === undefined || script.cachedDataRejected)) {
-  process.once('exit', () => writeCache(script))
+/** The command run in this process: main.cjs from the code cache. */
+function loadMain() {
+  let source
+  try {
+    source = fs.readFileSync(file, 'utf8')
+  } catch (err) {
+    broken(file, err)
+  }
+  const cached = useCache ? readCache() : undefined
+  const script = new vm.Script(`(function (exports, require, module, __filename, __dirname) {${source}\n})`, {
+    filename: file,
+    cachedData: cached,
+  })
+  // written at exit, after the run compiled what it used (a command may end with process.exit)
+  if (useCache && (process.env.CKPT_WRITE_COMPILE_CACHE === '1' || cached === undefined || script.cachedDataRejected)) {
+    process.once('exit', () => writeCache(script))
+  }
+  const mod = { exports: {} }
+  script.runInThisContext()(mod.exports, createRequire(file), mod, file, dir)
+  return mod.exports
 }
-const mod = { exports: {} }
-script.runInThisContext()(mod.exports, createRequire(file), mod, file, dir)
-process.exitCode = await mod.exports.runCli(process.argv.slice(2))
+
+const argv = process.argv.slice(2)
+const clientFile = path.join(dir, 'client.cjs')
+let client
+try {
+  client = createRequire(import.meta.url)(clientFile)
+} catch (err) {
+  broken(clientFile, err)
+}
+client.exitOnClosedPipe()
+const served = await client.runServed(argv)
+process.exitCode = served ?? (await loadMain().runLocal(argv))

@@ -31,6 +31,7 @@ function copyCli(): { dir: string; cli: string; cacheName: string } {
   dirs.push(dir)
   fs.copyFileSync(path.join(BUILT, 'ckpt.js'), path.join(dir, 'ckpt.js'))
   fs.copyFileSync(path.join(BUILT, 'main.cjs'), path.join(dir, 'main.cjs'))
+  fs.copyFileSync(path.join(BUILT, 'client.cjs'), path.join(dir, 'client.cjs'))
   const sha = createHash('sha256').update(fs.readFileSync(path.join(dir, 'main.cjs'))).digest('hex')
   return { dir, cli: path.join(dir, 'ckpt.js'), cacheName: `main.${sha.slice(0, 16)}.${process.version}-${process.arch}.v8cache` }
 }
@@ -133,7 +134,7 @@ describe.skipIf(!fs.existsSync(path.join(BUILT, 'main.cjs')) || !hasCrc32)('the 
     expect(r.stderr).toBe('')
     expect(r.stdout).toContain('usage: ckpt COMMAND')
     expect(fs.statSync(path.join(dir, cacheName)).isDirectory()).toBe(true)
-    expect(fs.readdirSync(dir).sort()).toEqual(['ckpt.js', cacheName, 'main.cjs'].sort())
+    expect(fs.readdirSync(dir).sort()).toEqual(['ckpt.js', cacheName, 'client.cjs', 'main.cjs'].sort())
   })
 
   it('NODE_DISABLE_COMPILE_CACHE=1 writes no cache', () => {
@@ -141,7 +142,7 @@ describe.skipIf(!fs.existsSync(path.join(BUILT, 'main.cjs')) || !hasCrc32)('the 
     const r = run(cli, ['--help'], { NODE_DISABLE_COMPILE_CACHE: '1' })
     expect(r.status).toBe(0)
     expect(r.stdout).toContain('usage: ckpt COMMAND')
-    expect(fs.readdirSync(dir).sort()).toEqual(['ckpt.js', 'main.cjs'])
+    expect(fs.readdirSync(dir).sort()).toEqual(['ckpt.js', 'client.cjs', 'main.cjs'])
   })
 
   it('a missing bundle is a clear error, exit 1 (a broken install), with --json too', () => {
@@ -151,7 +152,36 @@ describe.skipIf(!fs.existsSync(path.join(BUILT, 'main.cjs')) || !hasCrc32)('the 
     expect(r.status).toBe(1)
     expect(r.stderr).toMatch(/^ckpt: ENOENT: the command's bundle .*main\.cjs cannot be read .*npm run build/)
     expect(JSON.parse(r.stdout).error.code).toBe('ENOENT')
-    expect(fs.readdirSync(dir)).toEqual(['ckpt.js'])
+    expect(fs.readdirSync(dir).sort()).toEqual(['ckpt.js', 'client.cjs'])
+    // the relay's bundle too
+    fs.rmSync(path.join(dir, 'client.cjs'))
+    const r2 = run(cli, ['--help'])
+    expect(r2.status).toBe(1)
+    expect(r2.stderr).toMatch(/^ckpt: [A-Z_]+: the command's bundle .*client\.cjs cannot be read/)
+  })
+
+  it('a command of a store a `ckpt serve` holds is relayed without loading the bundle', () => {
+    const { dir, cli, cacheName } = copyCli()
+    const store = path.join(dir, 's')
+    const img = path.join(dir, 'ram')
+    fs.writeFileSync(img, pattern(1 << 16, 2))
+    expect(run(cli, ['add', '--store', store, '--timeline', 't', '--vtime', '0', `ram=${img}`]).status).toBe(0)
+    const started = run(cli, ['serve', '--detach', '--store', store])
+    expect(started.status, started.stderr).toBe(0)
+    try {
+      // (the processes that added and started the server wrote it)
+      fs.rmSync(path.join(dir, cacheName), { force: true })
+      // with main.cjs gone, only the relay can answer
+      fs.renameSync(path.join(dir, 'main.cjs'), path.join(dir, 'main.cjs.away'))
+      const r = run(cli, ['log', '--store', store])
+      expect(r.status, r.stderr).toBe(0)
+      expect(r.stdout).toMatch(/^t@0 bafy/)
+      // a served run writes no cache
+      expect(fs.existsSync(path.join(dir, cacheName))).toBe(false)
+    } finally {
+      fs.renameSync(path.join(dir, 'main.cjs.away'), path.join(dir, 'main.cjs'))
+      run(cli, ['serve', '--store', store, '--stop'])
+    }
   })
 
   it('errors keep their codes and exit statuses through the launcher', () => {
