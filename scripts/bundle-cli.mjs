@@ -44,26 +44,29 @@ try {
 }
 
 if (esbuild) {
-  const external = ['classic-level', 'zstd-napi', '@napi-rs/*', 'hash-wasm', '@aws-sdk/*', '@smithy/*']
+  // both builds: Node 20 and up, beside this script's output, the native and heavy dependencies external
+  const common = {
+    bundle: true,
+    platform: 'node',
+    target: 'node20',
+    outdir,
+    external: ['classic-level', 'zstd-napi', '@napi-rs/*', 'hash-wasm', '@aws-sdk/*', '@smithy/*'],
+    legalComments: 'none',
+    logLevel: 'warning',
+  }
   // the command: one CommonJS script (main.cjs, its entry src/cli/entry.ts), run by the launcher
   // (ckpt.js, from scripts/cli-launcher.js) through vm.Script with V8's code cache
   await esbuild.build({
     // client: the relay to a `ckpt serve` (src/cli/client.ts), which the launcher loads first
     entryPoints: { main: path.join(root, 'dist/src/cli/entry.js'), client: path.join(root, 'dist/src/cli/client.js') },
+    ...common,
     outExtension: { '.js': '.cjs' },
-    bundle: true,
     format: 'cjs',
-    platform: 'node',
-    target: 'node20',
-    outdir,
-    external,
     // import() of an external (the AWS SDK) becomes require(): a vm.Script has no module loader
     supported: { 'dynamic-import': false },
     // code that finds files beside itself (the worker scripts, docs/) sees the bundle's own URL
     define: { 'import.meta.url': '__ckpt_import_meta_url' },
     banner: { js: "var __ckpt_import_meta_url = require('node:url').pathToFileURL(__filename).href;" },
-    legalComments: 'none',
-    logLevel: 'warning',
   })
   // the worker threads' scripts: ES modules with shared chunks, beside the bundle, where the pools look
   // for them (next to the module that starts them)
@@ -72,19 +75,13 @@ if (esbuild) {
       worker: path.join(root, 'dist/src/pipeline/worker.js'),
       'sync-reader-worker': path.join(root, 'dist/store/remote/sync-reader-worker.js'),
     },
-    bundle: true,
+    ...common,
     splitting: true,
     format: 'esm',
-    platform: 'node',
-    target: 'node20',
-    outdir,
     chunkNames: 'chunk-[hash]',
-    external,
     // CommonJS dependencies bundled into ESM call require(): give the bundle one (named apart from
     // any `require` a module declares itself)
     banner: { js: "import { createRequire as __ckptCreateRequire } from 'node:module'; const require = __ckptCreateRequire(import.meta.url);" },
-    legalComments: 'none',
-    logLevel: 'warning',
   })
   const sha = createHash('sha256').update(fs.readFileSync(path.join(outdir, 'main.cjs'))).digest('hex')
   const launcher = fs.readFileSync(path.join(root, 'scripts/cli-launcher.js'), 'utf8')
@@ -126,8 +123,11 @@ function prime() {
         console.error(`bundle-cli: priming the code cache: \`ckpt ${args.join(' ')}\` exited ${r.status}: ${(r.stderr || '').trim()}`)
         return
       }
-      if (args[0] === 'add') bytes.writeUInt32LE(7, 4096)
-      fs.writeFileSync(img, bytes)
+      // the second add has a page to store
+      if (args[0] === 'add') {
+        bytes.writeUInt32LE(7, 4096)
+        fs.writeFileSync(img, bytes)
+      }
     }
   } finally {
     fs.rmSync(work, { recursive: true, force: true })

@@ -30,7 +30,8 @@ const MAGIC = 0x3856_4b43 // "CKV8" read as a u32 LE
 const dir = path.dirname(fileURLToPath(import.meta.url))
 const file = path.join(dir, 'main.cjs')
 const cacheFile = path.join(dir, `main.${BUNDLE_SHA256.slice(0, 16)}.${process.version}-${process.arch}.v8cache`)
-const useCache = !process.env.NODE_DISABLE_COMPILE_CACHE
+// zlib.crc32 is Node >= 20.15: without it, the cache is neither read nor written
+const useCache = !process.env.NODE_DISABLE_COMPILE_CACHE && typeof zlib.crc32 === 'function'
 
 /** V8's cached data from the cache file, or undefined when there is none or it fails its check. */
 function readCache() {
@@ -42,12 +43,7 @@ function readCache() {
   }
   if (raw.length < 8 || raw.readUInt32LE(0) !== MAGIC) return undefined
   const data = raw.subarray(8)
-  return crc32(data) === raw.readUInt32LE(4) ? data : undefined
-}
-
-/** zlib.crc32 (Node >= 20.15); without it, a cache is neither read nor written. */
-function crc32(bytes) {
-  return typeof zlib.crc32 === 'function' ? zlib.crc32(bytes) : -1
+  return zlib.crc32(data) === raw.readUInt32LE(4) ? data : undefined
 }
 
 function writeCache(script) {
@@ -57,9 +53,7 @@ function writeCache(script) {
     const data = script.createCachedData()
     const head = Buffer.alloc(8)
     head.writeUInt32LE(MAGIC, 0)
-    const sum = crc32(data)
-    if (sum < 0) return
-    head.writeUInt32LE(sum, 4)
+    head.writeUInt32LE(zlib.crc32(data), 4)
     const tmp = `${cacheFile}.${process.pid}.tmp`
     try {
       fs.writeFileSync(tmp, Buffer.concat([head, data]))
