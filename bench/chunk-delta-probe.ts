@@ -12,7 +12,8 @@
  *   chain limit L, a chunk whose base is already L deep is stored alone (depth 0) instead.
  *
  * For the delta forms it prints what a whole restore of the last checkpoint would decompress: each
- * chunk's chain (itself and its bases), against one decompression a chunk today; and the time to
+ * chunk's chain (itself and its bases; at most, as bases two chunks share are counted twice), against
+ * one decompression a chunk today; and the time to
  * compress and decompress a changed page alone and against its previous version (up to 2,000 of the
  * recording's, median of 3 passes).
  */
@@ -52,7 +53,7 @@ const out = Buffer.alloc(256 * 1024)
 const isZero = (b: Uint8Array) => b.every((x) => x === 0)
 const hex = (b: Uint8Array) => Buffer.from(blake3(b)).toString('hex')
 
-/** One stored chunk under one delta policy: its depth, and the position's latest content. */
+/** One delta form (a chain limit): the bytes it stores, its deltas, and the chain depth of every chunk's entry. */
 interface DeltaState {
   limit: number
   bytes: number
