@@ -149,7 +149,7 @@ const speed = {
 
 const pct = (n: number) => `${((n / alone) * 100).toFixed(1)}%`
 const rows = [
-  ['form', 'stored payload', 'of alone', 'chunks stored against another', 'restore of the last checkpoint: decompressions per chunk'],
+  ['form', 'stored payload', 'of alone', 'chunks stored against another', 'restore of the last checkpoint: decompressions per chunk, at most'],
   ['alone (today; the ideal)', fmtBytes(alone), '100.0%', '0', '1.00'],
   ...rolling.map((r) => [`rolling dictionary, last ${r.k} pages`, fmtBytes(r.bytes), pct(r.bytes), 'all pages after the first', '1.00 (+ the dictionary)']),
   ...deltas.map((s, j) => [
