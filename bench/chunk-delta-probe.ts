@@ -32,10 +32,18 @@ interface DCtx {
   decompress(dst: Uint8Array, src: Uint8Array): number
   decompressUsingDict(dst: Uint8Array, src: Uint8Array, dict: Uint8Array): number
 }
-const zstd = createRequire(import.meta.url)('zstd-napi/binding') as {
+type ZstdBinding = {
   CCtx: new () => CCtx
   DCtx: new () => DCtx
   CDict: new (dict: Uint8Array, level: number) => object
+}
+// the probe uses zstd-napi's dictionary calls (zstd-napi is an optional dependency)
+let zstd: ZstdBinding
+try {
+  zstd = createRequire(import.meta.url)('zstd-napi/binding') as ZstdBinding
+} catch (err) {
+  console.error(`the probe needs zstd-napi, which does not load here: ${(err as Error).message}`)
+  process.exit(2)
 }
 
 const dir = process.env.BENCH_CHUNK_DELTA_TRACE ?? '.bench-trace'
