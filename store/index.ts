@@ -1,4 +1,6 @@
 export { Repository, STORE_FORMAT, STORE_VERSION, STORE_VERSIONS } from './repository.js'
+export { readHolder } from './lock.js'
+export type { LockHolder } from './lock.js'
 export type { RepositoryOptions, TimelineRecord, CheckpointEntry, RegionSpec, OpenNote, CatalogOp } from './repository.js'
 export { rebuildFromPacks, replayPlan, recordOf, manifestOf } from './rebuild.js'
 export type { RebuildSummary, UncoveredCheckpoint, PackSource } from './rebuild.js'

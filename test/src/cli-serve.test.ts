@@ -7,6 +7,7 @@ import { spawn, spawnSync } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import fs from 'node:fs'
 import net from 'node:net'
+import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest'
@@ -258,7 +259,7 @@ describe('ckpt serve', () => {
   })
 })
 
-describe('the client (runServed) against a fake server', () => {
+describe('the client side (runServed, serve --stop) against a fake server', () => {
   async function fake(answer: (req: any, sock: net.Socket) => void): Promise<{ store: string; close: () => void; requests: any[] }> {
     const store = tmpDir('ckpt-serve-fake-')
     const requests: any[] = []
@@ -324,5 +325,31 @@ describe('the client (runServed) against a fake server', () => {
       f.close()
     }
     expect(f.requests).toHaveLength(1)
+  })
+
+  it('--stop whose connection a stopping server closes unread waits until the store is closed (its socket gone), then says stopped', async () => {
+    // a server stopping, holding the store (lock.json names this live process): it closes connections
+    // unread, as a listener closed with connections still queued does
+    const store = tmpDir('ckpt-serve-stopping-')
+    fs.writeFileSync(path.join(store, 'lock.json'), JSON.stringify({ pid: process.pid, host: os.hostname(), since: new Date().toISOString() }) + '\n')
+    const closeUnread = net.createServer((sock) => sock.destroy())
+    await new Promise<void>((r) => closeUnread.listen(path.join(store, SOCKET_NAME), r))
+    let exited: number | null | undefined
+    let out = ''
+    const c = spawn(process.execPath, [CLI, 'serve', '--store', store, '--stop', '--json'], { stdio: ['ignore', 'pipe', 'inherit'] })
+    c.stdout.on('data', (d: Buffer) => (out += d.toString()))
+    const done = new Promise<void>((resolve) => c.on('exit', (code) => ((exited = code), resolve())))
+    try {
+      // it has connected and been closed unread, and waits while the socket is there and the holder alive
+      await new Promise((r) => setTimeout(r, 1500))
+      expect(exited).toBeUndefined()
+    } finally {
+      // the store closed: the server removes its socket
+      closeUnread.close()
+      fs.rmSync(path.join(store, SOCKET_NAME), { force: true })
+    }
+    await done
+    expect(exited).toBe(0)
+    expect(JSON.parse(out)).toEqual({ store, stopped: true })
   })
 })

@@ -1,6 +1,7 @@
 /** `ckpt serve`: hold a store open and run the `ckpt` commands of that store in this process (SPEC.md §24). */
 import { spawn } from 'node:child_process'
 import fs from 'node:fs'
+import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { isCkptError } from '../../../codecs/errors.js'
@@ -39,11 +40,45 @@ async function stopServer(dir: string): Promise<boolean> {
   if (!sock) return false
   sock.write(JSON.stringify({ v: 1, argv: ['serve', '--stop'], cwd: process.cwd(), env: {} }) + '\n')
   let got = Buffer.alloc(0)
-  for await (const c of sock as AsyncIterable<Buffer>) got = Buffer.concat([got, c])
+  try {
+    for await (const c of sock as AsyncIterable<Buffer>) got = Buffer.concat([got, c])
+  } catch {
+    // reset: as closed unread, below
+  }
+  // closed unread: the connection was still queued when the server stopped listening (another
+  // --stop, a signal, its idle time): it is stopping, and this waits until it has closed the store
+  if (got.length === 0) {
+    await closing(dir)
+    return true
+  }
   // one exit frame: "0" once the store is closed
   if (got.length < 5 || got[0] !== FRAME.EXIT) throw new Error(`the server of ${dir} did not answer --stop`)
   if (got.subarray(5).toString('latin1') !== '0') throw new Error(`the server of ${dir} failed to close its store`)
   return true
+}
+
+/**
+ * Waits while the server of `dir` closes the store: until its socket is removed (after the store is
+ * closed) or the process lock.json names is gone. A holder it cannot check (another host, none named)
+ * ends the wait.
+ */
+async function closing(dir: string): Promise<void> {
+  const { readHolder } = await import('../../../store/index.js')
+  for (;;) {
+    const h = readHolder(dir)
+    if (!fs.existsSync(path.join(dir, SOCKET_NAME)) || !h || h.host !== os.hostname() || !isAlive(h.pid)) return
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    // EPERM: alive, another user's
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
 }
 
 /** `--detach`: starts `ckpt serve` as a process of its own and waits until it takes commands; its pid. */
