@@ -91,6 +91,8 @@ for (let i = 0; i < meta.checkpoints; i++) {
       const pos = `${region}:${idx[k]}`
       const chunk = new Uint8Array(bytes.subarray(k * unit, (k + 1) * unit))
       const prev = last.get(pos)
+      // the previous version's hash, where it was not a hole (hashed when it was stored)
+      const prevHash = latestHash.get(pos)
       last.set(pos, chunk)
       if (isZero(chunk)) {
         latestHash.delete(pos)
@@ -108,9 +110,8 @@ for (let i = 0; i < meta.checkpoints; i++) {
         const d = dicts[r]
         rolling[r]!.bytes += d && unit === 4096 ? Math.min(a, cctx.compressUsingCDict(out, chunk, d)) : a
       })
-      const withBase = prev && !isZero(prev) ? cctx.compressUsingDict(out, chunk, prev, 1) + CID_BYTES : Infinity
-      if (unit === 4096 && prev && !isZero(prev) && pairs.length < PAIRS && i % 4 === 0) pairs.push([chunk, prev])
-      const prevHash = prev && !isZero(prev) ? hex(prev) : undefined
+      const withBase = prev && prevHash !== undefined ? cctx.compressUsingDict(out, chunk, prev, 1) + CID_BYTES : Infinity
+      if (unit === 4096 && prev && prevHash !== undefined && pairs.length < PAIRS && i % 4 === 0) pairs.push([chunk, prev])
       for (const s of deltas) {
         const baseDepth = prevHash === undefined ? undefined : s.depthOf.get(prevHash)
         if (baseDepth !== undefined && baseDepth < s.limit && withBase < a) {

@@ -332,7 +332,8 @@ describe('the client side (runServed, serve --stop) against a fake server', () =
     // unread, as a listener closed with connections still queued does
     const store = tmpDir('ckpt-serve-stopping-')
     fs.writeFileSync(path.join(store, 'lock.json'), JSON.stringify({ pid: process.pid, host: os.hostname(), since: new Date().toISOString() }) + '\n')
-    const closeUnread = net.createServer((sock) => sock.destroy())
+    let accepted = 0
+    const closeUnread = net.createServer((sock) => (accepted++, sock.destroy()))
     await new Promise<void>((r) => closeUnread.listen(path.join(store, SOCKET_NAME), r))
     let exited: number | null | undefined
     let out = ''
@@ -341,7 +342,8 @@ describe('the client side (runServed, serve --stop) against a fake server', () =
     const done = new Promise<void>((resolve) => c.on('exit', (code) => ((exited = code), resolve())))
     try {
       // it has connected and been closed unread, and waits while the socket is there and the holder alive
-      await new Promise((r) => setTimeout(r, 1500))
+      await until('the --stop to connect', () => accepted > 0)
+      await new Promise((r) => setTimeout(r, 500))
       expect(exited).toBeUndefined()
     } finally {
       // the store closed: the server removes its socket
