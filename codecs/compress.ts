@@ -7,7 +7,7 @@ import zlib, { deflateRawSync, inflateRawSync } from 'node:zlib'
 import { CkptError } from './errors.js'
 
 /** At-rest codec numbers recorded per stored block (part of the pack format; never renumber). */
-export const AT_REST = { identity: 0, zstd: 1, deflate: 2, nodeDelta: 3 } as const
+export const AT_REST = { identity: 0, zstd: 1, deflate: 2, nodeDelta: 3, chunkDelta: 4 } as const
 
 export interface Compressor {
   readonly code: number
@@ -24,6 +24,13 @@ export interface Compressor {
   maxCompressedLength?(n: number): number
   /** `into`, when given, is a buffer of rawLength bytes to write the result to (saves an allocation) */
   decompress(data: Uint8Array, rawLength: number, into?: Uint8Array): Uint8Array
+  /**
+   * Compression against an earlier version of the same bytes (`base`, a raw-content dictionary):
+   * what a chunk delta holds (codecs/chunk-delta.ts). Writes into `dst` (chunkDeltaBound bytes)
+   * and returns the length. zstd and deflate have it; a reader must then decompress with the same base.
+   */
+  compressWithBase?(data: Uint8Array, base: Uint8Array, dst: Uint8Array): number
+  decompressWithBase?(data: Uint8Array, base: Uint8Array, rawLength: number, into?: Uint8Array): Uint8Array
 }
 
 /** A codec must save at least this share of the bytes, or the block is stored as is. */
@@ -37,8 +44,14 @@ export const identity: Compressor = Object.freeze({
 })
 
 interface ZstdBinding {
-  CCtx: new () => { compress(dst: Uint8Array, src: Uint8Array, level: number): number }
-  DCtx: new () => { decompress(dst: Uint8Array, src: Uint8Array): number }
+  CCtx: new () => {
+    compress(dst: Uint8Array, src: Uint8Array, level: number): number
+    compressUsingDict(dst: Uint8Array, src: Uint8Array, dict: Uint8Array, level: number): number
+  }
+  DCtx: new () => {
+    decompress(dst: Uint8Array, src: Uint8Array): number
+    decompressUsingDict(dst: Uint8Array, src: Uint8Array, dict: Uint8Array): number
+  }
   compressBound(n: number): number
 }
 
@@ -96,6 +109,17 @@ export function nodeZstdCompressor(): Compressor | undefined {
               if (r.engine.bytesWritten !== data.length) throw new Error(`${data.length - r.engine.bytesWritten} bytes after the end of the zstd frame`)
               return r.buffer
             },
+            compressWithBase(data: Uint8Array, base: Uint8Array, dst: Uint8Array) {
+              const out = z.zstdCompressSync!(data, { params: { [level]: 1 }, pledgedSrcSize: data.length, dictionary: base })
+              if (out.length > dst.length) throw new RangeError('zstd frame larger than its bound')
+              dst.set(out)
+              return out.length
+            },
+            decompressWithBase(data: Uint8Array, base: Uint8Array, rawLength: number) {
+              const r = z.zstdDecompressSync!(data, { maxOutputLength: Math.max(1, rawLength), info: true, dictionary: base }) as unknown as { buffer: Buffer; engine: { bytesWritten: number } }
+              if (r.engine.bytesWritten !== data.length) throw new Error(`${data.length - r.engine.bytesWritten} bytes after the end of the zstd frame`)
+              return r.buffer
+            },
           })
   }
   return nodeZstd ?? undefined
@@ -138,6 +162,14 @@ function loadZstd(): Compressor | null {
       const n = dctx.decompress(out, data)
       return n === rawLength ? out : out.subarray(0, n)
     },
+    compressWithBase(data: Uint8Array, base: Uint8Array, out: Uint8Array) {
+      return cctx.compressUsingDict(out, data, base, 1)
+    },
+    decompressWithBase(data: Uint8Array, base: Uint8Array, rawLength: number, into?: Uint8Array) {
+      const out = into ?? Buffer.allocUnsafe(rawLength)
+      const n = dctx.decompressUsingDict(out, data, base)
+      return n === rawLength ? out : out.subarray(0, n)
+    },
   })
 }
 
@@ -148,6 +180,21 @@ const deflate: Compressor = Object.freeze({
   decompress(data: Uint8Array, rawLength: number) {
     // maxOutputLength bounds memory on corrupt input; info exposes the bytes consumed so trailing garbage is caught.
     const r = inflateRawSync(data, { maxOutputLength: Math.max(1, rawLength), info: true }) as unknown as {
+      buffer: Buffer
+      engine: { bytesWritten: number }
+    }
+    if (r.engine.bytesWritten !== data.length) throw new Error('trailing bytes after the deflate stream')
+    return r.buffer
+  },
+  // deflate's window is 32 KiB: the dictionary is the base's last 32 KiB
+  compressWithBase(data: Uint8Array, base: Uint8Array, dst: Uint8Array) {
+    const out = deflateRawSync(data, { level: 1, dictionary: base.subarray(Math.max(0, base.length - 32768)) })
+    if (out.length > dst.length) throw new RangeError('deflate stream larger than its bound')
+    dst.set(out)
+    return out.length
+  },
+  decompressWithBase(data: Uint8Array, base: Uint8Array, rawLength: number) {
+    const r = inflateRawSync(data, { maxOutputLength: Math.max(1, rawLength), info: true, dictionary: base.subarray(Math.max(0, base.length - 32768)) }) as unknown as {
       buffer: Buffer
       engine: { bytesWritten: number }
     }
@@ -203,6 +250,8 @@ export function compressorFor(code: number): Compressor {
     }
     case AT_REST.nodeDelta:
       throw new CkptError('CKPT_CODEC_UNAVAILABLE', 'node deltas are rebuilt by the store, not decompressed', { codec: code })
+    case AT_REST.chunkDelta:
+      throw new CkptError('CKPT_CODEC_UNAVAILABLE', 'chunk deltas are opened with their base (codecs/chunk-delta.ts), not decompressed alone', { codec: code })
     default:
       throw new CkptError('CKPT_CODEC_UNAVAILABLE', `unknown at-rest codec ${code}`, { codec: code })
   }
