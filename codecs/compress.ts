@@ -9,6 +9,11 @@ import { CkptError } from './errors.js'
 /** At-rest codec numbers recorded per stored block (part of the pack format; never renumber). */
 export const AT_REST = { identity: 0, zstd: 1, deflate: 2, nodeDelta: 3, chunkDelta: 4 } as const
 
+/** Codes stored as a delta against another block: opened through their chain, never alone. */
+export function storedAsDelta(code: number): boolean {
+  return code === AT_REST.nodeDelta || code === AT_REST.chunkDelta
+}
+
 export interface Compressor {
   readonly code: number
   readonly name: string

@@ -205,6 +205,7 @@ export function openPayload(codec: number, payload: Uint8Array, rawLength: numbe
 /** openPayload's first step: the payload decompressed (not proven yet: a reader that only wants some blocks looks first). */
 export function inflatePayload(codec: number, payload: Uint8Array, rawLength: number, into?: Uint8Array): Uint8Array | EntryFault {
   if (codec === AT_REST.nodeDelta) return { fault: 'CKPT_BAD_PACK', message: 'a node delta is opened through its chain' }
+  if (codec === AT_REST.chunkDelta) return { fault: 'CKPT_BAD_PACK', message: 'a chunk delta is opened with its base' }
   try {
     return decompressBlock(codec, payload, rawLength, into)
   } catch (err) {

@@ -104,7 +104,7 @@ export async function collectGarbage(ctx: StoreContext, opts: GcOptions = {}): P
         marker.reencoded = 0
         marker.reencodedBytes = 0
       }
-      const packs = await repo.collectPacks({ isLive: marker.isLive, isBaseOnly: marker.isBaseOnly, threshold, maxUnused, dryRun, onProgress: opts.onProgress, onStagedDropped })
+      const packs = await repo.collectPacks({ isLive: marker.isLive, isBaseOnly: marker.isBaseOnly, keepBase: marker.keepBase, threshold, maxUnused, dryRun, onProgress: opts.onProgress, onStagedDropped })
       const { rewriteMs, rewriteCpuMs, ...rest } = packs
       return {
         roots,
@@ -170,6 +170,9 @@ class Marker {
 
   readonly isLive = (cid: Uint8Array, at = 0): boolean => this.live.has(cid, at) || this.bases.has(cid, at)
   readonly isBaseOnly = (cid: CidBytes): boolean => !this.live.has(cid)
+  readonly keepBase = (cid: CidBytes): void => {
+    if (!this.bases.has(cid)) this.bases.add(cid)
+  }
 
   async close(): Promise<void> {
     this.blocks.setNodeCacheSize(this.cacheWas)

@@ -330,6 +330,11 @@ async function uploadPacks(ctx: StoreContext, r: OpenedRemote, walk: PushWalk, o
       const c = compressBlock(blocks.compressor, raw)
       await out.add(cid, c.code, raw.length, c.bytes, kind)
       walk.sentDepth.set(cidKey(cid), 0)
+    } else if (loc.codec === AT_REST.chunkDelta) {
+      // a chunk stored against an earlier version goes whole: its base may be nothing the remote has
+      const raw = blocks.getAt(cid, loc)
+      const c = compressBlock(blocks.compressor, raw)
+      await out.add(cid, c.code, raw.length, c.bytes, kind)
     } else {
       await out.add(cid, loc.codec, loc.rawLength, payload, kind)
       // a whole tree node: a later delta of it starts a chain here

@@ -152,9 +152,9 @@ export class DataCheck {
 
   /** Phase 3 over every intact block, or the sample the options ask for. */
   async run(): Promise<void> {
-    const { plain, deltas } = this.order()
+    const { plain, deltas, chunks } = this.order()
     this.total = [...plain, ...deltas].reduce((n, i) => n + this.t.stored[i]!, 0)
-    const jobs = this.jobs(plain, deltas)
+    const jobs = this.jobs(plain, deltas, chunks)
     const inflight = new Set<Promise<void>>()
     for (const job of jobs) {
       const p: Promise<void> = job().finally(() => inflight.delete(p))
@@ -165,10 +165,11 @@ export class DataCheck {
   }
 
   /** Entries in file order (reads run front to back); sampling picks by digest bits, reproducibly. */
-  private order(): { plain: number[]; deltas: number[] } {
+  private order(): { plain: number[]; deltas: number[]; chunks: number[] } {
     const t = this.t
     const plain: number[] = []
     const deltas: number[] = []
+    const chunks: number[] = []
     for (let i = 0; i < t.n; i++) {
       if (!chosen(this.s, i)) continue
       const early = this.early.get(i)
@@ -179,17 +180,18 @@ export class DataCheck {
         this.s.dataBytes += t.raw[i]!
         continue
       }
-      ;(t.codec[i] === AT_REST.nodeDelta ? deltas : plain).push(i)
+      ;(t.codec[i] === AT_REST.nodeDelta ? deltas : t.codec[i] === AT_REST.chunkDelta ? chunks : plain).push(i)
     }
     const byPlace = (a: number, b: number) => t.pack[a]! - t.pack[b]! || t.offset[a]! - t.offset[b]!
     plain.sort(byPlace)
     // in file order a node's base (its previous version, written before it) was just resolved
     deltas.sort(byPlace)
-    return { plain, deltas }
+    chunks.sort(byPlace)
+    return { plain, deltas, chunks }
   }
 
-  /** Jobs of at most 4 MiB of one pack each, then the delta nodes in 512s. */
-  private jobs(plain: number[], deltas: number[]): (() => Promise<void>)[] {
+  /** Jobs of at most 4 MiB of one pack each, then the delta nodes in 512s, then the chunk deltas in 256s. */
+  private jobs(plain: number[], deltas: number[], chunks: number[]): (() => Promise<void>)[] {
     const t = this.t
     const jobs: (() => Promise<void>)[] = []
     let cur: number[] = []
@@ -211,6 +213,10 @@ export class DataCheck {
     for (let k = 0; k < deltas.length; k += 512) {
       const list = deltas.slice(k, k + 512)
       jobs.push(() => this.nodeCheck(list))
+    }
+    for (let k = 0; k < chunks.length; k += 256) {
+      const list = chunks.slice(k, k + 256)
+      jobs.push(() => this.chunkCheck(list))
     }
     return jobs
   }
@@ -277,6 +283,25 @@ export class DataCheck {
       at += r.bad + 1
     }
     this.progress(list)
+  }
+
+  /**
+   * Chunks stored as deltas: each read through the block store at this entry, its chain resolved and
+   * every version on it proven (store/chunk-chain.ts); a chunk whose chain fails is damaged here.
+   */
+  private async chunkCheck(list: number[]): Promise<void> {
+    const t = this.t
+    for (const i of list) {
+      const loc: BlockLocation = { pack: t.pack[i]!, offset: t.offset[i]!, storedLength: t.stored[i]!, rawLength: t.raw[i]!, codec: t.codec[i]!, depth: t.depth[i]! }
+      try {
+        this.s.repo.blocks.getAt(t.cid(i), loc)
+      } catch (err) {
+        if (!isCkptError(err)) throw err
+        this.damagedAt(i, err.code === 'CKPT_HASH_MISMATCH' ? 'hash-mismatch' : 'undecodable-block', err.message)
+      }
+    }
+    this.progress(list)
+    await Promise.resolve()
   }
 
   /** Nodes stored as deltas: resolved here (from the walk's decoded nodes), encoded and hashed on a worker. */

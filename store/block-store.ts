@@ -7,7 +7,7 @@
 import { copyOf } from '../codecs/bytes.js'
 import { blake3, blake3Equals } from '../codecs/blake3.js'
 import { CID_LENGTH, cidCodec, cidDigest, cidEquals, cidKey, cidToString, DAG_CBOR, type CidBytes } from '../codecs/cid.js'
-import { AT_REST, decompressBlock, defaultCompressor, type Compressor } from '../codecs/compress.js'
+import { AT_REST, decompressBlock, defaultCompressor, storedAsDelta, type Compressor } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { applyNodeDelta, applyNodeDeltaInPlace, deltaBaseCid } from '../codecs/node-delta.js'
 import { decodeNode, encodeNode, type NodeEntries } from '../codecs/tree-node.js'
@@ -16,6 +16,7 @@ import { allocBytes } from './alloc.js'
 import { FingerprintSet, type FingerprintView } from './fingerprint-set.js'
 import { StagedCopies } from './staged-copies.js'
 import { entryError, hashMismatch } from './block-errors.js'
+import { resolveChunk } from './chunk-chain.js'
 import { blockKey, blockKeyCid, blockRange, manifestKey, packKey, packKeyNo, packRange } from './keys.js'
 import type { KV, KVOp } from './kv.js'
 import {
@@ -320,7 +321,7 @@ export class BlockStore implements BlockReader, BlockWriter {
       }
       const payload = entryPayload(entry, { cid, storedLength: loc.storedLength, rawLength: loc.rawLength, codec: loc.codec })
       if (!isFault(payload)) {
-        if (attempt > 0 || loc.codec === AT_REST.nodeDelta || !isFault(openPayload(loc.codec, payload, loc.rawLength, cid, 4))) return payload
+        if (attempt > 0 || storedAsDelta(loc.codec) || !isFault(openPayload(loc.codec, payload, loc.rawLength, cid, 4))) return payload
       } else if (attempt > 0) {
         throw new CkptError('CKPT_HASH_MISMATCH', `block ${cidToString(cid)} is damaged on the remote (${remote.describe(loc.pack)}, offset ${loc.offset}): ${payload.message}`, { cid: cidToString(cid), remote: remote.describe(loc.pack), offset: loc.offset })
       }
@@ -556,6 +557,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     const loc = this.find(cid)
     if (!loc) throw new CkptError('CKPT_NOT_FOUND', `block ${cidToString(cid)} is not in the store`, { cid: cidToString(cid) })
     if (loc.codec === AT_REST.nodeDelta) return this.getNodeBytes(cid).bytes
+    if (loc.codec === AT_REST.chunkDelta) return resolveChunk(this, cid, loc)
     // the payload is consumed right here, so it may live in reused memory; the result may not
     return this.finishRead(cid, loc, this.readAt(cid, loc, true))
   }
@@ -566,6 +568,7 @@ export class BlockStore implements BlockReader, BlockWriter {
    */
   getAt(cid: CidBytes, loc: BlockLocation | undefined): Uint8Array {
     if (!loc || loc.codec === AT_REST.nodeDelta) return this.get(cid)
+    if (loc.codec === AT_REST.chunkDelta) return resolveChunk(this, cid, loc)
     let payload: Uint8Array
     try {
       payload = this.readAt(cid, loc, true)

@@ -23,7 +23,8 @@
  */
 import { DAG_CBOR, type CidBytes } from '../codecs/cid.js'
 import { AT_REST } from '../codecs/compress.js'
-import { decodeLocation, encodeLocation, type BlockStore, type PackRecord } from './block-store.js'
+import { decodeLocation, encodeLocation, type BlockLocation, type BlockStore, type PackRecord } from './block-store.js'
+import { chunkBaseOf, MAX_CHUNK_CHAIN } from './chunk-chain.js'
 import { fullCollection } from './heap.js'
 import { Slices } from './slices.js'
 import { blockKeyCid, blockRange, manifestKey, recordKeySeq, recordRange, removedKey } from './keys.js'
@@ -36,6 +37,8 @@ export interface PackGcOptions {
   isLive: (cid: Uint8Array, at?: number) => boolean
   /** whether a live node is live only as a delta base (reported, dry runs) */
   isBaseOnly: (cid: CidBytes) => boolean
+  /** makes a chunk live as the base of a live chunk delta (isLive then answers true) */
+  keepBase: (cid: CidBytes) => void
   threshold: number
   maxUnused: number
   dryRun: boolean
@@ -181,6 +184,7 @@ class PackCollector {
 
   async run(): Promise<PackGcSummary> {
     const recordBytes0 = this.host.recordBytesWritten
+    await this.keepChunkBases()
     await this.sweep()
     const willSnapshot = !this.opts.dryRun && this.host.catalogPosition !== undefined && this.host.catalogPosition.seq > (this.host.catalogPosition.snapshot ?? 0)
     await this.recordsForPlans(willSnapshot)
@@ -223,6 +227,28 @@ class PackCollector {
     let at = m.get(pack)
     if (!at) m.set(pack, (at = new Set()))
     at.add(offset)
+  }
+
+  /**
+   * A live chunk stored as a delta keeps its chain of bases live (a thinned checkpoint's versions of
+   * its page): one pass over the index before the sweep, reading the payload of each live chunk delta
+   * whose base is not live yet. (Storing such chunks anew, as gc does for nodes, is for later.)
+   */
+  private async keepChunkBases(): Promise<void> {
+    const { isLive, keepBase } = this.opts
+    for await (const [k, v] of this.host.kv.iterate(blockRange)) {
+      if (v.length !== 22 || v[20] !== AT_REST.chunkDelta) continue
+      let cid = blockKeyCid(k)
+      if (!isLive(cid)) continue
+      let loc: BlockLocation | undefined = decodeLocation(v)
+      for (let hops = 0; loc && loc.codec === AT_REST.chunkDelta && hops <= MAX_CHUNK_CHAIN; hops++) {
+        const base = chunkBaseOf(this.blocks, cid, loc)
+        if (isLive(base)) break
+        keepBase(base)
+        cid = base
+        loc = this.blocks.locate(base)
+      }
+    }
   }
 
   /**

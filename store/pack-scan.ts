@@ -9,7 +9,7 @@ import fs from 'node:fs'
 import { preadUpTo } from '../codecs/bytes.js'
 import { crc32 } from 'node:zlib'
 import { CID_LENGTH } from '../codecs/cid.js'
-import { AT_REST } from '../codecs/compress.js'
+import { storedAsDelta } from '../codecs/compress.js'
 import { decodeFooter, ENTRY_HEADER_SIZE, ENTRY_KIND, type EntryHeader, FOOTER_SIZE, isFault, MAX_BLOCK_SIZE, MAX_ENTRY_KIND, openPayload, PACK_HEADER_SIZE, PACK_MAGIC, PACK_VERSIONS, SEAL_MAGIC } from '../codecs/pack-format.js'
 
 /** An intact entry found by a scan: its header's fields (kind: ENTRY_KIND) and where it is. */
@@ -364,7 +364,7 @@ export function scanPackCompact(
       cols.keptAt[n] = keptLen
       keptLen += e.payload.length
     }
-    if (opts.prove && e.kind !== ENTRY_KIND.record && e.codec !== AT_REST.nodeDelta) cols.proven[n] = prove(e, scratch) ? 1 : 0
+    if (opts.prove && e.kind !== ENTRY_KIND.record && !storedAsDelta(e.codec)) cols.proven[n] = prove(e, scratch) ? 1 : 0
     n++
   }
   const c = columns(n, cols)

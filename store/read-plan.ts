@@ -4,9 +4,12 @@
  * file, and none is still in the block store's write buffer, the plan names the files and the entries'
  * offsets: the worker preads each entry (header first) itself, so the fewest bytes pass through the
  * caller's thread. Otherwise (memory packs, entries not yet flushed, packs elsewhere) the payloads are
- * read here, checked against their locations, and handed over concatenated.
+ * read here, checked against their locations, and handed over concatenated. Chunks stored as deltas
+ * (codec 4) are resolved here, their chains read through the block store, and go along as their
+ * bytes (`resolved`): a worker has no index to find a base in.
  */
 import type { CidBytes } from '../codecs/cid.js'
+import { AT_REST } from '../codecs/compress.js'
 import type { BlockLocation, BlockStore } from './block-store.js'
 
 export interface ReadPlan {
@@ -17,6 +20,28 @@ export interface ReadPlan {
   payloads?: Uint8Array
   /** per block: its entry's offset in its pack file, or its payload's offset in `payloads` */
   offsets: Float64Array
+  /** chunk deltas' bytes, resolved and proven here, concatenated; with resolvedAt */
+  resolved?: Uint8Array
+  /** per block: its bytes' offset in `resolved`, or -1 (read from its entry) */
+  resolvedAt?: Float64Array
+}
+
+/** The chunk deltas among `locs` resolved (block store reads, chains and all), or undefined if none. */
+function resolveDeltas(blocks: BlockStore, cids: readonly CidBytes[], locs: readonly BlockLocation[]): Pick<ReadPlan, 'resolved' | 'resolvedAt'> {
+  let any = false
+  for (let k = 0; k < locs.length && !any; k++) any = locs[k]!.codec === AT_REST.chunkDelta
+  if (!any) return {}
+  const resolvedAt = new Float64Array(locs.length).fill(-1)
+  const parts: Uint8Array[] = []
+  let at = 0
+  for (let k = 0; k < locs.length; k++) {
+    if (locs[k]!.codec !== AT_REST.chunkDelta) continue
+    const raw = blocks.getAt(cids[k]!, locs[k]!)
+    parts.push(raw)
+    resolvedAt[k] = at
+    at += raw.length
+  }
+  return { resolved: Buffer.concat(parts), resolvedAt }
 }
 
 /** How to read `cids` at `locs` (each location is checked against the store's packs first). */
@@ -43,7 +68,7 @@ export function planReads(blocks: BlockStore, cids: readonly CidBytes[], locs: r
       fileIdx[k] = f
       offsets[k] = loc.offset
     }
-    return { files, fileIdx, offsets }
+    return { files, fileIdx, offsets, ...resolveDeltas(blocks, cids, locs) }
   }
   const payloads: Uint8Array[] = []
   let at = 0
@@ -53,5 +78,5 @@ export function planReads(blocks: BlockStore, cids: readonly CidBytes[], locs: r
     offsets[k] = at
     at += p.length
   }
-  return { payloads: Buffer.concat(payloads), offsets }
+  return { payloads: Buffer.concat(payloads), offsets, ...resolveDeltas(blocks, cids, locs) }
 }

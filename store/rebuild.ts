@@ -10,7 +10,7 @@
  */
 import { decodeRecord, type CatalogOp, type CatalogRecord } from '../codecs/catalog-record.js'
 import { cidToString, DAG_CBOR, type CidBytes } from '../codecs/cid.js'
-import { AT_REST } from '../codecs/compress.js'
+import { AT_REST, storedAsDelta } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import { decodeManifest, type Manifest } from '../codecs/manifest.js'
 import { decodeLocation, encodeLocation, encodePackRecord, type BlockLocation, type PackRecord } from './block-store.js'
@@ -320,7 +320,7 @@ function salvage(io: PackSource, n: number, offset: number, length: number): Sca
     } catch {
       return undefined
     }
-    if (h.kind === ENTRY_KIND.record || h.codec === AT_REST.nodeDelta || h.codec > AT_REST.nodeDelta) return undefined
+    if (h.kind === ENTRY_KIND.record || storedAsDelta(h.codec) || h.codec > AT_REST.chunkDelta) return undefined
     if (h.cid[0] !== 0x01 || (h.cid[1] !== 0x55 && h.cid[1] !== DAG_CBOR) || h.cid[2] !== 0x1e || h.cid[3] !== 0x20) return undefined
     if (ENTRY_HEADER_SIZE + h.storedLength > length) return undefined
     const payload = new Uint8Array(h.storedLength)
@@ -342,7 +342,7 @@ function looksLikeMap(e: ScannedEntry): boolean {
 
 /**
  * Whether `loc` should be the indexed copy of its CID: a whole copy beats a node delta (whose base
- * may be gone: gc stores such nodes anew and leaves the old copy behind), and a later copy beats an
+ * may be gone: gc stores such blocks anew and leaves the old copy behind), and a later copy beats an
  * earlier one of the same kind (gc's copies, repair's new copies and re-encoded nodes come later).
  */
 function choose(cid: Uint8Array, loc: BlockLocation, pending: Map<string, BlockLocation>, target: KV): boolean {
@@ -353,7 +353,7 @@ function choose(cid: Uint8Array, loc: BlockLocation, pending: Map<string, BlockL
     if (v) have = decodeLocation(v)
   }
   if (!have) return true
-  const whole = (l: BlockLocation) => l.codec !== AT_REST.nodeDelta
+  const whole = (l: BlockLocation) => !storedAsDelta(l.codec)
   if (whole(have) && !whole(loc)) return false
   return true
 }

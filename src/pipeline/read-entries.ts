@@ -7,6 +7,7 @@
 import fs from 'node:fs'
 import { preadUpTo } from '../../codecs/bytes.js'
 import { blake3Equals } from '../../codecs/blake3.js'
+import { AT_REST } from '../../codecs/compress.js'
 import { ENTRY_HEADER_SIZE, inflatePayload, isFault } from '../../codecs/pack-format.js'
 import { encodeNodeInto } from '../../codecs/tree-node.js'
 import type { ReadResult, ReadTask } from './tasks.js'
@@ -41,7 +42,7 @@ function readRun(t: ReadTask, fds: number[], order: Int32Array, o: number): Run 
   let end = start + ENTRY_HEADER_SIZE + t.storedLengths[i]!
   while (last + 1 < order.length) {
     const j = order[last + 1]!
-    if (t.fileIdx![j] !== f) break
+    if (t.fileIdx![j] !== f || (t.resolvedAt && t.resolvedAt[j]! >= 0)) break
     const next = t.offsets[j]!
     const nextEnd = next + ENTRY_HEADER_SIZE + t.storedLengths[j]!
     if (next < end || next - end > RUN_GAP || nextEnd - start > RUN_MAX) break
@@ -120,7 +121,13 @@ function readInto(t: ReadTask, fds: number[]): ReadResult {
     next = i + 1
     const c = i * 36
     let payload: Uint8Array
-    if (t.payloads) payload = t.payloads.subarray(t.offsets[i]!, t.offsets[i]! + t.storedLengths[i]!)
+    let code = t.codes[i]!
+    const r = t.resolvedAt ? t.resolvedAt[i]! : -1
+    if (r >= 0) {
+      // a chunk delta the caller resolved: its bytes, re-hashed here like every other entry's
+      payload = t.resolved!.subarray(r, r + t.rawLengths[i]!)
+      code = AT_REST.identity
+    } else if (t.payloads) payload = t.payloads.subarray(t.offsets[i]!, t.offsets[i]! + t.storedLengths[i]!)
     else {
       if (o > run.last) {
         const r = readRun(t, fds, toRead, o)
@@ -144,7 +151,7 @@ function readInto(t: ReadTask, fds: number[]): ReadResult {
       if (outScratch.length < len) outScratch = Buffer.allocUnsafe(len)
       into = outScratch.subarray(0, len)
     }
-    const raw = inflatePayload(t.codes[i]!, payload, len, into)
+    const raw = inflatePayload(code, payload, len, into)
     if (isFault(raw)) return { bad: i, code: raw.fault, message: raw.message }
     if (!blake3Equals(raw, t.cids, c + 4)) return { bad: i, code: 'CKPT_HASH_MISMATCH', message: 'block does not match its hash' }
     if (raw !== into) into.set(raw)

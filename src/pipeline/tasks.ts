@@ -172,6 +172,12 @@ export interface ReadTask {
   payloads?: Uint8Array
   /** entry offsets in their pack, or payload offsets in `payloads` */
   offsets: Float64Array
+  /**
+   * Chunk deltas (codec 4) the caller resolved through the block store (a worker has no index to find
+   * their bases in): their bytes concatenated, and per entry the offset of its bytes or -1.
+   */
+  resolved?: Uint8Array
+  resolvedAt?: Float64Array
   storedLengths: Uint32Array
   codes: Uint8Array
   rawLengths: Uint32Array
