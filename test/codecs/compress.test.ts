@@ -102,7 +102,7 @@ function expectCode(f: () => unknown, code: string): void {
 
 describe('compressors', () => {
   it('have the pack-format codes', () => {
-    expect(AT_REST).toEqual({ identity: 0, zstd: 1, deflate: 2, nodeDelta: 3 })
+    expect(AT_REST).toEqual({ identity: 0, zstd: 1, deflate: 2, nodeDelta: 3, chunkDelta: 4 })
     expect(identity.code).toBe(0)
     expect(deflateCompressor().code).toBe(2)
     if (zstd) expect(zstd.code).toBe(1)
