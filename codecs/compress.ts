@@ -9,6 +9,9 @@ import { CkptError } from './errors.js'
 /** At-rest codec numbers recorded per stored block (part of the pack format; never renumber). */
 export const AT_REST = { identity: 0, zstd: 1, deflate: 2, nodeDelta: 3, chunkDelta: 4 } as const
 
+/** the highest at-rest codec number this build knows (a pack entry with another is damage) */
+export const MAX_AT_REST = AT_REST.chunkDelta
+
 /** Codes stored as a delta against another block: opened through their chain, never alone. */
 export function storedAsDelta(code: number): boolean {
   return code === AT_REST.nodeDelta || code === AT_REST.chunkDelta

@@ -9,7 +9,7 @@ import { cdcCuts } from '../codecs/cdc.js'
 import { cidBytes, cidDigest, cidEquals, RAW, type CidBytes } from '../codecs/cid.js'
 import type { BlobRoot } from '../codecs/manifest.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
-import { compressBlock, maxBlockPayload, type Compressor } from '../codecs/compress.js'
+import { AT_REST, compressBlock, maxBlockPayload, type Compressor } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import type { BlockStore } from '../store/index.js'
 import { acquireSlab, releaseSlab } from './pipeline/slabs.js'
@@ -19,6 +19,13 @@ import { PRESCAN_SPANS, prescanOf, type WorkerPool } from './pipeline/worker-poo
 import type { Geometry, RegionTree } from './region-tree.js'
 import { SPAN_SIZE, type SpanTable } from '../codecs/scan-cache.js'
 
+/**
+ * The longest chain of chunk deltas a checkpoint makes (a chunk whose previous version is this deep is
+ * stored whole): on a real QEMU recording (docs/performance.md) 8 stored 1.8% more than no limit, with
+ * 1.7 chunks decompressed per chunk restored.
+ */
+export const MAX_CHUNK_DEPTH = 8
+
 /** ~1 MiB of chunks per task: large enough to amortise a postMessage, small enough to spread. */
 export const BATCH_BYTES = 1 << 20
 
@@ -27,6 +34,8 @@ export interface ChunkBatch {
   data?: Uint8Array
   file?: string
   fileOffset?: number
+  /** dirty-hint batches: the chunks' bytes at the previous checkpoint, at the same offsets as in `data` */
+  bases?: Uint8Array
   /** chunk index of each chunk in the batch */
   indexes: Uint32Array
   offsets: Uint32Array
@@ -50,10 +59,14 @@ export interface IngestStats {
   spansUnchanged: number
   /** full scans: tree leaves taken from the leaf file (SPEC §18.1) instead of rebuilt from the packs */
   leavesFromFile: number
+  /** new chunks stored as deltas against their previous version (RegionInput.previous) */
+  deltaChunks: number
+  /** chunks whose `previous` bytes did not hash to the previous checkpoint's chunk (stored whole) */
+  deltaBaseMismatches: number
 }
 
 export function emptyStats(): IngestStats {
-  return { chunks: 0, zeroChunks: 0, unchangedChunks: 0, dedupChunks: 0, newChunks: 0, newRawBytes: 0, newStoredBytes: 0, spansUnchanged: 0, leavesFromFile: 0 }
+  return { chunks: 0, zeroChunks: 0, unchangedChunks: 0, dedupChunks: 0, newChunks: 0, newRawBytes: 0, newStoredBytes: 0, spansUnchanged: 0, leavesFromFile: 0, deltaChunks: 0, deltaBaseMismatches: 0 }
 }
 
 /**
@@ -77,7 +90,7 @@ export function addStats(a: IngestStats, b: IngestStats): void {
  * Splits consecutive chunks held contiguously in `data` (chunk k of the list at k*chunkSize) into
  * batches of at most BATCH_BYTES, and into at least `parts` batches so every worker gets a share.
  */
-export function batchesOf(data: Uint8Array, indexes: Uint32Array, lengthOf: (i: number) => number, chunkSize: number, parts = 1): ChunkBatch[] {
+export function batchesOf(data: Uint8Array, indexes: Uint32Array, lengthOf: (i: number) => number, chunkSize: number, parts = 1, bases?: Uint8Array): ChunkBatch[] {
   const out: ChunkBatch[] = []
   let s = 0
   for (const size of balancedRuns(indexes.length, Math.max(1, Math.floor(BATCH_BYTES / chunkSize)), parts)) {
@@ -91,7 +104,7 @@ export function batchesOf(data: Uint8Array, indexes: Uint32Array, lengthOf: (i: 
       lengths[k] = lengthOf(idx[k]!)
       end = offsets[k]! + lengths[k]!
     }
-    out.push({ data: data.subarray(base, base + end), indexes: idx, offsets, lengths })
+    out.push({ data: data.subarray(base, base + end), bases: bases?.subarray(base, base + end), indexes: idx, offsets, lengths })
     s += size
   }
   return out
@@ -137,37 +150,7 @@ async function prescanned(b: ChunkBatch, geo: Geometry, bySpans: boolean): Promi
  * (full scans, mostly unchanged) only chunks found new are compressed, in a second task.
  */
 export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: RegionTree, b: ChunkBatch, stats: IngestStats, speculative = false, spans?: SpanScan): Promise<void> {
-  if (speculative) {
-    // the task's inputs and the payloads live in reused shared memory: fresh buffers per task
-    // (~2.5 MB of leaf copies per workload-S checkpoint) would make V8 run collections for their
-    // external memory every few checkpoints
-    const previous = acquireSlab(b.indexes.length * 32).fill(0)
-    for (let k = 0; k < b.indexes.length; k++) {
-      const d = tree.chunkDigest(b.indexes[k]!)
-      if (d) previous.set(d, k * 32)
-    }
-    const comp = blocks.compressor
-    let bound = 0
-    for (let k = 0; k < b.lengths.length; k++) bound += ENTRY_HEADER_SIZE + maxBlockPayload(comp, b.lengths[k]!)
-    const out = acquireSlab(bound)
-    // the worker also makes the owned leaves' deltas: the commit then only places them
-    const leaves = b.ownedLeaves ? tree.leafSet(b.indexes, b.ownedLeaves[0], b.ownedLeaves[1], true, acquireSlab) : undefined
-    try {
-      const h = await pool.run(
-        {
-          op: 'hash', data: b.data, file: b.file, fileOffset: b.fileOffset, offsets: b.offsets, lengths: b.lengths,
-          compress: true, codec: blocks.compressor.code, previous, known: blocks.filterView(), out, leaves, indexes: leaves ? b.indexes : undefined,
-        },
-      )
-      await placeSpeculative(blocks, tree, b, h as Required<typeof h>, stats)
-      if (leaves && h.leafHashes) tree.presetLeaves(leaves.numbers, h.leafHashes, h.leafLive!, h.leafDeltaLengths && h.leafDeltas && h.leafSizes ? { lengths: h.leafDeltaLengths, bytes: h.leafDeltas, sizes: h.leafSizes } : undefined)
-      return
-    } finally {
-      releaseSlab(out)
-      releaseSlab(previous)
-      if (leaves) releaseSlab(leaves.counts)
-    }
-  }
+  if (speculative) return ingestSpeculative(pool, blocks, tree, b, stats)
   // spans: a full scan's batches are consecutive chunks starting on a span boundary
   const first = b.indexes[0] ?? 0
   const span = spans && first % spans.per === 0 ? { s0: first / spans.per, count: Math.ceil(b.indexes.length / spans.per) } : undefined
@@ -225,8 +208,51 @@ export async function ingestBatch(pool: WorkerPool, blocks: BlockStore, tree: Re
   for (let n = 0; n < fresh.length; n++) {
     const len = c.outLengths[n]!
     // a chunk may have been stored meanwhile by a concurrent batch with the same content
-    counted(stats, blocks.put(freshCids[n]!, c.codes[n]!, c.out.subarray(at, at + len), lengths[n]!), lengths[n]!, len)
+    const stored = blocks.put(freshCids[n]!, c.codes[n]!, c.out.subarray(at, at + len), lengths[n]!)
+    counted(stats, stored, lengths[n]!, len)
+    if (stored) tree.setChunkDepth(b.indexes[fresh[n]!]!, 0)
     at += len
+  }
+}
+
+/** A dirty-hint batch: hashed, compressed (against previous versions where given) and leaves updated on a worker in one round trip. */
+async function ingestSpeculative(pool: WorkerPool, blocks: BlockStore, tree: RegionTree, b: ChunkBatch, stats: IngestStats): Promise<void> {
+  // the task's inputs and the payloads live in reused shared memory: fresh buffers per task
+  // (~2.5 MB of leaf copies per workload-S checkpoint) would make V8 run collections for their
+  // external memory every few checkpoints
+  const previous = acquireSlab(b.indexes.length * 32).fill(0)
+  // with the previous versions' bytes: each may be a delta's base while its chain stays short
+  const baseDepths = b.bases ? acquireSlab(b.indexes.length).fill(255) : undefined
+  for (let k = 0; k < b.indexes.length; k++) {
+    const d = tree.chunkDigest(b.indexes[k]!)
+    if (d) previous.set(d, k * 32)
+    if (d && baseDepths) {
+      const depth = tree.chunkDepth(b.indexes[k]!)
+      if (depth < MAX_CHUNK_DEPTH) baseDepths[k] = depth
+    }
+  }
+  const comp = blocks.compressor
+  let bound = 0
+  for (let k = 0; k < b.lengths.length; k++) bound += ENTRY_HEADER_SIZE + maxBlockPayload(comp, b.lengths[k]!)
+  const out = acquireSlab(bound)
+  // the worker also makes the owned leaves' deltas: the commit then only places them
+  const leaves = b.ownedLeaves ? tree.leafSet(b.indexes, b.ownedLeaves[0], b.ownedLeaves[1], true, acquireSlab) : undefined
+  try {
+    const h = await pool.run(
+      {
+        op: 'hash', data: b.data, file: b.file, fileOffset: b.fileOffset, offsets: b.offsets, lengths: b.lengths,
+        compress: true, codec: blocks.compressor.code, previous, known: blocks.filterView(), out, leaves, indexes: leaves ? b.indexes : undefined,
+        bases: baseDepths ? b.bases : undefined, baseDepths,
+      },
+    )
+    stats.deltaBaseMismatches += h.baseMismatches ?? 0
+    await placeSpeculative(blocks, tree, b, h as Required<typeof h>, stats)
+    if (leaves && h.leafHashes) tree.presetLeaves(leaves.numbers, h.leafHashes, h.leafLive!, h.leafDeltaLengths && h.leafDeltas && h.leafSizes ? { lengths: h.leafDeltaLengths, bytes: h.leafDeltas, sizes: h.leafSizes } : undefined)
+  } finally {
+    releaseSlab(out)
+    releaseSlab(previous)
+    if (baseDepths) releaseSlab(baseDepths)
+    if (leaves) releaseSlab(leaves.counts)
   }
 }
 
@@ -266,8 +292,14 @@ async function placeSpeculative(blocks: BlockStore, tree: RegionTree, b: ChunkBa
     at += len
     const cid = link(tree, stats, b.indexes[k]!, h.zero[k] === 1, h.digests, k)
     if (!cid) continue
-    if (mark === COMPRESSED) counted(stats, blocks.putEntry(cid, entry, b.lengths[k]!, h.codes[k]!), b.lengths[k]!, len - ENTRY_HEADER_SIZE)
-    else check.push([k, cid])
+    if (mark === COMPRESSED) {
+      const depth = h.depths ? h.depths[k]! : 0
+      const stored = blocks.putEntry(cid, entry, b.lengths[k]!, h.codes[k]!, depth)
+      counted(stats, stored, b.lengths[k]!, len - ENTRY_HEADER_SIZE)
+      // the chain a later version of this chunk would extend (unknown where the block was there already)
+      if (stored) tree.setChunkDepth(b.indexes[k]!, depth)
+      if (stored && h.codes[k] === AT_REST.chunkDelta) stats.deltaChunks++
+    } else check.push([k, cid])
   }
   if (check.length === 0) return
   // KNOWN chunks (the filter's "maybe"), confirmed in one index call off this thread
@@ -284,7 +316,9 @@ async function placeSpeculative(blocks: BlockStore, tree: RegionTree, b: ChunkBa
     const chunk = b.data ? b.data.subarray(b.offsets[k]!, b.offsets[k]! + b.lengths[k]!) : undefined
     if (!chunk || !cidEquals(blake3(chunk), cidDigest(cid))) throw new CkptError('CKPT_IO', `chunk ${b.indexes[k]} changed during its checkpoint`, { index: b.indexes[k] })
     const c = compressBlock((comp ??= blocks.compressor), chunk)
-    counted(stats, blocks.put(cid, c.code, c.bytes, b.lengths[k]!), b.lengths[k]!, c.bytes.length)
+    const stored = blocks.put(cid, c.code, c.bytes, b.lengths[k]!)
+    counted(stats, stored, b.lengths[k]!, c.bytes.length)
+    if (stored) tree.setChunkDepth(b.indexes[k]!, 0)
   }
 }
 

@@ -112,6 +112,8 @@ export class RegionTree {
   private seed: { codecs: Uint8Array; digests: Uint8Array } | undefined
   /** leaves taken from the seed so far */
   seededLeaves = 0
+  /** per chunk: the chain depth of the block in its slot as this tree stored it (0 whole), 255 unknown */
+  private depths: Uint8Array | undefined
 
   constructor(
     private readonly blocks: BlockStore,
@@ -274,7 +276,18 @@ export class RegionTree {
 
   /** Sets chunk i to a raw block digest, or to a hole with undefined. Returns whether it changed. */
   setChunk(i: number, digest: Uint8Array | undefined): boolean {
-    return this.setSlot(1, Math.floor(i / this.geo.fanout), i % this.geo.fanout, RAW, digest)
+    const changed = this.setSlot(1, Math.floor(i / this.geo.fanout), i % this.geo.fanout, RAW, digest)
+    if (changed && this.depths) this.depths[i] = 255
+    return changed
+  }
+
+  /** The chunk delta chain depth of chunk i's block (0: whole) as this tree stored it; 255 unknown. */
+  chunkDepth(i: number): number {
+    return this.depths ? this.depths[i]! : 255
+  }
+
+  setChunkDepth(i: number, depth: number): void {
+    ;(this.depths ??= new Uint8Array(this.geo.chunks).fill(255))[i] = depth
   }
 
   private setSlot(level: number, index: number, slot: number, codec: number, digest: Uint8Array | undefined): boolean {

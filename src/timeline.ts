@@ -19,6 +19,7 @@ import { ENTRY_KIND } from '../codecs/pack-format.js'
 import type { TimelineRecord } from '../store/index.js'
 import { addStats, batchesOf, bufferBatches, hashNodes, markOwnedLeaves, emptyStats, fileBatches, ingestBatch, storeBlob, type ChunkBatch, type IngestStats, type SpanScan } from './ingest.js'
 import { runBatches } from './pipeline/batches.js'
+import { dirtyIndexes, previousOf } from './dirty-hints.js'
 import { SPAN_SIZE, spanCount } from '../codecs/scan-cache.js'
 import { ScanCache } from './scan-cache.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
@@ -40,6 +41,15 @@ export interface RegionInput {
   data: Uint8Array | string
   /** chunk indexes changed since this timeline's previous checkpoint; absent: full scan */
   dirty?: DirtySpec
+  /**
+   * With `dirty`: the dirty chunks' bytes as they were at the previous checkpoint (what a shadow copy
+   * held before it was refreshed), chunk k of the dirty list (sorted, each index once) at k × chunkSize,
+   * so `previous` has as many bytes as those chunks. A changed chunk is then stored as a delta against
+   * its previous version where that is smaller (SPEC.md §5.1, codec 4). Bytes that do not hash to
+   * the previous checkpoint's chunk are not used (stats.deltaBaseMismatches counts them). Copied during
+   * the pause like the dirty chunks.
+   */
+  previous?: Uint8Array
   /** full scan of a buffer only: the caller will not modify it until the checkpoint resolves, so it is not copied */
   stable?: boolean
 }
@@ -89,7 +99,7 @@ interface PreparedRegion {
   /** source.data is a slab this checkpoint acquired (returned to the pool when done) */
   owned?: boolean
   source:
-    | { kind: 'copied'; data: Uint8Array; indexes: Uint32Array }
+    | { kind: 'copied'; data: Uint8Array; indexes: Uint32Array; previous?: Uint8Array }
     | { kind: 'file'; path: string }
     /** full scan of a buffer; `copy` unless the caller promised it stays unchanged */
     | { kind: 'buffer'; data: Uint8Array; copy: boolean }
@@ -112,43 +122,6 @@ export interface RegionConfig {
   fanout?: number
 }
 
-/**
- * A region's dirty chunks, sorted and without duplicates. `dirty` is any iterable (or array-like) of
- * chunk indexes, or `{ bitmap }`: chunk i is dirty when bit (i & 7) of byte (i >> 3) is set, the
- * least significant bit first (the byte order of a little-endian 64-bit dirty log such as KVM's). The
- * bitmap has ceil(chunks / 8) bytes, or more up to a multiple of 8 bytes (ceil(chunks / 64) × 8); bits
- * past the last chunk are ignored.
- */
-function dirtyIndexes(name: string, d: DirtySpec, geo: Geometry): Uint32Array {
-  let list: number[]
-  if (typeof d === 'object' && d !== null && 'bitmap' in d && d.bitmap instanceof Uint8Array) {
-    const min = Math.ceil(geo.chunks / 8)
-    const max = Math.ceil(geo.chunks / 64) * 8
-    if (d.bitmap.length < min || d.bitmap.length > max) {
-      const want = min === max ? `${min}` : `${min} to ${max}`
-      throw new CkptError('CKPT_WRONG_SIZE', `dirty bitmap of region ${name} has ${d.bitmap.length} bytes, must have ${want}`, { region: name })
-    }
-    list = []
-    for (let i = 0; i < geo.chunks; i++) if (d.bitmap[i >> 3]! & (1 << (i & 7))) list.push(i)
-  } else if (typeof d === 'object' && d !== null && (Symbol.iterator in d || typeof (d as ArrayLike<number>).length === 'number')) {
-    list = Array.from(d as Iterable<number> | ArrayLike<number>)
-  } else {
-    throw new TypeError(`dirty of region ${name} must be an iterable of chunk indexes or { bitmap: Uint8Array }`)
-  }
-  const out = new Uint32Array(list.length)
-  for (let k = 0; k < list.length; k++) {
-    const i = list[k]!
-    if (!Number.isInteger(i) || i < 0 || i >= geo.chunks) {
-      throw new CkptError('CKPT_OUT_OF_RANGE', `dirty chunk ${i} is outside region ${name} (0..${geo.chunks - 1})`, { region: name, index: i })
-    }
-    out[k] = i
-  }
-  out.sort()
-  // duplicates would be hashed twice for nothing
-  let w = 0
-  for (let k = 0; k < out.length; k++) if (k === 0 || out[k] !== out[k - 1]) out[w++] = out[k]!
-  return out.subarray(0, w)
-}
 
 function copyBytes(r: PreparedRegion): number {
   const s = r.source
@@ -343,7 +316,9 @@ export class Timeline {
       }
       // dirty hints are relative to the previous checkpoint; the first one of a timeline scans everything
       const indexes = r.dirty !== undefined ? dirtyIndexes(name, r.dirty, geo) : undefined
-      if (indexes && this.acceptedVtime !== undefined) regions.push({ name, geo, source: { kind: 'copied', data: r.data, indexes } })
+      if (r.previous !== undefined && r.dirty === undefined) throw new CkptError('CKPT_BAD_ARGUMENT', `previous of region ${name} goes with dirty hints`, { region: name })
+      const previous = indexes && r.previous !== undefined ? previousOf(name, r.previous, indexes, geo) : undefined
+      if (indexes && this.acceptedVtime !== undefined) regions.push({ name, geo, source: { kind: 'copied', data: r.data, indexes, previous } })
       else regions.push({ name, geo, source: { kind: 'buffer', data: r.data, copy: r.stable !== true } })
     }
     const blobs: Record<string, Uint8Array> = {}
@@ -379,7 +354,12 @@ export class Timeline {
           const i = s.indexes[k]!
           from.copy(to, k * cs, i * cs, i * cs + r.geo.chunkLength(i))
         }
-        r.source = { kind: 'copied', data: out, indexes: s.indexes }
+        let previous: Uint8Array | undefined
+        if (s.previous) {
+          previous = acquireSlab(s.indexes.length * cs)
+          previous.set(s.previous)
+        }
+        r.source = { kind: 'copied', data: out, indexes: s.indexes, previous }
         r.owned = true
       } else if (s.kind === 'buffer' && s.copy) {
         const out = acquireSlab(s.data.length)
@@ -455,7 +435,11 @@ export class Timeline {
       for (const r of job.regions) this.broken.set(r.name, `an earlier checkpoint of region ${r.name} failed`)
       throw err
     } finally {
-      for (const r of job.regions) if (r.owned && r.source.kind !== 'file') releaseSlab(r.source.data)
+      for (const r of job.regions) {
+        if (!r.owned || r.source.kind === 'file') continue
+        releaseSlab(r.source.data)
+        if (r.source.kind === 'copied' && r.source.previous) releaseSlab(r.source.previous)
+      }
     }
   }
 
@@ -567,7 +551,7 @@ export class Timeline {
     let next: () => Promise<ChunkBatch | undefined>
     if (src.kind === 'copied') {
       const parts = Math.max(1, Math.round((pool.threads * 2 * copyBytes(r)) / Math.max(1, copiedBytes)))
-      const list = batchesOf(src.data, src.indexes, (i) => r.geo.chunkLength(i), r.geo.chunkSize, parts)
+      const list = batchesOf(src.data, src.indexes, (i) => r.geo.chunkLength(i), r.geo.chunkSize, parts, src.previous)
       if (pool.threads > 0) markOwnedLeaves(list, r.geo.fanout)
       let n = 0
       next = async () => list[n++]

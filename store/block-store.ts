@@ -34,7 +34,6 @@ import {
   writeEntry,
 } from '../codecs/pack-format.js'
 import type { BlockReader, BlockWriter, PackIO } from './interface.js'
-
 import { decodeLocation, decodePackRecord, encodeLocation, encodePackRecord, type BlockLocation, type PackRecord } from './location.js'
 import type { RemoteBlocks } from './remote/remote-blocks.js'
 export { decodeLocation, decodePackRecord, encodeLocation, encodePackRecord, LOCATION_SIZE, type BlockLocation, type PackRecord } from './location.js'
@@ -351,11 +350,11 @@ export class BlockStore implements BlockReader, BlockWriter {
    * Write entry point 2 of 3: a complete block entry a worker encoded (header with CID, lengths,
    * codec and checksum, then the payload); `entry` is copied. A CID already stored or staged is skipped.
    */
-  putEntry(cid: CidBytes, entry: Uint8Array, rawLength: number, codec: number): boolean {
+  putEntry(cid: CidBytes, entry: Uint8Array, rawLength: number, codec: number, depth = 0): boolean {
     if (this.has(cid)) return false
     const at = this.reserve(entry.length)
     this.buf.set(entry, at)
-    this.stage(cid, at, entry.length - ENTRY_HEADER_SIZE, { rawLength, codec, depth: 0, kind: ENTRY_KIND.block }, false)
+    this.stage(cid, at, entry.length - ENTRY_HEADER_SIZE, { rawLength, codec, depth, kind: ENTRY_KIND.block }, false)
     return true
   }
 

@@ -23,10 +23,11 @@ import { adoptOps, keepFromOldCatalog, manifestOf, packHealth, rebuildFromPacks,
 export const STORE_FORMAT = 'ckpt-store'
 /**
  * the store format this build writes (2: catalog records in the packs; 3: node deltas may also be in
- * form 2, SPEC.md §3.2); 1 and 2 are read, and upgraded by a writer
+ * form 2, SPEC.md §3.2; 4: chunks may be stored as chunk deltas, at-rest codec 4, §5.1); 1 to 3 are
+ * read, and upgraded by a writer
  */
-export const STORE_VERSION = 3
-export const STORE_VERSIONS: readonly number[] = [1, 2, 3]
+export const STORE_VERSION = 4
+export const STORE_VERSIONS: readonly number[] = [1, 2, 3, 4]
 
 export interface CatalogMeta {
   seq: number

@@ -9,7 +9,7 @@ import fs from 'node:fs'
 import { preadUpTo } from '../codecs/bytes.js'
 import { crc32 } from 'node:zlib'
 import { CID_LENGTH } from '../codecs/cid.js'
-import { storedAsDelta } from '../codecs/compress.js'
+import { MAX_AT_REST, storedAsDelta } from '../codecs/compress.js'
 import { decodeFooter, ENTRY_HEADER_SIZE, ENTRY_KIND, type EntryHeader, FOOTER_SIZE, isFault, MAX_BLOCK_SIZE, MAX_ENTRY_KIND, openPayload, PACK_HEADER_SIZE, PACK_MAGIC, PACK_VERSIONS, SEAL_MAGIC } from '../codecs/pack-format.js'
 
 /** An intact entry found by a scan: its header's fields (kind: ENTRY_KIND) and where it is. */
@@ -48,7 +48,7 @@ const WINDOW = 4 << 20
 function plausible(b: Buffer, o: number, maxKind: number): boolean {
   const c = o + 12
   if (b[c] !== 0x01 || (b[c + 1] !== 0x55 && b[c + 1] !== 0x71) || b[c + 2] !== 0x1e || b[c + 3] !== 0x20) return false
-  return b.readUInt32LE(o) <= MAX_BLOCK_SIZE && b.readUInt32LE(o + 4) <= MAX_BLOCK_SIZE && b[o + 10]! <= maxKind && b[o + 11] === 0 && b[o + 8]! <= 3
+  return b.readUInt32LE(o) <= MAX_BLOCK_SIZE && b.readUInt32LE(o + 4) <= MAX_BLOCK_SIZE && b[o + 10]! <= maxKind && b[o + 11] === 0 && b[o + 8]! <= MAX_AT_REST
 }
 
 /** CRC-32 (zlib's) byte by byte, for short spans: no view to make, no call into C++ */

@@ -297,9 +297,10 @@ export class Repository implements Catalog {
     const from = this.formatVersion
     writeMarker(this.dir, STORE_VERSION)
     this.formatVersion = STORE_VERSION
-    // 2 -> 3 changes nothing stored: it tells builds that read only form-1 node deltas to keep out
-    const what = from < 2 ? 'its catalog is now also written in the packs, and ' : ''
-    this.notes.push({ kind: 'upgraded', message: `the store was upgraded from format ${from} to ${STORE_VERSION}: ${what}tree node deltas may be written in form 2 (builds before format 3 refuse to open it)` })
+    // 2 -> 3 -> 4 change nothing stored: they tell builds that read only form-1 node deltas, or no
+    // chunk deltas, to keep out
+    const what = [from < 2 ? 'its catalog is now also written in the packs' : '', from < 3 ? 'tree node deltas may be written in form 2' : '', 'chunks may be stored as deltas of their previous version'].filter(Boolean).join(', ')
+    this.notes.push({ kind: 'upgraded', message: `the store was upgraded from format ${from} to ${STORE_VERSION}: ${what} (builds before format ${STORE_VERSION} refuse to open it)` })
   }
 
   /**

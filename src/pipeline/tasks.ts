@@ -10,6 +10,7 @@ import { ENTRY_HEADER_SIZE, writeEntryHeader } from '../../codecs/pack-format.js
 import { decodeNode, encodeNode, encodeNodeScratch, nodeSlotCount } from '../../codecs/tree-node.js'
 import { encodeNodePatch, type DeltaForm } from '../../codecs/node-delta.js'
 import { AT_REST, compressBlockInto, compressorFor, maxBlockPayload } from '../../codecs/compress.js'
+import { againstBase } from './chunk-deltas.js'
 import { viewMayHave, type FingerprintView } from '../../codecs/fingerprint.js'
 import { readEntries } from './read-entries.js'
 import { proveDeltaChains, type DeltaChainResult, type DeltaChainTask } from './delta-chains.js'
@@ -37,6 +38,14 @@ export interface HashTask {
   /** With `compress`: the at-rest codec to write with (the store's compressor, BlockStore.compressor) */
   codec?: number
   previous?: Uint8Array
+  /**
+   * With `compress` and `previous`: the chunks' bytes at the previous checkpoint (`bases`, at the
+   * chunks' offsets in `data`) and per chunk the chain depth of that version (`baseDepths`; 255: not
+   * to be used). A changed chunk whose base bytes hash to `previous` is stored as a chunk delta of
+   * depth baseDepths[i] + 1 against it (codecs/chunk-delta.ts) where that is smaller than alone.
+   */
+  bases?: Uint8Array
+  baseDepths?: Uint8Array
   /**
    * With `compress`: the store's "already stored?" filter (shared memory). A changed chunk it may
    * hold is not compressed but marked KNOWN; the caller confirms it against the index.
@@ -113,6 +122,10 @@ export interface HashResult {
   out?: Uint8Array
   outLengths?: Uint32Array
   codes?: Uint8Array
+  /** with `bases`: per chunk, the chain depth of its entry in `out` (0: stored whole) */
+  depths?: Uint8Array
+  /** with `bases`: chunks whose base bytes did not hash to their `previous` digest (stored whole) */
+  baseMismatches?: number
   /** with `leaves`: 32 bytes per leaf (BLAKE3 of its dag-cbor), and 1 where the leaf holds any link */
   leafHashes?: Uint8Array
   leafLive?: Uint8Array
@@ -321,6 +334,8 @@ export function runTask(t: Task): TaskResult {
       const compressed = new Uint8Array(n)
       const outLengths = new Uint32Array(n)
       const codes = new Uint8Array(n)
+      const depths = t.bases ? new Uint8Array(n) : undefined
+      let baseMismatches = 0
       let at = 0
       for (let i = 0; i < n; i++) {
         const c = data.subarray(t.offsets[i]!, t.offsets[i]! + t.lengths[i]!)
@@ -336,15 +351,23 @@ export function runTask(t: Task): TaskResult {
           continue
         }
         // a complete pack entry: the main thread only copies it into the pack
-        const r = compressBlockInto(compressor, c, out, at + ENTRY_HEADER_SIZE)
+        let r: { code: number; length: number; depth: number } | null | undefined
+        if (t.bases && t.previous && t.baseDepths![i]! < 255) {
+          const base = t.bases.subarray(t.offsets[i]!, t.offsets[i]! + t.lengths[i]!)
+          r = againstBase(compressor, c, base, t.previous, i, t.baseDepths![i]!, out, at + ENTRY_HEADER_SIZE)
+          if (r === null) baseMismatches++
+        }
+        r ??= { ...compressBlockInto(compressor, c, out, at + ENTRY_HEADER_SIZE), depth: 0 }
         rawCid.set(digests.subarray(i * 32, i * 32 + 32), 4)
-        const size = writeEntryHeader(out, at, rawCid, r.code, 0, c.length, r.length)
+        const size = writeEntryHeader(out, at, rawCid, r.code, r.depth, c.length, r.length)
+        if (depths) depths[i] = r.depth
         outLengths[i] = size
         codes[i] = r.code
         compressed[i] = COMPRESSED
         at += size
       }
       const r: HashResult = { digests, zero, compressed, out: out.subarray(0, at), outLengths, codes }
+      if (depths) Object.assign(r, { depths, baseMismatches })
       if (t.leaves && t.indexes) Object.assign(r, hashLeaves(t.leaves, t.indexes, digests, zero))
       if (t.decodeNodes && t.hashOnly) Object.assign(r, decodeNodes(t, data))
       return r
