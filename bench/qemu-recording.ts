@@ -84,13 +84,17 @@ async function recording(): Promise<SeriesResult> {
     const tl = await store.timeline('rec', { regions: { ram: { size: ram.length, chunkSize: 4096 }, 'disk.d0': { size: disk.length, chunkSize: 65536 } } })
     for (let i = 0; i < meta.checkpoints; i++) {
       const step = readStep(replay, i)
-      apply(ram, 4096, step.ram, step.ramBytes, ideal.regions)
-      apply(disk, 65536, step.disk, step.diskBytes, ideal.regions)
+      // the units' bytes before the step, as the shadow mode hands them over (RegionInput.previous)
+      const prevRam = apply(ram, 4096, step.ram, step.ramBytes, ideal.regions)
+      const prevDisk = apply(disk, 65536, step.disk, step.diskBytes, ideal.regions)
       for (const b of Object.values(step.blobs)) ideal.addBlob(b)
       const first = i === 0
       const c = await tl.checkpoint({
         vtime: step.vtime,
-        regions: { ram: first ? { data: ram, stable: true } : { data: ram, dirty: step.ram }, 'disk.d0': first ? { data: disk, stable: true } : { data: disk, dirty: step.disk } },
+        regions: {
+          ram: first ? { data: ram, stable: true } : { data: ram, dirty: step.ram, previous: prevRam },
+          'disk.d0': first ? { data: disk, stable: true } : { data: disk, dirty: step.disk, previous: prevDisk },
+        },
         blobs: step.blobs,
         meta: step.meta,
       })
@@ -116,13 +120,16 @@ async function recording(): Promise<SeriesResult> {
   return { name: 'QEMU recording', checkpoints: stats.length, storeDir, ideal, stats, note }
 }
 
-/** Writes the changed units into the image and counts them in the ideal. */
-function apply(img: Buffer, unit: number, idx: number[], bytes: Buffer, ideal: IdealSize): void {
+/** Writes the changed units into the image and counts them in the ideal; returns what they held before. */
+function apply(img: Buffer, unit: number, idx: number[], bytes: Buffer, ideal: IdealSize): Buffer {
+  const before = Buffer.allocUnsafe(idx.length * unit)
   for (let k = 0; k < idx.length; k++) {
     const piece = bytes.subarray(k * unit, (k + 1) * unit)
+    img.copy(before, k * unit, idx[k]! * unit, (idx[k]! + 1) * unit)
     piece.copy(img, idx[k]! * unit)
     ideal.add(piece)
   }
+  return before
 }
 
 function writeStep(dir: string, i: number, s: Step): void {
@@ -252,6 +259,8 @@ line('**store on disk** (packs + index + the rest)', (p) => p.storeBytes)
 rows.push(['**stored / ideal**', ...series.map((s, i) => `**${(parts[i]!.storeBytes / s.ideal.bytes).toFixed(3)} x**`), ...series.map(() => '')])
 const tree = (p: Parts) => p.fullNodePayload + p.deltaPayload
 rows.push(['tree metadata / chunk payloads', ...series.map((_, i) => `${((tree(parts[i]!) / parts[i]!.chunkPayload) * 100).toFixed(1)}% (${fmtBytes(tree(parts[i]!) / series[i]!.checkpoints)} per checkpoint)`), ...series.map(() => '')])
+const sum = (s: SeriesResult, f: (x: Checkpoint['stats']) => number) => s.stats.reduce((n, x) => n + f(x), 0)
+rows.push(['new chunks stored as deltas of their previous version', ...series.map((s) => `${sum(s, (x) => x.deltaChunks)} of ${sum(s, (x) => x.newChunks)}`), ...series.map(() => '')])
 rows.push(['commit ms, median (after the first)', ...series.map((s) => median(s.stats.slice(1).map((x) => x.commitMs)).toFixed(1)), ...series.map(() => '')])
 
 const date = new Date().toISOString()

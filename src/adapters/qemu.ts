@@ -375,9 +375,10 @@ function regionInputs(mode: 'scan' | 'shadow', state: VmState, files: [string, s
     }
     const shadow = state.shadows.get(region)
     if (shadow && shadow.length === fileSize(file)) {
-      const dirty = refreshShadow(file, shadow, chunkSize)
+      // with the chunks' previous bytes: the store keeps a changed page as a delta of its last version
+      const { dirty, previous } = refreshShadow(file, shadow, chunkSize)
       dirtyChunks[region] = dirty.length
-      regions[region] = { data: shadow, dirty }
+      regions[region] = { data: shadow, dirty, previous }
     } else {
       // first time: the whole file into a shadow, scanned in full without a copy (stable); the
       // next checkpoint waits for this one before it touches the shadow

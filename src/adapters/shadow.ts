@@ -10,11 +10,39 @@ const BLOCK = 64 << 10
 const view = (u8: Uint8Array) => Buffer.from(u8.buffer, u8.byteOffset, u8.byteLength)
 
 /**
- * Compares `now[nowStart, nowStart + len)` with `shadow[shadowStart, …)`, copies each differing chunk
- * into the shadow and pushes its chunk index (counted in the shadow, `chunkSize` apart) onto `dirty`.
- * `shadowStart` is a multiple of `chunkSize`; the last chunk may be short.
+ * The bytes the shadow held for the dirty chunks before they were refreshed, chunk k of the dirty list
+ * at k × chunkSize (RegionInput.previous: the library stores changed chunks against them).
  */
-export function refreshChunks(now: Uint8Array, nowStart: number, shadow: Uint8Array, shadowStart: number, len: number, chunkSize: number, dirty: number[]): void {
+export class Aside {
+  private buf = Buffer.allocUnsafe(0)
+  private n = 0
+
+  constructor(private readonly chunkSize: number) {}
+
+  keep(from: Buffer, start: number, end: number): void {
+    const at = this.n * this.chunkSize
+    if (this.buf.length < at + this.chunkSize) {
+      const grown = Buffer.allocUnsafe(Math.max(2 * this.buf.length, at + this.chunkSize, 1 << 20))
+      this.buf.copy(grown, 0, 0, at)
+      this.buf = grown
+    }
+    from.copy(this.buf, at, start, end)
+    this.n++
+  }
+
+  /** the kept chunks (a view: valid until the next keep) */
+  get bytes(): Uint8Array {
+    return this.buf.subarray(0, this.n * this.chunkSize)
+  }
+}
+
+/**
+ * Compares `now[nowStart, nowStart + len)` with `shadow[shadowStart, …)`, copies each differing chunk
+ * into the shadow and pushes its chunk index (counted in the shadow, `chunkSize` apart) onto `dirty`;
+ * with `aside`, the shadow's bytes of that chunk are kept there first. `shadowStart` is a multiple of
+ * `chunkSize`; the last chunk may be short.
+ */
+export function refreshChunks(now: Uint8Array, nowStart: number, shadow: Uint8Array, shadowStart: number, len: number, chunkSize: number, dirty: number[], aside?: Aside): void {
   const a = view(now)
   const s = view(shadow)
   const block = Math.max(chunkSize, BLOCK)
@@ -25,6 +53,7 @@ export function refreshChunks(now: Uint8Array, nowStart: number, shadow: Uint8Ar
       const e = Math.min(o + chunkSize, be)
       if (a.compare(s, shadowStart + o, shadowStart + e, nowStart + o, nowStart + e) !== 0) {
         dirty.push((shadowStart + o) / chunkSize)
+        aside?.keep(s, shadowStart + o, shadowStart + e)
         a.copy(s, shadowStart + o, nowStart + o, nowStart + e)
       }
     }
@@ -34,9 +63,13 @@ export function refreshChunks(now: Uint8Array, nowStart: number, shadow: Uint8Ar
 const PIECE = 8 << 20
 let pieceBuf: Buffer | undefined
 
-/** Reads the file into `shadow`, returning the chunks that differed (copied into shadow as it goes). */
-export function refreshShadow(file: string, shadow: Buffer, chunkSize: number): number[] {
+/**
+ * Reads the file into `shadow`, returning the chunks that differed (copied into shadow as it goes)
+ * and, in `previous`, what the shadow held for them before (RegionInput.previous).
+ */
+export function refreshShadow(file: string, shadow: Buffer, chunkSize: number): { dirty: number[]; previous: Uint8Array } {
   const dirty: number[] = []
+  const aside = new Aside(chunkSize)
   const tmp = (pieceBuf ??= Buffer.allocUnsafe(PIECE))
   const fd = fs.openSync(file, 'r')
   try {
@@ -48,12 +81,12 @@ export function refreshShadow(file: string, shadow: Buffer, chunkSize: number): 
         if (n === 0) throw new CkptError('CKPT_WRONG_SIZE', `${file} shrank while it was read`, { path: file })
         got += n
       }
-      refreshChunks(tmp, 0, shadow, off, len, chunkSize, dirty)
+      refreshChunks(tmp, 0, shadow, off, len, chunkSize, dirty, aside)
     }
   } finally {
     fs.closeSync(fd)
   }
-  return dirty
+  return { dirty, previous: aside.bytes }
 }
 
 export function readWhole(file: string, size: number): Buffer {

@@ -22,7 +22,7 @@ import type { CkptStore } from '../store.js'
 import type { Checkpoint, CheckpointInput, RegionConfig, RegionInput, Timeline } from '../timeline.js'
 import type { JumpResult } from '../travel.js'
 import type { CID } from 'multiformats/cid'
-import { refreshChunks } from './shadow.js'
+import { Aside, refreshChunks } from './shadow.js'
 import { parseV86Clock, restoreV86Emulator, type V86Clock, type V86ClockState } from './v86-clock.js'
 
 export { v86Clock, parseV86Clock, restoreV86Emulator, type V86Clock, type V86ClockState } from './v86-clock.js'
@@ -552,8 +552,9 @@ async function commit(tl: Timeline, track: Track, state: ArrayBuffer | Uint8Arra
       continue
     }
     const dirty: number[] = []
-    refreshChunks(now, 0, img, 0, now.length, cs, dirty)
-    regions[name] = { data: img, dirty }
+    const aside = new Aside(cs)
+    refreshChunks(now, 0, img, 0, now.length, cs, dirty, aside)
+    regions[name] = { data: img, dirty, previous: aside.bytes }
     dirtyCounts[name] = dirty.length
   }
   for (const name of images.keys()) if (name !== RAM && !mapped.has(name)) images.delete(name)
