@@ -169,7 +169,7 @@ class Marker {
   }
 
   readonly isLive = (cid: Uint8Array, at = 0): boolean => this.live.has(cid, at) || this.bases.has(cid, at)
-  readonly isBaseOnly = (cid: CidBytes): boolean => !this.live.has(cid)
+  readonly isBaseOnly = (cid: Uint8Array, at = 0): boolean => !this.live.has(cid, at)
   readonly keepBase = (cid: CidBytes): void => {
     if (!this.bases.has(cid)) this.bases.add(cid)
   }

@@ -10,6 +10,7 @@ import { cidBytes, cidDigest, cidEquals, RAW, type CidBytes } from '../codecs/ci
 import type { BlobRoot } from '../codecs/manifest.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
 import { AT_REST, compressBlock, maxBlockPayload, type Compressor } from '../codecs/compress.js'
+import { CHUNK_DELTA_MAX_DEPTH } from '../codecs/chunk-delta.js'
 import { CkptError } from '../codecs/errors.js'
 import type { BlockStore } from '../store/index.js'
 import { acquireSlab, releaseSlab } from './pipeline/slabs.js'
@@ -19,12 +20,8 @@ import { PRESCAN_SPANS, prescanOf, type WorkerPool } from './pipeline/worker-poo
 import type { Geometry, RegionTree } from './region-tree.js'
 import { SPAN_SIZE, type SpanTable } from '../codecs/scan-cache.js'
 
-/**
- * The longest chain of chunk deltas a checkpoint makes (a chunk whose previous version is this deep is
- * stored whole): on a real QEMU recording (docs/performance.md) 8 stored 1.8% more than no limit, with
- * 1.7 chunks decompressed per chunk restored.
- */
-export const MAX_CHUNK_DEPTH = 8
+/** The longest chain of chunk deltas a checkpoint makes (codecs/chunk-delta.ts). */
+export const MAX_CHUNK_DEPTH = CHUNK_DELTA_MAX_DEPTH
 
 /** ~1 MiB of chunks per task: large enough to amortise a postMessage, small enough to spread. */
 export const BATCH_BYTES = 1 << 20

@@ -23,8 +23,8 @@
  */
 import { DAG_CBOR, type CidBytes } from '../codecs/cid.js'
 import { AT_REST } from '../codecs/compress.js'
-import { decodeLocation, encodeLocation, type BlockLocation, type BlockStore, type PackRecord } from './block-store.js'
-import { chunkBaseOf, MAX_CHUNK_CHAIN } from './chunk-chain.js'
+import { decodeLocation, encodeLocation, type BlockStore, type PackRecord } from './block-store.js'
+import { restageChunkDeltas } from './chunk-gc.js'
 import { fullCollection } from './heap.js'
 import { Slices } from './slices.js'
 import { blockKeyCid, blockRange, manifestKey, recordKeySeq, recordRange, removedKey } from './keys.js'
@@ -35,9 +35,9 @@ import { scanPack, type ScannedEntry } from './pack-scan.js'
 export interface PackGcOptions {
   /** whether a block is live (marked, or a base a live delta needs); `at`: the CID is at cid[at] */
   isLive: (cid: Uint8Array, at?: number) => boolean
-  /** whether a live node is live only as a delta base (reported, dry runs) */
-  isBaseOnly: (cid: CidBytes) => boolean
-  /** makes a chunk live as the base of a live chunk delta (isLive then answers true) */
+  /** whether a live block is live only as a delta base (reported, dry runs); `at` as for isLive */
+  isBaseOnly: (cid: Uint8Array, at?: number) => boolean
+  /** marks a chunk live only as the base of a live chunk delta staged anew (store/chunk-gc.ts) */
   keepBase: (cid: CidBytes) => void
   threshold: number
   maxUnused: number
@@ -69,6 +69,9 @@ export interface PackGcSummary {
   deadBytes: number
   deadBytesKept: number
   orphansRemoved: number
+  /** live chunk deltas whose base was dead, stored anew (store/chunk-gc.ts); 0 when the plan dropped them */
+  chunksReencoded: number
+  chunkReencodedBytes: number
   recordsDropped: number
   liveRecordBytes: number
   recordBytes: number
@@ -174,6 +177,8 @@ class PackCollector {
       deadBytes: 0,
       deadBytesKept: 0,
       orphansRemoved: 0,
+      chunksReencoded: 0,
+      chunkReencodedBytes: 0,
       recordsDropped: 0,
       liveRecordBytes: 0,
       recordBytes: 0,
@@ -184,7 +189,9 @@ class PackCollector {
 
   async run(): Promise<PackGcSummary> {
     const recordBytes0 = this.host.recordBytesWritten
-    await this.keepChunkBases()
+    const chunks = await restageChunkDeltas(this.host.kv, this.blocks, this.opts)
+    this.s.chunksReencoded = chunks.reencoded
+    this.s.chunkReencodedBytes = chunks.reencodedBytes
     await this.sweep()
     const willSnapshot = !this.opts.dryRun && this.host.catalogPosition !== undefined && this.host.catalogPosition.seq > (this.host.catalogPosition.snapshot ?? 0)
     await this.recordsForPlans(willSnapshot)
@@ -230,28 +237,6 @@ class PackCollector {
   }
 
   /**
-   * A live chunk stored as a delta keeps its chain of bases live (a thinned checkpoint's versions of
-   * its page): one pass over the index before the sweep, reading the payload of each live chunk delta
-   * whose base is not live yet. (Storing such chunks anew, as gc does for nodes, is for later.)
-   */
-  private async keepChunkBases(): Promise<void> {
-    const { isLive, keepBase } = this.opts
-    for await (const [k, v] of this.host.kv.iterate(blockRange)) {
-      if (v.length !== 22 || v[20] !== AT_REST.chunkDelta) continue
-      let cid = blockKeyCid(k)
-      if (!isLive(cid)) continue
-      let loc: BlockLocation | undefined = decodeLocation(v)
-      for (let hops = 0; loc && loc.codec === AT_REST.chunkDelta && hops <= MAX_CHUNK_CHAIN; hops++) {
-        const base = chunkBaseOf(this.blocks, cid, loc)
-        if (isLive(base)) break
-        keepBase(base)
-        cid = base
-        loc = this.blocks.locate(base)
-      }
-    }
-  }
-
-  /**
    * One pass over the index: a dead block's entry goes (its bytes go when its pack is rewritten), so
    * nothing (a later checkpoint's dedup, verify) relies on a block whose delta base may be gone; live
    * bytes are summed per pack. A dead manifest keeps its listing and removal while its bytes are in a
@@ -281,7 +266,7 @@ class PackCollector {
         continue
       }
       const p = this.packs.get(loc.pack)
-      if (cid[1] === DAG_CBOR && isBaseOnly(cid)) {
+      if (isBaseOnly(cid)) {
         // live only as the base of a live delta: needed while that delta is what the index holds
         this.s.baseOnlyBytes += bytes
         this.bases++
@@ -293,7 +278,13 @@ class PackCollector {
       this.s.liveBlocks++
       this.s.liveBytes += bytes
       if (cid[1] !== DAG_CBOR) {
-        if (p) p.live += bytes
+        const staged = loc.codec === AT_REST.chunkDelta && blocks.isStaged(cid) ? blocks.locate(cid) : undefined
+        if (staged) {
+          // a chunk delta stored anew (its base was dead): the old copy stays only if the new one is dropped
+          if (p) p.cond += bytes
+          this.stagedOld += bytes
+          this.stagedNew += ENTRY_HEADER_SIZE + staged.storedLength
+        } else if (p) p.live += bytes
         continue
       }
       this.s.liveNodeBytes += bytes
@@ -396,6 +387,8 @@ class PackCollector {
       if (this.blocks.stagedEntryCount > 0 || this.stagedNew > 0) {
         this.blocks.abort()
         this.opts.onStagedDropped?.()
+        this.s.chunksReencoded = 0
+        this.s.chunkReencodedBytes = 0
       }
       for (const [n, at] of this.condNodesAt) for (const o of at) this.nodeAt(this.liveNodesAt, n, o)
       for (const p of this.packs.values()) p.live += p.cond
@@ -537,7 +530,7 @@ class PackCollector {
         footerOptional: p.rec.retired,
         window: this.window,
         // only what is copied needs its checksum checked: a live chunk, a live node where the index places it
-        check: (buf, at, kind, offset) => (kind === ENTRY_KIND.record ? recordsHere !== undefined : buf[at + 1] === DAG_CBOR ? nodesHere?.has(offset) === true : isLive(buf, at)),
+        check: (buf, at, kind, offset) => (kind === ENTRY_KIND.record ? recordsHere !== undefined : buf[at + 1] === DAG_CBOR ? nodesHere?.has(offset) === true : this.chunkWanted(buf, at, n, offset)),
       })
       for (const ev of scan) {
         if (slices.due()) await slices.next()
@@ -555,7 +548,7 @@ class PackCollector {
           if (!key) continue
           const loc = blocks.copyEntry(e.bytes, e)
           w.ops.push({ type: 'put', key, value: encodeLocation(loc) })
-        } else if (!(e.wanted ?? isLive(buf, cidAt))) {
+        } else if (!(e.wanted ?? (node ? isLive(buf, cidAt) : this.chunkWanted(buf, cidAt, n, e.offset)))) {
           // not copied (the scan's check said so, its checksum was then not checked): dead, or a node
           // the index places elsewhere
           const manifest = e.kind === ENTRY_KIND.manifest || (!marked && node && e.codec !== AT_REST.nodeDelta)
@@ -588,6 +581,20 @@ class PackCollector {
       }
     }
     return { copied, keep, goneManifests }
+  }
+
+  /**
+   * Whether the chunk entry whose CID is at buf[at] (pack n, `offset`) is copied: a live chunk stored
+   * whole, any intact copy; one stored as a chunk delta, only where the index places it (a copy staged
+   * anew replaced it, its base may be going); in the plan that drops them, not a base a delta stored
+   * anew no longer needs.
+   */
+  private chunkWanted(buf: Uint8Array, at: number, n: number, offset: number): boolean {
+    const { isLive, isBaseOnly } = this.opts
+    if (!isLive(buf, at) || (this.basesDead && isBaseOnly(buf, at))) return false
+    if (buf[at - 4] !== AT_REST.chunkDelta) return true
+    const loc = this.blocks.locate(buf.subarray(at, at + 36))
+    return loc !== undefined && loc.pack === n && loc.offset === offset
   }
 
   /** Pack files no index record names that hold nothing the index lacks (crash leftovers). */

@@ -117,9 +117,28 @@ describe('chunk deltas written by the library', () => {
     // keep every fifth: the versions between are the bases of what is kept
     const drop = cids.filter((_, k) => k % 5 !== 0 && k !== 23)
     await store.rm(drop)
+    // a plan that rewrites nothing drops the chunks staged anew: their old copies and bases stay
+    const none = await store.gc({ threshold: 0, maxUnused: 1 })
+    expect(none.chunksReencoded).toBe(0)
+    expect(none.packsRewritten + none.packsDeleted).toBe(0)
+    await expectRestores(store, cids, images, [5, 10, 23])
+    // the removed checkpoints' blocks are still there (nothing rewritten): info findings only
+    expect((await runVerify(store, { deep: true })).findings.filter((f) => f.severity !== 'info')).toEqual([])
+    const dry = await store.gc({ threshold: 1, dryRun: true })
+    expect(dry.chunksReencoded).toBe(0)
+    expect(dry.baseOnlyBytes).toBeGreaterThan(0)
     const g = await store.gc({ threshold: 1 })
     expect(g.reclaimedBytes).toBeGreaterThan(0)
+    expect(g.chunksReencoded).toBeGreaterThan(0)
+    expect(g.chunkReencodedBytes).toBeGreaterThan(0)
+    // no live chunk delta needs a dead base any more: a second gc stores nothing anew
+    const again = await store.gc({ threshold: 1 })
+    expect(again.chunksReencoded).toBe(0)
+    expect(again.baseOnlyBytes).toBe(0)
     await store.close()
+    const after = chunkEntries(dir)
+    expect(after.some((e) => e.codec === AT_REST.chunkDelta)).toBe(true)
+    expect(Math.max(...after.map((e) => e.depth))).toBeLessThanOrEqual(MAX_CHUNK_DEPTH)
     store = await openStore(dir, { threads: 2 })
     try {
       await expectRestores(store, cids, images, [0, 5, 10, 15, 20, 23])

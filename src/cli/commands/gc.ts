@@ -19,7 +19,8 @@ function summaryText(s: GcSummary, dir: string, dryRun: boolean): string[] {
     `${plural(s.roots, 'root')}, ${s.liveBlocks} live blocks (${humanBytes(s.liveBytes)}); ${would}rewrite ${plural(s.packsRewritten, 'pack')} (${humanBytes(s.rewrittenBytes)} copied), ${would}delete ${plural(s.packsDeleted, 'dead pack')}`,
   ]
   if (s.nodesReencoded) out.push(`stored ${plural(s.nodesReencoded, 'tree node')} anew (${humanBytes(s.reencodedBytes)}) so the delta bases of removed checkpoints can go`)
-  if (dryRun && s.baseOnlyBytes) out.push(`${humanBytes(s.baseOnlyBytes)} of tree nodes are live only as delta bases: gc stores the nodes built on them anew`)
+  if (s.chunksReencoded) out.push(`stored ${plural(s.chunksReencoded, 'chunk')} anew (${humanBytes(s.chunkReencodedBytes)}) so the versions of removed checkpoints they were deltas of can go`)
+  if (dryRun && s.baseOnlyBytes) out.push(`${humanBytes(s.baseOnlyBytes)} of tree nodes and chunks are live only as delta bases: gc stores the blocks built on them anew`)
   if (s.packsSkipped) out.push(`left ${plural(s.packsSkipped, 'pack')} as they are: ${plural(s.damagedLiveBlocks, 'live block')} in them did not read back intact; next: ckpt verify --store ${dir} --deep`)
   out.push(
     `${dryRun ? 'would reclaim' : 'reclaimed'} ${humanBytes(s.reclaimedBytes)}: packs ${humanBytes(s.bytesBefore)} -> ${humanBytes(s.bytesAfter)}` +
