@@ -21,6 +21,11 @@
  * hints, as the shadow mode does) instead of running QEMU: same bytes every run, so two builds compare
  * exactly.
  *
+ * Thinning: after the whole series is measured, every checkpoint but each BENCH_REC_THIN-th (default 4;
+ * 0 skips it) and the last is removed and gc runs; the store is then measured against the ideal of the
+ * checkpoints kept (their distinct pages, clusters and blob chunks), which shows what gc reclaims of
+ * the versions chunk deltas were made against (SPEC.md §14).
+ *
  * Workload S (bench/workload.ts, 768 MiB, BENCH_S_CHECKPOINTS default 100, as `npm run bench`) is
  * ingested in the same run and split the same way (BENCH_REC_S=0 skips it; BENCH_REC=0 skips the recording). Results go to
  * bench/results/qemu-recording.md and .json. Env also: BENCH_DIR (default os.tmpdir()), CKPT_GUEST_DIR,
@@ -67,6 +72,28 @@ interface SeriesResult {
   ideal: SeriesIdeal
   stats: Checkpoint['stats'][]
   note: string
+  /** the recording's checkpoints, and the ideal of those a thinning keeps (every THIN-th and the last) */
+  cids?: string[]
+  kept?: KeptIdeal
+}
+
+/** Every THIN-th checkpoint of the recording (and the last) is kept by the thinning measured after it (0: none). */
+const THIN = Number(process.env.BENCH_REC_THIN ?? 4)
+
+/**
+ * The ideal of the checkpoints a thinning keeps, from the steps alone: a unit's content at a kept
+ * checkpoint is its last write since the kept one before (earlier content was counted then).
+ */
+class KeptIdeal {
+  readonly ideal = new SeriesIdeal()
+  private readonly pending = new Map<string, Uint8Array>()
+  step(i: number, last: boolean, units: [string, number[], number, Uint8Array][], blobs: Record<string, Uint8Array>): void {
+    for (const [region, idx, unit, bytes] of units) for (let k = 0; k < idx.length; k++) this.pending.set(`${region}${idx[k]}`, bytes.subarray(k * unit, (k + 1) * unit))
+    if (i % THIN !== 0 && !last) return
+    for (const b of this.pending.values()) this.ideal.regions.add(b)
+    this.pending.clear()
+    for (const b of Object.values(blobs)) this.ideal.addBlob(b)
+  }
 }
 
 // --- the recording (or its replay) ---
@@ -75,6 +102,8 @@ async function recording(): Promise<SeriesResult> {
   const store = await openStore(storeDir)
   const ideal = new SeriesIdeal()
   const stats: Checkpoint['stats'][] = []
+  const cids: string[] = []
+  const kept = new KeptIdeal()
   const replay = process.env.BENCH_REC_REPLAY
   let note: string
   if (replay) {
@@ -99,6 +128,8 @@ async function recording(): Promise<SeriesResult> {
         meta: step.meta,
       })
       stats.push(c.stats)
+      cids.push(c.cid.toString())
+      if (THIN > 0) kept.step(i, i === meta.checkpoints - 1, [['r', step.ram, 4096, step.ramBytes], ['d', step.disk, 65536, step.diskBytes]], step.blobs)
     }
     note = `replay of ${replay} (${meta.note})`
   } else {
@@ -110,6 +141,8 @@ async function recording(): Promise<SeriesResult> {
       }
       for (const b of Object.values(step.blobs)) ideal.addBlob(b)
       stats.push(c.stats)
+      cids.push(c.cid.toString())
+      if (THIN > 0) kept.step(i, i === N - 1, [['r', step.ram, 4096, step.ramBytes], ['d', step.disk, 65536, step.diskBytes]], step.blobs)
       if (trace) writeStep(trace, i, step)
       if (i % 20 === 0) console.log(`checkpoint ${i}: ${step.ram.length} pages changed, ${c.stats.newChunks} new chunks, ${fmtBytes(c.stats.newStoredBytes)} chunk data, ${fmtBytes(c.stats.nodeBytes)} nodes`)
     })
@@ -117,7 +150,21 @@ async function recording(): Promise<SeriesResult> {
     if (trace) fs.writeFileSync(path.join(trace, 'meta.json'), JSON.stringify({ ramBytes: r.ramBytes, diskBytes: r.diskBytes, checkpoints: N, note }))
   }
   await store.close()
-  return { name: 'QEMU recording', checkpoints: stats.length, storeDir, ideal, stats, note }
+  return { name: 'QEMU recording', checkpoints: stats.length, storeDir, ideal, stats, note, cids, kept: THIN > 0 ? kept : undefined }
+}
+
+/** The recording thinned to every THIN-th checkpoint (and the last), then gc: the store's bytes, and what gc stored anew. */
+async function thinned(s: SeriesResult): Promise<{ storeBytes: number; kept: number; chunksReencoded: number; gcMs: number }> {
+  const store = await openStore(s.storeDir)
+  try {
+    const drop = s.cids!.filter((_, k) => k % THIN !== 0 && k !== s.cids!.length - 1)
+    await store.rm(drop)
+    const t = performance.now()
+    const g = await store.gc()
+    return { storeBytes: NaN, kept: s.cids!.length - drop.length, chunksReencoded: g.chunksReencoded, gcMs: performance.now() - t }
+  } finally {
+    await store.close()
+  }
 }
 
 /** Writes the changed units into the image and counts them in the ideal; returns what they held before. */
@@ -232,6 +279,9 @@ const series: SeriesResult[] = []
 if (process.env.BENCH_REC !== '0') series.push(await recording())
 if (process.env.BENCH_REC_S !== '0') series.push(await workloadS())
 const parts = series.map((s) => breakdown(s.storeDir))
+// after the breakdown of the whole series: the thinned store
+const thin: (Awaited<ReturnType<typeof thinned>> | undefined)[] = []
+for (const s of series) thin.push(s.kept ? { ...(await thinned(s)), storeBytes: dirBytes(s.storeDir) } : undefined)
 
 const rows: string[][] = [['part', ...series.map((s) => `${s.name}: bytes (share of ideal)`), ...series.map((s) => `${s.name}: entries`)]]
 const line = (name: string, bytes: (p: Parts, s: SeriesResult) => number, count?: (p: Parts) => number | string) => {
@@ -261,6 +311,11 @@ const tree = (p: Parts) => p.fullNodePayload + p.deltaPayload
 rows.push(['tree metadata / chunk payloads', ...series.map((_, i) => `${((tree(parts[i]!) / parts[i]!.chunkPayload) * 100).toFixed(1)}% (${fmtBytes(tree(parts[i]!) / series[i]!.checkpoints)} per checkpoint)`), ...series.map(() => '')])
 const sum = (s: SeriesResult, f: (x: Checkpoint['stats']) => number) => s.stats.reduce((n, x) => n + f(x), 0)
 rows.push(['new chunks stored as deltas of their previous version', ...series.map((s) => `${sum(s, (x) => x.deltaChunks)} of ${sum(s, (x) => x.newChunks)}`), ...series.map(() => '')])
+if (thin.some(Boolean)) {
+  const cell = (i: number, f: (t: NonNullable<(typeof thin)[number]>, s: SeriesResult) => string) => (thin[i] ? f(thin[i]!, series[i]!) : '-')
+  rows.push([`thinned to every ${THIN}th checkpoint and the last, then gc: store / ideal of the kept checkpoints`, ...series.map((_, i) => cell(i, (t, s) => `${fmtBytes(t.storeBytes)} / ${fmtBytes(s.kept!.ideal.bytes)} = **${(t.storeBytes / s.kept!.ideal.bytes).toFixed(3)} x** (${t.kept} kept)`)), ...series.map(() => '')])
+  rows.push(['the thinning gc: chunks stored anew (their bases were dead), time', ...series.map((_, i) => cell(i, (t) => `${t.chunksReencoded}, ${(t.gcMs / 1000).toFixed(2)} s`)), ...series.map(() => '')])
+}
 rows.push(['commit ms, median (after the first)', ...series.map((s) => median(s.stats.slice(1).map((x) => x.commitMs)).toFixed(1)), ...series.map(() => '')])
 
 const date = new Date().toISOString()
@@ -279,7 +334,7 @@ fs.mkdirSync(out, { recursive: true })
 fs.writeFileSync(path.join(out, 'qemu-recording.md'), md.join('\n'))
 fs.writeFileSync(
   path.join(out, 'qemu-recording.json'),
-  JSON.stringify({ date, series: series.map((s, i) => ({ name: s.name, checkpoints: s.checkpoints, note: s.note, idealBytes: s.ideal.bytes, idealRegionBytes: s.ideal.regions.bytes, idealBlobBytes: s.ideal.blobs.bytes, ratio: parts[i]!.storeBytes / s.ideal.bytes, parts: parts[i] })) }, null, 1) + '\n',
+  JSON.stringify({ date, series: series.map((s, i) => ({ name: s.name, checkpoints: s.checkpoints, note: s.note, idealBytes: s.ideal.bytes, idealRegionBytes: s.ideal.regions.bytes, idealBlobBytes: s.ideal.blobs.bytes, ratio: parts[i]!.storeBytes / s.ideal.bytes, parts: parts[i], thinned: thin[i] && { ...thin[i], every: THIN, keptIdealBytes: s.kept!.ideal.bytes, ratio: thin[i]!.storeBytes / s.kept!.ideal.bytes } })) }, null, 1) + '\n',
 )
 console.log(md.join('\n'))
 if (keep) console.log(`stores kept under ${root}`)

@@ -6,6 +6,7 @@
  */
 import { cidBytes, cidToString, type CidBytes } from '../codecs/cid.js'
 import { CkptError } from '../codecs/errors.js'
+import { AT_REST } from '../codecs/compress.js'
 import type { NodeEntries } from '../codecs/tree-node.js'
 import { hashMismatch, planReads, type BlockLocation, type BlockStore } from '../store/index.js'
 import type { ReadTask } from './pipeline/tasks.js'
@@ -116,7 +117,16 @@ export function readTask(blocks: BlockStore, geo: Geometry | undefined, job: Job
   return t
 }
 
-export function readFailure(r: { code?: string; message?: string }, cid: CidBytes, loc: BlockLocation): CkptError {
+export function readFailure(r: { code?: string; message?: string }, cid: CidBytes, loc: BlockLocation, blocks?: BlockStore): CkptError {
+  if (blocks && loc.codec === AT_REST.chunkDelta) {
+    // resolved here unproven (read-plan.ts): resolved again with every version proven, the error names the damaged one
+    try {
+      blocks.getAt(cid, loc)
+    } catch (err) {
+      if (err instanceof CkptError) return err
+      throw err
+    }
+  }
   if (r.code === 'CKPT_HASH_MISMATCH') return hashMismatch(cid, loc)
   return new CkptError((r.code as 'CKPT_BAD_PACK' | undefined) ?? 'CKPT_BAD_PACK', `block ${cidToString(cid)}: ${r.message}`, {
     cid: cidToString(cid),
@@ -135,7 +145,7 @@ export async function readJob(blocks: BlockStore, pool: WorkerPool, geo: Geometr
   }
   const t = readTask(blocks, geo, job, direct)
   const r = await pool.run(t)
-  if (r.bad >= 0) throw readFailure(r, job.cids[r.bad]!, job.locs[r.bad]!)
+  if (r.bad >= 0) throw readFailure(r, job.cids[r.bad]!, job.locs[r.bad]!, blocks)
   return r.data
 }
 

@@ -146,7 +146,7 @@ function zeroFill(out: Uint8Array, from: number, to: number): void {
 export async function readBlocks(blocks: BlockStore, pool: WorkerPool, cids: CidBytes[], locs: BlockLocation[]): Promise<Uint8Array> {
   const job: Job = { seq: 0, chunks: [], cids, locs, raw: 0 }
   const r = await pool.run(readTask(blocks, undefined, job, undefined))
-  if (r.bad >= 0) throw readFailure(r, cids[r.bad]!, locs[r.bad]!)
+  if (r.bad >= 0) throw readFailure(r, cids[r.bad]!, locs[r.bad]!, blocks)
   return r.data!
 }
 
@@ -206,7 +206,7 @@ export async function readBlocksInto(
     const cid = nodes.cids[r.bad - cids.length]!
     throw new CkptError('CKPT_HASH_MISMATCH', `tree node ${cidToString(cid)} does not match its hash`, { cid: cidToString(cid) })
   }
-  if (r.bad >= 0) throw readFailure(r, cids[r.bad]!, locs[r.bad]!)
+  if (r.bad >= 0) throw readFailure(r, cids[r.bad]!, locs[r.bad]!, blocks)
   // plain memory comes back as the result; shared memory was written in place
   return r.data ?? out
 }

@@ -10,6 +10,7 @@
  */
 import type { CidBytes } from '../codecs/cid.js'
 import { AT_REST } from '../codecs/compress.js'
+import { resolveChunk } from './chunk-chain.js'
 import type { BlockLocation, BlockStore } from './block-store.js'
 
 export interface ReadPlan {
@@ -26,7 +27,7 @@ export interface ReadPlan {
   resolvedAt?: Float64Array
 }
 
-/** The chunk deltas among `locs` resolved (block store reads, chains and all), or undefined if none. */
+/** The chunk deltas among `locs` resolved (block store reads, chains and all; the result not hashed yet), or undefined if none. */
 function resolveDeltas(blocks: BlockStore, cids: readonly CidBytes[], locs: readonly BlockLocation[]): Pick<ReadPlan, 'resolved' | 'resolvedAt'> {
   let any = false
   for (let k = 0; k < locs.length && !any; k++) any = locs[k]!.codec === AT_REST.chunkDelta
@@ -36,7 +37,8 @@ function resolveDeltas(blocks: BlockStore, cids: readonly CidBytes[], locs: read
   let at = 0
   for (let k = 0; k < locs.length; k++) {
     if (locs[k]!.codec !== AT_REST.chunkDelta) continue
-    const raw = blocks.getAt(cids[k]!, locs[k]!)
+    // the worker hashes the result (a mismatch is then resolved again here, proving each version)
+    const raw = resolveChunk(blocks, cids[k]!, locs[k]!, false)
     parts.push(raw)
     resolvedAt[k] = at
     at += raw.length

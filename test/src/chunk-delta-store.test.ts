@@ -7,8 +7,10 @@
 import fs from 'node:fs'
 import path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
+import { blake3 } from '../../codecs/blake3.js'
+import { cidBytes, cidToString, RAW } from '../../codecs/cid.js'
 import { AT_REST } from '../../codecs/compress.js'
-import { ENTRY_KIND, scanPackFile } from '../../store/index.js'
+import { ENTRY_HEADER_SIZE, ENTRY_KIND, scanPackFile } from '../../store/index.js'
 import { MAX_CHUNK_DEPTH } from '../../src/ingest.js'
 import { exportBundle, importBundle, openStore, type CkptStore, type Timeline } from '../../src/index.js'
 import { makeRng, type Rng } from '../helpers/rng.js'
@@ -154,6 +156,42 @@ describe('chunk deltas written by the library', () => {
       } finally {
         await dst.close()
       }
+    } finally {
+      await store.close()
+    }
+  })
+
+  it('a damaged version down a chain fails the restore of every chunk built on it with an error naming that version', async () => {
+    const dir = tmpStorePath('ckpt-chunkdelta-damage-')
+    let store = await openStore(dir, { threads: 2 })
+    const tl = await store.timeline('t', { regions: { ram: { size: SIZE, chunkSize: CHUNK } } })
+    const { images, cids } = await record(tl, makeRng(4), 6)
+    await store.close()
+    // chunk 5 changes every checkpoint: its first version (stored whole) is the root of the chain
+    const root = cidBytes(RAW, blake3(images[0]!.subarray(5 * CHUNK, 6 * CHUNK)))
+    let hit: { file: string; at: number; stored: number } | undefined
+    for (const f of fs.readdirSync(path.join(dir, 'packs')).filter((x) => x.endsWith('.pack'))) {
+      for (const ev of scanPackFile(path.join(dir, 'packs', f), Number.parseInt(f, 10))) {
+        if (ev.kind === 'entry' && Buffer.from(ev.entry.cid).equals(Buffer.from(root))) hit = { file: path.join(dir, 'packs', f), at: ev.entry.offset, stored: ev.entry.storedLength }
+      }
+    }
+    expect(hit).toBeDefined()
+    const fd = fs.openSync(hit!.file, 'r+')
+    const b = Buffer.alloc(1)
+    const at = hit!.at + ENTRY_HEADER_SIZE + Math.floor(hit!.stored / 2)
+    fs.readSync(fd, b, 0, 1, at)
+    b[0]! ^= 0x20
+    fs.writeSync(fd, b, 0, 1, at)
+    fs.closeSync(fd)
+    store = await openStore(dir, { threads: 2 })
+    try {
+      for (const k of [5, 3]) {
+        const err = await caught(() => store.restore(cids[k]!, 'ram', new Uint8Array(SIZE)))
+        expect(['CKPT_HASH_MISMATCH', 'CKPT_BAD_PACK'], err.message).toContain(err.code)
+        expect(err.details?.cid, `checkpoint ${k}`).toBe(cidToString(root))
+      }
+      const chunk = await caught(() => store.readChunk(cids[5]!, 'ram', 5))
+      expect(chunk.details?.cid).toBe(cidToString(root))
     } finally {
       await store.close()
     }

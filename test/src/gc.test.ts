@@ -1,6 +1,7 @@
 /**
  * gc never loses a live block, and reclaims what nothing reaches. Random histories of checkpoints
- * (dirty hints, reverted pages, blobs, labels), forks, thins, rms, refs, reopens and gcs with random
+ * (dirty hints, with or without the pages' previous bytes, so some are chunk deltas; reverted pages,
+ * blobs, labels), forks, thins, rms, refs, reopens and gcs with random
  * thresholds, against a model of what each live checkpoint holds: after every gc each live
  * checkpoint (catalog entries, refs) restores byte-identical and verify --deep finds no error or
  * warning. A final gc at threshold 100% leaves under 5% of the dead bytes it found.
@@ -35,6 +36,8 @@ class History {
   readonly refs = new Map<string, string>()
   readonly pages: Uint8Array[] = []
   forks = 0
+  /** chunks the checkpoints stored as chunk deltas */
+  deltas = 0
   gcs: GcSummary[] = []
 
   constructor(
@@ -82,6 +85,7 @@ class History {
       const r = rng.float()
       if (r < 0.2 && this.pages.length) ram.set(rng.pick(this.pages), p * PAGE) // a page seen before
       else if (r < 0.3) ram.fill(0, p * PAGE, (p + 1) * PAGE)
+      else if (r < 0.6 && base) ram.set(rng.bytes(8), p * PAGE + rng.int(0, PAGE - 8)) // a few bytes of it rewritten
       else {
         const page = rng.bytes(PAGE)
         this.pages.push(page)
@@ -90,13 +94,21 @@ class History {
     }
     const vtime = (this.lastVtime.get(name) ?? -1n) + BigInt(rng.int(1, 40))
     const cpu = rng.chance(0.4) ? rng.bytes(rng.int(10, 9000)) : undefined
+    const hints = base && rng.chance(0.8) ? [...dirty].sort((a, b) => a - b) : undefined
+    // mostly with the pages' previous bytes: changed pages are then stored as chunk deltas of them
+    let previous: Uint8Array | undefined
+    if (hints && rng.chance(0.7)) {
+      previous = new Uint8Array(hints.length * PAGE)
+      hints.forEach((p, k) => previous!.set(base!.subarray(p * PAGE, (p + 1) * PAGE), k * PAGE))
+    }
     const ck = await tl.checkpoint({
       vtime,
-      regions: { ram: { data: ram, dirty: base && rng.chance(0.8) ? [...dirty] : undefined } },
+      regions: { ram: { data: ram, dirty: hints, previous } },
       blobs: cpu ? { cpu } : {},
       meta: rng.chance(0.05) ? { label: `l${vtime}` } : {},
     })
     this.lastVtime.set(name, vtime)
+    this.deltas += ck.stats.deltaChunks
     this.current.set(name, ram)
     this.content.set(ck.cid.toString(), { ram, cpu })
   }
@@ -159,6 +171,14 @@ class History {
       const v = rng.pick(victims)
       const gone = await this.store.rm([`${v.timeline}@${v.vtime}`])
       expect(gone.map((g) => g.cid.toString())).toEqual([v.cid])
+      // without an open handle (its head stays what it checkpointed last), the timeline's next
+      // checkpoint builds on its newest catalogued one, as after a reopen
+      if (!this.handles.has(v.timeline)) {
+        let newest: string | undefined
+        for await (const e of this.store.log(v.timeline, { reverse: true, limit: 1 })) newest = e.cid.toString()
+        if (newest) this.current.set(v.timeline, Uint8Array.prototype.slice.call(this.content.get(newest)!.ram))
+        else this.current.delete(v.timeline)
+      }
       return
     }
     if (r < 0.8) {
@@ -193,6 +213,7 @@ describe('gc over random histories', () => {
       await h.open()
       try {
         for (let i = 0; i < 90; i++) await h.step()
+        expect(h.deltas).toBeGreaterThan(0)
         // everything unreferenced goes once every pack with dead bytes is rewritten
         const cat = await h.catalog()
         if (cat.length > 2) {
