@@ -18,8 +18,8 @@
  *
  * Replay: BENCH_REC_TRACE=DIR also writes what changed at each checkpoint (pages, clusters, blobs, meta)
  * to DIR; BENCH_REC_REPLAY=DIR then feeds that same series to a fresh store through the library (dirty
- * hints, as the shadow mode does) instead of running QEMU: same bytes every run, so two builds compare
- * exactly.
+ * hints and previous bytes, as the shadow mode does; BENCH_REC_PREVIOUS=0 leaves the previous bytes out:
+ * no chunk deltas) instead of running QEMU: same bytes every run, so two builds compare exactly.
  *
  * Thinning: after the whole series is measured, every checkpoint but each BENCH_REC_THIN-th (default 4;
  * 0 skips it) and the last is removed and gc runs; the store is then measured against the ideal of the
@@ -79,6 +79,8 @@ interface SeriesResult {
 
 /** Every THIN-th checkpoint of the recording (and the last) is kept by the thinning measured after it (0: none). */
 const THIN = Number(process.env.BENCH_REC_THIN ?? 4)
+/** BENCH_REC_PREVIOUS=0: a replay passes no previous bytes (no chunk deltas), the baseline to compare with */
+const withPrevious = process.env.BENCH_REC_PREVIOUS !== '0'
 
 /**
  * The ideal of the checkpoints a thinning keeps, from the steps alone: a unit's content at a kept
@@ -121,8 +123,8 @@ async function recording(): Promise<SeriesResult> {
       const c = await tl.checkpoint({
         vtime: step.vtime,
         regions: {
-          ram: first ? { data: ram, stable: true } : { data: ram, dirty: step.ram, previous: prevRam },
-          'disk.d0': first ? { data: disk, stable: true } : { data: disk, dirty: step.disk, previous: prevDisk },
+          ram: first ? { data: ram, stable: true } : { data: ram, dirty: step.ram, ...(withPrevious ? { previous: prevRam } : {}) },
+          'disk.d0': first ? { data: disk, stable: true } : { data: disk, dirty: step.disk, ...(withPrevious ? { previous: prevDisk } : {}) },
         },
         blobs: step.blobs,
         meta: step.meta,
@@ -131,7 +133,7 @@ async function recording(): Promise<SeriesResult> {
       cids.push(c.cid.toString())
       if (THIN > 0) kept.step(i, i === meta.checkpoints - 1, [['r', step.ram, 4096, step.ramBytes], ['d', step.disk, 65536, step.diskBytes]], step.blobs)
     }
-    note = `replay of ${replay} (${meta.note})`
+    note = `replay of ${replay} (${meta.note})${withPrevious ? '' : '; without previous bytes (BENCH_REC_PREVIOUS=0): no chunk deltas'}`
   } else {
     const trace = process.env.BENCH_REC_TRACE
     if (trace) fs.mkdirSync(trace, { recursive: true })
