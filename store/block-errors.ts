@@ -1,5 +1,6 @@
 /** The errors the block store's read path throws, naming the block, its pack and offset. */
 import { cidToString, type CidBytes } from '../codecs/cid.js'
+import { decompressBlock } from '../codecs/compress.js'
 import { CkptError } from '../codecs/errors.js'
 import type { EntryFault } from '../codecs/pack-format.js'
 import type { BlockLocation } from './location.js'
@@ -21,4 +22,19 @@ export function hashMismatch(cid: CidBytes, loc: BlockLocation): CkptError {
     pack: loc.pack,
     offset: loc.offset,
   })
+}
+
+/** Decompression failures name the block, its pack and offset, like every other read error. */
+export function decompress(cid: CidBytes, loc: BlockLocation, payload: Uint8Array, into?: Uint8Array): Uint8Array {
+  try {
+    return decompressBlock(loc.codec, payload, loc.rawLength, into)
+  } catch (err) {
+    const code = err instanceof CkptError ? err.code : 'CKPT_BAD_PACK'
+    throw new CkptError(code, `block ${cidToString(cid)} cannot be decompressed (pack ${loc.pack}, offset ${loc.offset})`, {
+      cid: cidToString(cid),
+      pack: loc.pack,
+      offset: loc.offset,
+      codec: loc.codec,
+    }, err)
+  }
 }

@@ -15,9 +15,9 @@ import { NodeCache, nodeHashes } from './node-cache.js'
 import { allocBytes } from './alloc.js'
 import { FingerprintSet, type FingerprintView } from './fingerprint-set.js'
 import { StagedCopies } from './staged-copies.js'
-import { entryError, hashMismatch } from './block-errors.js'
+import { decompress, entryError, hashMismatch } from './block-errors.js'
 import { resolveChunk } from './chunk-chain.js'
-import { blockKey, blockKeyCid, blockRange, manifestKey, packKey, packKeyNo, packRange } from './keys.js'
+import { blockKey, blockKeyCid, blockRange, jsonValue, manifestKey, META_CHUNK_DELTAS, metaKey, packKey, packKeyNo, packRange } from './keys.js'
 import type { KV, KVOp } from './kv.js'
 import {
   decodePackHeader,
@@ -85,6 +85,8 @@ export class BlockStore implements BlockReader, BlockWriter {
   private openPack = -1
   private last: BlockLocation | undefined
   private stagedEntries = 0
+  /** chunk deltas among them: their commit marks the store as holding some (META_CHUNK_DELTAS) */
+  private stagedChunkDeltas = 0
   private buf = Buffer.allocUnsafe(WRITE_BUFFER)
   private scratch = Buffer.allocUnsafe(72 << 10)
   private rawScratch = new Uint8Array(64 << 10) // a whole node's bytes before decoding (resolveNode)
@@ -412,6 +414,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     const loc = { pack: this.openPack, offset: this.bufStart + at, storedLength, rawLength: e.rawLength, codec: e.codec, depth: e.depth }
     this.bufLen = at + ENTRY_HEADER_SIZE + storedLength
     this.stagedEntries++
+    if (e.codec === AT_REST.chunkDelta) this.stagedChunkDeltas++
     this.last = loc
     // a record is indexed by its seq, by the caller
     if (e.kind !== ENTRY_KIND.record && copy) this.copies.add(this.buf, at + 12, loc)
@@ -488,6 +491,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     for (let i = 0; i < this.stagedCids.length; i++) ops.push({ type: 'put', key: blockKey(this.stagedCids[i]!), value: encodeLocation(this.stagedLocs[i]!) })
     for (const op of this.copies.ops()) ops.push(op)
     for (const cid of this.stagedManifests) ops.push({ type: 'put', key: manifestKey(cid), value: new Uint8Array(0) })
+    if (this.stagedChunkDeltas > 0) ops.push({ type: 'put', key: metaKey(META_CHUNK_DELTAS), value: jsonValue(true) })
     const next = { committedLength: this.bufStart, sealed: false, entries: rec.entries + this.stagedEntries }
     ops.push({ type: 'put', key: packKey(this.openPack), value: encodePackRecord(next) })
     return synced.then(() => ops)
@@ -500,7 +504,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     rec.committedLength = this.bufStart
     rec.entries += this.stagedEntries
     if (this.blockCount >= 0) this.blockCount += this.stagedCids.length
-    this.stagedEntries = 0
+    this.stagedEntries = this.stagedChunkDeltas = 0
     this.staged.clear()
     this.copies.clear()
     this.stagedLocs.length = this.stagedCids.length = 0
@@ -515,7 +519,7 @@ export class BlockStore implements BlockReader, BlockWriter {
     this.copies.clear()
     this.stagedLocs.length = this.stagedCids.length = 0
     this.stagedManifests.length = 0
-    this.stagedEntries = 0
+    this.stagedEntries = this.stagedChunkDeltas = 0
     this.bufLen = 0
     this.bufStart = rec.committedLength
     if (rec.committedLength === 0) {
@@ -679,21 +683,6 @@ function packVersion(io: PackIO, n: number): number {
 }
 
 const CACHED: BlockLocation = { pack: -1, offset: 0, storedLength: 0, rawLength: 0, codec: AT_REST.nodeDelta, depth: 0 }
-
-/** Decompression failures name the block, its pack and offset, like every other read error. */
-function decompress(cid: CidBytes, loc: BlockLocation, payload: Uint8Array, into?: Uint8Array): Uint8Array {
-  try {
-    return decompressBlock(loc.codec, payload, loc.rawLength, into)
-  } catch (err) {
-    const code = err instanceof CkptError ? err.code : 'CKPT_BAD_PACK'
-    throw new CkptError(code, `block ${cidToString(cid)} cannot be decompressed (pack ${loc.pack}, offset ${loc.offset})`, {
-      cid: cidToString(cid),
-      pack: loc.pack,
-      offset: loc.offset,
-      codec: loc.codec,
-    }, err)
-  }
-}
 
 export { PACK_HEADER_SIZE }
 export { hashMismatch } from './block-errors.js'

@@ -109,6 +109,8 @@ export const META_REBUILDING = 'rebuilding'
 export const META_NEEDS_SNAPSHOT = 'needs-snapshot'
 /** the key of the scan cache files' checksums (SPEC.md §18), JSON {"key": 64 hex digits} */
 export const META_SCAN_KEY = 'scan-key'
+/** present (true) once a commit stored a chunk delta (codec 4): gc then looks for live ones whose base is dead */
+export const META_CHUNK_DELTAS = 'chunk-deltas'
 
 export function jsonValue(v: unknown): Uint8Array {
   return enc.encode(JSON.stringify(v))

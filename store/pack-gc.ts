@@ -27,7 +27,7 @@ import { decodeLocation, encodeLocation, type BlockStore, type PackRecord } from
 import { restageChunkDeltas } from './chunk-gc.js'
 import { fullCollection } from './heap.js'
 import { Slices } from './slices.js'
-import { blockKeyCid, blockRange, manifestKey, recordKeySeq, recordRange, removedKey } from './keys.js'
+import { blockKeyCid, blockRange, manifestKey, META_CHUNK_DELTAS, metaKey, recordKeySeq, recordRange, removedKey } from './keys.js'
 import type { KV, KVOp } from './kv.js'
 import { ENTRY_HEADER_SIZE, ENTRY_KIND, FOOTER_SIZE, PACK_HEADER_SIZE, writeEntryHeader } from '../codecs/pack-format.js'
 import { scanPack, type ScannedEntry } from './pack-scan.js'
@@ -189,9 +189,12 @@ class PackCollector {
 
   async run(): Promise<PackGcSummary> {
     const recordBytes0 = this.host.recordBytesWritten
-    const chunks = await restageChunkDeltas(this.host.kv, this.blocks, this.opts)
-    this.s.chunksReencoded = chunks.reencoded
-    this.s.chunkReencodedBytes = chunks.reencodedBytes
+    // a store that never held a chunk delta has none to look for (one pass over the index saved)
+    if (await this.host.kv.get(metaKey(META_CHUNK_DELTAS))) {
+      const chunks = await restageChunkDeltas(this.host.kv, this.blocks, this.opts)
+      this.s.chunksReencoded = chunks.reencoded
+      this.s.chunkReencodedBytes = chunks.reencodedBytes
+    }
     await this.sweep()
     const willSnapshot = !this.opts.dryRun && this.host.catalogPosition !== undefined && this.host.catalogPosition.seq > (this.host.catalogPosition.snapshot ?? 0)
     await this.recordsForPlans(willSnapshot)

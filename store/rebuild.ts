@@ -15,7 +15,7 @@ import { CkptError } from '../codecs/errors.js'
 import { decodeManifest, type Manifest } from '../codecs/manifest.js'
 import { decodeLocation, encodeLocation, encodePackRecord, type BlockLocation, type PackRecord } from './block-store.js'
 import { catalogKvOps } from './catalog.js'
-import { blockKey, checkpointKey as checkpointKeyOf, checkpointRecordKey, jsonValue, manifestKey, META_CATALOG, metaKey, packKey, recordKey, refKey as refKeyOf, removedKey, removedRange, timelineKey as timelineKeyOf } from './keys.js'
+import { blockKey, checkpointKey as checkpointKeyOf, checkpointRecordKey, jsonValue, manifestKey, META_CATALOG, META_CHUNK_DELTAS, metaKey, packKey, recordKey, refKey as refKeyOf, removedKey, removedRange, timelineKey as timelineKeyOf } from './keys.js'
 import type { KV, KVOp } from './kv.js'
 import { decodeEntryHeader, ENTRY_HEADER_SIZE, ENTRY_KIND, inflatePayload, isFault, openPayload, proveRaw } from '../codecs/pack-format.js'
 import { scanPack, type PackReader, type ScannedEntry } from './pack-scan.js'
@@ -148,6 +148,8 @@ class PackIndexer {
   readonly records: CatalogRecord[] = []
   readonly manifests: { cid: CidBytes; m: Manifest }[] = []
   private readonly seenManifest = new Set<string>()
+  /** whether a chunk delta was indexed (META_CHUNK_DELTAS written once) */
+  private chunkDeltas = false
 
   constructor(
     private readonly io: PackSource,
@@ -206,6 +208,11 @@ class PackIndexer {
       return true
     }
     const loc: BlockLocation = { pack: n, offset: e.offset, storedLength: e.storedLength, rawLength: e.rawLength, codec: e.codec, depth: e.depth }
+    if (e.codec === AT_REST.chunkDelta && !this.chunkDeltas) {
+      // the store holds chunk deltas: gc must look for live ones whose base is dead
+      this.chunkDeltas = true
+      ops.push({ type: 'put', key: metaKey(META_CHUNK_DELTAS), value: jsonValue(true) })
+    }
     if (e.cid[1] !== DAG_CBOR) {
       // a chunk has no delta chain: the later copy wins, no lookup
       ops.push({ type: 'put', key: blockKey(Uint8Array.prototype.slice.call(e.cid)), value: encodeLocation(loc) })

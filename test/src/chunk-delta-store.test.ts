@@ -161,6 +161,27 @@ describe('chunk deltas written by the library', () => {
     }
   })
 
+  it('an index rebuilt from the packs knows the store holds chunk deltas: a gc after it keeps what kept checkpoints need', async () => {
+    const dir = tmpStorePath('ckpt-chunkdelta-rebuild-')
+    let store = await openStore(dir, { threads: 2 })
+    const tl = await store.timeline('t', { regions: { ram: { size: SIZE, chunkSize: CHUNK } } })
+    const { images, cids, deltas } = await record(tl, makeRng(5), 16)
+    expect(deltas).toBeGreaterThan(10)
+    await store.close()
+    fs.rmSync(path.join(dir, 'index'), { recursive: true, force: true })
+    store = await openStore(dir, { threads: 2 })
+    try {
+      expect(store.openNotes.map((n) => n.kind)).toContain('index-rebuilt')
+      await store.rm(cids.filter((_, k) => k % 3 !== 0 && k !== 15))
+      const g = await store.gc({ threshold: 1 })
+      expect(g.chunksReencoded).toBeGreaterThan(0)
+      await expectRestores(store, cids, images, [0, 3, 6, 9, 12, 15])
+      expect((await runVerify(store, { deep: true })).findings.filter((f) => f.severity !== 'info')).toEqual([])
+    } finally {
+      await store.close()
+    }
+  })
+
   it('a damaged version down a chain fails the restore of every chunk built on it with an error naming that version', async () => {
     const dir = tmpStorePath('ckpt-chunkdelta-damage-')
     let store = await openStore(dir, { threads: 2 })

@@ -4,7 +4,7 @@
  * checkpoints of a 4 MiB image, 20 dirty pages each, thinned by 10ms@200ms,100ms@2s to 31, then gc:
  * the store's bytes on disk shrink and every remaining checkpoint restores byte-identical. A gc that
  * reclaims nothing writes nothing (no node stored anew, no snapshot). And kill -9 at every I/O event
- * of a gc that rewrites the open pack loses nothing.
+ * of a gc that rewrites the open pack, storing nodes and chunk deltas anew, loses nothing.
  */
 import { spawnSync } from 'node:child_process'
 import fs from 'node:fs'
@@ -24,8 +24,12 @@ const MS = 1_000_000n
 
 const hex = (b: Uint8Array) => Buffer.from(blake3(b)).toString('hex')
 
-/** `steps` checkpoints 10 ms apart of an image of `pages` random pages, `dirty` pages rewritten each step (dirty hints); returns each CID's image digest. */
-async function record(dir: string, pages: number, steps: number, dirty: number, seed: number): Promise<Map<string, string>> {
+/**
+ * `steps` checkpoints 10 ms apart of an image of `pages` random pages, `dirty` pages rewritten each
+ * step (dirty hints); returns each CID's image digest. `edits`: a dirty page gets 16 new bytes instead
+ * of new content, and its previous bytes go along (it is stored as a chunk delta).
+ */
+async function record(dir: string, pages: number, steps: number, dirty: number, seed: number, edits = false): Promise<Map<string, string>> {
   const rng = makeRng(seed)
   const regions = { ram: { size: pages * PAGE, chunkSize: PAGE } }
   const store = await openStore(dir)
@@ -34,9 +38,14 @@ async function record(dir: string, pages: number, steps: number, dirty: number, 
     const tl = await store.timeline('t', { regions })
     const ram = rng.bytes(pages * PAGE)
     for (let k = 0; k < steps; k++) {
-      const hints = k === 0 ? undefined : Array.from({ length: dirty }, () => rng.int(0, pages))
-      for (const p of hints ?? []) ram.set(rng.bytes(PAGE), p * PAGE)
-      const ck = await tl.checkpoint({ vtime: BigInt(k) * 10n * MS, regions: { ram: { data: ram, dirty: hints } } })
+      const hints = k === 0 ? undefined : [...new Set(Array.from({ length: dirty }, () => rng.int(0, pages)))].sort((a, b) => a - b)
+      const previous = edits && hints ? new Uint8Array(hints.length * PAGE) : undefined
+      hints?.forEach((p, i) => {
+        previous?.set(ram.subarray(p * PAGE, (p + 1) * PAGE), i * PAGE)
+        if (edits) ram.set(rng.bytes(16), p * PAGE + rng.int(0, PAGE - 16))
+        else ram.set(rng.bytes(PAGE), p * PAGE)
+      })
+      const ck = await tl.checkpoint({ vtime: BigInt(k) * 10n * MS, regions: { ram: { data: ram, dirty: hints, previous } } })
       digests.set(ck.cid.toString(), hex(ram))
     }
   } finally {
@@ -145,7 +154,7 @@ describe('gc and the open pack', () => {
   }, 120_000)
 })
 
-describe('kill -9 at every I/O event of a gc that rewrites the open pack', () => {
+describe('kill -9 at every I/O event of a gc that rewrites the open pack and stores nodes and chunk deltas anew', () => {
   let thinned: string
   let digests: Map<string, string>
   let kept: string[]
@@ -153,7 +162,8 @@ describe('kill -9 at every I/O event of a gc that rewrites the open pack', () =>
 
   beforeAll(async () => {
     thinned = path.join(tmpDir('ckpt-gc-inject-'), 'store')
-    digests = await record(thinned, 256, 60, 12, 41)
+    // pages edited in place, with their previous bytes: chunk deltas, which the gc stores anew too
+    digests = await record(thinned, 256, 60, 12, 41, true)
     const store = await openStore(thinned, { mustExist: true })
     try {
       await store.thin('t', '10ms@100ms,100ms@1s')
@@ -167,11 +177,12 @@ describe('kill -9 at every I/O event of a gc that rewrites the open pack', () =>
     const r = spawnSync(process.execPath, [CHILD, dir, '0'], { encoding: 'utf8' })
     expect(r.status, r.stderr).toBe(0)
     events = Number(/EVENTS (\d+)/.exec(r.stdout)![1])
-    const s = JSON.parse(r.stdout.split('\n')[1]!) as { packsRewritten: number; packsBefore: number; nodesReencoded: number }
-    // the scenario under test: one pack, the open one, rewritten, with nodes stored anew
+    const s = JSON.parse(r.stdout.split('\n')[1]!) as { packsRewritten: number; packsBefore: number; nodesReencoded: number; chunksReencoded: number }
+    // the scenario under test: one pack, the open one, rewritten, with nodes and chunk deltas stored anew
     expect(s.packsBefore).toBe(1)
     expect(s.packsRewritten).toBe(1)
     expect(s.nodesReencoded).toBeGreaterThan(0)
+    expect(s.chunksReencoded).toBeGreaterThan(0)
     expect(events).toBeGreaterThan(5)
   }, 120_000)
 
