@@ -66,6 +66,11 @@ export interface QemuCheckpointOptions extends QmpOptions {
   qmp?: QmpClient
   /** `scan` (default): full scan of the files, VM stopped until durable; `shadow`: compare with an in-memory copy, resume after the copy */
   mode?: 'scan' | 'shadow'
+  /**
+   * shadow mode: hand over each changed chunk's previous bytes, so a changed page is stored as a delta
+   * of its previous version where smaller (default true; false: smaller restores' CPU, more bytes)
+   */
+  chunkDeltas?: boolean
   /** store the device state (migration stream with x-ignore-shared) as blob qemu.devstate (default true) */
   deviceState?: boolean
   /** skip disks QEMU's dirty bitmap says are unwritten since the previous checkpoint (default true) */
@@ -364,7 +369,7 @@ function qemuInfo(
  * The checkpoint's region inputs: scan mode hands over the files; shadow mode diffs each file against
  * its shadow copy (dirty chunks), or reads it whole into a new shadow the first time.
  */
-function regionInputs(mode: 'scan' | 'shadow', state: VmState, files: [string, string, number][]) {
+function regionInputs(mode: 'scan' | 'shadow', state: VmState, files: [string, string, number][], deltas: boolean) {
   const regions: Record<string, RegionInput> = {}
   let fullShadow = false
   const dirtyChunks: Record<string, number> = {}
@@ -378,7 +383,7 @@ function regionInputs(mode: 'scan' | 'shadow', state: VmState, files: [string, s
       // with the chunks' previous bytes: the store keeps a changed page as a delta of its last version
       const { dirty, previous } = refreshShadow(file, shadow, chunkSize)
       dirtyChunks[region] = dirty.length
-      regions[region] = { data: shadow, dirty, previous }
+      regions[region] = deltas ? { data: shadow, dirty, previous } : { data: shadow, dirty }
     } else {
       // first time: the whole file into a shadow, scanned in full without a copy (stable); the
       // next checkpoint waits for this one before it touches the shadow
@@ -465,7 +470,7 @@ export async function checkpointQemu(tl: Timeline, vm: QemuVm, vtime: bigint | n
 
     const qinfo = qemuInfo(q, vm, state, { machine, statusBefore, vtime, disks: info, dev, opts })
     const files: [string, string, number][] = [[QEMU_RAM_REGION, vm.ram, QEMU_PAGE], ...scanDisks.map((n): [string, string, number] => [diskRegion(n), vm.disks![n]!, QEMU_CLUSTER])]
-    const { regions, fullShadow, dirtyChunks } = regionInputs(mode, state, files)
+    const { regions, fullShadow, dirtyChunks } = regionInputs(mode, state, files, opts.chunkDeltas !== false)
     const blobs: Record<string, Uint8Array> = { ...opts.blobs, [QEMU_INFO_BLOB]: Buffer.from(JSON.stringify(qinfo, null, 1)) }
     if (dev) blobs[QEMU_DEVSTATE_BLOB] = dev
     const meta: Record<string, string> = {

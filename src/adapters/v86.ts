@@ -386,6 +386,8 @@ export interface SaveV86Options {
   meta?: Record<string, string>
   /** false: scan every page instead of passing dirty hints (default true) */
   dirtyHints?: boolean
+  /** page regions: hand over changed chunks' previous bytes (stored as deltas of them where smaller; default true) */
+  chunkDeltas?: boolean
   /** the deterministic driver of the emulator (v86Clock()): its state, taken with the emulator's, goes to blob `v86.clock` */
   clock?: V86Clock
 }
@@ -554,7 +556,7 @@ async function commit(tl: Timeline, track: Track, state: ArrayBuffer | Uint8Arra
     const dirty: number[] = []
     const aside = new Aside(cs)
     refreshChunks(now, 0, img, 0, now.length, cs, dirty, aside)
-    regions[name] = { data: img, dirty, previous: aside.bytes }
+    regions[name] = opts.chunkDeltas === false ? { data: img, dirty } : { data: img, dirty, previous: aside.bytes }
     dirtyCounts[name] = dirty.length
   }
   for (const name of images.keys()) if (name !== RAM && !mapped.has(name)) images.delete(name)

@@ -228,6 +228,9 @@ describe.skipIf(!haveQemu)('QEMU guest over QMP', () => {
     expect(r3.skipped).toEqual(['disk.d0'])
     expect(r3.scanned).toEqual(['ram'])
     expect(r3.dirtyChunks.ram).toBeLessThan((96 * MIB) / 4096)
+    // the shadow's previous bytes go along: pages the guest rewrote are stored as deltas of them
+    expect(r3.checkpoint.stats.deltaChunks).toBeGreaterThan(0)
+    expect(r3.checkpoint.stats.deltaBaseMismatches).toBe(0)
     console.log(`adapter-qemu: pauses ${[r1, r2, r3].map((r) => r.pauseMs.toFixed(0)).join(', ')} ms (96 MiB RAM + 4 MiB disk; scan, shadow, shadow)`)
 
     // a failure after stop (vtime order) still resumes the VM
@@ -241,6 +244,10 @@ describe.skipIf(!haveQemu)('QEMU guest over QMP', () => {
     // after a failed checkpoint the adapter trusts neither bitmaps nor shadows: everything is scanned
     expect(r4.scanned).toEqual(['ram', 'disk.d0'])
     expect(r4.dirtyChunks).toEqual({})
+    // chunkDeltas: false, the shadow's dirty pages go whole
+    const r5 = await checkpointQemu(tl, vm, 5, { qmp: q, mode: 'shadow', chunkDeltas: false })
+    expect(r5.dirtyChunks.ram).toBeGreaterThan(0)
+    expect(r5.checkpoint.stats.deltaChunks).toBe(0)
 
     // restore each checkpoint: byte-identical with the copies taken while paused
     const b = vmFiles(dir, 'b')
@@ -257,7 +264,7 @@ describe.skipIf(!haveQemu)('QEMU guest over QMP', () => {
     p.kill('SIGKILL')
     await new Promise((r) => p.once('exit', r))
     // the VM is gone; the socket file stays behind
-    const gone = await caught(() => checkpointQemu(tl, vm, 5))
+    const gone = await caught(() => checkpointQemu(tl, vm, 6))
     expect(gone.code).toBe('CKPT_QMP')
     expect(gone.details.reason).toBe('connect')
     const missing = await caught(() => checkpointQemu(tl, { ...vm, qmp: path.join(dir, 'nope.qmp') }, 5))
