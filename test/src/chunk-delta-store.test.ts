@@ -14,6 +14,7 @@ import { ENTRY_HEADER_SIZE, ENTRY_KIND, scanPackFile } from '../../store/index.j
 import { MAX_CHUNK_DEPTH } from '../../src/ingest.js'
 import { exportBundle, importBundle, openStore, type CkptStore, type Timeline } from '../../src/index.js'
 import { makeRng, type Rng } from '../helpers/rng.js'
+import { flipByte } from '../helpers/damage.js'
 import { caught, removeTmpDirs, tmpStorePath } from '../helpers/tmp.js'
 import { runVerify } from '../helpers/verify.js'
 
@@ -69,6 +70,14 @@ async function record(tl: Timeline, rng: Rng, k: number): Promise<{ images: Uint
   return { images, cids, deltas }
 }
 
+/** A fresh store (left open) with a timeline of `k` checkpoints recorded with previous bytes. */
+async function recordedStore(prefix: string, seed: number, k: number): Promise<{ dir: string; store: CkptStore; images: Uint8Array[]; cids: string[]; deltas: number }> {
+  const dir = tmpStorePath(prefix)
+  const store = await openStore(dir, { threads: 2 })
+  const tl = await store.timeline('t', { regions: { ram: { size: SIZE, chunkSize: CHUNK } } })
+  return { dir, store, ...(await record(tl, makeRng(seed), k)) }
+}
+
 async function expectRestores(store: CkptStore, cids: string[], images: Uint8Array[], which: number[]): Promise<void> {
   for (const k of which) {
     const back = new Uint8Array(SIZE)
@@ -79,10 +88,7 @@ async function expectRestores(store: CkptStore, cids: string[], images: Uint8Arr
 
 describe('chunk deltas written by the library', () => {
   it('changed pages with their previous bytes are stored as short chains that restore, travel and verify exactly', async () => {
-    const dir = tmpStorePath('ckpt-chunkdelta-')
-    let store = await openStore(dir, { threads: 2 })
-    const tl = await store.timeline('t', { regions: { ram: { size: SIZE, chunkSize: CHUNK } } })
-    const { images, cids, deltas } = await record(tl, makeRng(1), 30)
+    let { dir, store, images, cids, deltas } = await recordedStore('ckpt-chunkdelta-', 1, 30)
     await store.close()
     const entries = chunkEntries(dir)
     const asDelta = entries.filter((e) => e.codec === AT_REST.chunkDelta)
@@ -111,10 +117,7 @@ describe('chunk deltas written by the library', () => {
   })
 
   it('thinning and gc keep every base a kept checkpoint needs; a bundle carries the chunks whole', async () => {
-    const dir = tmpStorePath('ckpt-chunkdelta-gc-')
-    let store = await openStore(dir, { threads: 2 })
-    const tl = await store.timeline('t', { regions: { ram: { size: SIZE, chunkSize: CHUNK } } })
-    const { images, cids, deltas } = await record(tl, makeRng(2), 24)
+    let { dir, store, images, cids, deltas } = await recordedStore('ckpt-chunkdelta-gc-', 2, 24)
     expect(deltas).toBeGreaterThan(20)
     // keep every fifth: the versions between are the bases of what is kept
     const drop = cids.filter((_, k) => k % 5 !== 0 && k !== 23)
@@ -162,10 +165,7 @@ describe('chunk deltas written by the library', () => {
   })
 
   it('an index rebuilt from the packs knows the store holds chunk deltas: a gc after it keeps what kept checkpoints need', async () => {
-    const dir = tmpStorePath('ckpt-chunkdelta-rebuild-')
-    let store = await openStore(dir, { threads: 2 })
-    const tl = await store.timeline('t', { regions: { ram: { size: SIZE, chunkSize: CHUNK } } })
-    const { images, cids, deltas } = await record(tl, makeRng(5), 16)
+    let { dir, store, images, cids, deltas } = await recordedStore('ckpt-chunkdelta-rebuild-', 5, 16)
     expect(deltas).toBeGreaterThan(10)
     await store.close()
     fs.rmSync(path.join(dir, 'index'), { recursive: true, force: true })
@@ -183,10 +183,7 @@ describe('chunk deltas written by the library', () => {
   })
 
   it('a damaged version down a chain fails the restore of every chunk built on it with an error naming that version', async () => {
-    const dir = tmpStorePath('ckpt-chunkdelta-damage-')
-    let store = await openStore(dir, { threads: 2 })
-    const tl = await store.timeline('t', { regions: { ram: { size: SIZE, chunkSize: CHUNK } } })
-    const { images, cids } = await record(tl, makeRng(4), 6)
+    let { dir, store, images, cids } = await recordedStore('ckpt-chunkdelta-damage-', 4, 6)
     await store.close()
     // chunk 5 changes every checkpoint: its first version (stored whole) is the root of the chain
     const root = cidBytes(RAW, blake3(images[0]!.subarray(5 * CHUNK, 6 * CHUNK)))
@@ -197,13 +194,7 @@ describe('chunk deltas written by the library', () => {
       }
     }
     expect(hit).toBeDefined()
-    const fd = fs.openSync(hit!.file, 'r+')
-    const b = Buffer.alloc(1)
-    const at = hit!.at + ENTRY_HEADER_SIZE + Math.floor(hit!.stored / 2)
-    fs.readSync(fd, b, 0, 1, at)
-    b[0]! ^= 0x20
-    fs.writeSync(fd, b, 0, 1, at)
-    fs.closeSync(fd)
+    flipByte(hit!.file, hit!.at + ENTRY_HEADER_SIZE + Math.floor(hit!.stored / 2), 0x20)
     store = await openStore(dir, { threads: 2 })
     try {
       for (const k of [5, 3]) {

@@ -2,7 +2,6 @@
  * Chunk deltas at rest (codec 4) through the block store: a chain reads back as the whole chunks
  * (staged, committed, reopened), every version proven, a damaged base failing with its own CID.
  */
-import fs from 'node:fs'
 import path from 'node:path'
 import { afterAll, describe, expect, it } from 'vitest'
 import { blake3, initBlake3 } from '../../codecs/blake3.js'
@@ -14,6 +13,8 @@ import { packFileName } from '../../store/pack-io.js'
 import { Repository } from '../../store/repository.js'
 import { memoryBackend } from '../../store/backend.js'
 import { makeRng, type Rng } from '../helpers/rng.js'
+import { flipByte } from '../helpers/damage.js'
+import { readableAcrossReopen } from '../helpers/reopen.js'
 import { bytesEqual, caught, removeTmpDirs, tmpStorePath } from '../helpers/tmp.js'
 
 afterAll(removeTmpDirs)
@@ -32,7 +33,7 @@ function rewrite(rng: Rng, p: Uint8Array): Uint8Array {
 }
 
 /** A page stored whole and `len` later versions each stored as a delta against the one before. */
-export function putChunkChain(repo: Repository, rng: Rng, len: number): { pages: Uint8Array[]; cids: CidBytes[] } {
+function putChunkChain(repo: Repository, rng: Rng, len: number): { pages: Uint8Array[]; cids: CidBytes[] } {
   const pages = [textPage(rng)]
   for (let k = 1; k <= len; k++) pages.push(rewrite(rng, pages[k - 1]!))
   const cids = pages.map((p) => cidBytes(RAW, blake3(p)))
@@ -50,11 +51,9 @@ export function putChunkChain(repo: Repository, rng: Rng, len: number): { pages:
 
 describe('BlockStore: chunk deltas at rest', () => {
   it('a chain of chunk deltas reads back as the whole chunks, before and after commit and reopen', async () => {
-    const dir = tmpStorePath('ckpt-cd-')
-    let repo = await Repository.open(dir)
-    try {
-      const { pages, cids } = putChunkChain(repo, makeRng(1), 6)
-      const check = (r: Repository) => {
+    await readableAcrossReopen(
+      (repo) => putChunkChain(repo, makeRng(1), 6),
+      (r, { pages, cids }) => {
         for (let k = 0; k < pages.length; k++) {
           expect(bytesEqual(r.blocks.get(cids[k]!), pages[k]!), `page ${k}`).toBe(true)
           expect(bytesEqual(r.blocks.getAt(cids[k]!, r.blocks.locate(cids[k]!)), pages[k]!), `page ${k} at its location`).toBe(true)
@@ -62,17 +61,9 @@ describe('BlockStore: chunk deltas at rest', () => {
           expect(loc.codec).toBe(k === 0 ? defaultCompressor().code : AT_REST.chunkDelta)
           expect(loc.depth).toBe(k)
         }
-      }
-      check(repo)
-      await repo.commit([])
-      check(repo)
-      await repo.close()
-      repo = await Repository.open(dir, { mustExist: true })
-      expect(bytesEqual(repo.blocks.get(cids[6]!), pages[6]!)).toBe(true)
-      check(repo)
-    } finally {
-      await repo.close()
-    }
+      },
+      (r, { pages, cids }) => expect(bytesEqual(r.blocks.get(cids[6]!), pages[6]!)).toBe(true),
+    )
   })
 
   it('a damaged base: every chunk built on it fails with CKPT_HASH_MISMATCH naming the base, never wrong bytes', async () => {
@@ -83,14 +74,7 @@ describe('BlockStore: chunk deltas at rest', () => {
     const loc = repo.blocks.locate(cids[1]!)!
     await repo.close()
     // flip a byte in the middle of the first delta's frame
-    const file = path.join(dir, 'packs', packFileName(loc.pack))
-    const fd = fs.openSync(file, 'r+')
-    const at = loc.offset + ENTRY_HEADER_SIZE + 37 + Math.floor((loc.storedLength - 37) / 2)
-    const b = Buffer.alloc(1)
-    fs.readSync(fd, b, 0, 1, at)
-    b[0]! ^= 0x10
-    fs.writeSync(fd, b, 0, 1, at)
-    fs.closeSync(fd)
+    flipByte(path.join(dir, 'packs', packFileName(loc.pack)), loc.offset + ENTRY_HEADER_SIZE + 37 + Math.floor((loc.storedLength - 37) / 2), 0x10)
     repo = await Repository.open(dir, { mustExist: true })
     try {
       expect(bytesEqual(repo.blocks.get(cids[0]!), pages[0]!)).toBe(true)
