@@ -20,8 +20,6 @@ import { PRESCAN_SPANS, prescanOf, type WorkerPool } from './pipeline/worker-poo
 import type { Geometry, RegionTree } from './region-tree.js'
 import { SPAN_SIZE, type SpanTable } from '../codecs/scan-cache.js'
 
-/** The longest chain of chunk deltas a checkpoint makes (codecs/chunk-delta.ts). */
-export const MAX_CHUNK_DEPTH = CHUNK_DELTA_MAX_DEPTH
 
 /** ~1 MiB of chunks per task: large enough to amortise a postMessage, small enough to spread. */
 export const BATCH_BYTES = 1 << 20
@@ -225,7 +223,7 @@ async function ingestSpeculative(pool: WorkerPool, blocks: BlockStore, tree: Reg
     if (d) previous.set(d, k * 32)
     if (d && baseDepths) {
       const depth = tree.chunkDepth(b.indexes[k]!)
-      if (depth < MAX_CHUNK_DEPTH) baseDepths[k] = depth
+      if (depth < CHUNK_DELTA_MAX_DEPTH) baseDepths[k] = depth
     }
   }
   const comp = blocks.compressor

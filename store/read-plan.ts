@@ -21,7 +21,7 @@ export interface ReadPlan {
   payloads?: Uint8Array
   /** per block: its entry's offset in its pack file, or its payload's offset in `payloads` */
   offsets: Float64Array
-  /** chunk deltas' bytes, resolved and proven here, concatenated; with resolvedAt */
+  /** chunk deltas' bytes, resolved here (the worker hashes them), concatenated; with resolvedAt */
   resolved?: Uint8Array
   /** per block: its bytes' offset in `resolved`, or -1 (read from its entry) */
   resolvedAt?: Float64Array
@@ -75,7 +75,8 @@ export function planReads(blocks: BlockStore, cids: readonly CidBytes[], locs: r
   const payloads: Uint8Array[] = []
   let at = 0
   for (let k = 0; k < n; k++) {
-    const p = blocks.readAt(cids[k]!, locs[k]!)
+    // a chunk delta's entry is read once, by resolveDeltas: its payload is not what the worker opens
+    const p = locs[k]!.codec === AT_REST.chunkDelta ? new Uint8Array(0) : blocks.readAt(cids[k]!, locs[k]!)
     payloads.push(p)
     offsets[k] = at
     at += p.length

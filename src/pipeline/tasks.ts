@@ -351,16 +351,18 @@ export function runTask(t: Task): TaskResult {
           continue
         }
         // a complete pack entry: the main thread only copies it into the pack
-        let r: { code: number; length: number; depth: number } | null | undefined
+        let d: { code: number; length: number; depth: number } | null | undefined
         if (t.bases && t.previous && t.baseDepths![i]! < 255) {
           const base = t.bases.subarray(t.offsets[i]!, t.offsets[i]! + t.lengths[i]!)
-          r = againstBase(compressor, c, base, t.previous, i, t.baseDepths![i]!, out, at + ENTRY_HEADER_SIZE)
-          if (r === null) baseMismatches++
+          d = againstBase(compressor, c, base, t.previous, i, t.baseDepths![i]!, out, at + ENTRY_HEADER_SIZE)
+          if (d === null) baseMismatches++
         }
-        r ??= { ...compressBlockInto(compressor, c, out, at + ENTRY_HEADER_SIZE), depth: 0 }
+        // stored whole unless a delta was kept (no object made per chunk on the path without bases)
+        const r = d ?? compressBlockInto(compressor, c, out, at + ENTRY_HEADER_SIZE)
+        const depth = d ? d.depth : 0
         rawCid.set(digests.subarray(i * 32, i * 32 + 32), 4)
-        const size = writeEntryHeader(out, at, rawCid, r.code, r.depth, c.length, r.length)
-        if (depths) depths[i] = r.depth
+        const size = writeEntryHeader(out, at, rawCid, r.code, depth, c.length, r.length)
+        if (depths) depths[i] = depth
         outLengths[i] = size
         codes[i] = r.code
         compressed[i] = COMPRESSED

@@ -1,7 +1,7 @@
 /**
  * Chunk deltas as the library writes them (RegionInput.previous, SPEC.md §5.1 codec 4): a dirty
  * chunk whose previous version is given is stored against it where that is smaller, chains stay
- * within MAX_CHUNK_DEPTH, and every path that reads chunks gives the exact bytes: restore (in memory
+ * within CHUNK_DELTA_MAX_DEPTH, and every path that reads chunks gives the exact bytes: restore (in memory
  * and to a file), time travel, verify --deep, a bundle round trip, thinning + gc, reopening.
  */
 import fs from 'node:fs'
@@ -11,8 +11,8 @@ import { blake3 } from '../../codecs/blake3.js'
 import { cidBytes, cidToString, RAW } from '../../codecs/cid.js'
 import { AT_REST } from '../../codecs/compress.js'
 import { ENTRY_HEADER_SIZE, ENTRY_KIND, scanPackFile } from '../../store/index.js'
-import { MAX_CHUNK_DEPTH } from '../../src/ingest.js'
-import { exportBundle, importBundle, openStore, type CkptStore, type Timeline } from '../../src/index.js'
+import { CHUNK_DELTA_MAX_DEPTH as MAX_CHUNK_DEPTH } from '../../codecs/chunk-delta.js'
+import { exportBundle, importBundle, memoryBackend, openStore, type CkptStore, type Timeline } from '../../src/index.js'
 import { makeRng, type Rng } from '../helpers/rng.js'
 import { flipByte } from '../helpers/damage.js'
 import { caught, removeTmpDirs, tmpStorePath } from '../helpers/tmp.js'
@@ -177,6 +177,18 @@ describe('chunk deltas written by the library', () => {
       expect(g.chunksReencoded).toBeGreaterThan(0)
       await expectRestores(store, cids, images, [0, 3, 6, 9, 12, 15])
       expect((await runVerify(store, { deep: true })).findings.filter((f) => f.severity !== 'info')).toEqual([])
+    } finally {
+      await store.close()
+    }
+  })
+
+  it('a memory store (payloads read by the caller, not the workers) restores its chunk deltas exactly', async () => {
+    const store = await openStore('memory:chunkdelta', { backend: memoryBackend(), threads: 2 })
+    try {
+      const tl = await store.timeline('t', { regions: { ram: { size: SIZE, chunkSize: CHUNK } } })
+      const { images, cids, deltas } = await record(tl, makeRng(6), 10)
+      expect(deltas).toBeGreaterThan(5)
+      await expectRestores(store, cids, images, [9, 4, 0])
     } finally {
       await store.close()
     }
